@@ -1,0 +1,166 @@
+"""Hugging Face checkpoint directories: config.json plus safetensors (single file or sharded).
+
+Weights are read tensor by tensor from memory-mapped files straight into a model built on the meta
+device, so a checkpoint is never held twice in memory.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from nemotron.errors import CheckpointError
+from nemotron.model.config import ModelConfig
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+PICKLE_FILE = "pytorch_model.bin"
+DEFAULT_SHARD_BYTES = 5 * 1024**3
+
+# Buffers some older exports saved; they are recomputed, never loaded.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def is_hf_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a checkpoint directory, in index order."""
+    index = directory / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as err:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({err})") from None
+        files = [directory / name for name in dict.fromkeys(weight_map.values())]
+        for file in files:
+            if not file.is_file():
+                raise CheckpointError(f"{index} names shard {file.name}, which is missing from {directory}")
+        return files
+    if (directory / SINGLE_FILE).is_file():
+        return [directory / SINGLE_FILE]
+    if (directory / PICKLE_FILE).is_file():
+        return [directory / PICKLE_FILE]
+    raise CheckpointError(f"{directory} has no {SINGLE_FILE}, {INDEX_FILE} or {PICKLE_FILE}")
+
+
+def iter_tensors(directory: Path, trust_pickle: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) one at a time; safetensors files are memory-mapped."""
+    for file in weight_files(directory):
+        if file.suffix == ".bin":
+            yield from _load_pickle(file, trust_pickle).items()
+            continue
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    if not name.endswith(_IGNORED_SUFFIXES):
+                        yield name, handle.get_tensor(name)
+        except (OSError, ValueError, RuntimeError) as err:  # safetensors raises SafetensorError(Exception)
+            raise CheckpointError(f"cannot read {file}: {err}") from None
+
+
+def tensor_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) from the safetensors headers, without reading any weights."""
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    for file in weight_files(directory):
+        if file.suffix == ".bin":
+            raise CheckpointError(f"{file} is a pickle; shapes can only be read from safetensors files")
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                tensor_slice = handle.get_slice(name)
+                shapes[name] = (tuple(tensor_slice.get_shape()), tensor_slice.get_dtype())
+    return shapes
+
+
+def _load_pickle(file: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=not trust_pickle, mmap=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or others for rejected pickles
+        if trust_pickle:
+            raise CheckpointError(f"cannot read {file}: {err}") from None
+        raise CheckpointError(
+            f"{file} holds Python objects besides tensors and was not unpickled; if you trust "
+            f"this file, pass --trust-pickle (trust_pickle=True) to load it") from None
+
+
+def normalise_name(name: str) -> str:
+    """Accept state dicts saved from the bare trunk (no `model.` prefix)."""
+    if name.startswith(("model.", "lm_head.", "rm_head.")):
+        return name
+    return f"model.{name}"
+
+
+def load_state_dict_into(model: torch.nn.Module, tensors: Iterator[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor],
+                         dtype: torch.dtype, device: torch.device | str, source: str) -> None:
+    """Check names and shapes against `model` (may live on the meta device), then assign."""
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    loaded: dict[str, torch.Tensor] = {}
+    for raw_name, tensor in items:
+        name = normalise_name(raw_name)
+        if name not in expected:
+            raise CheckpointError(f"{source}: unexpected tensor {raw_name!r} (shape {tuple(tensor.shape)}) "
+                                  f"that this model configuration has no place for")
+        if tuple(tensor.shape) != expected[name]:
+            raise CheckpointError(f"{source}: tensor {raw_name!r} has shape {tuple(tensor.shape)}, "
+                                  f"the configuration expects {expected[name]}")
+        loaded[name] = tensor.to(device=device, dtype=dtype)
+    missing = sorted(set(expected) - set(loaded))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CheckpointError(f"{source}: missing tensor(s) {', '.join(missing[:3])}{more}")
+    model.load_state_dict(loaded, strict=True, assign=True)
+
+
+def save_hf_dir(state_dict: Mapping[str, torch.Tensor], config: ModelConfig, directory: str | Path,
+                dtype: torch.dtype | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+    """Write config.json and safetensors shards (with an index when there is more than one)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if dtype is not None:
+        config = config.replace(torch_dtype=str(dtype).removeprefix("torch."))
+    config.save_json(directory / "config.json")
+    shards = _plan_shards(state_dict, dtype, max_shard_bytes)
+    total_bytes = sum(_nbytes(t, dtype) for t in state_dict.values())
+    weight_map: dict[str, str] = {}
+    for i, names in enumerate(shards):
+        filename = SINGLE_FILE if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        shard = {name: _prepare(state_dict[name], dtype) for name in names}
+        save_file(shard, str(directory / filename), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(names, filename))
+        del shard
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
+        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    return directory
+
+
+def _prepare(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = tensor.detach().to("cpu")
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.contiguous()
+
+
+def _nbytes(tensor: torch.Tensor, dtype: torch.dtype | None) -> int:
+    itemsize = dtype.itemsize if dtype is not None and tensor.is_floating_point() else tensor.element_size()
+    return tensor.numel() * itemsize
+
+
+def _plan_shards(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None,
+                 max_shard_bytes: int) -> list[list[str]]:
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, tensor in state_dict.items():
+        nbytes = _nbytes(tensor, dtype)
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards

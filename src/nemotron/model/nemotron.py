@@ -1,0 +1,202 @@
+"""Nemotron-4 decoder in PyTorch, with Hugging Face parameter names so safetensors load as they are.
+
+How Nemotron differs from Llama:
+- LayerNorm1p (LayerNorm with bias, stored weight w applied as 1 + w) instead of RMSNorm;
+- MLP is up_proj -> relu(x)^2 -> down_proj: no gate projection, no SiLU;
+- rotary embedding only on the first head_dim * rotary_fraction channels of each head (rotate_half form);
+- head_dim is its own setting (Minitron-8B: 48 heads x 128 on hidden 4096);
+- no bias in any linear layer, no embedding scaling, untied output layer.
+
+Attention goes through a cache object (`AttentionCache.attend`) so the engine can swap in a paged
+KV cache without touching this file; with no cache the model runs plain causal self-attention.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nemotron.model.config import ModelConfig
+
+
+class AttentionCache(Protocol):
+    """Stores keys/values of past tokens and attends over them."""
+
+    def attend(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """q (B, T, Hq, D), k/v (B, T, Hkv, D) of the new tokens -> output (B, T, Hq, D)."""
+        ...
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, past_len: int = 0) -> Tensor:
+    """q (B, Tq, Hq, D), k/v (B, Tk, Hkv, D) with Tk = past_len + Tq -> (B, Tq, Hq, D)."""
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+    t_q, t_k = q.shape[2], k.shape[2]
+    if t_q == t_k:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    elif t_q == 1:  # one new token sees everything before it
+        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    else:  # new tokens after a cached prefix: query i sees keys 0 .. past_len + i
+        rows = torch.arange(t_q, device=q.device)[:, None] + past_len
+        mask = torch.arange(t_k, device=q.device)[None, :] <= rows
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    return out.transpose(1, 2)  # (B, Tq, Hq, D)
+
+
+class LayerNorm1p(nn.Module):
+    """LayerNorm whose stored weight is zero-centred: the scale applied is 1 + weight.
+
+    Computed in fp32 (as Transformer Engine does for zero-centred gamma), so 1 + w keeps its
+    precision when the weights are bf16.
+    """
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight.float() + 1.0
+        out = F.layer_norm(x.float(), (x.shape[-1],), scale, self.bias.float(), self.eps)
+        return out.to(x.dtype)
+
+
+def rotary_cos_sin(positions: Tensor, rotary_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """positions (B, T) -> cos, sin (B, T, 1, rotary_dim), split-halves layout."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, device=positions.device, dtype=torch.float32)
+                                / rotary_dim))
+    freqs = positions[..., None].float() * inv_freq  # (B, T, rotary_dim / 2)
+    angles = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]  # (B, T, 1, rotary_dim)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_partial_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first rotary_dim channels of x (B, T, H, D); the rest pass through."""
+    rotary_dim = cos.shape[-1]
+    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+    first, second = x_rot.chunk(2, dim=-1)
+    rotated = torch.cat((-second, first), dim=-1)
+    return torch.cat((x_rot * cos + rotated * sin, x_pass), dim=-1)
+
+
+class NemotronAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        h = config.hidden_size
+        self.q_proj = nn.Linear(h, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, h, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)  # (B, T, Hq, D)
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
+        q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
+        out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer_idx, q, k, v)
+        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+
+
+class NemotronMLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.relu(self.up_proj(x)).square())
+
+
+class NemotronDecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.input_layernorm = LayerNorm1p(config.hidden_size, config.norm_eps)
+        self.self_attn = NemotronAttention(config, layer_idx)
+        self.post_attention_layernorm = LayerNorm1p(config.hidden_size, config.norm_eps)
+        self.mlp = NemotronMLP(config)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class NemotronModel(nn.Module):
+    """Embedding, decoder layers and final norm: the trunk shared by the LM and reward heads."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(NemotronDecoderLayer(config, i) for i in range(config.num_layers))
+        self.norm = LayerNorm1p(config.hidden_size, config.norm_eps)
+
+    def forward(self, input_ids: Tensor, positions: Tensor | None = None,
+                cache: AttentionCache | None = None) -> Tensor:
+        """input_ids (B, T), positions (B, T) (default 0..T-1) -> final-normed hidden (B, T, H)."""
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        x = self.embed_tokens(input_ids)  # (B, T, H)
+        cos, sin = rotary_cos_sin(positions, self.config.rotary_dim, self.config.rope_theta, x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, cache)
+        return self.norm(x)
+
+
+class NemotronForCausalLM(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = NemotronModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def forward(self, input_ids: Tensor, positions: Tensor | None = None,
+                cache: AttentionCache | None = None, last_only: bool = False) -> Tensor:
+        """-> logits (B, T, V), or (B, 1, V) for the last position only (decoding)."""
+        hidden = self.model(input_ids, positions, cache)
+        if last_only:
+            hidden = hidden[:, -1:]
+        return self.lm_head(hidden)
+
+
+class NemotronForRewardModel(nn.Module):
+    """Nemotron-4 340B Reward: the trunk plus a linear head on the last token's final hidden state."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = NemotronModel(config)
+        self.rm_head = nn.Linear(config.hidden_size, config.num_reward_attributes, bias=config.reward_head_bias)
+
+    def forward(self, input_ids: Tensor, positions: Tensor | None = None,
+                cache: AttentionCache | None = None, lengths: Tensor | None = None) -> Tensor:
+        """input_ids (B, T), right-padded when lengths (B,) is given -> attribute scores (B, A)."""
+        hidden = self.model(input_ids, positions, cache)  # (B, T, H)
+        if lengths is None:
+            last = hidden[:, -1]
+        else:
+            last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        return self.rm_head(last).float()
+
+
+NemotronLike = NemotronForCausalLM | NemotronForRewardModel
+
+
+def build_model(config: ModelConfig) -> NemotronLike:
+    """The right head for the config; call under `torch.device("meta")` to allocate nothing."""
+    return NemotronForRewardModel(config) if config.is_reward_model else NemotronForCausalLM(config)
+
+
+@torch.no_grad()
+def init_random_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> None:
+    """Small random weights, for presets without a checkpoint and for tests."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if name.endswith("layernorm.weight") or name.endswith("norm.weight") or name.endswith(".bias"):
+            param.zero_()
+        else:
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
