@@ -51,10 +51,11 @@ class ModelConfig:
                 f"config field num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
         if not 0.0 < self.rotary_fraction <= 1.0:
             raise ConfigError(f"config field rotary_fraction must be in (0, 1], got {self.rotary_fraction}")
-        if self.rotary_dim % 2 or self.rotary_dim == 0:
+        exact_rotary = self.head_dim * self.rotary_fraction
+        if exact_rotary != self.rotary_dim or self.rotary_dim % 2 or self.rotary_dim == 0:
             raise ConfigError(
                 f"config fields head_dim ({self.head_dim}) x rotary_fraction ({self.rotary_fraction}) "
-                f"must give an even, non-zero number of rotary channels, got {self.rotary_dim}")
+                f"must give an even, non-zero whole number of rotary channels, got {exact_rotary:g}")
         if self.rope_theta <= 0:
             raise ConfigError(f"config field rope_theta must be positive, got {self.rope_theta}")
         if not 0.0 < self.norm_eps < 1.0:

@@ -1,0 +1,399 @@
+"""Next-token sampling for a batch whose rows each carry their own knobs.
+
+The steps and their order follow NeMo's `sample_sequence_batch`
+(nemo/collections/nlp/modules/common/text_generation_utils.py): block EOS before the minimum
+length → (greedy rows: argmax here) → temperature → repetition penalty → top-k (ties with the k-th
+value kept) → top-p (the token whose cumulative probability first exceeds p is kept) → draw.
+Each step is a pure (B, V) → (B, V) function of per-row tensors, so one call serves a batch that
+mixes greedy and sampled requests with different settings. All arithmetic is float32.
+
+Deliberate differences from NeMo:
+- repetition penalty always applies (NeMo only tracks used tokens when compute_logprob is on),
+  covers the whole prompt plus everything generated (NeMo skips the first prompt position) and
+  moves negative logits down too (NeMo divides every logit, raising negative ones);
+- the minimum length also blocks the row's stop_token_ids, not only EOS (as vLLM's min_tokens);
+- top-p keeps every token tied with the last kept one, where NeMo splits ties by sort order;
+- logits beyond `vocab_size` (padding of the output layer) are dropped, not set to -inf, so
+  log-probabilities are normalised over real tokens only;
+- a seeded row draws from its own generator, so its tokens do not depend on the rest of the batch
+  (NeMo seeds the global RNG once per request batch).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import torch
+from torch import Tensor
+
+from nemotron.errors import NemotronError
+
+__all__ = [
+    "SamplingParams",
+    "SamplingParamsError",
+    "SamplingTensors",
+    "apply_repetition_penalty",
+    "apply_temperature",
+    "block_eos_before_min_tokens",
+    "draw",
+    "draw_uniforms",
+    "log_probs",
+    "make_generator",
+    "process_logits",
+    "sample",
+    "top_k_filter",
+    "top_logprobs",
+    "top_p_filter",
+]
+
+MAX_TEMPERATURE = 100.0
+_NEG_INF = float("-inf")
+
+
+class SamplingParamsError(NemotronError, ValueError):
+    """A sampling parameter is out of range; the message names the field."""
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    """Per-request generation settings.
+
+    Defaults are the plain model distribution (temperature 1, no top-k, no top-p, no penalty),
+    as in OpenAI's API and vLLM; servers map their own defaults onto these (the NeMo server's
+    top_p 0.9, OpenAI's temperature 0 → greedy=True).
+
+    max_new_tokens: at most this many tokens are generated (default 256).
+    temperature: 0 < t ≤ 100; 0 is allowed only with greedy=True.
+    top_k: keep the k most likely tokens and any tied with the k-th; 0 = off.
+    top_p: keep the most likely tokens up to and including the one whose cumulative probability
+        first exceeds p; 1 = off.
+    greedy: argmax; temperature, top_k, top_p and repetition_penalty are ignored
+        (min_new_tokens still applies, as in NeMo).
+    repetition_penalty: ≥ 1; tokens already in prompt or output have positive logits divided and
+        negative logits multiplied by it.
+    min_new_tokens: EOS and stop_token_ids are blocked until this many tokens were generated.
+    stop_strings, stop_token_ids: generation ends at these (the engine checks; the sampler only
+        blocks stop_token_ids before min_new_tokens).
+    seed: rows with a seed draw from their own generator, reproducibly; None = global RNG.
+    return_logprobs: report the chosen token's log-probability under the unprocessed model
+        distribution (temperature 1, no filtering), like NeMo's compute_logprob and vLLM.
+    logprobs: with return_logprobs, also report this many most likely alternatives (OpenAI's
+        top_logprobs); 0 = the chosen token only.
+    ignore_eos: EOS does not end generation (and is therefore not blocked before min_new_tokens).
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+    repetition_penalty: float = 1.0
+    min_new_tokens: int = 0
+    stop_strings: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    seed: int | None = None
+    return_logprobs: bool = False
+    logprobs: int = 0
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("greedy", "return_logprobs", "ignore_eos"):
+            if not isinstance(getattr(self, name), bool):
+                raise SamplingParamsError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self.max_new_tokens = _integer("max_new_tokens", self.max_new_tokens, minimum=0)
+        self.min_new_tokens = _integer("min_new_tokens", self.min_new_tokens, minimum=0)
+        if self.min_new_tokens > self.max_new_tokens:
+            raise SamplingParamsError(
+                f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})"
+            )
+        self.temperature = _real("temperature", self.temperature)
+        low_ok = self.temperature >= 0 if self.greedy else self.temperature > 0
+        if not (low_ok and self.temperature <= MAX_TEMPERATURE):
+            hint = "" if self.greedy else " (use greedy=True for argmax)"
+            raise SamplingParamsError(f"temperature must be in (0, {MAX_TEMPERATURE:g}]{hint}, got {self.temperature}")
+        self.top_k = _integer("top_k", self.top_k, minimum=0)
+        self.top_p = _real("top_p", self.top_p)
+        if not 0 < self.top_p <= 1:
+            raise SamplingParamsError(f"top_p must be in (0, 1], got {self.top_p}")
+        self.repetition_penalty = _real("repetition_penalty", self.repetition_penalty)
+        if self.repetition_penalty < 1:
+            raise SamplingParamsError(f"repetition_penalty must be >= 1.0, got {self.repetition_penalty}")
+        if isinstance(self.stop_strings, str) or not isinstance(self.stop_strings, (list, tuple)):
+            raise SamplingParamsError(f"stop_strings must be a list of strings, got {self.stop_strings!r}")
+        if not all(isinstance(s, str) and s for s in self.stop_strings):
+            raise SamplingParamsError(f"stop_strings must hold non-empty strings, got {self.stop_strings!r}")
+        self.stop_strings = list(self.stop_strings)
+        if not isinstance(self.stop_token_ids, (list, tuple)):
+            raise SamplingParamsError(f"stop_token_ids must be a list of token ids, got {self.stop_token_ids!r}")
+        self.stop_token_ids = [_integer("stop_token_ids", t, minimum=0) for t in self.stop_token_ids]
+        if self.seed is not None:
+            self.seed = _integer("seed", self.seed, minimum=0)
+            if self.seed >= 2**64:
+                raise SamplingParamsError(f"seed must be below 2**64, got {self.seed}")
+        self.logprobs = _integer("logprobs", self.logprobs, minimum=0)
+        if self.logprobs and not self.return_logprobs:
+            raise SamplingParamsError("logprobs > 0 (top alternatives) requires return_logprobs=True")
+
+
+def _integer(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise SamplingParamsError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise SamplingParamsError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise SamplingParamsError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass(slots=True)
+class SamplingTensors:
+    """The knobs of one batch composition as (B,) tensors, plus the per-step state they need.
+
+    Greedy rows get neutral knobs (temperature 1, no filter, no penalty), so their processed
+    logits equal their EOS-masked logits and one argmax serves them. The `use_*` flags are host
+    booleans that let `sample` skip steps no row needs without a device sync.
+    """
+
+    vocab_size: int
+    greedy: Tensor  # (B,) bool
+    temperature: Tensor  # (B,) float32
+    top_k: Tensor  # (B,) int64, 0 = off
+    top_p: Tensor  # (B,) float32, 1 = off
+    repetition_penalty: Tensor  # (B,) float32
+    min_new_tokens: Tensor  # (B,) int64
+    generated_counts: Tensor  # (B,) int64, advanced by record()
+    stop_mask: Tensor | None  # (B, V) bool: tokens blocked before min_new_tokens
+    seen_mask: Tensor | None  # (B, V) bool: tokens of prompt + output, for the penalty
+    all_greedy: bool
+    max_top_k: int  # 0 when no sampled row uses top-k
+    use_top_p: bool
+    max_logprobs: int  # most alternatives any row asked for; -1 when no row wants logprobs
+
+    @classmethod
+    def from_params(
+        cls,
+        params: Sequence[SamplingParams],
+        vocab_size: int,
+        device: torch.device | str = "cpu",
+        *,
+        eos_id: int | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
+        generated_counts: Sequence[int] | None = None,
+    ) -> SamplingTensors:
+        """Pack per-row params. token_ids (prompt + tokens generated so far, per row) is needed
+        when a sampled row has repetition_penalty > 1; generated_counts defaults to zeros."""
+        if not params:
+            raise ValueError("from_params needs at least one row")
+        if eos_id is not None and not 0 <= eos_id < vocab_size:
+            raise ValueError(f"eos_id {eos_id} is outside the vocabulary of {vocab_size}")
+        counts = [0] * len(params) if generated_counts is None else list(generated_counts)
+        if len(counts) != len(params):
+            raise ValueError(f"generated_counts has {len(counts)} rows, params has {len(params)}")
+        sampled = [not p.greedy for p in params]
+
+        def per_row(values: list, dtype: torch.dtype) -> Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        penalties = [p.repetition_penalty if s else 1.0 for p, s in zip(params, sampled)]
+        seen_mask = None
+        if any(x > 1 for x in penalties):
+            if token_ids is None or len(token_ids) != len(params):
+                raise ValueError("repetition_penalty > 1 needs token_ids (prompt + output) for every row")
+            seen_mask = _row_mask(token_ids, vocab_size, device, "token_ids")
+        stop_mask = None
+        if any(p.min_new_tokens > 0 for p in params):
+            stops = [
+                ([] if p.ignore_eos or eos_id is None else [eos_id]) + p.stop_token_ids for p in params
+            ]
+            stop_mask = _row_mask(stops, vocab_size, device, "stop_token_ids")
+        top_ks = [min(p.top_k, vocab_size) if s else 0 for p, s in zip(params, sampled)]
+        top_ps = [p.top_p if s else 1.0 for p, s in zip(params, sampled)]
+        wanted = [p.logprobs if p.return_logprobs else -1 for p in params]
+        for p in params:
+            if p.logprobs > vocab_size:
+                raise ValueError(f"logprobs {p.logprobs} exceeds the vocabulary of {vocab_size}")
+        return cls(
+            vocab_size=vocab_size,
+            greedy=per_row([not s for s in sampled], torch.bool),
+            temperature=per_row([p.temperature if s else 1.0 for p, s in zip(params, sampled)], torch.float32),
+            top_k=per_row(top_ks, torch.int64),
+            top_p=per_row(top_ps, torch.float32),
+            repetition_penalty=per_row(penalties, torch.float32),
+            min_new_tokens=per_row([p.min_new_tokens for p in params], torch.int64),
+            generated_counts=per_row(counts, torch.int64),
+            stop_mask=stop_mask,
+            seen_mask=seen_mask,
+            all_greedy=not any(sampled),
+            max_top_k=max(top_ks),
+            use_top_p=any(p < 1 for p in top_ps),
+            max_logprobs=max(wanted),
+        )
+
+    def __len__(self) -> int:
+        return self.greedy.shape[0]
+
+    def record(self, token_ids: Tensor) -> None:
+        """Advance the per-step state by one generated token per row (token_ids: (B,))."""
+        self.generated_counts += 1
+        if self.seen_mask is not None:
+            self.seen_mask.scatter_(1, token_ids.view(-1, 1).to(self.seen_mask.device), True)
+
+
+def _row_mask(ids: Sequence[Sequence[int]], vocab_size: int, device: torch.device | str, what: str) -> Tensor:
+    """(B, V) bool mask with mask[b, t] set for every t in ids[b]."""
+    rows = [b for b, row in enumerate(ids) for _ in row]
+    cols = [t for row in ids for t in row]
+    if cols and not 0 <= min(cols) <= max(cols) < vocab_size:
+        raise ValueError(f"{what} holds a token id outside the vocabulary of {vocab_size}")
+    mask = torch.zeros(len(ids), vocab_size, dtype=torch.bool, device=device)
+    mask[torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device)] = True
+    return mask
+
+
+# --- the steps, in NeMo's order ---------------------------------------------------------------
+
+
+def block_eos_before_min_tokens(
+    logits: Tensor, generated_counts: Tensor, min_new_tokens: Tensor, stop_mask: Tensor
+) -> Tensor:
+    """-inf on a row's stop tokens (EOS, stop_token_ids) while it has fewer than min_new_tokens."""
+    blocked = (generated_counts < min_new_tokens).unsqueeze(1) & stop_mask  # (B, V)
+    return logits.masked_fill(blocked, _NEG_INF)
+
+
+def apply_temperature(logits: Tensor, temperature: Tensor) -> Tensor:
+    scaled = logits / temperature.unsqueeze(1)  # (B, V)
+    # A tiny temperature can overflow a logit to +inf, which would make softmax NaN.
+    return scaled.clamp(max=torch.finfo(scaled.dtype).max)
+
+
+def apply_repetition_penalty(logits: Tensor, penalty: Tensor, seen_token_mask: Tensor) -> Tensor:
+    """CTRL's penalty, made sign-aware: seen tokens always become less likely."""
+    p = penalty.unsqueeze(1)  # (B, 1)
+    penalised = torch.where(logits > 0, logits / p, logits * p)
+    return torch.where(seen_token_mask, penalised, logits)
+
+
+def top_k_filter(logits: Tensor, top_k: Tensor, max_k: int | None = None) -> Tensor:
+    """Keep each row's top_k largest logits and every logit tied with the k-th; top_k 0 = off.
+
+    max_k (≥ every row's k) bounds the topk call; pass it to avoid a device sync.
+    """
+    vocab = logits.shape[-1]
+    k = top_k.clamp(max=vocab)
+    if max_k is None:
+        max_k = int(k.max())
+    max_k = min(max_k, vocab)
+    if max_k == 0:
+        return logits
+    largest = logits.topk(max_k, dim=-1).values  # (B, max_k), descending
+    kth = largest.gather(1, (k - 1).clamp(min=0).unsqueeze(1))  # (B, 1)
+    kth = torch.where(k.unsqueeze(1) > 0, kth, _NEG_INF)
+    return logits.masked_fill(logits < kth, _NEG_INF)
+
+
+def top_p_filter(logits: Tensor, top_p: Tensor, candidates: int = 1024) -> Tensor:
+    """Nucleus filter: keep tokens in descending order up to and including the first whose
+    cumulative probability exceeds p (so at least one), plus any tied with it; top_p 1 = off.
+
+    The nucleus is searched among the `candidates` largest logits first and the full row is
+    sorted only when some nucleus reaches past them (a sort of 256k entries costs ~20× a top-k).
+    """
+    vocab = logits.shape[-1]
+    k = min(candidates, vocab)
+    ordered = logits.topk(k, dim=-1).values  # (B, k), descending
+    cumulative = (ordered - logits.logsumexp(dim=-1, keepdim=True)).exp().cumsum(dim=-1)  # (B, k)
+    p = top_p.unsqueeze(1)  # (B, 1)
+    if k < vocab and not bool(((cumulative[:, -1:] > p) | (p >= 1)).all()):
+        return top_p_filter(logits, top_p, candidates=vocab)
+    # Position i survives while the mass before it is ≤ p; position 0 always survives.
+    kept = 1 + (cumulative[:, :-1] <= p).sum(dim=-1, keepdim=True)  # (B, 1)
+    threshold = ordered.gather(1, kept - 1)  # (B, 1)
+    # Rounding can push the total past 1, so rows with p = 1 are switched off explicitly.
+    threshold = torch.where(p >= 1, _NEG_INF, threshold)
+    return logits.masked_fill(logits < threshold, _NEG_INF)
+
+
+def draw(probs: Tensor, uniforms: Tensor) -> Tensor:
+    """One token per row by inverting the row's CDF at uniforms[b] ∈ [0, 1). probs: (B, V)."""
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    target = uniforms.unsqueeze(1) * cdf[:, -1:]  # (B, 1); scaling absorbs rounding of the total
+    ids = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
+    # At the very top of the CDF rounding can land on a filtered token; take the mode instead.
+    possible = probs.gather(1, ids.unsqueeze(1)).squeeze(1) > 0
+    return torch.where(possible, ids, probs.argmax(dim=-1))
+
+
+def draw_uniforms(generators: Sequence[torch.Generator | None], device: torch.device | str) -> Tensor:
+    """(B,) uniforms: rows with a (CPU) generator draw from it, the others from the global RNG."""
+    uniforms = torch.rand(len(generators))
+    seeded = [b for b, g in enumerate(generators) if g is not None]
+    if seeded:  # one scalar per seeded row: the only per-row work, as generators cannot be batched
+        uniforms[seeded] = torch.cat([torch.rand(1, generator=generators[b]) for b in seeded])
+    return uniforms.to(device)
+
+
+def make_generator(seed: int | None) -> torch.Generator | None:
+    """The per-request generator `sample` expects (CPU, so results match across devices)."""
+    return None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
+
+
+# --- putting it together ------------------------------------------------------------------------
+
+
+def process_logits(logits: Tensor, tensors: SamplingTensors) -> Tensor:
+    """The logits each row is drawn from (float32, (B, V)); greedy rows only get the EOS mask."""
+    t = tensors
+    if t.stop_mask is not None:
+        logits = block_eos_before_min_tokens(logits, t.generated_counts, t.min_new_tokens, t.stop_mask)
+    if t.all_greedy:
+        return logits
+    logits = apply_temperature(logits, t.temperature)
+    if t.seen_mask is not None:
+        logits = apply_repetition_penalty(logits, t.repetition_penalty, t.seen_mask)
+    if t.max_top_k:
+        logits = top_k_filter(logits, t.top_k, t.max_top_k)
+    if t.use_top_p:
+        logits = top_p_filter(logits, t.top_p)
+    return logits
+
+
+def sample(
+    logits: Tensor, tensors: SamplingTensors, generators: Sequence[torch.Generator | None]
+) -> tuple[Tensor, Tensor]:
+    """Next token per row and its log-probability under the unprocessed model distribution.
+
+    logits: (B, V') in any float dtype, V' ≥ tensors.vocab_size (extra columns are padding).
+    Returns token_ids (B,) int64 and logprobs (B,) float32.
+    """
+    if logits.dim() != 2 or logits.shape[0] != len(tensors) or len(generators) != len(tensors):
+        raise ValueError(
+            f"logits {tuple(logits.shape)}, {len(tensors)} rows of params and {len(generators)} generators disagree"
+        )
+    if logits.shape[1] < tensors.vocab_size:
+        raise ValueError(f"logits have {logits.shape[1]} columns, fewer than the vocabulary of {tensors.vocab_size}")
+    logits = logits[:, : tensors.vocab_size].float()  # (B, V)
+    processed = process_logits(logits, tensors)
+    token_ids = processed.argmax(dim=-1)
+    if not tensors.all_greedy:
+        drawn = draw(processed.softmax(dim=-1), draw_uniforms(generators, logits.device))
+        token_ids = torch.where(tensors.greedy, token_ids, drawn)
+    chosen = logits.gather(1, token_ids.unsqueeze(1)).squeeze(1) - logits.logsumexp(dim=-1)
+    return token_ids, chosen
+
+
+def log_probs(logits: Tensor, vocab_size: int | None = None) -> Tensor:
+    """(B, V) float32 log-probabilities of the unprocessed distribution (NeMo's full_logprob)."""
+    return logits[:, :vocab_size].float().log_softmax(dim=-1)
+
+
+def top_logprobs(logprobs: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The n most likely tokens per row of (B, V) log-probabilities: values (B, n), ids (B, n)."""
+    values, ids = logprobs.topk(n, dim=-1)
+    return values, ids
