@@ -103,6 +103,8 @@ def load_state_dict_into(model: torch.nn.Module, tensors: Iterator[tuple[str, to
     loaded: dict[str, torch.Tensor] = {}
     for raw_name, tensor in items:
         name = normalise_name(raw_name)
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{source}: entry {raw_name!r} is a {type(tensor).__name__}, not a tensor")
         if name not in expected:
             raise CheckpointError(f"{source}: unexpected tensor {raw_name!r} (shape {tuple(tensor.shape)}) "
                                   f"that this model configuration has no place for")

@@ -1,0 +1,145 @@
+"""One entry point for every way a user names a model: a Hugging Face directory, a `.nemo` archive
+(file or extracted directory), or a preset name (random weights, for trying the tooling)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import torch
+
+from nemotron.checkpoint import hf
+from nemotron.errors import CheckpointError, ConfigError
+from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron import NemotronLike, build_model, init_random_weights
+from nemotron.model.presets import PRESETS, get_preset
+from nemotron.tokenizer import Tokenizer
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+class SourceKind(Enum):
+    HF_DIR = "Hugging Face directory"
+    NEMO = "NeMo checkpoint"
+    PRESET = "preset (random weights)"
+
+
+@dataclass(slots=True, frozen=True)
+class ModelSource:
+    kind: SourceKind
+    spec: str
+    path: Path | None
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    model: NemotronLike
+    config: ModelConfig
+    tokenizer: Tokenizer | None
+    source: ModelSource
+
+    @property
+    def random_weights(self) -> bool:
+        return self.source.kind is SourceKind.PRESET
+
+
+def resolve(spec: str | Path) -> ModelSource:
+    path = Path(spec)
+    if path.is_dir():
+        if hf.is_hf_dir(path):
+            return ModelSource(SourceKind.HF_DIR, str(spec), path)
+        if (path / "model_config.yaml").is_file():
+            return ModelSource(SourceKind.NEMO, str(spec), path)
+        raise CheckpointError(f"{path} has neither config.json (Hugging Face) nor model_config.yaml (NeMo)")
+    if path.is_file():
+        if path.name == "config.json":
+            return resolve(path.parent)
+        return ModelSource(SourceKind.NEMO, str(spec), path)
+    if str(spec).lower() in PRESETS:
+        return ModelSource(SourceKind.PRESET, str(spec), None)
+    raise CheckpointError(f"model {str(spec)!r} is not a directory, a .nemo file or a preset name "
+                          f"(presets: {', '.join(sorted(PRESETS))})")
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {name!r}; use one of float32, bfloat16, float16")
+    return DTYPES[name]
+
+
+def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig:
+    """The configuration alone; reads no weights except for NeMo archives (vocab comes from them)."""
+    source = resolve(spec)
+    if source.kind is SourceKind.HF_DIR:
+        return ModelConfig.from_json_file(source.path / "config.json")
+    if source.kind is SourceKind.PRESET:
+        return get_preset(source.spec)
+    return _read_nemo(source.path, trust_pickle, None).config
+
+
+def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu",
+               trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+    source = resolve(spec)
+    torch_dtype = parse_dtype(dtype)
+    if source.kind is SourceKind.PRESET:
+        config = get_preset(source.spec)
+        torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
+        print(f"WARNING: {source.spec} is a preset: the model has RANDOM weights and produces noise",
+              file=sys.stderr)
+        with torch.device(device):
+            model = build_model(config).to(torch_dtype)
+        init_random_weights(model, seed)
+        return LoadedModel(model.eval(), config, None, source)
+
+    if source.kind is SourceKind.HF_DIR:
+        config = ModelConfig.from_json_file(source.path / "config.json")
+        tensors = hf.iter_tensors(source.path, trust_pickle)
+        tokenizer = _optional_tokenizer(source.path)
+    else:
+        checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
+        config, tensors = checkpoint.config, checkpoint.state_dict
+        tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
+                     if checkpoint.tokenizer_model else None)
+    torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
+    with torch.device("meta"):
+        model = build_model(config)
+    hf.load_state_dict_into(model, tensors, torch_dtype, device, source.spec)
+    return LoadedModel(model.eval(), config, tokenizer, source)
+
+
+def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None = None,
+            trust_pickle: bool = False, max_shard_bytes: int = hf.DEFAULT_SHARD_BYTES) -> Path:
+    """Any supported checkpoint -> Hugging Face directory (config.json, safetensors, tokenizer)."""
+    source = resolve(src)
+    if source.kind is SourceKind.PRESET:
+        raise CheckpointError(f"{src!r} is a preset with random weights; there is nothing to convert")
+    torch_dtype = parse_dtype(dtype)
+    if source.kind is SourceKind.NEMO:
+        checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
+        config, state_dict = checkpoint.config, checkpoint.state_dict
+        tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
+                     if checkpoint.tokenizer_model else None)
+    else:
+        config = ModelConfig.from_json_file(source.path / "config.json")
+        state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
+        tokenizer = _optional_tokenizer(source.path)
+    out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
+    if tokenizer is not None:
+        tokenizer.save(out)
+    return out
+
+
+def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):
+    from nemotron.checkpoint.nemo import read_nemo  # tar/zarr/dcp readers only when needed
+
+    return read_nemo(path, trust_pickle=trust_pickle, dtype=dtype)
+
+
+def _optional_tokenizer(directory: Path) -> Tokenizer | None:
+    if (directory / "tokenizer.model").is_file() or (directory / "tokenizer.json").is_file():
+        return Tokenizer.from_dir(directory)
+    return None

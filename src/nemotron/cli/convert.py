@@ -1,0 +1,25 @@
+"""`nemotron convert SRC DST`: any supported checkpoint to a Hugging Face directory."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from nemotron.checkpoint.load import convert
+from nemotron.errors import NemotronError
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]I?B|B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise NemotronError(f"cannot read size {text!r}; write e.g. 5GB, 500MB or 2GiB")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "").upper()])
+
+
+def run(args: argparse.Namespace) -> None:
+    out = convert(args.src, args.dst, dtype=args.dtype, trust_pickle=args.trust_pickle,
+                  max_shard_bytes=parse_size(args.shard_size))
+    print(f"wrote {out}", file=sys.stderr)

@@ -1,0 +1,82 @@
+"""`nemotron info MODEL`: what a checkpoint or preset is, and how much memory its weights take."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from nemotron.checkpoint import hf
+from nemotron.checkpoint.load import SourceKind, load_config, resolve
+from nemotron.model.config import ModelConfig
+
+_BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
+_SAFETENSORS_ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1,
+                         "I32": 4, "I64": 8, "F64": 8, "I16": 2}
+
+
+def describe(spec: str, trust_pickle: bool = False) -> dict:
+    source = resolve(spec)
+    config = load_config(spec, trust_pickle=trust_pickle)
+    counts = config.parameter_counts()
+    total = sum(counts.values())
+    info = {
+        "model": spec,
+        "source": source.kind.value,
+        "architecture": "reward model" if config.is_reward_model else "causal LM",
+        "config": config.to_hf_dict(),
+        "parameters": total,
+        "parameters_by_part": counts,
+        "stored_dtype": config.torch_dtype,
+        "weight_bytes": total * _BYTES_PER_PARAM[config.torch_dtype],
+        "kv_cache_bytes_per_token_16bit": config.kv_cache_bytes_per_token(2),
+    }
+    if source.kind is SourceKind.HF_DIR and _all_safetensors(source.path):
+        shapes = hf.tensor_shapes(source.path)
+        info["weight_bytes"] = sum(math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
+                                   for shape, dtype in shapes.values())
+        info["parameters_on_disk"] = sum(math.prod(shape) for shape, _ in shapes.values())
+    return info
+
+
+def _all_safetensors(directory: Path) -> bool:
+    return all(f.suffix == ".safetensors" for f in hf.weight_files(directory))
+
+
+def format_info(info: dict) -> str:
+    c = info["config"]
+    config = ModelConfig.from_hf_dict(c)
+    parts = ", ".join(f"{name} {_human(n)}" for name, n in info["parameters_by_part"].items())
+    kv = info["kv_cache_bytes_per_token_16bit"]
+    lines = [
+        f"model        {info['model']} ({info['source']})",
+        f"architecture Nemotron {info['architecture']}"
+        + (f", {config.num_reward_attributes} reward attributes" if config.is_reward_model else ""),
+        f"layers       {config.num_layers}   hidden {config.hidden_size}   ffn {config.intermediate_size}",
+        f"attention    {config.num_heads} heads x {config.head_dim}, {config.num_kv_heads} KV heads "
+        f"(GQA {config.kv_group_size}:1), rotary on {config.rotary_dim} of {config.head_dim} channels, "
+        f"theta {config.rope_theta:g}",
+        f"vocab        {config.vocab_size}   context {config.max_position_embeddings}   norm eps {config.norm_eps:g}",
+        f"parameters   {_human(info['parameters'])} ({info['parameters']:,}): {parts}",
+    ]
+    if "parameters_on_disk" in info and info["parameters_on_disk"] != info["parameters"]:
+        lines.append(f"WARNING      the files hold {info['parameters_on_disk']:,} parameters, "
+                     f"the config implies {info['parameters']:,}")
+    lines += [
+        f"weights      {info['weight_bytes'] / 1e9:.2f} GB as stored ({info['stored_dtype']}); "
+        f"{info['parameters'] * 2 / 1e9:.2f} GB in bf16, {info['parameters'] / 1e9:.2f} GB in 8-bit",
+        f"KV cache     {kv / 1024:.0f} KiB per token in 16-bit; "
+        f"{kv * config.max_position_embeddings / 1e9:.2f} GB for one {config.max_position_embeddings}-token sequence",
+    ]
+    return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def run(spec: str, as_json: bool, trust_pickle: bool) -> None:
+    info = describe(spec, trust_pickle)
+    print(json.dumps(info, indent=2) if as_json else format_info(info))

@@ -1,0 +1,109 @@
+"""The `nemotron` command as a user runs it: output, exit codes, one-line errors."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from nemotron.cli.main import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_info_of_a_directory_reads_headers(capsys, tiny_model_dir):
+    code, out, _ = run_cli(capsys, "info", str(tiny_model_dir), "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["parameters"] == info["parameters_on_disk"] == sum(
+        t.numel() for t in load_file(tiny_model_dir / "model.safetensors").values())
+    assert info["weight_bytes"] == info["parameters"] * 4  # stored as float32
+
+
+def test_info_of_the_340b_preset(capsys):
+    code, out, _ = run_cli(capsys, "info", "nemotron-4-340b")
+    assert code == 0
+    assert "341" in out and "GQA 12:1" in out and "rotary on 96 of 192 channels" in out
+
+
+def test_greedy_generation_is_deterministic_and_streams(capsys, tiny_model_dir):
+    args = ("generate", str(tiny_model_dir), "The cat sees the moon", "-n", "12", "--greedy")
+    code, first, err = run_cli(capsys, *args)
+    assert code == 0 and "12 tokens" in err and "finish: length" in err
+    assert run_cli(capsys, *args)[1] == first
+
+
+def test_seeded_sampling_is_reproducible(capsys, tiny_model_dir):
+    args = ("generate", str(tiny_model_dir), "A bird", "-n", "10", "--seed", "7", "--top-k", "20")
+    assert run_cli(capsys, *args)[1] == run_cli(capsys, *args)[1]
+
+
+def test_chat_mode_stops_at_the_chat_stop_string(capsys, tiny_model_dir):
+    code, out, err = run_cli(capsys, "generate", str(tiny_model_dir), "hello", "--chat", "-n", "5", "--greedy")
+    assert code == 0 and "<extra_id_1>" not in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (("generate", "/nonexistent/model", "hi"), "is not a directory, a .nemo file or a preset"),
+    (("generate", "tiny", "hi"), "--tokenizer"),
+    (("info", "llama-70b"), "presets:"),
+])
+def test_errors_are_one_line(capsys, argv, needle):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and needle in error_lines[0]
+    assert "Traceback" not in err
+
+
+def test_bad_sampling_parameter_is_one_line(capsys, tiny_model_dir):
+    code, _, err = run_cli(capsys, "generate", str(tiny_model_dir), "hi", "--top-p", "1.5")
+    assert code == 2 and err.strip().startswith("error: top_p")
+
+
+def test_shape_mismatch_names_the_tensor(capsys, tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    tensors = load_file(broken / "model.safetensors")
+    tensors["model.layers.1.mlp.up_proj.weight"] = torch.zeros(7, 64)
+    save_file(tensors, broken / "model.safetensors")
+    code, _, err = run_cli(capsys, "generate", str(broken), "hi")
+    assert code == 2 and "model.layers.1.mlp.up_proj.weight" in err and "(7, 64)" in err
+
+
+def test_pickled_checkpoint_with_objects_needs_trust_pickle(capsys, tiny_model_dir, tmp_path):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", pickled)
+    shutil.copy(tiny_model_dir / "tokenizer.model", pickled)
+    state = dict(load_file(tiny_model_dir / "model.safetensors"))
+    # An arbitrary class instance: what weights_only=True refuses to unpickle.
+    torch.save({**state, "model.extra": argparse.Namespace(note="hi")}, pickled / "pytorch_model.bin")
+    code, _, err = run_cli(capsys, "generate", str(pickled), "hi", "-n", "2")
+    assert code == 2 and "--trust-pickle" in err
+
+
+def test_convert_to_sharded_directory_round_trips(capsys, tiny_model_dir, tmp_path):
+    code, _, _ = run_cli(capsys, "convert", str(tiny_model_dir), str(tmp_path / "out"), "--shard-size", "40KB")
+    assert code == 0
+    assert (tmp_path / "out" / "model.safetensors.index.json").is_file()
+    assert (tmp_path / "out" / "tokenizer.model").is_file()
+    args = ("generate", "{}", "The dog", "-n", "6", "--greedy")
+    original = run_cli(capsys, *[a.format(tiny_model_dir) for a in args])[1]
+    assert run_cli(capsys, *[a.format(tmp_path / "out") for a in args])[1] == original
+
+
+def test_interactive_chat_over_a_real_process(tiny_model_dir):
+    done = subprocess.run([sys.executable, "-m", "nemotron", "chat", str(tiny_model_dir), "-n", "4", "--greedy"],
+                          input="hello there\n/reset\nagain\n/exit\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("assistant> ") == 2

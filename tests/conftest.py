@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny SentencePiece tokenizer and a tiny random model saved as a HF directory."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from nemotron.checkpoint.hf import save_hf_dir
+from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron import build_model, init_random_weights
+
+WORDS = ("the a cat dog bird sun moon river tree house city road book light water stone green blue red "
+         "small big old new happy quiet runs sees finds makes takes gives likes walks sings reads "
+         "and but then when because near under over with from into today tomorrow morning night").split()
+
+
+def _sentences(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
+            for _ in range(count)]
+
+
+@pytest.fixture(scope="session")
+def sp_tokenizer_file(tmp_path_factory) -> Path:
+    """A real SentencePiece model with the Nemotron special ids and <extra_id_N> pieces."""
+    import sentencepiece as spm
+
+    directory = tmp_path_factory.mktemp("sp")
+    corpus = directory / "corpus.txt"
+    corpus.write_text("\n".join(_sentences(2000, 0)) + "\nPrice: 3 + 4 = 7! Über café? 😀\n")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(directory / "tokenizer"), vocab_size=320, model_type="bpe",
+        pad_id=0, unk_id=1, bos_id=2, eos_id=3, byte_fallback=True,
+        user_defined_symbols=["<extra_id_0>", "<extra_id_1>", "<extra_id_2>"], minloglevel=2,
+    )
+    return directory / "tokenizer.model"
+
+
+TINY_CONFIG = ModelConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                          num_kv_heads=2, head_dim=16, max_position_embeddings=256, torch_dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, sp_tokenizer_file) -> Path:
+    """A random-weight model in the Hugging Face layout, with the tokenizer beside it."""
+    directory = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(0)
+    model = build_model(TINY_CONFIG)
+    init_random_weights(model, seed=0, std=0.1)
+    save_hf_dir(model.state_dict(), TINY_CONFIG, directory)
+    (directory / "tokenizer.model").write_bytes(sp_tokenizer_file.read_bytes())
+    return directory
