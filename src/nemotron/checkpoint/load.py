@@ -72,13 +72,15 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig:
-    """The configuration alone; reads no weights except for NeMo archives (vocab comes from them)."""
+    """The configuration alone, without loading weights."""
     source = resolve(spec)
     if source.kind is SourceKind.HF_DIR:
         return ModelConfig.from_json_file(source.path / "config.json")
     if source.kind is SourceKind.PRESET:
         return get_preset(source.spec)
-    return _read_nemo(source.path, trust_pickle, None).config
+    from nemotron.checkpoint.nemo import read_nemo_config
+
+    return read_nemo_config(source.path, trust_pickle=trust_pickle)
 
 
 def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu",
