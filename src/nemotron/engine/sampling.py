@@ -82,6 +82,8 @@ class SamplingParams:
     logprobs: with return_logprobs, also report this many most likely alternatives (OpenAI's
         top_logprobs); 0 = the chosen token only.
     ignore_eos: EOS does not end generation (and is therefore not blocked before min_new_tokens).
+    prompt_logprobs: also report the log-probability of every prompt token after the first
+        (scoring, OpenAI `echo`); such requests do not reuse prefix-cached blocks.
     """
 
     max_new_tokens: int = 256
@@ -97,9 +99,10 @@ class SamplingParams:
     return_logprobs: bool = False
     logprobs: int = 0
     ignore_eos: bool = False
+    prompt_logprobs: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("greedy", "return_logprobs", "ignore_eos"):
+        for name in ("greedy", "return_logprobs", "ignore_eos", "prompt_logprobs"):
             if not isinstance(getattr(self, name), bool):
                 raise SamplingParamsError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.max_new_tokens = _integer("max_new_tokens", self.max_new_tokens, minimum=0)

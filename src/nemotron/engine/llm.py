@@ -1,0 +1,75 @@
+"""`LLM(model).generate(prompts, params)`: the engine for offline batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nemotron.checkpoint.load import LoadedModel, load_model
+from nemotron.engine.llm_engine import EngineConfig, LLMEngine, RequestOutput
+from nemotron.engine.sampling import SamplingParams
+from nemotron.errors import NemotronError
+from nemotron.model.nemotron import NemotronForCausalLM
+
+
+@dataclass(slots=True)
+class Completion:
+    prompt_ids: list[int]
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    prompt_logprobs: list[float | None] | None = None
+    finish_reason: str | None = None
+    stop: str | int | None = None
+    num_cached_tokens: int = 0
+
+    def add(self, output: RequestOutput) -> None:
+        self.text += output.text
+        self.token_ids += output.token_ids
+        self.logprobs += output.logprobs
+        self.top_logprobs += output.top_logprobs
+        if output.prompt_logprobs is not None:
+            self.prompt_logprobs = output.prompt_logprobs
+        if output.finished:
+            self.finish_reason, self.stop = output.finish_reason, output.stop
+            self.num_cached_tokens = output.num_cached_tokens
+
+
+class LLM:
+    def __init__(self, model: str | Path | LoadedModel, config: EngineConfig = EngineConfig(), *,
+                 dtype: str | None = None, device: str | None = None) -> None:
+        if not isinstance(model, LoadedModel):
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = load_model(model, dtype=dtype, device=device)
+        if not isinstance(model.model, NemotronForCausalLM):
+            raise NemotronError(f"{model.source.spec} is a reward model; it scores text, it does not generate")
+        if model.tokenizer is None:
+            raise NemotronError(f"{model.source.spec} comes without a tokenizer")
+        self.loaded = model
+        self.tokenizer = model.tokenizer
+        self.engine = LLMEngine(model.model, model.tokenizer, config)
+
+    def generate(self, prompts: str | list[str] | list[list[int]],
+                 params: SamplingParams | list[SamplingParams] | None = None,
+                 add_bos: bool = False) -> list[Completion]:
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        prompt_ids = [p if isinstance(p, list) else self.tokenizer.encode(p, add_bos=add_bos) for p in prompts]
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams()] * len(prompt_ids)
+        if len(params) != len(prompt_ids):
+            raise NemotronError(f"{len(prompt_ids)} prompts but {len(params)} sampling parameter sets")
+        completions: dict[str, Completion] = {}
+        try:
+            for ids, p in zip(prompt_ids, params):
+                completions[self.engine.add_request(ids, p)] = Completion(ids)
+        except NemotronError:  # all or nothing: a bad prompt leaves no half-submitted batch behind
+            for request_id in completions:
+                self.engine.abort(request_id)
+            raise
+        while self.engine.has_unfinished():
+            for output in self.engine.step():
+                completions[output.request_id].add(output)
+        return list(completions.values())

@@ -1,0 +1,204 @@
+"""The inference engine: requests in, streamed outputs out. One step = schedule -> run -> postprocess."""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from nemotron.engine.block_manager import BlockManager
+from nemotron.engine.model_runner import ModelRunner, SampledToken
+from nemotron.engine.output import OutputTracker
+from nemotron.engine.paged_cache import PagedKVCache
+from nemotron.engine.sampling import SamplingParams
+from nemotron.engine.scheduler import Scheduler, SchedulerConfig
+from nemotron.engine.sequence import Sequence
+from nemotron.errors import NemotronError
+from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.tokenizer import Tokenizer
+
+
+class RequestError(NemotronError, ValueError):
+    """A request the engine cannot serve (empty, too long for the context or the KV pool)."""
+
+
+@dataclass(slots=True, frozen=True)
+class EngineConfig:
+    block_size: int = 16
+    num_blocks: int | None = None  # None: sized from memory (below)
+    gpu_memory_fraction: float = 0.9  # of the memory free after loading the weights
+    cpu_kv_cache_bytes: int = 2 * 1024**3
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or (self.num_blocks is not None and self.num_blocks < 1):
+            raise ValueError("block_size and num_blocks must be >= 1")
+        if not 0 < self.gpu_memory_fraction <= 1:
+            raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    """What one step added to a request; `finished` on the last one."""
+
+    request_id: str
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    top_logprobs: list[list[tuple[int, float]]]
+    finished: bool = False
+    finish_reason: str | None = None
+    stop: str | int | None = None
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+    num_cached_tokens: int = 0
+    prompt_logprobs: list[float | None] | None = None  # on the first output of a request that asked
+
+
+@dataclass(slots=True)
+class _Request:
+    seq: Sequence
+    tracker: OutputTracker
+    sent_prompt_logprobs: bool = False
+    outputs: list[RequestOutput] = field(default_factory=list)
+
+
+class LLMEngine:
+    def __init__(self, model: NemotronForCausalLM, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.context_len = model.config.max_position_embeddings
+        device = model.lm_head.weight.device
+        dtype = model.lm_head.weight.dtype
+        num_blocks = config.num_blocks or self._blocks_from_memory(device, dtype)
+        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.kv_cache = PagedKVCache(model.config, num_blocks, config.block_size, dtype, device)
+        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
+        self.runner = ModelRunner(model, self.kv_cache, tokenizer.eos_id)
+        self._requests: dict[str, _Request] = {}
+        self._ids = itertools.count()
+
+    def _blocks_from_memory(self, device: torch.device, dtype: torch.dtype) -> int:
+        per_block = PagedKVCache.bytes_per_block(self.model.config, self.config.block_size, dtype)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = int(free * self.config.gpu_memory_fraction)
+        else:
+            budget = self.config.cpu_kv_cache_bytes
+        # No point in more blocks than max_num_seqs full-context sequences can use.
+        ceiling = self.config.max_num_seqs * -(-self.context_len // self.config.block_size)
+        return max(1, min(budget // per_block, ceiling))
+
+    # ---- requests ----------------------------------------------------------------------------
+    def add_request(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None) -> str:
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if request_id in self._requests:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        if not prompt_ids:
+            raise RequestError("the prompt is empty; give at least one token")
+        if len(prompt_ids) >= self.context_len:
+            raise RequestError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.context_len}")
+        if max(prompt_ids) >= self.model.config.vocab_size or min(prompt_ids) < 0:
+            raise RequestError(f"prompt token ids must be in [0, {self.model.config.vocab_size})")
+        max_new = min(params.max_new_tokens, self.context_len - len(prompt_ids))
+        capacity = self.blocks.num_blocks * self.blocks.block_size
+        if len(prompt_ids) + max_new > capacity:
+            raise RequestError(f"prompt ({len(prompt_ids)}) + max new tokens ({max_new}) exceed the KV cache "
+                               f"of {capacity} tokens")
+        seq = Sequence(request_id, list(prompt_ids), params)
+        self._requests[request_id] = _Request(seq, OutputTracker(self.tokenizer, params, max_new))
+        if max_new == 0:  # nothing to generate: only prompt log-probabilities (scoring) can be wanted
+            if not params.prompt_logprobs:
+                self._finish(self._requests[request_id], "length", None)
+                return request_id
+            self._requests[request_id].tracker.max_new_tokens = 0
+        self.scheduler.add(seq)
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        request = self._requests.pop(request_id, None)
+        if request is not None and not request.seq.is_finished:
+            self.scheduler.finish(request.seq)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work() or any(r.outputs for r in self._requests.values())
+
+    @property
+    def num_requests(self) -> int:
+        return len(self._requests)
+
+    # ---- the step ----------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        chunks = self.scheduler.schedule()
+        sampled = self.runner.run(chunks) if chunks else []
+        for chunk in chunks:
+            chunk.seq.num_computed = chunk.start + chunk.num_tokens
+            self.scheduler.register_computed_blocks(chunk.seq)
+        for token in sampled:
+            self._postprocess(token)
+        self._finish_scoring_requests(chunks)
+        return self._drain_outputs()
+
+    def _postprocess(self, sampled: SampledToken) -> None:
+        seq = sampled.chunk.seq
+        request = self._requests[seq.request_id]
+        seq.token_ids.append(sampled.token_id)
+        seq.output_logprobs.append(sampled.logprob)
+        outcome = request.tracker.on_token(sampled.token_id)
+        output = self._new_output(request, outcome.text, [sampled.token_id], [sampled.logprob], [sampled.top])
+        if outcome.finish_reason:
+            self._finish(request, outcome.finish_reason, outcome.stop, output)
+
+    def _finish_scoring_requests(self, chunks) -> None:
+        """Requests with max_new_tokens 0 end once their prompt is scored."""
+        for chunk in chunks:
+            request = self._requests.get(chunk.seq.request_id)
+            if request and request.tracker.max_new_tokens == 0 and chunk.seq.num_computed == chunk.seq.num_tokens:
+                self._finish(request, "length", None, self._new_output(request, "", [], [], []))
+
+    def _new_output(self, request: _Request, text: str, ids: list[int], logprobs: list[float],
+                    top: list[list[tuple[int, float]]]) -> RequestOutput:
+        seq = request.seq
+        output = RequestOutput(seq.request_id, text, ids, logprobs, top,
+                               num_prompt_tokens=seq.num_prompt_tokens, num_output_tokens=seq.num_output_tokens,
+                               num_cached_tokens=seq.num_cached_prompt_tokens)
+        if seq.params.prompt_logprobs and not request.sent_prompt_logprobs:
+            output.prompt_logprobs = seq.prompt_logprobs
+            request.sent_prompt_logprobs = True
+        request.outputs.append(output)
+        return output
+
+    def _finish(self, request: _Request, reason: str, stop: str | int | None,
+                output: RequestOutput | None = None) -> None:
+        if output is None:
+            output = self._new_output(request, "", [], [], [])
+        output.finished, output.finish_reason, output.stop = True, reason, stop
+        self.scheduler.finish(request.seq)
+
+    def _drain_outputs(self) -> list[RequestOutput]:
+        outputs: list[RequestOutput] = []
+        for request_id in list(self._requests):
+            request = self._requests[request_id]
+            outputs += request.outputs
+            request.outputs = []
+            if request.seq.is_finished:
+                del self._requests[request_id]
+        return outputs
+
+    # ---- metrics -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, float]:
+        return {
+            "requests_waiting": len(self.scheduler.waiting),
+            "requests_running": len(self.scheduler.running),
+            "kv_blocks_total": self.blocks.num_blocks,
+            "kv_blocks_free": self.blocks.num_free_blocks,
+            "kv_blocks_used": self.blocks.num_blocks - self.blocks.num_free_blocks,
+            "prefix_cache_hit_tokens": self.blocks.prefix_hits,
+            "prefix_cache_query_tokens": self.blocks.prefix_queries,
+            "preemptions": self.scheduler.num_preemptions,
+            "time": time.time(),
+        }

@@ -1,0 +1,87 @@
+"""One model step over a flattened batch of scheduled chunks: inputs, forward, sampling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
+from nemotron.engine.sampling import SamplingTensors, sample, top_logprobs
+from nemotron.engine.scheduler import ScheduledChunk
+from nemotron.model.nemotron import NemotronForCausalLM
+
+
+@dataclass(slots=True)
+class SampledToken:
+    chunk: ScheduledChunk
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # the most likely alternatives, when asked for
+
+
+class ModelRunner:
+    def __init__(self, model: NemotronForCausalLM, kv_cache: PagedKVCache, eos_id: int) -> None:
+        self.model = model
+        self.kv_cache = kv_cache
+        self.eos_id = eos_id
+        self.device = model.lm_head.weight.device
+        self.vocab_size = model.config.vocab_size
+
+    @torch.inference_mode()
+    def run(self, chunks: list[ScheduledChunk]) -> list[SampledToken]:
+        ids, positions = [], []
+        for chunk in chunks:
+            ids += chunk.seq.token_ids[chunk.start:chunk.start + chunk.num_tokens]
+            positions += range(chunk.start, chunk.start + chunk.num_tokens)
+        layout = BatchLayout.build([c.seq.block_table for c in chunks], [c.start for c in chunks],
+                                   [c.num_tokens for c in chunks], self.kv_cache.block_size, self.device)
+        self.kv_cache.use(layout)
+        input_ids = torch.tensor([ids], device=self.device)
+        hidden = self.model.model(input_ids, torch.tensor([positions], device=self.device), self.kv_cache)[0]  # (T, H)
+
+        ends = torch.tensor([c.num_tokens for c in chunks]).cumsum(0) - 1  # last row of each chunk
+        self._record_prompt_logprobs(chunks, hidden, ends)
+        sampling = [c for c in chunks if c.samples]
+        if not sampling:
+            return []
+        rows = torch.tensor([int(ends[i]) for i, c in enumerate(chunks) if c.samples], device=self.device)
+        logits = self.model.lm_head(hidden[rows])  # (S, V)
+        return self._sample(sampling, logits)
+
+    def _sample(self, chunks: list[ScheduledChunk], logits: Tensor) -> list[SampledToken]:
+        seqs = [c.seq for c in chunks]
+        params = [s.params for s in seqs]
+        needs_history = any(p.repetition_penalty > 1 and not p.greedy for p in params)
+        tensors = SamplingTensors.from_params(
+            params, self.vocab_size, self.device, eos_id=self.eos_id,
+            token_ids=[s.token_ids for s in seqs] if needs_history else None,
+            generated_counts=[s.num_output_tokens for s in seqs])
+        token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs])
+        tops: list[list[tuple[int, float]]] = [[] for _ in seqs]
+        if tensors.max_logprobs > 0:
+            values, ids = top_logprobs(logits[:, :self.vocab_size].float().log_softmax(-1), tensors.max_logprobs)
+            for i, seq in enumerate(seqs):
+                n = seq.params.logprobs if seq.params.return_logprobs else 0
+                tops[i] = list(zip(ids[i, :n].tolist(), values[i, :n].tolist()))
+        return [SampledToken(c, t, lp, top) for c, t, lp, top in
+                zip(chunks, token_ids.tolist(), logprobs.tolist(), tops)]
+
+    def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], hidden: Tensor, ends: Tensor) -> None:
+        """Log-probability of each prompt token given the tokens before it (for scoring / echo)."""
+        for i, chunk in enumerate(chunks):
+            seq = chunk.seq
+            if not seq.params.prompt_logprobs or chunk.start >= seq.num_prompt_tokens:
+                continue
+            if seq.prompt_logprobs is None:
+                seq.prompt_logprobs = [None]  # the first token has no context to be predicted from
+            # Row j predicts token start + j + 1; keep predictions of prompt tokens only.
+            last = min(chunk.start + chunk.num_tokens, seq.num_prompt_tokens - 1)
+            count = last - chunk.start
+            if count <= 0:
+                continue
+            first_row = int(ends[i]) - chunk.num_tokens + 1
+            logits = self.model.lm_head(hidden[first_row:first_row + count]).float()[:, :self.vocab_size]
+            targets = torch.tensor(seq.token_ids[chunk.start + 1:chunk.start + 1 + count], device=self.device)
+            chosen = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+            seq.prompt_logprobs += chosen.tolist()

@@ -1,0 +1,137 @@
+"""The batched engine against the reference decoders: same tokens whatever the batching, caching,
+chunking or preemption."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from nemotron.checkpoint.load import load_model
+from nemotron.engine.generate import generate
+from nemotron.engine.llm import LLM
+from nemotron.engine.llm_engine import EngineConfig, RequestError
+from nemotron.engine.sampling import SamplingParams
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    return load_model(tiny_model_dir, dtype="float32")
+
+
+def prompts(count: int, seed: int = 0, low: int = 3, high: int = 40) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(4, 320) for _ in range(rng.randint(low, high))] for _ in range(count)]
+
+
+@torch.no_grad()
+def full_recompute_greedy(model, prompt: list[int], steps: int) -> list[int]:
+    """No cache at all: the whole sequence is run again for every token."""
+    tokens = list(prompt)
+    for _ in range(steps):
+        tokens.append(int(model(torch.tensor([tokens]))[0, -1].argmax()))
+    return tokens[len(prompt):]
+
+
+def engine_outputs(loaded, requests, params, **config):
+    llm = LLM(loaded, EngineConfig(**config))
+    results = llm.generate(requests, params)
+    assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks  # every block back
+    return results, llm
+
+
+GREEDY = SamplingParams(max_new_tokens=24, greedy=True, ignore_eos=True)
+
+
+def test_greedy_equals_full_recompute(loaded):
+    requests = prompts(3, seed=1)
+    results, _ = engine_outputs(loaded, requests, GREEDY)
+    for prompt, result in zip(requests, results):
+        assert result.token_ids == full_recompute_greedy(loaded.model, prompt, 24)
+        assert result.finish_reason == "length"
+
+
+def test_mixed_batch_equals_each_request_alone(loaded):
+    requests = prompts(12, seed=2)
+    params = [SamplingParams(max_new_tokens=16 + i, seed=i, temperature=0.8, top_k=50, top_p=0.9,
+                             repetition_penalty=1.1, ignore_eos=True) if i % 2 else
+              SamplingParams(max_new_tokens=10 + i, greedy=True, ignore_eos=True) for i in range(12)]
+    together, _ = engine_outputs(loaded, requests, params)
+    for prompt, p, result in zip(requests, params, together):
+        alone = generate(loaded.model, loaded.tokenizer, prompt, p)
+        assert result.token_ids == alone.token_ids
+        assert result.text == alone.text
+
+
+def test_prefix_cache_hits_give_identical_outputs(loaded):
+    shared = prompts(1, seed=3, low=70, high=70)[0]
+    requests = [shared + tail for tail in prompts(6, seed=4, low=2, high=9)]
+    cold, _ = engine_outputs(loaded, requests, GREEDY, enable_prefix_caching=False)
+    warm, llm = engine_outputs(loaded, requests, GREEDY, max_num_seqs=1)  # one at a time: later ones hit
+    assert [r.token_ids for r in warm] == [r.token_ids for r in cold]
+    assert all(r.num_cached_tokens == 64 for r in warm[1:])  # 4 full blocks of 16
+    assert llm.engine.blocks.prefix_hits >= 5 * 64
+
+
+def test_preemption_under_a_tiny_pool_gives_identical_outputs(loaded):
+    requests = prompts(8, seed=5, low=10, high=30)
+    params = SamplingParams(max_new_tokens=40, seed=3, temperature=0.9, ignore_eos=True)
+    roomy, _ = engine_outputs(loaded, requests, params)
+    tight, llm = engine_outputs(loaded, requests, params, num_blocks=6, block_size=16)
+    assert llm.engine.scheduler.num_preemptions > 0
+    assert [r.token_ids for r in tight] == [r.token_ids for r in roomy]
+
+
+def test_chunked_prefill_gives_identical_outputs(loaded):
+    requests = prompts(5, seed=6, low=30, high=60)
+    whole, _ = engine_outputs(loaded, requests, GREEDY)
+    chunked, _ = engine_outputs(loaded, requests, GREEDY, max_num_batched_tokens=7)
+    assert [r.token_ids for r in chunked] == [r.token_ids for r in whole]
+
+
+def test_stop_string_spanning_tokens(loaded):
+    prompt = prompts(1, seed=7)[0]
+    free_run = generate(loaded.model, loaded.tokenizer, prompt, GREEDY)
+    # A stop string that starts inside one token's text and ends inside a later one.
+    pieces = [loaded.tokenizer.decode(free_run.token_ids[:i]) for i in range(1, 25)]
+    text = free_run.text
+    cut = next(i for i in range(3, len(pieces) - 1) if 0 < len(pieces[i]) < len(pieces[i + 1]))
+    stop = text[len(pieces[cut]) - 1:len(pieces[cut]) + 1]  # last char of one token, first of the next
+    expected = text[:text.index(stop)]
+    params = SamplingParams(max_new_tokens=24, greedy=True, ignore_eos=True, stop_strings=[stop])
+    [result], _ = engine_outputs(loaded, [prompt], params)
+    assert (result.text, result.finish_reason, result.stop) == (expected, "stop", stop)
+
+
+def test_prompt_logprobs_match_a_full_forward(loaded):
+    prompt = prompts(1, seed=8, low=20, high=20)[0]
+    params = SamplingParams(max_new_tokens=0, prompt_logprobs=True)
+    [result], _ = engine_outputs(loaded, [prompt], params, max_num_batched_tokens=6)
+    with torch.no_grad():
+        logprobs = loaded.model(torch.tensor([prompt]))[0].log_softmax(-1)
+    expected = [logprobs[i, prompt[i + 1]].item() for i in range(len(prompt) - 1)]
+    assert result.prompt_logprobs[0] is None
+    assert result.prompt_logprobs[1:] == pytest.approx(expected, abs=1e-5)
+    assert result.token_ids == [] and result.finish_reason == "length"
+
+
+def test_top_logprobs_are_reported(loaded):
+    params = SamplingParams(max_new_tokens=3, greedy=True, return_logprobs=True, logprobs=4, ignore_eos=True)
+    [result], _ = engine_outputs(loaded, prompts(1, seed=9), params)
+    assert len(result.top_logprobs) == 3 and all(len(top) == 4 for top in result.top_logprobs)
+    for token, logprob, top in zip(result.token_ids, result.logprobs, result.top_logprobs):
+        assert top[0][0] == token and top[0][1] == pytest.approx(logprob, abs=1e-5)
+
+
+@pytest.mark.parametrize("prompt, message", [([], "empty"), ([5] * 300, "context"), ([999], "token ids")])
+def test_bad_requests_are_refused(loaded, prompt, message):
+    llm = LLM(loaded, EngineConfig(num_blocks=4))
+    with pytest.raises(RequestError, match=message):
+        llm.generate([prompt], SamplingParams(max_new_tokens=4))
+    assert not llm.engine.has_unfinished()
+
+
+def test_request_larger_than_the_pool_is_refused(loaded):
+    llm = LLM(loaded, EngineConfig(num_blocks=2, block_size=16))
+    with pytest.raises(RequestError, match="KV cache"):
+        llm.generate([[5] * 20], SamplingParams(max_new_tokens=20))
