@@ -15,7 +15,7 @@ from nemotron.engine.sampling import SamplingParams
 from nemotron.engine.scheduler import Scheduler, SchedulerConfig
 from nemotron.engine.sequence import Sequence
 from nemotron.errors import NemotronError
-from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
 from nemotron.tokenizer import Tokenizer
 
 
@@ -68,7 +68,7 @@ class _Request:
 
 class LLMEngine:
     def __init__(self, model: NemotronForCausalLM, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()) -> None:
-        self.model = model
+        self.model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
         self.tokenizer = tokenizer
         self.config = config
         self.context_len = model.config.max_position_embeddings
@@ -94,10 +94,9 @@ class LLMEngine:
         return max(1, min(budget // per_block, ceiling))
 
     # ---- requests ----------------------------------------------------------------------------
-    def add_request(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None) -> str:
-        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
-        if request_id in self._requests:
-            raise RequestError(f"request id {request_id!r} is already in use")
+    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> int:
+        """Raise RequestError for a request this engine can never serve; else its max new tokens.
+        Reads only fixed facts, so any thread may call it (the server does, to answer 400 at once)."""
         if not prompt_ids:
             raise RequestError("the prompt is empty; give at least one token")
         if len(prompt_ids) >= self.context_len:
@@ -109,6 +108,13 @@ class LLMEngine:
         if len(prompt_ids) + max_new > capacity:
             raise RequestError(f"prompt ({len(prompt_ids)}) + max new tokens ({max_new}) exceed the KV cache "
                                f"of {capacity} tokens")
+        return max_new
+
+    def add_request(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None) -> str:
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if request_id in self._requests:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        max_new = self.check_request(prompt_ids, params)
         seq = Sequence(request_id, list(prompt_ids), params)
         self._requests[request_id] = _Request(seq, OutputTracker(self.tokenizer, params, max_new))
         if max_new == 0:  # nothing to generate: only prompt log-probabilities (scoring) can be wanted

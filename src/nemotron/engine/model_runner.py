@@ -34,11 +34,12 @@ class ModelRunner:
         for chunk in chunks:
             ids += chunk.seq.token_ids[chunk.start:chunk.start + chunk.num_tokens]
             positions += range(chunk.start, chunk.start + chunk.num_tokens)
+        position_ids = torch.tensor(positions, device=self.device)
         layout = BatchLayout.build([c.seq.block_table for c in chunks], [c.start for c in chunks],
-                                   [c.num_tokens for c in chunks], self.kv_cache.block_size, self.device)
+                                   [c.num_tokens for c in chunks], position_ids, self.kv_cache.block_size)
         self.kv_cache.use(layout)
         input_ids = torch.tensor([ids], device=self.device)
-        hidden = self.model.model(input_ids, torch.tensor([positions], device=self.device), self.kv_cache)[0]  # (T, H)
+        hidden = self.model.model(input_ids, position_ids[None], self.kv_cache)[0]  # (T, H)
 
         ends = torch.tensor([c.num_tokens for c in chunks]).cumsum(0) - 1  # last row of each chunk
         self._record_prompt_logprobs(chunks, hidden, ends)

@@ -22,30 +22,24 @@ class BatchLayout:
     query_lens: list[int]  # new tokens per sequence, in batch order
     context_lens: list[int]  # cached + new tokens per sequence
     slot_mapping: Tensor  # (T,) pool slot written by each new token
-    context_slots: Tensor  # (B, max_context) pool slots of each sequence's context, padded with 0
-    context_mask: Tensor  # (B, max_context) True where a slot is real
-
-    @property
-    def all_decode(self) -> bool:
-        return all(n == 1 for n in self.query_lens)
+    block_tables: Tensor  # (B, max_blocks) block ids of each sequence, padded with 0
+    context_mask: Tensor  # (B, max_blocks * block_size) True where a slot holds real context
+    all_decode: bool
 
     @classmethod
     def build(cls, block_tables: list[list[int]], starts: list[int], query_lens: list[int],
-              block_size: int, device: torch.device) -> BatchLayout:
+              positions: Tensor, block_size: int) -> BatchLayout:
+        """positions (T,): the position of every new token, sequences concatenated in batch order."""
+        device = positions.device
         context_lens = [s + n for s, n in zip(starts, query_lens)]
-        max_context = max(context_lens)
-        offsets = torch.arange(max_context)
-        rows = []
-        for table in block_tables:
-            blocks = torch.tensor(table, dtype=torch.long)
-            index = (offsets // block_size).clamp(max=len(table) - 1)
-            rows.append(blocks[index] * block_size + offsets % block_size)
-        context_slots = torch.stack(rows)  # (B, max_context)
-        lens = torch.tensor(context_lens)
-        context_mask = offsets[None, :] < lens[:, None]
-        slot_mapping = torch.cat([context_slots[b, s:s + n] for b, (s, n) in enumerate(zip(starts, query_lens))])
-        return cls(query_lens, context_lens, slot_mapping.to(device), context_slots.to(device),
-                   context_mask.to(device))
+        width = max(len(t) for t in block_tables)
+        tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], device=device)  # (B, W)
+        owner = torch.repeat_interleave(torch.arange(len(query_lens), device=device),
+                                        torch.tensor(query_lens, device=device))  # (T,) sequence of each token
+        slot_mapping = tables[owner, positions // block_size] * block_size + positions % block_size
+        lens = torch.tensor(context_lens, device=device)
+        context_mask = torch.arange(width * block_size, device=device)[None, :] < lens[:, None]
+        return cls(query_lens, context_lens, slot_mapping, tables, context_mask, all(n == 1 for n in query_lens))
 
 
 class PagedKVCache:
@@ -72,23 +66,26 @@ class PagedKVCache:
         keys, values = self.keys[layer_idx], self.values[layer_idx]  # (S, Hkv, D)
         keys.index_copy_(0, layout.slot_mapping, k[0])
         values.index_copy_(0, layout.slot_mapping, v[0])
+        # Whole blocks are gathered (B x W indices, not B x W x block_size): far fewer index ops.
+        key_blocks = keys.view(-1, self.block_size, *keys.shape[1:])  # (N, bs, Hkv, D)
+        value_blocks = values.view(-1, self.block_size, *values.shape[1:])
         if layout.all_decode:
-            return self._decode(q, keys, values, layout)
+            return self._decode(q, key_blocks, value_blocks, layout)
         outputs, start = [], 0
         for b, (num_new, context) in enumerate(zip(layout.query_lens, layout.context_lens)):
-            slots = layout.context_slots[b, :context]
-            out = causal_attention(q[:, start:start + num_new], keys[slots][None], values[slots][None],
-                                   past_len=context - num_new)
-            outputs.append(out)
+            table = layout.block_tables[b, :-(-context // self.block_size)]
+            k_seq = key_blocks[table].flatten(0, 1)[None, :context]  # (1, context, Hkv, D)
+            v_seq = value_blocks[table].flatten(0, 1)[None, :context]
+            outputs.append(causal_attention(q[:, start:start + num_new], k_seq, v_seq, past_len=context - num_new))
             start += num_new
         return torch.cat(outputs, dim=1)
 
     @staticmethod
-    def _decode(q: Tensor, keys: Tensor, values: Tensor, layout: BatchLayout) -> Tensor:
-        batch = q.shape[1]
+    def _decode(q: Tensor, key_blocks: Tensor, value_blocks: Tensor, layout: BatchLayout) -> Tensor:
+        batch, heads, dim = q.shape[1], q.shape[2], q.shape[3]
         q = q[0].unsqueeze(2)  # (B, Hq, 1, D)
-        k = keys[layout.context_slots].transpose(1, 2)  # (B, Hkv, L, D)
-        v = values[layout.context_slots].transpose(1, 2)
-        mask = layout.context_mask[:, None, None, :]  # (B, 1, 1, L)
+        k = key_blocks[layout.block_tables].flatten(1, 2).transpose(1, 2)  # (B, Hkv, W * bs, D)
+        v = value_blocks[layout.block_tables].flatten(1, 2).transpose(1, 2)
+        mask = layout.context_mask[:, None, None, :]  # (B, 1, 1, W * bs)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # (B, Hq, 1, D)
-        return out.transpose(1, 2).reshape(1, batch, out.shape[1], out.shape[3])
+        return out.transpose(1, 2).reshape(1, batch, heads, dim)

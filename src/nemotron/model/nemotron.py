@@ -87,19 +87,34 @@ class NemotronAttention(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         h = config.hidden_size
-        self.q_proj = nn.Linear(h, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
+        self.q_proj: nn.Linear | None = nn.Linear(h, self.num_heads * self.head_dim, bias=False)
+        self.k_proj: nn.Linear | None = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj: nn.Linear | None = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, h, bias=False)
+        self.qkv_proj: nn.Linear | None = None  # set by fuse_qkv(): one matmul instead of three
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)  # (B, T, Hq, D)
-        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
-        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
-        q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
+        hq, hkv = self.num_heads, self.num_kv_heads
+        if self.qkv_proj is None:
+            q = self.q_proj(x).view(b, t, hq, self.head_dim)  # (B, T, Hq, D)
+            k = self.k_proj(x).view(b, t, hkv, self.head_dim)  # (B, T, Hkv, D)
+            v = self.v_proj(x).view(b, t, hkv, self.head_dim)
+            q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
+        else:
+            qkv = self.qkv_proj(x).view(b, t, hq + 2 * hkv, self.head_dim)  # (B, T, Hq + 2 Hkv, D)
+            q, k = apply_partial_rotary(qkv[:, :, :hq + hkv], cos, sin).split([hq, hkv], dim=2)
+            v = qkv[:, :, hq + hkv:]
         out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer_idx, q, k, v)
-        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+        return self.o_proj(out.reshape(b, t, hq * self.head_dim))
+
+    @torch.no_grad()
+    def fuse_qkv(self) -> None:
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        with torch.device(weight.device):
+            self.qkv_proj = nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype)
+        self.qkv_proj.weight.copy_(weight)
+        self.q_proj = self.k_proj = self.v_proj = None
 
 
 class NemotronMLP(nn.Module):
@@ -189,6 +204,14 @@ NemotronLike = NemotronForCausalLM | NemotronForRewardModel
 def build_model(config: ModelConfig) -> NemotronLike:
     """The right head for the config; call under `torch.device("meta")` to allocate nothing."""
     return NemotronForRewardModel(config) if config.is_reward_model else NemotronForCausalLM(config)
+
+
+def fuse_qkv(model: nn.Module) -> nn.Module:
+    """Inference transform: merge each layer's q/k/v projections into one (state dict names change)."""
+    for module in model.modules():
+        if isinstance(module, NemotronAttention) and module.qkv_proj is None:
+            module.fuse_qkv()
+    return model
 
 
 @torch.no_grad()
