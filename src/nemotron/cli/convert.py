@@ -5,7 +5,6 @@ import argparse
 import re
 import sys
 
-from nemotron.checkpoint.load import convert
 from nemotron.errors import NemotronError
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -19,7 +18,19 @@ def parse_size(text: str) -> int:
     return int(float(number) * _UNITS[(unit or "").upper()])
 
 
+def register(commands) -> None:
+    parser = commands.add_parser("convert", help="convert a .nemo or HF checkpoint to a Hugging Face directory")
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: keep stored dtype")
+    parser.add_argument("--shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB, 500MB")
+    parser.add_argument("--trust-pickle", action="store_true")
+    parser.set_defaults(func=run)
+
+
 def run(args: argparse.Namespace) -> None:
+    from nemotron.checkpoint.load import convert
+
     out = convert(args.src, args.dst, dtype=args.dtype, trust_pickle=args.trust_pickle,
                   max_shard_bytes=parse_size(args.shard_size))
     print(f"wrote {out}", file=sys.stderr)

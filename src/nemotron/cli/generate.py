@@ -8,12 +8,41 @@ import time
 import torch
 
 from nemotron.assets import default_model_dir
+from nemotron.cli.main import add_model_loading
 from nemotron.checkpoint.load import LoadedModel, load_model
 from nemotron.engine.generate import stream_generate
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM
 from nemotron.tokenizer import CHAT_STOP, Tokenizer, render_chat
+
+
+def add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--max-new-tokens", type=int, default=256)
+    parser.add_argument("--greedy", action="store_true", help="argmax decoding; ignores every sampling knob")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=0.9, help="1.0 = off")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def register(commands) -> None:
+    generate = commands.add_parser("generate", help="complete a prompt, streaming to the terminal")
+    generate.add_argument("args", nargs="+", metavar="[MODEL] PROMPT")
+    generate.add_argument("--chat", action="store_true", help="wrap the prompt in the Instruct chat format")
+    generate.add_argument("--system", default="", help="system prompt (with --chat)")
+    generate.add_argument("--add-bos", action="store_true", help="prepend <s> to the prompt")
+    add_model_loading(generate)
+    add_sampling(generate)
+    generate.set_defaults(func=run)
+
+    chat = commands.add_parser("chat", help="interactive chat in the Nemotron Instruct format")
+    chat.add_argument("model", nargs="?")
+    chat.add_argument("--system", default="", help="system prompt (the recommended one is empty)")
+    add_model_loading(chat)
+    add_sampling(chat)
+    chat.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:

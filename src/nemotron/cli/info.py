@@ -1,6 +1,7 @@
 """`nemotron info MODEL`: what a checkpoint or preset is, and how much memory its weights take."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -77,6 +78,14 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def run(spec: str, as_json: bool, trust_pickle: bool) -> None:
-    info = describe(spec, trust_pickle)
-    print(json.dumps(info, indent=2) if as_json else format_info(info))
+def register(commands) -> None:
+    parser = commands.add_parser("info", help="configuration, parameter count and weight bytes of a model")
+    parser.add_argument("model")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--trust-pickle", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    info = describe(args.model, args.trust_pickle)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
