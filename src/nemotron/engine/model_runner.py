@@ -1,6 +1,7 @@
 """One model step over a flattened batch of scheduled chunks: inputs, forward, sampling."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
 from nemotron.engine.sampling import SamplingTensors, sample, top_logprobs
 from nemotron.engine.scheduler import ScheduledChunk
+from nemotron.engine.sequence import Sequence
 from nemotron.model.nemotron import NemotronForCausalLM
 
 
@@ -27,6 +29,9 @@ class ModelRunner:
         self.eos_id = eos_id
         self.device = model.lm_head.weight.device
         self.vocab_size = model.config.vocab_size
+        self._last_batch: list[Sequence] = []
+        self._last_counts: list[int] = []
+        self._last_tensors: SamplingTensors | None = None
 
     @torch.inference_mode()
     def run(self, chunks: list[ScheduledChunk]) -> list[SampledToken]:
@@ -41,24 +46,33 @@ class ModelRunner:
         input_ids = torch.tensor([ids], device=self.device)
         hidden = self.model.model(input_ids, position_ids[None], self.kv_cache)[0]  # (T, H)
 
-        ends = torch.tensor([c.num_tokens for c in chunks]).cumsum(0) - 1  # last row of each chunk
+        ends = [end - 1 for end in itertools.accumulate(c.num_tokens for c in chunks)]  # last row of each chunk
         self._record_prompt_logprobs(chunks, hidden, ends)
         sampling = [c for c in chunks if c.samples]
         if not sampling:
             return []
-        rows = torch.tensor([int(ends[i]) for i, c in enumerate(chunks) if c.samples], device=self.device)
+        rows = torch.tensor([end for end, c in zip(ends, chunks) if c.samples], device=self.device)
         logits = self.model.lm_head(hidden[rows])  # (S, V)
         return self._sample(sampling, logits)
 
-    def _sample(self, chunks: list[ScheduledChunk], logits: Tensor) -> list[SampledToken]:
-        seqs = [c.seq for c in chunks]
+    def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
+        """Packed knobs for this batch; reused while the same sequences decode step after step."""
+        counts = [s.num_output_tokens for s in seqs]
+        if self._last_batch == seqs and self._last_counts == counts:
+            return self._last_tensors
         params = [s.params for s in seqs]
         needs_history = any(p.repetition_penalty > 1 and not p.greedy for p in params)
-        tensors = SamplingTensors.from_params(
+        return SamplingTensors.from_params(
             params, self.vocab_size, self.device, eos_id=self.eos_id,
-            token_ids=[s.token_ids for s in seqs] if needs_history else None,
-            generated_counts=[s.num_output_tokens for s in seqs])
+            token_ids=[s.token_ids for s in seqs] if needs_history else None, generated_counts=counts)
+
+    def _sample(self, chunks: list[ScheduledChunk], logits: Tensor) -> list[SampledToken]:
+        seqs = [c.seq for c in chunks]
+        tensors = self._sampling_tensors(seqs)
         token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs])
+        tensors.record(token_ids)  # counts and seen tokens now match the sequences after this step
+        self._last_batch, self._last_tensors = seqs, tensors
+        self._last_counts = [s.num_output_tokens + 1 for s in seqs]
         tops: list[list[tuple[int, float]]] = [[] for _ in seqs]
         if tensors.max_logprobs > 0:
             values, ids = top_logprobs(logits[:, :self.vocab_size].float().log_softmax(-1), tensors.max_logprobs)
@@ -68,7 +82,7 @@ class ModelRunner:
         return [SampledToken(c, t, lp, top) for c, t, lp, top in
                 zip(chunks, token_ids.tolist(), logprobs.tolist(), tops)]
 
-    def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], hidden: Tensor, ends: Tensor) -> None:
+    def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], hidden: Tensor, ends: list[int]) -> None:
         """Log-probability of each prompt token given the tokens before it (for scoring / echo)."""
         for i, chunk in enumerate(chunks):
             seq = chunk.seq
@@ -81,7 +95,7 @@ class ModelRunner:
             count = last - chunk.start
             if count <= 0:
                 continue
-            first_row = int(ends[i]) - chunk.num_tokens + 1
+            first_row = ends[i] - chunk.num_tokens + 1
             logits = self.model.lm_head(hidden[first_row:first_row + count]).float()[:, :self.vocab_size]
             targets = torch.tensor(seq.token_ids[chunk.start + 1:chunk.start + 1 + count], device=self.device)
             chosen = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
