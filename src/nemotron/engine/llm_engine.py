@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import torch
 
 from nemotron.engine.block_manager import BlockManager
+from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.model_runner import ModelRunner, SampledToken
 from nemotron.engine.output import OutputTracker
-from nemotron.engine.paged_cache import PagedKVCache
+from nemotron.engine.paged_cache import ATTENTION_BACKENDS, PagedKVCache
 from nemotron.engine.sampling import SamplingParams
 from nemotron.engine.scheduler import Scheduler, SchedulerConfig
 from nemotron.engine.sequence import Sequence
@@ -32,8 +33,12 @@ class EngineConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
     enable_prefix_caching: bool = True
+    attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs, "torch" gather + SDPA
+    cuda_graphs: bool = True  # replay decode steps from CUDA graphs (GPU with the triton backend only)
 
     def __post_init__(self) -> None:
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         if self.block_size < 1 or (self.num_blocks is not None and self.num_blocks < 1):
             raise ValueError("block_size and num_blocks must be >= 1")
         if not 0 < self.gpu_memory_fraction <= 1:
@@ -76,9 +81,13 @@ class LLMEngine:
         dtype = model.lm_head.weight.dtype
         num_blocks = config.num_blocks or self._blocks_from_memory(device, dtype)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
-        self.kv_cache = PagedKVCache(model.config, num_blocks, config.block_size, dtype, device)
+        self.kv_cache = PagedKVCache(model.config, num_blocks, config.block_size, dtype, device,
+                                     config.attention_backend)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, self.kv_cache, tokenizer.eos_id)
+        if config.cuda_graphs and device.type == "cuda" and self.kv_cache.backend == "triton":
+            max_blocks = -(-self.context_len // config.block_size)
+            self.runner.graphs = DecodeGraphs(model, self.kv_cache, min(config.max_num_seqs, 256), max_blocks)
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
 from nemotron.engine.sampling import SamplingTensors, sample, top_logprobs
 from nemotron.engine.scheduler import ScheduledChunk
@@ -32,9 +33,14 @@ class ModelRunner:
         self._last_batch: list[Sequence] = []
         self._last_counts: list[int] = []
         self._last_tensors: SamplingTensors | None = None
+        self.graphs: DecodeGraphs | None = None  # set by the engine on GPUs
 
     @torch.inference_mode()
     def run(self, chunks: list[ScheduledChunk]) -> list[SampledToken]:
+        if self.graphs is not None and self._graph_step(chunks):
+            logits = self.graphs.run([c.seq.token_ids[c.start] for c in chunks], [c.start for c in chunks],
+                                     [c.seq.block_table for c in chunks])
+            return self._sample(chunks, logits)
         ids, positions = [], []
         for chunk in chunks:
             ids += chunk.seq.token_ids[chunk.start:chunk.start + chunk.num_tokens]
@@ -54,6 +60,11 @@ class ModelRunner:
         rows = torch.tensor([end for end, c in zip(ends, chunks) if c.samples], device=self.device)
         logits = self.model.lm_head(hidden[rows])  # (S, V)
         return self._sample(sampling, logits)
+
+    def _graph_step(self, chunks: list[ScheduledChunk]) -> bool:
+        """A step the decode graphs can replay: one new token per sequence, all sampling."""
+        return (all(c.num_tokens == 1 and c.samples for c in chunks)
+                and self.graphs.fits(len(chunks), max(len(c.seq.block_table) for c in chunks)))
 
     def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
         """Packed knobs for this batch; reused while the same sequences decode step after step."""

@@ -2,8 +2,12 @@
 
 A step's tokens from all scheduled sequences are flattened into one (1, T) batch. `BatchLayout`
 says which query rows belong to which sequence and which pool slots hold each sequence's context;
-it is built once per step and shared by every layer. All-decode steps (the common case) attend
-for every sequence at once over a padded gather; steps with prefill chunks attend per sequence.
+it is built once per step and shared by every layer. Decode-only steps (the common case) attend for
+all sequences at once: with the Triton kernel straight from the pool, or in PyTorch over a gather
+of the sequences' blocks. Steps with prefill chunks attend per sequence with PyTorch SDPA.
+
+The pool holds one extra scratch block after the real ones: padding rows of a CUDA-graph batch write
+their keys there, so they never touch a sequence's blocks.
 """
 from __future__ import annotations
 
@@ -16,15 +20,25 @@ from torch import Tensor
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import causal_attention
 
+ATTENTION_BACKENDS = ("auto", "torch", "triton")
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 
 @dataclass(slots=True)
 class BatchLayout:
-    query_lens: list[int]  # new tokens per sequence, in batch order
-    context_lens: list[int]  # cached + new tokens per sequence
     slot_mapping: Tensor  # (T,) pool slot written by each new token
-    block_tables: Tensor  # (B, max_blocks) block ids of each sequence, padded with 0
-    context_mask: Tensor  # (B, max_blocks * block_size) True where a slot holds real context
+    block_tables: Tensor  # (B, W) block ids of each sequence, padded with 0
+    context_lens: Tensor  # (B,) int32: cached + new tokens per sequence
     all_decode: bool
+    query_lens: list[int] | None = None  # new tokens per sequence (prefill path only)
+    context_lens_host: list[int] | None = None  # the same as context_lens, on the host (prefill path)
 
     @classmethod
     def build(cls, block_tables: list[list[int]], starts: list[int], query_lens: list[int],
@@ -33,24 +47,31 @@ class BatchLayout:
         device = positions.device
         context_lens = [s + n for s, n in zip(starts, query_lens)]
         width = max(len(t) for t in block_tables)
-        tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], device=device)  # (B, W)
+        tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.int32,
+                              device=device)  # (B, W)
         owner = torch.repeat_interleave(torch.arange(len(query_lens), device=device),
                                         torch.tensor(query_lens, device=device))  # (T,) sequence of each token
-        slot_mapping = tables[owner, positions // block_size] * block_size + positions % block_size
-        lens = torch.tensor(context_lens, device=device)
-        context_mask = torch.arange(width * block_size, device=device)[None, :] < lens[:, None]
-        return cls(query_lens, context_lens, slot_mapping, tables, context_mask, all(n == 1 for n in query_lens))
+        slot_mapping = tables[owner, positions // block_size].long() * block_size + positions % block_size
+        return cls(slot_mapping, tables, torch.tensor(context_lens, dtype=torch.int32, device=device),
+                   all(n == 1 for n in query_lens), query_lens, context_lens)
 
 
 class PagedKVCache:
     """Implements the model's AttentionCache for one step at a time (call `use(layout)` first)."""
 
-    def __init__(self, config: ModelConfig, num_blocks: int, block_size: int,
-                 dtype: torch.dtype, device: torch.device | str) -> None:
-        shape = (config.num_layers, num_blocks * block_size, config.num_kv_heads, config.head_dim)
+    def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
+                 device: torch.device | str, attention_backend: str = "auto") -> None:
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {attention_backend!r}")
+        if attention_backend == "auto":
+            on_gpu = torch.device(device).type == "cuda"
+            attention_backend = "triton" if on_gpu and triton_available() else "torch"
+        self.backend = attention_backend
+        shape = (config.num_layers, (num_blocks + 1) * block_size, config.num_kv_heads, config.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.block_size = block_size
+        self.scratch_slot = num_blocks * block_size  # first slot of the scratch block
         self.layout: BatchLayout | None = None
 
     @staticmethod
@@ -66,13 +87,19 @@ class PagedKVCache:
         keys, values = self.keys[layer_idx], self.values[layer_idx]  # (S, Hkv, D)
         keys.index_copy_(0, layout.slot_mapping, k[0])
         values.index_copy_(0, layout.slot_mapping, v[0])
+        if layout.all_decode and self.backend == "triton":
+            from nemotron.engine.triton_attention import paged_decode_attention
+
+            out = paged_decode_attention(q[0], keys, values, layout.block_tables, layout.context_lens,
+                                         self.block_size)  # (B, Hq, D)
+            return out[None]
         # Whole blocks are gathered (B x W indices, not B x W x block_size): far fewer index ops.
         key_blocks = keys.view(-1, self.block_size, *keys.shape[1:])  # (N, bs, Hkv, D)
         value_blocks = values.view(-1, self.block_size, *values.shape[1:])
         if layout.all_decode:
             return self._decode(q, key_blocks, value_blocks, layout)
         outputs, start = [], 0
-        for b, (num_new, context) in enumerate(zip(layout.query_lens, layout.context_lens)):
+        for b, (num_new, context) in enumerate(zip(layout.query_lens, layout.context_lens_host)):
             table = layout.block_tables[b, :-(-context // self.block_size)]
             k_seq = key_blocks[table].flatten(0, 1)[None, :context]  # (1, context, Hkv, D)
             v_seq = value_blocks[table].flatten(0, 1)[None, :context]
@@ -80,12 +107,12 @@ class PagedKVCache:
             start += num_new
         return torch.cat(outputs, dim=1)
 
-    @staticmethod
-    def _decode(q: Tensor, key_blocks: Tensor, value_blocks: Tensor, layout: BatchLayout) -> Tensor:
+    def _decode(self, q: Tensor, key_blocks: Tensor, value_blocks: Tensor, layout: BatchLayout) -> Tensor:
         batch, heads, dim = q.shape[1], q.shape[2], q.shape[3]
         q = q[0].unsqueeze(2)  # (B, Hq, 1, D)
         k = key_blocks[layout.block_tables].flatten(1, 2).transpose(1, 2)  # (B, Hkv, W * bs, D)
         v = value_blocks[layout.block_tables].flatten(1, 2).transpose(1, 2)
-        mask = layout.context_mask[:, None, None, :]  # (B, 1, 1, W * bs)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # (B, Hq, 1, D)
-        return out.transpose(1, 2).reshape(1, batch, heads, dim)
+        width = k.shape[2]
+        mask = torch.arange(width, device=q.device)[None, :] < layout.context_lens[:, None]  # (B, W * bs)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], enable_gqa=True)
+        return out.transpose(1, 2).reshape(1, batch, heads, dim)  # (B, Hq, 1, D) -> (1, B, Hq, D)
