@@ -1,7 +1,7 @@
 """Continuous batching: which sequences compute how many tokens in the next model step.
 
-Each step has a token budget. Running sequences go first (a decode costs one token, an unfinished
-prefill continues with the next chunk), then waiting ones are admitted first-come-first-served,
+Each step has a token budget. Running sequences go first, decodes (one token each) before
+unfinished prefills (which continue with their next chunk), then waiting ones are admitted first-come-first-served,
 their prompts split into chunks so that long prefills never stall running decodes for long. When
 the KV pool runs out, the most recently arrived running sequence is preempted: its blocks are
 freed and it waits to be recomputed (its prefix blocks usually still sit in the cache).
@@ -56,20 +56,26 @@ class Scheduler:
         budget = self.config.max_num_batched_tokens
         chunks: list[ScheduledChunk] = []
         preempted = False
-        for seq in list(self.running):
+        # Decodes first (one token each), then unfinished prefills: a long prompt never stalls decoding.
+        decoding = [s for s in self.running if s.num_tokens - s.num_computed == 1]
+        prefilling = [s for s in self.running if s.num_tokens - s.num_computed > 1]
+        scheduled: set[Sequence] = set()
+        for seq in decoding + prefilling:
             if budget == 0:
                 break
             if seq.status is not SequenceStatus.RUNNING:  # preempted earlier in this loop
                 continue
             num_tokens = min(seq.num_tokens - seq.num_computed, budget)
             while not self._reserve(seq, seq.num_computed + num_tokens):
-                victim = self.running[-1]
+                # The newest sequence not yet given work this step makes room (possibly seq itself).
+                victim = next(s for s in reversed(self.running) if s not in scheduled)
                 self._preempt(victim)
                 preempted = True
                 if victim is seq:
                     break
             if seq.status is SequenceStatus.RUNNING:
                 chunks.append(ScheduledChunk(seq, seq.num_computed, num_tokens))
+                scheduled.add(seq)
                 budget -= num_tokens
         # Admit new work only when nothing had to make room: otherwise they would evict each other.
         while self.waiting and budget > 0 and not preempted and len(self.running) < self.config.max_num_seqs:
