@@ -1,0 +1,29 @@
+"""Verifiable instruction-following constraints: the 25 IFEval instruction types (same type ids,
+thresholds and relations), each with its own instruction text, a checker and a sampler.
+
+    rng = random.Random(0)
+    cs = sample_constraints(rng, 2, prompt=prompt)
+    full_prompt = apply_constraints(prompt, cs)
+    ok = check_all(cs, response, prompt)          # strict; loose=True for IFEval's loose mode
+    record["constraints"] = [c.to_dict() for c in cs]
+"""
+from nemotron.sdg.constraints import content, structure  # noqa: F401  (registers the types)
+from nemotron.sdg.constraints.base import (
+    AT_LEAST,
+    CONSTRAINT_TYPES,
+    LESS_THAN,
+    RELATIONS,
+    Constraint,
+    ConstraintType,
+    apply_constraints,
+    check_all,
+    count_sentences,
+)
+from nemotron.sdg.constraints.language import LANGUAGE_NAMES, detect_language
+from nemotron.sdg.constraints.sampling import CONFLICTS, conflicts, sample_constraint, sample_constraints
+
+__all__ = [
+    "AT_LEAST", "CONFLICTS", "CONSTRAINT_TYPES", "LANGUAGE_NAMES", "LESS_THAN", "RELATIONS", "Constraint",
+    "ConstraintType", "apply_constraints", "check_all", "conflicts", "count_sentences", "detect_language",
+    "sample_constraint", "sample_constraints",
+]
