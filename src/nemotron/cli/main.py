@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "nemotron.cli.info",
     "nemotron.cli.generate",
     "nemotron.cli.convert",
+    "nemotron.cli.serve",
 ]
 
 

@@ -1,0 +1,140 @@
+"""What the server holds: the model (loaded on a background thread) and the machinery serving it."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nemotron.checkpoint.load import LoadedModel
+from nemotron.engine.async_llm import AsyncLLM
+from nemotron.engine.llm_engine import LLMEngine
+from nemotron.engine.reward_scorer import RewardScorer
+from nemotron.errors import NemotronError
+from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.server.config import ServerConfig
+from nemotron.server.errors import APIError
+from nemotron.server.metrics import Metrics, engine_gauges
+from nemotron.server.scoring import SequenceScorer
+from nemotron.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+ModelSource = LoadedModel | Callable[[], LoadedModel]
+
+
+@dataclass(slots=True)
+class ServedModel:
+    name: str
+    loaded: LoadedModel
+    tokenizer: Tokenizer
+    context_len: int
+    created: int
+    llm: AsyncLLM | None = None  # a language model ...
+    sequences: SequenceScorer | None = None
+    reward: RewardScorer | None = None  # ... or a reward model
+
+    @classmethod
+    def build(cls, loaded: LoadedModel, config: ServerConfig) -> ServedModel:
+        if loaded.tokenizer is None:
+            raise NemotronError(f"{loaded.source.spec} comes without a tokenizer; pass --tokenizer FILE")
+        if loaded.tokenizer.vocab_size > loaded.config.vocab_size:
+            raise NemotronError(f"the tokenizer has {loaded.tokenizer.vocab_size} pieces but the model only "
+                                f"{loaded.config.vocab_size} embeddings")
+        served = cls(config.model_name, loaded, loaded.tokenizer, loaded.config.max_position_embeddings,
+                     int(time.time()))
+        if isinstance(loaded.model, NemotronForCausalLM):
+            engine = LLMEngine(loaded.model, loaded.tokenizer, config.engine)
+            served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.model)
+        else:
+            served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0)
+        return served
+
+    def gauges(self) -> dict[str, float]:
+        if self.llm is not None:
+            return engine_gauges(self.llm.engine.stats())
+        return {"reward_batches_total": self.reward.num_batches}
+
+    def close(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+            self.sequences.close()
+        if self.reward is not None:
+            self.reward.close()
+
+
+class ServerState:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.model: ServedModel | None = None
+        self.load_error: str | None = None
+        self._settled: asyncio.Event | None = None
+        self._loader: threading.Thread | None = None
+        self._built: list[ServedModel] = []  # what the loader built, even if the loop never took it
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    def start_loading(self, source: ModelSource, on_error: Callable[[BaseException], None] | None) -> None:
+        """Load (and build the engine) on a thread; the event loop keeps answering /health."""
+        loop = asyncio.get_running_loop()
+        self._settled = asyncio.Event()
+
+        def load() -> None:
+            try:
+                served = ServedModel.build(source() if callable(source) else source, self.config)
+            except Exception as err:  # reported by /health and to on_error; the server cannot serve
+                if isinstance(err, NemotronError):
+                    log.error("loading the model failed: %s", err)
+                else:
+                    log.exception("loading the model failed")
+                _call_soon(loop, self._failed, err, on_error)
+            else:
+                self._built.append(served)
+                _call_soon(loop, self._loaded, served)
+
+        self._loader = threading.Thread(target=load, name="nemotron-load", daemon=True)
+        self._loader.start()
+
+    def _loaded(self, served: ServedModel) -> None:
+        self.model = served
+        self._settled.set()
+        log.info("model %s is ready", served.name)
+
+    def _failed(self, err: BaseException, on_error: Callable[[BaseException], None] | None) -> None:
+        self.load_error = str(err) or type(err).__name__
+        self._settled.set()
+        if on_error is not None:
+            on_error(err)
+
+    async def served(self) -> ServedModel:
+        """The model; a request arriving while it loads waits (up to the request timeout)."""
+        if self._settled is not None and not self._settled.is_set():
+            try:
+                await asyncio.wait_for(self._settled.wait(), self.config.request_timeout_s)
+            except asyncio.TimeoutError:
+                raise APIError(503, "the model is still loading; try again later", code="loading",
+                               headers={"Retry-After": "10"}) from None
+        if self.model is None:
+            raise APIError(503, f"the model failed to load: {self.load_error}", code="load_failed")
+        return self.model
+
+    def close(self) -> None:
+        """Stop serving. A load still under way is waited for: torch must not be torn down under it."""
+        if self._loader is not None:
+            self._loader.join()
+        for served in self._built:
+            served.close()
+        self._built.clear()
+        self.model = None
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable, *args: object) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed; close() cleans up
+        pass
