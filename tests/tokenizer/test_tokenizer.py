@@ -269,3 +269,11 @@ def test_add_bos_without_a_bos_token_is_an_error(tmp_path, tokenizer_files):
     tmp_path.joinpath("tokenizer_config.json").write_text(json.dumps({"bos_token": "<nope>"}))
     with pytest.raises(TokenizerError, match="no BOS token"):
         Tokenizer.from_dir(tmp_path).encode("hi", add_bos=True)
+
+
+def test_lone_surrogates_are_a_clear_error(sp_tokenizer_file):
+    from nemotron.errors import TokenizerError
+    from nemotron.tokenizer import Tokenizer
+
+    with pytest.raises(TokenizerError, match="not valid Unicode at position 3"):
+        Tokenizer.from_file(sp_tokenizer_file).encode("abc\ud800")

@@ -109,7 +109,12 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
     torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
     with torch.device("meta"):
         model = build_model(config)
-    hf.load_state_dict_into(model, tensors, torch_dtype, device, source.spec)
+    if config.quantization is None:
+        hf.load_state_dict_into(model, tensors, torch_dtype, device, source.spec)
+    else:  # a `nemotron quantize` checkpoint: quantized modules first, their tensors kept as stored
+        from nemotron.quant import load_quantized_into
+
+        load_quantized_into(model, config.quantization, tensors, torch_dtype, device, source.spec)
     return LoadedModel(model.eval(), config, tokenizer, source)
 
 

@@ -14,7 +14,7 @@ from nemotron.engine.generate import stream_generate
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM
-from nemotron.tokenizer import CHAT_STOP, Tokenizer, render_chat
+from nemotron.tokenizer import CHAT_STOP_STRINGS, Tokenizer, render_chat
 
 
 def add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +97,7 @@ def _generate(loaded: LoadedModel, prompt: str, args: argparse.Namespace) -> Non
     stops: list[str] = []
     if args.chat:
         messages = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
-        prompt, stops = render_chat(messages), [CHAT_STOP]
+        prompt, stops = render_chat(messages), list(CHAT_STOP_STRINGS)
     prompt_ids = loaded.tokenizer.encode(prompt, add_bos=args.add_bos)
     _stream(loaded, prompt_ids, _sampling_params(args, stops))
 
@@ -106,7 +106,7 @@ def _chat(loaded: LoadedModel, args: argparse.Namespace) -> None:
     print(f"Chatting with {loaded.source.spec}. /reset clears the history, /exit or Ctrl-D quits.",
           file=sys.stderr)
     history: list[dict[str, str]] = []
-    params = _sampling_params(args, [CHAT_STOP])
+    params = _sampling_params(args, list(CHAT_STOP_STRINGS))
     while True:
         try:
             user = input("you> ")
@@ -130,4 +130,4 @@ def _chat(loaded: LoadedModel, args: argparse.Namespace) -> None:
             print(f"\nerror: {err}; /reset starts over", file=sys.stderr)
             history.pop()
             continue
-        history.append({"role": "assistant", "content": reply.strip()})
+        history.append({"role": "assistant", "content": reply})

@@ -58,7 +58,7 @@ def stream_generate(model: NemotronForCausalLM, tokenizer: Tokenizer, prompt_ids
     tensors = SamplingTensors.from_params([params], config.vocab_size, device, eos_id=tokenizer.eos_id,
                                           token_ids=[prompt_ids])
     generators = [make_generator(params.seed)]
-    tracker = OutputTracker(tokenizer, params, max_new)
+    tracker = OutputTracker(tokenizer, params, max_new, prompt_ids)
     tokens = torch.tensor([prompt_ids], device=device)
     while True:
         logits = model(tokens, cache.positions(tokens.shape[1], 1), cache, last_only=True)  # (1, 1, V)

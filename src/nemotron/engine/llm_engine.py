@@ -125,7 +125,7 @@ class LLMEngine:
             raise RequestError(f"request id {request_id!r} is already in use")
         max_new = self.check_request(prompt_ids, params)
         seq = Sequence(request_id, list(prompt_ids), params)
-        self._requests[request_id] = _Request(seq, OutputTracker(self.tokenizer, params, max_new))
+        self._requests[request_id] = _Request(seq, OutputTracker(self.tokenizer, params, max_new, seq.prompt_ids))
         if max_new == 0:  # nothing to generate: only prompt log-probabilities (scoring) can be wanted
             if not params.prompt_logprobs:
                 self._finish(self._requests[request_id], "length", None)

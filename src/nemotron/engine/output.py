@@ -21,12 +21,14 @@ class TokenOutcome:
 
 
 class OutputTracker:
-    def __init__(self, tokenizer: Tokenizer, params: SamplingParams, max_new_tokens: int) -> None:
+    def __init__(self, tokenizer: Tokenizer, params: SamplingParams, max_new_tokens: int,
+                 prompt_ids: list[int]) -> None:
         self.params = params
         self.max_new_tokens = max_new_tokens  # params' value, clipped to the context left
         self.stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else {tokenizer.eos_id})
         self._matcher = StopStringMatcher(params.stop_strings)
-        self._decoder = tokenizer.stream_decoder()
+        # Decoded in the prompt's context: a completion's first piece keeps its leading space.
+        self._decoder = tokenizer.stream_decoder(prompt_ids)
         self.num_generated = 0
 
     def on_token(self, token_id: int) -> TokenOutcome:

@@ -18,6 +18,9 @@ REWARD_ATTRIBUTES = (
     "quality", "toxicity", "humor", "creativity", "helpfulness",
     "correctness", "coherence", "complexity", "verbosity",
 )
+# Weight formats written by `nemotron quantize` (nemotron.quant); recorded in config.json as
+# quantization_config {"quant_method": "nemotron", "scheme": ...}.
+QUANTIZATION_SCHEMES = ("int8", "int4", "fp8")
 
 
 @dataclass(slots=True, frozen=True)
@@ -39,6 +42,7 @@ class ModelConfig:
     num_reward_attributes: int = 0  # 0: language-model head only; 9: Nemotron-4 340B Reward
     reward_head_bias: bool = True
     torch_dtype: str = "bfloat16"  # dtype the checkpoint is stored in
+    quantization: str | None = None  # decoder-layer weights stored quantized (QUANTIZATION_SCHEMES)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
@@ -64,6 +68,9 @@ class ModelConfig:
             raise ConfigError(f"config field num_reward_attributes must be >= 0, got {self.num_reward_attributes}")
         if self.torch_dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"config field torch_dtype must be float32, bfloat16 or float16, got {self.torch_dtype!r}")
+        if self.quantization is not None and self.quantization not in QUANTIZATION_SCHEMES:
+            raise ConfigError(f"config field quantization must be one of {', '.join(QUANTIZATION_SCHEMES)} "
+                              f"or unset, got {self.quantization!r}")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -136,6 +143,7 @@ class ModelConfig:
             num_reward_attributes=raw.get("num_reward_attributes", 0),
             reward_head_bias=raw.get("reward_head_bias", True),
             torch_dtype=_dtype_name(raw.get("dtype") or raw.get("torch_dtype") or "bfloat16"),
+            quantization=_quantization_scheme(raw.get("quantization_config")),
         )
 
     def to_hf_dict(self) -> dict[str, Any]:
@@ -169,6 +177,8 @@ class ModelConfig:
             out["num_reward_attributes"] = self.num_reward_attributes
             out["reward_head_bias"] = self.reward_head_bias
             out["reward_attributes"] = list(REWARD_ATTRIBUTES[: self.num_reward_attributes])
+        if self.quantization is not None:
+            out["quantization_config"] = {"quant_method": "nemotron", "scheme": self.quantization}
         return out
 
     @classmethod
@@ -251,6 +261,19 @@ def _dtype_name(value: str) -> str:
     name = str(value).removeprefix("torch.")
     aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
     return aliases.get(name, name)
+
+
+def _quantization_scheme(entry: Any) -> str | None:
+    """config.json's quantization_config -> our scheme name; other quantizers' formats are refused."""
+    if entry is None:
+        return None
+    method = entry.get("quant_method") if isinstance(entry, dict) else None
+    if method != "nemotron":
+        raise ConfigError(f"config.json has a quantization_config with quant_method {method!r}; only checkpoints "
+                          f"written by `nemotron quantize` (quant_method 'nemotron') can be loaded")
+    if entry.get("scheme") is None:
+        raise ConfigError("config.json's quantization_config has no field 'scheme'")
+    return entry["scheme"]
 
 
 def _nemo_precision(value: Any) -> str:

@@ -29,7 +29,7 @@ from nemotron.server.openai_format import (CompletionLogprobs, Envelope, add_gen
                                            top_dict, usage)
 from nemotron.server.params import get_bool, get_int, get_number, get_object, get_str_list
 from nemotron.server.state import ServedModel, ServerState
-from nemotron.tokenizer import CHAT_STOP, ChatFormatError, render_chat
+from nemotron.tokenizer import CHAT_STOP_STRINGS, ChatFormatError, render_chat
 
 Plan = list[tuple[list[int], SamplingParams]]  # (prompt ids, params) of every choice
 
@@ -301,7 +301,7 @@ async def chat_completions(request: Request) -> Response:
     if served.reward is not None:
         return await reward_api.score_chat(request, state, served, body, messages)
     # The turn ends "\n<extra_id_1>"; the newline belongs to the template (render_chat adds it back).
-    s = parse_sampling(body, state.config.max_choices, extra_stops=("\n" + CHAT_STOP, CHAT_STOP))
+    s = parse_sampling(body, state.config.max_choices, extra_stops=CHAT_STOP_STRINGS)
     max_tokens = get_int(body, "max_completion_tokens", None, minimum=0, nullable=True)
     field_name = "max_completion_tokens"
     if max_tokens is None:

@@ -1,6 +1,7 @@
 """Tokenizers (SentencePiece or tokenizer.json) and the Nemotron chat format."""
 from nemotron.tokenizer.chat import (
     CHAT_STOP,
+    CHAT_STOP_STRINGS,
     REWARD_SYSTEM_PROMPT,
     REWARD_TOKEN,
     SYSTEM_TOKEN,
@@ -15,6 +16,7 @@ from nemotron.tokenizer.tokenizer import StreamDecoder, Tokenizer
 
 __all__ = [
     "CHAT_STOP",
+    "CHAT_STOP_STRINGS",
     "REWARD_SYSTEM_PROMPT",
     "REWARD_TOKEN",
     "SYSTEM_TOKEN",

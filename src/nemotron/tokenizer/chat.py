@@ -18,6 +18,9 @@ SYSTEM_TOKEN = "<extra_id_0>"
 TURN_TOKEN = "<extra_id_1>"
 REWARD_TOKEN = "<extra_id_2>"
 CHAT_STOP = TURN_TOKEN  # the Instruct model ends its turn by starting the next one
+# The Instruct model ends a turn with "\n<extra_id_1>"; stopping at either spelling (the longer one
+# matches first) keeps the template's newline out of the reply.
+CHAT_STOP_STRINGS = ("\n" + CHAT_STOP, CHAT_STOP)
 
 # The system prompt NeMo-Aligner's SteerLM scripts put in every reward-model training and scoring
 # prompt (common.py SYSTEM_PROMPT; process_to_regression_format.py, attribute_annotate.py), which

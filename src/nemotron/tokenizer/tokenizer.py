@@ -161,6 +161,10 @@ class Tokenizer:
 
     # ----------------------------------------------------------------------------- encode
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # lone surrogates: the libraries would fail deep inside
+            raise TokenizerError(f"text is not valid Unicode at position {err.start} ({err.reason})") from None
         ids: list[int] = []
         if add_bos:
             if self.bos_id is None:
