@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "nemotron.cli.generate",
     "nemotron.cli.convert",
     "nemotron.cli.serve",
+    "nemotron.cli.sdg",
 ]
 
 

@@ -1,0 +1,250 @@
+"""OpenAI-compatible endpoints over async HTTP: chat completions and reward scoring.
+
+Every call takes a slot of the adaptive window for each attempt on the wire (not while it sleeps
+between attempts). 429, 5xx, timeouts and connection errors are retried with exponential backoff
+and jitter, waiting at least what a Retry-After header asks; other errors (a prompt too long, a
+bad parameter) fail the call at once. Plain-HTTP endpoints (a local server) go through the lean
+transport of transport.py; HTTPS and proxied ones through httpx's own.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+import urllib.request
+from urllib.parse import urlsplit
+
+import httpx
+
+from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling
+from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig
+from nemotron.sdg.backends.transport import LeanTransport
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+REWARD_ATTRIBUTES_REPORTED = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    max_attempts: int = 6
+    base_delay: float = 0.5  # seconds before the first retry (before jitter)
+    max_delay: float = 30.0
+    max_retry_after: float = 300.0  # a server asking for longer is waited for this long
+    timeout: float = 600.0  # seconds for one attempt (generation of long replies takes a while)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.base_delay < 0 or self.max_delay < self.base_delay:
+            raise ValueError("need 0 <= base_delay <= max_delay")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {self.timeout}")
+
+
+def backoff_delay(attempt: int, config: RetryConfig, rng: random.Random, retry_after: float | None = None) -> float:
+    """Seconds to wait before attempt `attempt + 1`: base * 2**attempt capped at max_delay, times a
+    jitter in [0.5, 1) so clients that failed together do not come back together; never less than
+    what the server asked for in Retry-After (capped at max_retry_after)."""
+    delay = min(config.max_delay, config.base_delay * 2 ** attempt) * (0.5 + 0.5 * rng.random())
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, config.max_retry_after))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def _lean_ok(base_url: str) -> bool:
+    """Plain HTTP that no proxy setting routes elsewhere gets the lean transport (see transport.py)."""
+    parts = urlsplit(base_url)
+    return parts.scheme == "http" and (not urllib.request.getproxies().get("http")
+                                       or bool(urllib.request.proxy_bypass(parts.hostname or "")))
+
+
+def normalize_base_url(url: str) -> str:
+    """The base URL as the OpenAI SDK takes it (ending in /v1); a bare http://host:port gets /v1."""
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"endpoint must be an http(s) URL, got {url!r}")
+    return url + "/v1" if parts.path in ("", "/") else url
+
+
+class HttpClient:
+    """POSTs JSON to one endpoint with the adaptive window, retries and counters."""
+
+    def __init__(self, base_url: str, api_key: str | None = None,
+                 concurrency: ConcurrencyConfig = ConcurrencyConfig(), retry: RetryConfig = RetryConfig(),
+                 transport: httpx.AsyncBaseTransport | None = None, seed: int = 0) -> None:
+        self.base_url = normalize_base_url(base_url)
+        self.limiter = AdaptiveLimiter(concurrency)
+        self.retry = retry
+        self.stats = BackendStats()
+        self._rng = random.Random(seed)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if transport is None and _lean_ok(self.base_url):
+            transport = LeanTransport()
+        room = concurrency.max_concurrency
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, transport=transport,
+            timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
+            limits=httpx.Limits(max_connections=room, max_keepalive_connections=room),
+        )
+
+    async def post(self, path: str, body: dict) -> dict:
+        last = "no attempt made"
+        for attempt in range(self.retry.max_attempts):
+            retry_after = None
+            async with self.limiter.slot():
+                self.stats.requests += 1
+                start = time.perf_counter()
+                try:
+                    response = await self._client.post(path, json=body)
+                except httpx.TimeoutException:
+                    last, kind = f"timed out after {self.retry.timeout:g} s", "timeout"
+                except httpx.TransportError as err:
+                    last, kind = f"connection failed: {type(err).__name__}: {err}", "connection"
+                else:
+                    latency = time.perf_counter() - start
+                    if response.status_code == 200:
+                        data = self._json(response)
+                        if data is not None:
+                            self.limiter.on_success(latency, 1.0 + _completion_tokens(data))
+                            self.stats.completed += 1
+                            return data
+                        last, kind = "the server answered 200 with a body that is not a JSON object", "bad_json"
+                    elif response.status_code in RETRY_STATUSES:
+                        last, kind = f"HTTP {response.status_code}: {_error_text(response)}", str(response.status_code)
+                        retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    else:
+                        self.stats.count_error(str(response.status_code))
+                        self.stats.failures += 1
+                        raise BackendError(f"HTTP {response.status_code}: {_error_text(response)}",
+                                           response.status_code)
+                self.stats.count_error(kind)
+                self.limiter.on_overload()
+            if attempt + 1 < self.retry.max_attempts:
+                self.stats.retries += 1
+                await asyncio.sleep(backoff_delay(attempt, self.retry, self._rng, retry_after))
+        self.stats.failures += 1
+        raise BackendError(f"{path}: gave up after {self.retry.max_attempts} attempts; last error: {last}")
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict | None:
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _completion_tokens(data: dict) -> int:
+    usage = data.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else 0
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:300]
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])[:300]
+    return str(data)[:300]
+
+
+class _Windowed:
+    """What both endpoint kinds share: the client, its counters and window."""
+
+    def __init__(self, client: HttpClient, model: str) -> None:
+        self.client = client
+        self.model = model
+        self.stats = client.stats
+
+    @property
+    def in_flight(self) -> int:
+        return self.client.limiter.in_flight
+
+    @property
+    def concurrency(self) -> int:
+        return self.client.limiter.limit
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class OpenAIChat(_Windowed):
+    async def chat(self, messages: Messages, sampling: Sampling) -> ChatResult:
+        data = await self.client.post("/chat/completions", {"model": self.model, "messages": messages,
+                                                            **sampling.payload()})
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+        except (KeyError, IndexError, TypeError) as err:
+            self.stats.failures += 1
+            raise BackendError(f"malformed chat completion ({err}): {str(data)[:200]}") from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        result = ChatResult(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                            choice.get("finish_reason"))
+        self.stats.prompt_tokens += result.prompt_tokens
+        self.stats.completion_tokens += result.completion_tokens
+        return result
+
+
+def parse_reward_choice(choice: dict) -> dict[str, float]:
+    """Attribute scores of a reward model's chat choice: `logprobs.content` entries
+    {token: attribute, logprob: score} (as NeMo Curator reads them), else the message content
+    "helpfulness:3.1,correctness:...". Raises ValueError when neither is readable."""
+    logprobs = choice.get("logprobs")
+    entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if isinstance(entries, list) and entries:
+        try:
+            return {str(e["token"]): float(e["logprob"]) for e in entries}
+        except (KeyError, TypeError, ValueError):
+            pass
+    content = (choice.get("message") or {}).get("content")
+    if not isinstance(content, str) or ":" not in content:
+        raise ValueError(f"no reward scores in {str(choice)[:200]}")
+    scores = {}
+    for item in content.split(","):
+        name, _, value = item.partition(":")
+        scores[name.strip()] = float(value)
+    return scores
+
+
+class OpenAIReward(_Windowed):
+    async def score(self, messages: Messages) -> dict[str, float]:
+        data = await self.client.post("/chat/completions", {"model": self.model, "messages": messages})
+        try:
+            scores = parse_reward_choice(data["choices"][0])
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            self.stats.failures += 1
+            raise BackendError(f"malformed reward response ({err})") from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        self.stats.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        return scores

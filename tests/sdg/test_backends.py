@@ -1,0 +1,236 @@
+"""The HTTP backend against a scripted local endpoint (retries, Retry-After, refusals, timeouts,
+malformed replies, the window of calls in flight) and the adaptive limiter on a fake clock."""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+from starlette.responses import JSONResponse, Response
+
+from nemotron.sdg.backends import BackendError, ConcurrencyConfig, Sampling
+from nemotron.sdg.backends.http import (HttpClient, OpenAIChat, OpenAIReward, RetryConfig, backoff_delay,
+                                        normalize_base_url, parse_reward_choice, parse_retry_after)
+from nemotron.sdg.backends.limiter import AdaptiveLimiter
+from tests.sdg.fake_server import FakeOpenAI, ThreadServer, free_port, reward_scores
+
+FAST_RETRY = RetryConfig(max_attempts=4, base_delay=0.01, max_delay=0.05, timeout=5.0)
+USER = [{"role": "user", "content": "Say hi."}]
+
+
+def chat(url: str, retry: RetryConfig = FAST_RETRY, concurrency: ConcurrencyConfig = ConcurrencyConfig(4),
+         model: str = "m") -> OpenAIChat:
+    return OpenAIChat(HttpClient(url, "secret", concurrency, retry), model)
+
+
+async def _one(backend, messages=USER, sampling=Sampling(max_tokens=8, seed=3)):
+    try:
+        return await backend.chat(messages, sampling)
+    finally:
+        await backend.aclose()
+
+
+def test_reply_usage_and_request_fields():
+    seen = []
+    fake = FakeOpenAI(fault=lambda n, body: seen.append(body))
+    with ThreadServer(fake.app) as server:
+        result = asyncio.run(_one(chat(server.url), sampling=Sampling(temperature=0.2, top_p=0.5, max_tokens=8,
+                                                                        stop=("x",), seed=3)))
+    assert result.text.startswith("Reply ") and result.completion_tokens == len(result.text.split())
+    assert seen == [{"model": "m", "messages": USER, "temperature": 0.2, "top_p": 0.5, "max_tokens": 8,
+                     "stop": ["x"], "seed": 3}]
+
+
+def test_retry_after_is_honoured_and_retries_counted():
+    def fault(n, body):
+        if n == 1:
+            return JSONResponse({"error": {"message": "slow down"}}, 429, headers={"Retry-After": "0.4"})
+        if n == 2:
+            return JSONResponse({"error": {"message": "boom"}}, 503)
+    fake = FakeOpenAI(fault=fault)
+    with ThreadServer(fake.app) as server:
+        backend = chat(server.url)
+        start = time.monotonic()
+        result = asyncio.run(_one(backend))
+        elapsed = time.monotonic() - start
+    assert result.text.startswith("Reply ") and fake.requests == 3
+    assert fake.times[1] - fake.times[0] >= 0.39  # waited as long as Retry-After asked
+    assert backend.stats.retries == 2 and backend.stats.errors == {"429": 1, "503": 1}
+    assert backend.client.limiter.decreases >= 1 and elapsed < 3
+
+
+def test_refusal_fails_at_once_with_the_server_message():
+    fake = FakeOpenAI(fault=lambda n, body: JSONResponse({"error": {"message": "prompt too long"}}, 400))
+    with ThreadServer(fake.app) as server:
+        with pytest.raises(BackendError, match="HTTP 400: prompt too long") as info:
+            asyncio.run(_one(chat(server.url)))
+    assert info.value.status == 400 and fake.requests == 1
+
+
+def test_gives_up_after_max_attempts():
+    fake = FakeOpenAI(fault=lambda n, body: Response("oops", 500))
+    with ThreadServer(fake.app) as server:
+        with pytest.raises(BackendError, match="gave up after 4 attempts; last error: HTTP 500: oops"):
+            asyncio.run(_one(chat(server.url)))
+    assert fake.requests == 4
+
+
+def test_timeouts_are_retried():
+    fake = FakeOpenAI(delay=lambda n: 1.0 if n == 1 else 0.0)  # the first answer comes too late
+    with ThreadServer(fake.app) as server:
+        backend = chat(server.url, RetryConfig(max_attempts=3, base_delay=0.01, max_delay=0.02, timeout=0.3))
+        result = asyncio.run(_one(backend))
+    assert result.text.startswith("Reply ") and backend.stats.errors == {"timeout": 1} and fake.requests == 2
+
+
+def test_connection_refused_is_retried_then_reported():
+    backend = chat(f"http://127.0.0.1:{free_port()}/v1", RetryConfig(max_attempts=2, base_delay=0.01, max_delay=0.01))
+    with pytest.raises(BackendError, match="connection failed"):
+        asyncio.run(_one(backend))
+    assert backend.stats.requests == 2 and backend.stats.errors == {"connection": 2}
+
+
+def test_malformed_replies_fail_the_call():
+    replies = {1: JSONResponse({"choices": []}), 2: Response("not json", 200)}
+    fake = FakeOpenAI(fault=lambda n, body: replies.get(n))
+    with ThreadServer(fake.app) as server:
+        with pytest.raises(BackendError, match="malformed chat completion"):
+            asyncio.run(_one(chat(server.url)))
+        # a 200 whose body is not JSON is treated as a glitch and retried
+        fake.requests = 1
+        assert asyncio.run(_one(chat(server.url))).text.startswith("Reply ")
+
+
+def test_reward_scores_from_logprobs_or_content():
+    fake = FakeOpenAI()
+    conversation = [*USER, {"role": "assistant", "content": "Hi."}]
+    with ThreadServer(fake.app) as server:
+        backend = OpenAIReward(HttpClient(server.url, retry=FAST_RETRY), "tiny-reward")
+
+        async def score():
+            try:
+                return await backend.score(conversation)
+            finally:
+                await backend.aclose()
+
+        scores = asyncio.run(score())
+    assert scores == reward_scores(conversation)
+    assert parse_reward_choice({"message": {"content": "helpfulness:1.5,verbosity:-0.25"}}) == \
+        {"helpfulness": 1.5, "verbosity": -0.25}
+    with pytest.raises(ValueError):
+        parse_reward_choice({"message": {"content": "no scores"}})
+
+
+def test_window_bounds_calls_in_flight():
+    fake = FakeOpenAI(delay=0.05)
+
+    async def many(backend):
+        try:
+            return await asyncio.gather(*(backend.chat(USER, Sampling(max_tokens=4, seed=i)) for i in range(24)))
+        finally:
+            await backend.aclose()
+
+    with ThreadServer(fake.app) as server:
+        results = asyncio.run(many(chat(server.url, concurrency=ConcurrencyConfig(max_concurrency=6))))
+    assert len(results) == 24 and fake.max_in_flight == 6
+
+
+def test_backoff_and_retry_after_parsing():
+    rng = random.Random(0)
+    config = RetryConfig(base_delay=1.0, max_delay=8.0)
+    delays = [backoff_delay(a, config, rng) for a in range(6)]
+    assert all(0.5 * min(8, 2 ** a) <= d < min(8, 2 ** a) for a, d in enumerate(delays))
+    assert backoff_delay(0, config, rng, retry_after=5.0) == 5.0
+    assert backoff_delay(0, RetryConfig(max_retry_after=2.0), rng, retry_after=50.0) == 2.0
+    now = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
+    assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert normalize_base_url("http://h:1") == "http://h:1/v1"
+    assert normalize_base_url("https://api.x.com/v1/") == "https://api.x.com/v1"
+    with pytest.raises(ValueError):
+        normalize_base_url("localhost:8000")
+
+
+# ---- the limiter on a fake clock ----
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_limiter_shrinks_on_overload_once_per_round_trip_and_grows_back():
+    clock = Clock()
+    limiter = AdaptiveLimiter(ConcurrencyConfig(max_concurrency=20, min_concurrency=2), clock)
+    for _ in range(5):
+        limiter.on_success(0.2)
+    limiter.on_overload()
+    limiter.on_overload()  # same round trip: a burst counts once
+    assert limiter.limit == 14 and limiter.decreases == 1
+    clock.now += 0.3
+    limiter.on_overload()
+    assert limiter.limit == 9
+    for _ in range(30):
+        clock.now += 0.2
+        limiter.on_overload()
+    assert limiter.limit == 2  # never below the floor
+    for _ in range(2000):
+        limiter.on_success(0.2)
+    assert limiter.limit == 20  # grown back, never above the ceiling
+
+
+def test_limiter_shrinks_when_latency_climbs_for_calls_of_a_size():
+    clock = Clock()
+    limiter = AdaptiveLimiter(ConcurrencyConfig(max_concurrency=16, slowdown=2.0), clock)
+    for _ in range(50):
+        limiter.on_success(1.0, work=100)
+    assert limiter.limit == 16
+    limiter.on_success(4.0, work=100)  # one slow call: smoothed ratio 1.6, no reaction
+    assert limiter.limit == 16
+    for _ in range(5):
+        limiter.on_success(3.0, work=120)  # the same size class, three times slower
+    assert limiter.limit < 16 and limiter.decreases == 1
+
+
+def test_limiter_ignores_latency_that_comes_from_reply_length():
+    clock = Clock()
+    limiter = AdaptiveLimiter(ConcurrencyConfig(max_concurrency=16, slowdown=2.0), clock)
+    for tokens in (10, 100, 1000, 10, 1000) * 20:
+        limiter.on_success(0.05 + 0.01 * tokens, work=tokens)  # a fixed cost plus a cost per token
+    for _ in range(100):
+        limiter.on_success(0.05, work=2)  # then short replies, all fixed cost: not "slower per token"
+    assert limiter.limit == 16 and limiter.decreases == 0
+
+
+def test_limiter_window_waits_and_counts_occupancy():
+    async def scenario():
+        clock = Clock()
+        limiter = AdaptiveLimiter(ConcurrencyConfig(max_concurrency=2, adaptive=False), clock)
+        order = []
+
+        async def call(i):
+            async with limiter.slot():
+                order.append(("start", i, limiter.in_flight))
+                await asyncio.sleep(0.01)
+                clock.now += 1.0
+
+        await asyncio.gather(*(call(i) for i in range(5)))
+        assert max(n for _, _, n in order) == 2 and limiter.in_flight == 0
+        assert 1.0 < limiter.occupancy() <= 2.0
+        waiter = asyncio.ensure_future(call(9))
+        await limiter.acquire()
+        await limiter.acquire()  # full now
+        blocked = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        blocked.cancel()  # a cancelled waiter leaves no slot taken
+        await asyncio.gather(blocked, return_exceptions=True)
+        limiter.release()
+        limiter.release()
+        await waiter
+        assert limiter.in_flight == 0
+
+    asyncio.run(scenario())

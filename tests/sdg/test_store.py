@@ -1,0 +1,126 @@
+"""Append-only record files and the call cache: content ids, torn-tail repair, and survival of a
+real SIGKILL in the middle of writing."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from nemotron.sdg.cache import CallCache, call_key
+from nemotron.sdg.store import RecordStore, content_id, read_jsonl, repair_tail, write_atomic
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_content_id_is_stable_and_order_free():
+    assert content_id("s", {"a": 1, "b": [1, 2]}) == content_id("s", {"b": [1, 2], "a": 1})
+    assert content_id("s", {"a": 1}) != content_id("t", {"a": 1})
+    assert len(content_id("x")) == 16
+
+
+def test_append_skips_known_ids_across_reopen(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with RecordStore(path) as store:
+        assert store.append([{"id": "a", "v": 1}, {"id": "b", "v": 2}, {"id": "a", "v": 3}]) == 2
+        assert store.append([{"id": "b", "v": 9}]) == 0
+    with RecordStore(path) as store:
+        assert "a" in store and len(store) == 2
+        assert store.append([{"id": "a"}, {"id": "c", "v": 4}]) == 1
+        assert [r["id"] for r in store] == ["a", "b", "c"]
+        assert [r["v"] for r in store] == [1, 2, 4]  # the first version of an id wins
+
+
+def test_torn_last_line_is_cut_on_open(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"id":"a"}\n{"id":"b"}\n{"id":"c","tex')
+    assert [r["id"] for r in read_jsonl(path)] == ["a", "b"]  # readers never see the torn line
+    with RecordStore(path) as store:
+        assert store.repaired_bytes == len(b'{"id":"c","tex')
+        assert store.ids == {"a", "b"}
+        store.append([{"id": "c"}])
+    assert path.read_bytes() == b'{"id":"a"}\n{"id":"b"}\n{"id":"c"}\n'
+    assert repair_tail(path) == 0
+
+
+def test_torn_file_without_any_newline(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"id":"a"')
+    assert repair_tail(path) == 9 and path.read_bytes() == b""
+
+
+def test_corrupt_complete_line_is_an_error_naming_the_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"id":"a"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"r.jsonl:2"):
+        list(read_jsonl(path))
+
+
+def test_write_atomic_replaces_whole_file(tmp_path):
+    path = tmp_path / "d" / "x.jsonl"
+    assert write_atomic(path, [{"id": 1}, {"id": 2}]) == 2
+    assert write_atomic(path, iter([{"id": 3}])) == 1
+    assert list(read_jsonl(path)) == [{"id": 3}]
+    assert not path.with_name("x.jsonl.tmp").exists()
+
+
+def test_cache_keys_and_persistence(tmp_path):
+    hi = [{"role": "user", "content": "hi"}]
+    key = call_key("chat", "m", {"messages": hi, "seed": 1, "temperature": 0.5})
+    assert key == call_key("chat", "m", {"temperature": 0.5, "seed": 1, "messages": [{"content": "hi", "role": "user"}]})
+    assert key != call_key("chat", "m", {"messages": hi, "seed": 2, "temperature": 0.5})
+    assert key != call_key("reward", "m", {"messages": hi, "seed": 1, "temperature": 0.5})
+    cache = CallCache(tmp_path / "c.sqlite")
+    assert cache.get(key) is None
+    cache.put(key, {"text": "hello"})
+    cache.put(key, {"text": "second"})  # first answer wins
+    cache.close()
+    cache = CallCache(tmp_path / "c.sqlite")
+    assert cache.get(key) == {"text": "hello"} and len(cache) == 1 and cache.hits == 1
+    cache.close()
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from nemotron.sdg.cache import CallCache
+    from nemotron.sdg.store import RecordStore
+    store, cache = RecordStore(sys.argv[1]), CallCache(sys.argv[2])
+    i = 0
+    while True:
+        cache.put(f"k{i}", {"text": "x" * 5000, "i": i})
+        store.append([{"id": f"r{i}.{j}", "i": i, "pad": "y" * 3000} for j in range(8)])
+        if i == 20:
+            print("ready", flush=True)
+        i += 1
+""")
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3])
+def test_sigkill_while_writing_loses_nothing_committed(tmp_path, delay):
+    """A writer is killed with SIGKILL at a random-ish moment; the files reopen cleanly, every
+    record batch is whole or absent, and every cached answer is complete."""
+    records, cache_path = tmp_path / "r.jsonl", tmp_path / "c.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(records), str(cache_path)], stdout=subprocess.PIPE,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    with RecordStore(records) as store:
+        rows = list(store)
+    batches: dict[int, int] = {}
+    for row in rows:
+        batches[row["i"]] = batches.get(row["i"], 0) + 1
+    assert len(rows) == len({r["id"] for r in rows}) and len(batches) > 20
+    assert all(count == 8 for i, count in batches.items() if i < max(batches))  # only the last batch may be torn
+    cache = CallCache(cache_path)
+    assert len(cache) > 20
+    for i in range(len(cache)):
+        assert cache.get(f"k{i}") == {"text": "x" * 5000, "i": i}
+    assert max(batches) <= len(cache)  # a batch is written only after its call was cached
+    cache.close()

@@ -1,0 +1,146 @@
+"""The lean HTTP/1.1 transport against raw local servers that answer with exact bytes: framing
+(Content-Length, chunked, close-delimited), gzip, keep-alive reuse, stale kept-alive connections,
+and the choice of transport by URL."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+
+import httpx
+import pytest
+
+from nemotron.sdg.backends import ConcurrencyConfig, Sampling
+from nemotron.sdg.backends.http import HttpClient, OpenAIChat, RetryConfig, _lean_ok
+from nemotron.sdg.backends.transport import LeanTransport
+from tests.sdg.fake_server import FakeOpenAI, ThreadServer
+
+REPLY = json.dumps({"choices": [{"message": {"role": "assistant", "content": "hello"}}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
+
+
+async def raw_server(respond):
+    """A server calling `respond(request_number, request_bytes, writer)` for each request; it tracks
+    how many connections were opened."""
+    state = {"requests": 0, "connections": 0, "bodies": []}
+
+    async def handle(reader, writer):
+        state["connections"] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                body = await reader.readexactly(length)
+                state["requests"] += 1
+                state["bodies"].append((head, body))
+                if not await respond(state["requests"], writer):
+                    writer.close()
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", state
+
+
+def run(respond, requests=3, sequential=True):
+    async def scenario():
+        server, url, state = await raw_server(respond)
+        async with httpx.AsyncClient(base_url=url, transport=LeanTransport(), timeout=5) as client:
+            if sequential:
+                responses = [await client.post("/x", json={"n": i}) for i in range(requests)]
+            else:
+                responses = await asyncio.gather(*(client.post("/x", json={"n": i}) for i in range(requests)))
+        server.close()
+        return responses, state
+
+    return asyncio.run(scenario())
+
+
+def test_content_length_keep_alive_reuses_one_connection():
+    async def respond(n, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(REPLY)
+                     + REPLY)
+        await writer.drain()
+        return True
+
+    responses, state = run(respond)
+    assert [r.json()["choices"][0]["message"]["content"] for r in responses] == ["hello"] * 3
+    assert state["connections"] == 1 and state["requests"] == 3
+    head, body = state["bodies"][0]
+    assert head.startswith(b"POST /x HTTP/1.1\r\n") and b"content-length: 7" in head.lower()
+    assert json.loads(body) == {"n": 0}
+
+
+def test_chunked_gzip_and_close_delimited_bodies():
+    zipped = gzip.compress(REPLY)
+
+    async def respond(n, writer):
+        if n == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + b"5;ext=1\r\n" + REPLY[:5] + b"\r\n" + b"%x\r\n" % (len(REPLY) - 5) + REPLY[5:]
+                         + b"\r\n0\r\nX-Trailer: 1\r\n\r\n")
+        elif n == 2:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(zipped)
+                         + zipped)
+        else:
+            writer.write(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\n\r\n" + b"busy, come back later")
+            await writer.drain()
+            return False  # close-delimited: the body ends with the connection
+        await writer.drain()
+        return True
+
+    responses, state = run(respond)
+    assert responses[0].json() == json.loads(REPLY) and responses[1].json() == json.loads(REPLY)
+    assert responses[2].status_code == 503 and responses[2].text == "busy, come back later"
+    assert responses[2].headers["retry-after"] == "2"
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_replaced():
+    async def respond(n, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REPLY) + REPLY)
+        await writer.drain()
+        return n % 2 == 0  # after odd requests the server closes the (kept-alive) connection
+
+    responses, state = run(respond, requests=5)
+    assert all(r.status_code == 200 for r in responses) and state["requests"] == 5
+    assert state["connections"] >= 3
+
+
+def test_concurrent_requests_open_parallel_connections():
+    async def respond(n, writer):
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REPLY) + REPLY)
+        await writer.drain()
+        return True
+
+    responses, state = run(respond, requests=6, sequential=False)
+    assert len(responses) == 6 and state["connections"] == 6
+
+
+def test_lean_transport_only_for_plain_http_without_proxy(monkeypatch):
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    assert _lean_ok("http://127.0.0.1:8000/v1") and not _lean_ok("https://api.example.com/v1")
+    monkeypatch.setenv("http_proxy", "http://proxy:3128")
+    monkeypatch.setenv("no_proxy", "localhost")
+    assert not _lean_ok("http://10.0.0.5:8000/v1") and _lean_ok("http://localhost:8000/v1")
+
+
+@pytest.mark.parametrize("transport", [None, "httpx"])
+def test_chat_backend_with_either_transport(transport):
+    fake = FakeOpenAI()
+    with ThreadServer(fake.app) as server:
+        client = HttpClient(server.url, concurrency=ConcurrencyConfig(2), retry=RetryConfig(timeout=5),
+                            transport=httpx.AsyncHTTPTransport() if transport else None)
+        backend = OpenAIChat(client, "m")
+
+        async def twice():
+            try:
+                return [await backend.chat([{"role": "user", "content": "hi"}], Sampling(seed=1)) for _ in range(2)]
+            finally:
+                await backend.aclose()
+
+        first, second = asyncio.run(twice())
+    assert first.text == second.text and first.text.startswith("Reply ")
