@@ -1,20 +1,10 @@
-"""`nemotron generate` and `nemotron chat`: stream text from a model to the terminal."""
+"""`nemotron generate` and `nemotron chat`: arguments. The work is in `nemotron.cli.textgen`, imported
+only when one of these commands runs (so other commands start without loading torch)."""
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
-import torch
-
-from nemotron.assets import default_model_dir
 from nemotron.cli.main import add_model_loading
-from nemotron.checkpoint.load import LoadedModel, load_model
-from nemotron.engine.generate import stream_generate
-from nemotron.engine.sampling import SamplingParams
-from nemotron.errors import NemotronError
-from nemotron.model.nemotron import NemotronForCausalLM
-from nemotron.tokenizer import CHAT_STOP_STRINGS, Tokenizer, render_chat
 
 
 def add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -46,88 +36,6 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.command == "generate":
-        if len(args.args) > 2:
-            raise NemotronError("generate takes [MODEL] PROMPT; quote a prompt that contains spaces")
-        model_spec, prompt = (args.args if len(args.args) == 2 else (None, args.args[0]))
-        _generate(_load(model_spec, args), prompt, args)
-    else:
-        _chat(_load(args.model, args), args)
+    from nemotron.cli import textgen
 
-
-def _load(spec: str | None, args: argparse.Namespace) -> LoadedModel:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model(spec or default_model_dir(), dtype=args.dtype, device=device,
-                        trust_pickle=args.trust_pickle)
-    if args.tokenizer:
-        loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
-    if loaded.tokenizer is None:
-        raise NemotronError(f"{loaded.source.spec} comes without a tokenizer; pass --tokenizer FILE")
-    if not isinstance(loaded.model, NemotronForCausalLM):
-        raise NemotronError(f"{loaded.source.spec} is a reward model; it scores text, it does not generate")
-    if loaded.tokenizer.vocab_size > loaded.config.vocab_size:
-        raise NemotronError(f"the tokenizer has {loaded.tokenizer.vocab_size} pieces but the model only "
-                            f"{loaded.config.vocab_size} embeddings")
-    return loaded
-
-
-def _sampling_params(args: argparse.Namespace, stop_strings: list[str]) -> SamplingParams:
-    return SamplingParams(
-        max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        seed=args.seed, stop_strings=stop_strings)
-
-
-def _stream(loaded: LoadedModel, prompt_ids: list[int], params: SamplingParams) -> str:
-    """Print the completion as it is generated; return it. Timing goes to stderr."""
-    start, count, pieces, reason = time.perf_counter(), 0, [], "length"
-    for chunk in stream_generate(loaded.model, loaded.tokenizer, prompt_ids, params):
-        count += chunk.token_id is not None
-        pieces.append(chunk.text)
-        print(chunk.text, end="", flush=True)
-        reason = chunk.finish_reason or reason
-    elapsed = time.perf_counter() - start
-    print()
-    print(f"[{count} tokens in {elapsed:.2f} s, {count / max(elapsed, 1e-9):.1f} tokens/s, "
-          f"finish: {reason}]", file=sys.stderr)
-    return "".join(pieces)
-
-
-def _generate(loaded: LoadedModel, prompt: str, args: argparse.Namespace) -> None:
-    stops: list[str] = []
-    if args.chat:
-        messages = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
-        prompt, stops = render_chat(messages), list(CHAT_STOP_STRINGS)
-    prompt_ids = loaded.tokenizer.encode(prompt, add_bos=args.add_bos)
-    _stream(loaded, prompt_ids, _sampling_params(args, stops))
-
-
-def _chat(loaded: LoadedModel, args: argparse.Namespace) -> None:
-    print(f"Chatting with {loaded.source.spec}. /reset clears the history, /exit or Ctrl-D quits.",
-          file=sys.stderr)
-    history: list[dict[str, str]] = []
-    params = _sampling_params(args, list(CHAT_STOP_STRINGS))
-    while True:
-        try:
-            user = input("you> ")
-        except EOFError:
-            print(file=sys.stderr)
-            return
-        if user.strip() in ("/exit", "/quit"):
-            return
-        if user.strip() == "/reset":
-            history.clear()
-            continue
-        if not user.strip():
-            continue
-        history.append({"role": "user", "content": user})
-        messages = [{"role": "system", "content": args.system}, *history]
-        prompt_ids = loaded.tokenizer.encode(render_chat(messages))
-        print("assistant> ", end="", flush=True)
-        try:
-            reply = _stream(loaded, prompt_ids, params)
-        except NemotronError as err:  # e.g. the history outgrew the context: keep the session alive
-            print(f"\nerror: {err}; /reset starts over", file=sys.stderr)
-            history.pop()
-            continue
-        history.append({"role": "assistant", "content": reply})
+    textgen.run(args)

@@ -6,8 +6,6 @@ import json
 import math
 from pathlib import Path
 
-from nemotron.checkpoint import hf
-from nemotron.checkpoint.load import SourceKind, load_config, resolve
 from nemotron.model.config import ModelConfig
 
 _BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -16,6 +14,9 @@ _SAFETENSORS_ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2":
 
 
 def describe(spec: str, trust_pickle: bool = False) -> dict:
+    from nemotron.checkpoint import hf
+    from nemotron.checkpoint.load import SourceKind, load_config, resolve
+
     source = resolve(spec)
     config = load_config(spec, trust_pickle=trust_pickle)
     counts = config.parameter_counts()
@@ -40,6 +41,8 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
 
 
 def _all_safetensors(directory: Path) -> bool:
+    from nemotron.checkpoint import hf
+
     return all(f.suffix == ".safetensors" for f in hf.weight_files(directory))
 
 
