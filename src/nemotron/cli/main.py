@@ -16,8 +16,11 @@ COMMAND_MODULES = [
     "nemotron.cli.info",
     "nemotron.cli.generate",
     "nemotron.cli.convert",
+    "nemotron.cli.memory",
+    "nemotron.cli.quantize",
     "nemotron.cli.serve",
     "nemotron.cli.sdg",
+    "nemotron.cli.train",
 ]
 
 

@@ -1,0 +1,84 @@
+"""Training checkpoints: a Hugging Face model directory (loadable by `nemotron` and `transformers`)
+plus `trainer_state.pt` with what an exact resume needs (optimizer moments, step, RNG states).
+
+    out_dir/checkpoint-0000500/{config.json, model.safetensors, tokenizer.model, trainer_state.pt}
+
+A checkpoint is written to a temporary directory and renamed into place, so an interrupted save
+never leaves a half-written checkpoint that resume would pick up.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nemotron.checkpoint.hf import iter_tensors, save_hf_dir
+from nemotron.tokenizer import Tokenizer
+
+STATE_FILE = "trainer_state.pt"
+_PREFIX = "checkpoint-"
+
+
+def save_model_dir(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path,
+                   dtype: torch.dtype | None = None) -> Path:
+    """The model in the Hugging Face layout: config.json, model.safetensors, tokenizer.model."""
+    directory = save_hf_dir(model.state_dict(), model.config, directory, dtype=dtype)
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    return directory
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    found = sorted(p for p in Path(out_dir).glob(f"{_PREFIX}*") if (p / STATE_FILE).is_file())
+    return found[-1] if found else None
+
+
+def save_checkpoint(out_dir: str | Path, step: int, model: nn.Module, tokenizer: Tokenizer | None,
+                    optimizer: torch.optim.Optimizer, extra: dict, keep: int) -> Path:
+    out_dir = Path(out_dir)
+    final = out_dir / f"{_PREFIX}{step:07d}"
+    tmp = out_dir / f".tmp-{_PREFIX}{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model_dir(model, tokenizer, tmp, dtype=torch.float32)
+    state = {"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), **extra}
+    torch.save(state, tmp / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    older = sorted(p for p in out_dir.glob(f"{_PREFIX}*") if p != final)
+    for stale in older[:max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(stale)
+    return final
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights, optimizer and RNG states in place; returns the saved state (step, ...)."""
+    path = Path(path)
+    device = next(model.parameters()).device
+    weights = {name: tensor.to(device) for name, tensor in iter_tensors(path)}
+    model.load_state_dict(weights, strict=True)
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"])
+    return state
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    """random.setstate wants the nested tuples back (torch.save may hand lists back)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -1,0 +1,209 @@
+"""The training loop shared by pretraining and SFT: AdamW, warmup + cosine schedule, gradient clipping,
+fp32 on CPU / bf16 autocast on GPU, periodic checkpoints with exact resume, and progress logging.
+
+Pretraining and SFT differ only in their batches (data.py): SFT targets are IGNORE outside the
+assistant turns, and the loss is the mean over the positions that have a target.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nemotron.errors import ConfigError
+from nemotron.tokenizer import Tokenizer
+from nemotron.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from nemotron.train.data import IGNORE, Batch, BatchSource
+from nemotron.train.schedule import ScheduleConfig, learning_rate
+
+
+@dataclass(slots=True, frozen=True)
+class OptimConfig:
+    weight_decay: float = 0.1  # applied to matrices only; norms, biases and embeddings are exempt
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+
+    def __post_init__(self) -> None:
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
+            raise ConfigError("OptimConfig.weight_decay and grad_clip must be >= 0, eps > 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"OptimConfig betas must be in [0, 1), got {self.beta1}, {self.beta2}")
+
+
+@dataclass(slots=True, frozen=True)
+class TrainConfig:
+    out_dir: str
+    log_every: int = 10
+    checkpoint_every: int = 500  # steps; 0 = only when the run ends
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # steps; 0 = only when the run ends
+    eval_batches: int = 8
+    device: str = "auto"  # auto: cuda when available
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or "fp32", "bf16"
+    resume: bool = True  # continue from the newest checkpoint in out_dir
+    stop_at_step: int | None = None  # end this run early (time-boxed runs; resume continues)
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "keep_checkpoints", "eval_batches"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"TrainConfig.precision must be auto, fp32 or bf16, got {self.precision!r}")
+
+
+@dataclass(slots=True)
+class TrainResult:
+    step: int
+    train_loss: float  # mean over the last logging window
+    valid_loss: float | None
+    tokens_per_second: float  # trained (target) tokens per second over this run; SFT: assistant tokens
+    checkpoint: Path | None
+
+
+def optimizer_for(model: nn.Module, config: OptimConfig, lr: float) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        exempt = param.ndim < 2 or "embed_tokens" in name  # norms, biases, embeddings
+        (no_decay if exempt else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(config.beta1, config.beta2), eps=config.eps)
+
+
+def batch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    logits = model(batch.inputs)  # (B, T, V)
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: BatchSource, num_batches: int, device: torch.device,
+             autocast: Callable[[], contextlib.AbstractContextManager]) -> float:
+    """Token-weighted mean loss over the first num_batches batches of `data`."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(num_batches):
+        batch = data.batch(i).to(device)
+        with autocast():
+            loss = batch_loss(model, batch)
+        n = batch.num_target_tokens
+        total, count = total + loss.item() * n, count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer | None, train_data: BatchSource,
+                 schedule: ScheduleConfig, optim: OptimConfig, config: TrainConfig,
+                 valid_data: BatchSource | None = None, log: Callable[[str], None] = print) -> None:
+        self.device = torch.device(config.device if config.device != "auto"
+                                   else "cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).train()
+        self.tokenizer, self.train_data, self.valid_data = tokenizer, train_data, valid_data
+        self.schedule, self.optim, self.config, self.log = schedule, optim, config, log
+        self.optimizer = optimizer_for(model, optim, learning_rate(schedule, 0))
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self._autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 \
+            else contextlib.nullcontext
+        self.out_dir = Path(config.out_dir)
+        self.step = 0
+
+    def _resume(self) -> None:
+        found = latest_checkpoint(self.out_dir) if self.config.resume else None
+        if found is not None:
+            self.step = load_checkpoint(found, self.model, self.optimizer)["step"]
+            self.log(f"resumed from {found} at step {self.step}")
+
+    def _save(self) -> Path:
+        extra = {"schedule": asdict(self.schedule), "optim": asdict(self.optim)}
+        return save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, self.optimizer, extra,
+                               self.config.keep_checkpoints)
+
+    def _evaluate(self) -> float:
+        return evaluate(self.model, self.valid_data, self.config.eval_batches, self.device, self._autocast)
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step on batch number self.step -> (loss, trained tokens)."""
+        lr = learning_rate(self.schedule, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.train_data.batch(self.step).to(self.device)
+        with self._autocast():
+            loss = batch_loss(self.model, batch)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {self.step}; "
+                                     "lower the learning rate or check the data")
+        loss.backward()
+        if self.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss.item(), batch.num_target_tokens
+
+    def run(self) -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._resume()
+        with (self.out_dir / "metrics.jsonl").open("a", encoding="utf-8") as metrics:
+            return self._loop(metrics)
+
+    def _logged_losses(self) -> tuple[float, float | None, None]:
+        """Losses of earlier runs in out_dir, so a run resumed at its end still reports them."""
+        path, loss, valid = self.out_dir / "metrics.jsonl", float("nan"), None
+        for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else ():
+            record = json.loads(line)
+            loss, valid = record.get("loss", loss), record.get("valid_loss", valid)
+        return loss, valid, None
+
+    def _loop(self, metrics) -> TrainResult:
+        cfg, total = self.config, self.schedule.total_steps
+        end = min(total, cfg.stop_at_step) if cfg.stop_at_step is not None else total
+        window_loss, window_steps, window_tokens, run_tokens = 0.0, 0, 0, 0
+        started = window_start = time.perf_counter()
+        last_loss, valid_loss, saved = self._logged_losses()
+        while self.step < end:
+            loss, tokens = self.train_step()
+            window_loss, window_steps, window_tokens = window_loss + loss, window_steps + 1, window_tokens + tokens
+            run_tokens += tokens
+            record: dict = {}
+            if self.step % cfg.log_every == 0 or self.step == end:
+                elapsed = time.perf_counter() - window_start
+                last_loss = window_loss / window_steps
+                record = {"step": self.step, "loss": round(last_loss, 4),
+                          "lr": learning_rate(self.schedule, self.step - 1),
+                          "tokens_per_s": round(window_tokens / max(elapsed, 1e-9))}
+                window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+            if self.valid_data is not None and ((cfg.eval_every and self.step % cfg.eval_every == 0)
+                                                or self.step == end):
+                valid_loss = self._evaluate()
+                record = {**record, "step": self.step, "valid_loss": round(valid_loss, 4)}
+            if record:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                self.log(_format(record, total, time.perf_counter() - started))
+            if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == end:
+                saved = self._save()
+        return TrainResult(self.step, last_loss, valid_loss, run_tokens / max(time.perf_counter() - started, 1e-9),
+                           saved)
+
+
+def _format(record: dict, total: int, elapsed: float) -> str:
+    parts = [f"step {record['step']}/{total}"]
+    if "loss" in record:
+        parts += [f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}", f"{record['tokens_per_s']:,} tok/s"]
+    if "valid_loss" in record:
+        parts.append(f"valid loss {record['valid_loss']:.4f}")
+    parts.append(f"{elapsed / 60:.1f} min")
+    return " | ".join(parts)
