@@ -11,3 +11,5 @@ python3 -m pytest -q -p no:cacheprovider tests/engine/test_triton_attention.py -
 python3 benchmarks/decode.py --preset 8b --batch-sizes 1 64 --prompt-len 128 --new-tokens 256 --repeats 2
 python3 benchmarks/throughput.py --preset 8b --requests 256 --batch 64 --skip-sequential
 python3 benchmarks/prefix_cache.py --preset 8b --requests 256
+python3 -m pytest -q -p no:cacheprovider tests/quant/test_kernels.py
+python3 benchmarks/quant_decode.py

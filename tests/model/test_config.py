@@ -104,3 +104,13 @@ def test_nemo_yaml_with_wrong_activation_is_rejected():
 
 def test_every_preset_is_valid():
     assert all(isinstance(config, ModelConfig) for config in PRESETS.values())
+
+
+def test_reward_model_counts_its_head_not_an_output_layer():
+    from nemotron.model.nemotron import build_model
+    import torch
+
+    config = get_preset("tiny").replace(num_reward_attributes=9)
+    with torch.device("meta"):
+        model = build_model(config)
+    assert config.num_parameters() == sum(p.numel() for p in model.parameters())

@@ -95,10 +95,11 @@ class ModelConfig:
             "embedding": self.vocab_size * h,
             "layers": self.num_layers * (attention + mlp + norms),
             "final_norm": 2 * h,
-            "lm_head": self.vocab_size * h,
         }
-        if self.is_reward_model:
+        if self.is_reward_model:  # the reward head replaces the output layer
             counts["reward_head"] = self.num_reward_attributes * (h + int(self.reward_head_bias))
+        else:
+            counts["lm_head"] = self.vocab_size * h
         return counts
 
     def num_parameters(self) -> int:

@@ -1,0 +1,89 @@
+"""The Triton int8 / int4 kernels against a matmul with the dequantized weights (Triton's CPU
+interpreter here, in float16: the interpreter mishandles bfloat16; on a GPU both dtypes, compiled)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton sees the kernels: run them on the CPU
+triton = pytest.importorskip("triton")
+
+from nemotron.quant.kernels import int4_matmul, int8_matmul  # noqa: E402
+from nemotron.quant.linear import Int4Linear, Int8Linear  # noqa: E402
+
+DTYPES = [torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+TILES = None if DEVICE == "cuda" else {"BLOCK_N": 16}  # autotuned on GPUs; small fixed tiles interpreted
+
+
+def quantized(cls, out_features: int, in_features: int):
+    torch.manual_seed(out_features + in_features)
+    return cls.from_float(torch.nn.Linear(in_features, out_features, bias=False)).to(DEVICE)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 5, 20])  # decode batch sizes, one past a 16-row tile
+@pytest.mark.parametrize("out_features, in_features", [(40, 256), (24, 192)])  # N off the tile, K off BLOCK_K
+def test_int8_kernel(dtype, rows, out_features, in_features):
+    q = quantized(Int8Linear, out_features, in_features)
+    x = torch.randn(rows, in_features, device=DEVICE).to(dtype)
+    tiles = TILES and {**TILES, "BLOCK_K": 128}
+    out = int8_matmul(x, q.weight, q.weight_scale, tiles)
+    expected = x.float() @ q.dequantize().t()
+    assert out.dtype == dtype and out.shape == (rows, out_features)
+    assert torch.allclose(out.float(), expected, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 5, 20])
+def test_int4_kernel(dtype, rows):
+    q = quantized(Int4Linear, 40, 384)
+    x = torch.randn(2, rows, 384, device=DEVICE).to(dtype)  # leading dims are flattened and restored
+    out = int4_matmul(x, q.weight_packed, q.weight_scale, TILES)
+    expected = x.float() @ q.dequantize().t()
+    assert out.shape == (2, rows, 40)
+    assert torch.allclose(out.float(), expected, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the module forward takes the kernel path on CUDA only")
+@pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
+def test_module_forward_uses_the_kernel_on_cuda(cls):
+    q = quantized(cls, 256, 512)
+    x = torch.randn(3, 512, device=DEVICE, dtype=torch.bfloat16)
+    assert torch.allclose(q(x).float(), x.float() @ q.dequantize().t(), atol=5e-2, rtol=2e-2)
+
+
+
+PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+COMPILE_FOR_HOPPER = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from nemotron.quant import kernels
+
+common = {"x_ptr": "*bf16", "out_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32",
+          "stride_om": "i32", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr"}
+for kernel, weight, scale, meta in ((kernels._int8_kernel, "*i8", "*fp32", {"BLOCK_K": 256}),
+                                    (kernels._int4_kernel, "*u8", "*fp16", {"GROUP": 128})):
+    signature = {**common, "w_ptr": weight, "scale_ptr": scale, **dict.fromkeys(meta, "constexpr")}
+    signature = {name: signature[name] for name in kernel.arg_names}
+    source = ASTSource(kernel, signature, constexprs={"BLOCK_M": 16, "BLOCK_N": 64, **meta})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3})
+    assert compiled.asm["cubin"]
+"""
+
+
+@pytest.mark.skipif(DEVICE == "cuda" or not PTXAS.is_file(), reason="GPUs run the kernels; needs Triton's ptxas")
+def test_kernels_compile_for_hopper_in_bfloat16():
+    """What the interpreter cannot run: bfloat16, compiled to an sm_90 binary (no GPU needed). In a
+    fresh process, because the interpreter patches triton.language for the rest of this one."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env={**env, "TRITON_DEFAULT_FP_FUSION": "1"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
