@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nemotron.checkpoint.load import load_model
-from nemotron.engine.kv_cache import ContiguousKVCache
+from nemotron.engine.generate import generate
+from nemotron.engine.sampling import SamplingParams
 from nemotron.tokenizer import CHAT_STOP, render_chat
 from nemotron.train.demo_corpus import CorpusConfig, pretraining_documents
 
@@ -23,18 +24,11 @@ def demo():
     return load_model(DEMO, dtype="float32")
 
 
-@torch.no_grad()
-def greedy(model, prompt_ids: list[int], steps: int, stop_id: int | None = None) -> list[int]:
-    cache = ContiguousKVCache(model.config, 1, len(prompt_ids) + steps, torch.float32)
-    tokens, out = torch.tensor([prompt_ids]), []
-    for _ in range(steps):
-        logits = model(tokens, cache.positions(tokens.shape[1], 1), cache, last_only=True)
-        cache.advance(tokens.shape[1])
-        tokens = logits[:, -1].argmax(-1, keepdim=True)
-        out.append(int(tokens[0, 0]))
-        if out[-1] == stop_id:
-            break
-    return out
+def greedy(loaded, prompt_ids: list[int], steps: int, stop_id: int | None = None) -> list[int]:
+    """Greedy token ids through the reference decoder; stop_id (if reached) is the last one."""
+    params = SamplingParams(max_new_tokens=steps, greedy=True, ignore_eos=True,
+                            stop_token_ids=[] if stop_id is None else [stop_id])
+    return generate(loaded.model, loaded.tokenizer, prompt_ids, params).token_ids
 
 
 def test_demo_model_is_small_float32_nemotron_with_gqa_and_partial_rotary(demo):
@@ -49,7 +43,7 @@ def test_demo_model_is_small_float32_nemotron_with_gqa_and_partial_rotary(demo):
 
 def test_story_continuation_is_plain_english(demo):
     tokenizer = demo.tokenizer
-    text = tokenizer.decode(greedy(demo.model, tokenizer.encode(STORY_OPENING), 80))
+    text = tokenizer.decode(greedy(demo, tokenizer.encode(STORY_OPENING), 80))
     words = re.findall(r"[A-Za-z']+", text)
     assert len(words) >= 30
     corpus = pretraining_documents(CorpusConfig(num_stories=3000, num_fact_documents=500, num_chats=0))
@@ -65,7 +59,7 @@ def test_chat_reply_ends_with_the_turn_token(demo):
     tokenizer = demo.tokenizer
     stop = tokenizer.token_to_id(CHAT_STOP)
     prompt = render_chat([{"role": "user", "content": "What is the capital of France?"}])
-    reply = greedy(demo.model, tokenizer.encode(prompt), 60, stop_id=stop)
+    reply = greedy(demo, tokenizer.encode(prompt), 60, stop_id=stop)
     assert reply[-1] == stop, tokenizer.decode(reply)
     assert tokenizer.decode(reply[:-1]).strip() == "The capital of France is Paris."
 
@@ -74,7 +68,7 @@ def test_chat_story_request_stops_within_budget(demo):
     tokenizer = demo.tokenizer
     stop = tokenizer.token_to_id(CHAT_STOP)
     prompt = render_chat([{"role": "user", "content": "Tell me a short story about a cat."}])
-    reply = greedy(demo.model, tokenizer.encode(prompt), 400, stop_id=stop)
+    reply = greedy(demo, tokenizer.encode(prompt), 400, stop_id=stop)
     assert reply[-1] == stop, tokenizer.decode(reply)
     assert len(re.findall(r"[A-Za-z]+", tokenizer.decode(reply))) >= 30
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from nemotron.engine.kv_cache import ContiguousKVCache
+from nemotron.engine.generate import generate
+from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronForCausalLM, init_random_weights
@@ -159,29 +160,12 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-@torch.no_grad()
 def complete(model: NemotronForCausalLM, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 120,
              temperature: float = 0.0, seed: int = 0, stop: str | None = None) -> str:
     """Greedy (temperature 0) or sampled continuation, cut at `stop` (kept out of the result) or EOS."""
-    ids = tokenizer.encode(prompt)
-    cache = ContiguousKVCache(model.config, 1, len(ids) + max_new_tokens, torch.float32)
-    generator = torch.Generator().manual_seed(seed)
-    tokens, out = torch.tensor([ids]), []
-    for _ in range(max_new_tokens):
-        logits = model(tokens, cache.positions(tokens.shape[1], 1), cache, last_only=True)[0, -1]
-        cache.advance(tokens.shape[1])
-        if temperature > 0:
-            nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator))
-        else:
-            nxt = int(logits.argmax())
-        if nxt == tokenizer.eos_id:
-            break
-        out.append(nxt)
-        text = tokenizer.decode(out)
-        if stop is not None and stop in text:
-            return text[:text.index(stop)]
-        tokens = torch.tensor([[nxt]])
-    return tokenizer.decode(out)
+    params = SamplingParams(max_new_tokens=max_new_tokens, greedy=temperature == 0,
+                            temperature=temperature or 1.0, seed=seed, stop_strings=[stop] if stop else [])
+    return generate(model, tokenizer, tokenizer.encode(prompt), params).text.strip()
 
 
 STORY_PROMPT = "Once upon a time, there was a little girl named Lily. She loved to"
