@@ -5,8 +5,10 @@ from nemotron.sdg.backends.base import ChatBackend, ChatResult, Messages, Reward
 from nemotron.sdg.cache import CallCache, call_key
 
 
-class CachedChat:
-    def __init__(self, backend: ChatBackend, cache: CallCache) -> None:
+class _Cached:
+    """What both wrappers share: the wrapped backend's identity, stats and window."""
+
+    def __init__(self, backend: ChatBackend | RewardBackend, cache: CallCache) -> None:
         self.backend = backend
         self.cache = cache
         self.model = backend.model
@@ -20,6 +22,11 @@ class CachedChat:
     def concurrency(self) -> int:
         return self.backend.concurrency
 
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+class CachedChat(_Cached):
     async def chat(self, messages: Messages, sampling: Sampling) -> ChatResult:
         key = call_key("chat", self.model, {"messages": messages, **sampling.payload()})
         hit = self.cache.get(key)
@@ -29,25 +36,8 @@ class CachedChat:
         self.cache.put(key, result.to_dict())
         return result
 
-    async def aclose(self) -> None:
-        await self.backend.aclose()
 
-
-class CachedReward:
-    def __init__(self, backend: RewardBackend, cache: CallCache) -> None:
-        self.backend = backend
-        self.cache = cache
-        self.model = backend.model
-        self.stats = backend.stats
-
-    @property
-    def in_flight(self) -> int:
-        return self.backend.in_flight
-
-    @property
-    def concurrency(self) -> int:
-        return self.backend.concurrency
-
+class CachedReward(_Cached):
     async def score(self, messages: Messages) -> dict[str, float]:
         key = call_key("reward", self.model, {"messages": messages})
         hit = self.cache.get(key)
@@ -56,6 +46,3 @@ class CachedReward:
         scores = await self.backend.score(messages)
         self.cache.put(key, {"scores": scores})
         return scores
-
-    async def aclose(self) -> None:
-        await self.backend.aclose()
