@@ -15,6 +15,7 @@ from nemotron.engine.sampling import (
     draw,
     log_probs,
     make_generator,
+    row_argmax,
     sample,
     top_k_filter,
     top_logprobs,
@@ -137,6 +138,21 @@ def test_greedy_and_sampled_rows_mix():
     tensors = SamplingTensors.from_params(params, 3, token_ids=[[1], [1]])
     ids, _ = sample(logits, tensors, [None, None])
     assert ids.tolist() == [1, 2]  # the penalty reaches only the sampled row
+
+
+@pytest.mark.parametrize("vocab", [5, 512, 1000, 4096, 32000, 32003])
+def test_row_argmax_equals_torch_argmax_including_ties_and_nan(vocab):
+    generator = torch.Generator().manual_seed(vocab)
+    logits = torch.randint(-3, 4, (9, vocab), generator=generator).float()  # many ties per row
+    logits[1] = 0.0  # all tied: index 0
+    logits[2, -1] = 10.0  # the maximum in the tail (past the last whole block)
+    logits[3, vocab // 3] = float("nan")  # NaN ranks above everything, as torch.argmax has it
+    logits[4, -1] = float("nan")
+    logits[5, :] = -INF
+    logits[6, vocab // 2] = logits[6, -1] = 10.0  # tie between a block and the tail: the earlier wins
+    assert row_argmax(logits).tolist() == logits.argmax(dim=-1).tolist()
+    view = torch.randn(3, vocab + 7, generator=generator)[:, :vocab]  # padded rows, as sample() slices them
+    assert row_argmax(view).tolist() == view.argmax(dim=-1).tolist()
 
 
 def test_draw_inverts_the_cdf():

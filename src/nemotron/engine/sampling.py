@@ -323,6 +323,32 @@ def top_p_filter(logits: Tensor, top_p: Tensor, candidates: int = 1024) -> Tenso
     return logits.masked_fill(logits < threshold, _NEG_INF)
 
 
+_ARGMAX_BLOCK = 128
+
+
+def row_argmax(x: Tensor) -> Tensor:
+    """x.argmax(dim=-1) for (B, V): the first index of each row's maximum (NaN counts as largest).
+
+    torch's CPU argmax is a scalar loop (~0.6 ms for 32 x 32k logits); a vectorised amax over
+    blocks of the row, then argmax inside the winning block only, gives the same index ~10x faster.
+    """
+    batch, vocab = x.shape
+    if x.device.type != "cpu" or vocab < 4 * _ARGMAX_BLOCK:
+        return x.argmax(dim=-1)
+    main = vocab - vocab % _ARGMAX_BLOCK
+    blocks = x[:, :main].reshape(batch, main // _ARGMAX_BLOCK, _ARGMAX_BLOCK)
+    block_max = blocks.amax(dim=-1)  # (B, blocks); amax propagates NaN as argmax ranks it
+    best_block = block_max.argmax(dim=-1)  # (B,): the first block holding the row's maximum
+    rows = torch.arange(batch, device=x.device)
+    ids = best_block * _ARGMAX_BLOCK + blocks[rows, best_block].argmax(dim=-1)
+    if main < vocab:  # the tail wins only when strictly larger: ties go to the earlier index
+        best = block_max[rows, best_block]
+        tail_max, tail_ids = x[:, main:].max(dim=-1)
+        tail_wins = (tail_max > best) | (tail_max.isnan() & ~best.isnan())
+        ids = torch.where(tail_wins, tail_ids + main, ids)
+    return ids
+
+
 def draw(probs: Tensor, uniforms: Tensor) -> Tensor:
     """One token per row by inverting the row's CDF at uniforms[b] ∈ [0, 1). probs: (B, V)."""
     cdf = probs.cumsum(dim=-1)  # (B, V)
@@ -330,7 +356,7 @@ def draw(probs: Tensor, uniforms: Tensor) -> Tensor:
     ids = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
     # At the very top of the CDF rounding can land on a filtered token; take the mode instead.
     possible = probs.gather(1, ids.unsqueeze(1)).squeeze(1) > 0
-    return torch.where(possible, ids, probs.argmax(dim=-1))
+    return torch.where(possible, ids, row_argmax(probs))
 
 
 def draw_uniforms(generators: Sequence[torch.Generator | None], device: torch.device | str) -> Tensor:
@@ -383,7 +409,7 @@ def sample(
         raise ValueError(f"logits have {logits.shape[1]} columns, fewer than the vocabulary of {tensors.vocab_size}")
     logits = logits[:, : tensors.vocab_size].float()  # (B, V)
     processed = process_logits(logits, tensors)
-    token_ids = processed.argmax(dim=-1)
+    token_ids = row_argmax(processed)
     if not tensors.all_greedy:
         drawn = draw(processed.softmax(dim=-1), draw_uniforms(generators, logits.device))
         token_ids = torch.where(tensors.greedy, token_ids, drawn)
