@@ -35,6 +35,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs, "torch" gather + SDPA
     cuda_graphs: bool = True  # replay decode steps from CUDA graphs (GPU with the triton backend only)
+    decode_workspace: bool = True  # torch backend: decode from contiguous per-sequence K/V lanes, not block gathers
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ATTENTION_BACKENDS:
@@ -82,7 +83,7 @@ class LLMEngine:
         num_blocks = config.num_blocks or self._blocks_from_memory(device, dtype)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.kv_cache = PagedKVCache(model.config, num_blocks, config.block_size, dtype, device,
-                                     config.attention_backend)
+                                     config.attention_backend, decode_workspace=config.decode_workspace)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, self.kv_cache, tokenizer.eos_id)
         if config.cuda_graphs and device.type == "cuda" and self.kv_cache.backend == "triton":

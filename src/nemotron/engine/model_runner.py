@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from nemotron.engine.cuda_graphs import DecodeGraphs
+from nemotron.engine.decode_workspace import LanePlan
 from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
 from nemotron.engine.sampling import SamplingTensors, sample, top_logprobs
 from nemotron.engine.scheduler import ScheduledChunk
@@ -41,6 +42,7 @@ class ModelRunner:
             logits = self.graphs.run([c.seq.token_ids[c.start] for c in chunks], [c.start for c in chunks],
                                      [c.seq.block_table for c in chunks])
             return self._sample(chunks, logits)
+        chunks, lanes = self._order_for_lanes(chunks)
         ids, positions = [], []
         for chunk in chunks:
             ids += chunk.seq.token_ids[chunk.start:chunk.start + chunk.num_tokens]
@@ -48,6 +50,7 @@ class ModelRunner:
         position_ids = torch.tensor(positions, device=self.device)
         layout = BatchLayout.build([c.seq.block_table for c in chunks], [c.start for c in chunks],
                                    [c.num_tokens for c in chunks], position_ids, self.kv_cache.block_size)
+        layout.lanes = lanes
         self.kv_cache.use(layout)
         input_ids = torch.tensor([ids], device=self.device)
         hidden = self.model.model(input_ids, position_ids[None], self.kv_cache)[0]  # (T, H)
@@ -60,6 +63,17 @@ class ModelRunner:
         rows = torch.tensor([end for end, c in zip(ends, chunks) if c.samples], device=self.device)
         logits = self.model.lm_head(hidden[rows])  # (S, V)
         return self._sample(sampling, logits)
+
+    def _order_for_lanes(self, chunks: list[ScheduledChunk]) -> tuple[list[ScheduledChunk], LanePlan | None]:
+        """With a decode workspace: one-token rows first, in lane order, and their lane plan."""
+        if self.kv_cache.workspace is None:
+            return chunks, None
+        single = [c for c in chunks if c.num_tokens == 1]
+        lanes = self.kv_cache.plan_lanes([c.seq for c in single], [c.start + 1 for c in single])
+        if lanes is None:
+            return chunks, None
+        single.sort(key=lambda c: self.kv_cache.workspace.lane(c.seq))
+        return single + [c for c in chunks if c.num_tokens != 1], lanes
 
     def _graph_step(self, chunks: list[ScheduledChunk]) -> bool:
         """A step the decode graphs can replay: one new token per sequence, all sampling."""

@@ -2,9 +2,10 @@
 
 A step's tokens from all scheduled sequences are flattened into one (1, T) batch. `BatchLayout`
 says which query rows belong to which sequence and which pool slots hold each sequence's context;
-it is built once per step and shared by every layer. Decode-only steps (the common case) attend for
-all sequences at once: with the Triton kernel straight from the pool, or in PyTorch over a gather
-of the sequences' blocks. Steps with prefill chunks attend per sequence with PyTorch SDPA.
+it is built once per step and shared by every layer. Decode rows attend for all sequences at once:
+with the Triton kernel straight from the pool, or (PyTorch backend) with SDPA over the sequences'
+contiguous lanes in the decode workspace (`decode_workspace.py`), falling back to a gather of their
+blocks. Prefill chunks attend per sequence with PyTorch SDPA.
 
 The pool holds one extra scratch block after the real ones: padding rows of a CUDA-graph batch write
 their keys there, so they never touch a sequence's blocks.
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nemotron.engine.decode_workspace import DecodeWorkspace, LanePlan
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import causal_attention
 
@@ -39,6 +41,7 @@ class BatchLayout:
     all_decode: bool
     query_lens: list[int] | None = None  # new tokens per sequence (prefill path only)
     context_lens_host: list[int] | None = None  # the same as context_lens, on the host (prefill path)
+    lanes: LanePlan | None = None  # the first lanes.num_lanes rows decode from workspace lanes 0..n-1
 
     @classmethod
     def build(cls, block_tables: list[list[int]], starts: list[int], query_lens: list[int],
@@ -60,7 +63,7 @@ class PagedKVCache:
     """Implements the model's AttentionCache for one step at a time (call `use(layout)` first)."""
 
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
-                 device: torch.device | str, attention_backend: str = "auto") -> None:
+                 device: torch.device | str, attention_backend: str = "auto", decode_workspace: bool = True) -> None:
         if attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {attention_backend!r}")
         if attention_backend == "auto":
@@ -73,6 +76,16 @@ class PagedKVCache:
         self.block_size = block_size
         self.scratch_slot = num_blocks * block_size  # first slot of the scratch block
         self.layout: BatchLayout | None = None
+        self.workspace: DecodeWorkspace | None = None
+        if self.backend == "torch" and decode_workspace:  # at most as much memory again as the pool
+            self.workspace = DecodeWorkspace(config.num_layers, config.num_kv_heads, config.head_dim, dtype, device,
+                                             block_size, max_bytes=2 * self.keys.numel() * self.keys.element_size())
+
+    def plan_lanes(self, seqs, contexts: list[int]) -> LanePlan | None:
+        """Workspace lanes for this step's one-token rows (see DecodeWorkspace.plan); None without one."""
+        if self.workspace is None:
+            return None
+        return self.workspace.plan(seqs, contexts, self.keys, self.values)
 
     @staticmethod
     def bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -93,19 +106,37 @@ class PagedKVCache:
             out = paged_decode_attention(q[0], keys, values, layout.block_tables, layout.context_lens,
                                          self.block_size)  # (B, Hq, D)
             return out[None]
+        outputs, first = [], 0
+        if layout.lanes is not None:
+            first = layout.lanes.num_lanes
+            outputs.append(self._decode_lanes(layer_idx, q[:, :first], k[0, :first], v[0, :first], layout.lanes))
+            if first == q.shape[1]:
+                return outputs[0]
         # Whole blocks are gathered (B x W indices, not B x W x block_size): far fewer index ops.
         key_blocks = keys.view(-1, self.block_size, *keys.shape[1:])  # (N, bs, Hkv, D)
         value_blocks = values.view(-1, self.block_size, *values.shape[1:])
         if layout.all_decode:
             return self._decode(q, key_blocks, value_blocks, layout)
-        outputs, start = [], 0
-        for b, (num_new, context) in enumerate(zip(layout.query_lens, layout.context_lens_host)):
+        start = first  # lane rows are whole one-token chunks, so chunk `first` starts at row `first`
+        for b in range(first, len(layout.query_lens)):
+            num_new, context = layout.query_lens[b], layout.context_lens_host[b]
             table = layout.block_tables[b, :-(-context // self.block_size)]
             k_seq = key_blocks[table].flatten(0, 1)[None, :context]  # (1, context, Hkv, D)
             v_seq = value_blocks[table].flatten(0, 1)[None, :context]
             outputs.append(causal_attention(q[:, start:start + num_new], k_seq, v_seq, past_len=context - num_new))
             start += num_new
         return torch.cat(outputs, dim=1)
+
+    def _decode_lanes(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor, plan: LanePlan) -> Tensor:
+        """q (1, n, Hq, D), new k/v (n, Hkv, D) of rows in lane order -> (1, n, Hq, D)."""
+        n, heads, dim = q.shape[1], q.shape[2], q.shape[3]
+        lane_keys, lane_values = self.workspace.keys[layer_idx], self.workspace.values[layer_idx]  # (L, Hkv, len, D)
+        lane_keys.view(-1, dim).index_copy_(0, plan.write_index, k.reshape(-1, dim))
+        lane_values.view(-1, dim).index_copy_(0, plan.write_index, v.reshape(-1, dim))
+        out = F.scaled_dot_product_attention(
+            q[0].unsqueeze(2), lane_keys[:n, :, :plan.width], lane_values[:n, :, :plan.width],
+            attn_mask=plan.mask, enable_gqa=True)  # (n, Hq, 1, D)
+        return out.view(1, n, heads, dim)
 
     def _decode(self, q: Tensor, key_blocks: Tensor, value_blocks: Tensor, layout: BatchLayout) -> Tensor:
         batch, heads, dim = q.shape[1], q.shape[2], q.shape[3]
