@@ -101,6 +101,23 @@ def timed(fn, device: torch.device, repeats: int = 1) -> float:
     return best
 
 
+def matmul_floor(model: torch.nn.Module, batch: int, device: torch.device, repeats: int = 10) -> float:
+    """Seconds per decode step spent in the weight matmuls alone: every linear layer once on a
+    (batch, in) input, nothing else. No decoder can beat it; on CPUs (where there is no separate
+    bandwidth figure to compare with) it is the limit a decode step is measured against."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    dtype = linears[0].weight.dtype
+    inputs = {m.in_features: torch.randn(batch, m.in_features, dtype=dtype, device=device) for m in linears}
+
+    def one_pass() -> None:
+        for m in linears:
+            torch.nn.functional.linear(inputs[m.in_features], m.weight)
+
+    with torch.inference_mode():
+        one_pass()
+        return timed(one_pass, device, repeats)
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
