@@ -135,3 +135,28 @@ def test_request_larger_than_the_pool_is_refused(loaded):
     llm = LLM(loaded, EngineConfig(num_blocks=2, block_size=16))
     with pytest.raises(RequestError, match="KV cache"):
         llm.generate([[5] * 20], SamplingParams(max_new_tokens=20))
+
+
+def test_token_entries_add_up_to_the_streamed_text_and_stop_at_stop_strings(loaded):
+    """The per-token entries the server reports come from the engine: they spell the text exactly."""
+    llm = LLM(loaded, EngineConfig(max_num_seqs=4))
+    requests = prompts(8, seed=30)
+    free = llm.generate(requests, SamplingParams(max_new_tokens=20, seed=5, ignore_eos=True))
+    stops = [c.text[3:5] if len(c.text) > 6 else "zz" for c in free]  # strings the free run did produce
+    engine = llm.engine
+    ids = [engine.add_request(r, SamplingParams(max_new_tokens=20, seed=5, ignore_eos=True, stop_strings=[s]))
+           for r, s in zip(requests, stops)]
+    texts, entries, reasons = {i: "" for i in ids}, {i: [] for i in ids}, {}
+    while engine.has_unfinished():
+        for out in engine.step():
+            texts[out.request_id] += out.text
+            entries[out.request_id] += out.tokens
+            if out.finished:
+                reasons[out.request_id] = (out.finish_reason, out.stop)
+    for request_id, stop, whole in zip(ids, stops, free):
+        assert "".join(e.text for e in entries[request_id]) == texts[request_id]
+        if stop in whole.text:
+            assert texts[request_id] == whole.text[:whole.text.index(stop)]
+            assert reasons[request_id] == ("stop", stop)
+        else:
+            assert texts[request_id] == whole.text and reasons[request_id][0] == "length"

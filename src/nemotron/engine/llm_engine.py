@@ -10,7 +10,7 @@ import torch
 from nemotron.engine.block_manager import BlockManager
 from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.model_runner import ModelRunner, SampledToken
-from nemotron.engine.output import OutputTracker
+from nemotron.engine.output import OutputTracker, TokenEntry
 from nemotron.engine.paged_cache import ATTENTION_BACKENDS, PagedKVCache
 from nemotron.engine.sampling import SamplingParams
 from nemotron.engine.scheduler import Scheduler, SchedulerConfig
@@ -62,6 +62,7 @@ class RequestOutput:
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
     prompt_logprobs: list[float | None] | None = None  # on the first output of a request that asked
+    tokens: list[TokenEntry] = field(default_factory=list)  # generated tokens whose text is now in `text`
 
 
 @dataclass(slots=True)
@@ -164,8 +165,9 @@ class LLMEngine:
         request = self._requests[seq.request_id]
         seq.token_ids.append(sampled.token_id)
         seq.output_logprobs.append(sampled.logprob)
-        outcome = request.tracker.on_token(sampled.token_id)
+        outcome = request.tracker.on_token(sampled.token_id, sampled.logprob, sampled.top)
         output = self._new_output(request, outcome.text, [sampled.token_id], [sampled.logprob], [sampled.top])
+        output.tokens = outcome.tokens
         if outcome.finish_reason:
             self._finish(request, outcome.finish_reason, outcome.stop, output)
 

@@ -139,7 +139,7 @@ class _Tally:
 
 
 async def _deltas(state: ServerState, served: ServedModel, plan: Plan, tally: _Tally) -> AsyncIterator[ChoiceDelta]:
-    streams = [choice_stream(served.llm, served.tokenizer, i, prompt, params)
+    streams = [choice_stream(served.llm, i, prompt, params)
                for i, (prompt, params) in enumerate(plan)]
     async with aclosing(merge(streams)) as merged:
         async for delta in merged:

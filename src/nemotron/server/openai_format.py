@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from nemotron.server.completion import TokenEntry, finite
+from nemotron.engine.output import TokenEntry
+from nemotron.server.completion import finite
 from nemotron.tokenizer import Tokenizer
 
 _SPACE = "\u2581"
@@ -79,14 +80,14 @@ def add_generated(logprobs: CompletionLogprobs, tokenizer: Tokenizer, entries: l
     """Append generated tokens starting at character `offset`; returns the offset after them."""
     for entry in entries:
         top = top_dict(tokenizer, entry.top, (entry.token_id, entry.logprob)) if with_top else None
-        logprobs.add(entry.text, entry.logprob, top, offset)
+        logprobs.add(entry.text, finite(entry.logprob), top, offset)
         offset += len(entry.text)
     return offset
 
 
 # ---- chat logprobs: a list of token objects -----------------------------------------------------
 def chat_logprob_content(tokenizer: Tokenizer, entries: list[TokenEntry]) -> list[dict]:
-    return [{"token": e.text, "logprob": e.logprob, "bytes": list(e.text.encode()),
+    return [{"token": e.text, "logprob": finite(e.logprob), "bytes": list(e.text.encode()),
              "top_logprobs": [_chat_alternative(tokenizer, i, lp) for i, lp in e.top]} for e in entries]
 
 
