@@ -33,11 +33,13 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs is reported")
+    parser.add_argument("--attention-backend", default="auto", choices=["auto", "torch", "triton"],
+                        help="decode attention: triton kernel (GPU default) or torch (SDPA over decode lanes)")
     args = parser.parse_args()
     setup = make_setup(args)
     generator = torch.Generator().manual_seed(0)
     hf_model = None if args.skip_transformers else transformers_twin(setup)  # before the engine fuses QKV
-    llm = LLM(setup.loaded, EngineConfig(max_num_seqs=max(args.batch_sizes)))
+    llm = LLM(setup.loaded, EngineConfig(max_num_seqs=max(args.batch_sizes), attention_backend=args.attention_backend))
     params = SamplingParams(max_new_tokens=args.new_tokens, greedy=True, ignore_eos=True)
     print(f"device {setup.device}, dtype {setup.dtype}, {setup.config.num_parameters() / 1e6:.1f}M parameters, "
           f"prompt {args.prompt_len}, new tokens {args.new_tokens}")
