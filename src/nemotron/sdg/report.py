@@ -111,29 +111,24 @@ def plot(out_dir: str | Path) -> list[Path]:
                 rewards.setdefault(attribute, []).append(value)
     written = []
     if rewards:
-        fig, axes = plt.subplots(1, len(rewards), figsize=(3.2 * len(rewards), 3), squeeze=False)
-        for ax, (attribute, values) in zip(axes[0], rewards.items()):
-            ax.hist(values, bins=20, color="#76b900")
-            ax.set_title(attribute)
-            ax.set_xlabel("score")
-        axes[0][0].set_ylabel("records")
-        fig.suptitle("reward scores of kept records")
-        fig.tight_layout()
-        written.append(_save(fig, out / "report" / "rewards.png"))
+        written.append(_histograms(plt, rewards, "#76b900", "score", "reward scores of kept records",
+                                   out / "report" / "rewards.png"))
     if lengths:
-        fig, axes = plt.subplots(1, len(lengths), figsize=(3.2 * len(lengths), 3), squeeze=False)
-        for ax, (stage, values) in zip(axes[0], lengths.items()):
-            ax.hist(values, bins=20, color="#5b8db8")
-            ax.set_title(stage)
-            ax.set_xlabel("words")
-        axes[0][0].set_ylabel("records")
-        fig.suptitle("length of kept records")
-        fig.tight_layout()
-        written.append(_save(fig, out / "report" / "lengths.png"))
+        written.append(_histograms(plt, lengths, "#5b8db8", "words", "length of kept records",
+                                   out / "report" / "lengths.png"))
     plt.close("all")
     return written
 
 
-def _save(fig, path: Path) -> Path:
+def _histograms(plt, series: dict[str, list], color: str, xlabel: str, title: str, path: Path) -> Path:
+    """One histogram per named series, side by side, saved to path."""
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items()):
+        ax.hist(values, bins=20, color=color)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+    axes[0][0].set_ylabel("records")
+    fig.suptitle(title)
+    fig.tight_layout()
     fig.savefig(path, dpi=80)
     return path

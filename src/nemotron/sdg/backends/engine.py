@@ -36,14 +36,29 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
     return text[:cut]
 
 
-class EngineChat:
-    def __init__(self, llm: AsyncLLM, tokenizer: Tokenizer, model: str,
-                 concurrency: ConcurrencyConfig = ConcurrencyConfig(adaptive=False)) -> None:
-        self.llm = llm
+class _InProcess:
+    """What both engine backends share: the tokenizer, the model's name, stats and a concurrency window."""
+
+    def __init__(self, tokenizer: Tokenizer, model: str, concurrency: ConcurrencyConfig) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.stats = BackendStats()
         self.limiter = AdaptiveLimiter(concurrency)
+
+    @property
+    def in_flight(self) -> int:
+        return self.limiter.in_flight
+
+    @property
+    def concurrency(self) -> int:
+        return self.limiter.limit
+
+
+class EngineChat(_InProcess):
+    def __init__(self, llm: AsyncLLM, tokenizer: Tokenizer, model: str,
+                 concurrency: ConcurrencyConfig = ConcurrencyConfig(adaptive=False)) -> None:
+        super().__init__(tokenizer, model, concurrency)
+        self.llm = llm
 
     @classmethod
     def load(cls, spec: str | Path, engine: EngineConfig = EngineConfig(), *, dtype: str | None = None,
@@ -56,14 +71,6 @@ class EngineChat:
             raise NemotronError(f"{spec} is a reward model; use it as the pipeline's reward model")
         llm = AsyncLLM(LLMEngine(loaded.model, loaded.tokenizer, engine))
         return cls(llm, loaded.tokenizer, model or Path(spec).name, concurrency)
-
-    @property
-    def in_flight(self) -> int:
-        return self.limiter.in_flight
-
-    @property
-    def concurrency(self) -> int:
-        return self.limiter.limit
 
     async def chat(self, messages: Messages, sampling: Sampling) -> ChatResult:
         try:
@@ -95,14 +102,11 @@ class EngineChat:
         self.llm.close()
 
 
-class EngineReward:
+class EngineReward(_InProcess):
     def __init__(self, scorer: RewardScorer, tokenizer: Tokenizer, model: str,
                  concurrency: ConcurrencyConfig = ConcurrencyConfig(adaptive=False)) -> None:
+        super().__init__(tokenizer, model, concurrency)
         self.scorer = scorer
-        self.tokenizer = tokenizer
-        self.model = model
-        self.stats = BackendStats()
-        self.limiter = AdaptiveLimiter(concurrency)
 
     @classmethod
     def load(cls, spec: str | Path, scorer: ScorerConfig = ScorerConfig(), *, dtype: str | None = None,
@@ -115,14 +119,6 @@ class EngineReward:
             raise NemotronError(f"{spec} is a language model, not a reward model")
         return cls(RewardScorer(loaded.model, scorer, pad_id=loaded.tokenizer.pad_id or 0), loaded.tokenizer,
                    model or Path(spec).name, concurrency)
-
-    @property
-    def in_flight(self) -> int:
-        return self.limiter.in_flight
-
-    @property
-    def concurrency(self) -> int:
-        return self.limiter.limit
 
     async def score(self, messages: Messages) -> dict[str, float]:
         from nemotron.model.config import REWARD_ATTRIBUTES

@@ -14,6 +14,18 @@ def _constraints(record: dict) -> list[Constraint]:
     return [Constraint.from_dict(c) for c in record.get("constraints") or []]
 
 
+async def add_follow_up(stage: Stage, messages: list[dict], ctx: UnitContext) -> bool:
+    """Append a user follow-up turn written from the conversation so far; False (and the unit
+    rejected) when it came back empty or only polite filler."""
+    prompt = stage.prompts.render("follow_up", transcript=transcript(messages))
+    follow_up = strip_polite_filler(await ctx.ask(prompt))
+    if not follow_up:
+        ctx.reject("empty follow-up", "the follow-up turn was empty or only polite filler")
+        return False
+    messages.append({"role": "user", "content": follow_up})
+    return True
+
+
 class InstructionFollowing(Stage):
     """Verifiable constraints appended to each prompt. With `multi_turn`, they are stated for the
     whole conversation: the record is user (prompt + constraints) → assistant → follow-up user turn,
@@ -50,12 +62,8 @@ class InstructionFollowing(Stage):
             ctx.reject("constraint not met", "the first reply breaks a constraint of the conversation", reply)
             return []
         messages.append({"role": "assistant", "content": reply})
-        follow_up = strip_polite_filler(await ctx.ask(self.prompts.render("follow_up",
-                                                                          transcript=transcript(messages))))
-        if not follow_up:
-            ctx.reject("empty follow-up", "the follow-up turn was empty or only polite filler")
+        if not await add_follow_up(self, messages, ctx):
             return []
-        messages.append({"role": "user", "content": follow_up})
         return [ctx.record(messages=messages, base_prompt=prompt, constraints=stored)]
 
 
@@ -72,12 +80,8 @@ class TwoTurn(Stage):
     async def run(self, unit: Unit, ctx: UnitContext) -> list[dict]:
         messages = [{"role": "user", "content": require_text(unit.input, self.opts["field"], self.name)}]
         messages.append({"role": "assistant", "content": await ctx.chat(messages)})
-        follow_up = strip_polite_filler(await ctx.ask(self.prompts.render("follow_up",
-                                                                          transcript=transcript(messages))))
-        if not follow_up:
-            ctx.reject("empty follow-up", "the follow-up turn was empty or only polite filler")
+        if not await add_follow_up(self, messages, ctx):
             return []
-        messages.append({"role": "user", "content": follow_up})
         return [ctx.record(messages=messages)]
 
 
