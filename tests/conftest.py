@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny SentencePiece tokenizer and a tiny random model saved as a HF directory."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -42,13 +43,30 @@ TINY_CONFIG = ModelConfig(vocab_size=320, hidden_size=64, intermediate_size=128,
                           num_kv_heads=2, head_dim=16, max_position_embeddings=256, torch_dtype="float32")
 
 
+TINY_REWARD_CONFIG = dataclasses.replace(TINY_CONFIG, num_reward_attributes=9)
+
+
+def write_model_dir(model: torch.nn.Module, config: ModelConfig, directory: Path, tokenizer_file: Path) -> Path:
+    """`model` saved in the Hugging Face layout, with the tokenizer beside it."""
+    save_hf_dir(model.state_dict(), config, directory)
+    (directory / "tokenizer.model").write_bytes(tokenizer_file.read_bytes())
+    return directory
+
+
+def random_model_dir(tmp_path_factory, tokenizer_file: Path, config: ModelConfig, name: str, seed: int) -> Path:
+    model = build_model(config)
+    init_random_weights(model, seed=seed, std=0.1)
+    return write_model_dir(model, config, tmp_path_factory.mktemp(name), tokenizer_file)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, sp_tokenizer_file) -> Path:
     """A random-weight model in the Hugging Face layout, with the tokenizer beside it."""
-    directory = tmp_path_factory.mktemp("tiny_model")
     torch.manual_seed(0)
-    model = build_model(TINY_CONFIG)
-    init_random_weights(model, seed=0, std=0.1)
-    save_hf_dir(model.state_dict(), TINY_CONFIG, directory)
-    (directory / "tokenizer.model").write_bytes(sp_tokenizer_file.read_bytes())
-    return directory
+    return random_model_dir(tmp_path_factory, sp_tokenizer_file, TINY_CONFIG, "tiny_model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory, sp_tokenizer_file) -> Path:
+    """A random-weight reward model (the 340B Reward's nine attributes) with the tokenizer."""
+    return random_model_dir(tmp_path_factory, sp_tokenizer_file, TINY_REWARD_CONFIG, "tiny_reward", seed=1)

@@ -6,7 +6,6 @@ calling the models, the CLI survives a SIGKILL, and the in-process engine backen
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import subprocess
@@ -20,19 +19,16 @@ import requests
 import torch
 import yaml
 
-from nemotron.checkpoint.hf import save_hf_dir
 from nemotron.checkpoint.load import load_model
 from nemotron.cli.main import main
 from nemotron.engine.async_llm import AsyncLLM
 from nemotron.engine.llm_engine import EngineConfig, LLMEngine
 from nemotron.engine.reward_scorer import RewardScorer
-from nemotron.model.nemotron import build_model, init_random_weights
 from nemotron.sdg.backends.engine import EngineChat, EngineReward
 from nemotron.sdg.config import parse_config
 from nemotron.sdg.pipeline import Pipeline, run_pipeline
 from nemotron.sdg.store import read_jsonl
 from nemotron.server import ServerConfig, create_app
-from tests.conftest import TINY_CONFIG
 from tests.sdg.fake_server import ThreadServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,17 +70,6 @@ def _serve(model_dir: Path, name: str) -> tuple[ThreadServer, object]:
         assert time.monotonic() < deadline, "the model did not load"
         time.sleep(0.05)
     return server, app
-
-
-@pytest.fixture(scope="module")
-def tiny_reward_dir(tmp_path_factory, sp_tokenizer_file) -> Path:
-    config = dataclasses.replace(TINY_CONFIG, num_reward_attributes=9)
-    model = build_model(config)
-    init_random_weights(model, seed=1, std=0.1)
-    directory = tmp_path_factory.mktemp("sdg_reward")
-    save_hf_dir(model.state_dict(), config, directory)
-    (directory / "tokenizer.model").write_bytes(sp_tokenizer_file.read_bytes())
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 and a "scripted" one whose greedy continuation is known in advance."""
 from __future__ import annotations
 
-import dataclasses
 import socket
 import threading
 import time
@@ -13,14 +12,11 @@ import requests
 import torch
 import uvicorn
 
-from nemotron.checkpoint.hf import save_hf_dir
 from nemotron.checkpoint.load import load_model
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.model.nemotron import build_model, init_random_weights
 from nemotron.server import ServerConfig, create_app
-from tests.conftest import TINY_CONFIG
-
-TINY_REWARD_CONFIG = dataclasses.replace(TINY_CONFIG, num_reward_attributes=9)
+from tests.conftest import TINY_CONFIG, write_model_dir
 
 # The scripted model's greedy next token depends only on the current one (see scripted_model_dir).
 # With the test tokenizer, a chat prompt (and the model card's template) ends in the piece "t":
@@ -119,10 +115,7 @@ def scripted_model_dir(tmp_path_factory, sp_tokenizer_file) -> Path:
             model.lm_head.weight[following] += 4.0 * embeddings[current] / embeddings[current].norm()
         predicted = model.lm_head(embeddings).argmax(-1)
     assert all(int(predicted[c]) == f for c, f in SCRIPT.items()), "the script did not take"
-    directory = tmp_path_factory.mktemp("scripted")
-    save_hf_dir(model.state_dict(), TINY_CONFIG, directory)
-    (directory / "tokenizer.model").write_bytes(sp_tokenizer_file.read_bytes())
-    return directory
+    return write_model_dir(model, TINY_CONFIG, tmp_path_factory.mktemp("scripted"), sp_tokenizer_file)
 
 
 @pytest.fixture(scope="session")
@@ -130,16 +123,6 @@ def scripted_server(scripted_model_dir):
     server = start_server(lambda: load_model(scripted_model_dir, dtype="float32"), model_name="scripted")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def tiny_reward_dir(tmp_path_factory, sp_tokenizer_file) -> Path:
-    model = build_model(TINY_REWARD_CONFIG)
-    init_random_weights(model, seed=1, std=0.1)
-    directory = tmp_path_factory.mktemp("tiny_reward")
-    save_hf_dir(model.state_dict(), TINY_REWARD_CONFIG, directory)
-    (directory / "tokenizer.model").write_bytes(sp_tokenizer_file.read_bytes())
-    return directory
 
 
 @pytest.fixture(scope="session")
