@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nemotron.checkpoint.load import load_model
+from nemotron.engine.decode_workspace import DecodeWorkspace, context_slots
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
@@ -70,8 +71,7 @@ def test_lanes_mirror_the_pool_while_decoding(loaded):
             n = workspace.lane_len[lane]
             if seq.is_finished or n == 0:
                 continue
-            slots = torch.tensor([seq.block_table[i // cache.block_size] * cache.block_size + i % cache.block_size
-                                  for i in range(n)])
+            slots = context_slots(seq.block_table, n, cache.block_size)
             assert torch.equal(workspace.keys[:, lane, :, :n], cache.keys[:, slots].transpose(1, 2))
             assert torch.equal(workspace.values[:, lane, :, :n], cache.values[:, slots].transpose(1, 2))
             checked += 1
@@ -93,7 +93,6 @@ def test_a_lane_left_by_a_finished_request_is_refilled_for_the_next(loaded):
 
 
 def test_growth_keeps_lanes_and_respects_the_memory_bound():
-    from nemotron.engine.decode_workspace import DecodeWorkspace
     from nemotron.engine.sequence import Sequence
 
     layers, heads, dim, block = 2, 2, 4, 4
@@ -107,7 +106,7 @@ def test_growth_keeps_lanes_and_respects_the_memory_bound():
 
     def mirrors(seq, n):
         lane = workspace.lane(seq)
-        slots = torch.tensor([seq.block_table[t // block] * block + t % block for t in range(n)])
+        slots = context_slots(seq.block_table, n, block)
         return torch.equal(workspace.keys[:, lane, :, :n], pool_keys[:, slots].transpose(1, 2))
 
     contexts = {seq: 3 for seq in seqs}
@@ -121,7 +120,7 @@ def test_growth_keeps_lanes_and_respects_the_memory_bound():
                 lane = workspace.lane(seq)
                 n = contexts[seq]
                 # what attention's write adds for the new token; then everything before it must mirror the pool
-                slot = seq.block_table[(n - 1) // block] * block + (n - 1) % block
+                slot = context_slots(seq.block_table, n, block)[-1]
                 workspace.keys[:, lane, :, n - 1] = pool_keys[:, slot]
                 assert mirrors(seq, n)
                 contexts[seq] += 1

@@ -22,6 +22,12 @@ from torch import Tensor
 from nemotron.engine.sequence import Sequence
 
 
+def context_slots(block_table: list[int], n: int, block_size: int, device: torch.device | str = "cpu") -> Tensor:
+    """(n,) pool slots holding tokens 0..n-1 of the sequence with this block table."""
+    blocks = torch.tensor(block_table[:-(-n // block_size)], device=device)
+    return (blocks[:, None] * block_size + torch.arange(block_size, device=device)).flatten()[:n]
+
+
 @dataclass(slots=True)
 class LanePlan:
     """One step's decode rows, in lane order (row i uses lane i)."""
@@ -139,12 +145,9 @@ class DecodeWorkspace:
 
     def _fill(self, fills: list[tuple[int, Sequence, int]], pool_keys: Tensor, pool_values: Tensor) -> None:
         """Copy tokens 0..n-1 of each sequence from the pool into its lane (all layers at once)."""
-        size = self.block_size
-        offsets = torch.arange(size, device=self.device)
         for lane, seq, n in fills:
             if n == 0:
                 continue
-            blocks = torch.tensor(seq.block_table[:-(-n // size)], device=self.device)
-            slots = (blocks[:, None] * size + offsets).flatten()[:n]
+            slots = context_slots(seq.block_table, n, self.block_size, self.device)
             self.keys[:, lane, :, :n] = pool_keys.index_select(1, slots).transpose(1, 2)
             self.values[:, lane, :, :n] = pool_values.index_select(1, slots).transpose(1, 2)

@@ -33,7 +33,7 @@ class EngineConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
     enable_prefix_caching: bool = True
-    attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs, "torch" gather + SDPA
+    attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs, "torch" SDPA (CPU)
     cuda_graphs: bool = True  # replay decode steps from CUDA graphs (GPU with the triton backend only)
     decode_workspace: bool = True  # torch backend: decode from contiguous per-sequence K/V lanes, not block gathers
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nemotron.engine.decode_workspace import DecodeWorkspace, LanePlan
+from nemotron.engine.sequence import Sequence
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import causal_attention
 
@@ -81,7 +82,7 @@ class PagedKVCache:
             self.workspace = DecodeWorkspace(config.num_layers, config.num_kv_heads, config.head_dim, dtype, device,
                                              block_size, max_bytes=2 * self.keys.numel() * self.keys.element_size())
 
-    def plan_lanes(self, seqs, contexts: list[int]) -> LanePlan | None:
+    def plan_lanes(self, seqs: list[Sequence], contexts: list[int]) -> LanePlan | None:
         """Workspace lanes for this step's one-token rows (see DecodeWorkspace.plan); None without one."""
         if self.workspace is None:
             return None
