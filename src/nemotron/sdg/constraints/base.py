@@ -168,3 +168,8 @@ def count_sentences(text: str) -> int:
     if re.search(r"\w", text[start:]):
         count += 1
     return count
+
+
+def plural(n: int, noun: str) -> str:
+    """"1 paragraph", "3 paragraphs": counts in instructions."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-from nemotron.sdg.constraints.base import LESS_THAN, RELATIONS, ConstraintType, register
+from nemotron.sdg.constraints.base import LESS_THAN, RELATIONS, ConstraintType, plural, register
 from nemotron.sdg.constraints.language import LANGUAGE_NAMES, detect_language
 from nemotron.sdg.constraints.words import KEYWORDS, prompt_keywords
 
@@ -147,8 +147,7 @@ class NumberPlaceholders(ConstraintType):
 
     @classmethod
     def describe(cls, num_placeholders):
-        return (f"Include at least {num_placeholders} placeholder{'s' if num_placeholders > 1 else ''} "
-                "in square brackets, like [name] or [date].")
+        return f"Include at least {plural(num_placeholders, 'placeholder')} in square brackets, like [name] or [date]."
 
     @classmethod
     def check(cls, response, prompt, num_placeholders):

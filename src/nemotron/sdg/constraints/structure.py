@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from nemotron.sdg.constraints.base import LESS_THAN, RELATIONS, ConstraintType, count_sentences, register, words
+from nemotron.sdg.constraints.base import (LESS_THAN, RELATIONS, ConstraintType, count_sentences, plural, register,
+                                           words)
 from nemotron.sdg.constraints.words import KEYWORDS
 
 
@@ -15,10 +16,6 @@ def _compare(actual: int, relation: str, threshold: int) -> bool:
 
 def _bound(relation: str) -> str:
     return "fewer than" if relation == LESS_THAN else "at least"
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @register
@@ -34,7 +31,7 @@ class NumberSentences(ConstraintType):
 
     @classmethod
     def describe(cls, num_sentences, relation):
-        return f"Your reply should be {_bound(relation)} {_plural(num_sentences, 'sentence')} long."
+        return f"Your reply should be {_bound(relation)} {plural(num_sentences, 'sentence')} long."
 
     @classmethod
     def check(cls, response, prompt, num_sentences, relation):
@@ -61,7 +58,7 @@ class NumberParagraphs(ConstraintType):
 
     @classmethod
     def describe(cls, num_paragraphs):
-        return (f"Write exactly {_plural(num_paragraphs, 'paragraph')}, separating paragraphs with a "
+        return (f"Write exactly {plural(num_paragraphs, 'paragraph')}, separating paragraphs with a "
                 "markdown divider line: ***")
 
     @classmethod
@@ -106,7 +103,7 @@ class NthParagraphFirstWord(ConstraintType):
 
     @classmethod
     def describe(cls, num_paragraphs, nth_paragraph, first_word):
-        return (f"Write exactly {_plural(num_paragraphs, 'paragraph')}, separated from each other by one "
+        return (f"Write exactly {plural(num_paragraphs, 'paragraph')}, separated from each other by one "
                 f'blank line (and only paragraphs are separated that way). Paragraph {nth_paragraph} '
                 f'must begin with the word "{first_word}".')
 
@@ -135,7 +132,7 @@ class NumberBulletLists(ConstraintType):
 
     @classmethod
     def describe(cls, num_bullets):
-        return (f"Your reply must contain exactly {_plural(num_bullets, 'bullet point')}, written as "
+        return (f"Your reply must contain exactly {plural(num_bullets, 'bullet point')}, written as "
                 "markdown bullets:\n* first point\n* second point")
 
     @classmethod
@@ -171,7 +168,7 @@ class NumberHighlightedSections(ConstraintType):
 
     @classmethod
     def describe(cls, num_highlights):
-        return (f"Highlight at least {_plural(num_highlights, 'section')} of your reply with markdown "
+        return (f"Highlight at least {plural(num_highlights, 'section')} of your reply with markdown "
                 "emphasis, for example *an important part*.")
 
     @classmethod
