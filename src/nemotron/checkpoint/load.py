@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from nemotron.checkpoint import hf
+from nemotron.checkpoint import gguf, hf
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronLike, build_model, init_random_weights
@@ -23,6 +23,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 class SourceKind(Enum):
     HF_DIR = "Hugging Face directory"
     NEMO = "NeMo checkpoint"
+    GGUF = "GGUF file"
     PRESET = "preset (random weights)"
 
 
@@ -56,6 +57,8 @@ def resolve(spec: str | Path) -> ModelSource:
     if path.is_file():
         if path.name == "config.json":
             return resolve(path.parent)
+        if gguf.is_gguf(path):
+            return ModelSource(SourceKind.GGUF, str(spec), path)
         return ModelSource(SourceKind.NEMO, str(spec), path)
     if str(spec).lower() in PRESETS:
         return ModelSource(SourceKind.PRESET, str(spec), None)
@@ -78,6 +81,8 @@ def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig:
         return ModelConfig.from_json_file(source.path / "config.json")
     if source.kind is SourceKind.PRESET:
         return get_preset(source.spec)
+    if source.kind is SourceKind.GGUF:
+        return gguf.read_gguf_config(source.path)
     from nemotron.checkpoint.nemo import read_nemo_config
 
     return read_nemo_config(source.path, trust_pickle=trust_pickle)
@@ -101,6 +106,9 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         config = ModelConfig.from_json_file(source.path / "config.json")
         tensors = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = _optional_tokenizer(source.path)
+    elif source.kind is SourceKind.GGUF:
+        checkpoint = gguf.read_gguf(source.path)
+        config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
     else:
         checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
         config, tensors = checkpoint.config, checkpoint.state_dict
@@ -119,8 +127,12 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None = None,
-            trust_pickle: bool = False, max_shard_bytes: int = hf.DEFAULT_SHARD_BYTES) -> Path:
-    """Any supported checkpoint -> Hugging Face directory (config.json, safetensors, tokenizer)."""
+            trust_pickle: bool = False, max_shard_bytes: int = hf.DEFAULT_SHARD_BYTES,
+            to: str = "hf", gguf_type: str = "f16") -> Path:
+    """Any supported checkpoint -> a Hugging Face directory (config.json, safetensors, tokenizer)
+    or, with `to="gguf"`, one GGUF file of type `gguf_type` (f32, f16, q8_0, q4_0)."""
+    if to not in ("hf", "gguf"):
+        raise ConfigError(f"unknown output format {to!r}; use hf or gguf")
     source = resolve(src)
     if source.kind is SourceKind.PRESET:
         raise CheckpointError(f"{src!r} is a preset with random weights; there is nothing to convert")
@@ -130,10 +142,16 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         config, state_dict = checkpoint.config, checkpoint.state_dict
         tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
                      if checkpoint.tokenizer_model else None)
+    elif source.kind is SourceKind.GGUF:
+        checkpoint = gguf.read_gguf(source.path)
+        config, state_dict, tokenizer = checkpoint.config, dict(checkpoint.tensors), checkpoint.tokenizer
     else:
         config = ModelConfig.from_json_file(source.path / "config.json")
         state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
         tokenizer = _optional_tokenizer(source.path)
+    if to == "gguf":
+        return gguf.write_gguf({hf.normalise_name(k): v for k, v in state_dict.items()}, config, tokenizer, dst,
+                               file_type=gguf_type)
     out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
     if tokenizer is not None:
         tokenizer.save(out)

@@ -1,4 +1,5 @@
-"""`nemotron convert SRC DST`: any supported checkpoint to a Hugging Face directory."""
+"""`nemotron convert SRC DST`: any supported checkpoint to a Hugging Face directory or (--to gguf)
+a GGUF file for llama.cpp."""
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,14 @@ def parse_size(text: str) -> int:
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("convert", help="convert a .nemo or HF checkpoint to a Hugging Face directory")
+    parser = commands.add_parser("convert", help="convert a .nemo, HF or GGUF checkpoint to a Hugging Face "
+                                 "directory or a GGUF file")
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: keep stored dtype")
+    parser.add_argument("--to", choices=["hf", "gguf"], default="hf", help="output format (default: hf)")
+    parser.add_argument("--gguf-type", choices=["f32", "f16", "q8_0", "q4_0"], default="f16",
+                        help="with --to gguf: type of the weight matrices (norms stay f32; default f16)")
     parser.add_argument("--shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB, 500MB")
     parser.add_argument("--trust-pickle", action="store_true")
     parser.set_defaults(func=run)
@@ -32,5 +37,5 @@ def run(args: argparse.Namespace) -> None:
     from nemotron.checkpoint.load import convert
 
     out = convert(args.src, args.dst, dtype=args.dtype, trust_pickle=args.trust_pickle,
-                  max_shard_bytes=parse_size(args.shard_size))
+                  max_shard_bytes=parse_size(args.shard_size), to=args.to, gguf_type=args.gguf_type)
     print(f"wrote {out}", file=sys.stderr)

@@ -23,6 +23,7 @@ import sentencepiece
 import tokenizers
 
 from nemotron.errors import TokenizerError
+from nemotron.tokenizer import spm_proto
 
 _SPACE = "\u2581"  # "▁", SentencePiece's whitespace symbol
 _REPLACEMENT = "\ufffd"
@@ -44,6 +45,8 @@ class _Rules:
     strip_chars: tuple[str, int] = ("", 0)  # HF `Strip` after `Fuse`: drop up to n leading chars of the text
     metaspace: str = ""  # HF `Metaspace` decoder: its replacement char
     metaspace_first: bool = False  # ... dropped altogether from the first token
+    library: bool = False  # any other decoder: the `tokenizers` library decodes (`_WindowAssembler`)
+    cleanup: bool = False  # ... followed by transformers' clean_up_tokenization
 
 
 class Tokenizer:
@@ -107,15 +110,26 @@ class Tokenizer:
     def _from_tokenizer_json(cls, path: Path) -> Tokenizer:
         try:
             raw = path.read_bytes()
-            spec = json.loads(raw)
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise TokenizerError(f"cannot read tokenizer file {path}: {e}") from e
+        return cls.from_tokenizer_json_bytes(raw, source=str(path), config_dir=path.parent)
+
+    @classmethod
+    def from_tokenizer_json_bytes(cls, raw: bytes, source: str = "tokenizer.json", config_dir: Path | None = None,
+                                  markers: tuple[int | None, int | None, int | None] | None = None) -> Tokenizer:
+        """A Hugging Face tokenizer.json; BOS/EOS/PAD from `markers`, else from the tokenizer_config.json
+        or special_tokens_map.json in `config_dir`, else the usual SentencePiece names."""
+        try:
+            spec = json.loads(raw)
+        except ValueError as e:
+            raise TokenizerError(f"cannot read tokenizer file {source}: {e}") from e
         try:
             hf = tokenizers.Tokenizer.from_str(raw.decode("utf-8"))
         except Exception as e:  # tokenizers reports a malformed file as a bare Exception
-            raise TokenizerError(f"{path} is not a valid tokenizer.json ({e})") from e
-        rules, replacements = _huggingface_rules(spec.get("decoder"), path)
-        bos, eos, pad = _huggingface_markers(hf, path.parent)
+            raise TokenizerError(f"{source} is not a valid tokenizer.json ({e})") from e
+        config = _huggingface_config(config_dir)
+        rules, replacements = _huggingface_rules(spec.get("decoder"), config)
+        bos, eos, pad = markers if markers is not None else _huggingface_markers(hf, config)
         # Make sure the markers and <extra_id_N> pieces written in text encode to their single ids.
         added = {t["content"] for t in spec.get("added_tokens", [])}
         specials = [p for p in hf.get_vocab(with_added_tokens=False)
@@ -155,6 +169,25 @@ class Tokenizer:
         """The vocabulary piece of each id (`▁Hello`, `<0xE2>`), as NeMo's /generate returns `tokens`."""
         return [self.id_to_piece(i) for i in ids]
 
+    def vocabulary(self) -> list[str]:
+        """Every piece, in id order."""
+        return [self.id_to_piece(i) for i in range(self.vocab_size)]
+
+    @property
+    def sentencepiece_model(self) -> bytes | None:
+        """The serialized SentencePiece model, if this tokenizer is one."""
+        return self._raw if self._sp is not None else None
+
+    @property
+    def tokenizer_json(self) -> bytes | None:
+        """The tokenizer.json text, if this tokenizer is one."""
+        return self._raw if self._hf is not None else None
+
+    @property
+    def adds_dummy_prefix(self) -> bool:
+        """Does encoding put a space in front of the text (SentencePiece's add_dummy_prefix)?"""
+        return self._sp is not None and spm_proto.add_dummy_prefix(self._raw)
+
     def _check_id(self, token_id: int) -> None:
         if not 0 <= token_id < self.vocab_size:
             raise TokenizerError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
@@ -183,13 +216,15 @@ class Tokenizer:
 
     # ----------------------------------------------------------------------------- decode
     def decode(self, ids: list[int]) -> str:
+        if self._rules.library:
+            return self._library_decode([i for i in ids if not self._is_boundary(i)])
         assembler = _Assembler(self)
         return "".join([assembler.push(i) for i in ids]) + assembler.finish()
 
     def offsets(self, ids: list[int]) -> list[int]:
         """Character offset in `decode(ids)` where each token's text starts (tokens without text:
         where they stand). Unlike NeMo, which sums piece lengths, these index the decoded text."""
-        assembler = _Assembler(self, track_offsets=True)
+        assembler = self._assembler(track_offsets=True)
         for i in ids:
             assembler.push(i)
         assembler.finish()
@@ -197,6 +232,17 @@ class Tokenizer:
 
     def stream_decoder(self, prompt_ids: list[int] | None = None) -> StreamDecoder:
         return StreamDecoder(self, prompt_ids)
+
+    def _assembler(self, track_offsets: bool = False) -> _Assembler | _WindowAssembler:
+        return (_WindowAssembler if self._rules.library else _Assembler)(self, track_offsets)
+
+    def _is_boundary(self, token_id: int) -> bool:
+        self._check_id(token_id)
+        return token_id in self._boundary
+
+    def _library_decode(self, ids: list[int]) -> str:
+        text = self._hf.decode(ids, skip_special_tokens=False)
+        return clean_up_tokenization(text) if self._rules.cleanup else text
 
     def _kind(self, token_id: int) -> tuple[int, object]:
         """(kind, value) of a piece for the assembler; cached because a vocabulary is 256k pieces."""
@@ -242,7 +288,7 @@ class StreamDecoder:
     `decode(prompt_ids + ids)` that follows `decode(prompt_ids)`."""
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int] | None = None):
-        self._assembler = _Assembler(tokenizer)
+        self._assembler = tokenizer._assembler()
         for i in prompt_ids or ():
             self._assembler.push(i)  # sets the leading-space state; the prompt's text is not returned
         # Prompt characters the assembler still holds (the prompt ended in a byte run) come out
@@ -262,6 +308,46 @@ class StreamDecoder:
             self._skip -= cut
             text = text[cut:]
         return text
+
+
+class _WindowAssembler:
+    """Ids -> text through the `tokenizers` library's own decoder, for the decoders `_Assembler`
+    does not model (ByteLevel, WordPiece, none, ...). Each id decodes a short window of recent ids
+    and emits what the new id adds to the window's text (the incremental scheme of vLLM and TGI).
+    Text is held while it ends in U+FFFD: a character whose bytes are still coming."""
+
+    def __init__(self, tokenizer: Tokenizer, track_offsets: bool = False):
+        self._tok = tokenizer
+        self._ids: list[int] = []  # markers (BOS/EOS/PAD) dropped, as in Tokenizer.decode
+        self._start = self._read = 0  # window start; ids before _read are emitted
+        self._settled = 0  # characters of held text that are already final (for offsets)
+        self.length = 0
+        self.offsets: list[int] = []
+        self._track = track_offsets
+
+    def push(self, token_id: int) -> str:
+        boundary = self._tok._is_boundary(token_id)
+        if self._track:
+            self.offsets.append(self.length + self._settled)
+        if boundary:
+            return ""
+        self._ids.append(token_id)
+        return self._advance(final=False)
+
+    def finish(self) -> str:
+        return self._advance(final=True) if self._read < len(self._ids) else ""
+
+    def _advance(self, final: bool) -> str:
+        decode = self._tok._library_decode
+        before = decode(self._ids[self._start:self._read])
+        text = decode(self._ids[self._start:])
+        if not final and (len(text) <= len(before) or text.endswith(_REPLACEMENT)):
+            self._settled = max(0, len(text.rstrip(_REPLACEMENT)) - len(before))
+            return ""
+        out = text[len(before):]
+        self._start, self._read, self._settled = self._read, len(self._ids), 0
+        self.length += len(out)
+        return out
 
 
 class _Assembler:
@@ -403,9 +489,31 @@ def _sentencepiece_rules(sp: sentencepiece.SentencePieceProcessor) -> _Rules:
     return _Rules(sentencepiece=True, sp_strip={2: "none", 1: "once"}.get(kept, "all"))
 
 
-def _huggingface_rules(decoder: dict | None, path: Path) -> tuple[_Rules, tuple[tuple[str, str], ...]]:
-    """The SentencePiece-style decoders `transformers` writes for Llama-like tokenizers."""
+def _huggingface_config(directory: Path | None) -> dict:
+    """special_tokens_map.json overlaid with tokenizer_config.json, where they exist."""
+    merged: dict = {}
+    for config_name in ("special_tokens_map.json", "tokenizer_config.json"):
+        config_path = directory / config_name if directory is not None else None
+        if config_path is None or not config_path.is_file():
+            continue
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TokenizerError(f"cannot read {config_path}: {e}") from e
+        if not isinstance(config, dict):
+            raise TokenizerError(f"{config_path} is not a JSON object")
+        merged.update(config)
+    return merged
+
+
+def _huggingface_rules(decoder: dict | None, config: dict) -> tuple[_Rules, tuple[tuple[str, str], ...]]:
+    """The SentencePiece-style decoders `transformers` writes for Llama-like tokenizers are modelled
+    piece by piece (`_Assembler`); every other decoder runs in the library (`_WindowAssembler`), as
+    does any tokenizer whose config asks for `transformers`' clean-up of tokenization spaces."""
+    library = _Rules(sentencepiece=False, library=True, cleanup=bool(config.get("clean_up_tokenization_spaces")))
     kind = decoder.get("type") if decoder else "none"
+    if library.cleanup:
+        return library, ()
     if kind == "Metaspace":
         scheme = decoder.get("prepend_scheme", "always" if decoder.get("add_prefix_space", True) else "never")
         return _Rules(sentencepiece=False, metaspace=decoder.get("replacement", _SPACE),
@@ -413,39 +521,37 @@ def _huggingface_rules(decoder: dict | None, path: Path) -> tuple[_Rules, tuple[
     steps = decoder.get("decoders", []) if kind == "Sequence" else []
     names = " ".join(step["type"] for step in steps)
     if not steps or not re.fullmatch(r"(Replace ?)*(ByteFallback ?)?(Fuse ?)?(Strip)?", names):
-        raise TokenizerError(f"{path}: its decoder ({kind} {names}) is not supported; only SentencePiece-"
-                             "style tokenizer.json files (Metaspace, or Replace/ByteFallback/Fuse/Strip) are")
+        return library, ()
     replacements, strip = [], ("", 0)
     for step in steps:
         if step["type"] == "Replace":
             if "String" not in step["pattern"]:
-                raise TokenizerError(f"{path}: its decoder replaces a regex pattern; not supported")
+                return library, ()
             replacements.append((step["pattern"]["String"], step["content"]))
         elif step["type"] == "Strip":
             if step.get("stop", 0) or "Fuse" not in names:
-                raise TokenizerError(f"{path}: its decoder strips each token or the end of the text; "
-                                     "not supported")
+                return library, ()
             strip = (step["content"], step.get("start", 0))
     return _Rules(sentencepiece=False, byte_fallback="ByteFallback" in names, strip_chars=strip), \
         tuple(replacements)
 
 
-def _huggingface_markers(hf: tokenizers.Tokenizer, directory: Path) -> tuple[int | None, ...]:
+def _huggingface_markers(hf: tokenizers.Tokenizer, config: dict) -> tuple[int | None, ...]:
     """BOS, EOS and PAD ids: from tokenizer_config.json / special_tokens_map.json when present,
     else the usual SentencePiece names."""
     names = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
-    for config_name in ("special_tokens_map.json", "tokenizer_config.json"):
-        config_path = directory / config_name
-        if not config_path.is_file():
-            continue
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise TokenizerError(f"cannot read {config_path}: {e}") from e
-        for key in names:
-            value = config.get(key)
-            if isinstance(value, dict):
-                value = value.get("content")
-            if isinstance(value, str):
-                names[key] = value
+    for key in names:
+        value = config.get(key)
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str):
+            names[key] = value
     return tuple(hf.token_to_id(names[key]) for key in ("bos_token", "eos_token", "pad_token"))
+
+
+def clean_up_tokenization(text: str) -> str:
+    """`transformers`' clean_up_tokenization_spaces: no space before punctuation and contractions."""
+    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(before, after)
+    return text
