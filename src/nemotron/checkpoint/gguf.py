@@ -16,6 +16,7 @@ The tokenizer goes in as llama.cpp's vocabulary (`llama`: SentencePiece pieces, 
 """
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ ARCH = "nemotron"
 MAGIC = b"GGUF"
 BLOCK = 32  # elements per block of every quantized type written here
 # Our original tokenizer file, kept beside llama.cpp's vocabulary for an exact round trip.
-SENTENCEPIECE_KEY = "nemotron.tokenizer.sentencepiece_model"
+SENTENCEPIECE_KEY = "nemotron.tokenizer.sentencepiece_model_base64"  # a string: one part, fast both ways
 HF_JSON_KEY = "tokenizer.huggingface.json"
 
 
@@ -92,9 +93,11 @@ def _is_norm_weight(hf_name: str) -> bool:
 
 # ----------------------------------------------------------------------------- writing
 def write_gguf(tensors: Mapping[str, torch.Tensor], config: ModelConfig, tokenizer: Tokenizer | None,
-               path: str | Path, file_type: str = "f16") -> Path:
+               path: str | Path, file_type: str = "f16", embed_tokenizer: bool = True) -> Path:
     """Write a model (Hugging Face tensor names) as a GGUF file llama.cpp loads. `file_type`: f32,
-    f16, q8_0 or q4_0 (q4_0 keeps the output layer in q8_0, the layer most sensitive to error)."""
+    f16, q8_0 or q4_0 (q4_0 keeps the output layer in q8_0, the layer most sensitive to error).
+    `embed_tokenizer` keeps the original tokenizer file beside llama.cpp's vocabulary, so that
+    reading the GGUF back gives exactly the same tokenizer (normalization rules included)."""
     g = _gguf()
     if file_type not in FILE_TYPES:
         raise CheckpointError(f"unknown GGUF type {file_type!r}; choose one of {', '.join(FILE_TYPES)}")
@@ -113,7 +116,7 @@ def write_gguf(tensors: Mapping[str, torch.Tensor], config: ModelConfig, tokeniz
     writer = g.GGUFWriter(str(path), ARCH)
     _write_config(writer, config, llama_file_type)
     if tokenizer is not None:
-        _write_tokenizer(writer, tokenizer)
+        _write_tokenizer(writer, tokenizer, embed_tokenizer)
 
     plan = []
     for hf_name, gguf_name in names.items():
@@ -160,7 +163,7 @@ def _write_config(writer, config: ModelConfig, llama_file_type: int) -> None:
     writer.add_file_type(llama_file_type)
 
 
-def _write_tokenizer(writer, tokenizer: Tokenizer) -> None:
+def _write_tokenizer(writer, tokenizer: Tokenizer, embed: bool) -> None:
     if tokenizer.sentencepiece_model is not None:
         data = tokenizer.sentencepiece_model
         pieces = read_pieces(data)
@@ -169,7 +172,8 @@ def _write_tokenizer(writer, tokenizer: Tokenizer) -> None:
         writer.add_token_scores([p.score for p in pieces])
         writer.add_token_types([int(p.type) for p in pieces])
         writer.add_add_space_prefix(tokenizer.adds_dummy_prefix)
-        writer.add_array(SENTENCEPIECE_KEY, list(data))
+        if embed:
+            writer.add_string(SENTENCEPIECE_KEY, base64.b64encode(data).decode("ascii"))
         unk = next((i for i, p in enumerate(pieces) if p.type == PieceType.UNKNOWN), None)
         if unk is not None:
             writer.add_unk_token_id(unk)
@@ -194,7 +198,8 @@ def _write_tokenizer(writer, tokenizer: Tokenizer) -> None:
                                   "GGUF export supports SentencePiece, BPE and Unigram tokenizers")
         writer.add_token_list(vocab)
         writer.add_token_types(types)
-        writer.add_string(HF_JSON_KEY, tokenizer.tokenizer_json.decode("utf-8"))
+        if embed:
+            writer.add_string(HF_JSON_KEY, tokenizer.tokenizer_json.decode("utf-8"))
     for role, token_id in (("bos", tokenizer.bos_id), ("eos", tokenizer.eos_id), ("pad", tokenizer.pad_id)):
         if token_id is not None:
             getattr(writer, f"add_{role}_token_id")(token_id)
@@ -265,12 +270,17 @@ def _config(meta: _Metadata, reader, path) -> ModelConfig:
         num_kv_heads=int(meta.get(f"{ARCH}.attention.head_count_kv", heads)), head_dim=head_dim,
         max_position_embeddings=int(meta.get(f"{ARCH}.context_length", 4096)),
         rotary_fraction=int(meta.get(f"{ARCH}.rope.dimension_count", head_dim)) / head_dim,
-        rope_theta=float(meta.get(f"{ARCH}.rope.freq_base", 10000.0)),
-        norm_eps=float(meta.get(f"{ARCH}.attention.layer_norm_epsilon", 1e-5)),
+        rope_theta=_float32(meta.get(f"{ARCH}.rope.freq_base", 10000.0)),
+        norm_eps=_float32(meta.get(f"{ARCH}.attention.layer_norm_epsilon", 1e-5)),
         bos_token_id=int(meta.get("tokenizer.ggml.bos_token_id", 2)),
         eos_token_id=int(meta.get("tokenizer.ggml.eos_token_id", 3)),
         pad_token_id=int(meta.get("tokenizer.ggml.padding_token_id", 0)),
         torch_dtype=stored)
+
+
+def _float32(value) -> float:
+    """A float32 from the file as the decimal it was written from (1e-05, not 9.99999974e-06)."""
+    return float(str(np.float32(value)))
 
 
 def _tensors(reader, config: ModelConfig, path) -> Iterator[tuple[str, torch.Tensor]]:
@@ -297,7 +307,7 @@ def _tensors(reader, config: ModelConfig, path) -> Iterator[tuple[str, torch.Ten
 def _tokenizer(meta: _Metadata, path) -> Tokenizer | None:
     sp_bytes = meta.get(SENTENCEPIECE_KEY)
     if sp_bytes is not None:
-        return Tokenizer.from_sentencepiece_bytes(bytes(sp_bytes), source=f"{path} (embedded tokenizer)")
+        return Tokenizer.from_sentencepiece_bytes(base64.b64decode(sp_bytes), source=f"{path} (embedded tokenizer)")
     hf_json = meta.get(HF_JSON_KEY)
     if hf_json is not None:
         return Tokenizer.from_tokenizer_json_bytes(hf_json.encode("utf-8"), source=f"{path} (embedded tokenizer)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tarfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -59,11 +60,27 @@ def resolve(spec: str | Path) -> ModelSource:
             return resolve(path.parent)
         if gguf.is_gguf(path):
             return ModelSource(SourceKind.GGUF, str(spec), path)
+        _check_is_archive(path)
         return ModelSource(SourceKind.NEMO, str(spec), path)
     if str(spec).lower() in PRESETS:
         return ModelSource(SourceKind.PRESET, str(spec), None)
     raise CheckpointError(f"model {str(spec)!r} is not a directory, a .nemo file or a preset name "
                           f"(presets: {', '.join(sorted(PRESETS))})")
+
+
+def _check_is_archive(path: Path) -> None:
+    """A model file is a GGUF file or a .nemo tar; name what anything else looks like."""
+    try:
+        is_tar = tarfile.is_tarfile(path)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    if is_tar:
+        return
+    if path.suffix == ".gguf":
+        raise CheckpointError(f"{path} is named .gguf but is not a GGUF file (it does not start with 'GGUF')")
+    hint = (" (a lone safetensors file: pass the directory that holds it and its config.json)"
+            if path.suffix == ".safetensors" else "")
+    raise CheckpointError(f"{path} is neither a GGUF file nor a .nemo archive (tar){hint}")
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:

@@ -29,6 +29,9 @@ _SPACE = "\u2581"  # "▁", SentencePiece's whitespace symbol
 _REPLACEMENT = "\ufffd"
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 _EXTRA_ID = re.compile(r"<extra_id_\d+>")
+# Tails of decoded text that transformers' clean-up could still rewrite once more text follows,
+# by length: any n-character suffix in the set of pattern prefixes of length n.
+_CLEANUP_PREFIXES = ((" ",), (" '", " n"), (" n'", " 'v", " 'r"))
 
 # Piece kinds as the assembler sees them.
 _TEXT, _BYTE, _UNKNOWN, _CONTROL, _BOUNDARY = range(5)
@@ -128,7 +131,7 @@ class Tokenizer:
         except Exception as e:  # tokenizers reports a malformed file as a bare Exception
             raise TokenizerError(f"{source} is not a valid tokenizer.json ({e})") from e
         config = _huggingface_config(config_dir)
-        rules, replacements = _huggingface_rules(spec.get("decoder"), config)
+        rules, replacements = _huggingface_rules(spec.get("decoder"), config, (spec.get("model") or {}).get("type"))
         bos, eos, pad = markers if markers is not None else _huggingface_markers(hf, config)
         # Make sure the markers and <extra_id_N> pieces written in text encode to their single ids.
         added = {t["content"] for t in spec.get("added_tokens", [])}
@@ -313,14 +316,16 @@ class StreamDecoder:
 class _WindowAssembler:
     """Ids -> text through the `tokenizers` library's own decoder, for the decoders `_Assembler`
     does not model (ByteLevel, WordPiece, none, ...). Each id decodes a short window of recent ids
-    and emits what the new id adds to the window's text (the incremental scheme of vLLM and TGI).
-    Text is held while it ends in U+FFFD: a character whose bytes are still coming."""
+    and emits what is new and final in the window's text (the incremental scheme of vLLM and TGI).
+    Not final: trailing U+FFFD (a character whose bytes are still coming) and, with transformers'
+    clean-up, a tail that a later token could still rewrite (" " before ".", " '" before "s", ...)."""
 
     def __init__(self, tokenizer: Tokenizer, track_offsets: bool = False):
         self._tok = tokenizer
         self._ids: list[int] = []  # markers (BOS/EOS/PAD) dropped, as in Tokenizer.decode
-        self._start = self._read = 0  # window start; ids before _read are emitted
-        self._settled = 0  # characters of held text that are already final (for offsets)
+        self._start = self._read = 0  # window start; where the window's text was last all final
+        self._emitted = 0  # characters of the window's text emitted
+        self._pending = 0  # characters held back that are whole characters (for offsets)
         self.length = 0
         self.offsets: list[int] = []
         self._track = track_offsets
@@ -328,26 +333,34 @@ class _WindowAssembler:
     def push(self, token_id: int) -> str:
         boundary = self._tok._is_boundary(token_id)
         if self._track:
-            self.offsets.append(self.length + self._settled)
+            self.offsets.append(self.length + self._pending)
         if boundary:
             return ""
         self._ids.append(token_id)
         return self._advance(final=False)
 
     def finish(self) -> str:
-        return self._advance(final=True) if self._read < len(self._ids) else ""
+        return self._advance(final=True)
 
     def _advance(self, final: bool) -> str:
         decode = self._tok._library_decode
-        before = decode(self._ids[self._start:self._read])
         text = decode(self._ids[self._start:])
-        if not final and (len(text) <= len(before) or text.endswith(_REPLACEMENT)):
-            self._settled = max(0, len(text.rstrip(_REPLACEMENT)) - len(before))
-            return ""
-        out = text[len(before):]
-        self._start, self._read, self._settled = self._read, len(self._ids), 0
+        final_length = len(text) if final else len(text) - self._unsettled(text)
+        out = text[self._emitted:final_length]
+        self._emitted = max(self._emitted, final_length)
+        self._pending = max(0, len(text.rstrip(_REPLACEMENT)) - self._emitted)
         self.length += len(out)
+        if final_length == len(text) and not final:  # all final: slide the window, one step of context kept
+            self._start, self._read = self._read, len(self._ids)
+            self._emitted = len(decode(self._ids[self._start:]))
         return out
+
+    def _unsettled(self, text: str) -> int:
+        held = len(text) - len(text.rstrip(_REPLACEMENT))
+        if self._tok._rules.cleanup:
+            tail = text[:len(text) - held]
+            held += max((n for n in range(1, 4) if tail.endswith(_CLEANUP_PREFIXES[n - 1])), default=0)
+        return held
 
 
 class _Assembler:
@@ -506,11 +519,15 @@ def _huggingface_config(directory: Path | None) -> dict:
     return merged
 
 
-def _huggingface_rules(decoder: dict | None, config: dict) -> tuple[_Rules, tuple[tuple[str, str], ...]]:
+def _huggingface_rules(decoder: dict | None, config: dict,
+                       model_type: str | None) -> tuple[_Rules, tuple[tuple[str, str], ...]]:
     """The SentencePiece-style decoders `transformers` writes for Llama-like tokenizers are modelled
     piece by piece (`_Assembler`); every other decoder runs in the library (`_WindowAssembler`), as
-    does any tokenizer whose config asks for `transformers`' clean-up of tokenization spaces."""
-    library = _Rules(sentencepiece=False, library=True, cleanup=bool(config.get("clean_up_tokenization_spaces")))
+    does any tokenizer whose config asks for `transformers`' clean-up of tokenization spaces (which
+    transformers skips for BPE models unless told otherwise)."""
+    cleanup = bool(config.get("clean_up_tokenization_spaces")) and (
+        model_type != "BPE" or bool(config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output")))
+    library = _Rules(sentencepiece=False, library=True, cleanup=cleanup)
     kind = decoder.get("type") if decoder else "none"
     if library.cleanup:
         return library, ()
@@ -549,9 +566,12 @@ def _huggingface_markers(hf: tokenizers.Tokenizer, config: dict) -> tuple[int | 
     return tuple(hf.token_to_id(names[key]) for key in ("bos_token", "eos_token", "pad_token"))
 
 
+_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
 def clean_up_tokenization(text: str) -> str:
     """`transformers`' clean_up_tokenization_spaces: no space before punctuation and contractions."""
-    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for before, after in _CLEANUPS:
         text = text.replace(before, after)
     return text
