@@ -7,7 +7,8 @@ reproduces the library's own decode rules (leading-space stripping, byte-fallbac
 streamed text always adds up to exactly what `decode` returns.
 
 Rules shared by both formats:
-- Special tokens written in the text (`<extra_id_1>`, `</s>`, ...) encode to their single id.
+- Special tokens written in the text (`<extra_id_1>`, `</s>`, ...) encode to their single id, except
+  inside the message contents of a rendered chat prompt (`ChatPrompt`), where they are text.
 - Special tokens decode to their own text, so stop strings such as `<extra_id_1>` can be found in
   generated text; the sequence markers BOS, EOS and PAD decode to nothing, as SentencePiece and
   NeMo's server do (and the Hugging Face backend follows suit).
@@ -24,6 +25,8 @@ import tokenizers
 
 from nemotron.errors import TokenizerError
 from nemotron.tokenizer import spm_proto
+from nemotron.tokenizer.chat import ChatPrompt
+from nemotron.tokenizer.literal import LiteralEncoder
 
 _SPACE = "\u2581"  # "▁", SentencePiece's whitespace symbol
 _REPLACEMENT = "\ufffd"
@@ -69,6 +72,7 @@ class Tokenizer:
         self._split_ids: dict[str, int] = {}
         self._split_re: re.Pattern[str] | None = None
         self._unk_surface = ""
+        self._literal_encoder: LiteralEncoder | None = None
         if sp is not None:
             self._init_sentencepiece(sp)
 
@@ -197,6 +201,8 @@ class Tokenizer:
 
     # ----------------------------------------------------------------------------- encode
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        """Ids of `text`. Special tokens written in the text become their ids, except in the
+        message contents of a `ChatPrompt` (what `render_chat` returns), where they stay text."""
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:  # lone surrogates: the libraries would fail deep inside
@@ -206,6 +212,8 @@ class Tokenizer:
             if self.bos_id is None:
                 raise TokenizerError("this tokenizer has no BOS token; encode without add_bos")
             ids.append(self.bos_id)
+        if isinstance(text, ChatPrompt) and self._literal().needed(text.parts):
+            return ids + self._literal().encode(text.parts)
         if self._hf is not None:
             return ids + self._hf.encode(text, add_special_tokens=False).ids
         if self._split_re is None:
@@ -216,6 +224,11 @@ class Tokenizer:
             elif part:
                 ids.extend(self._sp.encode(part))
         return ids
+
+    def _literal(self) -> LiteralEncoder:
+        if self._literal_encoder is None:
+            self._literal_encoder = LiteralEncoder(self)
+        return self._literal_encoder
 
     # ----------------------------------------------------------------------------- decode
     def decode(self, ids: list[int]) -> str:
