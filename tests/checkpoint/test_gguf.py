@@ -192,3 +192,28 @@ def _greedy(model, prompt: list[int], steps: int) -> list[int]:
     for _ in range(steps):
         tokens.append(int(_logits(model, torch.tensor([tokens]))[0, -1].argmax()))
     return tokens[len(prompt):]
+
+
+def test_quantize_a_gguf_file_onto_our_int8_format(tiny_model_dir, reference, ids, tmp_path):
+    from nemotron.quant.checkpoint import quantize_checkpoint
+
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type="q8_0")
+    out = quantize_checkpoint(path, tmp_path / "int8", "int8")
+    loaded = load_model(out, dtype="float32")
+    assert loaded.config.quantization == "int8"
+    expected = _logits(reference.model, ids)
+    relative = ((_logits(loaded.model, ids) - expected).norm() / expected.norm()).item()
+    assert relative < 0.05, relative
+    assert loaded.tokenizer.encode(TEXT) == reference.tokenizer.encode(TEXT)
+
+
+def test_saved_tokenizer_json_keeps_its_markers(tmp_path):
+    from tests.tokenizer.test_kinds import train_byte_level_bpe
+
+    train_byte_level_bpe(400).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<|endoftext|>",
+                                                                "eos_token": "<|endoftext|>"}))
+    tokenizer = Tokenizer.from_dir(tmp_path)
+    tokenizer.save(tmp_path / "copy")
+    again = Tokenizer.from_dir(tmp_path / "copy")
+    assert (again.bos_id, again.eos_id) == (tokenizer.bos_id, tokenizer.eos_id) == (0, 0)

@@ -286,11 +286,18 @@ class Tokenizer:
 
     # ----------------------------------------------------------------------------- save
     def save(self, directory: str | Path) -> Path:
-        """Write the tokenizer file, unchanged, into `directory`; returns its path."""
+        """Write the tokenizer file, unchanged, into `directory` (a tokenizer.json with a
+        tokenizer_config.json naming its markers, unless one is there); returns its path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / self._file_name
         path.write_bytes(self._raw)
+        config_path = directory / "tokenizer_config.json"
+        if self._hf is not None and not config_path.exists():  # the markers and clean-up travel along
+            config = {key: self.id_to_piece(i) for key, i in (("bos_token", self.bos_id), ("eos_token", self.eos_id),
+                                                              ("pad_token", self.pad_id)) if i is not None}
+            config_path.write_text(json.dumps({**config, "clean_up_tokenization_spaces": self._rules.cleanup},
+                                              indent=2) + "\n")
         return path
 
     def __repr__(self) -> str:
