@@ -104,22 +104,24 @@ def test_vocabulary_alone_rebuilds_the_sentencepiece_tokenizer(tiny_model_dir, r
     assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) == (2, 3, 0)
 
 
-def test_byte_level_bpe_tokenizer_goes_in_as_gpt2_vocabulary(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("pre", ["gpt-2", "llama-bpe", "tekken"])
+def test_byte_level_bpe_tokenizer_goes_in_as_gpt2_vocabulary(tiny_model_dir, tmp_path, pre):
+    import gguf
+
     from tests.tokenizer.test_kinds import train_byte_level_bpe
 
-    hf_tokenizer = train_byte_level_bpe(TINY_CONFIG.vocab_size)
-    hf_tokenizer.save(str(tmp_path / "tokenizer.json"))
+    train_byte_level_bpe(TINY_CONFIG.vocab_size, pattern=gguf_io.PRE_TOKENIZERS[pre]).save(
+        str(tmp_path / "tokenizer.json"))
     tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
     state = dict(load_model(tiny_model_dir).model.state_dict())
     for embed in (True, False):
         path = gguf_io.write_gguf(state, TINY_CONFIG, tokenizer, tmp_path / f"bpe-{embed}.gguf", "f16",
                                   embed_tokenizer=embed)
-        import gguf
-
         reader = gguf.GGUFReader(str(path))
         assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
+        assert reader.fields["tokenizer.ggml.pre"].contents() == pre
         again = load_model(path).tokenizer
-        for text in (TEXT, "  two  spaces\nand lines", "naïve 日本"):
+        for text in (TEXT, "  two  spaces\nand lines 12345", "naïve 日本 DON'T we'll"):
             assert again.encode(text) == tokenizer.encode(text), (embed, text)
             assert again.decode(again.encode(text)) == tokenizer.decode(tokenizer.encode(text))
 

@@ -12,15 +12,12 @@ import pytest
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
+from nemotron.checkpoint.gguf import PRE_TOKENIZERS
 from nemotron.tokenizer import Tokenizer
 
 SPECIALS = ["<extra_id_0>", "<extra_id_1>", "<extra_id_2>"]
-# Pre-tokenizer patterns of the published tokenizers (Llama-3's is also Nemotron-H's and close to Tekken's).
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-TEKKEN_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
-                  r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*"
-                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Pre-tokenizer patterns of the published tokenizers (Llama-3's is also Nemotron-H's; Tekken is Mistral-NeMo's).
+LLAMA3_PATTERN, TEKKEN_PATTERN = PRE_TOKENIZERS["llama-bpe"], PRE_TOKENIZERS["tekken"]
 TEXTS = [
     "hello world",
     "The quick brown fox jumps over the lazy dog.\nNew line\n\nand\ttab  two spaces ",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,16 @@ BLOCK = 32  # elements per block of every quantized type written here
 # Our original tokenizer file, kept beside llama.cpp's vocabulary for an exact round trip.
 SENTENCEPIECE_KEY = "nemotron.tokenizer.sentencepiece_model_base64"  # a string: one part, fast both ways
 HF_JSON_KEY = "tokenizer.huggingface.json"
+# Byte-level BPE pre-tokenizer patterns and llama.cpp's names for them (`tokenizer.ggml.pre`).
+# None: GPT-2's own, built into the ByteLevel pre-tokenizer (use_regex).
+PRE_TOKENIZERS = {
+    "gpt-2": None,
+    "llama-bpe": (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+"),
+    "tekken": (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
+               r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+"),
+}
 
 
 def _gguf():
@@ -187,12 +198,17 @@ def _write_tokenizer(writer, tokenizer: Tokenizer, embed: bool) -> None:
         if model.get("type") == "BPE":
             merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
             writer.add_tokenizer_model("gpt2")
-            writer.add_tokenizer_pre("default")
+            writer.add_tokenizer_pre(_pre_tokenizer_name(spec.get("pre_tokenizer")))
             writer.add_token_merges(merges)
         elif model.get("type") == "Unigram":
             writer.add_tokenizer_model("llama")
-            scores = dict(model["vocab"][i] for i in range(len(model["vocab"])))
+            scores = {piece: score for piece, score in model["vocab"]}
             writer.add_token_scores([float(scores.get(p, 0.0)) for p in vocab])
+            for i, piece in enumerate(vocab):  # llama.cpp's SentencePiece tokenizer needs these types
+                if i == model.get("unk_id"):
+                    types[i] = int(PieceType.UNKNOWN)
+                elif model.get("byte_fallback") and re.fullmatch(r"<0x[0-9A-F]{2}>", piece):
+                    types[i] = int(PieceType.BYTE)
         else:
             raise CheckpointError(f"llama.cpp has no vocabulary kind for a {model.get('type')} tokenizer.json; "
                                   "GGUF export supports SentencePiece, BPE and Unigram tokenizers")
@@ -326,21 +342,44 @@ def _tokenizer(meta: _Metadata, path) -> Tokenizer | None:
                            markers=names)
         return Tokenizer.from_sentencepiece_bytes(data, source=f"{path} (GGUF vocabulary)")
     if kind == "gpt2":
-        spec = _byte_level_bpe_json(tokens, meta.get("tokenizer.ggml.merges") or [], types)
+        pre = _byte_level_pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"), path)
+        spec = _byte_level_bpe_json(tokens, meta.get("tokenizer.ggml.merges") or [], types, pre)
         return Tokenizer.from_tokenizer_json_bytes(json.dumps(spec).encode(), source=f"{path} (GGUF vocabulary)",
                                                    markers=tuple(markers[r] for r in ("bos", "eos", "pad")))
     raise CheckpointError(f"{path}: GGUF tokenizer kind {kind!r} is not supported (only 'llama' and 'gpt2'); "
                           "pass --tokenizer with the model's tokenizer file")
 
 
-def _byte_level_bpe_json(tokens: list[str], merges: list[str], types: Iterable[int]) -> dict:
-    """A tokenizer.json for llama.cpp's `gpt2` vocabulary (GPT-2's byte-level BPE)."""
+def _pre_tokenizer_name(pre: dict | None) -> str:
+    """llama.cpp's name for a byte-level BPE pre-tokenizer ("default" where it has none)."""
+    if pre and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    steps = pre.get("pretokenizers", []) if pre and pre.get("type") == "Sequence" else []
+    if len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel":
+        pattern = steps[0].get("pattern", {}).get("Regex")
+        return next((name for name, known in PRE_TOKENIZERS.items() if known and known == pattern), "default")
+    return "default"
+
+
+def _byte_level_pre_tokenizer(name: str, path) -> dict:
+    if name in ("gpt-2", "default"):
+        return {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    if PRE_TOKENIZERS.get(name) is None:
+        raise CheckpointError(f"{path}: GGUF byte-level BPE pre-tokenizer {name!r} is not supported (only "
+                              f"{', '.join(PRE_TOKENIZERS)}); pass --tokenizer with the model's tokenizer.json")
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": PRE_TOKENIZERS[name]}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+
+
+def _byte_level_bpe_json(tokens: list[str], merges: list[str], types: Iterable[int], pre: dict) -> dict:
+    """A tokenizer.json for llama.cpp's `gpt2` vocabulary (byte-level BPE)."""
     types = list(types)
     added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
               "special": types[i] == PieceType.CONTROL}
              for i, t in enumerate(tokens) if types[i] in (PieceType.CONTROL, PieceType.USER_DEFINED)]
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+            "pre_tokenizer": pre,
             "post_processor": None,
             "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
