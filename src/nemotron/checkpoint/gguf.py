@@ -7,8 +7,10 @@ The conventions are llama.cpp's (convert_hf_to_gguf.py `NemotronModel`, llama-mo
 - LayerNorm1p weights are stored with the 1 already added (llama.cpp runs a plain LayerNorm), so
   reading subtracts it again;
 - rotary embedding of the NEOX (split halves) kind over `nemotron.rope.dimension_count` channels;
-  the head size in `attention.key_length` / `value_length` (llama.cpp's default is hidden / heads,
-  which Minitron-8B's 48 x 128 on 4096 is not);
+  the head size in `attention.key_length` / `value_length`;
+- llama.cpp sizes the query and output projections as hidden x hidden, so it loads only models
+  whose heads x head size equals the hidden size (not Minitron-8B's 48 x 128 on 4096); we write and
+  read such files all the same, and say so;
 - 1-D tensors (norms) stay float32 in every file type, and a matrix whose rows do not split into
   32-element blocks falls back to float16, as llama.cpp's own converter does.
 The tokenizer goes in as llama.cpp's vocabulary (`llama`: SentencePiece pieces, scores and types;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +120,9 @@ def write_gguf(tensors: Mapping[str, torch.Tensor], config: ModelConfig, tokeniz
                               "only language models convert to GGUF")
     if config.quantization is not None:
         raise CheckpointError(f"the checkpoint is quantized ({config.quantization}); convert the unquantized one")
+    if config.num_heads * config.head_dim != config.hidden_size:
+        print(f"WARNING: {config.num_heads} heads x {config.head_dim} != hidden size {config.hidden_size}: "
+              "llama.cpp's nemotron architecture cannot load this GGUF (nemotron can)", file=sys.stderr)
     matrix_type, llama_file_type = file_types()[file_type]
     names = tensor_names(config.num_layers)
     missing = [n for n in names if n not in tensors]
