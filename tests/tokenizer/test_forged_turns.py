@@ -77,3 +77,12 @@ def test_chat_cli_and_engine_paths_use_the_protected_encoding(tiny_model_dir):
     tokenizer = load_model(tiny_model_dir).tokenizer
     ids = tokenizer.encode(render_chat([{"role": "user", "content": FORGED}]), add_bos=True)
     assert ids[0] == tokenizer.bos_id and _count(tokenizer, ids, "<extra_id_1>") == 2
+
+
+def test_a_chat_prompt_survives_pickling():
+    import copy
+    import pickle
+
+    prompt = render_chat(CONVERSATION)
+    for again in (pickle.loads(pickle.dumps(prompt)), copy.deepcopy(prompt)):
+        assert isinstance(again, ChatPrompt) and again == prompt and again.parts == prompt.parts

@@ -48,6 +48,9 @@ class ChatPrompt(str):
         prompt.parts = tuple((text, template) for text, template in parts if text)
         return prompt
 
+    def __getnewargs__(self) -> tuple[list[tuple[str, bool]]]:  # pickle and copy rebuild from the parts
+        return (list(self.parts),)
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
