@@ -151,6 +151,11 @@ def test_unknown_files_get_accurate_errors(tmp_path, tiny_model_dir):
     fake.write_bytes(b"not gguf at all")
     with pytest.raises(CheckpointError, match="named .gguf but is not a GGUF file"):
         load_model(fake)
+    whole = convert(tiny_model_dir, tmp_path / "whole.gguf", to="gguf", gguf_type="f16").read_bytes()
+    for size in (10, 5000, len(whole) - 10):
+        (tmp_path / "cut.gguf").write_bytes(whole[:size])
+        with pytest.raises(CheckpointError, match="truncated or corrupt GGUF file"):
+            load_model(tmp_path / "cut.gguf")
     lone = tmp_path / "model.safetensors"
     lone.write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="pass the directory"):

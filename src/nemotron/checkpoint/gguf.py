@@ -255,7 +255,7 @@ def _open(path: str | Path):
     try:
         return g.GGUFReader(str(path))
     except (ValueError, OSError, IndexError, KeyError) as e:
-        raise CheckpointError(f"{path} is not a readable GGUF file ({e})") from None
+        raise CheckpointError(f"{path} is a truncated or corrupt GGUF file ({e})") from None
 
 
 class _Metadata:
