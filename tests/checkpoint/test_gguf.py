@@ -132,6 +132,7 @@ def test_cli_convert_to_gguf_then_generate(tiny_model_dir, tmp_path, capsys):
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["source"] == "GGUF file" and info["parameters"] == TINY_CONFIG.num_parameters()
+    assert info["stored_dtype"] == "GGUF Q8_0" and info["weight_bytes"] < TINY_CONFIG.num_parameters() * 1.2
     assert main(["generate", str(out), "the cat", "-n", "4", "--greedy"]) == 0
 
 

@@ -250,6 +250,13 @@ def read_gguf_config(path: str | Path) -> ModelConfig:
     return _config(_Metadata(reader, path), reader, path)
 
 
+def stored_size(path: str | Path) -> tuple[int, str]:
+    """(bytes of tensor data, the tensor types of its matrices, e.g. "Q4_0+Q8_0") without reading weights."""
+    reader = _open(path)
+    types = sorted({t.tensor_type.name for t in reader.tensors if len(t.shape) == 2})
+    return sum(int(t.n_bytes) for t in reader.tensors), "+".join(types)
+
+
 def _open(path: str | Path):
     g = _gguf()
     try:
