@@ -110,7 +110,7 @@ def test_byte_level_bpe_tokenizer_goes_in_as_gpt2_vocabulary(tiny_model_dir, tmp
 
     from tests.tokenizer.test_kinds import train_byte_level_bpe
 
-    train_byte_level_bpe(TINY_CONFIG.vocab_size, pattern=gguf_io.PRE_TOKENIZERS[pre]).save(
+    train_byte_level_bpe(300, pattern=gguf_io.PRE_TOKENIZERS[pre]).save(  # fewer pieces than embedding rows
         str(tmp_path / "tokenizer.json"))
     tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
     state = dict(load_model(tiny_model_dir).model.state_dict())
@@ -120,6 +120,8 @@ def test_byte_level_bpe_tokenizer_goes_in_as_gpt2_vocabulary(tiny_model_dir, tmp
         reader = gguf.GGUFReader(str(path))
         assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
         assert reader.fields["tokenizer.ggml.pre"].contents() == pre
+        tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+        assert len(tokens) == TINY_CONFIG.vocab_size and tokens[-1] == f"[PAD{TINY_CONFIG.vocab_size - 1}]"
         again = load_model(path).tokenizer
         for text in (TEXT, "  two  spaces\nand lines 12345", "naïve 日本 DON'T we'll"):
             assert again.encode(text) == tokenizer.encode(text), (embed, text)

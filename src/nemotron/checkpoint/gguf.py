@@ -130,10 +130,11 @@ def write_gguf(tensors: Mapping[str, torch.Tensor], config: ModelConfig, tokeniz
         raise CheckpointError(f"cannot write GGUF: missing tensor(s) {', '.join(missing[:3])}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = g.GGUFWriter(str(path), ARCH)
+    partial = path.with_name(path.name + ".partial")  # renamed once complete: no half-written model
+    writer = g.GGUFWriter(str(partial), ARCH)
     _write_config(writer, config, llama_file_type)
     if tokenizer is not None:
-        _write_tokenizer(writer, tokenizer, embed_tokenizer)
+        _write_tokenizer(writer, tokenizer, config.vocab_size, embed_tokenizer)
 
     plan = []
     for hf_name, gguf_name in names.items():
@@ -151,15 +152,21 @@ def write_gguf(tensors: Mapping[str, torch.Tensor], config: ModelConfig, tokeniz
         else:
             byte_shape = g.quant_shape_to_byte_shape(shape, qtype)
             writer.add_tensor_info(gguf_name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for hf_name, _, qtype in plan:  # one tensor in memory at a time
-        data = tensors[hf_name].detach().to("cpu", torch.float32)
-        if _is_norm_weight(hf_name):
-            data = data + 1.0  # LayerNorm1p: llama.cpp applies the stored weight as is
-        writer.write_tensor_data(g.quants.quantize(data.numpy(), qtype))
-    writer.close()
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for hf_name, _, qtype in plan:  # one tensor in memory at a time
+            data = tensors[hf_name].detach().to("cpu", torch.float32)
+            if _is_norm_weight(hf_name):
+                data = data + 1.0  # LayerNorm1p: llama.cpp applies the stored weight as is
+            writer.write_tensor_data(g.quants.quantize(data.numpy(), qtype))
+        writer.close()
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
     return path
 
 
@@ -180,14 +187,20 @@ def _write_config(writer, config: ModelConfig, llama_file_type: int) -> None:
     writer.add_file_type(llama_file_type)
 
 
-def _write_tokenizer(writer, tokenizer: Tokenizer, embed: bool) -> None:
+def _write_tokenizer(writer, tokenizer: Tokenizer, vocab_size: int, embed: bool) -> None:
+    if tokenizer.vocab_size > vocab_size:
+        raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model only {vocab_size} "
+                              "embedding rows")
+    # llama.cpp sizes the embedding by the token list: pad it to the model's rows, as its converter does.
+    padding = [f"[PAD{i}]" for i in range(tokenizer.vocab_size, vocab_size)]
+    unused = [int(PieceType.UNUSED)] * len(padding)
     if tokenizer.sentencepiece_model is not None:
         data = tokenizer.sentencepiece_model
         pieces = read_pieces(data)
         writer.add_tokenizer_model("llama")
-        writer.add_token_list([p.text for p in pieces])
-        writer.add_token_scores([p.score for p in pieces])
-        writer.add_token_types([int(p.type) for p in pieces])
+        writer.add_token_list([p.text for p in pieces] + padding)
+        writer.add_token_scores([p.score for p in pieces] + [0.0] * len(padding))
+        writer.add_token_types([int(p.type) for p in pieces] + unused)
         writer.add_add_space_prefix(tokenizer.adds_dummy_prefix)
         if embed:
             writer.add_string(SENTENCEPIECE_KEY, base64.b64encode(data).decode("ascii"))
@@ -209,7 +222,7 @@ def _write_tokenizer(writer, tokenizer: Tokenizer, embed: bool) -> None:
         elif model.get("type") == "Unigram":
             writer.add_tokenizer_model("llama")
             scores = {piece: score for piece, score in model["vocab"]}
-            writer.add_token_scores([float(scores.get(p, 0.0)) for p in vocab])
+            writer.add_token_scores([float(scores.get(p, 0.0)) for p in vocab] + [0.0] * len(padding))
             for i, piece in enumerate(vocab):  # llama.cpp's SentencePiece tokenizer needs these types
                 if i == model.get("unk_id"):
                     types[i] = int(PieceType.UNKNOWN)
@@ -218,8 +231,8 @@ def _write_tokenizer(writer, tokenizer: Tokenizer, embed: bool) -> None:
         else:
             raise CheckpointError(f"llama.cpp has no vocabulary kind for a {model.get('type')} tokenizer.json; "
                                   "GGUF export supports SentencePiece, BPE and Unigram tokenizers")
-        writer.add_token_list(vocab)
-        writer.add_token_types(types)
+        writer.add_token_list(vocab + padding)
+        writer.add_token_types(types + unused)
         if embed:
             writer.add_string(HF_JSON_KEY, tokenizer.tokenizer_json.decode("utf-8"))
     for role, token_id in (("bos", tokenizer.bos_id), ("eos", tokenizer.eos_id), ("pad", tokenizer.pad_id)):
