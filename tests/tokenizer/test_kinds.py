@@ -39,8 +39,9 @@ def _corpus() -> list[str]:
 
 def train_byte_level_bpe(vocab_size: int = 600, pattern: str | None = None,
                          specials: tuple[str, ...] = ("<|endoftext|>", *SPECIALS)) -> tokenizers.Tokenizer:
-    """GPT-2 style (`pattern` None: ByteLevel's own regex) or a Split-pattern style (Llama-3, Tekken)."""
-    tok = tokenizers.Tokenizer(models.BPE())
+    """GPT-2 style (`pattern` None: ByteLevel's own regex) or a Split-pattern style (Llama-3, Tekken,
+    whose published files also take a word that is a token whole: ignore_merges)."""
+    tok = tokenizers.Tokenizer(models.BPE(ignore_merges=pattern is not None))
     if pattern is None:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     else:

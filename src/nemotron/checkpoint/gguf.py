@@ -40,6 +40,8 @@ BLOCK = 32  # elements per block of every quantized type written here
 # Our original tokenizer file, kept beside llama.cpp's vocabulary for an exact round trip.
 SENTENCEPIECE_KEY = "nemotron.tokenizer.sentencepiece_model_base64"  # a string: one part, fast both ways
 HF_JSON_KEY = "tokenizer.huggingface.json"
+# llama.cpp takes a pre-tokenized word that is itself a token whole for these (tokenizers: ignore_merges).
+IGNORE_MERGES = ("llama-bpe", "tekken")
 # Byte-level BPE pre-tokenizer patterns and llama.cpp's names for them (`tokenizer.ggml.pre`).
 # None: GPT-2's own, built into the ByteLevel pre-tokenizer (use_regex).
 PRE_TOKENIZERS = {
@@ -337,10 +339,10 @@ def _tensors(reader, config: ModelConfig, path) -> Iterator[tuple[str, torch.Ten
         try:
             data = g.quants.dequantize(tensor.data, tensor.tensor_type)
         except NotImplementedError:
-            raise CheckpointError(f"{path}: tensor {tensor.name} is stored as {tensor.tensor_type.name}, which "
-                                  f"cannot be read; supported: F32, F16, BF16, Q8_0, Q4_0/1, Q5_0/1 and K-quants") from None
+            raise CheckpointError(f"{path}: tensor {tensor.name} is stored as {tensor.tensor_type.name}, which cannot "
+                                  "be read; supported: F32, F16, BF16, Q8_0, Q4_0/1, Q5_0/1 and K-quants") from None
         shape = tuple(int(d) for d in reversed(tensor.shape))
-        out = torch.from_numpy(np.array(data, dtype=np.float32).reshape(shape))  # a copy: the file is mapped read-only
+        out = torch.from_numpy(np.array(data, dtype=np.float32).reshape(shape))  # a copy: the file is mapped
         if _is_norm_weight(hf_name):
             out = out - 1.0
         yield hf_name, out
@@ -368,8 +370,10 @@ def _tokenizer(meta: _Metadata, path) -> Tokenizer | None:
                            markers=names)
         return Tokenizer.from_sentencepiece_bytes(data, source=f"{path} (GGUF vocabulary)")
     if kind == "gpt2":
-        pre = _byte_level_pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"), path)
-        spec = _byte_level_bpe_json(tokens, meta.get("tokenizer.ggml.merges") or [], types, pre)
+        pre_name = meta.get("tokenizer.ggml.pre", "default")
+        pre = _byte_level_pre_tokenizer(pre_name, path)
+        spec = _byte_level_bpe_json(tokens, meta.get("tokenizer.ggml.merges") or [], types, pre,
+                                    ignore_merges=pre_name in IGNORE_MERGES)
         return Tokenizer.from_tokenizer_json_bytes(json.dumps(spec).encode(), source=f"{path} (GGUF vocabulary)",
                                                    markers=tuple(markers[r] for r in ("bos", "eos", "pad")))
     raise CheckpointError(f"{path}: GGUF tokenizer kind {kind!r} is not supported (only 'llama' and 'gpt2'); "
@@ -398,16 +402,16 @@ def _byte_level_pre_tokenizer(name: str, path) -> dict:
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
 
 
-def _byte_level_bpe_json(tokens: list[str], merges: list[str], types: Iterable[int], pre: dict) -> dict:
+def _byte_level_bpe_json(tokens: list[str], merges: list[str], types: Iterable[int], pre: dict,
+                         ignore_merges: bool) -> dict:
     """A tokenizer.json for llama.cpp's `gpt2` vocabulary (byte-level BPE)."""
     types = list(types)
     added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
               "special": types[i] == PieceType.CONTROL}
              for i, t in enumerate(tokens) if types[i] in (PieceType.CONTROL, PieceType.USER_DEFINED)]
+    model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+             "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": ignore_merges,
+             "vocab": {t: i for i, t in enumerate(tokens)}, "merges": [m.split(" ", 1) for m in merges]}
+    decoder = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-            "pre_tokenizer": pre,
-            "post_processor": None,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                      "vocab": {t: i for i, t in enumerate(tokens)}, "merges": [m.split(" ", 1) for m in merges]}}
+            "pre_tokenizer": pre, "post_processor": None, "decoder": decoder, "model": model}

@@ -269,8 +269,8 @@ def huggingface_rules(decoder: dict | None, config: dict,
     piece by piece (`Assembler`); every other decoder runs in the library (`WindowAssembler`), as
     does any tokenizer whose config asks for `transformers`' clean-up of tokenization spaces (which
     transformers skips for BPE models unless told otherwise)."""
-    cleanup = bool(config.get("clean_up_tokenization_spaces")) and (
-        model_type != "BPE" or bool(config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output")))
+    forced = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"
+    cleanup = bool(config.get("clean_up_tokenization_spaces")) and (model_type != "BPE" or bool(config.get(forced)))
     library = Rules(sentencepiece=False, library=True, cleanup=cleanup)
     kind = decoder.get("type") if decoder else "none"
     if library.cleanup:
