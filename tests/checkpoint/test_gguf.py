@@ -227,3 +227,26 @@ def test_saved_tokenizer_json_keeps_its_markers(tmp_path):
     tokenizer.save(tmp_path / "copy")
     again = Tokenizer.from_dir(tmp_path / "copy")
     assert (again.bos_id, again.eos_id) == (tokenizer.bos_id, tokenizer.eos_id) == (0, 0)
+
+
+def test_sentencepiece_style_tokenizer_json_goes_in_as_llama_vocabulary(tiny_model_dir, sp_tokenizer_file, tmp_path):
+    import gguf
+    import tokenizers
+
+    from tests.tokenizer.test_tokenizer import _llama_style_json
+
+    _llama_style_json(str(sp_tokenizer_file)).save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    state = dict(load_model(tiny_model_dir).model.state_dict())
+    path = gguf_io.write_gguf(state, TINY_CONFIG, tokenizer, tmp_path / "unigram.gguf", "f16")
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
+    types = reader.fields["tokenizer.ggml.token_type"].contents()
+    assert types[1] == 2 and types[5] == 3 and types[tokenizer.token_to_id("<0x41>")] == 6  # unk, control, byte
+    again = load_model(path).tokenizer
+    assert again.encode(TEXT) == tokenizer.encode(TEXT) and again.decode(again.encode(TEXT)) == TEXT
+
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(byte_fallback=True))
+    bpe.save(str(tmp_path / "bpe.json"))
+    with pytest.raises(CheckpointError, match="no faithful llama.cpp vocabulary"):
+        gguf_io.write_gguf(state, TINY_CONFIG, Tokenizer.from_file(tmp_path / "bpe.json"), tmp_path / "x.gguf")

@@ -216,6 +216,9 @@ def _write_tokenizer(writer, tokenizer: Tokenizer, vocab_size: int, embed: bool)
         added = {t["id"]: t for t in spec.get("added_tokens", [])}
         types = [int(PieceType.CONTROL if added[i]["special"] else PieceType.USER_DEFINED) if i in added
                  else int(PieceType.NORMAL) for i in range(len(vocab))]
+        if model.get("type") == "BPE" and model.get("byte_fallback"):
+            raise CheckpointError("a SentencePiece-style BPE tokenizer.json (byte fallback) has no faithful llama.cpp "
+                                  "vocabulary; convert with the model's tokenizer.model beside it instead")
         if model.get("type") == "BPE":
             merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
             writer.add_tokenizer_model("gpt2")
