@@ -189,12 +189,32 @@ def test_llama_cpp_reads_our_file_with_the_same_greedy_tokens(tiny_model_dir, re
     for file_type in ("f32", "f16"):
         path = convert(tiny_model_dir, tmp_path / f"model-{file_type}.gguf", to="gguf", gguf_type=file_type)
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=2, logits_all=True, verbose=False)
+        # Plain text only: after a special token llama.cpp adds SentencePiece's dummy space again and it
+        # never collapses whitespace, where SentencePiece does neither (llama.cpp's own converter alike).
+        plain = "The cat sees a bird. Über café? 😀"
+        assert llm.tokenize(plain.encode(), add_bos=False, special=True) == reference.tokenizer.encode(plain)
         tokens = list(prompt)
         for _ in range(12):
             llm.reset()
             llm.eval(tokens)
             tokens.append(int(np.argmax(llm.scores[len(tokens) - 1])))
         assert tokens[len(prompt):] == expected, file_type
+
+
+@pytest.mark.parametrize("pre", ["gpt-2", "llama-bpe", "tekken"])
+def test_llama_cpp_tokenizes_our_gpt2_vocabulary_like_us(tiny_model_dir, tmp_path, pre):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from tests.tokenizer.test_kinds import TEXTS, train_byte_level_bpe
+
+    train_byte_level_bpe(300, pattern=gguf_io.PRE_TOKENIZERS[pre]).save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    path = gguf_io.write_gguf(dict(load_model(tiny_model_dir).model.state_dict()), TINY_CONFIG, tokenizer,
+                              tmp_path / "bpe.gguf", "f32")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, vocab_only=True, verbose=False)
+    for text in TEXTS:
+        ids = tokenizer.encode(text)
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids, text
+        assert llm.detokenize(ids, special=True).decode() == tokenizer.decode(ids), text
 
 
 def _greedy(model, prompt: list[int], steps: int) -> list[int]:
