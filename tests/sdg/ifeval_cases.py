@@ -11,6 +11,8 @@ import json
 import random
 import re
 
+from nemotron.sdg.constraints.text import count_sentences, word_tokens
+
 PROMPT = "Write a short note about rivers in Europe."
 
 SENTENCES = [
@@ -127,7 +129,6 @@ def _language(rng, _):
 
 def _sentences(rng, _):
     text = rng.choice(["\n", " ", "\n\n"]).join(rng.choice(SENTENCES) for _ in range(rng.randint(1, 6)))
-    from nemotron.sdg.constraints.text import count_sentences
     return {"num_sentences": _near(rng, count_sentences(text)), "relation": _relation(rng)}, text
 
 
@@ -237,7 +238,6 @@ def _capital(rng, _):
     pieces = ["I", "A", "NASA", "U.S.", "WELL-KNOWN", "I'M", "OK", "3D", "ÉCOLE", "word", "Title", "X", "DON'T",
               "CEO", "the", "Paris", "NATO", "e.g.", "ÜBER", "mIxEd", "UN-", "4K"]
     text = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))) + rng.choice([".", "", " end."])
-    from nemotron.sdg.constraints.text import word_tokens
     count = sum(t.isupper() for t in word_tokens(text))
     return {"capital_frequency": _near(rng, count), "capital_relation": _relation(rng)}, text
 
