@@ -1,4 +1,4 @@
-"""The `Constraint` record, the contract every constraint type follows, and shared text helpers.
+"""The `Constraint` record, the contract every constraint type follows, and IFEval's loose mode.
 
 A constraint is data (`type_id` + `kwargs`) so records can store it as JSON; the behaviour lives in
 one `ConstraintType` subclass per type id, found through `CONSTRAINT_TYPES`.
