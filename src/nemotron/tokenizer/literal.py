@@ -46,28 +46,21 @@ class LiteralEncoder:
             self._sp.LoadFromSerializedProto(spm_proto.rename_pieces(
                 tok._raw, {i: self._sentinels[text] for text, i in renamed.items()}))
             protected.update(renamed)
+            unknown = tok._sp.unk_id()
         else:
             spec = json.loads(tok._hf.to_str())
             protected = {t["content"]: t["id"] for t in spec.get("added_tokens", [])
                          if t.get("special") or SPECIAL_LOOKING.fullmatch(t["content"])}
             self._sentinels = {text: f"qq{nonce}x{i}qq" for text, i in protected.items()}
+            unknown = _unknown_id(tok._hf, spec.get("model", {}))
             self._hf = tokenizers.Tokenizer.from_str(json.dumps(_renamed_spec(spec, self._sentinels)))
         # The unknown token stands for text the vocabulary cannot spell, contents included.
-        self._protected_ids = frozenset(protected.values()) - {self._unknown_id(tok)}
+        self._protected_ids = frozenset(protected.values()) - {unknown}
         self._counted = {text for text, i in protected.items() if i in self._protected_ids}
         alternatives = sorted(protected, key=len, reverse=True)  # longest match first
         self.pattern = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
         renamed_alternatives = sorted(self._sentinels, key=len, reverse=True)
         self._rename = re.compile("|".join(map(re.escape, renamed_alternatives))) if renamed_alternatives else None
-
-    @staticmethod
-    def _unknown_id(tok: Tokenizer) -> int | None:
-        if tok._sp is not None:
-            return tok._sp.unk_id()
-        model = json.loads(tok._hf.to_str()).get("model", {})
-        if isinstance(model.get("unk_id"), int):
-            return model["unk_id"]
-        return tok._hf.token_to_id(model["unk_token"]) if isinstance(model.get("unk_token"), str) else None
 
     def needed(self, parts: tuple[tuple[str, bool], ...]) -> bool:
         """Does any message content hold special-token text? (If not, plain encoding is exact.)"""
@@ -105,6 +98,12 @@ class LiteralEncoder:
         if segment:
             ids.extend(self._sp.encode("".join(segment)))
         return ids
+
+
+def _unknown_id(hf: tokenizers.Tokenizer, model: dict) -> int | None:
+    if isinstance(model.get("unk_id"), int):  # Unigram
+        return model["unk_id"]
+    return hf.token_to_id(model["unk_token"]) if isinstance(model.get("unk_token"), str) else None
 
 
 def _renamed_spec(spec: dict, sentinels: dict[str, str]) -> dict:
