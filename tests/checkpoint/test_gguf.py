@@ -270,3 +270,20 @@ def test_sentencepiece_style_tokenizer_json_goes_in_as_llama_vocabulary(tiny_mod
     bpe.save(str(tmp_path / "bpe.json"))
     with pytest.raises(CheckpointError, match="no faithful llama.cpp vocabulary"):
         gguf_io.write_gguf(state, TINY_CONFIG, Tokenizer.from_file(tmp_path / "bpe.json"), tmp_path / "x.gguf")
+
+
+def test_nemo_archive_to_gguf(tmp_path, sp_tokenizer_file):
+    from nemotron.checkpoint.nemo import read_nemo
+    from tests.checkpoint.test_load import write_nemo_with_real_tokenizer
+    from tests.checkpoint.test_nemo import CONFIG
+
+    model, archive = write_nemo_with_real_tokenizer(tmp_path, sp_tokenizer_file)
+    # This archive's tokenizer (320 pieces) is larger than its embedding (64 rows): llama.cpp could not
+    # load that, so the writer refuses; the weights alone convert exactly.
+    with pytest.raises(CheckpointError, match="320 pieces but the model only 64 embedding rows"):
+        convert(archive, tmp_path / "from-nemo.gguf", to="gguf", gguf_type="f32")
+    path = gguf_io.write_gguf(read_nemo(archive).state_dict, CONFIG, None, tmp_path / "weights.gguf", "f32")
+    loaded = load_model(path, dtype="float32")
+    assert loaded.tokenizer is None
+    ids = torch.randint(0, CONFIG.vocab_size, (1, 11), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(_logits(loaded.model, ids), _logits(model, ids), rtol=1e-6, atol=1e-6)
