@@ -3,6 +3,9 @@ plus `trainer_state.pt` with what an exact resume needs (optimizer moments, step
 
     out_dir/checkpoint-0000500/{config.json, model.safetensors, tokenizer.model, trainer_state.pt}
 
+A LoRA run saves only what it trains, as a PEFT adapter (adapter_config.json,
+adapter_model.safetensors) in place of the model files: the base weights never change.
+
 A checkpoint is written to a temporary directory and renamed into place, so an interrupted save
 never leaves a half-written checkpoint that resume would pick up.
 """
@@ -16,6 +19,8 @@ import torch
 from torch import nn
 
 from nemotron.checkpoint.hf import iter_tensors, save_hf_dir
+from nemotron.checkpoint.peft import WEIGHTS_FILE, load_adapter_weights, save_adapter
+from nemotron.model.lora import has_lora
 from nemotron.tokenizer import Tokenizer
 
 STATE_FILE = "trainer_state.pt"
@@ -24,8 +29,12 @@ _PREFIX = "checkpoint-"
 
 def save_model_dir(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path,
                    dtype: torch.dtype | None = None) -> Path:
-    """The model in the Hugging Face layout: config.json, model.safetensors, tokenizer.model."""
-    directory = save_hf_dir(model.state_dict(), model.config, directory, dtype=dtype)
+    """The model in the Hugging Face layout: config.json, model.safetensors, tokenizer.model; for a
+    model with LoRA layers, its adapter in PEFT's layout."""
+    if has_lora(model):
+        directory = save_adapter(model, directory)
+    else:
+        directory = save_hf_dir(model.state_dict(), model.config, directory, dtype=dtype)
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
@@ -57,8 +66,13 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     """Restore weights, optimizer and RNG states in place; returns the saved state (step, ...)."""
     path = Path(path)
     device = next(model.parameters()).device
-    weights = {name: tensor.to(device) for name, tensor in iter_tensors(path)}
-    model.load_state_dict(weights, strict=True)
+    if (path / WEIGHTS_FILE).is_file():
+        from safetensors.torch import load_file
+
+        load_adapter_weights(model, load_file(path / WEIGHTS_FILE, device=str(device)), path)
+    else:
+        weights = {name: tensor.to(device) for name, tensor in iter_tensors(path)}
+        model.load_state_dict(weights, strict=True)
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     _set_rng_state(state["rng"])

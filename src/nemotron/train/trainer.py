@@ -83,6 +83,8 @@ class TrainResult:
 def optimizer_for(model: nn.Module, config: OptimConfig, lr: float) -> torch.optim.AdamW:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
+        if not param.requires_grad:  # frozen (the base weights of a LoRA run)
+            continue
         exempt = param.ndim < 2 or "embed_tokens" in name  # norms, biases, embeddings
         (no_decay if exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
