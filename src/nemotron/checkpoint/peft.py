@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nemotron.errors import CheckpointError
+from nemotron.model.heads import reward_model_from
 from nemotron.model.lora import LoraConfig, adapter_state_dict, apply_lora
 
 CONFIG_FILE = "adapter_config.json"
@@ -81,6 +82,8 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
         stored = load_file(directory / WEIGHTS_FILE)
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: cannot read the adapter weights ({err})") from None
+    if "rm_head" in config.trainable_heads and not hasattr(model, "rm_head"):
+        model = reward_model_from(model)  # trained as a new reward head on this language model's trunk
     apply_lora(model, config)
     load_adapter_weights(model, stored, directory)
     return model
@@ -99,3 +102,13 @@ def load_adapter_weights(model: nn.Module, stored: dict, where: str | Path) -> N
             raise CheckpointError(f"{where}: {name} has shape {tuple(tensor.shape)}, the model needs "
                                   f"{tuple(wanted[name].shape)}")
     model.load_state_dict(tensors, strict=False)
+
+
+def merge_adapter_into(loaded, directory: str | Path):
+    """A loaded model (checkpoint.load.LoadedModel) with the adapter in `directory` folded into its
+    weights: what `serve`, `generate` and `convert --merge-lora` run, one plain model."""
+    from nemotron.model.lora import merge_lora
+
+    loaded.model = merge_lora(load_adapter(loaded.model, directory)).eval()
+    loaded.config = loaded.model.config
+    return loaded

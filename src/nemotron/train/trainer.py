@@ -209,7 +209,7 @@ class Trainer:
     def _loop(self, metrics) -> TrainResult:
         cfg, total = self.config, self.schedule.total_steps
         end = min(total, cfg.stop_at_step) if cfg.stop_at_step is not None else total
-        window: dict[str, float] = {}
+        window: dict[str, list[float]] = {}  # metric -> (sum, steps that reported it)
         window_steps, window_tokens, run_tokens, first_step = 0, 0, 0, self.step
         started = window_start = time.perf_counter()
         last_loss, valid_loss, saved = self._logged_losses()
@@ -217,7 +217,9 @@ class Trainer:
         while self.step < end:
             loss, tokens, parts = self._step()
             for key, value in parts.items():
-                window[key] = window.get(key, 0.0) + value
+                total_and_count = window.setdefault(key, [0.0, 0])
+                total_and_count[0] += value
+                total_and_count[1] += 1
             window_steps, window_tokens, run_tokens = window_steps + 1, window_tokens + tokens, run_tokens + tokens
             elapsed = time.perf_counter() - started
             eta = elapsed / (self.step - first_step) * (end - self.step)
@@ -227,8 +229,8 @@ class Trainer:
             record: dict = {}
             if self.step % cfg.log_every == 0 or self.step == end:
                 span = time.perf_counter() - window_start
-                last_loss = window["loss"] / window_steps
-                record = {"step": self.step, **{k: round(v / window_steps, 4) for k, v in window.items()},
+                last_loss = window["loss"][0] / window["loss"][1]
+                record = {"step": self.step, **{k: round(v / n, 4) for k, (v, n) in window.items()},
                           "lr": learning_rate(self.schedule, self.step - 1),
                           "tokens_per_s": round(window_tokens / max(span, 1e-9))}
                 window, window_steps, window_tokens, window_start = {}, 0, 0, time.perf_counter()
