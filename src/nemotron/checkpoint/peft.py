@@ -29,7 +29,8 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def save_adapter(model: nn.Module, directory: str | Path, base_model: str | None = None) -> Path:
+def save_adapter(model: nn.Module, directory: str | Path, base_model: str | None = None,
+                 state: dict | None = None) -> Path:
     config: LoraConfig = model.lora_config
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,7 @@ def save_adapter(model: nn.Module, directory: str | Path, base_model: str | None
         "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {},
     }
     (directory / CONFIG_FILE).write_text(json.dumps(peft_config, indent=2) + "\n", encoding="utf-8")
-    tensors = {PREFIX + name: t.contiguous() for name, t in adapter_state_dict(model).items()}
+    tensors = {PREFIX + name: t.contiguous() for name, t in adapter_state_dict(model, state).items()}
     save_file(tensors, directory / WEIGHTS_FILE, metadata={"format": "pt"})
     return directory
 

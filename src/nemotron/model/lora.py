@@ -108,8 +108,9 @@ def has_lora(model: nn.Module) -> bool:
     return any(isinstance(m, LoraLinear) for m in model.modules())
 
 
-def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """What a LoRA run trains: the adapters and any whole trainable heads, by parameter name."""
+def adapter_state_dict(model: nn.Module, state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """What a LoRA run trains: the adapters and any whole trainable heads, by parameter name
+    (taken from `state` when given: the gathered full state of a sharded model)."""
     heads = model.lora_config.trainable_heads
-    return {name: t for name, t in model.state_dict().items()
+    return {name: t for name, t in (model.state_dict() if state is None else state).items()
             if ".lora_A." in name or ".lora_B." in name or name.split(".")[0] in heads}

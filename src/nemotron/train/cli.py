@@ -159,14 +159,14 @@ def _tokenizer(args: argparse.Namespace) -> None:
 
 
 def _loop(args: argparse.Namespace, model, tokenizer, source_cls=None, *, train=None, valid=None,
-          objective=None) -> None:
+          objective=None):
     """Train `model` on --data (read by source_cls, or the given datasets) and write OUT/final."""
     import sys
 
     import torch
 
-    from nemotron.train.checkpoint import save_model_dir
     from nemotron.train.data import BatchConfig
+    from nemotron.train.distributed import from_environment
     from nemotron.train.schedule import ScheduleConfig
     from nemotron.train.trainer import OptimConfig, Trainer, TrainConfig
 
@@ -185,10 +185,16 @@ def _loop(args: argparse.Namespace, model, tokenizer, source_cls=None, *, train=
                          resume=not args.no_resume, micro_batch_size=args.micro_batch_size,
                          activation_checkpointing=args.activation_checkpointing,
                          progress=not args.no_progress and sys.stderr.isatty())
-    result = Trainer(model, tokenizer, train, schedule, optim, config, valid, objective=objective).run()
-    final = save_model_dir(model.cpu(), tokenizer, f"{args.out}/final", dtype=torch.float32)
-    print(f"step {result.step}: train loss {result.train_loss:.4f}, {result.tokens_per_second:,.0f} tok/s; "
-          f"{'adapter' if (final / 'adapter_config.json').is_file() else 'model'} written to {final}")
+    parallel = from_environment()  # torchrun: data-parallel over the ranks, FSDP-sharded
+    trainer = Trainer(model, tokenizer, train, schedule, optim, config, valid, objective=objective, parallel=parallel)
+    result = trainer.run()
+    final = trainer.export(f"{args.out}/final", dtype=torch.float32)
+    if trainer.is_main:
+        kind = "adapter" if (final / "adapter_config.json").is_file() else "model"
+        ranks = f" on {parallel.world_size} ranks" if parallel else ""
+        print(f"step {result.step}: train loss {result.train_loss:.4f}, {result.tokens_per_second:,.0f} tok/s"
+              f"{ranks}; {kind} written to {final}")
+    return trainer
 
 
 def _with_lora(args: argparse.Namespace, model, heads: tuple[str, ...] = ()):
@@ -301,12 +307,14 @@ def _reward(args: argparse.Namespace) -> None:
     objective = RewardModeling(RewardConfig(args.loss, bt_weight=args.bt_weight,
                                             regression_weight=args.regression_weight))
     torch.manual_seed(args.seed)
-    _loop(args, _with_lora(args, model.train(), heads=("rm_head",)), loaded.tokenizer, train=train, valid=valid,
-          objective=objective)
-    if valid_rows:
-        evaluation = evaluate_reward_model(model.eval(), valid_rows, loaded.tokenizer, args.seq_len)
-        (Path(args.out) / "reward_eval.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
-        print(evaluation.table())
+    trainer = _loop(args, _with_lora(args, model.train(), heads=("rm_head",)), loaded.tokenizer, train=train,
+                    valid=valid, objective=objective)
+    if valid_rows:  # with FSDP every rank runs the (sharded) forward passes; the first one reports
+        evaluation = evaluate_reward_model(trainer.model.eval(), valid_rows, loaded.tokenizer, args.seq_len,
+                                           device=trainer.device)
+        if trainer.is_main:
+            (Path(args.out) / "reward_eval.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+            print(evaluation.table())
 
 
 def _reward_eval(args: argparse.Namespace) -> None:

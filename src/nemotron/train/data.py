@@ -43,8 +43,23 @@ class Batch:
         """Micro-batches of `rows` rows each (gradient accumulation)."""
         return [Batch(i, t) for i, t in zip(self.inputs.split(rows), self.targets.split(rows))]
 
+    def shard(self, rank: int, world_size: int) -> Batch:
+        """This rank's rows of a data-parallel global batch."""
+        rows = rank_rows(self.inputs.shape[0], rank, world_size)
+        return Batch(self.inputs[rows], self.targets[rows])
+
     def to(self, device: torch.device | str) -> Batch:
         return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
+
+
+def rank_rows(count: int, rank: int, world_size: int) -> slice:
+    """Rank `rank`'s contiguous share of `count` rows (the first ranks take one more when uneven)."""
+    if count < world_size:
+        raise ConfigError(f"a batch of {count} rows cannot feed {world_size} data-parallel ranks; "
+                          "raise the batch size")
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
 
 class BatchSource(Protocol):

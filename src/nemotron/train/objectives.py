@@ -9,6 +9,7 @@ of a data-parallel run add up to the loss of the global batch.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ class PreferenceOptimization:
                 cached[key] = reference_logps(model, dataset, device, autocast, self.chunk)
             dataset.reference = cached[key]
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # data-parallel ranks write the same table
         torch.save(cached, tmp)
         tmp.replace(path)
 
@@ -185,15 +186,17 @@ class RewardModeling:
         cfg, p = self.config, batch.num_pairs
         scores = model(batch.inputs, lengths=batch.lengths)  # (N, A) fp32
         loss = scores.new_zeros(())
+        # The same metric keys on every micro-batch and rank (they are summed across ranks), set by
+        # what the whole batch holds.
         metrics: Metrics = {}
-        if p and cfg.loss != "regression":
+        if totals["pairs"] and cfg.loss != "regression":
             reward = self.scalar(scores[:2 * p])
             bt = bradley_terry_loss(reward[:p], reward[p:], batch.margin).sum() / totals["pairs"]
             loss = loss + cfg.bt_weight * bt
             metrics["accuracy"] = (reward[:p] > reward[p:]).float().sum().item() / totals["pairs"]
-        rated = scores[2 * p:]
-        if rated.shape[0] and cfg.loss != "bt":
-            mse = ((rated - batch.ratings).square() * batch.rated).sum() / max(totals["ratings"], 1)
+        if totals["ratings"] and cfg.loss != "bt":
+            rated = scores[2 * p:]
+            mse = ((rated - batch.ratings).square() * batch.rated).sum() / totals["ratings"]
             loss = loss + cfg.regression_weight * mse
             metrics["mse"] = mse.item()
         metrics["loss"] = loss.item()

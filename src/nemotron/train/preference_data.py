@@ -24,7 +24,7 @@ from torch import Tensor
 
 from nemotron.model.config import REWARD_ATTRIBUTES
 from nemotron.tokenizer import CHAT_STOP, Tokenizer, render_chat, render_reward_prompt
-from nemotron.train.data import IGNORE, BatchConfig, DataError, EpochOrder
+from nemotron.train.data import IGNORE, BatchConfig, DataError, EpochOrder, rank_rows
 
 Messages = list[dict]
 
@@ -203,14 +203,19 @@ class PreferenceBatch:
 
     def split(self, rows: int) -> list[PreferenceBatch]:
         """Micro-batches of `rows` pairs each (gradient accumulation)."""
-        b, out = self.num_pairs, []
-        for s in range(0, b, rows):
-            e = min(s + rows, b)
-            take = torch.cat([torch.arange(s, e), torch.arange(b + s, b + e)])
-            out.append(PreferenceBatch(self.inputs[take], self.targets[take], self.index[s:e],
-                                       None if self.reward_gap is None else self.reward_gap[s:e],
-                                       None if self.reference is None else self.reference[s:e]))
-        return out
+        return [self.split_at(s, min(s + rows, self.num_pairs)) for s in range(0, self.num_pairs, rows)]
+
+    def shard(self, rank: int, world_size: int) -> PreferenceBatch:
+        """This rank's pairs of a data-parallel global batch."""
+        rows = rank_rows(self.num_pairs, rank, world_size)
+        return self.split_at(rows.start, rows.stop)
+
+    def split_at(self, start: int, stop: int) -> PreferenceBatch:
+        b = self.num_pairs
+        take = torch.cat([torch.arange(start, stop), torch.arange(b + start, b + stop)])
+        cut = lambda t: None if t is None else t[start:stop]  # noqa: E731
+        return PreferenceBatch(self.inputs[take], self.targets[take], self.index[start:stop], cut(self.reward_gap),
+                               cut(self.reference))
 
     def to(self, device) -> PreferenceBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -317,6 +322,18 @@ class RewardBatch:
             out.append(RewardBatch(self.inputs[2 * p + s:2 * p + e], self.lengths[2 * p + s:2 * p + e], 0, None,
                                    self.ratings[s:e], self.rated[s:e]))
         return out
+
+    def shard(self, rank: int, world_size: int) -> RewardBatch:
+        """This rank's share of a data-parallel global batch: pairs and rated responses count as
+        one unit each, pairs first, and each rank takes a contiguous run of units."""
+        p, r = self.num_pairs, self.ratings.shape[0]
+        units = rank_rows(p + r, rank, world_size)
+        pairs = slice(min(units.start, p), min(units.stop, p))
+        rated = slice(max(units.start - p, 0), max(units.stop - p, 0))
+        take = torch.cat([torch.arange(pairs.start, pairs.stop), torch.arange(p + pairs.start, p + pairs.stop),
+                          torch.arange(2 * p + rated.start, 2 * p + rated.stop)])
+        return RewardBatch(self.inputs[take], self.lengths[take], pairs.stop - pairs.start,
+                           None if self.margin is None else self.margin[pairs], self.ratings[rated], self.rated[rated])
 
     def to(self, device) -> RewardBatch:
         return RewardBatch(self.inputs.to(device), self.lengths.to(device), self.num_pairs,

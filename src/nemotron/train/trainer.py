@@ -21,8 +21,10 @@ from torch import nn
 
 from nemotron.errors import ConfigError
 from nemotron.tokenizer import Tokenizer
-from nemotron.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from nemotron.train.checkpoint import (latest_checkpoint, load_checkpoint, read_checkpoint, restore_rng,
+                                       save_checkpoint, save_model_dir)
 from nemotron.train.data import BatchSource
+from nemotron.train.distributed import DataParallel, full_state, load_full_state, shard_model, sum_across
 from nemotron.train.objectives import LanguageModeling, Objective
 from nemotron.train.schedule import ScheduleConfig, learning_rate
 
@@ -94,7 +96,7 @@ def optimizer_for(model: nn.Module, config: OptimConfig, lr: float) -> torch.opt
 @torch.no_grad()
 def evaluate(model: nn.Module, data: BatchSource, num_batches: int, device: torch.device,
              autocast: Callable[[], contextlib.AbstractContextManager],
-             objective: Objective | None = None) -> float:
+             objective: Objective | None = None, parallel: DataParallel | None = None) -> float:
     """Mean loss over the first num_batches batches of `data`, each weighted by its size
     (target tokens for language modelling, pairs for preferences)."""
     objective = objective or LanguageModeling()
@@ -102,12 +104,14 @@ def evaluate(model: nn.Module, data: BatchSource, num_batches: int, device: torc
     model.eval()
     total, count = 0.0, 0
     for i in range(num_batches):
-        batch = data.batch(i).to(device)
+        batch = data.batch(i)
         totals = batch.totals()
+        local = batch.shard(parallel.rank, parallel.world_size) if parallel else batch
         with autocast():
-            loss, _ = objective.loss(model, batch, totals)
+            loss, _ = objective.loss(model, local.to(device), totals)
+        loss = sum_across({"loss": loss.item()}, parallel)["loss"]
         n = objective.weight(totals)
-        total, count = total + loss.item() * n, count + n
+        total, count = total + loss * n, count + n
     model.train(was_training)
     return total / max(count, 1)
 
@@ -129,16 +133,21 @@ class Trainer:
     def __init__(self, model: nn.Module, tokenizer: Tokenizer | None, train_data: BatchSource,
                  schedule: ScheduleConfig, optim: OptimConfig, config: TrainConfig,
                  valid_data: BatchSource | None = None, log: Callable[[str], None] = print,
-                 objective: Objective | None = None) -> None:
-        self.device = torch.device(config.device if config.device != "auto"
-                                   else "cuda" if torch.cuda.is_available() else "cpu")
+                 objective: Objective | None = None, parallel: DataParallel | None = None) -> None:
+        self.parallel = parallel
+        self.device = parallel.device if parallel else torch.device(
+            config.device if config.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).train()
         if config.activation_checkpointing:
             checkpoint_activations(self.model)
+        if parallel is not None:
+            shard_model(self.model, parallel)
+        self.is_main = parallel is None or parallel.is_main
         self.objective = objective or LanguageModeling()
         self.tokenizer, self.train_data, self.valid_data = tokenizer, train_data, valid_data
-        self.schedule, self.optim, self.config, self.log = schedule, optim, config, log
-        self.optimizer = optimizer_for(model, optim, learning_rate(schedule, 0))
+        self.schedule, self.optim, self.config = schedule, optim, config
+        self.log = log if self.is_main else (lambda _: None)
+        self.optimizer = optimizer_for(self.model, optim, learning_rate(schedule, 0))
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self._autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 \
             else contextlib.nullcontext
@@ -147,18 +156,45 @@ class Trainer:
 
     def _resume(self) -> None:
         found = latest_checkpoint(self.out_dir) if self.config.resume else None
-        if found is not None:
-            self.step = load_checkpoint(found, self.model, self.optimizer)["step"]
-            self.log(f"resumed from {found} at step {self.step}")
+        if found is None:
+            return
+        if self.parallel is None:
+            state = load_checkpoint(found, self.model, self.optimizer)
+        else:
+            weights, state, adapter = read_checkpoint(found)
+            if state.get("optimizer_format") != "sharded":
+                raise ConfigError(f"{found} was written by a single-process run; resume it without torchrun "
+                                  "(or start over with --no-resume)")
+            load_full_state(self.model, self.optimizer, weights, state["optimizer"], strict=not adapter)
+            restore_rng(state)
+        self.step = state["step"]
+        self.log(f"resumed from {found} at step {self.step}")
 
     def _save(self) -> Path:
         extra = {"schedule": asdict(self.schedule), "optim": asdict(self.optim)}
-        return save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, self.optimizer, extra,
-                               self.config.keep_checkpoints)
+        if self.parallel is None:
+            return save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, self.optimizer, extra,
+                                   self.config.keep_checkpoints)
+        model_state, optimizer_state = full_state(self.model, self.optimizer)  # every rank takes part
+        if self.is_main:
+            save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, self.optimizer,
+                            {**extra, "optimizer_format": "sharded"}, self.config.keep_checkpoints,
+                            model_state=model_state, optimizer_state=optimizer_state)
+        torch.distributed.barrier()
+        return latest_checkpoint(self.out_dir)
+
+    def export(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+        """The trained model (or LoRA adapter) as a loadable directory; with FSDP every rank calls it."""
+        state = full_state(self.model, self.optimizer)[0] if self.parallel is not None else None
+        if self.is_main:
+            save_model_dir(self.model, self.tokenizer, directory, dtype=dtype, state=state)
+        if self.parallel is not None:
+            torch.distributed.barrier()
+        return Path(directory)
 
     def _evaluate(self) -> float:
         return evaluate(self.model, self.valid_data, self.config.eval_batches, self.device, self._autocast,
-                        self.objective)
+                        self.objective, self.parallel)
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step on batch number self.step -> (loss, trained tokens)."""
@@ -170,15 +206,20 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self.train_data.batch(self.step)
-        totals = batch.totals()
-        size = self.config.micro_batch_size
+        totals = batch.totals()  # of the global batch: every share is normalised by it
+        parallel, size = self.parallel, self.config.micro_batch_size
+        local = batch.shard(parallel.rank, parallel.world_size) if parallel else batch
+        micros = local.split(size) if size else [local]
         metrics: dict[str, float] = {}
-        for micro in (batch.split(size) if size else [batch]):
+        for k, micro in enumerate(micros):
+            if parallel is not None:  # reduce gradients across ranks once, after the last micro-batch
+                self.model.set_requires_gradient_sync(k == len(micros) - 1)
             with self._autocast():
                 loss, parts = self.objective.loss(self.model, micro.to(self.device), totals)
             loss.backward()
             for key, value in parts.items():
                 metrics[key] = metrics.get(key, 0.0) + value
+        metrics = sum_across(metrics, parallel)
         loss_value = metrics["loss"]
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at step {self.step}; "
@@ -195,6 +236,8 @@ class Trainer:
         # The reference (DPO / RPO) is the model as given, before a resume loads trained weights.
         self.objective.prepare(self.model, self.out_dir, self.device, self._autocast)
         self._resume()
+        if not self.is_main:
+            return self._loop(None)
         with (self.out_dir / "metrics.jsonl").open("a", encoding="utf-8") as metrics:
             return self._loop(metrics)
 
@@ -213,7 +256,7 @@ class Trainer:
         window_steps, window_tokens, run_tokens, first_step = 0, 0, 0, self.step
         started = window_start = time.perf_counter()
         last_loss, valid_loss, saved = self._logged_losses()
-        bar = _progress_bar(self.step, end) if cfg.progress else None
+        bar = _progress_bar(self.step, end) if cfg.progress and self.is_main else None
         while self.step < end:
             loss, tokens, parts = self._step()
             for key, value in parts.items():
@@ -238,7 +281,7 @@ class Trainer:
                                                 or self.step == end):
                 valid_loss = self._evaluate()
                 record = {**record, "step": self.step, "valid_loss": round(valid_loss, 4)}
-            if record:
+            if record and metrics is not None:
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 line = _format(record, total, elapsed, eta)
