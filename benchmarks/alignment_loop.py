@@ -89,8 +89,9 @@ def _sdg_round(work: Path, name: str, seeds: Path, policy: Path, replies: int, r
     return work / name / "dpo.jsonl"
 
 
-def evaluate(policy: Path, reward: Path, held_out: list[dict]) -> tuple[float, float]:
-    """(share of correct greedy answers, mean reward-model scalar of those answers)."""
+def evaluate(policy: Path, reward: Path, held_out: list[dict], samples: int) -> dict[str, float]:
+    """Share of correct final answers, greedy and sampled (T = 1, `samples` per question), and the
+    mean reward-model scalar of the greedy answers."""
     import torch
 
     from nemotron.checkpoint.load import load_model
@@ -104,14 +105,20 @@ def evaluate(policy: Path, reward: Path, held_out: list[dict]) -> tuple[float, f
 
     llm = LLM(str(policy))
     prompts = [render_chat([{"role": "user", "content": q["prompt"]}]) for q in held_out]
-    params = SamplingParams(max_new_tokens=24, greedy=True, stop_strings=list(CHAT_STOP_STRINGS))
-    replies = [c.text.strip() for c in llm.generate(prompts, params)]
-    correct = sum(check_answer(r, q["answer"]) for r, q in zip(replies, held_out)) / len(held_out)
+    stops = list(CHAT_STOP_STRINGS)
+    greedy = [c.text.strip() for c in llm.generate(prompts, SamplingParams(max_new_tokens=24, greedy=True,
+                                                                           stop_strings=stops))]
+    sampled = llm.generate([p for p in prompts for _ in range(samples)],
+                           [SamplingParams(max_new_tokens=24, temperature=1.0, top_p=1.0, top_k=0, seed=k,
+                                           stop_strings=stops) for k in range(len(prompts) * samples)])
+    right = lambda replies, qs: sum(check_answer(r, q["answer"]) for r, q in zip(replies, qs)) / len(qs)
     rm = load_model(str(reward))
     sequences = [encode_scored([{"role": "user", "content": q["prompt"]}], r, rm.tokenizer)
-                 for q, r in zip(held_out, replies)]
+                 for q, r in zip(held_out, greedy)]
     scalar = score(rm.model, sequences, rm.tokenizer.pad_id or 0) @ torch.tensor(REWARD_WEIGHTS)
-    return correct, scalar.mean().item()
+    return {"greedy": right(greedy, held_out),
+            "sampled": right([c.text.strip() for c in sampled], [q for q in held_out for _ in range(samples)]),
+            "reward": scalar.mean().item()}
 
 
 def main() -> None:
@@ -122,7 +129,8 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=8, help="sampled replies per prompt")
     parser.add_argument("--temperature", type=float, default=1.5, help="sampling temperature of the replies "
                         "(the demo model is rarely wrong at 1.0)")
-    parser.add_argument("--rounds", type=int, default=3, help="SDG runs with different seeds, pooled")
+    parser.add_argument("--rounds", type=int, default=8, help="SDG runs with different seeds, pooled")
+    parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     work = Path(args.work).resolve()
@@ -141,7 +149,7 @@ def main() -> None:
     loop = ["--seq-len", "96", "--batch-size", "16", "--log-every", "20", "--checkpoint-every", "0", "--no-progress",
             "--threads", "1"]
     nemotron("train", "reward", "--model", str(demo), "--data", str(gt_pairs), "--valid", str(held_pairs),
-             "--out", str(work / "reward"), "--loss", "bt", "--steps", "100", "--lr", "1e-3", "--warmup", "10",
+             "--out", str(work / "reward"), "--loss", "bt", "--steps", "600", "--lr", "2e-3", "--warmup", "20",
              *loop)
     reward = work / "reward" / "final"
     accuracy = json.loads((work / "reward" / "reward_eval.json").read_text())["accuracy"]
@@ -151,20 +159,21 @@ def main() -> None:
     print(f"   {len(read_jsonl(rm_pairs))} reward-judged pairs")
 
     print("4. DPO on the ground-truth pairs, RPO on the reward-judged pairs", flush=True)
-    policy_loop = ["--steps", "60", "--lr", "3e-4", "--warmup", "5", *loop]
+    policy_loop = ["--steps", "60", "--lr", "1e-4", "--warmup", "5", *loop]
     nemotron("train", "dpo", "--model", str(demo), "--data", str(gt_pairs), "--out", str(work / "dpo"),
-             "--beta", "0.1", "--sft-weight", "0.2", *policy_loop)
+             "--beta", "0.1", "--sft-weight", "0.5", *policy_loop)
     nemotron("train", "rpo", "--model", str(demo), "--data", str(rm_pairs), "--out", str(work / "rpo"),
-             "--beta", "0.1", "--eta", "1.0", "--sft-weight", "0.2", *policy_loop)
+             "--beta", "0.1", "--eta", "1.0", "--sft-weight", "0.5", *policy_loop)
 
-    print("5. held-out questions, greedy answers", flush=True)
-    rows = [(name, *evaluate(path, reward, held_q)) for name, path in
+    print("5. held-out questions: greedy and sampled answers", flush=True)
+    rows = [(name, evaluate(path, reward, held_q, args.samples)) for name, path in
             (("SFT (demo model)", demo), ("DPO", work / "dpo" / "final"), ("RPO", work / "rpo" / "final"))]
     print(f"\nreward model held-out pairwise accuracy: {accuracy:.3f} ({len(read_jsonl(held_pairs))} pairs)\n")
-    print(f"| policy | correct answers ({len(held_q)} held-out questions) | mean reward |")
-    print("|---|---|---|")
-    for name, correct, mean_reward in rows:
-        print(f"| {name} | {correct:.1%} | {mean_reward:.3f} |")
+    print(f"| policy | correct, greedy ({len(held_q)} held-out questions) | correct, sampled at T = 1 "
+          f"({args.samples} per question) | mean reward (greedy answers) |")
+    print("|---|---|---|---|")
+    for name, r in rows:
+        print(f"| {name} | {r['greedy']:.1%} | {r['sampled']:.1%} | {r['reward']:.3f} |")
 
 
 if __name__ == "__main__":
