@@ -10,27 +10,18 @@ import tempfile
 import pytest
 import torch
 
-from nemotron.model.config import ModelConfig
-from nemotron.model.nemotron import NemotronForCausalLM, init_random_weights
 from nemotron.train.data import BatchConfig, TokenStream, tokenize_documents
 from nemotron.train.schedule import ScheduleConfig
 from nemotron.train.trainer import OptimConfig, Trainer, TrainConfig
+from tests.train.helpers import tiny_model
 
 STEPS = 5
-
-
-def _model(vocab: int) -> NemotronForCausalLM:
-    config = ModelConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                         num_kv_heads=2, head_dim=8, max_position_embeddings=64, torch_dtype="float32")
-    model = NemotronForCausalLM(config)
-    init_random_weights(model, seed=0, std=0.05)
-    return model
 
 
 def _train(tokens_file: str, out: str, parallel, stop_at=None, micro=None) -> None:
     tokens, vocab = torch.load(tokens_file)
     stream = TokenStream(tokens, BatchConfig(4, 16, seed=2))
-    trainer = Trainer(_model(vocab), None, stream, ScheduleConfig(3e-3, STEPS, warmup_steps=1), OptimConfig(),
+    trainer = Trainer(tiny_model(vocab, std=0.05), None, stream, ScheduleConfig(3e-3, STEPS, warmup_steps=1), OptimConfig(),
                       TrainConfig(out, log_every=1, checkpoint_every=2, stop_at_step=stop_at, device="cpu",
                                   micro_batch_size=micro), log=lambda _: None, parallel=parallel)
     trainer.run()

@@ -19,6 +19,7 @@ from nemotron.train.preference_data import PreferenceDataset, PreferenceRow, par
 from nemotron.train.schedule import ScheduleConfig
 from nemotron.train.trainer import OptimConfig, Trainer, TrainConfig
 from tests.model.reference import SHAPES, make_hf_model
+from tests.train.helpers import tiny_model
 
 PAIRS = [
     ("What is two plus two?", "Two plus two is four.", "It is five, probably."),
@@ -166,18 +167,8 @@ def _pairs_dataset(tokenizer, n: int = 12, batch_size: int = 4) -> PreferenceDat
     return PreferenceDataset.from_rows(rows, tokenizer, BatchConfig(batch_size, 64, seed=3), need_rewards=True)
 
 
-def _tiny_policy(vocab: int) -> NemotronForCausalLM:
-    from nemotron.model.nemotron import init_random_weights
-
-    config = ModelConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                         num_kv_heads=2, head_dim=8, max_position_embeddings=64, torch_dtype="float32")
-    model = NemotronForCausalLM(config)
-    init_random_weights(model, seed=0, std=0.05)
-    return model
-
-
 def _train(tmp_path, tokenizer, loss, steps, name, stop_at=None, micro=None):
-    model = _tiny_policy(tokenizer.vocab_size)
+    model = tiny_model(tokenizer.vocab_size, std=0.05)
     data = _pairs_dataset(tokenizer)
     objective = PreferenceOptimization(PreferenceConfig(loss, beta=0.5, sft_weight=0.1), [data])
     trainer = Trainer(model, tokenizer, data, ScheduleConfig(5e-3, steps, warmup_steps=1), OptimConfig(),
@@ -201,7 +192,7 @@ def test_preference_training_learns_the_pairs_and_resumes_exactly(tmp_path, toke
 
 def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(tokenizer):
     data = _pairs_dataset(tokenizer)
-    model = _tiny_policy(tokenizer.vocab_size)
+    model = tiny_model(tokenizer.vocab_size, std=0.05)
     data.reference = reference_logps(model, data, torch.device("cpu"), contextlib.nullcontext, chunk=4)
     objective = PreferenceOptimization(PreferenceConfig("rpo", beta=0.5, sft_weight=0.1), [data])
     batch = data.batch(0)

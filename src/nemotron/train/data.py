@@ -86,6 +86,15 @@ def _records(path: Path) -> Iterator[dict | str]:
         text = path.read_text(encoding="utf-8")
         yield from (doc.strip("\n") for doc in text.split("\n\n") if doc.strip())
         return
+    for line_no, record in jsonl_objects(path):
+        if not ({"text", "messages"} & record.keys()):
+            raise DataError(f"{path}:{line_no} has neither a 'text' nor a 'messages' field")
+        yield record
+
+
+def jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; a line that is not a JSON
+    object is an error naming it."""
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -94,9 +103,9 @@ def _records(path: Path) -> Iterator[dict | str]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{line_no} is not valid JSON ({err})") from None
-            if not isinstance(record, dict) or not ({"text", "messages"} & record.keys()):
-                raise DataError(f"{path}:{line_no} has neither a 'text' nor a 'messages' field")
-            yield record
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line_no} is not a JSON object")
+            yield line_no, record
 
 
 def _text(path: Path, k: int, record: dict | str) -> str:

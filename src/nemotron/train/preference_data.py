@@ -14,7 +14,6 @@ A `category` (or `subset`) field groups rows in reward-model evaluation tables.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from nemotron.model.config import REWARD_ATTRIBUTES
 from nemotron.tokenizer import CHAT_STOP, Tokenizer, render_chat, render_reward_prompt
-from nemotron.train.data import IGNORE, BatchConfig, DataError, EpochOrder, rank_rows
+from nemotron.train.data import IGNORE, BatchConfig, DataError, EpochOrder, jsonl_objects, rank_rows
 
 Messages = list[dict]
 
@@ -65,17 +64,8 @@ def read_rows(paths: Iterable[str | Path]) -> Iterator[tuple[str, dict]]:
             for k, row in enumerate(pq.read_table(path).to_pylist(), 1):
                 yield f"{path}: row {k}", row
             continue
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{line_no} is not valid JSON ({err})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{line_no} is not a JSON object")
-                yield f"{path}:{line_no}", row
+        for line_no, row in jsonl_objects(path):
+            yield f"{path}:{line_no}", row
 
 
 def parse_row(row: Mapping, where: str) -> PreferenceRow | RatedRow:
