@@ -91,6 +91,11 @@ class NemotronHConfig:
         return self.mamba_inner + 2 * self.n_groups * self.ssm_state_size
 
     @property
+    def quantization(self) -> None:
+        """`nemotron quantize` does not write Nemotron-H checkpoints: weights are always as stored."""
+        return None
+
+    @property
     def pattern(self) -> str:
         reverse = {kind: char for char, kind in _PATTERN.items()}
         return "".join(reverse[kind] for kind in self.layer_types)
