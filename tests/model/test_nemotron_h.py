@@ -2,12 +2,13 @@
 equivalences of the decode state: cached = recompute, split prefill = one shot, batch = single."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
 import torch
 
-from nemotron.checkpoint.load import load_model
+from nemotron.checkpoint.load import convert, load_model
 from nemotron.model.nemotron_h import HybridCache, NemotronHForCausalLM, ssd_chunked, ssd_step
 from nemotron.model.nemotron_h_config import NemotronHConfig
 
@@ -164,22 +165,42 @@ def test_hf_save_pretrained_dir_loads_and_matches(tmp_path):
         assert (hf_model(ids).logits - loaded.model(ids)).abs().max().item() <= 1e-4
 
 
-def test_nvidia_backbone_names_and_pattern_config_load(tmp_path):
-    """NVIDIA's original exports: `backbone.` tensor names, hybrid_override_pattern, attention_head_dim."""
+@pytest.fixture
+def nvidia_export(tmp_path):
+    """NVIDIA's original layout: `backbone.` tensor names, hybrid_override_pattern, attention_head_dim."""
     from safetensors.torch import save_file
 
     hf_model = make_hf_model(SHAPES[0], seed=9)
     raw = hf_model.config.to_dict()
     raw.pop("layers_block_type")
     raw.update(hybrid_override_pattern="M-M*-", attention_head_dim=raw.pop("head_dim"))
-    (tmp_path / "config.json").write_text(__import__("json").dumps(raw))
+    directory = tmp_path / "nvidia"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(raw))
     tensors = {name.replace("model.", "backbone.", 1): t.contiguous() for name, t in hf_model.state_dict().items()}
-    save_file(tensors, str(tmp_path / "model.safetensors"))
-    loaded = load_model(tmp_path, dtype="float32")
+    save_file(tensors, str(directory / "model.safetensors"))
+    return directory, hf_model
+
+
+def test_nvidia_export_loads(nvidia_export):
+    directory, hf_model = nvidia_export
+    loaded = load_model(directory, dtype="float32")
     assert loaded.config.layer_types == ("mamba", "mlp", "mamba", "attention", "mlp")
     ids = torch.randint(0, SHAPES[0].vocab, (1, 11), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (hf_model(ids).logits - loaded.model(ids)).abs().max().item() <= 1e-4
+
+
+def test_convert_writes_what_transformers_loads(nvidia_export, tmp_path):
+    from transformers import NemotronHForCausalLM as HFModel
+
+    directory, hf_model = nvidia_export
+    out = convert(directory, tmp_path / "converted")
+    reloaded = HFModel.from_pretrained(out, dtype=torch.float32).eval()
+    assert reloaded.config.layers_block_type == hf_model.config.layers_block_type
+    ids = torch.randint(0, SHAPES[0].vocab, (1, 11), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, hf_model(ids).logits)
 
 
 @pytest.mark.parametrize("name", ["nemotron-h-8b", "nemotron-h-47b", "nemotron-h-56b"])

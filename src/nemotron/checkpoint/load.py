@@ -143,8 +143,12 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
                      if checkpoint.tokenizer_model else None)
     else:
-        config = ModelConfig.from_json_file(source.path / "config.json")
+        config = hf_config(source.path)
         state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
+        if isinstance(config, NemotronHConfig):  # NVIDIA's `backbone.` names -> transformers' `model.`
+            from nemotron.model.nemotron_h import sanitize_name
+
+            state_dict = {sanitize_name(name): t for name, t in state_dict.items()}
         tokenizer = _optional_tokenizer(source.path)
     out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
     if tokenizer is not None:
