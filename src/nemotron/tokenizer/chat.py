@@ -51,6 +51,20 @@ class ChatPrompt(str):
     def __getnewargs__(self) -> tuple[list[tuple[str, bool]]]:  # pickle and copy rebuild from the parts
         return (list(self.parts),)
 
+    def then(self, template_text: str) -> ChatPrompt:
+        """This prompt followed by more template text (e.g. the CHAT_STOP that ends a trained reply)."""
+        return ChatPrompt([*self.parts, (template_text, True)])
+
+    def head(self, length: int) -> ChatPrompt:
+        """The first `length` characters, still knowing which of them are message content."""
+        parts, left = [], length
+        for text, template in self.parts:
+            if left <= 0:
+                break
+            parts.append((text[:left], template))
+            left -= len(text)
+        return ChatPrompt(parts)
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
