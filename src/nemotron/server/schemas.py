@@ -1,0 +1,238 @@
+"""The request bodies of the three APIs as pydantic models: the one validation of every request,
+and the source of `/openapi.json`.
+
+Every field is type- and range-checked here; a failure is a 400 naming the field, in the words the
+hand-written checks used ("top_k must be >= 0, got -1"). Checks that need the model (the context,
+the vocabulary) or the server's settings stay with the handlers. Unknown fields are ignored, as
+OpenAI's and NeMo's servers do. Integers may be written as integral floats (5.0), as JSON Schema's
+"integer" allows; strings are never coerced to numbers.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from nemotron.engine.sampling import MAX_TEMPERATURE
+from nemotron.server.errors import bad_request
+from nemotron.server.params import parse_json_object, show
+
+TOKEN_LIMIT = 1 << 20  # token counts and top_k: more than any model's context or vocabulary
+MAX_REPETITION_PENALTY = 100.0  # beyond this every repeated token is ruled out anyway
+MAX_SENTENCES = 128  # NeMo's limit; the server's max_choices may lower it
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+MAX_STOP_STRINGS = 16  # OpenAI allows 4; vLLM any
+MAX_END_STRINGS = 64
+MAX_STOP_CHARS = 1000  # an end string is searched for at every step
+SEED_RANGE = (-(2**63), 2**64 - 1)  # OpenAI seeds are signed 64-bit; reduced modulo 2**64
+
+
+def _integral(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+
+B = TypeVar("B", bound=Body)
+
+# What a field holds, for the message when its value has the wrong shape (unions give pydantic
+# one error per alternative; one sentence reads better).
+EXPECTS = {
+    "sentences": "a list of strings (the prompts)",
+    "end_strings": "a list of strings",
+    "stop": "a string or a list of strings",
+    "prompt": "a string, a list of strings, a list of token ids or a list of such lists, none of them empty",
+    "messages": "a non-empty list of {role, content} objects",
+}
+
+
+def parse(raw: bytes, model: type[B]) -> B:
+    """The body as `model`; an invalid one raises a 400 naming the first offending field."""
+    data = parse_json_object(raw)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise _bad_request(err.errors(include_url=False), data) from None
+
+
+def _bad_request(errors: list[dict], data: dict):
+    error = errors[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    whole = len(error["loc"]) == 1 or (field != "messages" and len([e for e in errors if e["loc"][:1] == (field,)]) > 1)
+    if field in EXPECTS and whole and (error["type"] in _TYPE_WORDS or error["type"] == "too_short"):
+        return bad_request(f"{field} must be {EXPECTS[field]}, got {show(data.get(field))}", field)
+    name = _path(error["loc"], data)
+    kind, ctx, got = error["type"], error.get("ctx") or {}, show(error.get("input"))
+    if kind == "missing":
+        return bad_request(f"{name} must be {EXPECTS[name]}" if name in EXPECTS else f"{name} is required", field)
+    if kind in _TYPE_WORDS:
+        return bad_request(f"{name} must be {_TYPE_WORDS[kind]}, got {got}", field)
+    for key, words in (("ge", ">="), ("le", "<="), ("gt", "greater than"), ("lt", "less than")):
+        if key in ctx:
+            return bad_request(f"{name} must be {words} {ctx[key]:g}, got {got}", field)
+    if kind == "too_long" and "max_length" in ctx:
+        unit = "characters" if isinstance(error.get("input"), str) else "items"
+        return bad_request(f"{name} holds more than {ctx['max_length']} {unit}", field)
+    if kind == "literal_error":
+        return bad_request(f"{name} must be {ctx.get('expected')}, got {got}", field)
+    return bad_request(f"{name}: {error['msg']}", field)
+
+
+_TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
+               "finite_number": "a finite number", "bool_type": "true or false", "string_type": "a string",
+               "list_type": "a list", "dict_type": "an object", "model_type": "an object",
+               "model_attributes_type": "an object"}
+
+
+def _path(loc: tuple, data: Any) -> str:
+    """messages[2].content, skipping the union branch tags pydantic puts into locations."""
+    text, node = "", data
+    for k, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(node, dict) and (part in node or k == len(loc) - 1):
+            text += f".{part}" if text else str(part)
+            node = node.get(part)
+    return text
+
+
+# ---- NeMo PUT /generate ---------------------------------------------------------------------------
+class GenerateBody(Body):
+    """NeMo's text-generation request (megatron_gpt_eval.py server=True), same fields and defaults."""
+
+    sentences: list[str] = Field(description="The prompts, answered in order.",
+                                 json_schema_extra={"minItems": 1, "maxItems": MAX_SENTENCES})
+    tokens_to_generate: Int = Field(64, ge=1, le=TOKEN_LIMIT)
+    temperature: float = Field(1.0, gt=0.0, le=MAX_TEMPERATURE)
+    add_BOS: bool = False
+    top_k: Int = Field(0, ge=0, le=TOKEN_LIMIT, description="0: off")
+    top_p: float = Field(0.9, ge=0.0, le=1.0, description="0: off")
+    greedy: bool = Field(False, description="argmax; every sampling knob is ignored")
+    all_probs: bool = Field(False, description="the full distribution at every position (needs compute_logprob)")
+    repetition_penalty: float = Field(1.0, ge=1.0, le=MAX_REPETITION_PENALTY)
+    min_tokens_to_generate: Int = Field(0, ge=0, le=TOKEN_LIMIT)
+    end_strings: list[StopString] = Field(["<|endoftext|>"], max_length=MAX_END_STRINGS)
+    compute_logprob: bool = False
+    random_seed: Int | None = Field(None, ge=0, le=2**64 - 1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerateBody:
+        if not self.sentences:
+            raise bad_request("sentences is empty; give at least one prompt", "sentences")
+        if self.all_probs and not self.compute_logprob:
+            raise bad_request("all_probs needs compute_logprob: true (the full distributions come with the "
+                              "log-probabilities)", "all_probs")
+        return self
+
+
+# ---- OpenAI /v1/completions and /v1/chat/completions ---------------------------------------------
+class StreamOptions(Body):
+    include_usage: bool | None = None
+
+
+class ResponseFormat(Body):
+    type: Literal["text"] = "text"
+
+
+class SamplingBody(Body):
+    """Fields both OpenAI endpoints share; null means the default, as OpenAI's server reads it."""
+
+    model: str | None = None
+    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE, description="0: greedy")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    n: Int | None = Field(None, ge=1, le=MAX_SENTENCES)
+    seed: Int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    stop: StopString | list[StopString] | None = Field(None, max_length=MAX_STOP_STRINGS)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="only 0 is supported")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="only 0 is supported")
+    logit_bias: dict[str, float] | None = Field(None, description="not supported: must be empty")
+    tools: list[dict[str, Any]] | None = Field(None, description="not supported: must be empty")
+    functions: list[dict[str, Any]] | None = Field(None, description="not supported: must be empty")
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    # vLLM's extensions
+    top_k: Int | None = Field(None, ge=-1, le=TOKEN_LIMIT, description="0 or -1: off")
+    repetition_penalty: float | None = Field(None, ge=1.0, le=MAX_REPETITION_PENALTY)
+    min_tokens: Int | None = Field(None, ge=0, le=TOKEN_LIMIT)
+    ignore_eos: bool | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> SamplingBody:
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(self, name):
+                raise bad_request(f"{name} is not supported; use repetition_penalty (>= 1) instead", name)
+        for name in ("logit_bias", "tools", "functions"):
+            if getattr(self, name):
+                raise bad_request(f"{name} is not supported by this server", name)
+        if "" in self.stop_strings:
+            raise bad_request("stop strings must not be empty", "stop")
+        return self
+
+    @property
+    def stop_strings(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+class CompletionBody(SamplingBody):
+    prompt: Annotated[str, Field()] | Annotated[list[str], Field(min_length=1)] | TokenIds | \
+        Annotated[list[TokenIds], Field(min_length=1)]
+    max_tokens: Int | None = Field(None, ge=0, le=TOKEN_LIMIT, description="default 16; 0 scores the prompt")
+    echo: bool | None = None
+    logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    best_of: Int | None = Field(None, ge=1, le=MAX_SENTENCES, description="only equal to n")
+    suffix: str | None = Field(None, description="not supported: must be empty")
+
+    @model_validator(mode="after")
+    def _completion_only(self) -> CompletionBody:
+        if self.suffix:
+            raise bad_request("suffix is not supported", "suffix")
+        if self.best_of is not None and self.best_of != (self.n or 1):
+            raise bad_request("best_of is not supported (only best_of == n)", "best_of")
+        return self
+
+
+class TextPart(Body):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(Body):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatBody(SamplingBody):
+    messages: list[ChatMessage] = Field(json_schema_extra={"minItems": 1})
+    max_tokens: Int | None = Field(None, ge=0, le=TOKEN_LIMIT, description="default: the rest of the context")
+    max_completion_tokens: Int | None = Field(None, ge=0, le=TOKEN_LIMIT)
+    logprobs: bool | None = None
+    top_logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _chat_only(self) -> ChatBody:
+        if not self.messages:
+            raise bad_request(f"messages must be {EXPECTS['messages']}", "messages")
+        if self.top_logprobs and not self.logprobs:
+            raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
+        return self
+
+    def conversation(self) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.text} for m in self.messages]
+
