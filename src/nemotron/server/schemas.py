@@ -31,8 +31,14 @@ def _integral(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-Int = Annotated[int, BeforeValidator(_integral)]
-StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+def integer(ge: int, le: int) -> Any:
+    """An integer in [ge, le] (the bounds before the validator, or the JSON schema loses them)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
+
+EndString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]  # NeMo: empty ones are ignored
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+NOT_SUPPORTED = "not supported: must be empty"
 
 
 class Body(BaseModel):
@@ -109,18 +115,18 @@ class GenerateBody(Body):
 
     sentences: list[str] = Field(description="The prompts, answered in order.",
                                  json_schema_extra={"minItems": 1, "maxItems": MAX_SENTENCES})
-    tokens_to_generate: Int = Field(64, ge=1, le=TOKEN_LIMIT)
+    tokens_to_generate: integer(1, TOKEN_LIMIT) = 64
     temperature: float = Field(1.0, gt=0.0, le=MAX_TEMPERATURE)
     add_BOS: bool = False
-    top_k: Int = Field(0, ge=0, le=TOKEN_LIMIT, description="0: off")
+    top_k: integer(0, TOKEN_LIMIT) = Field(0, description="0: off")
     top_p: float = Field(0.9, ge=0.0, le=1.0, description="0: off")
     greedy: bool = Field(False, description="argmax; every sampling knob is ignored")
     all_probs: bool = Field(False, description="the full distribution at every position (needs compute_logprob)")
     repetition_penalty: float = Field(1.0, ge=1.0, le=MAX_REPETITION_PENALTY)
-    min_tokens_to_generate: Int = Field(0, ge=0, le=TOKEN_LIMIT)
-    end_strings: list[StopString] = Field(["<|endoftext|>"], max_length=MAX_END_STRINGS)
+    min_tokens_to_generate: integer(0, TOKEN_LIMIT) = 0
+    end_strings: list[EndString] = Field(["<|endoftext|>"], max_length=MAX_END_STRINGS)
     compute_logprob: bool = False
-    random_seed: Int | None = Field(None, ge=0, le=2**64 - 1)
+    random_seed: integer(0, 2**64 - 1) | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerateBody:
@@ -147,22 +153,23 @@ class SamplingBody(Body):
     model: str | None = None
     temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE, description="0: greedy")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: Int | None = Field(None, ge=1, le=MAX_SENTENCES)
-    seed: Int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    stop: StopString | list[StopString] | None = Field(None, max_length=MAX_STOP_STRINGS)
+    n: integer(1, MAX_SENTENCES) | None = None
+    seed: integer(SEED_RANGE[0], SEED_RANGE[1]) | None = None
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="only 0 is supported")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="only 0 is supported")
-    logit_bias: dict[str, float] | None = Field(None, description="not supported: must be empty")
-    tools: list[dict[str, Any]] | None = Field(None, description="not supported: must be empty")
-    functions: list[dict[str, Any]] | None = Field(None, description="not supported: must be empty")
+    logit_bias: dict[str, float] | None = Field(None, description=NOT_SUPPORTED,
+                                                json_schema_extra={"maxProperties": 0})
+    tools: list[dict[str, Any]] | None = Field(None, description=NOT_SUPPORTED, json_schema_extra={"maxItems": 0})
+    functions: list[dict[str, Any]] | None = Field(None, description=NOT_SUPPORTED, json_schema_extra={"maxItems": 0})
     response_format: ResponseFormat | None = None
     user: str | None = None
     # vLLM's extensions
-    top_k: Int | None = Field(None, ge=-1, le=TOKEN_LIMIT, description="0 or -1: off")
+    top_k: integer(-1, TOKEN_LIMIT) | None = Field(None, description="0 or -1: off")
     repetition_penalty: float | None = Field(None, ge=1.0, le=MAX_REPETITION_PENALTY)
-    min_tokens: Int | None = Field(None, ge=0, le=TOKEN_LIMIT)
+    min_tokens: integer(0, TOKEN_LIMIT) | None = None
     ignore_eos: bool | None = None
 
     @model_validator(mode="after")
@@ -173,8 +180,6 @@ class SamplingBody(Body):
         for name in ("logit_bias", "tools", "functions"):
             if getattr(self, name):
                 raise bad_request(f"{name} is not supported by this server", name)
-        if "" in self.stop_strings:
-            raise bad_request("stop strings must not be empty", "stop")
         return self
 
     @property
@@ -182,17 +187,17 @@ class SamplingBody(Body):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[list[integer(0, TOKEN_LIMIT)], Field(min_length=1)]
 
 
 class CompletionBody(SamplingBody):
-    prompt: Annotated[str, Field()] | Annotated[list[str], Field(min_length=1)] | TokenIds | \
-        Annotated[list[TokenIds], Field(min_length=1)]
-    max_tokens: Int | None = Field(None, ge=0, le=TOKEN_LIMIT, description="default 16; 0 scores the prompt")
+    prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(
+        min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    max_tokens: integer(0, TOKEN_LIMIT) | None = Field(None, description="default 16; 0 scores the prompt")
     echo: bool | None = None
-    logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    best_of: Int | None = Field(None, ge=1, le=MAX_SENTENCES, description="only equal to n")
-    suffix: str | None = Field(None, description="not supported: must be empty")
+    logprobs: integer(0, MAX_TOP_LOGPROBS) | None = None
+    best_of: integer(1, MAX_SENTENCES) | None = Field(None, description="only equal to n")
+    suffix: str | None = Field(None, description=NOT_SUPPORTED, json_schema_extra={"maxLength": 0})
 
     @model_validator(mode="after")
     def _completion_only(self) -> CompletionBody:
@@ -220,10 +225,10 @@ class ChatMessage(Body):
 
 class ChatBody(SamplingBody):
     messages: list[ChatMessage] = Field(json_schema_extra={"minItems": 1})
-    max_tokens: Int | None = Field(None, ge=0, le=TOKEN_LIMIT, description="default: the rest of the context")
-    max_completion_tokens: Int | None = Field(None, ge=0, le=TOKEN_LIMIT)
+    max_tokens: integer(0, TOKEN_LIMIT) | None = Field(None, description="default: the rest of the context")
+    max_completion_tokens: integer(0, TOKEN_LIMIT) | None = None
     logprobs: bool | None = None
-    top_logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: integer(0, MAX_TOP_LOGPROBS) | None = None
 
     @model_validator(mode="after")
     def _chat_only(self) -> ChatBody:
