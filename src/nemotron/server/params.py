@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from nemotron.server.errors import bad_request
@@ -21,12 +22,17 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise bad_request(f"the request body is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise bad_request(f"the request body must be a JSON object, got {_kind(data)}")
+    if not _SURROGATE_ESCAPE.search(raw):
+        return data
     try:  # JSON may escape lone UTF-16 surrogates ("\ud800"), which are no characters and cannot be tokenized
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as err:
         raise bad_request(f"the request holds a lone surrogate {err.object[err.start:err.end]!a}, which is not "
                           "a character") from None
     return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # pairs are fine; only then is the slow check needed
 
 
 def _kind(value: object) -> str:

@@ -73,15 +73,15 @@ def _bad_request(errors: list[dict], data: dict):
     whole = len(error["loc"]) == 1 or (field != "messages" and len([e for e in errors if e["loc"][:1] == (field,)]) > 1)
     if field in EXPECTS and whole and (error["type"] in _TYPE_WORDS or error["type"] == "too_short"):
         return bad_request(f"{field} must be {EXPECTS[field]}, got {show(data.get(field))}", field)
-    name = _path(error["loc"], data)
-    kind, ctx, got = error["type"], error.get("ctx") or {}, show(error.get("input"))
+    name, sent = _path(error["loc"], data)
+    kind, ctx, got = error["type"], error.get("ctx") or {}, show(sent)
     if kind == "missing":
         return bad_request(f"{name} must be {EXPECTS[name]}" if name in EXPECTS else f"{name} is required", field)
     if kind in _TYPE_WORDS:
         return bad_request(f"{name} must be {_TYPE_WORDS[kind]}, got {got}", field)
     for key, words in (("ge", ">="), ("le", "<="), ("gt", "greater than"), ("lt", "less than")):
         if key in ctx:
-            return bad_request(f"{name} must be {words} {ctx[key]:g}, got {got}", field)
+            return bad_request(f"{name} must be {words} {_bound(ctx[key])}, got {got}", field)
     if kind == "too_long" and "max_length" in ctx:
         unit = "characters" if isinstance(error.get("input"), str) else "items"
         return bad_request(f"{name} holds more than {ctx['max_length']} {unit}", field)
@@ -96,8 +96,13 @@ _TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "float_
                "model_attributes_type": "an object"}
 
 
-def _path(loc: tuple, data: Any) -> str:
-    """messages[2].content, skipping the union branch tags pydantic puts into locations."""
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _path(loc: tuple, data: Any) -> tuple[str, Any]:
+    """(messages[2].content, the value sent there), skipping the union branch tags pydantic puts
+    into locations."""
     text, node = "", data
     for k, part in enumerate(loc):
         if isinstance(part, int):
@@ -106,7 +111,7 @@ def _path(loc: tuple, data: Any) -> str:
         elif isinstance(node, dict) and (part in node or k == len(loc) - 1):
             text += f".{part}" if text else str(part)
             node = node.get(part)
-    return text
+    return text, node
 
 
 # ---- NeMo PUT /generate ---------------------------------------------------------------------------
