@@ -111,10 +111,10 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
-    """localhost, the name the server is bound to (IP addresses are always served; on all
-    interfaces, the machine's name), and the user's."""
+    """The name the server is bound to (on all interfaces, the machine's name) and the user's;
+    IP addresses and localhost are always served."""
     bound = [socket.gethostname()] if args.host in ("0.0.0.0", "::", "") else [args.host]
-    return tuple(dict.fromkeys(h for h in ("localhost", *bound, *_names(args.allowed_hosts)) if h))
+    return tuple(dict.fromkeys(h for h in (*bound, *_names(args.allowed_hosts)) if h))
 
 
 def _check_port_free(host: str, port: int) -> None:

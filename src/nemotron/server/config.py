@@ -20,9 +20,9 @@ class ServerConfig:
     # vocabulary's longest piece (fewer tokens could not hold it).
     max_prompt_chars: int | None = None
     shutdown_timeout_s: float = 30.0  # SIGTERM: how long running requests may finish (new ones get 503)
-    # Host header names served besides IP addresses (a browser page on another name is refused: DNS
-    # rebinding); "*" serves any.
-    allowed_hosts: tuple[str, ...] = ("localhost",)
+    # Host header names served besides IP addresses and localhost (a browser page on another name is
+    # refused: DNS rebinding); "*" serves any.
+    allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API; empty: CORS off
     engine: EngineConfig = field(default_factory=EngineConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)

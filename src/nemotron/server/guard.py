@@ -1,8 +1,9 @@
 """What keeps a web page from driving a local server that has no API key.
 
 - DNS rebinding: a page on attacker.example whose name is made to resolve to 127.0.0.1 reaches the
-  server as same-origin, but its requests carry `Host: attacker.example`. Only IP addresses and the
-  names in `allowed_hosts` (default: localhost) are served; others get 403.
+  server as same-origin, but its requests carry `Host: attacker.example`. Only IP addresses,
+  localhost (and *.localhost, which browsers resolve to loopback themselves) and the names in
+  `allowed_hosts` are served; others get 403.
 - Cross-site requests: a page may send `text/plain` or form bodies anywhere without asking, but a
   JSON body makes the browser ask first (a CORS preflight), which is refused unless the page's
   origin is in `cors_origins`. So the JSON endpoints accept only `application/json` (415 otherwise;
@@ -43,7 +44,8 @@ class HostGuardMiddleware:
 
     def allows(self, header: str) -> bool:
         name = host_name(header)
-        return self.any_host or name in self.allowed or is_ip_address(name)
+        return (self.any_host or name in self.allowed or name == "localhost" or name.endswith(".localhost")
+                or is_ip_address(name))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
