@@ -31,9 +31,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(model_dir, port: int, **env: str) -> subprocess.Popen:
+def start(model_dir, port: int, *options: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nemotron", "serve", str(model_dir), "--port", str(port),
-                             "--dtype", "float32", "--device", "cpu", "--log-level", "warning"],
+                             "--dtype", "float32", "--device", "cpu", "--log-level", "warning", *options],
                             env={**os.environ, "OMP_NUM_THREADS": "1", **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
