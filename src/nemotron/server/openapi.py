@@ -71,6 +71,18 @@ class CompletionResponse(_Out):
     usage: Usage
 
 
+class CompletionChunk(_Out):
+    """A stream event of /v1/completions (with stream_options.include_usage, a last one with no
+    choices and the usage)."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
 class TopLogprob(_Out):
     token: str
     logprob: float
@@ -106,6 +118,27 @@ class ChatCompletionResponse(_Out):
     usage: Usage
 
 
+class ChatDelta(_Out):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(_Out):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(_Out):
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
 class ModelCard(_Out):
     id: str
     object: Literal["model"]
@@ -129,12 +162,21 @@ _ERRORS = {"400": "invalid request (the message names the field)", "401": "missi
            "403": "a Host this server does not answer for", "408": "the request timeout passed",
            "413": "body larger than the server's limit", "415": "the body is not application/json",
            "503": "the model is loading or failed, or the server is shutting down"}
-_STREAM = {"text/event-stream": {"schema": {"type": "string"},
-                                 "description": "with stream: chunks as `data: {json}` events, then `data: [DONE]`"}}
 
 
-def _operation(summary: str, request: str | None, response: str, *, stream: bool = False) -> dict:
-    content = {"application/json": {"schema": _ref(response)}, **(_STREAM if stream else {})}
+def _events(chunk: str) -> dict:
+    """With stream: one `data:` event per chunk (an error object if the stream fails after it
+    started), then `data: [DONE]`. In OpenAPI 3.1 the schema of an event stream is that of one event."""
+    data = {"anyOf": [{"const": "[DONE]", "description": "the last event"},
+                      {"type": "string", "contentMediaType": "application/json",
+                       "contentSchema": {"anyOf": [_ref(chunk), _ref("ErrorResponse")]},
+                       "description": f"a {chunk}, or an ErrorResponse if the stream failed after it started"}]}
+    return {"text/event-stream": {"schema": {"type": "object", "required": ["data"],
+                                             "properties": {"event": {"const": "message"}, "data": data}}}}
+
+
+def _operation(summary: str, request: str | None, response: str, *, stream: str | None = None) -> dict:
+    content = {"application/json": {"schema": _ref(response)}, **(_events(stream) if stream else {})}
     operation: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK", "content": content}}}
     if request is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request)}}}
@@ -151,17 +193,17 @@ def _ref(name: str) -> dict:
 @cache
 def document() -> dict:
     requests = [(GenerateBody, "validation"), (CompletionBody, "validation"), (ChatBody, "validation")]
-    responses = [(m, "serialization") for m in (ErrorResponse, GenerateResponse, CompletionResponse,
-                                                 ChatCompletionResponse, ModelList, Health)]
+    responses = [(m, "serialization") for m in (ErrorResponse, GenerateResponse, CompletionResponse, CompletionChunk,
+                                                 ChatCompletionResponse, ChatCompletionChunk, ModelList, Health)]
     _, schemas = models_json_schema(requests + responses, ref_template="#/components/schemas/{model}")
     paths = {
         "/generate": {"put": _operation("NeMo text generation (the Nemotron-4 model cards' client)",
                                         "GenerateBody", "GenerateResponse")},
         "/v1/completions": {"post": _operation("OpenAI completions", "CompletionBody", "CompletionResponse",
-                                               stream=True)},
+                                               stream="CompletionChunk")},
         "/v1/chat/completions": {"post": _operation(
             "OpenAI chat completions in the Nemotron chat format; on a reward model, the five scores",
-            "ChatBody", "ChatCompletionResponse", stream=True)},
+            "ChatBody", "ChatCompletionResponse", stream="ChatCompletionChunk")},
         "/v1/models": {"get": _operation("The served model", None, "ModelList")},
         "/health": {"get": {"summary": "Ready (200) once the model is loaded; 503 while loading or draining",
                             "responses": {status: {"description": status, "content": {
