@@ -43,7 +43,7 @@ from nemotron.server.schemas import GenerateBody
 from nemotron.server.state import ServedModel, ServerState
 
 
-def sampling_fields(req: GenerateBody) -> dict:
+def _sampling_fields(req: GenerateBody) -> dict:
     """The SamplingParams fields every sentence of the request shares."""
     return dict(
         temperature=req.temperature, greedy=req.greedy, top_k=req.top_k,
@@ -60,7 +60,7 @@ def sampling_fields(req: GenerateBody) -> dict:
 
 def _prepare(served: ServedModel, req: GenerateBody) -> list[tuple[list[int], SamplingParams]]:
     """Tokenize and check every sentence (on a worker thread)."""
-    shared, plan = sampling_fields(req), []
+    shared, plan = _sampling_fields(req), []
     for i, sentence in enumerate(req.sentences):
         try:
             prompt = served.encode(sentence, f"sentences[{i}]", add_bos=req.add_BOS)

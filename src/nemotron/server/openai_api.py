@@ -147,17 +147,21 @@ async def _respond(request: Request, state: ServerState, s: Sampling, envelope: 
                 yield envelope.wrap([], tally.usage(), chunk=True)
         return sse_response(state, chunks(), state.config.request_timeout_s)
 
-    async def collect() -> dict:
+    async def collect() -> dict[int, list[dict]]:
         by_index: dict[int, list[dict]] = {}
         async with aclosing(choices):
             async for choice in choices:
                 by_index.setdefault(choice["index"], []).append(choice)
-        return envelope.wrap([combine(by_index[i]) for i in sorted(by_index)], tally.usage())
+        return by_index
+
+    def answer(by_index: dict[int, list[dict]]) -> JSONResponse:  # on a worker thread: may be large
+        return JSONResponse(envelope.wrap([combine(by_index[i]) for i in sorted(by_index)], tally.usage()))
 
     try:
-        return JSONResponse(await until_done_or_gone(request, collect(), state.config.request_timeout_s))
+        by_index = await until_done_or_gone(request, collect(), state.config.request_timeout_s)
     except ClientGone:
         return client_closed()
+    return await state.run_cpu(answer, by_index)
 
 
 # ---- /v1/completions ----------------------------------------------------------------------------------
