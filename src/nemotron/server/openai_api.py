@@ -6,8 +6,9 @@ does) and temperature goes up to 100 (NeMo's limit); temperature 0 is greedy dec
 engine does not have (frequency/presence penalties, logit_bias, tools, JSON mode) are refused with
 HTTP 400 rather than ignored. Any `model` value is accepted; responses name the served model.
 Chat messages are rendered in the Nemotron chat format and the reply ends at `<extra_id_1>`, which
-is not part of the content, nor is the template's newline before it. With `echo`, the prompt is returned as decoded from its tokens and
-`text_offset` counts from the start of the returned text.
+is not part of the content, nor is the template's newline before it. With `echo`, the prompt is
+returned as decoded from its tokens and `text_offset` counts from the start of the returned text.
+Request bodies are validated once, by their models in schemas.py.
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from nemotron.errors import NemotronError
 from nemotron.server.drain import shutting_down
 from nemotron.server.errors import APIError, error_body
 from nemotron.server.metrics import CLIENT_CLOSED
-from nemotron.server.schemas import Body, parse
+from nemotron.server.params import parse
+from nemotron.server.schemas import Body
 from nemotron.server.state import ServerState
 
 log = logging.getLogger(__name__)

@@ -1,21 +1,21 @@
 """The request bodies of the three APIs as pydantic models: the one validation of every request,
 and the source of `/openapi.json`.
 
-Every field is type- and range-checked here; a failure is a 400 naming the field, in the words the
-hand-written checks used ("top_k must be >= 0, got -1"). Checks that need the model (the context,
-the vocabulary) or the server's settings stay with the handlers. Unknown fields are ignored, as
+Every field is type- and range-checked here; a failure is a 400 naming the field (params.py words
+it). Checks that need the model (the context, the vocabulary) or the server's settings stay with
+the handlers. Unknown fields are ignored, as
 OpenAI's and NeMo's servers do. Integers may be written as integral floats (5.0), as JSON Schema's
 "integer" allows; strings are never coerced to numbers.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from nemotron.engine.sampling import MAX_TEMPERATURE
 from nemotron.server.errors import bad_request
-from nemotron.server.params import parse_json_object, show
+from nemotron.server.params import EXPECTS
 
 TOKEN_LIMIT = 1 << 20  # token counts and top_k: more than any model's context or vocabulary
 MAX_REPETITION_PENALTY = 100.0  # beyond this every repeated token is ruled out anyway
@@ -43,75 +43,6 @@ NOT_SUPPORTED = "not supported: must be empty"
 
 class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
-
-
-B = TypeVar("B", bound=Body)
-
-# What a field holds, for the message when its value has the wrong shape (unions give pydantic
-# one error per alternative; one sentence reads better).
-EXPECTS = {
-    "sentences": "a list of strings (the prompts)",
-    "end_strings": "a list of strings",
-    "stop": "a string or a list of strings",
-    "prompt": "a string, a list of strings, a list of token ids or a list of such lists, none of them empty",
-    "messages": "a non-empty list of {role, content} objects",
-}
-
-
-def parse(raw: bytes, model: type[B]) -> B:
-    """The body as `model`; an invalid one raises a 400 naming the first offending field."""
-    data = parse_json_object(raw)
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise _bad_request(err.errors(include_url=False), data) from None
-
-
-def _bad_request(errors: list[dict], data: dict):
-    error = errors[0]
-    field = str(error["loc"][0]) if error["loc"] else ""
-    whole = len(error["loc"]) == 1 or (field != "messages" and len([e for e in errors if e["loc"][:1] == (field,)]) > 1)
-    if field in EXPECTS and whole and (error["type"] in _TYPE_WORDS or error["type"] == "too_short"):
-        return bad_request(f"{field} must be {EXPECTS[field]}, got {show(data.get(field))}", field)
-    name, sent = _path(error["loc"], data)
-    kind, ctx, got = error["type"], error.get("ctx") or {}, show(sent)
-    if kind == "missing":
-        return bad_request(f"{name} must be {EXPECTS[name]}" if name in EXPECTS else f"{name} is required", field)
-    if kind in _TYPE_WORDS:
-        return bad_request(f"{name} must be {_TYPE_WORDS[kind]}, got {got}", field)
-    for key, words in (("ge", ">="), ("le", "<="), ("gt", "greater than"), ("lt", "less than")):
-        if key in ctx:
-            return bad_request(f"{name} must be {words} {_bound(ctx[key])}, got {got}", field)
-    if kind == "too_long" and "max_length" in ctx:
-        unit = "characters" if isinstance(error.get("input"), str) else "items"
-        return bad_request(f"{name} holds more than {ctx['max_length']} {unit}", field)
-    if kind == "literal_error":
-        return bad_request(f"{name} must be {ctx.get('expected')}, got {got}", field)
-    return bad_request(f"{name}: {error['msg']}", field)
-
-
-_TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
-               "finite_number": "a finite number", "bool_type": "true or false", "string_type": "a string",
-               "list_type": "a list", "dict_type": "an object", "model_type": "an object",
-               "model_attributes_type": "an object"}
-
-
-def _bound(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def _path(loc: tuple, data: Any) -> tuple[str, Any]:
-    """(messages[2].content, the value sent there), skipping the union branch tags pydantic puts
-    into locations."""
-    text, node = "", data
-    for k, part in enumerate(loc):
-        if isinstance(part, int):
-            text += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-        elif isinstance(node, dict) and (part in node or k == len(loc) - 1):
-            text += f".{part}" if text else str(part)
-            node = node.get(part)
-    return text, node
 
 
 # ---- NeMo PUT /generate ---------------------------------------------------------------------------
