@@ -16,8 +16,8 @@ class ServerConfig:
     max_choices: int = 128  # NeMo's limit on `sentences`; also OpenAI's prompts x n per request
     max_top_logprobs: int = 20  # OpenAI `logprobs` / `top_logprobs`
     max_full_logprob_values: int = 1 << 22  # NeMo all_probs: positions x vocabulary per response
-    # A prompt of more characters is refused before it is tokenized; None: the context times the
-    # vocabulary's longest piece (fewer tokens could not hold it).
+    # A prompt of more characters is refused before it is tokenized; None: twice the context times
+    # the vocabulary's longest piece (so many characters cannot fit in the context).
     max_prompt_chars: int | None = None
     shutdown_timeout_s: float = 30.0  # SIGTERM: how long running requests may finish (new ones get 503)
     # Host header names served besides IP addresses and localhost (a browser page on another name is

@@ -51,11 +51,12 @@ class ServedModel:
                                 f"{loaded.config.vocab_size} embeddings")
         context = loaded.config.max_position_embeddings
         # A token covers at most its piece's characters (control pieces written in text included), so
-        # a text longer than context x the longest piece has more tokens than the context. Only
-        # normalisation that drops characters (collapsed runs of spaces) could make it fit.
+        # a text longer than context x the longest piece has more tokens than the context, unless the
+        # tokenizer's normalisation drops or composes characters (runs of spaces, combining marks):
+        # twice that leaves room for it.
         longest = max(len(loaded.tokenizer.id_to_piece(i)) for i in range(loaded.tokenizer.vocab_size))
         served = cls(config.model_name, loaded, loaded.tokenizer, context, int(time.time()),
-                     config.max_prompt_chars or context * max(longest, 1))
+                     config.max_prompt_chars or 2 * context * max(longest, 1))
         if isinstance(loaded.model, NemotronForCausalLM):
             engine = LLMEngine(loaded.model, loaded.tokenizer, config.engine)
             served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.model)
