@@ -83,7 +83,7 @@ def test_disconnects_are_499_and_no_error(tiny_model_dir):
 def test_sigterm_drains(tiny_model_dir):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # One sequence at a time: 16 streams of 240 tokens take longer than the 2 s drain.
+    # One sequence at a time: 24 streams of 240 tokens take longer than the 2 s drain.
     process = start(tiny_model_dir, port, "--log-level", "info", "--max-num-seqs", "1", "--shutdown-timeout", "2")
     texts: list[str] = []
     try:
@@ -98,7 +98,7 @@ def test_sigterm_drains(tiny_model_dir):
                     first.set()
                 texts.append(b"".join(chunks).decode())
 
-        clients = [threading.Thread(target=stream) for _ in range(16)]
+        clients = [threading.Thread(target=stream) for _ in range(24)]
         for client in clients:
             client.start()
         assert first.wait(60)
@@ -122,7 +122,7 @@ def test_sigterm_drains(tiny_model_dir):
             process.kill()
         _, log = process.communicate(timeout=30)
     assert "Traceback" not in log and "ERROR" not in log, log
-    assert len(texts) == 16
+    assert len(texts) == 24
     cut = 0
     for text in texts:
         events = [e for e in text.split("\n\n") if e]
