@@ -33,8 +33,9 @@ class DrainingServer(uvicorn.Server):
     async def on_tick(self, counter: int) -> bool:
         if self._terms and self._drain is None:
             self._drain = asyncio.ensure_future(self._run_drain())
-        if self._terms > 1:
+        if self._terms > 1 and self._drain is not None and not self._drain.done():
             self.state.drain.expire()
+            self._terms = 1
         return await super().on_tick(counter)
 
     async def _run_drain(self) -> None:
