@@ -50,6 +50,16 @@ def test_json_endpoints_take_only_json(lm_server):
     assert raw_request(lm_server, "PUT", "/", {}).status == 200
 
 
+def test_foreign_origins_are_refused_and_the_server_itself_is_not(lm_server):
+    json_type = {"Content-Type": "application/json"}
+    for origin in ("https://attacker.example", "null", "http://localhost:1"):
+        response = raw_request(lm_server, "PUT", "/generate", {**json_type, "Origin": origin}, BODY)
+        assert response.status == 403 and json.loads(response.body)["error"]["code"] == "origin_not_allowed"
+    same = raw_request(lm_server, "PUT", "/generate", {**json_type, "Origin": f"http://127.0.0.1:{lm_server.port}"},
+                       BODY)  # the playground's own requests
+    assert same.status == 200
+
+
 def test_cors_is_off_by_default(lm_server):
     preflight = raw_request(lm_server, "OPTIONS", "/v1/chat/completions", {
         "Origin": "https://attacker.example", "Access-Control-Request-Method": "POST",
@@ -68,7 +78,7 @@ def test_cors_origins_and_allowed_hosts(tiny_model_dir):
         preflight = raw_request(server, "OPTIONS", "/v1/chat/completions", allowed)
         assert preflight.status == 200 and preflight.getheader("access-control-allow-origin") == "https://app.example"
         other = raw_request(server, "OPTIONS", "/v1/chat/completions", {**allowed, "Origin": "https://else.example"})
-        assert other.status == 400 and other.getheader("access-control-allow-origin") is None
+        assert other.status == 403 and other.getheader("access-control-allow-origin") is None
         call = requests.post(f"{server.url}/v1/completions", json={"prompt": "hi", "max_tokens": 1},
                              headers={"Origin": "https://app.example"})
         assert call.status_code == 200 and call.headers["access-control-allow-origin"] == "https://app.example"

@@ -62,7 +62,7 @@ def create_app(model: ModelSource, config: ServerConfig = ServerConfig(), *,
     ]
     middleware = [Middleware(MetricsMiddleware, metrics=state.metrics),
                   Middleware(DrainMiddleware, drain=state.drain),
-                  Middleware(HostGuardMiddleware, allowed_hosts=config.allowed_hosts)]
+                  Middleware(HostGuardMiddleware, allowed_hosts=config.allowed_hosts, cors_origins=config.cors_origins)]
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                                      allow_methods=["GET", "POST", "PUT"],

@@ -7,7 +7,8 @@
 - Cross-site requests: a page may send `text/plain` or form bodies anywhere without asking, but a
   JSON body makes the browser ask first (a CORS preflight), which is refused unless the page's
   origin is in `cors_origins`. So the JSON endpoints accept only `application/json` (415 otherwise;
-  see plumbing.parse_body).
+  see plumbing.parse_body). Besides, a request whose `Origin` (which browsers add) is neither the
+  server itself nor in `cors_origins` gets 403; programs that send no Origin are not affected.
 """
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ def is_ip_address(name: str) -> bool:
 
 
 class HostGuardMiddleware:
-    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...] = ()) -> None:
         self.app = app
         self.any_host = "*" in allowed_hosts
         self.allowed = {h.lower().strip("[]") for h in allowed_hosts}
+        self.origins = {o.lower().rstrip("/") for o in cors_origins}
 
     def allows(self, header: str) -> bool:
         name = host_name(header)
@@ -51,10 +53,16 @@ class HostGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-        if not host or self.allows(host):  # HTTP/1.0 requests may carry no Host
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        origin = headers.get(b"origin", b"").decode("latin-1").lower().rstrip("/")
+        if host and not self.allows(host):  # HTTP/1.0 requests may carry no Host
+            message = (f"this server does not answer for the host name {host_name(host)!r}; start it with "
+                       f"--allowed-hosts {host_name(host)} to allow it")
+            await JSONResponse(error_body(403, message, code="host_not_allowed"), 403)(scope, receive, send)
+        elif origin and origin not in self.origins and origin.partition("://")[2] != host.lower():
+            message = (f"web pages from {origin} may not call this server; start it with --cors-origins "
+                       f"{origin} to allow them")
+            await JSONResponse(error_body(403, message, code="origin_not_allowed"), 403)(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-        message = (f"this server does not answer for the host name {host_name(host)!r}; start it with "
-                   f"--allowed-hosts {host_name(host)} to allow it")
-        await JSONResponse(error_body(403, message, code="host_not_allowed"), 403)(scope, receive, send)
