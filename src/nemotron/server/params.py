@@ -37,6 +37,9 @@ def _bad_request(errors: list[dict], data: dict) -> APIError:
     error = errors[0]
     field = str(error["loc"][0]) if error["loc"] else ""
     alternatives = [e for e in errors if e["loc"][:1] == (field,)]  # a union: one error per alternative
+    specific = [e for e in alternatives if e["type"] not in _TYPE_WORDS and e["type"] != "too_short"]
+    if len(alternatives) > 1 and specific:  # the alternative of the right shape, wrong in a detail
+        error, alternatives = specific[0], specific[:1]
     whole = len(error["loc"]) == 1 or (field != "messages" and len(alternatives) > 1)
     if field in EXPECTS and whole and (error["type"] in _TYPE_WORDS or error["type"] == "too_short"):
         return bad_request(f"{field} must be {EXPECTS[field]}, got {show(data.get(field))}", field)
@@ -49,6 +52,10 @@ def _bad_request(errors: list[dict], data: dict) -> APIError:
     for key, words in (("ge", ">="), ("le", "<="), ("gt", "greater than"), ("lt", "less than")):
         if key in ctx:
             return bad_request(f"{name} must be {words} {_bound(ctx[key])}, got {got}", field)
+    if kind == "string_too_short":
+        return bad_request(f"{name} must not be empty", field)
+    if kind == "too_short" and "min_length" in ctx:
+        return bad_request(f"{name} must hold at least {ctx['min_length']} item(s)", field)
     if kind == "too_long" and "max_length" in ctx:
         unit = "characters" if isinstance(error.get("input"), str) else "items"
         return bad_request(f"{name} holds more than {ctx['max_length']} {unit}", field)
