@@ -56,6 +56,9 @@ async def until_done_or_gone(request: Request, work: Awaitable[T], timeout: floa
     undo = state.drain.at_deadline(lambda: stopped.done() or stopped.set_result(None))
     try:
         done, _ = await asyncio.wait({task, watcher, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the handler itself is cancelled (a forced shutdown): so is the work
+        task.cancel()
+        raise
     finally:
         undo()
         watcher.cancel()
