@@ -22,6 +22,13 @@ def register(commands) -> None:
     serve.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)")
     serve.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body accepted")
     serve.add_argument("--request-timeout", type=float, default=600.0, help="seconds before a request is cancelled")
+    serve.add_argument("--shutdown-timeout", type=float, default=30.0,
+                       help="on SIGTERM, seconds running requests get to finish while new ones get 503")
+    serve.add_argument("--allowed-hosts", default="",
+                       help="comma-separated host names the server answers for besides localhost and IP "
+                            "addresses (DNS-rebinding protection); '*' for any")
+    serve.add_argument("--cors-origins", default="",
+                       help="comma-separated origins (https://app.example) whose web pages may call the API")
     serve.add_argument("--max-num-seqs", type=int, default=256, help="requests batched together at most")
     serve.add_argument("--kv-cache-gb", type=float, default=None, help="KV cache size on CPU (default 2)")
     serve.add_argument("--gpu-memory-fraction", type=float, default=None,
@@ -39,6 +46,7 @@ def run(args: argparse.Namespace) -> None:
     from nemotron.checkpoint.load import load_model, resolve
     from nemotron.errors import NemotronError
     from nemotron.server import create_app
+    from nemotron.server.runner import DrainingServer
     from nemotron.tokenizer import Tokenizer
 
     spec = args.model or str(default_model_dir())
@@ -65,8 +73,8 @@ def run(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(load, config, on_load_error=stop)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                           timeout_graceful_shutdown=5))
+    server = DrainingServer(app, uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                                timeout_graceful_shutdown=5))
     print(f"serving {spec} as {config.model_name!r} on http://{args.host}:{args.port} "
           f"(playground at /, OpenAI API at /v1, NeMo API at PUT /generate)"
           + ("; API key required" if config.api_key else ""), file=sys.stderr)
@@ -96,9 +104,21 @@ def _server_config(args: argparse.Namespace, spec: str):
             raise ValueError(f"--port must be in 1..65535, got {args.port}")
         return ServerConfig(model_name=args.served_model_name or _model_name(spec), api_key=api_key,
                             max_body_bytes=int(args.max_body_mb * 1024**2), request_timeout_s=args.request_timeout,
-                            engine=EngineConfig(**engine))
+                            shutdown_timeout_s=args.shutdown_timeout, allowed_hosts=_allowed_hosts(args),
+                            cors_origins=_names(args.cors_origins), engine=EngineConfig(**engine))
     except ValueError as err:
         raise NemotronError(f"invalid server settings: {err}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    """The name the server is bound to (on all interfaces, the machine's name) and the user's;
+    IP addresses and localhost are always served."""
+    bound = [socket.gethostname()] if args.host in ("0.0.0.0", "::", "") else [args.host]
+    return tuple(dict.fromkeys(h for h in (*bound, *_names(args.allowed_hosts)) if h))
 
 
 def _check_port_free(host: str, port: int) -> None:
