@@ -50,7 +50,7 @@ def test_report_counts_reasons_and_tokens(run_dir):
 
 def test_plots_are_written(run_dir):
     paths = plot(run_dir)
-    assert [p.name for p in paths] == ["rewards.png", "lengths.png"]
+    assert [p.name for p in paths] == ["rewards.png", "lengths.png", "preference.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths)
 
 

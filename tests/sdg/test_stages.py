@@ -39,8 +39,8 @@ def test_topics_subtopics_questions_chain(tmp_path):
     assert len(topics) == 3 and len(subs) == 6 and len(qs) == 12
     assert subs[0]["parent_topic"] == topics[0]["topic"] and subs[0]["parent"] == topics[0]["id"]
     assert qs[0]["topic"] == subs[0]["topic"] and qs[0]["prompt"].startswith("item ")
-    assert summary["qs"]["parse"]["by_method"] == {"numbered": 6}
-    assert summary["qs"]["usage"]["calls"] == 6 and summary["topics"]["units"] == 1
+    assert summary["stages"]["qs"]["parse"]["by_method"] == {"numbered": 6}
+    assert summary["stages"]["qs"]["usage"]["calls"] == 6 and summary["stages"]["topics"]["units"] == 1
     assert len({r["id"] for r in qs}) == 12
 
 
@@ -53,8 +53,8 @@ def test_unparseable_list_is_reformatted_and_invented_items_dropped(tmp_path):
 
     summary, data = run(tmp_path, [{"name": "topics", "kind": "macro_topics", "count": 5}], chat=ScriptedChat(reply))
     assert [r["topic"] for r in data("topics")] == ["chess openings", "card games"]
-    assert summary["topics"]["parse"] == {"by_method": {"reformat": 1}, "failures": 0, "items": 2, "rejected_items": 1}
-    assert summary["topics"]["rejections"] == {"ungrounded item": 1}
+    assert summary["stages"]["topics"]["parse"] == {"by_method": {"reformat": 1}, "failures": 0, "items": 2, "rejected_items": 1}
+    assert summary["stages"]["topics"]["rejections"] == {"ungrounded item": 1}
     assert rejected(tmp_path, "topics")[0]["text"] == "invented topic"
 
 
@@ -64,9 +64,9 @@ def test_parse_failure_is_counted_not_fatal(tmp_path):
         {"name": "topics", "kind": "macro_topics", "count": 5, "calls": 2},
         {"name": "qs", "kind": "open_questions"},
     ], chat=chat)
-    assert data("topics") == [] and summary["topics"]["units_done"] == 2
-    assert summary["topics"]["parse"]["failures"] == 2 and summary["topics"]["rejections"] == {"parse failure": 2}
-    assert summary["qs"]["inputs"] == 0
+    assert data("topics") == [] and summary["stages"]["topics"]["units_done"] == 2
+    assert summary["stages"]["topics"]["parse"]["failures"] == 2 and summary["stages"]["topics"]["rejections"] == {"parse failure": 2}
+    assert summary["stages"]["qs"]["inputs"] == 0
     assert len(chat.calls) == 4  # each failure tried the reformatting fallback once
 
 
@@ -78,7 +78,7 @@ def test_classifier_keeps_yes_and_reports_no_and_junk(tmp_path):
         {"name": "math", "kind": "classify", "domain": "math"},
     ], chat=chat)
     assert [r["topic"] for r in data("math")] == ["algebra"] and data("math")[0]["domain"] == "math"
-    assert summary["math"]["rejections"] == {"classified no": 1, "unparseable verdict": 1}
+    assert summary["stages"]["math"]["rejections"] == {"classified no": 1, "unparseable verdict": 1}
     assert "mathematics" in chat.calls[0][0][-1]["content"]
     assert chat.calls[0][1].temperature == 0.0  # the classifier decodes greedily by default
 
@@ -150,7 +150,7 @@ def test_instruction_following_multi_turn_and_checked_responses(tmp_path):
     assert [m["role"] for m in conversation] == ["user", "assistant", "user"]
     assert "every later reply" in conversation[0]["content"] and conversation[2]["content"] == "Now describe its tail."
     assert data("answers") == []  # the reply to the follow-up broke the conversation's constraint
-    assert summary["answers"]["rejections"] == {"constraint not met": 1}
+    assert summary["stages"]["answers"]["rejections"] == {"constraint not met": 1}
 
 
 def test_two_turn_prompts(tmp_path):
@@ -192,7 +192,7 @@ def test_dialogues_three_user_turns_filler_removed_and_reward_filtered(tmp_path)
         {"name": "q", "kind": "seeds", "items": ["How do tides work?"], "field": "prompt"},
         {"name": "dlg", "kind": "dialogues", "reward_model": "reward", "filters": {"min_reward": {"helpfulness": 3.0}}},
     ], chat=ScriptedChat(reply), reward=ScriptedReward(low))
-    assert data("dlg") == [] and summary["dlg"]["rejections"] == {"reward filter": 1}
+    assert data("dlg") == [] and summary["stages"]["dlg"]["rejections"] == {"reward filter": 1}
     assert "helpfulness 1.000 < min 3" in rejected(tmp_path / "low", "dlg")[0]["detail"]
 
 
@@ -247,11 +247,11 @@ def test_llm_judge_kept_only_when_both_orders_agree(tmp_path):
 
     biased = ScriptedChat(lambda m, s: "A" if "one letter" in m[-1]["content"] else scripted_reply(m, s))
     summary, data = run(tmp_path / "biased", stages, chat=biased)
-    assert data("pairs") == [] and summary["pairs"]["rejections"] == {"judge disagreement": 3}
+    assert data("pairs") == [] and summary["stages"]["pairs"]["rejections"] == {"judge disagreement": 3}
 
     same = ScriptedChat(lambda m, s: "identical")
     summary, _ = run(tmp_path / "same", stages, chat=same)
-    assert summary["pairs"]["rejections"] == {"identical replies": 3}
+    assert summary["stages"]["pairs"]["rejections"] == {"identical replies": 3}
 
 
 def test_small_parsers():

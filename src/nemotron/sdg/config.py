@@ -93,6 +93,7 @@ class StageSpec:
     model: str = "generator"
     reward_model: str | None = None
     judge_model: str | None = None
+    user_model: str | None = None  # plays the user (dialogues, follow-up turns); default: model
     sampling: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
@@ -188,8 +189,8 @@ def _filters(data: Any, where: str) -> FilterSpec:
                       dedup_threshold=float(threshold))
 
 
-STAGE_KEYS = ("name", "kind", "input", "count", "limit", "model", "reward_model", "judge_model", "sampling",
-              "prompts", "filters")
+STAGE_KEYS = ("name", "kind", "input", "count", "limit", "model", "reward_model", "judge_model", "user_model",
+              "sampling", "prompts", "filters")
 
 
 def _stage(data: Any, where: str, previous: str | None) -> StageSpec:
@@ -221,7 +222,7 @@ def _stage(data: Any, where: str, previous: str | None) -> StageSpec:
         count=_positive_int(data.get("count"), f"{where}.count"),
         limit=_positive_int(data.get("limit"), f"{where}.limit"),
         model=data.get("model", "generator"), reward_model=data.get("reward_model"),
-        judge_model=data.get("judge_model"), sampling=check_sampling(data.get("sampling"), f"{where}.sampling"),
+        judge_model=data.get("judge_model"), user_model=data.get("user_model"), sampling=check_sampling(data.get("sampling"), f"{where}.sampling"),
         prompts=dict(data.get("prompts") or {}), options=options,
         filters=_filters(data.get("filters"), f"{where}.filters"),
     )
@@ -283,7 +284,8 @@ def _check_models(stage: StageSpec, models: dict[str, ModelSpec], where: str) ->
 
     kind = STAGE_KINDS[stage.kind]
     wanted = [("model", stage.model, "chat")] if kind.uses_generator else []
-    wanted += [("reward_model", stage.reward_model, "reward"), ("judge_model", stage.judge_model, "chat")]
+    wanted += [("reward_model", stage.reward_model, "reward"), ("judge_model", stage.judge_model, "chat"),
+               ("user_model", stage.user_model, "chat")]
     for key, alias, model_kind in wanted:
         if alias is None:
             continue

@@ -34,6 +34,15 @@ class Progress:
         made = tokens - self.tokens_at_start
         return f"in flight {in_flight}/{window}, {made / 1000:.1f}k tok, {made / elapsed:.0f} tok/s"
 
+    def grow(self, n: int) -> None:
+        """More units became known (a pipeline learns its size as stages make records)."""
+        if n <= 0:
+            return
+        self.total += n
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
+
     def advance(self, n: int = 1) -> None:
         self.done += n
         if self._bar is not None:
