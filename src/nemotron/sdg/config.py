@@ -47,7 +47,7 @@ class ModelSpec:
     name: str  # the alias stages refer to
     model: str  # the name sent to the endpoint, part of every cache key
     kind: str = "chat"
-    endpoint: str | None = None  # an OpenAI-compatible base URL ...
+    endpoint: str | tuple | None = None  # an OpenAI-compatible base URL, or several (replicas) ...
     engine: str | None = None  # ... or a model directory run in-process
     api_key_env: str | None = None  # environment variable holding the API key (never the key itself)
     max_concurrency: int = 32
@@ -63,6 +63,15 @@ class ModelSpec:
             raise PipelineConfigError(f"{where}.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
         if self.endpoint and self.engine:
             raise PipelineConfigError(f"{where}: give endpoint or engine, not both")
+        if self.endpoint:
+            from nemotron.sdg.backends.http import parse_endpoints
+
+            if isinstance(self.endpoint, list):
+                object.__setattr__(self, "endpoint", tuple(self.endpoint))
+            try:
+                parse_endpoints(self.endpoint)
+            except ValueError as err:
+                raise PipelineConfigError(f"{where}.endpoint: {err}") from None
         if self.max_concurrency < 1 or self.max_attempts < 1 or self.timeout <= 0:
             raise PipelineConfigError(f"{where}: max_concurrency and max_attempts must be >= 1, timeout > 0")
 
@@ -119,15 +128,19 @@ class PipelineConfig:
         raise KeyError(name)
 
 
-def load_config(path: str | Path) -> PipelineConfig:
+def read_config(path: str | Path) -> Any:
+    """The YAML of a config file, unchecked (`parse_config` checks it)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise PipelineConfigError(f"no pipeline config at {path}") from None
     except yaml.YAMLError as err:
         raise PipelineConfigError(f"{path} is not valid YAML: {err}") from None
-    return parse_config(data, where=str(path))
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    return parse_config(read_config(path), where=str(path))
 
 
 def _keys(data: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:

@@ -8,6 +8,13 @@ without a result, so what each stage keeps (dedup included) does not depend on w
 finished first. With a `limit`, an input's records are taken only once the inputs before it are
 complete (the first `limit` records of the concatenation are wanted); a stage whose kind sets
 `waits_for_inputs` takes its inputs only when they are all complete.
+
+Collection in order would hold every later record back behind one slow unit (a unit sleeping in
+backoff for seconds). So a finished unit's records also go downstream at once, early, through
+the same filters applied in finishing order; the stage after starts their units right away. Only
+the in-order collection decides what a stage keeps and which units the next stage collects: a
+record released early that the in-order pass drops (a duplicate of an earlier record that
+finished later) costs the calls of its units, never a record in the output.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nemotron.sdg.backends import Sampling
-from nemotron.sdg.collect import Collector
+from nemotron.sdg.collect import Collector, RecordFilter
 from nemotron.sdg.stages import Models, Stage, Unit
 from nemotron.sdg.store import RecordStore, write_atomic
 
@@ -42,6 +49,8 @@ class StageFlow:
         self.ready: deque[Unit] = deque()  # units to run
         self.pending: list[dict] = []  # result lines not yet written
         self.collector = Collector(stage)
+        self.early_filter = RecordFilter(stage, stage.spec.filters)
+        self._known: set[str] = set()
         self.records_taken = 0
         self.units_run = 0
         self.failures: Counter = Counter()
@@ -54,7 +63,11 @@ class StageFlow:
     # ---- counts for progress ----
     @property
     def units_known(self) -> int:
-        return sum(len(u) for u in self.units)
+        return len(self._known)
+
+    @property
+    def takes_early(self) -> bool:
+        return self.stage.spec.limit is None and not self.stage.waits_for_inputs
 
     @property
     def units_finished(self) -> int:
@@ -97,9 +110,17 @@ class StageFlow:
                 self.records_taken += 1
                 self._add_units(position, self.stage.units([record]))
 
+    def receive_early(self, record: dict) -> None:
+        """A record released before its stage collected it in order: start its units."""
+        self._queue(self.stage.units([record]))
+
     def _add_units(self, position: int, units: list[Unit]) -> None:
         self.units[position].extend(units)
+        self._queue(units)
+
+    def _queue(self, units: list[Unit]) -> None:
         for unit in units:
+            self._known.add(unit.id)
             if unit.id not in self.results and unit.id not in self._queued:
                 self._queued.add(unit.id)
                 self.ready.append(unit)
@@ -117,6 +138,12 @@ class StageFlow:
     def finish_unit(self, unit: Unit, line: dict) -> None:
         self.results[unit.id] = line
         self.pending.append(line)
+        early = [flow for flow, _ in self.downstream if flow.takes_early]
+        if early:
+            for record in line["records"]:
+                if self.early_filter(record) is None:
+                    for flow in early:
+                        flow.receive_early(record)
         self._advance()
 
     def fail(self, unit: Unit, error: str) -> None:

@@ -1,25 +1,29 @@
 """OpenAI-compatible endpoints over async HTTP: chat completions and reward scoring.
 
 Every call takes a slot of the adaptive window for each attempt on the wire (not while it sleeps
-between attempts). 429, 5xx, timeouts and connection errors are retried with exponential backoff
-and jitter, waiting at least what a Retry-After header asks; other errors (a prompt too long, a
-bad parameter) fail the call at once. Plain-HTTP endpoints (a local server) go through the lean
+between attempts, when its pipeline unit gives its place up too). 429, 5xx, timeouts and
+connection errors are retried with exponential backoff and jitter, waiting at least what a
+Retry-After header asks; other errors (a prompt too long, a bad parameter) fail the call at once.
+A model may have several endpoints (replicas): they share one window, weighted, with failover
+and health probes (`Endpoint`). Plain-HTTP endpoints (a local server) go through the lean
 transport of transport.py; HTTPS and proxied ones through httpx's own.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 import urllib.request
 from urllib.parse import urlsplit
 
 import httpx
 
-from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling
+from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling, waiting
 from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig
 from nemotron.sdg.backends.transport import LeanTransport
 
@@ -88,36 +92,136 @@ def normalize_base_url(url: str) -> str:
     return url + "/v1" if parts.path in ("", "/") else url
 
 
-class HttpClient:
-    """POSTs JSON to one endpoint with the adaptive window, retries and counters."""
+@dataclass(slots=True)
+class Endpoint:
+    """One server of a model: its share of the window (`weight`) and its health.
 
-    def __init__(self, base_url: str, api_key: str | None = None,
+    A server that fails `DOWN_AFTER` attempts in a row (connection refused, timeouts, 5xx) while
+    other servers of the pool are up is taken out: its share of the window goes with it, and a
+    health probe (GET {url}/models) runs after a cooldown (1 s, doubling to 30 s) until it answers."""
+
+    url: str
+    weight: float
+    client: httpx.AsyncClient
+    in_flight: int = 0
+    failures_in_a_row: int = 0
+    down: bool = False
+    cooldown: float = 1.0
+    requests: int = 0
+    marked_down: int = 0
+    errors: dict = field(default_factory=dict)
+
+
+DOWN_AFTER = 3
+MAX_COOLDOWN = 30.0
+
+
+def parse_endpoints(endpoint: str | Sequence) -> list[tuple[str, float]]:
+    """(url, weight) pairs from one URL, a comma-separated list, or a list of URLs and
+    {url, weight} mappings; URLs normalized, weights > 0."""
+    items = endpoint.split(",") if isinstance(endpoint, str) else list(endpoint)
+    pairs = []
+    for item in items:
+        if isinstance(item, str):
+            url, weight = item.strip(), 1.0
+        elif isinstance(item, dict) and set(item) <= {"url", "weight"} and "url" in item:
+            url, weight = str(item["url"]), item.get("weight", 1.0)
+        else:
+            raise ValueError(f"an endpoint is a URL or {{url: ..., weight: ...}}, got {item!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            raise ValueError(f"endpoint {url}: weight must be a number > 0, got {weight!r}")
+        pairs.append((normalize_base_url(url), float(weight)))
+    if not pairs:
+        raise ValueError("no endpoint given")
+    if len({u for u, _ in pairs}) < len(pairs):
+        raise ValueError(f"an endpoint is listed twice: {[u for u, _ in pairs]}")
+    return pairs
+
+
+class HttpClient:
+    """POSTs JSON to a model's endpoints with one adaptive window, retries and counters.
+
+    With several endpoints the window is the sum of their shares (`max_concurrency` x weight each),
+    each call goes to the up endpoint with the lowest load for its weight, and a failed attempt is
+    retried at once on another up endpoint (failover) before backing off."""
+
+    def __init__(self, base_url: str | Sequence, api_key: str | None = None,
                  concurrency: ConcurrencyConfig = ConcurrencyConfig(), retry: RetryConfig = RetryConfig(),
                  transport: httpx.AsyncBaseTransport | None = None, seed: int = 0) -> None:
-        self.base_url = normalize_base_url(base_url)
+        pairs = parse_endpoints(base_url)
+        per_endpoint = concurrency.max_concurrency
+        shares = [max(1, round(per_endpoint * w)) for _, w in pairs]
+        concurrency = dataclasses.replace(concurrency, max_concurrency=sum(shares))
+        self.base_url = pairs[0][0]
         self.limiter = AdaptiveLimiter(concurrency)
         self.retry = retry
         self.stats = BackendStats()
         self._rng = random.Random(seed)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        if transport is None and _lean_ok(self.base_url):
-            transport = LeanTransport()
-        room = concurrency.max_concurrency
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, transport=transport,
-            timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
-            limits=httpx.Limits(max_connections=room, max_keepalive_connections=room),
-        )
+        self.endpoints = []
+        for (url, weight), share in zip(pairs, shares):
+            chosen = transport if transport is not None else LeanTransport() if _lean_ok(url) else None
+            client = httpx.AsyncClient(
+                base_url=url, headers=headers, transport=chosen,
+                timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
+                limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
+            self.endpoints.append(Endpoint(url, share, client))
+        self._probes: set[asyncio.Task] = set()
 
+    # ---- the pool ----
+    def _pick(self, avoid: Endpoint | None) -> Endpoint:
+        up = [e for e in self.endpoints if not e.down and e is not avoid] or \
+            [e for e in self.endpoints if not e.down] or self.endpoints
+        return min(up, key=lambda e: (e.in_flight + 1) / e.weight)
+
+    def _failed(self, endpoint: Endpoint, kind: str) -> None:
+        endpoint.errors[kind] = endpoint.errors.get(kind, 0) + 1
+        endpoint.failures_in_a_row += 1
+        others_up = any(not e.down for e in self.endpoints if e is not endpoint)
+        if endpoint.failures_in_a_row >= DOWN_AFTER and not endpoint.down and others_up and kind != "429":
+            endpoint.down = True
+            endpoint.marked_down += 1
+            self._resize()
+            probe = asyncio.ensure_future(self._probe(endpoint))
+            self._probes.add(probe)
+            probe.add_done_callback(self._probes.discard)
+
+    async def _probe(self, endpoint: Endpoint) -> None:
+        while endpoint.down:
+            await asyncio.sleep(endpoint.cooldown)
+            try:
+                response = await endpoint.client.get("/models", timeout=min(10.0, self.retry.timeout))
+                alive = response.status_code < 500
+            except httpx.HTTPError:
+                alive = False
+            if alive:
+                endpoint.down, endpoint.failures_in_a_row, endpoint.cooldown = False, 0, 1.0
+                self._resize()
+            else:
+                endpoint.cooldown = min(MAX_COOLDOWN, endpoint.cooldown * 2)
+
+    def _resize(self) -> None:
+        up = sum(e.weight for e in self.endpoints if not e.down)
+        self.limiter.set_ceiling(int(up or min(e.weight for e in self.endpoints)))
+
+    def endpoint_stats(self) -> dict:
+        return {e.url: {"weight": e.weight, "requests": e.requests, "marked_down": e.marked_down,
+                        "down": e.down, "errors": dict(sorted(e.errors.items()))} for e in self.endpoints}
+
+    # ---- calls ----
     async def post(self, path: str, body: dict) -> dict:
         last = "no attempt made"
+        failed_on: Endpoint | None = None
         for attempt in range(self.retry.max_attempts):
             retry_after = None
             async with self.limiter.slot():
+                endpoint = self._pick(failed_on)
+                endpoint.in_flight += 1
+                endpoint.requests += 1
                 self.stats.requests += 1
                 start = time.perf_counter()
                 try:
-                    response = await self._client.post(path, json=body)
+                    response = await endpoint.client.post(path, json=body)
                 except httpx.TimeoutException:
                     last, kind = f"timed out after {self.retry.timeout:g} s", "timeout"
                 except httpx.TransportError as err:
@@ -127,6 +231,7 @@ class HttpClient:
                     if response.status_code == 200:
                         data = self._json(response)
                         if data is not None:
+                            endpoint.failures_in_a_row = 0
                             self.limiter.on_success(latency, 1.0 + _completion_tokens(data))
                             self.stats.completed += 1
                             return data
@@ -135,15 +240,23 @@ class HttpClient:
                         last, kind = f"HTTP {response.status_code}: {_error_text(response)}", str(response.status_code)
                         retry_after = parse_retry_after(response.headers.get("retry-after"))
                     else:
+                        endpoint.failures_in_a_row = 0
                         self.stats.count_error(str(response.status_code))
                         self.stats.failures += 1
                         raise BackendError(f"HTTP {response.status_code}: {_error_text(response)}",
                                            response.status_code)
+                finally:
+                    endpoint.in_flight -= 1
                 self.stats.count_error(kind)
-                self.limiter.on_overload()
+                self._failed(endpoint, kind)
+                self.limiter.on_failure(kind)
             if attempt + 1 < self.retry.max_attempts:
                 self.stats.retries += 1
-                await asyncio.sleep(backoff_delay(attempt, self.retry, self._rng, retry_after))
+                failed_on = endpoint
+                if retry_after is None and any(not e.down and e is not endpoint for e in self.endpoints):
+                    continue  # failover: another server takes the retry at once
+                async with waiting():  # the unit gives its place in the pipeline up while it sleeps
+                    await asyncio.sleep(backoff_delay(attempt, self.retry, self._rng, retry_after))
         self.stats.failures += 1
         raise BackendError(f"{path}: gave up after {self.retry.max_attempts} attempts; last error: {last}")
 
@@ -156,7 +269,10 @@ class HttpClient:
         return data if isinstance(data, dict) else None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for probe in list(self._probes):
+            probe.cancel()
+        for endpoint in self.endpoints:
+            await endpoint.client.aclose()
 
 
 def _completion_tokens(data: dict) -> int:

@@ -138,6 +138,7 @@ class Stage:
     source: ClassVar[bool] = False  # makes records from nothing (no input stage)
     uses_generator: ClassVar[bool] = True
     uses_reward: ClassVar[bool] = False
+    uses_judge: ClassVar[bool] = False  # asks an LLM judge (judge_model, default: the generator)
     waits_for_inputs: ClassVar[bool] = False  # needs its inputs complete (not record by record) to start
     prompt_names: ClassVar[tuple[str, ...]] = ()  # prompts whose text is part of the stage's identity
     text_field: ClassVar[str] = "prompt"  # what length filters and dedup read

@@ -34,6 +34,7 @@ class Preference(Stage):
     options = {"n": 2, "judges": list(JUDGES), "min_margin": 0.0, "answer_field": "answer", "judge_max_tokens": 16}
     prompt_names = ("judge",)
     uses_reward = True
+    uses_judge = True
 
     def __init__(self, spec, base_dir: Path = Path(".")) -> None:
         super().__init__(spec, base_dir)
