@@ -255,8 +255,13 @@ class HttpClient:
                 failed_on = endpoint
                 if retry_after is None and any(not e.down and e is not endpoint for e in self.endpoints):
                     continue  # failover: another server takes the retry at once
+                # Exponential backoff protects a server in trouble (a 429, most calls failing). A
+                # server failing a share of calls at random is already held to the window: its
+                # failed calls are retried after the base delay, not after ever longer waits.
+                trouble = kind == "429" or self.limiter.overloaded() or retry_after is not None
+                delay = backoff_delay(attempt if trouble else 0, self.retry, self._rng, retry_after)
                 async with waiting():  # the unit gives its place in the pipeline up while it sleeps
-                    await asyncio.sleep(backoff_delay(attempt, self.retry, self._rng, retry_after))
+                    await asyncio.sleep(delay)
         self.stats.failures += 1
         raise BackendError(f"{path}: gave up after {self.retry.max_attempts} attempts; last error: {last}")
 

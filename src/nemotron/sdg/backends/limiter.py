@@ -59,6 +59,7 @@ class AdaptiveLimiter:
         self.decreases = 0
         self.ceiling = config.max_concurrency  # lowered while some endpoints of a pool are down
         self._outcomes = [0, 0]  # (calls, failures) in the current error-rate block
+        self.error_rate = 0.0  # smoothed share of failed attempts
         # Time-weighted occupancy, for "how full was the window" figures.
         self._busy = 0.0  # integral of in_flight dt
         self._since = clock()
@@ -117,9 +118,9 @@ class AdaptiveLimiter:
     # ---- adaptation ----
     def on_success(self, latency: float, work: float = 1.0) -> None:
         """A call that succeeded after `latency` seconds, having produced `work` (1 + tokens)."""
+        self._count_outcome(failed=False)
         if not self.config.adaptive:
             return
-        self._count_outcome(failed=False)
         self._rtt = latency if self._rtt == 0.0 else 0.8 * self._rtt + 0.2 * latency
         # Latency grows with reply length, but not in proportion (a fixed cost per request), so
         # calls are compared only with calls of similar length: one baseline per power of two.
@@ -148,10 +149,16 @@ class AdaptiveLimiter:
         """A failed attempt: "429" is overload; other kinds count toward the error budget."""
         if kind == "429":
             self.on_overload()
-        elif self.config.adaptive:
-            self._count_outcome(failed=True)
+        self._count_outcome(failed=True)
+
+    def overloaded(self) -> bool:
+        """Whether recent failures exceed the error budget (a server in trouble, not a random 503)."""
+        return self.error_rate > self.config.error_budget
 
     def _count_outcome(self, failed: bool) -> None:
+        self.error_rate += 0.05 * (failed - self.error_rate)
+        if not self.config.adaptive:
+            return
         self._outcomes[0] += 1
         self._outcomes[1] += failed
         calls, failures = self._outcomes
