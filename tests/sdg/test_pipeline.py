@@ -210,7 +210,7 @@ def test_a_stage_alone_through_the_python_api(tmp_path):
     chat = ScriptedChat(lambda m, seed: f"So the answer is {4 if seed % 2 else 5}.")
     pairs = asyncio.run(run_stage("preference", [{"prompt": "2+2?", "answer": "4"}], tmp_path,
                                   {"generator": chat}, n=6))
-    assert [(p["chosen"], p["rejected"], p["judge"]) for p in pairs] == \
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"], p["judge"]) for p in pairs] == \
         [("So the answer is 4.", "So the answer is 5.", "ground_truth")]
     again = ScriptedChat()
     assert asyncio.run(run_stage("preference", [{"prompt": "2+2?", "answer": "4"}], tmp_path,

@@ -74,6 +74,7 @@ def test_parquet_export_falls_back_to_json_text_for_mixed_columns(tmp_path):
 
 def test_record_text_picks_the_generated_part():
     assert record_text({"chosen": "yes", "prompt": "q"}) == "yes"
+    assert record_text({"chosen": [{"role": "assistant", "content": "yes"}], "prompt": [{"role": "user"}]}) == "yes"
     assert record_text({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) == "a"
     assert record_text({"topic": "t"}) == "t"
 

@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+from nemotron.sdg.filters import reward_scalar
+
 from nemotron.sdg.config import parse_config
 from nemotron.sdg.constraints import Constraint
 from nemotron.sdg.pipeline import Pipeline
@@ -97,18 +99,33 @@ def test_problems_per_level_and_writing_tasks_per_document_type(tmp_path):
 
 
 def test_revise_and_closed_qa(tmp_path):
-    chat = ScriptedChat(lambda m, s: '"A more detailed request."' if "Rewrite" in m[-1]["content"]
-                        else scripted_reply(m, s))
+    def reply(m, s):
+        if "Rewrite" not in m[-1]["content"]:
+            return scripted_reply(m, s)
+        # Revisions 1 and 3 keep the subject; revision 2 drifts to another one.
+        return ['"Why does the sky look blue at noon?"', "Describe a cat.", "Why is the sky blue to our eyes?"][s % 3]
+
     summary, data = run(tmp_path, [
         {"name": "q", "kind": "seeds", "items": ["Why is the sky blue?"], "field": "prompt"},
-        {"name": "rev", "kind": "revise", "keep_original": True},
+        {"name": "rev", "kind": "revise", "keep_original": True, "n": 6},
         {"name": "docs", "kind": "seeds", "items": ["The Nile is 6650 km long."], "field": "document"},
         {"name": "qa", "kind": "closed_qa", "count": 2},
-    ], chat=chat)
-    assert [r["prompt"] for r in data("rev")] == ["Why is the sky blue?", "A more detailed request."]
-    assert data("rev")[1]["original"] == "Why is the sky blue?"
+    ], chat=ScriptedChat(reply))
+    prompts = [r["prompt"] for r in data("rev")]
+    assert prompts[0] == "Why is the sky blue?" and all(r["original"] == prompts[0] for r in data("rev")[1:])
+    assert 2 <= len(prompts) <= 3 and "Describe a cat." not in prompts  # 6 revisions, distinct related ones kept
+    assert summary["stages"]["rev"]["rejections"]["unrelated revision"] >= 1
     qa = data("qa")
     assert len(qa) == 2 and qa[0]["prompt"].startswith("The Nile is 6650 km long.\n\n") and qa[0]["instruction"]
+
+
+def test_relatedness_of_a_revision():
+    from nemotron.sdg.stages.prompts import relatedness
+
+    original = "What is the role of central banks in the economy?"
+    assert relatedness(original, "How do central banks steer economic growth and inflation?") >= 0.5
+    assert relatedness(original, "Write a poem about cats sleeping in the sun.") == 0.0
+    assert relatedness("Why?", "anything") == 1.0  # nothing to compare
 
 
 def test_seeds_from_jsonl_file_relative_to_config(tmp_path):
@@ -204,8 +221,10 @@ def test_preference_by_math_ground_truth(tmp_path):
         {"name": "pairs", "kind": "preference", "n": 6}]})
     asyncio.run(Pipeline(config, tmp_path, {"generator": chat}, progress=False).run())
     pair = list(read_jsonl(tmp_path / "data" / "pairs.jsonl"))[0]
-    assert pair["chosen"] == "So the answer is 4." and pair["rejected"] == "So the answer is 5."
-    assert (pair["chosen_reward"], pair["rejected_reward"], pair["judge"]) == (1.0, 0.0, "ground_truth")
+    assert pair["chosen"] == [{"role": "assistant", "content": "So the answer is 4."}]
+    assert pair["rejected"] == [{"role": "assistant", "content": "So the answer is 5."}]
+    assert (pair["chosen_judge_score"], pair["rejected_judge_score"], pair["judge"]) == (1.0, 0.0, "ground_truth")
+    assert (pair["chosen_reward"], pair["rejected_reward"]) == (None, None)  # no reward model: no reward
     assert pair["prompt"] == [{"role": "user", "content": "2+2?"}]
 
 
@@ -217,8 +236,12 @@ def test_preference_by_constraint_checker(tmp_path):
         {"name": "pairs", "kind": "preference", "n": 6, "reward_model": "reward"},
     ], chat=chat)
     pair = data("pairs")[0]
-    assert pair["chosen"] == "no commas here" and pair["judge"] == "ground_truth"
+    assert pair["chosen"][0]["content"] == "no commas here" and pair["judge"] == "ground_truth"
     assert set(pair["chosen_scores"]) == {"helpfulness", "correctness", "coherence", "complexity", "verbosity"}
+    # The rewards are the reward model's (one scale for every row), the checker's verdict apart.
+    assert pair["chosen_reward"] == pytest.approx(reward_scalar(pair["chosen_scores"]))
+    assert pair["rejected_reward"] == pytest.approx(reward_scalar(pair["rejected_scores"]))
+    assert (pair["chosen_judge_score"], pair["rejected_judge_score"]) == (1.0, 0.0)
 
 
 def test_preference_by_reward_model(tmp_path):
@@ -231,8 +254,9 @@ def test_preference_by_reward_model(tmp_path):
     ], chat=chat, reward=ScriptedReward(scores))
     for pair in data("pairs"):
         assert pair["judge"] == "reward" and pair["chosen_reward"] > pair["rejected_reward"] + 0.5
-        assert pair["chosen"] == "reply 2" and pair["rejected"] == "reply 0"
+        assert pair["chosen"][0]["content"] == "reply 2" and pair["rejected"][0]["content"] == "reply 0"
         assert pair["chosen_reward"] == pytest.approx((0.3 + 0.74 + 0.46 + 0.47) * 2)
+        assert pair["chosen_judge_score"] == pair["chosen_reward"]
 
 
 def test_llm_judge_kept_only_when_both_orders_agree(tmp_path):
@@ -241,7 +265,8 @@ def test_llm_judge_kept_only_when_both_orders_agree(tmp_path):
     fair = ScriptedChat()  # prefers the lexicographically larger reply, wherever it stands
     summary, data = run(tmp_path / "fair", stages, chat=fair)
     pairs = data("pairs")
-    assert len(pairs) == 3 and all(p["chosen"] > p["rejected"] and p["judge"] == "llm" for p in pairs)
+    assert len(pairs) == 3 and all(p["chosen"][0]["content"] > p["rejected"][0]["content"] and p["judge"] == "llm"
+                                   for p in pairs)
     judge_calls = [s for m, s in fair.calls if "one letter" in m[-1]["content"]]
     assert len(judge_calls) == 6 and all(s.temperature == 0.0 for s in judge_calls)
 
