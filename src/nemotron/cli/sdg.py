@@ -57,7 +57,9 @@ def register(commands) -> None:
 
     export = sub.add_parser("export", help="write a run's datasets in another format")
     export.add_argument("out", help="a pipeline's output directory")
-    export.add_argument("--format", default="parquet", choices=["parquet"])
+    export.add_argument("--format", default="parquet", choices=["parquet", "hf"],
+                        help="parquet: DIR/<dataset>.parquet; hf: DIR/hf/, a folder `datasets.load_dataset` reads, "
+                             "with a dataset card (schema, counts, models, config hash)")
     export.set_defaults(func=_export)
 
     configs = sub.add_parser("configs", help="list the ready-made pipeline configs")

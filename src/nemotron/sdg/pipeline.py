@@ -21,6 +21,8 @@ units not yet written, whose calls the cache then answers at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -115,7 +117,9 @@ class Pipeline:
         make_dirs(self.out, ("units", "data", "rejected"))
         write_json(self.out / "run.json", {
             "name": self.config.name, "stages": [{"name": s.name, "kind": s.kind} for s in self.config.stages],
-            "outputs": {k: list(v) for k, v in self.config.outputs.items()}})
+            "outputs": {k: list(v) for k, v in self.config.outputs.items()}, "seed": self.config.seed,
+            "models": {alias: b.model for alias, b in self.backends.items()},
+            "config_sha256": config_hash(self.config)})
         cache = CallCache(self.out / "cache.sqlite")
         flows: list[StageFlow] = []
         started = time.monotonic()
@@ -301,6 +305,16 @@ class Pipeline:
                 if not crash:
                     raise
             progress.close()
+
+
+def config_hash(config: PipelineConfig) -> str:
+    """SHA-256 of what the data depends on: stages, models' names, sampling, seed (not endpoints,
+    concurrency or API keys, which change how fast, not what)."""
+    stages = [dataclasses.asdict(s) for s in config.stages]
+    models = {alias: [m.model, m.kind] for alias, m in sorted(config.models.items())}
+    blob = json.dumps({"seed": config.seed, "sampling": config.sampling, "stages": stages, "models": models,
+                       "outputs": config.outputs}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def flow_units(flows: list[StageFlow]) -> int:

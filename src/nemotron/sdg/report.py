@@ -178,6 +178,9 @@ def _grid(plt, series: dict[str, list], color: str, xlabel: str, integer_x: bool
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if integer_x:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if max(values) - min(values) < 4:  # a narrow range would get fractional ticks
+                middle = (max(values) + min(values)) / 2
+                ax.set_xlim(middle - 3, middle + 3)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(series):]:
         ax.set_visible(False)
