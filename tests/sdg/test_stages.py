@@ -302,3 +302,64 @@ def test_record_seeds_are_per_unit_and_call(tmp_path):
                              {"name": "r", "kind": "responses", "n": 2}], chat=again)
     assert sorted(seeds) == sorted(s.seed for _, s in again.calls)
     assert json.dumps(sorted(map(str, seeds)))  # plain ints, JSON-safe
+
+
+def test_math_and_python_topic_prompts(tmp_path):
+    chat = ScriptedChat()
+    summary, data = run(tmp_path, [
+        {"name": "areas", "kind": "macro_topics", "count": 2, "domain": "math"},
+        {"name": "subs", "kind": "subtopics", "count": 2, "domain": "math"},
+        {"name": "py", "kind": "macro_topics", "count": 2, "domain": "python"},
+        {"name": "pysubs", "kind": "subtopics", "input": "py", "count": 2, "domain": "python"},
+    ], chat=chat)
+    prompts = [m[-1]["content"] for m, _ in chat.calls]
+    assert sum("broad areas of mathematics" in p for p in prompts) == 1
+    assert sum("within the mathematical area" in p for p in prompts) == 2
+    assert sum("broad areas of Python programming" in p for p in prompts) == 1
+    assert sum("within the Python programming area" in p for p in prompts) == 2
+    assert {r["domain"] for r in data("areas")} == {"math"} and len(data("pysubs")) == 4
+    with pytest.raises(Exception, match="domain must be one of"):
+        run(tmp_path / "bad", [{"name": "a", "kind": "macro_topics", "domain": "chemistry"}])
+
+
+def test_reference_answers_let_preference_judge_generated_math_by_ground_truth(tmp_path):
+    def reply(messages, seed):
+        prompt = messages[-1]["content"]
+        if "numbered list" in prompt:
+            return "1. What is 2 + 2?\n2. What is the largest prime below 10?"
+        if prompt.startswith("Solve the following problem"):
+            # Every solution of the first problem agrees; those of the second disagree.
+            return "2 + 2 = 4, so \\boxed{4}" if "2 + 2" in prompt else f"I think \\boxed{{{seed % 7}}}"
+        return f"So the answer is {4 if seed % 2 else 5}."
+
+    summary, data = run(tmp_path, [
+        {"name": "t", "kind": "seeds", "items": ["arithmetic"]},
+        {"name": "problems", "kind": "problems", "domain": "math", "levels": ["elementary school"], "count": 2,
+         "reference_answers": True, "answer_samples": 3},
+        {"name": "pairs", "kind": "preference", "n": 6},
+    ], chat=ScriptedChat(reply))
+    problems = data("problems")
+    assert [(p["prompt"], p["answer"]) for p in problems] == [("What is 2 + 2?", "4")]
+    assert "\\boxed{4}" in problems[0]["solution"]
+    assert summary["stages"]["problems"]["rejections"] == {"no agreed answer": 1}
+    pair = data("pairs")[0]
+    assert pair["judge"] == "ground_truth" and pair["chosen"][0]["content"] == "So the answer is 4."
+    with pytest.raises(Exception, match="reference_answers are for math"):
+        run(tmp_path / "py", [{"name": "t", "kind": "seeds", "items": ["x"]},
+                              {"name": "p", "kind": "problems", "domain": "python", "reference_answers": True}])
+
+
+def test_a_separate_user_model_plays_the_user(tmp_path):
+    assistant = ScriptedChat(lambda m, s: "assistant says hi")
+    user = ScriptedChat(lambda m, s: "user asks more", model="user-model")
+    config = parse_config({"name": "t", "models": {**MODELS, "user": {"model": "user-model"}}, "stages": [
+        {"name": "q", "kind": "seeds", "items": ["Hello?"], "field": "prompt"},
+        {"name": "dlg", "kind": "dialogues", "user_turns": 3, "user_model": "user"},
+        {"name": "two", "kind": "two_turn", "input": "q", "user_model": "user"}]})
+    asyncio.run(Pipeline(config, tmp_path, {"generator": assistant, "user": user}, progress=False).run())
+    dialogue = list(read_jsonl(tmp_path / "data" / "dlg.jsonl"))[0]["messages"]
+    assert [m["content"] for m in dialogue] == ["Hello?", "assistant says hi", "user asks more", "assistant says hi",
+                                                "user asks more", "assistant says hi"]
+    assert len(user.calls) == 3 and len(assistant.calls) == 4  # 2 user turns + 1 follow-up; 3 + 1 replies
+    two = list(read_jsonl(tmp_path / "data" / "two.jsonl"))[0]["messages"]
+    assert two[-1] == {"role": "user", "content": "user asks more"}

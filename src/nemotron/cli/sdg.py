@@ -206,3 +206,10 @@ def _configs(args: argparse.Namespace) -> None:
 
     for name in names():
         print(f"{name:<20}{describe(name)}  ({config_path(name)})", file=sys.stdout)
+
+
+def build_args(argv: list[str]) -> argparse.Namespace:
+    """The parsed arguments of a `nemotron sdg ...` command line (for tests and scripts)."""
+    from nemotron.cli.main import build_parser
+
+    return build_parser().parse_args(argv)
