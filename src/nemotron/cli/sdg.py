@@ -33,7 +33,8 @@ def register(commands) -> None:
     run.add_argument("pipeline",
                      help="pipeline YAML file, or the name of a ready-made one (see `nemotron sdg configs`)")
     run.add_argument("--out", required=True, help="output directory (created; reused to resume)")
-    run.add_argument("--endpoint", help="OpenAI-compatible base URL of the generator (models.generator.endpoint)")
+    run.add_argument("--endpoint", help="OpenAI-compatible base URL of the generator (models.generator.endpoint); "
+                                        "several, comma-separated, share one window (replicas of one model)")
     run.add_argument("--model", help="generator model name (models.generator.model)")
     run.add_argument("--api-key", help=f"generator API key (default: the model's api_key_env, else ${API_KEY_ENV})")
     run.add_argument("--reward-endpoint", help="base URL of the reward model (models.reward.endpoint)")

@@ -117,7 +117,7 @@ class PipelineConfig:
     seed: int = 0
     sampling: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    unit_window: int | None = None  # units worked on at once (default: 2 x the generator's concurrency)
+    unit_window: int | None = None  # units worked on at once, whole pipeline (default: 2 x the models' windows)
     flush_every: int = 64  # finished units written per fsync'd batch ...
     flush_interval: float = 1.0  # ... or after this many seconds
 

@@ -10,36 +10,32 @@
     DIR/failures.jsonl          units whose model calls failed for good this run (retried next run)
     DIR/<output>.jsonl          the datasets named under `outputs`
 
-All stages run at once: a unit starts as soon as its input record exists. Each stage collects its
-units in input order as they finish (flows.py), so a record kept by one stage goes to the next
-while the rest of the stage is still running; only a stage that declares `waits_for_inputs`
-waits for whole stages. One window bounds the units being worked on across the pipeline (a
-unit sleeping in backoff gives its place up), so the model backends always have the next call
-ready. A unit's result line is appended, batched, with write + fsync; a kill loses at most the
-units not yet written, whose calls the cache then answers at once.
+All stages run at once: a unit starts as soon as its input record exists (flows.py: each stage
+collects its units in input order, and hands records on as they come); one window bounds the
+units at work across the pipeline, a unit sleeping in backoff giving its place up (scheduler.py).
+A unit's result line is appended, batched, with write + fsync; a kill loses at most the units not
+yet written, whose calls the cache then answers at once.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import TextIO
 
 from nemotron.errors import NemotronError
 from nemotron.sdg.backends import BackendError, CachedChat, CachedReward, Sampling
-from nemotron.sdg.backends.base import CURRENT_UNIT
 from nemotron.sdg.cache import CallCache
 from nemotron.sdg.config import PipelineConfig
 from nemotron.sdg.flows import StageFlow
 from nemotron.sdg.progress import Progress
+from nemotron.sdg.scheduler import Scheduler
 from nemotron.sdg.stages import STAGE_KINDS, Models, Stage, Unit, UnitContext, derive_seed
 from nemotron.sdg.status import run_status
-from nemotron.sdg.store import RecordStore, append_line, make_dirs, read_jsonl, write_atomic, write_json
+from nemotron.sdg.store import RecordStore, make_dirs, read_jsonl, write_atomic, write_json
 
 # A request the server refuses for its content (too long, malformed) fails the same way every
 # time: the unit is recorded as done with that rejection instead of being retried forever.
@@ -48,58 +44,6 @@ PERMANENT_STATUSES = frozenset({400, 413, 422})
 
 class StageChangedError(NemotronError):
     """A rerun whose stage settings differ from those the directory was produced with."""
-
-
-class UnitWindow:
-    """At most `size` units at work at once; a unit waiting in backoff is out of the count, and
-    units coming back from backoff get the next free places before new units start."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.active = 0
-        self._resumers: deque[asyncio.Future] = deque()
-
-    def has_room(self) -> bool:
-        return self.active < self.size and not self._resumers
-
-    def release(self) -> None:
-        self.active -= 1
-        while self._resumers and self.active < self.size:
-            future = self._resumers.popleft()
-            if not future.done():
-                self.active += 1
-                future.set_result(None)
-
-    async def acquire(self) -> None:
-        if self.has_room():
-            self.active += 1
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._resumers.append(future)
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release()
-            elif future in self._resumers:
-                self._resumers.remove(future)
-            raise
-
-
-class _Ticket:
-    """One unit's place in the window (what `backends.base.waiting` pauses)."""
-
-    def __init__(self, window: UnitWindow, refill) -> None:
-        self.window, self.refill, self.paused = window, refill, False
-
-    def pause(self) -> None:
-        self.paused = True
-        self.window.release()
-        self.refill()
-
-    async def resume(self) -> None:
-        await self.window.acquire()
-        self.paused = False
 
 
 class Pipeline:
@@ -202,109 +146,10 @@ class Pipeline:
                 "usage": ctx.usage, "parse": ctx.parse.to_dict()}
 
     async def _run_flows(self, flows: list[StageFlow], used: list) -> None:
-        config = self.config
-        window = UnitWindow(config.unit_window or max(4, 2 * sum(m.concurrency for m in used)))
         gauges = lambda: (sum(m.in_flight for m in used), sum(m.concurrency for m in used),  # noqa: E731
                           sum(m.stats.completion_tokens for m in used))
-        progress = Progress(config.name, 0, 0, gauges, enabled=self.progress, stream=self.stream)
-        tasks: set[asyncio.Task] = set()
-        finished = asyncio.Event()
-        crash: list[BaseException] = []
-        writing = asyncio.Lock()
-        writes: list[asyncio.Future] = []
-        last_flush = [time.monotonic()]
-
-        def pending() -> list[tuple[StageFlow, list[dict]]]:
-            return [(f, f.take_pending()) for f in flows if f.pending]
-
-        async def flush() -> None:
-            # fsync off the event loop: calls in flight keep being served while a batch is written.
-            # Shielded: a cancelled run still lets a batch already handed to the thread finish.
-            async with writing:
-                batches = pending()
-                if batches:
-                    writes.append(asyncio.ensure_future(asyncio.to_thread(
-                        lambda: [f.store.append(batch) for f, batch in batches])))
-                    await asyncio.shield(writes[-1])
-                last_flush[0] = time.monotonic()
-
-        def fill() -> None:
-            while window.has_room() and not crash:
-                flow = next((f for f in reversed(flows) if f.ready), None)  # downstream first: data sooner
-                if flow is None:
-                    return
-                unit = flow.ready.popleft()
-                if unit.id in flow.results:
-                    continue
-                window.active += 1
-                task = asyncio.ensure_future(unit_task(flow, unit))
-                tasks.add(task)
-                task.add_done_callback(done)
-
-        def done(task: asyncio.Task) -> None:
-            tasks.discard(task)
-            if not task.cancelled() and task.exception() is not None and not crash:
-                crash.append(task.exception())
-                finished.set()
-
-        async def unit_task(flow: StageFlow, unit: Unit) -> None:
-            ticket = _Ticket(window, fill)
-            CURRENT_UNIT.set(ticket)
-            flow.started_unit()
-            try:
-                outcome = await self._run_unit(flow, unit)
-            finally:
-                if not ticket.paused:
-                    window.release()
-            if isinstance(outcome, str):
-                append_line(self.out / "failures.jsonl",
-                            {"stage": flow.stage.name, "unit": unit.id, "error": outcome, "time": time.time()})
-                flow.fail(unit, outcome)
-            else:
-                flow.finish_unit(unit, outcome)
-            progress.advance()
-            progress.grow(flow_units(flows) - progress.total)
-            if sum(len(f.pending) for f in flows) >= config.flush_every and not writing.locked():
-                await flush()
-            fill()
-            if all(f.done for f in flows):
-                finished.set()
-            elif not tasks - {asyncio.current_task()} and not any(f.ready for f in flows):
-                raise RuntimeError("the pipeline stalled: no unit runs or waits, but stages are unfinished "
-                                   f"({[f.stage.name for f in flows if not f.done]})")
-
-        async def ticker() -> None:
-            while True:
-                await asyncio.sleep(min(config.flush_interval, 0.5))
-                if any(f.pending for f in flows) and time.monotonic() - last_flush[0] >= config.flush_interval:
-                    await flush()
-                progress.tick()
-
-        for flow in flows:
-            flow.load()
-        for flow in flows:
-            flow.start()
-        progress.grow(flow_units(flows))
-        progress.advance(sum(f.units_finished for f in flows))
-        tick = asyncio.ensure_future(ticker())
-        try:
-            if not all(f.done for f in flows):
-                fill()
-                await finished.wait()
-            if crash:
-                raise crash[0]
-        finally:
-            for task in (*tasks, tick):
-                task.cancel()
-            await asyncio.gather(*tasks, tick, return_exceptions=True)
-            await asyncio.gather(*writes, return_exceptions=True)  # one append at a time on each file
-            try:
-                for flow, batch in pending():
-                    flow.store.append(batch)
-            except NemotronError:
-                if not crash:
-                    raise
-            progress.close()
+        progress = Progress(self.config.name, 0, 0, gauges, enabled=self.progress, stream=self.stream)
+        await Scheduler(self.config, flows, used, self._run_unit, self.out, progress).run()
 
 
 def config_hash(config: PipelineConfig) -> str:
@@ -315,10 +160,6 @@ def config_hash(config: PipelineConfig) -> str:
     blob = json.dumps({"seed": config.seed, "sampling": config.sampling, "stages": stages, "models": models,
                        "outputs": config.outputs}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def flow_units(flows: list[StageFlow]) -> int:
-    return sum(f.units_known for f in flows)
 
 
 def _model_summary(backend) -> dict:
@@ -370,5 +211,4 @@ async def run_stage(kind: str, records: list[dict], out_dir: str | Path, backend
     return list(read_jsonl(Path(out_dir) / "data" / f"{kind}.jsonl"))
 
 
-__all__ = ["PERMANENT_STATUSES", "Pipeline", "StageChangedError", "UnitWindow", "run_pipeline",
-           "run_stage"]
+__all__ = ["PERMANENT_STATUSES", "Pipeline", "StageChangedError", "run_pipeline", "run_stage"]

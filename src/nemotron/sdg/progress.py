@@ -1,5 +1,6 @@
-"""Progress of a stage: a tqdm bar (units done, ETA) whose postfix shows calls in flight against the
-current concurrency window, tokens generated and throughput. Without a terminal (a run under nohup,
+"""Progress of a pipeline run: a tqdm bar (units done of those known so far: the total grows as
+stages make records for the next ones) whose postfix shows calls in flight against the current
+concurrency window, tokens generated and throughput. Without a terminal (a run under nohup,
 a log file) it prints one line every `log_interval` seconds instead."""
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ between attempts, when its pipeline unit gives its place up too). 429, 5xx, time
 connection errors are retried with exponential backoff and jitter, waiting at least what a
 Retry-After header asks; other errors (a prompt too long, a bad parameter) fail the call at once.
 A model may have several endpoints (replicas): they share one window, weighted, with failover
-and health probes (`Endpoint`). Plain-HTTP endpoints (a local server) go through the lean
+and health probes (pool.py). Plain-HTTP endpoints (a local server) go through the lean
 transport of transport.py; HTTPS and proxied ones through httpx's own.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import email.utils
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 import urllib.request
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ import httpx
 
 from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling, waiting
 from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig
+from nemotron.sdg.backends.pool import Endpoint, EndpointPool, normalize_base_url, parse_endpoints
 from nemotron.sdg.backends.transport import LeanTransport
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -83,61 +84,6 @@ def _lean_ok(base_url: str) -> bool:
                                        or bool(urllib.request.proxy_bypass(parts.hostname or "")))
 
 
-def normalize_base_url(url: str) -> str:
-    """The base URL as the OpenAI SDK takes it (ending in /v1); a bare http://host:port gets /v1."""
-    url = url.rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"endpoint must be an http(s) URL, got {url!r}")
-    return url + "/v1" if parts.path in ("", "/") else url
-
-
-@dataclass(slots=True)
-class Endpoint:
-    """One server of a model: its share of the window (`weight`) and its health.
-
-    A server that fails `DOWN_AFTER` attempts in a row (connection refused, timeouts, 5xx) while
-    other servers of the pool are up is taken out: its share of the window goes with it, and a
-    health probe (GET {url}/models) runs after a cooldown (1 s, doubling to 30 s) until it answers."""
-
-    url: str
-    weight: float
-    client: httpx.AsyncClient
-    in_flight: int = 0
-    failures_in_a_row: int = 0
-    down: bool = False
-    cooldown: float = 1.0
-    requests: int = 0
-    marked_down: int = 0
-    errors: dict = field(default_factory=dict)
-
-
-DOWN_AFTER = 3
-MAX_COOLDOWN = 30.0
-
-
-def parse_endpoints(endpoint: str | Sequence) -> list[tuple[str, float]]:
-    """(url, weight) pairs from one URL, a comma-separated list, or a list of URLs and
-    {url, weight} mappings; URLs normalized, weights > 0."""
-    items = endpoint.split(",") if isinstance(endpoint, str) else list(endpoint)
-    pairs = []
-    for item in items:
-        if isinstance(item, str):
-            url, weight = item.strip(), 1.0
-        elif isinstance(item, dict) and set(item) <= {"url", "weight"} and "url" in item:
-            url, weight = str(item["url"]), item.get("weight", 1.0)
-        else:
-            raise ValueError(f"an endpoint is a URL or {{url: ..., weight: ...}}, got {item!r}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-            raise ValueError(f"endpoint {url}: weight must be a number > 0, got {weight!r}")
-        pairs.append((normalize_base_url(url), float(weight)))
-    if not pairs:
-        raise ValueError("no endpoint given")
-    if len({u for u, _ in pairs}) < len(pairs):
-        raise ValueError(f"an endpoint is listed twice: {[u for u, _ in pairs]}")
-    return pairs
-
-
 class HttpClient:
     """POSTs JSON to a model's endpoints with one adaptive window, retries and counters.
 
@@ -158,55 +104,18 @@ class HttpClient:
         self.stats = BackendStats()
         self._rng = random.Random(seed)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.endpoints = []
+        endpoints = []
         for (url, weight), share in zip(pairs, shares):
             chosen = transport if transport is not None else LeanTransport() if _lean_ok(url) else None
             client = httpx.AsyncClient(
                 base_url=url, headers=headers, transport=chosen,
                 timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
                 limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
-            self.endpoints.append(Endpoint(url, share, client))
-        self._probes: set[asyncio.Task] = set()
-
-    # ---- the pool ----
-    def _pick(self, avoid: Endpoint | None) -> Endpoint:
-        up = [e for e in self.endpoints if not e.down and e is not avoid] or \
-            [e for e in self.endpoints if not e.down] or self.endpoints
-        return min(up, key=lambda e: (e.in_flight + 1) / e.weight)
-
-    def _failed(self, endpoint: Endpoint, kind: str) -> None:
-        endpoint.errors[kind] = endpoint.errors.get(kind, 0) + 1
-        endpoint.failures_in_a_row += 1
-        others_up = any(not e.down for e in self.endpoints if e is not endpoint)
-        if endpoint.failures_in_a_row >= DOWN_AFTER and not endpoint.down and others_up and kind != "429":
-            endpoint.down = True
-            endpoint.marked_down += 1
-            self._resize()
-            probe = asyncio.ensure_future(self._probe(endpoint))
-            self._probes.add(probe)
-            probe.add_done_callback(self._probes.discard)
-
-    async def _probe(self, endpoint: Endpoint) -> None:
-        while endpoint.down:
-            await asyncio.sleep(endpoint.cooldown)
-            try:
-                response = await endpoint.client.get("/models", timeout=min(10.0, self.retry.timeout))
-                alive = response.status_code < 500
-            except httpx.HTTPError:
-                alive = False
-            if alive:
-                endpoint.down, endpoint.failures_in_a_row, endpoint.cooldown = False, 0, 1.0
-                self._resize()
-            else:
-                endpoint.cooldown = min(MAX_COOLDOWN, endpoint.cooldown * 2)
-
-    def _resize(self) -> None:
-        up = sum(e.weight for e in self.endpoints if not e.down)
-        self.limiter.set_ceiling(int(up or min(e.weight for e in self.endpoints)))
+            endpoints.append(Endpoint(url, share, client))
+        self.pool = EndpointPool(endpoints, self.limiter, probe_timeout=min(10.0, retry.timeout))
 
     def endpoint_stats(self) -> dict:
-        return {e.url: {"weight": e.weight, "requests": e.requests, "marked_down": e.marked_down,
-                        "down": e.down, "errors": dict(sorted(e.errors.items()))} for e in self.endpoints}
+        return self.pool.stats()
 
     # ---- calls ----
     async def post(self, path: str, body: dict) -> dict:
@@ -215,7 +124,7 @@ class HttpClient:
         for attempt in range(self.retry.max_attempts):
             retry_after = None
             async with self.limiter.slot():
-                endpoint = self._pick(failed_on)
+                endpoint = self.pool.pick(avoid=failed_on)
                 endpoint.in_flight += 1
                 endpoint.requests += 1
                 self.stats.requests += 1
@@ -231,7 +140,7 @@ class HttpClient:
                     if response.status_code == 200:
                         data = self._json(response)
                         if data is not None:
-                            endpoint.failures_in_a_row = 0
+                            self.pool.succeeded(endpoint)
                             self.limiter.on_success(latency, 1.0 + _completion_tokens(data))
                             self.stats.completed += 1
                             return data
@@ -240,7 +149,7 @@ class HttpClient:
                         last, kind = f"HTTP {response.status_code}: {_error_text(response)}", str(response.status_code)
                         retry_after = parse_retry_after(response.headers.get("retry-after"))
                     else:
-                        endpoint.failures_in_a_row = 0
+                        self.pool.succeeded(endpoint)  # it answered: alive, whatever the request's fault
                         self.stats.count_error(str(response.status_code))
                         self.stats.failures += 1
                         raise BackendError(f"HTTP {response.status_code}: {_error_text(response)}",
@@ -248,12 +157,12 @@ class HttpClient:
                 finally:
                     endpoint.in_flight -= 1
                 self.stats.count_error(kind)
-                self._failed(endpoint, kind)
+                self.pool.failed(endpoint, kind)
                 self.limiter.on_failure(kind)
             if attempt + 1 < self.retry.max_attempts:
                 self.stats.retries += 1
                 failed_on = endpoint
-                if retry_after is None and any(not e.down and e is not endpoint for e in self.endpoints):
+                if retry_after is None and self.pool.another_up(endpoint):
                     continue  # failover: another server takes the retry at once
                 # Exponential backoff protects a server in trouble (a 429, most calls failing). A
                 # server failing a share of calls at random is already held to the window: its
@@ -274,10 +183,7 @@ class HttpClient:
         return data if isinstance(data, dict) else None
 
     async def aclose(self) -> None:
-        for probe in list(self._probes):
-            probe.cancel()
-        for endpoint in self.endpoints:
-            await endpoint.client.aclose()
+        await self.pool.aclose()
 
 
 def _completion_tokens(data: dict) -> int:
