@@ -142,13 +142,11 @@ def held(log: list[tuple[float, float]], concurrency: int) -> tuple[float, float
     return busy / max(end - start, 1e-9), end - start, len(log) / total
 
 
-def sft_config(calls: int, concurrency: int, endpoints: list[str] | None = None):
-    """The ready-made sft_prompts pipeline; `calls` lists of 20 macro topics scale it."""
+def sft_config(calls: int, concurrency: int, topics: int = 20):
+    """The ready-made sft_prompts pipeline; `calls` lists of `topics` macro topics scale it."""
     data = load("sft_prompts")
     data["models"]["generator"].update(max_concurrency=concurrency, max_attempts=12)
-    if endpoints:
-        data["models"]["generator"]["endpoint"] = endpoints
-    data["stages"][0]["calls"] = calls
+    data["stages"][0].update(calls=calls, count=topics)
     return parse_config(data)
 
 
@@ -157,17 +155,23 @@ def backend(urls: list[str], concurrency: int) -> OpenAIChat:
                                  retry=RetryConfig(timeout=60, max_attempts=12)), "m")
 
 
-async def pipeline_over_http(urls: list[str], calls: int, concurrency: int) -> tuple[float, OpenAIChat]:
+async def pipeline_over_http(urls: list[str], calls: int, concurrency: int, topics: int = 20
+                             ) -> tuple[float, OpenAIChat]:
     chat = backend(urls, concurrency)
     with tempfile.TemporaryDirectory() as out:
         chat.client.limiter.reset_occupancy()
         start = time.perf_counter()
-        summary = await Pipeline(sft_config(calls, concurrency), out, {"generator": chat}, progress=False).run()
+        summary = await Pipeline(sft_config(calls, concurrency, topics), out, {"generator": chat},
+                                 progress=False).run()
         elapsed = time.perf_counter() - start
         chat.client_occupancy = chat.client.limiter.occupancy()
     await chat.aclose()
     if summary["status"]["exit"]:
         print(f"   (run status: {summary['status']['message']})")
+    limiter = chat.client.limiter
+    if limiter.decreases:
+        print(f"   (the adaptive window shrank {limiter.decreases} times, to {limiter.limit} at the end: replies came "
+              f"back slower than the fastest seen, here because the client's CPU is short)")
     return elapsed, chat
 
 
@@ -219,14 +223,15 @@ def occupancy(latency: float, concurrency: int, calls: int, error_rate: float, r
               f"(the gap: time between a reply and the next request, i.e. client and server CPU)")
 
 
-def endpoints_scaling(latency: float, concurrency: int, calls: int, count: int) -> None:
+def endpoints_scaling(latency: float, concurrency: int, count: int) -> None:
+    """A small sft_prompts run (4 macro topics) on 1 and on `count` endpoints of `concurrency` each."""
     with ExitStack() as stack:
         servers = [stack.enter_context(StandIn(latency)) for _ in range(count)]
         rates = []
         for n in (1, count):
             for s in servers:
                 s.log()
-            elapsed, chat = asyncio.run(pipeline_over_http([s.url for s in servers[:n]], calls, concurrency))
+            elapsed, chat = asyncio.run(pipeline_over_http([s.url for s in servers[:n]], 1, concurrency, topics=4))
             logs = [s.log() for s in servers[:n]]
             rate = sum(len(log) for log in logs) / elapsed
             rates.append(rate)
@@ -259,6 +264,48 @@ class Instant:
         pass
 
 
+class Sleepy(Instant):
+    """In-process, answers after `latency` seconds within a window of `concurrency` calls: the
+    pipeline's own scheduling with no HTTP and no server process to share the CPU with."""
+
+    def __init__(self, latency: float, concurrency: int) -> None:
+        super().__init__()
+        from nemotron.sdg.backends.limiter import AdaptiveLimiter
+
+        self.latency, self.concurrency = latency, concurrency
+        self.limiter = AdaptiveLimiter(ConcurrencyConfig(max_concurrency=concurrency, adaptive=False))
+        self.log: list[tuple[float, float]] = []
+
+    @property
+    def in_flight(self) -> int:
+        return self.limiter.in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        pass
+
+    async def chat(self, messages, sampling):
+        async with self.limiter.slot():
+            start = time.monotonic()
+            await asyncio.sleep(self.latency)
+            result = await super().chat(messages, sampling)
+            self.log.append((start, time.monotonic()))
+            return result
+
+
+def scheduling(latency: float, concurrency: int, calls: int) -> None:
+    chat = Sleepy(latency, concurrency)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        asyncio.run(Pipeline(sft_config(calls, concurrency), out, {"generator": chat}, progress=False).run())
+        elapsed = time.perf_counter() - start
+    average, window, _ = held(chat.log, concurrency)
+    ratio = average / concurrency
+    print(f"   c={concurrency:<4} in-process {latency * 1000:g} ms backend: in flight {average:7.2f} / {concurrency} = "
+          f"{ratio:6.1%} over {window:.1f} s steady; {len(chat.log)} calls in {elapsed:.1f} s "
+          f"-> {'PASS' if ratio >= 0.95 else 'FAIL'} (>= 95%)")
+
+
 def overhead(calls: int) -> tuple[float, float, int]:
     """(seconds per model call, CPU seconds per model call, calls) of a whole sft_prompts run."""
     with tempfile.TemporaryDirectory() as out:
@@ -278,23 +325,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="steady load per measurement (scales the run)")
     parser.add_argument("--error-rate", type=float, default=0.3)
     parser.add_argument("--endpoints", type=int, default=3)
+    parser.add_argument("--endpoint-latency-ms", type=float, default=500.0,
+                        help="answer time in the endpoints test (long enough that the CPU is no limit)")
+    parser.add_argument("--endpoint-concurrency", type=int, default=16)
     parser.add_argument("--no-reference", action="store_true", help="skip the bare httpx loop")
     args = parser.parse_args()
     latency = args.latency_ms / 1000
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} (shared machine: other work competes); "
           f"stand-in answers after {args.latency_ms:g} ms")
-    # One macro-topic call of sft_prompts makes about 300 model calls.
-    scale = lambda c, s: max(1, round(s * c / latency / 300))  # noqa: E731
+    # One macro-topic call of sft_prompts makes about 4,300 model calls against the stand-in.
+    scale = lambda c, s: max(1, round(s * c / latency / 4300))  # noqa: E731
     print("-- whole sft_prompts pipeline (14 stages), share of the window in flight")
     for c in levels:
         occupancy(latency, c, scale(c, args.seconds), 0.0, not args.no_reference)
     for c in levels[:1]:
         occupancy(latency, c, scale(c, args.seconds), args.error_rate, False)
+    print("-- the pipeline's scheduling alone (no HTTP, no server process), whole sft_prompts pipeline")
+    for c in levels:
+        scheduling(latency, c, max(1, round(args.seconds * c / latency / 2300)))
     if args.endpoints > 1:
-        print(f"-- one model on {args.endpoints} endpoints (replicas) vs one")
-        endpoints_scaling(latency, levels[0], scale(levels[0] * args.endpoints, args.seconds / 2), args.endpoints)
-    per_call, cpu_per_call, made = overhead(40)
+        print(f"-- one model on {args.endpoints} endpoints (replicas) vs one; stand-ins answering after "
+              f"{args.endpoint_latency_ms:g} ms")
+        endpoints_scaling(args.endpoint_latency_ms / 1000, args.endpoint_concurrency, args.endpoints)
+    per_call, cpu_per_call, made = overhead(10)
     print(f"-- pipeline overhead on an instant in-process backend (sft_prompts, {made} calls): "
           f"{per_call * 1000:.3f} ms per call wall, {cpu_per_call * 1000:.3f} ms CPU (cache + fsync'd results + "
           f"collection with dedup) -> {'PASS' if per_call < 1e-3 else 'FAIL'} (< 1 ms)")

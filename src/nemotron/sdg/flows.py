@@ -18,6 +18,7 @@ finished later) costs the calls of its units, never a record in the output.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ class StageFlow:
         self.ready: deque[Unit] = deque()  # units to run
         self.pending: list[dict] = []  # result lines not yet written
         self.collector = Collector(stage)
-        self.early_filter = RecordFilter(stage, stage.spec.filters)
+        # Early release skips near-dedup (the costly part): a near duplicate let through early costs
+        # its units' calls at most; the in-order collection still drops it.
+        self.early_filter = RecordFilter(stage, dataclasses.replace(stage.spec.filters, near_dedup=False))
         self._known: set[str] = set()
         self.records_taken = 0
         self.units_run = 0
