@@ -150,8 +150,12 @@ def sft_config(calls: int, concurrency: int, topics: int = 20):
     return parse_config(data)
 
 
+ADAPTIVE = [True]
+
+
 def backend(urls: list[str], concurrency: int) -> OpenAIChat:
-    return OpenAIChat(HttpClient(urls, concurrency=ConcurrencyConfig(max_concurrency=concurrency),
+    config = ConcurrencyConfig(max_concurrency=concurrency, adaptive=ADAPTIVE[0])
+    return OpenAIChat(HttpClient(urls, concurrency=config,
                                  retry=RetryConfig(timeout=60, max_attempts=12)), "m")
 
 
@@ -329,7 +333,10 @@ def main() -> None:
                         help="answer time in the endpoints test (long enough that the CPU is no limit)")
     parser.add_argument("--endpoint-concurrency", type=int, default=16)
     parser.add_argument("--no-reference", action="store_true", help="skip the bare httpx loop")
+    parser.add_argument("--fixed-window", action="store_true",
+                        help="no adaptive window (on a CPU-starved client, slow replies are the client's own fault)")
     args = parser.parse_args()
+    ADAPTIVE[0] = not args.fixed_window
     latency = args.latency_ms / 1000
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} (shared machine: other work competes); "
