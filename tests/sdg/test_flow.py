@@ -188,7 +188,7 @@ def test_full_or_read_only_disk_is_one_line_exit_2_and_loses_nothing(tmp_path, c
 
         def failing(fd, data):
             writes.append(1)
-            if len(writes) > 3:  # the disk fills up after a few batches, mid-batch
+            if len(writes) > 1:  # the disk fills up after the first batch, mid-batch
                 real(fd, data[:len(data) // 2])
                 raise OSError(error, os.strerror(error))
             real(fd, data)
@@ -245,3 +245,43 @@ def test_set_and_model_flags(tmp_path):
     assert config.stage("qs").judge_model is None  # only stages that judge get the judge
     assert any("replaces models.generator.endpoint http://a:1/v1" in w for w in warnings)
     assert any("stage qs uses model 'big' (http://b:1/v1), not it" in w for w in warnings)
+
+
+def test_a_full_disk_under_the_call_cache_is_one_line_too(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from nemotron.sdg.cache import CallCache
+
+    config = write_config(tmp_path, CHAIN)
+    fake = FakeOpenAI()
+    with ThreadServer(fake.app) as server:
+        real_init, inserts = CallCache.__init__, []
+
+        class FillingDisk:
+            """The cache's connection, on a disk that fills up after a few answers."""
+
+            def __init__(self, db):
+                self.db = db
+
+            def execute(self, sql, *args):
+                if sql.startswith("INSERT"):
+                    inserts.append(1)
+                    if len(inserts) > 5:
+                        raise sqlite3.OperationalError("database or disk is full")
+                return self.db.execute(sql, *args)
+
+            def close(self):
+                self.db.close()
+
+        def init(self, path):
+            real_init(self, path)
+            self._db = FillingDisk(self._db)
+
+        monkeypatch.setattr(CallCache, "__init__", init)
+        code, err = run_cli(config, tmp_path / "out", server.url, capsys)
+        assert code == 2 and err.startswith("error: cannot write ") and "cache.sqlite: database or disk is full" in err
+        assert len(err.strip().splitlines()) == 1
+        monkeypatch.setattr(CallCache, "__init__", real_init)
+        assert run_cli(config, tmp_path / "out", server.url, capsys)[0] == 0
+        assert run_cli(config, tmp_path / "clean", server.url, capsys)[0] == 0
+    assert list(read_jsonl(tmp_path / "out" / "out.jsonl")) == list(read_jsonl(tmp_path / "clean" / "out.jsonl"))

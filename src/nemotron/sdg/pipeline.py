@@ -6,7 +6,7 @@
     DIR/data/<stage>.jsonl      the stage's kept records, in input order (written when the stage ends)
     DIR/rejected/<stage>.jsonl  what was dropped and why (parse failures, filters, duplicates ...)
     DIR/summary.json            per stage: counts, rejection reasons, token usage; per model: requests,
-                                retries, errors by HTTP status; the run's status (see `RunStatus`)
+                                retries, errors by HTTP status; the run's status and exit code (status.py)
     DIR/failures.jsonl          units whose model calls failed for good this run (retried next run)
     DIR/<output>.jsonl          the datasets named under `outputs`
 
