@@ -29,7 +29,10 @@ def register(commands) -> None:
     sdg = commands.add_parser("sdg", help="generate synthetic training data (prompts, dialogues, preference pairs)")
     sub = sdg.add_subparsers(dest="sdg_command", required=True, metavar="SUBCOMMAND")
 
-    run = sub.add_parser("run", help="run (or resume) a pipeline; rerunning the same command resumes it")
+    run = sub.add_parser("run", help="run (or resume) a pipeline; rerunning the same command resumes it",
+                         epilog="exit status: 0 complete; 2 error (bad config, output disk full or read-only); "
+                                "3 some units gave up after their retries (rerun to retry them); "
+                                "4 a stage kept no records")
     run.add_argument("pipeline",
                      help="pipeline YAML file, or the name of a ready-made one (see `nemotron sdg configs`)")
     run.add_argument("--out", required=True, help="output directory (created; reused to resume)")
