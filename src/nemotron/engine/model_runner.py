@@ -1,7 +1,15 @@
-"""One model step over a flattened batch of scheduled chunks: inputs, forward, sampling."""
+"""One model step over a flattened batch of scheduled chunks: inputs, forward, sampling.
+
+A step is split in two so that it can run on several ranks (tensor / pipeline parallelism):
+`plan()` turns the scheduler's chunks into a `StepPlan` of plain numbers, `execute(plan)` runs the
+forward on this rank's shard and returns the logits the sampler needs (on rank 0). Rank 0 plans,
+hands the plan to the other ranks through `channel` (nemotron.parallel.runtime) and samples; the
+other ranks only execute. On one device there is no channel and the same code runs.
+"""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,57 +32,122 @@ class SampledToken:
     top: list[tuple[int, float]]  # the most likely alternatives, when asked for
 
 
+@dataclass(slots=True)
+class StepPlan:
+    """One step as every rank runs it: plain numbers, so rank 0 can broadcast it. Per chunk:"""
+
+    keys: list[int]  # the sequence's identity; its decode lane follows it from step to step
+    starts: list[int]  # first position computed
+    num_tokens: list[int]
+    block_tables: list[list[int]]
+    prompt_rows: list[int]  # leading rows whose logits score the prompt (prompt log-probabilities)
+    samples: list[bool]  # whether the last row's logits draw a token
+    token_ids: list[int]  # the chunks' new tokens, concatenated
+
+    def logit_rows(self, order: list[int]) -> list[int]:
+        """Rows of the hidden states (chunks laid out in `order`) whose logits the driver reads:
+        every chunk's prompt rows, then every sampling chunk's last row, chunks in plan order."""
+        first = [0] * len(order)
+        for row, i in zip(itertools.accumulate([0] + [self.num_tokens[i] for i in order]), order):
+            first[i] = row
+        prompt = [first[i] + j for i, n in enumerate(self.prompt_rows) for j in range(n)]
+        return prompt + [first[i] + self.num_tokens[i] - 1 for i, s in enumerate(self.samples) if s]
+
+
+class _LaneKey:
+    """Stands for a sequence in the decode workspace, which keys lanes by object and reads block tables."""
+
+    __slots__ = ("block_table",)
+
+    def __init__(self) -> None:
+        self.block_table: list[int] = []
+
+
 class ModelRunner:
-    def __init__(self, model: NemotronForCausalLM, kv_cache: PagedKVCache, eos_id: int) -> None:
+    def __init__(self, model: NemotronForCausalLM, kv_cache: PagedKVCache, eos_id: int, channel=None) -> None:
         self.model = model
         self.kv_cache = kv_cache
         self.eos_id = eos_id
-        self.device = model.lm_head.weight.device
+        self.channel = channel  # nemotron.parallel.runtime.StepChannel when the model is split over ranks
+        self.device = kv_cache.keys.device
         self.vocab_size = model.config.vocab_size
         self._last_batch: list[Sequence] = []
         self._last_counts: list[int] = []
         self._last_tensors: SamplingTensors | None = None
+        self._seq_keys: dict[Sequence, int] = {}  # sequences of the last step (driver)
+        self._next_key: Iterator[int] = itertools.count()
+        self._lane_keys: dict[int, _LaneKey] = {}  # keys of the last step (every rank)
         self.graphs: DecodeGraphs | None = None  # set by the engine on GPUs
 
+    # ---- rank 0: plan, execute, sample ------------------------------------------------------
     @torch.inference_mode()
     def run(self, chunks: list[ScheduledChunk]) -> list[SampledToken]:
         if self.graphs is not None and self._graph_step(chunks):
             logits = self.graphs.run([c.seq.token_ids[c.start] for c in chunks], [c.start for c in chunks],
                                      [c.seq.block_table for c in chunks])
             return self._sample(chunks, logits)
-        chunks, lanes = self._order_for_lanes(chunks)
+        plan = self.plan(chunks)
+        if self.channel is not None:
+            self.channel.broadcast(plan)
+        logits = self.execute(plan)  # (prompt rows + sampling rows, V)
+        num_prompt = sum(plan.prompt_rows)
+        self._record_prompt_logprobs(chunks, plan, logits[:num_prompt])
+        sampling = [c for c in chunks if c.samples]
+        return self._sample(sampling, logits[num_prompt:]) if sampling else []
+
+    def plan(self, chunks: list[ScheduledChunk]) -> StepPlan:
+        keys = {c.seq: self._seq_keys.get(c.seq) for c in chunks}
+        self._seq_keys = {seq: next(self._next_key) if key is None else key for seq, key in keys.items()}
+        ids: list[int] = []
+        for c in chunks:
+            ids += c.seq.token_ids[c.start:c.start + c.num_tokens]
+        return StepPlan([self._seq_keys[c.seq] for c in chunks], [c.start for c in chunks],
+                        [c.num_tokens for c in chunks], [c.seq.block_table for c in chunks],
+                        [_prompt_rows(c) for c in chunks], [c.samples for c in chunks], ids)
+
+    # ---- every rank ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, plan: StepPlan) -> Tensor | None:
+        """This rank's part of the step; the logits of plan.logit_rows on rank 0, None elsewhere."""
+        order, lanes = self._order_for_lanes(plan)
+        offsets = list(itertools.accumulate([0] + plan.num_tokens))
         ids, positions = [], []
-        for chunk in chunks:
-            ids += chunk.seq.token_ids[chunk.start:chunk.start + chunk.num_tokens]
-            positions += range(chunk.start, chunk.start + chunk.num_tokens)
+        for i in order:
+            ids += plan.token_ids[offsets[i]:offsets[i + 1]]
+            positions += range(plan.starts[i], plan.starts[i] + plan.num_tokens[i])
         position_ids = torch.tensor(positions, device=self.device)
-        layout = BatchLayout.build([c.seq.block_table for c in chunks], [c.start for c in chunks],
-                                   [c.num_tokens for c in chunks], position_ids, self.kv_cache.block_size)
+        layout = BatchLayout.build([plan.block_tables[i] for i in order], [plan.starts[i] for i in order],
+                                   [plan.num_tokens[i] for i in order], position_ids, self.kv_cache.block_size)
         layout.lanes = lanes
         self.kv_cache.use(layout)
-        input_ids = torch.tensor([ids], device=self.device)
-        hidden = self.model.model(input_ids, position_ids[None], self.kv_cache)[0]  # (T, H)
+        hidden = self.model.model(torch.tensor([ids], device=self.device), position_ids[None], self.kv_cache)
+        logits = None
+        if hidden is not None:  # None on pipeline stages before the last
+            rows = plan.logit_rows(order)
+            logits = self.model.lm_head(hidden[0, torch.tensor(rows, dtype=torch.long, device=self.device)])
+        if self.channel is not None:
+            logits = self.channel.logits_to_driver(logits, len(plan.logit_rows(order)))
+        return logits
 
-        ends = [end - 1 for end in itertools.accumulate(c.num_tokens for c in chunks)]  # last row of each chunk
-        self._record_prompt_logprobs(chunks, hidden, ends)
-        sampling = [c for c in chunks if c.samples]
-        if not sampling:
-            return []
-        rows = torch.tensor([end for end, c in zip(ends, chunks) if c.samples], device=self.device)
-        logits = self.model.lm_head(hidden[rows])  # (S, V)
-        return self._sample(sampling, logits)
-
-    def _order_for_lanes(self, chunks: list[ScheduledChunk]) -> tuple[list[ScheduledChunk], LanePlan | None]:
-        """With a decode workspace: one-token rows first, in lane order, and their lane plan."""
+    def _order_for_lanes(self, plan: StepPlan) -> tuple[list[int], LanePlan | None]:
+        """Chunk order in the batch: with a decode workspace, one-token chunks first, in lane order,
+        and their lane plan. Every rank computes the same order from the same plan."""
+        order = list(range(len(plan.keys)))
         if self.kv_cache.workspace is None:
-            return chunks, None
-        single = [c for c in chunks if c.num_tokens == 1]
-        lanes = self.kv_cache.plan_lanes([c.seq for c in single], [c.start + 1 for c in single])
+            return order, None
+        lane_keys = {key: self._lane_keys.get(key) or _LaneKey() for key in plan.keys}
+        self._lane_keys = lane_keys
+        for key, table in zip(plan.keys, plan.block_tables):
+            lane_keys[key].block_table = table
+        single = [i for i in order if plan.num_tokens[i] == 1]
+        lanes = self.kv_cache.plan_lanes([lane_keys[plan.keys[i]] for i in single],
+                                         [plan.starts[i] + 1 for i in single])
         if lanes is None:
-            return chunks, None
-        single.sort(key=lambda c: self.kv_cache.workspace.lane(c.seq))
-        return single + [c for c in chunks if c.num_tokens != 1], lanes
+            return order, None
+        single.sort(key=lambda i: self.kv_cache.workspace.lane(lane_keys[plan.keys[i]]))
+        return single + [i for i in order if plan.num_tokens[i] != 1], lanes
 
+    # ---- rank 0: sampling ----------------------------------------------------------------------
     def _graph_step(self, chunks: list[ScheduledChunk]) -> bool:
         """A step the decode graphs can replay: one new token per sequence, all sampling."""
         return (all(c.num_tokens == 1 and c.samples for c in chunks)
@@ -107,21 +180,25 @@ class ModelRunner:
         return [SampledToken(c, t, lp, top) for c, t, lp, top in
                 zip(chunks, token_ids.tolist(), logprobs.tolist(), tops)]
 
-    def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], hidden: Tensor, ends: list[int]) -> None:
+    def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], plan: StepPlan, logits: Tensor) -> None:
         """Log-probability of each prompt token given the tokens before it (for scoring / echo)."""
-        for i, chunk in enumerate(chunks):
-            seq = chunk.seq
-            if not seq.params.prompt_logprobs or chunk.start >= seq.num_prompt_tokens:
+        first = 0
+        for chunk, count in zip(chunks, plan.prompt_rows):
+            if count == 0:
                 continue
+            seq = chunk.seq
             if seq.prompt_logprobs is None:
                 seq.prompt_logprobs = [None]  # the first token has no context to be predicted from
-            # Row j predicts token start + j + 1; keep predictions of prompt tokens only.
-            last = min(chunk.start + chunk.num_tokens, seq.num_prompt_tokens - 1)
-            count = last - chunk.start
-            if count <= 0:
-                continue
-            first_row = ends[i] - chunk.num_tokens + 1
-            logits = self.model.lm_head(hidden[first_row:first_row + count]).float()[:, :self.vocab_size]
-            targets = torch.tensor(seq.token_ids[chunk.start + 1:chunk.start + 1 + count], device=self.device)
-            chosen = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
-            seq.prompt_logprobs += chosen.tolist()
+            # Row j predicts token start + j + 1.
+            targets = torch.tensor(seq.token_ids[chunk.start + 1:chunk.start + 1 + count], device=logits.device)
+            rows = logits[first:first + count].float()[:, :self.vocab_size]
+            seq.prompt_logprobs += rows.log_softmax(-1).gather(1, targets[:, None]).squeeze(1).tolist()
+            first += count
+
+
+def _prompt_rows(chunk: ScheduledChunk) -> int:
+    """Rows of this chunk that predict prompt tokens, when the request asked for prompt log-probabilities."""
+    seq = chunk.seq
+    if not seq.params.prompt_logprobs or chunk.start >= seq.num_prompt_tokens:
+        return 0
+    return max(0, min(chunk.start + chunk.num_tokens, seq.num_prompt_tokens - 1) - chunk.start)
