@@ -14,13 +14,11 @@ from collections.abc import AsyncIterator
 
 from nemotron.engine.llm_engine import LLMEngine, RequestOutput
 from nemotron.engine.sampling import SamplingParams
-from nemotron.errors import NemotronError
+from nemotron.errors import EngineDeadError, NemotronError
+
+__all__ = ["AsyncLLM", "EngineDeadError"]
 
 log = logging.getLogger(__name__)
-
-
-class EngineDeadError(NemotronError, RuntimeError):
-    """The engine thread failed; the request could not be completed."""
 
 
 class AsyncLLM:

@@ -1,6 +1,7 @@
 """`LLM(model).generate(prompts, params)`: the engine for offline batches."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,18 +39,51 @@ class Completion:
 
 
 class LLM:
+    """tensor_parallel_size / pipeline_parallel_size > 1: this process becomes rank 0 of that many
+    ranks on this machine (one GPU each, or CPU processes); `model` must then be a path or preset,
+    which every rank loads its part of. Call close() (or use `with`) to stop the ranks."""
+
     def __init__(self, model: str | Path | LoadedModel, config: EngineConfig = EngineConfig(), *,
-                 dtype: str | None = None, device: str | None = None) -> None:
-        if not isinstance(model, LoadedModel):
+                 dtype: str | None = None, device: str | None = None, tensor_parallel_size: int = 1,
+                 pipeline_parallel_size: int = 1, trust_pickle: bool = False) -> None:
+        self.ranks = None
+        if (tensor_parallel_size, pipeline_parallel_size) != (1, 1):
+            config = dataclasses.replace(config, parallel=dataclasses.replace(
+                config.parallel, tensor_parallel_size=tensor_parallel_size,
+                pipeline_parallel_size=pipeline_parallel_size))
+        if config.parallel.world_size > 1:
+            if isinstance(model, LoadedModel):
+                raise NemotronError("a parallel LLM loads its shards itself: pass the model's path or preset name")
+            from nemotron.parallel.launch import RankOptions, start_local
+
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            model = load_model(model, dtype=dtype, device=device)
-        if not isinstance(model.model, NemotronForCausalLM):
-            raise NemotronError(f"{model.source.spec} is a reward model; it scores text, it does not generate")
-        if model.tokenizer is None:
-            raise NemotronError(f"{model.source.spec} comes without a tokenizer")
-        self.loaded = model
-        self.tokenizer = model.tokenizer
-        self.engine = LLMEngine(model.model, model.tokenizer, config)
+            self.ranks, model = start_local(RankOptions(str(model), config, dtype, torch.device(device).type,
+                                                        trust_pickle))
+        elif not isinstance(model, LoadedModel):
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = load_model(model, dtype=dtype, device=device, trust_pickle=trust_pickle)
+        try:
+            if not isinstance(model.model, NemotronForCausalLM):
+                raise NemotronError(f"{model.source.spec} is a reward model; it scores text, it does not generate")
+            if model.tokenizer is None:
+                raise NemotronError(f"{model.source.spec} comes without a tokenizer")
+            self.loaded = model
+            self.tokenizer = model.tokenizer
+            self.engine = LLMEngine(model.model, model.tokenizer, config)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the other ranks of a parallel LLM (nothing to do on one device)."""
+        if self.ranks is not None:
+            self.ranks.close()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def generate(self, prompts: str | list[str] | list[list[int]],
                  params: SamplingParams | list[SamplingParams] | None = None,

@@ -8,6 +8,7 @@ other ranks only execute. On one device there is no channel and the same code ru
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,9 +88,12 @@ class ModelRunner:
                                      [c.seq.block_table for c in chunks])
             return self._sample(chunks, logits)
         plan = self.plan(chunks)
-        if self.channel is not None:
-            self.channel.broadcast(plan)
-        logits = self.execute(plan)  # (prompt rows + sampling rows, V)
+        if self.channel is None:
+            logits = self.execute(plan)  # (prompt rows + sampling rows, V)
+        else:
+            with self.channel.step():
+                self.channel.broadcast(plan)
+                logits = self.execute(plan)
         num_prompt = sum(plan.prompt_rows)
         self._record_prompt_logprobs(chunks, plan, logits[:num_prompt])
         sampling = [c for c in chunks if c.samples]
@@ -110,24 +114,44 @@ class ModelRunner:
     def execute(self, plan: StepPlan) -> Tensor | None:
         """This rank's part of the step; the logits of plan.logit_rows on rank 0, None elsewhere."""
         order, lanes = self._order_for_lanes(plan)
-        offsets = list(itertools.accumulate([0] + plan.num_tokens))
-        ids, positions = [], []
-        for i in order:
-            ids += plan.token_ids[offsets[i]:offsets[i + 1]]
-            positions += range(plan.starts[i], plan.starts[i] + plan.num_tokens[i])
-        position_ids = torch.tensor(positions, device=self.device)
-        layout = BatchLayout.build([plan.block_tables[i] for i in order], [plan.starts[i] for i in order],
-                                   [plan.num_tokens[i] for i in order], position_ids, self.kv_cache.block_size)
-        layout.lanes = lanes
-        self.kv_cache.use(layout)
-        hidden = self.model.model(torch.tensor([ids], device=self.device), position_ids[None], self.kv_cache)
+        hidden = self._forward(plan, order, lanes)  # (T, H); None on pipeline stages before the last
+        rows = plan.logit_rows(order)
         logits = None
-        if hidden is not None:  # None on pipeline stages before the last
-            rows = plan.logit_rows(order)
-            logits = self.model.lm_head(hidden[0, torch.tensor(rows, dtype=torch.long, device=self.device)])
+        if hidden is not None:
+            logits = self.model.lm_head(hidden[torch.tensor(rows, dtype=torch.long, device=self.device)])
         if self.channel is not None:
-            logits = self.channel.logits_to_driver(logits, len(plan.logit_rows(order)))
+            logits = self.channel.logits_to_driver(logits, len(rows), self.vocab_size, self.kv_cache.keys.dtype)
         return logits
+
+    def _forward(self, plan: StepPlan, order: list[int], lanes: LanePlan | None) -> Tensor | None:
+        """Hidden states of the chunks laid out in `order`. With pipeline stages the chunks go through
+        in micro-batches, several in flight, each with its own batch layout."""
+        offsets = list(itertools.accumulate([0] + plan.num_tokens))
+        parts = [order]
+        if self.channel is not None and self.channel.layout.pp > 1:
+            m = min(self.channel.config.steps_micro_batches, len(order))
+            parts = [order[k * len(order) // m:(k + 1) * len(order) // m] for k in range(m)]
+        batches = []
+        for part in parts:
+            ids, positions = [], []
+            for i in part:
+                ids += plan.token_ids[offsets[i]:offsets[i + 1]]
+                positions += range(plan.starts[i], plan.starts[i] + plan.num_tokens[i])
+            position_ids = torch.tensor(positions, device=self.device)
+            layout = BatchLayout.build([plan.block_tables[i] for i in part], [plan.starts[i] for i in part],
+                                       [plan.num_tokens[i] for i in part], position_ids, self.kv_cache.block_size)
+            layout.lanes = lanes
+            batches.append((torch.tensor([ids], device=self.device), position_ids[None], layout))
+        if len(batches) == 1 and (self.channel is None or self.channel.layout.pp == 1):
+            input_ids, positions, layout = batches[0]
+            self.kv_cache.use(layout)
+            return self.model.model(input_ids, positions, self.kv_cache)[0]
+        from nemotron.parallel.pipeline import MicroBatch, pipeline_forward
+
+        micro = [MicroBatch(positions, input_ids, self.kv_cache, functools.partial(self.kv_cache.use, layout))
+                 for input_ids, positions, layout in batches]
+        outputs = pipeline_forward(self.model, self.channel.layout, micro, self.channel.stage_times)
+        return None if outputs[0] is None else torch.cat([h[0] for h in outputs])
 
     def _order_for_lanes(self, plan: StepPlan) -> tuple[list[int], LanePlan | None]:
         """Chunk order in the batch: with a decode workspace, one-token chunks first, in lane order,
