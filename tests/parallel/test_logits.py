@@ -1,0 +1,114 @@
+"""Tensor/pipeline-parallel forward passes on gloo ranks give the single-process logits (fp32, 1e-5).
+
+Each rank loads its shard straight from the Hugging Face files of a tiny random model (load_sharded);
+the reference is the same directory loaded whole by load_model, in the same process."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from nemotron.checkpoint.load import load_model
+from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
+from nemotron.parallel import (MicroBatch, ParallelLayout, StageTimes, bubble_fraction, load_sharded, pipeline_forward,
+                               result_to_rank0)
+from tests.conftest import TINY_CONFIG, random_model_dir
+from tests.parallel.launch import run_ranks
+
+LAYOUTS = [(2, 1), (4, 1), (1, 2), (2, 2)]  # TINY_CONFIG has 2 KV heads: TP 4 replicates them
+
+
+def _inputs(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(5))
+    return ids, torch.arange(9).expand(2, 9)
+
+
+def _causal_lm_logits(rank, world, path, tp, pp):
+    layout = ParallelLayout.from_world(tp, pp)
+    model = load_sharded(path, layout).model
+    ids, positions = _inputs(model.config.vocab_size)
+    times = StageTimes()
+    halves = [MicroBatch(positions[i:i + 1], ids[i:i + 1]) for i in range(2)]  # two micro-batches in flight
+    hidden = pipeline_forward(model, layout, halves, times)
+    logits = None
+    if layout.is_last_stage:
+        with torch.no_grad():
+            logits = model.lm_head(torch.cat(hidden))  # gathered over the TP group
+    logits = result_to_rank0(logits if layout.tp_rank == 0 else None, (2, 9, model.config.vocab_size),
+                             torch.float32, layout)
+    return {"logits": logits, "bubble": times.bubble}
+
+
+@pytest.mark.parametrize(("tp", "pp"), LAYOUTS)
+def test_causal_lm_logits_match_one_process(tmp_path, tiny_model_dir, tp, pp):
+    results = run_ranks(_causal_lm_logits, tp * pp, tmp_path / "run", str(tiny_model_dir), tp, pp)
+    reference = load_model(tiny_model_dir).model
+    ids, positions = _inputs(TINY_CONFIG.vocab_size)
+    with torch.no_grad():
+        expected = reference(ids, positions)
+    assert (results[0]["logits"] - expected).abs().max().item() <= 1e-5
+    assert all(r["logits"] is None for r in results[1:])
+    assert bubble_fraction(pp, 2) == (pp - 1) / (pp + 1)
+
+
+def _reward_scores(rank, world, path, tp, pp):
+    layout = ParallelLayout.from_world(tp, pp)
+    model = load_sharded(path, layout).model
+    ids, positions = _inputs(model.config.vocab_size)
+    lengths = torch.tensor([9, 6])
+    hidden = pipeline_forward(model, layout, [MicroBatch(positions, ids)])[0]
+    scores = None
+    if layout.is_last_stage and layout.tp_rank == 0:
+        with torch.no_grad():
+            scores = model.rm_head(hidden[torch.arange(2), lengths - 1]).float()
+    return result_to_rank0(scores, (2, 9), torch.float32, layout)
+
+
+def test_reward_model_scores_match_one_process(tmp_path, tmp_path_factory, sp_tokenizer_file):
+    # A vocabulary the TP size does not divide: the last rank's embedding partition is padded.
+    config = dataclasses.replace(TINY_CONFIG, vocab_size=321, num_reward_attributes=9)
+    path = random_model_dir(tmp_path_factory, sp_tokenizer_file, config, "reward321", seed=4)
+    results = run_ranks(_reward_scores, 4, tmp_path / "run", str(path), 2, 2)
+    reference = load_model(path).model
+    ids, positions = _inputs(321)
+    with torch.no_grad():
+        expected = reference(ids, positions, lengths=torch.tensor([9, 6]))
+    assert (results[0] - expected).abs().max().item() <= 1e-5
+
+
+def _greedy_with_paged_cache(rank, world, path, tp, pp, steps):
+    """Prefill then decode through each rank's own paged KV pool (its layers, its KV heads)."""
+    layout = ParallelLayout.from_world(tp, pp)
+    loaded = load_sharded(path, layout)
+    model, config = loaded.model, loaded.config
+    cache = PagedKVCache(layout.local_config(config), num_blocks=8, block_size=4, dtype=torch.float32, device="cpu")
+    tokens = [5, 17, 42, 7, 99]
+    block_table = list(range(8))
+    start = 0
+    for _ in range(steps):
+        new = tokens[start:]
+        positions = torch.arange(start, len(tokens))
+        batch = BatchLayout.build([block_table], [start], [len(new)], positions, cache.block_size)
+        step = MicroBatch(positions[None], torch.tensor([new]), cache, lambda b=batch: cache.use(b))
+        hidden = pipeline_forward(model, layout, [step])[0]
+        logits = model.lm_head(hidden[0, -1:]) if layout.is_last_stage else None
+        logits = result_to_rank0(logits if layout.tp_rank == 0 else None, (1, config.vocab_size), torch.float32,
+                                 layout)
+        next_token = torch.zeros(1, dtype=torch.long)
+        if rank == 0:
+            next_token[0] = logits.argmax(-1)
+        torch.distributed.broadcast(next_token, src=0)  # the runtime broadcasts the step plan likewise
+        start = len(tokens)
+        tokens.append(int(next_token))
+    return tokens
+
+
+def test_greedy_decode_through_paged_kv_pools(tmp_path, tiny_model_dir):
+    results = run_ranks(_greedy_with_paged_cache, 4, tmp_path / "run", str(tiny_model_dir), 2, 2, 6)
+    reference = load_model(tiny_model_dir).model
+    tokens = [5, 17, 42, 7, 99]
+    with torch.no_grad():
+        for _ in range(6):
+            tokens.append(int(reference(torch.tensor([tokens]))[0, -1].argmax()))
+    assert all(r == tokens for r in results)
