@@ -71,6 +71,16 @@ class AsyncLLM:
         self._wake.set()
         self._thread.join(timeout=10)
 
+    def fail(self, err: EngineDeadError) -> None:
+        """Answer every request in flight with `err` and refuse new ones: the engine cannot go on (a
+        rank of a parallel run is gone). Safe from any thread, even while a step hangs."""
+        self._closed = True
+        self._wake.set()
+        with self._lock:
+            request_ids = list(self._streams)
+        for request_id in request_ids:
+            self._deliver(request_id, err)
+
     @property
     def num_active(self) -> int:
         with self._lock:

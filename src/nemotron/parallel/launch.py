@@ -105,7 +105,9 @@ class Ranks:
         if self._closed:
             return
         self._closed = True
-        healthy = self.channel.failure is None and all(p.exitcode is None for p in self.processes)
+        # Before the engines are built (loading failed on rank 0) the others wait elsewhere: only a kill stops them.
+        healthy = (self.channel.failure is None and self.channel.serving
+                   and all(p.exitcode is None for p in self.processes))
         if healthy:
             try:
                 self.channel.broadcast(None)
@@ -120,12 +122,15 @@ class Ranks:
         set_current(None)
         if healthy:
             dist.destroy_process_group()
+        else:
+            log.warning("stopped the other ranks without a clean shutdown")
 
 
 # ---- starting -----------------------------------------------------------------------------------
 def start_local(options: RankOptions) -> tuple[Ranks, LoadedModel]:
     """This process becomes rank 0 of options.parallel.world_size ranks on this machine; it spawns the
     others, and every rank loads its shard. Returns rank 0's handle and its part of the model."""
+    check_fits(options)
     world = options.parallel.world_size
     if options.device == "cuda" and torch.cuda.device_count() < world:
         raise ConfigError(f"tp {options.parallel.tensor_parallel_size} x pp {options.parallel.pipeline_parallel_size} "
@@ -158,6 +163,7 @@ def from_torchrun(options: RankOptions) -> tuple[Ranks, LoadedModel] | None:
     if rank != 0:
         worker_main(options, rank, world, local_rank, "env://")
         return None
+    check_fits(options)
     _init(options, 0, world, local_rank, "env://")
     ranks = Ranks(_channel(options, local_rank))
     return ranks, _load(options, ranks.channel)
@@ -219,3 +225,67 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Launch:
+    """A command's ranks, as the CLI drives them: `start()` on rank 0 (spawned here, or joined under
+    torchrun) gives its part of the model; a torchrun rank other than 0 calls `serve_steps()`."""
+
+    def __init__(self, options: RankOptions) -> None:
+        self.options = options
+        self.ranks: Ranks | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return under_torchrun() and int(os.environ["RANK"]) != 0
+
+    def serve_steps(self) -> None:
+        from_torchrun(self.options)
+
+    def start(self) -> LoadedModel:
+        self.ranks, loaded = from_torchrun(self.options) if under_torchrun() else start_local(self.options)
+        return loaded
+
+    def close(self) -> None:
+        if self.ranks is not None:
+            self.ranks.close()
+
+    def describe(self) -> str:
+        config = self.options.parallel
+        where = "GPUs" if self.options.device == "cuda" else "CPU processes"
+        how = "torchrun" if under_torchrun() else "spawned here"
+        return (f"tensor parallel {config.tensor_parallel_size} x pipeline parallel {config.pipeline_parallel_size} "
+                f"over {config.world_size} {where} ({how})")
+
+
+# ---- will it fit --------------------------------------------------------------------------------
+def check_fits(options: RankOptions) -> None:
+    """Refuse a layout the model cannot be cut into, or (GPUs) whose busiest GPU would need more memory
+    than this machine's GPUs have, quoting the memory planner's per-GPU figures."""
+    from nemotron.checkpoint import hf
+    from nemotron.checkpoint.load import SourceKind, load_config, resolve
+    from nemotron.memory import Precision, WeightBytes, plan
+
+    config = load_config(options.spec, trust_pickle=options.trust_pickle)
+    tp, pp = options.parallel.tensor_parallel_size, options.parallel.pipeline_parallel_size
+    ParallelLayout(tp, pp).check(config)
+    if config.is_reward_model:
+        raise ConfigError("reward models are scored on one device; tensor / pipeline parallelism serves language models")
+    if options.device != "cuda" or not torch.cuda.is_available():
+        return
+    source = resolve(options.spec)
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[options.dtype or config.torch_dtype]
+    stored = source.kind is SourceKind.HF_DIR and options.dtype is None and all(
+        f.suffix == ".safetensors" for f in hf.weight_files(source.path))
+    weights = (WeightBytes.from_checkpoint(source.path, config) if stored
+               else WeightBytes.from_config(config, Precision(dtype, config.quantization)))
+    need = plan(config, weights, tp=tp, pp=pp).per_gpu
+    count = min(torch.cuda.device_count(), tp * pp)
+    have = min(torch.cuda.get_device_properties(i).total_memory for i in range(count))
+    if need.total > have:
+        gb = lambda n: f"{n / 1e9:.1f} GB"  # noqa: E731
+        raise ConfigError(
+            f"tp {tp} x pp {pp} does not fit: the busiest GPU needs {gb(need.total)} (weights {gb(need.weights)}, "
+            f"KV cache of one {config.max_position_embeddings}-token sequence {gb(need.kv_cache)}, activations "
+            f"{gb(need.activations)}, overhead {gb(need.overhead)}) and these GPUs have {gb(have)}; use more "
+            f"GPUs (larger --tp / --pp) or a quantized checkpoint (see `nemotron memory`)")

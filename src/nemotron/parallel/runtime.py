@@ -69,6 +69,7 @@ class StepChannel:
         self.layout, self.config, self.device = layout, config, device
         self.plan_group = dist.new_group(backend="gloo", timeout=FOREVER)  # collective: every rank
         self.failure: RankFailure | None = None
+        self.serving = False  # set once every rank built its engine side
         self.step_started: float | None = None  # monotonic time of the step in flight (rank 0)
         self.stage_times = StageTimes()  # pipeline stages: busy vs wall time (the bubble)
         self._lock = threading.Lock()
@@ -98,6 +99,7 @@ class StepChannel:
         with self._guard("agreeing on the KV cache size"):
             tensor = torch.tensor([value], dtype=torch.long)
             dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=self.plan_group)
+        self.serving = True  # the other ranks now wait for plans
         return int(tensor.item())
 
     def check(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from nemotron.errors import NemotronError
+from nemotron.errors import EngineDeadError, NemotronError
 from nemotron.server.errors import APIError, error_body
 from nemotron.server.params import parse_json_object
 
@@ -84,7 +84,7 @@ def sse_response(chunks: AsyncIterator[dict], timeout: float) -> StreamingRespon
                     break
                 except NemotronError as err:  # the engine failed under this request (EngineDeadError)
                     log.error("stream failed: %s", err)
-                    yield f"data: {dumps(error_body(500, str(err)))}\n\n"
+                    yield f"data: {dumps(error_body(503 if isinstance(err, EngineDeadError) else 500, str(err)))}\n\n"
                     break
                 yield f"data: {dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
