@@ -30,6 +30,7 @@ class AsyncLLM:
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
         self._closed = False
+        self._failed = False
         self._ids = itertools.count()
         self._thread = threading.Thread(target=self._run, name="nemotron-engine", daemon=True)
         self._thread.start()
@@ -69,12 +70,12 @@ class AsyncLLM:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=1 if self._failed else 10)  # after fail() a step may never return
 
     def fail(self, err: EngineDeadError) -> None:
         """Answer every request in flight with `err` and refuse new ones: the engine cannot go on (a
         rank of a parallel run is gone). Safe from any thread, even while a step hangs."""
-        self._closed = True
+        self._closed = self._failed = True
         self._wake.set()
         with self._lock:
             request_ids = list(self._streams)

@@ -96,7 +96,7 @@ class Ranks:
                 return channel.fail(f"rank {rank} of {channel.layout.world_size} exited (code {process.exitcode}); "
                                     "the model cannot run without it")
         started, limit = channel.step_started, channel.config.timeout_s
-        if started is not None and time.monotonic() - started > limit + 5:
+        if started is not None and time.monotonic() - started > limit + 1:
             return channel.fail(f"a step has waited more than {limit:g} s for the other ranks; one is stuck")
         return None
 
