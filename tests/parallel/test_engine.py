@@ -60,5 +60,5 @@ def test_a_layout_the_model_cannot_take_is_refused(tiny_model_dir):
 def test_a_model_in_memory_cannot_be_split(tiny_model_dir):
     from nemotron.checkpoint.load import load_model
 
-    with pytest.raises(NemotronError, match="path or preset"):
+    with pytest.raises(NemotronError, match="needs its ranks started first"):
         LLM(load_model(tiny_model_dir), CONFIG, tensor_parallel_size=2)
