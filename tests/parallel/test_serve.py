@@ -60,6 +60,10 @@ def test_tp2_pp2_serves_the_model_card_client_and_openai(scripted_model_dir):
         response = requests.put(f"{url}/generate", data=json.dumps(data),
                                 headers={"Content-Type": "application/json"}).json()["sentences"][0]
         assert response[len(CARD_PROMPT):] == "Hi.\n<extra_id_1>"
+        scored = requests.put(f"{url}/generate", json={**data, "compute_logprob": True}).json()
+        assert len(scored["logprob"][0]) == len(scored["tokens"][0]) - 1  # prompt and output log-probabilities
+        full = requests.put(f"{url}/generate", json={**data, "compute_logprob": True, "all_probs": True})
+        assert full.status_code == 400 and "split over ranks" in full.json()["error"]["message"]
 
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
         chat = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "Write a poem"}],

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.server.errors import bad_request
 
 
 @dataclass(slots=True)
@@ -28,13 +29,17 @@ class SequenceLogprobs:
 
 
 class SequenceScorer:
-    def __init__(self, model: NemotronForCausalLM, rows_per_chunk: int = 64) -> None:
+    def __init__(self, model: NemotronForCausalLM, rows_per_chunk: int = 64, split: bool = False) -> None:
         self.model = model
+        self.split = split  # split over ranks (--tp/--pp): only the engine's steps may run it
         self.rows_per_chunk = rows_per_chunk
         self.vocab_size = model.config.vocab_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemotron-scoring")
 
     async def logprobs(self, ids: list[int], top_n: int = 0, full: bool = False) -> SequenceLogprobs:
+        if self.split:
+            raise bad_request("full distributions (all_probs, echo with top logprobs) are not available when the "
+                              "model is split over ranks (--tp / --pp)")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._compute, list(ids), top_n, full)
 

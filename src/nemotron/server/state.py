@@ -47,7 +47,8 @@ class ServedModel:
                      int(time.time()))
         if isinstance(loaded.model, NemotronForCausalLM):
             engine = LLMEngine(loaded.model, loaded.tokenizer, config.engine)
-            served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.model)
+            served.llm = AsyncLLM(engine)
+            served.sequences = SequenceScorer(engine.model, split=config.engine.parallel.world_size > 1)
         else:
             served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0)
         return served
