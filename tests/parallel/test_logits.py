@@ -11,6 +11,7 @@ import torch
 
 from nemotron.checkpoint.load import load_model
 from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
+from nemotron.model.nemotron import fuse_qkv
 from nemotron.parallel import (MicroBatch, ParallelLayout, StageTimes, bubble_fraction, load_sharded, pipeline_forward,
                                result_to_rank0)
 from tests.conftest import TINY_CONFIG, random_model_dir
@@ -81,7 +82,7 @@ def _greedy_with_paged_cache(rank, world, path, tp, pp, steps):
     """Prefill then decode through each rank's own paged KV pool (its layers, its KV heads)."""
     layout = ParallelLayout.from_world(tp, pp)
     loaded = load_sharded(path, layout)
-    model, config = loaded.model, loaded.config
+    model, config = fuse_qkv(loaded.model), loaded.config  # as the engine does: one matmul of the local q/k/v
     cache = PagedKVCache(layout.local_config(config), num_blocks=8, block_size=4, dtype=torch.float32, device="cpu")
     tokens = [5, 17, 42, 7, 99]
     block_table = list(range(8))

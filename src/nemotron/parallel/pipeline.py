@@ -28,7 +28,9 @@ from nemotron.parallel.layout import ParallelLayout
 
 
 def pipeline_stage(model: nn.Module, layout: ParallelLayout) -> nn.Module:
-    """In place: keep this rank's stage of `model` (works on the meta device too)."""
+    """In place: keep this rank's stage of `model` (works on the meta device too). Apply before
+    `tensor_parallel`."""
+    model.parallel_layout = layout
     if layout.pp == 1:
         return model
     config = model.config

@@ -104,8 +104,8 @@ def _scaled(heads: range, d: int) -> tuple[int, int]:
 
 
 def _column(prefix: str, module: nn.Module, rows: Ranges) -> dict[str, Shard]:
-    return {f"{prefix}.{name}": Shard(rows) for name, _ in module.named_parameters(recurse=False)} | \
-           {f"{prefix}.{name}": Shard(rows) for name, _ in module.named_buffers(recurse=False)}
+    """Output rows of a linear layer: the same rows of every tensor it holds (weights and scales)."""
+    return {f"{prefix}.{name}": Shard(rows) for name in module.state_dict()}
 
 
 def _row(prefix: str, module: nn.Module, cols: tuple[int, int]) -> dict[str, Shard]:
@@ -134,7 +134,10 @@ def tensor_parallel(model: nn.Module, layout: ParallelLayout, read: Reader | Non
     """In place: shard `model` for this rank. `read(name, shard)` returns the shard of the stored
     tensor `name`; by default it is sliced from the model's own (whole) tensors. Tensors a plan
     marks replicated are read whole. Every rank of the TP group must apply the same transform."""
+    if getattr(model, "is_tensor_parallel", False):
+        raise ValueError("the model is already tensor-parallel")
     plan = shard_plan(model, layout)
+    model.parallel_layout, model.is_tensor_parallel = layout, layout.tp > 1
     if read is None and layout.tp == 1:
         return model
     if read is None:
