@@ -31,14 +31,15 @@ def write_rank_files(root, state, config, tp, pp):
 
 def _forward(rank, world, path, tp, pp, trust_pickle=False, dtype=None):
     """Logits (or reward scores) on rank 0, and which rank files this rank read tensor data from."""
-    used = set()
-    real = megatron_slices.opened_or
+    real_open = megatron_slices._open_stored
 
-    def recording(shard, key):
-        used.add(key)
-        return real(shard, key)
+    def recording(*args):
+        stored = real_open(*args)
+        used_sets.append(stored.used_files)
+        return stored
 
-    megatron_slices.opened_or = recording
+    used_sets = []
+    megatron_slices._open_stored = recording
     chunks = []
     real_chunk = nemo._ZarrArray._chunk
     nemo._ZarrArray._chunk = lambda self, index: chunks.append(1) or real_chunk(self, index)
@@ -46,7 +47,8 @@ def _forward(rank, world, path, tp, pp, trust_pickle=False, dtype=None):
     try:
         loaded = load_sharded(path, layout, trust_pickle=trust_pickle, dtype=dtype)
     finally:
-        megatron_slices.opened_or, nemo._ZarrArray._chunk = real, real_chunk
+        megatron_slices._open_stored, nemo._ZarrArray._chunk = real_open, real_chunk
+    used = set().union(*used_sets)
     model = loaded.model
     hidden = pipeline_forward(model, layout, [MicroBatch(POSITIONS, IDS)])[0]
     out = None
