@@ -113,3 +113,19 @@ def test_greedy_decode_through_paged_kv_pools(tmp_path, tiny_model_dir):
         for _ in range(6):
             tokens.append(int(reference(torch.tensor([tokens]))[0, -1].argmax()))
     assert all(r == tokens for r in results)
+
+
+def _preset_logits(rank, world):
+    layout = ParallelLayout.from_world(world)
+    model = load_sharded("tiny", layout).model
+    with torch.no_grad():
+        return model(torch.tensor([[5, 6, 7, 8]]))
+
+
+def test_preset_random_weights_are_the_same_model_at_any_tp(tmp_path):
+    """A preset's random weights are made per tensor from (seed, name), so TP ranks agree with one process."""
+    one = load_sharded("tiny", ParallelLayout()).model
+    with torch.no_grad():
+        expected = one(torch.tensor([[5, 6, 7, 8]]))
+    results = run_ranks(_preset_logits, 2, tmp_path / "run")
+    assert (results[0] - expected).abs().max().item() <= 1e-5 and torch.equal(results[0], results[1])

@@ -11,8 +11,8 @@ import torch.distributed.checkpoint as dcp
 from nemotron.checkpoint import megatron, megatron_slices, nemo
 from nemotron.parallel import ParallelLayout, load_sharded, pipeline_forward, result_to_rank0
 from nemotron.parallel.pipeline import MicroBatch
-from tests.checkpoint.test_nemo import (CONFIG, REWARD, TOKENIZER_FILE, make_model, pp_stages, stack_layers, tar_dir, tp_shards,
-                                        write_root, write_zarr_array, yaml_config)
+from tests.checkpoint.test_nemo import (CONFIG, REWARD, TOKENIZER_FILE, make_model, pp_stages, stack_layers, tar_dir,
+                                        tp_shards, write_root, write_zarr_array, yaml_config)
 from tests.parallel.launch import run_ranks
 
 IDS = torch.randint(0, CONFIG.vocab_size, (2, 8), generator=torch.Generator().manual_seed(1))

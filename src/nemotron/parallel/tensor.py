@@ -51,7 +51,9 @@ class Shard:
         parts = [tensor] if self.rows is None else [tensor[a:b] for a, b in self.rows]
         if self.pad_rows:
             parts.append(tensor.new_zeros((self.pad_rows, *tensor.shape[1:])))
-        return torch.cat(parts).contiguous() if len(parts) > 1 else parts[0].clone(memory_format=torch.contiguous_format)
+        if len(parts) > 1:
+            return torch.cat(parts)
+        return parts[0].clone(memory_format=torch.contiguous_format)
 
     def shape(self, full: tuple[int, ...]) -> tuple[int, ...]:
         shape = list(full)
