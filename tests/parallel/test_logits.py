@@ -129,3 +129,32 @@ def test_preset_random_weights_are_the_same_model_at_any_tp(tmp_path):
         expected = one(torch.tensor([[5, 6, 7, 8]]))
     results = run_ranks(_preset_logits, 2, tmp_path / "run")
     assert (results[0] - expected).abs().max().item() <= 1e-5 and torch.equal(results[0], results[1])
+
+
+def _llm_greedy(rank, world, path, prompts):
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+
+    layout = ParallelLayout.from_world(world)
+    loaded = load_sharded(path, layout)
+    # The sharded model's config is this rank's view, so the engine sizes a pool of its KV heads.
+    assert loaded.model.config.num_kv_heads == len(layout.kv_heads(loaded.config))
+    llm = LLM(loaded, EngineConfig(num_blocks=16, block_size=4, max_num_batched_tokens=8))  # chunked prefill
+    params = SamplingParams(max_new_tokens=6, greedy=True)
+    return [c.token_ids for c in llm.generate(prompts, params)]
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_engine_runs_unchanged_on_tensor_parallel_ranks(tmp_path, tiny_model_dir, tp):
+    """Every rank steps the same engine over the same requests (the runtime broadcasts each step's plan
+    instead); greedy tokens equal one process."""
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+
+    prompts = [[2, 10, 11, 12, 13, 14, 15, 16, 17, 18], [2, 40, 41]]
+    results = run_ranks(_llm_greedy, tp, tmp_path / "run", str(tiny_model_dir), prompts)
+    llm = LLM(load_model(tiny_model_dir), EngineConfig(num_blocks=16, block_size=4))
+    expected = [c.token_ids for c in llm.generate(prompts, SamplingParams(max_new_tokens=6, greedy=True))]
+    assert all(r == expected for r in results)

@@ -72,7 +72,7 @@ REPLICATED = Shard()
 def shard_plan(model: nn.Module, layout: ParallelLayout) -> dict[str, Shard]:
     """State-dict name -> the Shard this rank holds, for every tensor of `model` (unsharded; it may
     live on the meta device, be a pipeline stage, have fused or quantized projections)."""
-    config: ModelConfig = model.config
+    config = full_config(model)
     layout.check(config)
     plan = {name: REPLICATED for name in model.state_dict()}
     if layout.tp == 1:
@@ -139,21 +139,35 @@ def tensor_parallel(model: nn.Module, layout: ParallelLayout, read: Reader | Non
     if getattr(model, "is_tensor_parallel", False):
         raise ValueError("the model is already tensor-parallel")
     plan = shard_plan(model, layout)
-    model.parallel_layout, model.is_tensor_parallel = layout, layout.tp > 1
-    if read is None and layout.tp == 1:
-        return model
-    if read is None:
-        whole = model.state_dict()
-        read = lambda name, shard: shard.take(whole[name])  # noqa: E731
-    if layout.tp > 1:
-        _restructure(model, layout)
-    for name, shard in plan.items():
-        _assign(model, name, read(name, shard))
+    config = full_config(model)
+    if read is not None or layout.tp > 1:
+        if read is None:
+            whole = model.state_dict()
+            read = lambda name, shard: shard.take(whole[name])  # noqa: E731
+        if layout.tp > 1:
+            _restructure(model, layout, config)
+        for name, shard in plan.items():
+            _assign(model, name, read(name, shard))
+    model.is_tensor_parallel = layout.tp > 1
+    set_local_config(model, layout)
     return model
 
 
-def _restructure(model: nn.Module, layout: ParallelLayout) -> None:
-    config: ModelConfig = model.config
+def full_config(model: nn.Module) -> ModelConfig:
+    """The whole model's config, also after the parallel transforms replaced `model.config`."""
+    return getattr(model, "full_config", None) or model.config
+
+
+def set_local_config(model: nn.Module, layout: ParallelLayout) -> None:
+    """After a parallel transform, `model.config` describes what this rank computes (its stage's layers,
+    its heads: `layout.local_config`), so the engine sizes its KV pool from it unchanged; the whole
+    model's config stays in `model.full_config`, the layout in `model.parallel_layout`."""
+    config = full_config(model)
+    model.full_config, model.parallel_layout = config, layout
+    model.config = model.model.config = layout.local_config(config)
+
+
+def _restructure(model: nn.Module, layout: ParallelLayout, config: ModelConfig) -> None:
     group = layout.tp_group
     for module in model.modules():
         if isinstance(module, NemotronAttention):
