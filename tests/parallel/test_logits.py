@@ -53,6 +53,19 @@ def test_causal_lm_logits_match_one_process(tmp_path, tiny_model_dir, tp, pp):
     assert bubble_fraction(pp, 2) == (pp - 1) / (pp + 1)
 
 
+def test_vocabulary_not_divisible_by_tp(tmp_path, tmp_path_factory, sp_tokenizer_file):
+    """321 rows over 2 ranks: the last rank's embedding and head partitions are padded, the padding
+    logits dropped after the gather."""
+    config = dataclasses.replace(TINY_CONFIG, vocab_size=321)
+    path = random_model_dir(tmp_path_factory, sp_tokenizer_file, config, "vocab321", seed=6)
+    results = run_ranks(_causal_lm_logits, 2, tmp_path / "run", str(path), 2, 1)
+    ids, positions = _inputs(321)
+    with torch.no_grad():
+        expected = load_model(path).model(ids, positions)
+    assert results[0]["logits"].shape == expected.shape
+    assert (results[0]["logits"] - expected).abs().max().item() <= 1e-5
+
+
 def _reward_scores(rank, world, path, tp, pp):
     layout = ParallelLayout.from_world(tp, pp)
     model = load_sharded(path, layout).model
