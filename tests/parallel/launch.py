@@ -28,6 +28,7 @@ def _entry(fn, rank: int, world: int, workdir: Path, args: tuple) -> None:
 def run_ranks(fn, world: int, workdir: Path, *args, timeout: float = 90.0) -> list:
     """fn(rank, world, *args) on `world` ranks -> the ranks' return values (torch.save-able)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    import torch._dynamo  # noqa: F401  (meta-device init imports it: once here, not in every rank)
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_entry, args=(fn, rank, world, workdir, args), daemon=True) for rank in range(world)]
     for proc in procs:

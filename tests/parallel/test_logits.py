@@ -11,6 +11,7 @@ import torch
 
 from nemotron.checkpoint.load import load_model
 from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
+from nemotron.model.nemotron import fuse_qkv
 from nemotron.parallel import (MicroBatch, ParallelLayout, StageTimes, bubble_fraction, load_sharded, pipeline_forward,
                                result_to_rank0)
 from tests.conftest import TINY_CONFIG, random_model_dir
@@ -52,6 +53,19 @@ def test_causal_lm_logits_match_one_process(tmp_path, tiny_model_dir, tp, pp):
     assert bubble_fraction(pp, 2) == (pp - 1) / (pp + 1)
 
 
+def test_vocabulary_not_divisible_by_tp(tmp_path, tmp_path_factory, sp_tokenizer_file):
+    """321 rows over 2 ranks: the last rank's embedding and head partitions are padded, the padding
+    logits dropped after the gather."""
+    config = dataclasses.replace(TINY_CONFIG, vocab_size=321)
+    path = random_model_dir(tmp_path_factory, sp_tokenizer_file, config, "vocab321", seed=6)
+    results = run_ranks(_causal_lm_logits, 2, tmp_path / "run", str(path), 2, 1)
+    ids, positions = _inputs(321)
+    with torch.no_grad():
+        expected = load_model(path).model(ids, positions)
+    assert results[0]["logits"].shape == expected.shape
+    assert (results[0]["logits"] - expected).abs().max().item() <= 1e-5
+
+
 def _reward_scores(rank, world, path, tp, pp):
     layout = ParallelLayout.from_world(tp, pp)
     model = load_sharded(path, layout).model
@@ -81,7 +95,7 @@ def _greedy_with_paged_cache(rank, world, path, tp, pp, steps):
     """Prefill then decode through each rank's own paged KV pool (its layers, its KV heads)."""
     layout = ParallelLayout.from_world(tp, pp)
     loaded = load_sharded(path, layout)
-    model, config = loaded.model, loaded.config
+    model, config = fuse_qkv(loaded.model), loaded.config  # as the engine does: one matmul of the local q/k/v
     cache = PagedKVCache(layout.local_config(config), num_blocks=8, block_size=4, dtype=torch.float32, device="cpu")
     tokens = [5, 17, 42, 7, 99]
     block_table = list(range(8))
@@ -112,3 +126,48 @@ def test_greedy_decode_through_paged_kv_pools(tmp_path, tiny_model_dir):
         for _ in range(6):
             tokens.append(int(reference(torch.tensor([tokens]))[0, -1].argmax()))
     assert all(r == tokens for r in results)
+
+
+def _preset_logits(rank, world):
+    layout = ParallelLayout.from_world(world)
+    model = load_sharded("tiny", layout).model
+    with torch.no_grad():
+        return model(torch.tensor([[5, 6, 7, 8]]))
+
+
+def test_preset_random_weights_are_the_same_model_at_any_tp(tmp_path):
+    """A preset's random weights are made per tensor from (seed, name), so TP ranks agree with one process."""
+    one = load_sharded("tiny", ParallelLayout()).model
+    with torch.no_grad():
+        expected = one(torch.tensor([[5, 6, 7, 8]]))
+    results = run_ranks(_preset_logits, 2, tmp_path / "run")
+    assert (results[0] - expected).abs().max().item() <= 1e-5 and torch.equal(results[0], results[1])
+
+
+def _llm_greedy(rank, world, path, prompts):
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+
+    layout = ParallelLayout.from_world(world)
+    loaded = load_sharded(path, layout)
+    # The sharded model's config is this rank's view, so the engine sizes a pool of its KV heads.
+    assert loaded.model.config.num_kv_heads == len(layout.kv_heads(loaded.config))
+    llm = LLM(loaded, EngineConfig(num_blocks=16, block_size=4, max_num_batched_tokens=8))  # chunked prefill
+    params = SamplingParams(max_new_tokens=6, greedy=True)
+    return [c.token_ids for c in llm.generate(prompts, params)]
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_engine_runs_unchanged_on_tensor_parallel_ranks(tmp_path, tiny_model_dir, tp):
+    """Every rank steps the same engine over the same requests (the runtime broadcasts each step's plan
+    instead); greedy tokens equal one process."""
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+
+    prompts = [[2, 10, 11, 12, 13, 14, 15, 16, 17, 18], [2, 40, 41]]
+    results = run_ranks(_llm_greedy, tp, tmp_path / "run", str(tiny_model_dir), prompts)
+    llm = LLM(load_model(tiny_model_dir), EngineConfig(num_blocks=16, block_size=4))
+    expected = [c.token_ids for c in llm.generate(prompts, SamplingParams(max_new_tokens=6, greedy=True))]
+    assert all(r == expected for r in results)

@@ -57,10 +57,12 @@ def _open_root(root: Path, origin: str, trust_pickle: bool, home: tuple[int, int
 
 
 class StoredTensors:
-    """Megatron tensors by stored name (global layer numbers): merged shapes and region reads."""
+    """Megatron tensors by stored name (global layer numbers): merged shapes and region reads.
+    `used_files` records the per-rank files (tp, stage) whose tensor data was read."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], region: Callable[[str, Bounds], Tensor]) -> None:
         self.shapes, self.region = shapes, region
+        self.used_files: set[tuple[int, int]] = set()
 
     def load_whole(self, name: str) -> Tensor:
         return self.region(name, [(0, n) for n in self.shapes[name]])
@@ -148,18 +150,23 @@ def _rank_files(root: Path, origin: str, trust_pickle: bool, home_tp: int) -> St
     tp_size, pp_size = max(k[0] for k in files) + 1, max(k[1] for k in files) + 1
     opened: dict[tuple[int, int], dict] = {}
 
-    def shard(key: tuple[int, int]) -> dict:  # memory-mapped on first use; only the files a rank needs
-        if key not in opened:
-            opened[key] = nemo._torch_load(files[key], f"{origin}/{files[key].relative_to(root)}", trust_pickle)
+    def load(key: tuple[int, int], fake: bool = False) -> dict:
+        where = f"{origin}/{files[key].relative_to(root)}"
+        if fake:  # names and shapes only: the pickled index is read, not the tensor data
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            with FakeTensorMode():
+                return nemo._torch_load(files[key], where, trust_pickle)
+        if key not in opened:  # memory-mapped on first use; only the files a rank's slices lie in
+            opened[key] = nemo._torch_load(files[key], where, trust_pickle)
         return opened[key]
 
-    # Names and shapes from tp rank 0 of each stage (a memory-mapped file: only its index is read).
     where: dict[str, tuple[int, str]] = {}  # global name -> (stage, name in the stage's files)
     shapes: dict[str, tuple[int, ...]] = {}
     offset = 0
     for stage in range(pp_size):
         stage_layers = 0
-        for name, tensor in shard((0, stage)).items():
+        for name, tensor in load((min(home_tp, tp_size - 1), stage), fake=True).items():
             if megatron.is_skipped(name) or not isinstance(tensor, Tensor):
                 continue
             local = megatron.layer_index(name)
@@ -176,12 +183,15 @@ def _rank_files(root: Path, origin: str, trust_pickle: bool, home_tp: int) -> St
             shapes[global_name] = tuple(shape)
         offset += stage_layers
 
+    def rank_tensor(key: tuple[int, int], local: str) -> Tensor:
+        used_files.add(key)
+        return nemo._rank_tensor({key: load(key)}, key, local, origin)
+
     def region(name: str, bounds: Bounds) -> Tensor:
         stage, local = where[name]
         dim = megatron.tp_split_dim(name)
-        if dim is None or tp_size == 1:
-            key = (min(home_tp, tp_size - 1), stage)  # replicated: every file of the stage holds it
-            return _narrow(nemo._rank_tensor(opened_or(shard, key), key, local, origin), bounds).clone()
+        if dim is None or tp_size == 1:  # replicated: every file of the stage holds it, read this rank's
+            return _own(_narrow(rank_tensor((min(home_tp, tp_size - 1), stage), local), bounds))
         per_rank = shapes[name][dim] // tp_size
         start, stop = bounds[dim]
         pieces = []
@@ -189,16 +199,20 @@ def _rank_files(root: Path, origin: str, trust_pickle: bool, home_tp: int) -> St
             lo, hi = max(start, rank * per_rank), min(stop, (rank + 1) * per_rank)
             piece_bounds = list(bounds)
             piece_bounds[dim] = (lo - rank * per_rank, hi - rank * per_rank)
-            tensor = nemo._rank_tensor(opened_or(shard, (rank, stage)), (rank, stage), local, origin)
-            pieces.append(_narrow(tensor, piece_bounds))
-        return torch.cat(pieces, dim) if len(pieces) > 1 else pieces[0].clone()
+            pieces.append(_narrow(rank_tensor((rank, stage), local), piece_bounds))
+        return torch.cat(pieces, dim) if len(pieces) > 1 else _own(pieces[0])
 
-    return StoredTensors(shapes, region)
+    used_files: set[tuple[int, int]] = set()
+    stored = StoredTensors(shapes, region)
+    stored.used_files = used_files
+    return stored
 
 
-def opened_or(shard: Callable[[tuple[int, int]], dict], key: tuple[int, int]) -> dict[tuple[int, int], dict]:
-    """nemo._rank_tensor takes the dict of shards; hand it the one file it needs."""
-    return {key: shard(key)}
+def _own(tensor: Tensor) -> Tensor:
+    """A part of a stored tensor is copied, so it does not keep the whole one alive; a whole one is
+    returned as it is (a matching layout's tensors go straight from the file into the model)."""
+    whole = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    return tensor if whole and tensor.is_contiguous() else tensor.clone(memory_format=torch.contiguous_format)
 
 
 def _narrow(tensor: Tensor, bounds: Bounds) -> Tensor:

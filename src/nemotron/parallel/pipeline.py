@@ -25,13 +25,15 @@ from torch import Tensor, nn
 
 from nemotron.model.nemotron import AttentionCache, NemotronAttention
 from nemotron.parallel.layout import ParallelLayout
+from nemotron.parallel.tensor import full_config, set_local_config
 
 
 def pipeline_stage(model: nn.Module, layout: ParallelLayout) -> nn.Module:
-    """In place: keep this rank's stage of `model` (works on the meta device too)."""
+    """In place: keep this rank's stage of `model` (works on the meta device too). Apply before
+    `tensor_parallel`."""
+    config = full_config(model)
     if layout.pp == 1:
         return model
-    config = model.config
     layout.check(config)
     keep = layout.stage_layers(config.num_layers)
     inner = model.model
@@ -45,6 +47,7 @@ def pipeline_stage(model: nn.Module, layout: ParallelLayout) -> nn.Module:
         for head in ("lm_head", "rm_head"):
             if hasattr(model, head):
                 setattr(model, head, nn.Identity())
+    set_local_config(model, layout)
     return model
 
 
@@ -103,7 +106,7 @@ def pipeline_forward(model: nn.Module, layout: ParallelLayout, batches: list[Mic
         if layout.is_first_stage:
             x = batch.input_ids
         else:
-            x = torch.empty((b, t, model.config.hidden_size), dtype=dtype, device=batch.positions.device)
+            x = torch.empty((b, t, full_config(model).hidden_size), dtype=dtype, device=batch.positions.device)
             dist.recv(x, src=layout.prev_rank)
         began = time.perf_counter()
         if batch.prepare is not None:

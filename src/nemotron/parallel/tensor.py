@@ -51,7 +51,9 @@ class Shard:
         parts = [tensor] if self.rows is None else [tensor[a:b] for a, b in self.rows]
         if self.pad_rows:
             parts.append(tensor.new_zeros((self.pad_rows, *tensor.shape[1:])))
-        return torch.cat(parts).contiguous() if len(parts) > 1 else parts[0].clone(memory_format=torch.contiguous_format)
+        if len(parts) > 1:
+            return torch.cat(parts)
+        return parts[0].clone(memory_format=torch.contiguous_format)
 
     def shape(self, full: tuple[int, ...]) -> tuple[int, ...]:
         shape = list(full)
@@ -70,7 +72,7 @@ REPLICATED = Shard()
 def shard_plan(model: nn.Module, layout: ParallelLayout) -> dict[str, Shard]:
     """State-dict name -> the Shard this rank holds, for every tensor of `model` (unsharded; it may
     live on the meta device, be a pipeline stage, have fused or quantized projections)."""
-    config: ModelConfig = model.config
+    config = full_config(model)
     layout.check(config)
     plan = {name: REPLICATED for name in model.state_dict()}
     if layout.tp == 1:
@@ -104,8 +106,8 @@ def _scaled(heads: range, d: int) -> tuple[int, int]:
 
 
 def _column(prefix: str, module: nn.Module, rows: Ranges) -> dict[str, Shard]:
-    return {f"{prefix}.{name}": Shard(rows) for name, _ in module.named_parameters(recurse=False)} | \
-           {f"{prefix}.{name}": Shard(rows) for name, _ in module.named_buffers(recurse=False)}
+    """Output rows of a linear layer: the same rows of every tensor it holds (weights and scales)."""
+    return {f"{prefix}.{name}": Shard(rows) for name in module.state_dict()}
 
 
 def _row(prefix: str, module: nn.Module, cols: tuple[int, int]) -> dict[str, Shard]:
@@ -134,21 +136,38 @@ def tensor_parallel(model: nn.Module, layout: ParallelLayout, read: Reader | Non
     """In place: shard `model` for this rank. `read(name, shard)` returns the shard of the stored
     tensor `name`; by default it is sliced from the model's own (whole) tensors. Tensors a plan
     marks replicated are read whole. Every rank of the TP group must apply the same transform."""
+    if getattr(model, "is_tensor_parallel", False):
+        raise ValueError("the model is already tensor-parallel")
     plan = shard_plan(model, layout)
-    if read is None and layout.tp == 1:
-        return model
-    if read is None:
-        whole = model.state_dict()
-        read = lambda name, shard: shard.take(whole[name])  # noqa: E731
-    if layout.tp > 1:
-        _restructure(model, layout)
-    for name, shard in plan.items():
-        _assign(model, name, read(name, shard))
+    config = full_config(model)
+    if read is not None or layout.tp > 1:
+        if read is None:
+            whole = model.state_dict()
+            read = lambda name, shard: shard.take(whole[name])  # noqa: E731
+        if layout.tp > 1:
+            _restructure(model, layout, config)
+        for name, shard in plan.items():
+            _assign(model, name, read(name, shard))
+    model.is_tensor_parallel = layout.tp > 1
+    set_local_config(model, layout)
     return model
 
 
-def _restructure(model: nn.Module, layout: ParallelLayout) -> None:
-    config: ModelConfig = model.config
+def full_config(model: nn.Module) -> ModelConfig:
+    """The whole model's config, also after the parallel transforms replaced `model.config`."""
+    return getattr(model, "full_config", None) or model.config
+
+
+def set_local_config(model: nn.Module, layout: ParallelLayout) -> None:
+    """After a parallel transform, `model.config` describes what this rank computes (its stage's layers,
+    its heads: `layout.local_config`), so the engine sizes its KV pool from it unchanged; the whole
+    model's config stays in `model.full_config`, the layout in `model.parallel_layout`."""
+    config = full_config(model)
+    model.full_config, model.parallel_layout = config, layout
+    model.config = model.model.config = layout.local_config(config)
+
+
+def _restructure(model: nn.Module, layout: ParallelLayout, config: ModelConfig) -> None:
     group = layout.tp_group
     for module in model.modules():
         if isinstance(module, NemotronAttention):
