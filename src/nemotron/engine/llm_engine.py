@@ -26,7 +26,7 @@ def make_runner(model: NemotronForCausalLM, config: EngineConfig, eos_id: int, c
     """The model side of the engine, the same on every rank: the KV pool (this rank's heads of its
     stage's layers, sized from its free memory; all ranks take the smallest pool, as rank 0's block
     ids address every one) and the runner. `channel`: nemotron.parallel.runtime.StepChannel."""
-    kv_config = model.config if channel is None else channel.layout.local_config(model.config)
+    kv_config = model.config  # a sharded model's config is its rank's view: its stage's layers, its heads
     norm = model.model.layers[0].input_layernorm.weight  # every stage has layers; norms are never quantized
     device, dtype = norm.device, norm.dtype
     num_blocks = config.num_blocks or _blocks_from_memory(kv_config, config, device, dtype)
