@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> None:
     from nemotron.assets import default_model_dir
     from nemotron.checkpoint.load import load_model, resolve
     from nemotron.errors import NemotronError
+    from nemotron.parallel.launch import check_fits
     from nemotron.server import create_app
     from nemotron.tokenizer import Tokenizer
 
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> None:
     if launch is not None and launch.is_worker:  # a torchrun rank other than 0: no HTTP, only steps
         launch.serve_steps()
         return
+    if launch is not None:
+        check_fits(launch.options)  # before anything listens or spawns
     _check_port_free(args.host, args.port)
     failure: list[BaseException] = []
 
