@@ -8,8 +8,9 @@ first stage and hidden states (B, T, H) on the others.
 
 `pipeline_forward` runs a list of micro-batches through the stages with several in flight: a stage
 sends a micro-batch's output without waiting (isend) and starts the next one while the following
-stage works on it. Within one call the idle share of each stage is `bubble_fraction(pp, m)`; the
-engine keeps stages busy across steps by feeding m >= pp micro-batches of disjoint sequences.
+stage works on it. Over one call each stage idles `bubble_fraction(pp, m)` = (pp - 1) / (m + pp - 1)
+of the time (`StageTimes` measures it); splitting a decode step's sequences into m micro-batches
+(each with its own KV-cache layout, set by `MicroBatch.prepare`) shrinks it.
 With TP inside a stage every TP rank holds the same (replicated) activations and sends them to the
 same TP rank of the next stage.
 """
