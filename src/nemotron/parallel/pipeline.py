@@ -119,9 +119,10 @@ def pipeline_forward(model: nn.Module, layout: ParallelLayout, batches: list[Mic
         if layout.is_last_stage:
             outputs.append(hidden)
         else:
-            sends.append(dist.isend(hidden.contiguous(), dst=layout.next_rank))
+            hidden = hidden.contiguous()  # kept referenced until its send completes
+            sends.append((dist.isend(hidden, dst=layout.next_rank), hidden))
             outputs.append(None)
-    for work in sends:
+    for work, _ in sends:
         work.wait()
     if times is not None:
         wall = time.perf_counter() - start
