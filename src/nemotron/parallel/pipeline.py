@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from nemotron.model.nemotron import AttentionCache, NemotronAttention
+from nemotron.model.nemotron import AttentionCache
 from nemotron.parallel.layout import ParallelLayout
 from nemotron.parallel.tensor import full_config, set_local_config
 
@@ -58,10 +58,6 @@ def global_layer_name(name: str, layout: ParallelLayout, num_layers: int) -> str
         return name
     local, rest = name.removeprefix("model.layers.").split(".", 1)
     return f"model.layers.{layout.stage_layers(num_layers).start + int(local)}.{rest}"
-
-
-def stage_attention_layers(model: nn.Module) -> list[NemotronAttention]:
-    return [m for m in model.modules() if isinstance(m, NemotronAttention)]
 
 
 @dataclass(slots=True)
