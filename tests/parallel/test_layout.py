@@ -67,9 +67,9 @@ def test_slice_reader(tmp_path, pickle):
     model = build_model(TINY_CONFIG)
     init_random_weights(model, seed=3)
     state = model.state_dict()
-    if pickle:
+    if pickle:  # saved from the bare trunk: names without the `model.` prefix
         TINY_CONFIG.save_json(tmp_path / "config.json")
-        torch.save(state, tmp_path / "pytorch_model.bin")
+        torch.save({k.removeprefix("model."): v for k, v in state.items()}, tmp_path / "pytorch_model.bin")
     else:
         save_hf_dir(state, TINY_CONFIG, tmp_path)
     reader = SliceReader(tmp_path)

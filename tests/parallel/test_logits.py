@@ -171,3 +171,20 @@ def test_engine_runs_unchanged_on_tensor_parallel_ranks(tmp_path, tiny_model_dir
     llm = LLM(load_model(tiny_model_dir), EngineConfig(num_blocks=16, block_size=4))
     expected = [c.token_ids for c in llm.generate(prompts, SamplingParams(max_new_tokens=6, greedy=True))]
     assert all(r == expected for r in results)
+
+
+def _gather_to_first(rank, world, path):
+    layout = ParallelLayout.from_world(world)
+    model = load_sharded(path, layout).model
+    model.lm_head.dst = 0  # gather the logits on the sampling rank only
+    ids, positions = _inputs(model.config.vocab_size)
+    with torch.no_grad():
+        return model(ids, positions)
+
+
+def test_head_gathers_on_one_rank(tmp_path, tiny_model_dir):
+    results = run_ranks(_gather_to_first, 2, tmp_path / "run", str(tiny_model_dir))
+    ids, positions = _inputs(TINY_CONFIG.vocab_size)
+    with torch.no_grad():
+        expected = load_model(tiny_model_dir).model(ids, positions)
+    assert (results[0] - expected).abs().max().item() <= 1e-5 and results[1] is None

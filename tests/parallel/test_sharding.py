@@ -49,8 +49,9 @@ READS: dict[str, list[int]] = {}
 def _load_and_measure(rank, world, path):
     layout = ParallelLayout.from_world(world)
     hf.safe_open = CountingSafeOpen  # this forked rank only
+    calls = []
     try:
-        model = load_sharded(path, layout).model
+        model = load_sharded(path, layout, progress=lambda done, total: calls.append((done, total))).model
     finally:
         hf.safe_open = _REAL_SAFE_OPEN
     whole = load_model(path).model  # unsharded, for the sizes only
@@ -58,6 +59,7 @@ def _load_and_measure(rank, world, path):
     sharded = {n for n, s in plan.items() if s is not REPLICATED}
     mine = model.state_dict()
     full = whole.state_dict()
+    assert calls[-1] == (len(model.state_dict()), len(model.state_dict())) and len(calls) == calls[-1][0]
     calls = []
     original = dist.all_reduce
 

@@ -169,18 +169,20 @@ def _plan_shards(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | No
 
 
 class SliceReader:
-    """Reads parts of the tensors of a checkpoint directory: for safetensors only the requested bytes
-    are read (`get_slice`), for a pickle the file is memory-mapped and sliced. Used by tensor/pipeline
-    parallel loading, where each rank reads its shard and never a whole sharded tensor."""
+    """Reads parts of the tensors of a checkpoint directory, by model name (`normalise_name`): for
+    safetensors only the requested bytes are read (`get_slice`), for a pickle the file is memory-mapped
+    and sliced. Tensor/pipeline-parallel loading reads each rank's shard with it, never a whole
+    sharded tensor."""
 
     def __init__(self, directory: Path, trust_pickle: bool = False) -> None:
         self.directory, self.trust_pickle = directory, trust_pickle
-        self._files: dict[str, Path] = {}
+        self._files: dict[str, tuple[Path, str]] = {}  # model name -> (file, name stored there)
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._handles: dict[Path, object] = {}
         for file in weight_files(directory):
-            for name, shape in self._scan(file):
-                self._files[name], self._shapes[name] = file, shape
+            for stored, shape in self._scan(file):
+                name = normalise_name(stored)
+                self._files[name], self._shapes[name] = (file, stored), shape
 
     def _scan(self, file: Path) -> Iterator[tuple[str, tuple[int, ...]]]:
         handle = self._open(file)
@@ -203,9 +205,6 @@ class SliceReader:
                     raise CheckpointError(f"cannot read {file}: {err}") from None
         return self._handles[file]
 
-    def names(self) -> list[str]:
-        return list(self._files)
-
     def shape(self, name: str) -> tuple[int, ...]:
         if name not in self._shapes:
             raise CheckpointError(f"{self.directory}: no tensor {name!r}")
@@ -215,7 +214,8 @@ class SliceReader:
              cols: tuple[int, int] | None = None) -> torch.Tensor:
         """Rows ranges of dim 0 (concatenated), columns [c0, c1) of dim 1; None reads all of a dim."""
         self.shape(name)  # a clear error for a missing tensor
-        handle = self._open(self._files[name])
+        file, name = self._files[name]
+        handle = self._open(file)
         whole = (slice(None),) if cols is None else (slice(None), slice(*cols))
         ranges = [slice(None)] if rows is None else [slice(a, b) for a, b in rows]
         if isinstance(handle, dict):

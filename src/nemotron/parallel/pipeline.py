@@ -8,8 +8,9 @@ first stage and hidden states (B, T, H) on the others.
 
 `pipeline_forward` runs a list of micro-batches through the stages with several in flight: a stage
 sends a micro-batch's output without waiting (isend) and starts the next one while the following
-stage works on it. Within one call the idle share of each stage is `bubble_fraction(pp, m)`; the
-engine keeps stages busy across steps by feeding m >= pp micro-batches of disjoint sequences.
+stage works on it. Over one call each stage idles `bubble_fraction(pp, m)` = (pp - 1) / (m + pp - 1)
+of the time (`StageTimes` measures it); splitting a decode step's sequences into m micro-batches
+(each with its own KV-cache layout, set by `MicroBatch.prepare`) shrinks it.
 With TP inside a stage every TP rank holds the same (replicated) activations and sends them to the
 same TP rank of the next stage.
 """
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from nemotron.model.nemotron import AttentionCache, NemotronAttention
+from nemotron.model.nemotron import AttentionCache
 from nemotron.parallel.layout import ParallelLayout
 from nemotron.parallel.tensor import full_config, set_local_config
 
@@ -57,10 +58,6 @@ def global_layer_name(name: str, layout: ParallelLayout, num_layers: int) -> str
         return name
     local, rest = name.removeprefix("model.layers.").split(".", 1)
     return f"model.layers.{layout.stage_layers(num_layers).start + int(local)}.{rest}"
-
-
-def stage_attention_layers(model: nn.Module) -> list[NemotronAttention]:
-    return [m for m in model.modules() if isinstance(m, NemotronAttention)]
 
 
 @dataclass(slots=True)
@@ -118,9 +115,10 @@ def pipeline_forward(model: nn.Module, layout: ParallelLayout, batches: list[Mic
         if layout.is_last_stage:
             outputs.append(hidden)
         else:
-            sends.append(dist.isend(hidden.contiguous(), dst=layout.next_rank))
+            hidden = hidden.contiguous()  # kept referenced until its send completes
+            sends.append((dist.isend(hidden, dst=layout.next_rank), hidden))
             outputs.append(None)
-    for work in sends:
+    for work, _ in sends:
         work.wait()
     if times is not None:
         wall = time.perf_counter() - start

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -38,16 +39,19 @@ class SliceSource(Protocol):
 
 
 def load_sharded(spec: str | Path, layout: ParallelLayout, *, dtype: str | torch.dtype | None = None,
-                 device: str | torch.device = "cpu", trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+                 device: str | torch.device = "cpu", trust_pickle: bool = False, seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> LoadedModel:
     """This rank's part of the model named by `spec` (HF directory, .nemo file or directory, preset),
-    for `layout`. Every rank calls it; no communication happens while loading."""
+    for `layout`. Every rank calls it; no communication happens while loading. `progress(done, total)`
+    is called after each tensor."""
     source = resolve(spec)
     torch_dtype = parse_dtype(dtype)
     if source.kind is SourceKind.NEMO:
         from nemotron.checkpoint.megatron_slices import open_nemo_slices
 
         with open_nemo_slices(source.path, trust_pickle, (layout.tp_rank, layout.stage)) as (config, reader, tokenizer):
-            model = shard_model(config, layout, reader, torch_dtype or DTYPES[config.torch_dtype], device, source.spec)
+            model = shard_model(config, layout, reader, torch_dtype or DTYPES[config.torch_dtype], device,
+                                source.spec, progress)
         return LoadedModel(model.eval(), config, tokenizer, source)
     if source.kind is SourceKind.HF_DIR:
         config = ModelConfig.from_json_file(source.path / "config.json")
@@ -59,12 +63,14 @@ def load_sharded(spec: str | Path, layout: ParallelLayout, *, dtype: str | torch
         if layout.rank == 0:
             print(f"WARNING: {source.spec} is a preset: the model has RANDOM weights and produces noise",
                   file=sys.stderr)
-    model = shard_model(config, layout, reader, torch_dtype or DTYPES[config.torch_dtype], device, source.spec)
+    model = shard_model(config, layout, reader, torch_dtype or DTYPES[config.torch_dtype], device, source.spec,
+                        progress)
     return LoadedModel(model.eval(), config, tokenizer, source)
 
 
 def shard_model(config: ModelConfig, layout: ParallelLayout, reader: SliceSource, dtype: torch.dtype,
-                device: str | torch.device, origin: str) -> torch.nn.Module:
+                device: str | torch.device, origin: str,
+                progress: Callable[[int, int], None] | None = None) -> torch.nn.Module:
     """Build on meta, keep this rank's stage, fill its tensor-parallel shard from `reader`."""
     layout.check(config)
     with torch.device("meta"):
@@ -81,7 +87,17 @@ def shard_model(config: ModelConfig, layout: ParallelLayout, reader: SliceSource
     stored_as_is = {f"{prefix}.{buffer}" for prefix, module in model.named_modules()
                     if isinstance(module, QuantizedLinear) for buffer in module._buffers}
 
+    done = 0
+
     def read(name: str, shard: Shard) -> Tensor:
+        nonlocal done
+        tensor = read_one(name, shard)
+        done += 1
+        if progress is not None:
+            progress(done, len(expected))
+        return tensor
+
+    def read_one(name: str, shard: Shard) -> Tensor:
         stored = global_layer_name(name, layout, config.num_layers)
         shape, want = expected[name]
         if tuple(reader.shape(stored)) != shape:

@@ -112,19 +112,17 @@ def _column(prefix: str, module: nn.Module, rows: Ranges) -> dict[str, Shard]:
 
 def _row(prefix: str, module: nn.Module, cols: tuple[int, int]) -> dict[str, Shard]:
     """Input columns [a, b) of a linear layer, in each stored tensor's own units."""
-    if not isinstance(module, QuantizedLinear):
-        return {f"{prefix}.weight": Shard(cols=cols)}
     a, b = cols
-    out = {f"{prefix}.{name}": Shard(cols=cols) for name in ("weight",) if hasattr(module, name)}
-    if isinstance(module, Int4Linear):
+    if isinstance(module, Int4Linear):  # two columns per packed byte, one scale per 128-column group
         if a % GROUP_SIZE or b % GROUP_SIZE:
             raise ConfigError(f"int4 row-parallel layers need {GROUP_SIZE}-aligned shards; {prefix} would be "
                               f"cut at input columns {a}..{b}")
-        out[f"{prefix}.weight_packed"] = Shard(cols=(a // 2, b // 2))
-        out[f"{prefix}.weight_scale"] = Shard(cols=(a // GROUP_SIZE, b // GROUP_SIZE))
-    else:  # int8 / fp8: one scale per output channel, whole on every rank
-        out[f"{prefix}.weight_scale"] = REPLICATED
-    return out
+        return {f"{prefix}.weight_packed": Shard(cols=(a // 2, b // 2)),
+                f"{prefix}.weight_scale": Shard(cols=(a // GROUP_SIZE, b // GROUP_SIZE))}
+    plan = {f"{prefix}.weight": Shard(cols=cols)}
+    if isinstance(module, QuantizedLinear):  # int8 / fp8: one scale per output channel, whole on every rank
+        plan[f"{prefix}.weight_scale"] = REPLICATED
+    return plan
 
 
 # ---- the transform ----------------------------------------------------------------------------
