@@ -33,6 +33,7 @@ from nemotron.engine.llm_engine import EngineConfig  # noqa: E402
 from nemotron.engine.sampling import SamplingParams  # noqa: E402
 from nemotron.model.nemotron import build_model, init_random_weights  # noqa: E402
 from nemotron.parallel.launch import RankOptions, start_local  # noqa: E402
+from nemotron.parallel.pipeline import StageTimes  # noqa: E402
 from nemotron.parallel.runtime import ParallelConfig  # noqa: E402
 
 
@@ -84,10 +85,12 @@ def run_layout(spec: str, tp: int, pp: int, args: argparse.Namespace) -> dict:
             llm.engine.step()
         while llm.engine.has_unfinished():
             llm.engine.step()
+        channel = llm.engine.runner.channel
+        if channel is not None:
+            channel.stage_times = StageTimes()  # the timed run only
         start = time.perf_counter()
         llm.generate(prompts, params)
         elapsed = time.perf_counter() - start
-        channel = llm.engine.runner.channel
         bubble = channel.stage_times.bubble if channel is not None and pp > 1 else None
     finally:
         if ranks is not None:

@@ -201,7 +201,8 @@ def _init(options: RankOptions, rank: int, world: int, local_rank: int, init_met
 
 def _channel(options: RankOptions, local_rank: int) -> StepChannel:
     config = options.parallel
-    layout = ParallelLayout.from_world(config.tensor_parallel_size, config.pipeline_parallel_size)
+    layout = ParallelLayout.from_world(config.tensor_parallel_size, config.pipeline_parallel_size,
+                                       timedelta(seconds=config.timeout_s))
     device = torch.device(f"cuda:{local_rank}" if options.device == "cuda" else "cpu")
     channel = StepChannel(layout, config, device)
     set_current(channel)

@@ -8,6 +8,7 @@ with the same TP/PP maps one-to-one onto the ranks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch.distributed as dist
 
@@ -70,8 +71,9 @@ class ParallelLayout:
         return self.global_rank(self.pp - 1, 0)
 
     @classmethod
-    def from_world(cls, tp: int, pp: int = 1) -> ParallelLayout:
-        """The layout of this process in an initialised default process group of tp * pp ranks.
+    def from_world(cls, tp: int, pp: int = 1, timeout: timedelta | None = None) -> ParallelLayout:
+        """The layout of this process in an initialised default process group of tp * pp ranks;
+        `timeout` bounds the groups' collectives (torch's default for new groups otherwise).
 
         Collective: every rank must call it (in the same order as any other new_group calls)."""
         if not dist.is_initialized():
@@ -85,12 +87,12 @@ class ParallelLayout:
         tp_group = pp_group = None
         for stage in range(pp):  # new_group is collective over the whole world: create every group
             ranks = [stage * tp + t for t in range(tp)]
-            group = dist.new_group(ranks) if tp > 1 else None
+            group = dist.new_group(ranks, timeout=timeout) if tp > 1 else None
             if rank in ranks:
                 tp_group = group
         for t in range(tp):
             ranks = [stage * tp + t for stage in range(pp)]
-            group = dist.new_group(ranks) if pp > 1 else None
+            group = dist.new_group(ranks, timeout=timeout) if pp > 1 else None
             if rank in ranks:
                 pp_group = group
         return cls(tp, pp, rank, tp_group, pp_group)
