@@ -110,3 +110,17 @@ def test_a_rank_lost_mid_request_gets_503_and_a_nonzero_exit(scripted_model_dir,
     assert answer and answer[0].status_code == 503, answer and answer[0].text
     assert process.returncode == 2 and took < timeout_s + 20
     assert "rank" in err.splitlines()[-1], err
+
+
+def test_a_reward_model_over_pipeline_stages_scores_as_one_process(tiny_reward_dir):
+    from tests.server.test_reward_api import CONVERSATION, reference_scores
+
+    process, url = serve(tiny_reward_dir, "--pp", "2")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        choice = client.chat.completions.create(messages=CONVERSATION, model="x").choices[0]
+    finally:
+        code, err = stop(process)
+    scores = {k: float(v) for k, v in (item.split(":") for item in choice.message.content.split(","))}
+    assert scores == pytest.approx(reference_scores(tiny_reward_dir, CONVERSATION), abs=1e-5)
+    assert code == 130, err

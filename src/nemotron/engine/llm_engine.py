@@ -18,7 +18,7 @@ from nemotron.engine.sequence import Sequence
 from nemotron.errors import NemotronError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
-from nemotron.parallel.runtime import ParallelConfig, current as current_channel
+from nemotron.parallel.runtime import ParallelConfig, channel_for
 from nemotron.tokenizer import Tokenizer
 
 
@@ -31,7 +31,7 @@ def make_runner(model: NemotronForCausalLM, config: EngineConfig, eos_id: int, c
     device, dtype = norm.device, norm.dtype
     num_blocks = config.num_blocks or _blocks_from_memory(kv_config, config, device, dtype)
     if channel is not None:
-        num_blocks = channel.min_over_ranks(num_blocks)
+        num_blocks = channel.ready(num_blocks)
     pipelined = channel is not None and channel.layout.pp > 1  # micro-batches: no shared decode lanes
     kv_cache = PagedKVCache(kv_config, num_blocks, config.block_size, dtype, device, config.attention_backend,
                             decode_workspace=config.decode_workspace and not pipelined)
@@ -110,7 +110,7 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.config = config
         self.context_len = model.config.max_position_embeddings
-        channel = current_channel(config.parallel) if config.parallel.world_size > 1 else None
+        channel = channel_for(config.parallel)
         self.runner = make_runner(model, config, tokenizer.eos_id, channel)
         self.kv_cache = self.runner.kv_cache
         self.blocks = BlockManager(self.kv_cache.num_blocks, config.block_size, config.enable_prefix_caching)

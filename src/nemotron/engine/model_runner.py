@@ -120,7 +120,7 @@ class ModelRunner:
         if hidden is not None:
             logits = self.model.lm_head(hidden[torch.tensor(rows, dtype=torch.long, device=self.device)])
         if self.channel is not None:
-            logits = self.channel.logits_to_driver(logits, len(rows), self.vocab_size, self.kv_cache.keys.dtype)
+            logits = self.channel.to_driver(logits, (len(rows), self.vocab_size), self.kv_cache.keys.dtype)
         return logits
 
     def _forward(self, plan: StepPlan, order: list[int], lanes: LanePlan | None) -> Tensor | None:

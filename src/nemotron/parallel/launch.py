@@ -176,14 +176,19 @@ def under_torchrun() -> bool:
 def worker_main(options: RankOptions, rank: int, world: int, local_rank: int, init_method: str) -> None:
     """A rank other than 0, from start to stop: join, load the shard, execute rank 0's steps."""
     from nemotron.engine.llm_engine import make_runner
-    from nemotron.model.nemotron import fuse_qkv
+    from nemotron.engine.reward_scorer import RewardRunner
+    from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
 
     try:
         _init(options, rank, world, local_rank, init_method)
         channel = _channel(options, local_rank)
         loaded = _load(options, channel)
-        eos_id = loaded.tokenizer.eos_id if loaded.tokenizer is not None else 0
-        runner = make_runner(fuse_qkv(loaded.model), options.engine, eos_id, channel)
+        if isinstance(loaded.model, NemotronForCausalLM):
+            eos_id = loaded.tokenizer.eos_id if loaded.tokenizer is not None else 0
+            runner = make_runner(fuse_qkv(loaded.model), options.engine, eos_id, channel)
+        else:  # a reward model: the scorer's batches
+            runner = RewardRunner(loaded.model, channel)
+            channel.ready()
         serve_steps(runner)
     except (NemotronError, RuntimeError) as err:
         log.error("rank %d stops: %s", rank, err)
@@ -270,8 +275,6 @@ def check_fits(options: RankOptions) -> None:
     config = load_config(options.spec, trust_pickle=options.trust_pickle)
     tp, pp = options.parallel.tensor_parallel_size, options.parallel.pipeline_parallel_size
     ParallelLayout(tp, pp).check(config)
-    if config.is_reward_model:
-        raise ConfigError("reward models are scored on one device; tensor / pipeline parallelism serves language models")
     if options.device != "cuda" or not torch.cuda.is_available():
         return
     source = resolve(options.spec)

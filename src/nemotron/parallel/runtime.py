@@ -91,15 +91,18 @@ class StepChannel:
             dist.broadcast_object_list(box, src=0, group=self.plan_group)
         return box[0]
 
-    def logits_to_driver(self, logits: Tensor | None, rows: int, vocab_size: int, dtype: torch.dtype) -> Tensor | None:
-        return result_to_rank0(logits, (rows, vocab_size), dtype, self.layout, self.device)
+    def to_driver(self, result: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
+        """A last-stage result (logits, reward scores) -> rank 0; None on the other ranks."""
+        return result_to_rank0(result, shape, dtype, self.layout, self.device)
 
-    def min_over_ranks(self, value: int) -> int:
-        """The smallest of every rank's value (KV blocks: every pool must hold rank 0's block ids)."""
-        with self._guard("agreeing on the KV cache size"):
+    def ready(self, value: int = 0) -> int:
+        """Every rank has built its side of the engine; returns the smallest of the ranks' values (the
+        KV pool: every rank's must hold the block ids rank 0 hands out). After this, the other ranks
+        wait for plans."""
+        with self._guard("waiting for every rank to load its part of the model"):
             tensor = torch.tensor([value], dtype=torch.long)
             dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=self.plan_group)
-        self.serving = True  # the other ranks now wait for plans
+        self.serving = True
         return int(tensor.item())
 
     def check(self) -> None:
@@ -159,7 +162,8 @@ def _first_line(err: BaseException) -> str:
 
 
 def serve_steps(runner) -> None:
-    """A rank other than 0: execute rank 0's plans until it says stop."""
+    """A rank other than 0: execute rank 0's plans until it says stop. `runner`: the engine's
+    ModelRunner, or the reward scorer's RewardRunner."""
     channel: StepChannel = runner.channel
     while (plan := channel.receive()) is not None:
         try:
@@ -178,8 +182,10 @@ def set_current(channel: StepChannel | None) -> None:
     _CURRENT = channel
 
 
-def current(config: ParallelConfig) -> StepChannel:
-    """The channel of this process's rank, for an engine built with `config`."""
+def channel_for(config: ParallelConfig) -> StepChannel | None:
+    """The channel of this process's rank, for an engine built with `config`; None on one device."""
+    if config.world_size == 1:
+        return None
     if _CURRENT is None:
         raise ConfigError(f"tensor parallel {config.tensor_parallel_size} x pipeline parallel "
                           f"{config.pipeline_parallel_size} needs its ranks started first "

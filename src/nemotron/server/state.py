@@ -14,6 +14,7 @@ from nemotron.engine.llm_engine import LLMEngine
 from nemotron.engine.reward_scorer import RewardScorer
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.parallel.runtime import channel_for
 from nemotron.server.config import ServerConfig
 from nemotron.server.errors import APIError
 from nemotron.server.metrics import Metrics, engine_gauges
@@ -50,7 +51,8 @@ class ServedModel:
             served.llm = AsyncLLM(engine)
             served.sequences = SequenceScorer(engine.model, split=config.engine.parallel.world_size > 1)
         else:
-            served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0)
+            served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0,
+                                         channel=channel_for(config.engine.parallel))
         return served
 
     def gauges(self) -> dict[str, float]:
