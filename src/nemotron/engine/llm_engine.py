@@ -26,6 +26,7 @@ def make_runner(model: NemotronForCausalLM, config: EngineConfig, eos_id: int, c
     """The model side of the engine, the same on every rank: the KV pool (this rank's heads of its
     stage's layers, sized from its free memory; all ranks take the smallest pool, as rank 0's block
     ids address every one) and the runner. `channel`: nemotron.parallel.runtime.StepChannel."""
+    model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
     kv_config = model.config  # a sharded model's config is its rank's view: its stage's layers, its heads
     norm = model.model.layers[0].input_layernorm.weight  # every stage has layers; norms are never quantized
     device, dtype = norm.device, norm.dtype
@@ -106,19 +107,19 @@ class _Request:
 
 class LLMEngine:
     def __init__(self, model: NemotronForCausalLM, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()) -> None:
-        self.model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
         self.tokenizer = tokenizer
         self.config = config
         self.context_len = model.config.max_position_embeddings
         channel = channel_for(config.parallel)
         self.runner = make_runner(model, config, tokenizer.eos_id, channel)
+        self.model = self.runner.model
         self.kv_cache = self.runner.kv_cache
         self.blocks = BlockManager(self.kv_cache.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         device = self.kv_cache.keys.device
         if config.cuda_graphs and device.type == "cuda" and self.kv_cache.backend == "triton" and channel is None:
             max_blocks = -(-self.context_len // config.block_size)
-            self.runner.graphs = DecodeGraphs(model, self.kv_cache, min(config.max_num_seqs, 256), max_blocks)
+            self.runner.graphs = DecodeGraphs(self.model, self.kv_cache, min(config.max_num_seqs, 256), max_blocks)
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()
 

@@ -177,7 +177,7 @@ def worker_main(options: RankOptions, rank: int, world: int, local_rank: int, in
     """A rank other than 0, from start to stop: join, load the shard, execute rank 0's steps."""
     from nemotron.engine.llm_engine import make_runner
     from nemotron.engine.reward_scorer import RewardRunner
-    from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
+    from nemotron.model.nemotron import NemotronForCausalLM
 
     try:
         _init(options, rank, world, local_rank, init_method)
@@ -185,7 +185,7 @@ def worker_main(options: RankOptions, rank: int, world: int, local_rank: int, in
         loaded = _load(options, channel)
         if isinstance(loaded.model, NemotronForCausalLM):
             eos_id = loaded.tokenizer.eos_id if loaded.tokenizer is not None else 0
-            runner = make_runner(fuse_qkv(loaded.model), options.engine, eos_id, channel)
+            runner = make_runner(loaded.model, options.engine, eos_id, channel)
         else:  # a reward model: the scorer's batches
             runner = RewardRunner(loaded.model, channel)
             channel.ready()
