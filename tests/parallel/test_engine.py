@@ -62,3 +62,20 @@ def test_a_model_in_memory_cannot_be_split(tiny_model_dir):
 
     with pytest.raises(NemotronError, match="needs its ranks started first"):
         LLM(load_model(tiny_model_dir), CONFIG, tensor_parallel_size=2)
+
+
+def test_a_dead_rank_fails_generate_and_a_new_run_can_start(tiny_model_dir):
+    from nemotron.errors import EngineDeadError
+
+    prompts, params = _requests()
+    llm = LLM(str(tiny_model_dir), CONFIG, dtype="float32", device="cpu", tensor_parallel_size=2)
+    try:
+        llm.ranks.processes[0].kill()
+        with pytest.raises(EngineDeadError, match="ranks failed"):
+            llm.generate(prompts, params)
+        with pytest.raises(EngineDeadError):  # final: no later step is tried
+            llm.generate(prompts, params)
+    finally:
+        llm.close()
+    with LLM(str(tiny_model_dir), CONFIG, dtype="float32", device="cpu", tensor_parallel_size=2) as again:
+        assert again.generate(prompts[:1], params[:1])[0].token_ids

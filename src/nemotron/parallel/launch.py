@@ -68,9 +68,7 @@ class Ranks:
 
     channel: StepChannel
     processes: list = field(default_factory=list)  # mp.Process of ranks 1..N-1, when spawned here
-    failure: RankFailure | None = None
     _closed: bool = False
-    _watcher: threading.Thread | None = None
 
     def watch(self, on_failure: Callable[[RankFailure], None]) -> None:
         """Call on_failure once (from a thread) when a rank exits, a step fails, or a step has waited
@@ -79,13 +77,11 @@ class Ranks:
             while not self._closed:
                 failure = self._check()
                 if failure is not None:
-                    self.failure = failure
                     on_failure(failure)
                     return
                 time.sleep(WATCH_INTERVAL_S)
 
-        self._watcher = threading.Thread(target=loop, name="nemotron-ranks", daemon=True)
-        self._watcher.start()
+        threading.Thread(target=loop, name="nemotron-ranks", daemon=True).start()
 
     def _check(self) -> RankFailure | None:
         channel = self.channel
@@ -120,10 +116,10 @@ class Ranks:
                 process.kill()
                 process.join()
         set_current(None)
-        if healthy:
-            dist.destroy_process_group()
-        else:
+        if not healthy:
             log.warning("stopped the other ranks without a clean shutdown")
+        if healthy or dist.get_backend() == "gloo":  # NCCL may block tearing down a broken communicator
+            dist.destroy_process_group()
 
 
 # ---- starting -----------------------------------------------------------------------------------

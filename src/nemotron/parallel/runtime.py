@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -74,10 +76,6 @@ class StepChannel:
         self.stage_times = StageTimes()  # pipeline stages: busy vs wall time (the bubble)
         self._lock = threading.Lock()
 
-    @property
-    def is_driver(self) -> bool:
-        return self.layout.rank == 0
-
     def broadcast(self, plan) -> None:
         """Rank 0: hand the next step's plan (None: stop) to every other rank."""
         self.check()
@@ -117,43 +115,31 @@ class StepChannel:
                 log.error("%s", message)
         return self.failure
 
-    def _guard(self, doing: str):
-        return _Guard(self, doing)
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """A collective's error (a peer gone, a timeout) as this run's RankFailure."""
+        try:
+            yield
+        except RankFailure:
+            raise
+        except RuntimeError as err:
+            raise self.fail(f"rank {self.layout.rank}: {doing} failed: {_first_line(err)}") from err
 
-    def step(self):
-        """Rank 0, around a whole step: times it (the watchdog reads step_started) and turns a
-        collective's error anywhere in the forward into RankFailure."""
-        return _Step(self)
-
-
-class _Guard:
-    def __init__(self, channel: StepChannel, doing: str) -> None:
-        self.channel, self.doing = channel, doing
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, err, tb) -> bool:
-        if err is not None and isinstance(err, RuntimeError) and not isinstance(err, RankFailure):
-            raise self.channel.fail(f"rank {self.channel.layout.rank}: {self.doing} failed: "
-                                    f"{_first_line(err)}") from err
-        return False
-
-
-class _Step:
-    def __init__(self, channel: StepChannel) -> None:
-        self.channel = channel
-
-    def __enter__(self) -> None:
-        self.channel.check()
-        self.channel.step_started = time.monotonic()
-
-    def __exit__(self, kind, err, tb) -> bool:
-        self.channel.step_started = None
-        if err is not None and isinstance(err, RuntimeError) and not isinstance(err, RankFailure):
-            raise self.channel.fail(f"a step across {self.channel.layout.world_size} ranks failed "
-                                    f"(a rank died or stopped answering): {_first_line(err)}") from err
-        return False
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """Rank 0, around a whole step: the watchdog reads how long it has run, and an error anywhere
+        in it is final (the ranks are out of step after it), so it becomes RankFailure."""
+        self.check()
+        self.step_started = time.monotonic()
+        try:
+            yield
+        except RankFailure:
+            raise
+        except RuntimeError as err:
+            raise self.fail(f"a step across {self.layout.world_size} ranks failed (a rank died, stopped "
+                            f"answering or raised): {_first_line(err)}") from err
+        finally:
+            self.step_started = None
 
 
 def _first_line(err: BaseException) -> str:
