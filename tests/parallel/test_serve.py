@@ -97,8 +97,8 @@ def test_a_rank_lost_mid_request_gets_503_and_a_nonzero_exit(scripted_model_dir,
             assert time.monotonic() < deadline and thread.is_alive(), "the request never started"
         os.kill(worker, fault)
         began = time.monotonic()
-        thread.join(timeout=timeout_s + 30)
-        _, err = process.communicate(timeout=timeout_s + 30)
+        thread.join(timeout=timeout_s + 45)
+        _, err = process.communicate(timeout=timeout_s + 45)
         took = time.monotonic() - began
     finally:
         if process.poll() is None:
@@ -107,8 +107,8 @@ def test_a_rank_lost_mid_request_gets_503_and_a_nonzero_exit(scripted_model_dir,
             os.kill(worker, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    assert answer and answer[0].status_code == 503, answer and answer[0].text
-    assert process.returncode == 2 and took < timeout_s + 20
+    assert answer and answer[0].status_code == 503, (answer and answer[0].text, err)
+    assert process.returncode == 2 and took < timeout_s + 30, (process.returncode, took, err)
     assert "rank" in err.splitlines()[-1], err
 
 
