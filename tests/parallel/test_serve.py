@@ -18,6 +18,7 @@ import requests
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
+from nemotron.server.scoring import SequenceScorer
 from tests.server.test_serve_command import CARD_PROMPT, free_port
 
 START_TIMEOUT_S = 120
@@ -62,8 +63,9 @@ def test_tp2_pp2_serves_the_model_card_client_and_openai(scripted_model_dir):
         assert response[len(CARD_PROMPT):] == "Hi.\n<extra_id_1>"
         scored = requests.put(f"{url}/generate", json={**data, "compute_logprob": True}).json()
         assert len(scored["logprob"][0]) == len(scored["tokens"][0]) - 1  # prompt and output log-probabilities
-        full = requests.put(f"{url}/generate", json={**data, "compute_logprob": True, "all_probs": True})
-        assert full.status_code == 400 and "split over ranks" in full.json()["error"]["message"]
+        full = requests.put(f"{url}/generate", json={**data, "compute_logprob": True, "all_probs": True}).json()
+        assert full["logprob"][0] == pytest.approx(scored["logprob"][0], abs=1e-4)  # a whole-sequence forward
+        assert len(full["full_logprob"][0]) == len(scored["logprob"][0])
 
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
         chat = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "Write a poem"}],
@@ -71,11 +73,14 @@ def test_tp2_pp2_serves_the_model_card_client_and_openai(scripted_model_dir):
         assert chat.choices[0].message.content == "Hi."
         completion = client.completions.create(model="x", prompt=prompt, max_tokens=12, temperature=0,
                                                logprobs=1, extra_body={"ignore_eos": True})
+        echoed = client.completions.create(model="x", prompt=prompt, max_tokens=1, temperature=0, logprobs=2, echo=True)
         streamed = "".join(c.choices[0].text for c in client.completions.create(
             model="x", prompt=prompt, max_tokens=12, temperature=0, stream=True, extra_body={"ignore_eos": True}))
     finally:
         code, err = stop(process)
     assert completion.choices[0].text == one.tokenizer.decode(expected) == streamed
+    reference = SequenceScorer(one.engine.runner)._compute(prompt + expected[:1], 2, False)
+    assert echoed.choices[0].logprobs.token_logprobs[1:] == pytest.approx(reference.chosen, abs=1e-4)
     assert code == 130, err  # Ctrl-C: a clean stop of every rank
     assert "tensor parallel 2 x pipeline parallel 2" in err
 

@@ -55,6 +55,15 @@ class StepPlan:
         return prompt + [first[i] + self.num_tokens[i] - 1 for i, s in enumerate(self.samples) if s]
 
 
+@dataclass(slots=True)
+class ScorePlan:
+    """Logits at every position of a whole sequence (but the last), without the KV cache, `rows` at a
+    time: what every rank runs for whole-sequence log-probabilities (NeMo all_probs, OpenAI echo)."""
+
+    token_ids: list[int]
+    rows: int
+
+
 class _LaneKey:
     """Stands for a sequence in the decode workspace, which keys lanes by object and reads block tables."""
 
@@ -122,6 +131,26 @@ class ModelRunner:
         if self.channel is not None:
             logits = self.channel.to_driver(logits, (len(rows), self.vocab_size), self.kv_cache.keys.dtype)
         return logits
+
+    @torch.inference_mode()
+    def sequence_logits(self, plan: ScorePlan) -> Iterator[Tensor | None]:
+        """Each chunk of plan.rows rows of logits (rows predict tokens 1..T-1), on rank 0; None elsewhere.
+        Every rank must run the whole iteration (each chunk's head is a collective)."""
+        ids = torch.tensor([plan.token_ids], device=self.device)  # (1, T)
+        if self.channel is None or self.channel.layout.pp == 1:
+            hidden = self.model.model(ids)
+        else:
+            from nemotron.parallel.pipeline import MicroBatch, pipeline_forward
+
+            positions = torch.arange(ids.shape[1], device=self.device)[None]
+            hidden = pipeline_forward(self.model, self.channel.layout, [MicroBatch(positions, ids)])[0]
+        count = len(plan.token_ids) - 1
+        for start in range(0, count, plan.rows):
+            n = min(plan.rows, count - start)
+            logits = None if hidden is None else self.model.lm_head(hidden[0, start:start + n])  # (n, V)
+            if self.channel is not None:
+                logits = self.channel.to_driver(logits, (n, self.vocab_size), self.kv_cache.keys.dtype)
+            yield logits
 
     def _forward(self, plan: StepPlan, order: list[int], lanes: LanePlan | None) -> Tensor | None:
         """Hidden states of the chunks laid out in `order`. With pipeline stages the chunks go through

@@ -75,6 +75,7 @@ class StepChannel:
         self.step_started: float | None = None  # monotonic time of the step in flight (rank 0)
         self.stage_times = StageTimes()  # pipeline stages: busy vs wall time (the bubble)
         self._lock = threading.Lock()
+        self._step_lock = threading.Lock()
 
     def broadcast(self, plan) -> None:
         """Rank 0: hand the next step's plan (None: stop) to every other rank."""
@@ -129,17 +130,18 @@ class StepChannel:
     def step(self) -> Iterator[None]:
         """Rank 0, around a whole step: the watchdog reads how long it has run, and an error anywhere
         in it is final (the ranks are out of step after it), so it becomes RankFailure."""
-        self.check()
-        self.step_started = time.monotonic()
-        try:
-            yield
-        except RankFailure:
-            raise
-        except RuntimeError as err:
-            raise self.fail(f"a step across {self.layout.world_size} ranks failed (a rank died, stopped "
-                            f"answering or raised): {_first_line(err)}") from err
-        finally:
-            self.step_started = None
+        with self._step_lock:  # the engine thread and the scoring thread take turns
+            self.check()
+            self.step_started = time.monotonic()
+            try:
+                yield
+            except RankFailure:
+                raise
+            except RuntimeError as err:
+                raise self.fail(f"a step across {self.layout.world_size} ranks failed (a rank died, stopped "
+                                f"answering or raised): {_first_line(err)}") from err
+            finally:
+                self.step_started = None
 
 
 def _first_line(err: BaseException) -> str:
@@ -149,11 +151,18 @@ def _first_line(err: BaseException) -> str:
 
 def serve_steps(runner) -> None:
     """A rank other than 0: execute rank 0's plans until it says stop. `runner`: the engine's
-    ModelRunner, or the reward scorer's RewardRunner."""
+    ModelRunner (StepPlan: an engine step; ScorePlan: a whole sequence's logits), or the reward
+    scorer's RewardRunner (RewardBatch)."""
+    from nemotron.engine.model_runner import ScorePlan
+
     channel: StepChannel = runner.channel
     while (plan := channel.receive()) is not None:
         try:
-            runner.execute(plan)
+            if isinstance(plan, ScorePlan):
+                for _ in runner.sequence_logits(plan):
+                    pass
+            else:
+                runner.execute(plan)
         except RuntimeError as err:
             raise channel.fail(f"rank {channel.layout.rank}: a step failed: {_first_line(err)}") from err
 

@@ -48,8 +48,7 @@ class ServedModel:
                      int(time.time()))
         if isinstance(loaded.model, NemotronForCausalLM):
             engine = LLMEngine(loaded.model, loaded.tokenizer, config.engine)
-            served.llm = AsyncLLM(engine)
-            served.sequences = SequenceScorer(engine.model, split=config.engine.parallel.world_size > 1)
+            served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.runner)
         else:
             served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0,
                                          channel=channel_for(config.engine.parallel))
