@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> None:
         launch.serve_steps()
         return
     if launch is not None:
+        if args.lora:
+            raise NemotronError("--lora merges an adapter into a whole model; for --tp/--pp merge it into a "
+                                "checkpoint first (nemotron convert MODEL OUT --merge-lora ADAPTER)")
         check_fits(launch.options)  # before anything listens or spawns
     _check_port_free(args.host, args.port)
     failure: list[BaseException] = []
@@ -61,6 +64,10 @@ def run(args: argparse.Namespace) -> None:
             spec, dtype=args.dtype, device=device, trust_pickle=args.trust_pickle)
         if args.tokenizer:
             loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
+        if args.lora:
+            from nemotron.checkpoint.peft import merge_adapter_into
+
+            merge_adapter_into(loaded, args.lora)
         if launch is not None:
             launch.ranks.watch(on_rank_failure)
         return loaded
