@@ -50,6 +50,7 @@ def test_causal_lm_logits_match_one_process(tmp_path, tiny_model_dir, tp, pp):
         expected = reference(ids, positions)
     assert (results[0]["logits"] - expected).abs().max().item() <= 1e-5
     assert all(r["logits"] is None for r in results[1:])
+    assert all(0 <= r["bubble"] < 1 for r in results)
     assert bubble_fraction(pp, 2) == (pp - 1) / (pp + 1)
 
 
