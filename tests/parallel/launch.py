@@ -1,4 +1,7 @@
-"""Run a function on N gloo ranks in forked processes, with a hard timeout (a hang fails, never blocks CI)."""
+"""Run a function on N gloo ranks, with a hard timeout (a hang fails, never blocks CI).
+
+Ranks fork from a fork server that imported torch once (fast to start, and free of the threads the
+test process may have started)."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -28,8 +31,11 @@ def _entry(fn, rank: int, world: int, workdir: Path, args: tuple) -> None:
 def run_ranks(fn, world: int, workdir: Path, *args, timeout: float = 90.0) -> list:
     """fn(rank, world, *args) on `world` ranks -> the ranks' return values (torch.save-able)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    import torch._dynamo  # noqa: F401  (meta-device init imports it: once here, not in every rank)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("forkserver")
+    # meta-device init imports torch._dynamo: once in the server, not in every rank
+    ctx.set_forkserver_preload(["torch", "torch._dynamo", "nemotron.parallel", "nemotron.engine.llm",
+                                "nemotron.checkpoint.megatron_slices", "nemotron.quant.checkpoint", "tests.conftest",
+                                "tests.checkpoint.test_nemo", "tests.parallel.launch"])
     procs = [ctx.Process(target=_entry, args=(fn, rank, world, workdir, args), daemon=True) for rank in range(world)]
     for proc in procs:
         proc.start()

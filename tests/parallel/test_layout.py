@@ -78,3 +78,23 @@ def test_slice_reader(tmp_path, pickle):
     shard = Shard(((1, 5), (9, 12)), (16, 48))
     assert torch.equal(reader.read(name, shard.rows, shard.cols), shard.take(state[name]))
     assert torch.equal(reader.read("model.norm.bias"), state["model.norm.bias"])
+
+
+@pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 1), (4, 1), (8, 1), (2, 2), (1, 3)])
+def test_memory_planner_weights_are_the_busiest_ranks_shard(tp, pp):
+    """The planner's per-GPU weight bytes equal what the busiest rank holds (KV weights replicated
+    beyond the KV-head count included): a preset's shards built in process, no communication."""
+    import torch
+
+    from nemotron.memory.planner import Precision, WeightBytes, plan
+    from nemotron.model.config import ModelConfig
+    from nemotron.parallel import shard_bytes
+    from nemotron.parallel.shard_load import RandomSource, shard_model
+
+    config = ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=256, num_layers=6, num_heads=8,
+                         num_kv_heads=2, head_dim=16, torch_dtype="bfloat16")
+    planned = plan(config, WeightBytes.from_config(config, Precision("bf16")), tp=tp, pp=pp, context=16)
+    held = max(shard_bytes(shard_model(config, ParallelLayout(tp, pp, rank), RandomSource(config, 0),
+                                       torch.bfloat16, "cpu", "preset"))
+               for rank in range(tp * pp))
+    assert planned.per_gpu.weights == held

@@ -11,9 +11,9 @@ import torch
 
 from nemotron.checkpoint.load import load_model
 from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
-from nemotron.model.nemotron import fuse_qkv
+from nemotron.model.nemotron import build_model, fuse_qkv, init_random_weights
 from nemotron.parallel import (MicroBatch, ParallelLayout, StageTimes, bubble_fraction, load_sharded, pipeline_forward,
-                               result_to_rank0)
+                               pipeline_stage, result_to_rank0, tensor_parallel)
 from tests.conftest import TINY_CONFIG, random_model_dir
 from tests.parallel.launch import run_ranks
 
@@ -50,6 +50,7 @@ def test_causal_lm_logits_match_one_process(tmp_path, tiny_model_dir, tp, pp):
         expected = reference(ids, positions)
     assert (results[0]["logits"] - expected).abs().max().item() <= 1e-5
     assert all(r["logits"] is None for r in results[1:])
+    assert all(0 <= r["bubble"] < 1 for r in results)
     assert bubble_fraction(pp, 2) == (pp - 1) / (pp + 1)
 
 
@@ -188,3 +189,27 @@ def test_head_gathers_on_one_rank(tmp_path, tiny_model_dir):
     with torch.no_grad():
         expected = load_model(tiny_model_dir).model(ids, positions)
     assert (results[0] - expected).abs().max().item() <= 1e-5 and results[1] is None
+
+
+def _in_memory(rank, world, tp, pp):
+    """A whole model already in memory (q/k/v fused first), split by the two transforms."""
+    model = build_model(TINY_CONFIG).eval()
+    init_random_weights(model, seed=9, std=0.1)
+    fuse_qkv(model)
+    layout = ParallelLayout.from_world(tp, pp)
+    tensor_parallel(pipeline_stage(model, layout), layout)
+    ids, positions = _inputs(TINY_CONFIG.vocab_size)
+    hidden = pipeline_forward(model, layout, [MicroBatch(positions, ids)])[0]
+    logits = model.lm_head(hidden) if layout.is_last_stage else None
+    return result_to_rank0(logits if layout.tp_rank == 0 else None, (2, 9, TINY_CONFIG.vocab_size), torch.float32,
+                           layout)
+
+
+def test_transforms_split_a_model_in_memory(tmp_path):
+    results = run_ranks(_in_memory, 4, tmp_path / "run", 2, 2)
+    model = build_model(TINY_CONFIG).eval()
+    init_random_weights(model, seed=9, std=0.1)
+    ids, positions = _inputs(TINY_CONFIG.vocab_size)
+    with torch.no_grad():
+        expected = model(ids, positions)
+    assert (results[0] - expected).abs().max().item() <= 1e-5

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -73,14 +73,24 @@ class MicroBatch:
 
 @dataclass(slots=True)
 class StageTimes:
-    """Measured on one rank: seconds spent computing vs the wall time of pipeline_forward calls."""
+    """Measured on one rank over consecutive pipeline_forward calls: seconds computing this stage's
+    layers vs the span from the first call's start to the last call's end. The span includes the waits
+    between calls (a first stage idles after its last micro-batch until the next step's plan), so
+    over back-to-back steps `bubble` is the share of time the stage sat idle. `reset()` between runs."""
     busy: float = 0.0
-    wall: float = 0.0
-    per_call: list[tuple[float, float]] = field(default_factory=list)
+    first_start: float | None = None
+    last_end: float = 0.0
+
+    @property
+    def wall(self) -> float:
+        return 0.0 if self.first_start is None else self.last_end - self.first_start
 
     @property
     def bubble(self) -> float:
-        return 0.0 if self.wall == 0 else 1.0 - self.busy / self.wall
+        return 0.0 if self.wall <= 0 else 1.0 - self.busy / self.wall
+
+    def reset(self) -> None:
+        self.busy, self.first_start, self.last_end = 0.0, None, 0.0
 
 
 def bubble_fraction(pp: int, micro_batches: int) -> float:
@@ -121,9 +131,9 @@ def pipeline_forward(model: nn.Module, layout: ParallelLayout, batches: list[Mic
     for work, _ in sends:
         work.wait()
     if times is not None:
-        wall = time.perf_counter() - start
-        times.busy, times.wall = times.busy + busy, times.wall + wall
-        times.per_call.append((busy, wall))
+        times.busy += busy
+        times.first_start = start if times.first_start is None else times.first_start
+        times.last_end = time.perf_counter()
     return outputs
 
 
