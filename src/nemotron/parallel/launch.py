@@ -268,6 +268,9 @@ def check_fits(options: RankOptions) -> None:
     from nemotron.checkpoint.load import SourceKind, load_config, resolve
     from nemotron.memory import Precision, WeightBytes, plan
 
+    if resolve(options.spec).kind is SourceKind.GGUF:
+        raise ConfigError("GGUF files load on one device; for --tp / --pp convert to a Hugging Face directory first "
+                          "(nemotron convert MODEL.gguf OUT)")
     config = load_config(options.spec, trust_pickle=options.trust_pickle)
     tp, pp = options.parallel.tensor_parallel_size, options.parallel.pipeline_parallel_size
     ParallelLayout(tp, pp).check(config)
