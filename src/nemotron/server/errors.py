@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from nemotron.errors import EngineDeadError
+
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -55,4 +57,10 @@ async def handle_http_exception(request: Request, err: Exception) -> JSONRespons
     return JSONResponse(error_body(err.status_code, message), err.status_code, headers=err.headers)
 
 
-EXCEPTION_HANDLERS = {APIError: handle_api_error, HTTPException: handle_http_exception}
+async def handle_engine_dead(request: Request, err: Exception) -> JSONResponse:
+    """The engine cannot serve any more (a step failed, a rank of a parallel run is gone): 503."""
+    return JSONResponse(error_body(503, str(err), code="engine_failed"), 503)
+
+
+EXCEPTION_HANDLERS = {APIError: handle_api_error, HTTPException: handle_http_exception,
+                      EngineDeadError: handle_engine_dead}

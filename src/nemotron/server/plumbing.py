@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from nemotron.errors import NemotronError
+from nemotron.errors import EngineDeadError, NemotronError
 from nemotron.server.drain import shutting_down
 from nemotron.server.errors import APIError, error_body
 from nemotron.server.metrics import CLIENT_CLOSED
@@ -103,9 +103,9 @@ def sse_response(state: ServerState, chunks: AsyncIterator[dict], timeout: float
                     queue.put_nowait(f"data: {dumps(chunk)}\n\n")
         except APIError as err:
             queue.put_nowait(err)
-        except NemotronError as err:  # the engine failed under this request (EngineDeadError)
+        except NemotronError as err:  # the engine failed under this request (a dead rank: 503)
             log.error("stream failed: %s", err)
-            queue.put_nowait(APIError(500, str(err)))
+            queue.put_nowait(APIError(503 if isinstance(err, EngineDeadError) else 500, str(err)))
         except Exception as err:  # a bug: logged with its traceback; the client still gets an end
             log.error("stream failed", exc_info=err)
             queue.put_nowait(APIError(500, f"internal server error: {type(err).__name__}"))

@@ -17,6 +17,7 @@ from nemotron.engine.llm_engine import LLMEngine
 from nemotron.engine.reward_scorer import RewardScorer
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.parallel.runtime import channel_for
 from nemotron.server.config import ServerConfig
 from nemotron.server.drain import Drain
 from nemotron.server.errors import APIError, bad_request
@@ -59,9 +60,10 @@ class ServedModel:
                      config.max_prompt_chars or 2 * context * max(longest, 1))
         if isinstance(loaded.model, NemotronForCausalLM):
             engine = LLMEngine(loaded.model, loaded.tokenizer, config.engine)
-            served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.model)
+            served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.runner)
         else:
-            served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0)
+            served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0,
+                                         channel=channel_for(config.engine.parallel))
         return served
 
     def encode(self, text: str, field: str, add_bos: bool = False) -> list[int]:
