@@ -111,6 +111,10 @@ class Part:
     def per_rank(self, tp: int) -> float:
         return self.split / tp + self.kv_split / min(tp, self.kv_heads) + self.replicated
 
+    @property
+    def total(self) -> float:
+        return self.split + self.kv_split + self.replicated
+
 
 @dataclass(slots=True, frozen=True)
 class WeightBytes:
@@ -121,7 +125,7 @@ class WeightBytes:
 
     @property
     def total(self) -> float:
-        return sum(p.split + p.kv_split + p.replicated for p in (*self.layers, self.first, self.last))
+        return sum(p.total for p in (*self.layers, self.first, self.last))
 
     @classmethod
     def from_config(cls, config: ModelConfig | NemotronHConfig, precision: Precision) -> WeightBytes:
