@@ -24,6 +24,21 @@ COMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """Options may come anywhere among a command's positionals (`generate MODEL --dtype bfloat16 "prompt"`):
+    a parser without subcommands parses intermixed. Subcommand parsers are made of this class too."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions)
+        if nested or getattr(self, "_intermixing", False):  # parse_known_intermixed_args calls us back
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def add_model_loading(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                         help="compute dtype (default: the checkpoint's stored dtype)")
@@ -36,7 +51,7 @@ def add_model_loading(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nemotron", description="Run Nemotron-family models. MODEL is a Hugging Face directory, a .nemo "
         "file or directory, or a preset name (random weights); omitted, the embedded demo model is used.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
