@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from nemotron.checkpoint import hf
+from nemotron.checkpoint import hf, preflight
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronLike, build_model, init_random_weights
@@ -84,12 +84,14 @@ def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig:
 
 
 def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu",
-               trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+               trust_pickle: bool = False, seed: int = 0, force: bool = False) -> LoadedModel:
+    """`force` skips the check that the weights fit the device's free memory (memory planner figure)."""
     source = resolve(spec)
     torch_dtype = parse_dtype(dtype)
     if source.kind is SourceKind.PRESET:
         config = get_preset(source.spec)
         torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
+        preflight.check_fits(config, torch_dtype, device, source.spec, force)
         print(f"WARNING: {source.spec} is a preset: the model has RANDOM weights and produces noise",
               file=sys.stderr)
         with torch.device(device):
@@ -99,9 +101,13 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
 
     if source.kind is SourceKind.HF_DIR:
         config = ModelConfig.from_json_file(source.path / "config.json")
+        _check_layers(config, source.path)
+        preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
         tensors = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = _optional_tokenizer(source.path)
     else:
+        config = load_config(source.path, trust_pickle)  # headers only: refuse before reading weights
+        preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
         checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
         config, tensors = checkpoint.config, checkpoint.state_dict
         tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
@@ -132,7 +138,11 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
                      if checkpoint.tokenizer_model else None)
     else:
         config = ModelConfig.from_json_file(source.path / "config.json")
+        if _safetensors_only(source.path):  # shapes from the headers, before any weight is read
+            preflight.check_hf_shapes(config, {n: s for n, (s, _) in hf.tensor_shapes(source.path).items()},
+                                      source.spec)
         state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
+        preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
         tokenizer = _optional_tokenizer(source.path)
     out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
     if tokenizer is not None:
@@ -144,6 +154,16 @@ def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):
     from nemotron.checkpoint.nemo import read_nemo  # tar/zarr/dcp readers only when needed
 
     return read_nemo(path, trust_pickle=trust_pickle, dtype=dtype)
+
+
+def _safetensors_only(directory: Path) -> bool:
+    return all(file.suffix == ".safetensors" for file in hf.weight_files(directory))
+
+
+def _check_layers(config: ModelConfig, directory: Path) -> None:
+    """The layer count against the safetensors headers, before a model of that many layers is built."""
+    if _safetensors_only(directory):
+        preflight.check_layers(config, list(hf.tensor_shapes(directory)), str(directory))
 
 
 def _optional_tokenizer(directory: Path) -> Tokenizer | None:

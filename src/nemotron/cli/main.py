@@ -46,6 +46,8 @@ def add_model_loading(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", help="tokenizer.model or tokenizer.json to use instead of the model's own")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading pickled checkpoints that hold arbitrary Python objects (trusted files only)")
+    parser.add_argument("--force", action="store_true",
+                        help="load even when the memory planner says the weights do not fit the device's free memory")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
 

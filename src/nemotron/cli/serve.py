@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     def load():
-        loaded = load_model(spec, dtype=args.dtype, device=device, trust_pickle=args.trust_pickle)
+        loaded = load_model(spec, dtype=args.dtype, device=device, trust_pickle=args.trust_pickle,
+                            force=args.force)
         if args.tokenizer:
             loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
         return loaded

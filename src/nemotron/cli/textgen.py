@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> None:
 def _load(spec: str | None, args: argparse.Namespace) -> LoadedModel:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(spec or default_model_dir(), dtype=args.dtype, device=device,
-                        trust_pickle=args.trust_pickle)
+                        trust_pickle=args.trust_pickle, force=args.force)
     if args.tokenizer:
         loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
     if loaded.tokenizer is None:
