@@ -154,3 +154,19 @@ def test_nemo_yaml_values(nemo_archive, tmp_path, key, value):
     raw[key] = value
     (root / "model_config.yaml").write_text(yaml.safe_dump(raw))
     load_everything(root, tmp_path / "out")
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6),
+       cut=st.sampled_from([0, 0, 0, 1, 100, 5000]))
+def test_nemo_weights_bytes(nemo_archive, tmp_path, flips, cut):
+    """model_weights.ckpt (a torch zip) with bytes flipped anywhere, or cut short."""
+    root = tmp_path / "root"
+    shutil.rmtree(root, ignore_errors=True)
+    with tarfile.open(nemo_archive) as tar:
+        tar.extractall(root, filter="data")
+    data = bytearray((root / "model_weights.ckpt").read_bytes())
+    for where, byte in flips:
+        data[int(where * len(data))] = byte
+    (root / "model_weights.ckpt").write_bytes(bytes(data[: len(data) - cut]))
+    load_everything(root, tmp_path / "out")

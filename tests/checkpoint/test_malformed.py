@@ -242,3 +242,60 @@ def test_yaml_from_a_nemo_archive_is_named_in_errors(tmp_path):
     (root / "model_config.yaml").write_text(yaml.safe_dump({**yaml_config(), "activation": "gelu"}))
     with pytest.raises(ConfigError, match="activation 'gelu'"):
         read_nemo(root)
+
+
+# ---- pickled weights with the wrong contents ---------------------------------------------------------
+def pickled_dir(tmp_path: Path, tiny_model_dir: Path, content) -> Path:
+    directory = tmp_path / "pickled"
+    directory.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", directory)
+    if isinstance(content, bytes):
+        (directory / "pytorch_model.bin").write_bytes(content)
+    else:
+        torch.save(content, directory / "pytorch_model.bin")
+    return directory
+
+
+@pytest.mark.parametrize("content, needle", [
+    ([1, 2], "pytorch_model.bin holds a list, not a state dict"),
+    ({1: torch.zeros(2)}, "pytorch_model.bin holds an entry keyed 1, not by a tensor name"),
+    (b"garbage", "pytorch_model.bin is not a PyTorch checkpoint in torch.save's zip format"),
+])
+def test_pickled_hf_weights_with_wrong_contents(tmp_path, tiny_model_dir, content, needle):
+    directory = pickled_dir(tmp_path, tiny_model_dir, content)
+    for trust in (False, True):
+        with pytest.raises(CheckpointError, match=needle):
+            load_model(directory, trust_pickle=trust)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda w: w.update({1: torch.zeros(2)}), "model_weights.ckpt holds an entry keyed 1"),
+    (lambda w: w.update({"model.embedding.word_embeddings.weight": torch.tensor(1.0)}),
+     "has shape \\(\\), too few dimensions for a weight split along dimension 0"),
+    (lambda w: w.update({"model.rm_head.weight": torch.tensor(1.0)}), "too few dimensions"),
+    (lambda w: w.update({"model.embedding.word_embeddings.weight": torch.zeros(5)}), "not two dimensions"),
+])
+def test_nemo_weights_with_wrong_contents(tmp_path, change, needle):
+    weights = megatron.hf_to_megatron(hf_state(), CONFIG)
+    change(weights)
+    root = write_root(tmp_path / "src", yaml_config())
+    torch.save(weights, root / "model_weights.ckpt")
+    with pytest.raises(CheckpointError, match=needle):
+        read_nemo_config(root)
+
+
+def test_nemo_weights_that_are_not_a_torch_file(tmp_path):
+    root = nemo_root(tmp_path)
+    (root / "model_weights.ckpt").write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(CheckpointError, match=r"model_weights.ckpt is not a readable PyTorch file: [^.]*$"):
+        read_nemo(root)
+    (root / "model_weights.ckpt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="model_weights.ckpt is not a readable PyTorch file"):
+        read_nemo(root, trust_pickle=True)
+
+
+def test_a_broken_tokenizer_inside_a_nemo_is_named(tmp_path):
+    root = nemo_root(tmp_path)
+    (root / "a1b2c3d4_tokenizer.model").write_bytes(b"not sentencepiece")
+    with pytest.raises(NemotronError, match=f"{root}/a1b2c3d4_tokenizer.model is not a valid SentencePiece model"):
+        load_model(root)

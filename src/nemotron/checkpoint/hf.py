@@ -6,6 +6,7 @@ device, so a checkpoint is never held twice in memory.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -99,14 +100,34 @@ def tensor_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def _load_pickle(file: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    if not zipfile.is_zipfile(file):
+        raise CheckpointError(f"{file} is not a PyTorch checkpoint in torch.save's zip format (corrupt, or "
+                              f"saved by a PyTorch older than 1.6)")
     try:
-        return torch.load(file, map_location="cpu", weights_only=not trust_pickle, mmap=True)
+        state = torch.load(file, map_location="cpu", weights_only=not trust_pickle, mmap=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or others for rejected pickles
         if trust_pickle:
-            raise CheckpointError(f"cannot read {file}: {err}") from None
+            raise CheckpointError(f"cannot read {file}: {first_sentence(err)}") from None
         raise CheckpointError(
             f"{file} holds Python objects besides tensors and was not unpickled; if you trust "
             f"this file, pass --trust-pickle (trust_pickle=True) to load it") from None
+    check_state_dict(state, str(file))
+    return state
+
+
+def check_state_dict(state: object, origin: str) -> None:
+    """A pickled state dict is a dict keyed by tensor names; anything else is refused by name."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{origin} holds a {type(state).__name__}, not a state dict")
+    for key in state:
+        if not isinstance(key, str):
+            raise CheckpointError(f"{origin} holds an entry keyed {key!r}, not by a tensor name")
+
+
+def first_sentence(err: BaseException) -> str:
+    """Library errors can run to paragraphs; the first sentence of the first line says what happened."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line.split(". ")[0]
 
 
 def normalise_name(name: str) -> str:

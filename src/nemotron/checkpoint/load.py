@@ -110,8 +110,7 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
         checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
         config, tensors = checkpoint.config, checkpoint.state_dict
-        tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
-                     if checkpoint.tokenizer_model else None)
+        tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
     with torch.device("meta"):
         model = build_model(config)
@@ -134,8 +133,7 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
     if source.kind is SourceKind.NEMO:
         checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
         config, state_dict = checkpoint.config, checkpoint.state_dict
-        tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
-                     if checkpoint.tokenizer_model else None)
+        tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     else:
         config = ModelConfig.from_json_file(source.path / "config.json")
         if _safetensors_only(source.path):  # shapes from the headers, before any weight is read
@@ -154,6 +152,13 @@ def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):
     from nemotron.checkpoint.nemo import read_nemo  # tar/zarr/dcp readers only when needed
 
     return read_nemo(path, trust_pickle=trust_pickle, dtype=dtype)
+
+
+def _nemo_tokenizer(checkpoint, spec: str) -> Tokenizer | None:
+    if not checkpoint.tokenizer_model:
+        return None
+    return Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model,
+                                              source=f"{spec}/{checkpoint.tokenizer_filename}")
 
 
 def _safetensors_only(directory: Path) -> bool:

@@ -28,7 +28,7 @@ from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, TensorSt
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
-from nemotron.checkpoint import megatron
+from nemotron.checkpoint import hf, megatron
 from nemotron.checkpoint.archive import ArchiveFileSystem, ArchiveLimits, is_archive_path, open_archive
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
@@ -117,6 +117,9 @@ def _config(raw: dict[str, Any], weights: _Weights, origin: str) -> ModelConfig:
     embedding = next((n for n in shapes if n.endswith("embedding.word_embeddings.weight")), None)
     if embedding is None:
         raise CheckpointError(f"{origin} has no word embedding tensor (embedding.word_embeddings.weight)")
+    for name in (embedding, "rm_head.weight"):
+        if name in shapes and len(shapes[name]) != 2:
+            raise CheckpointError(f"{origin}: tensor {name} has shape {tuple(shapes[name])}, not two dimensions")
     head = shapes.get("rm_head.weight")
     if head is not None:
         attributes = head[0]  # the head's rows are the reward attributes
@@ -214,17 +217,19 @@ def _rank_files(root: Path, origin: str) -> dict[tuple[int, int], Path]:
 
 def _torch_load(path: Path, origin: str, trust_pickle: bool) -> dict[str, Any]:
     try:
-        with torch.serialization.safe_globals([io.BytesIO]):
-            state = _load_torch_file(path, weights_only=True)
-    except pickle.UnpicklingError:
-        if not trust_pickle:
-            raise CheckpointError(f"{origin} holds arbitrary Python objects besides tensors; "
-                                  f"{_PICKLE_HINT}") from None
-        state = _load_torch_file(path, weights_only=False)
-    except (RuntimeError, EOFError, ValueError, OSError) as err:  # truncated or not a torch file at all
-        raise CheckpointError(f"{origin} is not a readable PyTorch file: {str(err).splitlines()[0]}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{origin} holds a {type(state).__name__}, not a state dict")
+        try:
+            with torch.serialization.safe_globals([io.BytesIO]):
+                state = _load_torch_file(path, weights_only=True)
+        except pickle.UnpicklingError:
+            if not trust_pickle:
+                raise CheckpointError(f"{origin} holds arbitrary Python objects besides tensors (or is not a "
+                                      f"PyTorch file); {_PICKLE_HINT}") from None
+            state = _load_torch_file(path, weights_only=False)
+    except CheckpointError:
+        raise
+    except Exception as err:  # truncated, not a torch file, or (trusted) a pickle naming missing classes
+        raise CheckpointError(f"{origin} is not a readable PyTorch file: {hf.first_sentence(err)}") from None
+    hf.check_state_dict(state, origin)
     return state
 
 
@@ -278,6 +283,10 @@ def _rank_tensor(shards: dict[tuple[int, int], dict[str, Any]], key: tuple[int, 
     if not isinstance(value, Tensor):
         what = "lacks" if value is None else f"holds a {type(value).__name__} for"
         raise CheckpointError(f"{origin}: tensor-parallel rank {key[0]}, stage {key[1]} {what} tensor {name!r}")
+    dim = megatron.tp_split_dim(name)
+    if dim is not None and value.dim() <= dim:
+        raise CheckpointError(f"{origin}: tensor {name!r} has shape {tuple(value.shape)}, too few dimensions "
+                              f"for a weight split along dimension {dim}")
     return value
 
 
