@@ -187,7 +187,7 @@ def test_limits_per_member_in_total_and_for_compressed_archives(tmp_path):
         read_nemo(plain, limits=ArchiveLimits(max_total_bytes=weights))
     with pytest.raises(CheckpointError, match="more than 2 members"):
         read_nemo(plain, limits=ArchiveLimits(max_members=2))
-    with pytest.raises(CheckpointError, match="model_config.yaml' is .* for a file read whole"):
+    with pytest.raises(CheckpointError, match="model_config.yaml' is .* for a text file parsed whole"):
         read_nemo(plain, limits=ArchiveLimits(max_text_bytes=10))
     bomb = tmp_path / "zeros.nemo"  # 256 MB of zeros compress to a few hundred KB
     with tarfile.open(bomb, "w:gz") as tar:

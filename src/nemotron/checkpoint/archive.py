@@ -37,7 +37,7 @@ class ArchiveLimits:
     max_total_bytes: int = 4 << 40
     max_members: int = 1_000_000
     max_compression_ratio: float = 20.0  # compressed archives: declared bytes per archive byte
-    max_text_bytes: int = 256 << 20  # members read whole (YAML, JSON, tokenizer files)
+    max_text_bytes: int = 256 << 20  # text members parsed whole (YAML, JSON)
 
     def __post_init__(self) -> None:
         for name in ("max_member_bytes", "max_total_bytes", "max_members", "max_compression_ratio",
@@ -146,7 +146,7 @@ class Archive:
         member = self._files[parts]
         if limit is not None and member.size > limit:
             raise self._refuse(f"member {member.name!r} is {member.size:,} bytes, more than {limit:,} "
-                               f"for a file read whole")
+                               f"for a text file parsed whole")
         try:
             return self._read(member)
         except _READ_ERRORS as err:
@@ -224,11 +224,13 @@ class ArchivePath:
 
     def read_bytes(self) -> bytes:
         self._require_file()
-        return self.archive.read_member(self.parts, self.archive.limits.max_text_bytes)
+        return self.archive.read_member(self.parts)
 
     def read_text(self, encoding: str = "utf-8") -> str:
+        """Text files (YAML, JSON) are parsed whole in memory: their size is bounded by max_text_bytes."""
+        self._require_file()
         try:
-            return self.read_bytes().decode(encoding)
+            return self.archive.read_member(self.parts, self.archive.limits.max_text_bytes).decode(encoding)
         except UnicodeDecodeError as err:
             raise CheckpointError(f"{self} is not {encoding} text: {err}") from None
 

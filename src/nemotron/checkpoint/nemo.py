@@ -104,8 +104,8 @@ def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{origin} has no model_config.yaml")
     try:
-        raw = yaml.safe_load(path.read_bytes())
-    except (yaml.YAMLError, RecursionError) as err:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise ConfigError(f"{origin}/model_config.yaml is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}/model_config.yaml does not hold a mapping")
@@ -144,7 +144,7 @@ def _config(raw: dict[str, Any], weights: _Weights, origin: str) -> ModelConfig:
 
 def _read_json(path: Path, origin: str) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_bytes())
+        value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(f"{origin} is not valid JSON: {err}") from None
     if not isinstance(value, dict):
