@@ -169,12 +169,16 @@ def hostile(tmp_path: Path, *members: tuple[str, dict]) -> Path:
     ([("./sub", {}), ("./sub", {"type": tarfile.DIRTYPE})], "holds both a file and a directory named './sub'"),
     ([("./fifo", {"type": tarfile.FIFOTYPE})], "not a regular file"),
 ])
-def test_hostile_members_are_refused(tmp_path, members, message):
+def test_hostile_members_are_refused(tmp_path, capsys, members, message):
     archive = hostile(tmp_path, *members)
     for read in (read_nemo, read_nemo_config):
         with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
             read(archive)
         assert str(archive) in str(err.value) and "\n" not in str(err.value)
+    for argv in (["info", str(archive)], ["generate", str(archive), "hi"], ["convert", str(archive), "out"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message.split("'")[0] in err
 
 
 def test_limits_per_member_in_total_and_for_compressed_archives(tmp_path):

@@ -299,3 +299,9 @@ def test_a_broken_tokenizer_inside_a_nemo_is_named(tmp_path):
     (root / "a1b2c3d4_tokenizer.model").write_bytes(b"not sentencepiece")
     with pytest.raises(NemotronError, match=f"{root}/a1b2c3d4_tokenizer.model is not a valid SentencePiece model"):
         load_model(root)
+
+
+def test_memory_command_with_a_config_that_does_not_match_the_files(capsys, tmp_path, tiny_model_dir):
+    broken = broken_copy(tiny_model_dir, tmp_path, edit_config(num_hidden_layers=1))
+    assert main(["memory", str(broken)]) == 2  # was an IndexError: per-layer sizes indexed by the config
+    assert "declares num_hidden_layers 1, the weights hold 2 layer(s)" in capsys.readouterr().err
