@@ -305,3 +305,23 @@ def test_memory_command_with_a_config_that_does_not_match_the_files(capsys, tmp_
     broken = broken_copy(tiny_model_dir, tmp_path, edit_config(num_hidden_layers=1))
     assert main(["memory", str(broken)]) == 2  # was an IndexError: per-layer sizes indexed by the config
     assert "declares num_hidden_layers 1, the weights hold 2 layer(s)" in capsys.readouterr().err
+
+
+def test_convert_output_that_cannot_be_written(capsys, monkeypatch, tmp_path, tiny_model_dir):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    assert main(["convert", str(tiny_model_dir), str(in_the_way)]) == 2
+    assert capsys.readouterr().err == f"error: cannot write {in_the_way}: File exists\n"
+
+    def full_disk(tensors, filename, metadata=None):
+        raise OSError(28, "No space left on device", filename)
+
+    monkeypatch.setattr("nemotron.checkpoint.hf.save_file", full_disk)
+    with pytest.raises(CheckpointError, match=r"cannot write .*model.safetensors: No space left on device"):
+        convert(tiny_model_dir, tmp_path / "out")
+
+
+def test_threads_must_be_positive(capsys, tiny_model_dir):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(tiny_model_dir), "hi", "--threads", "-1"])
+    assert exit_info.value.code == 2 and "--threads: must be a positive integer" in capsys.readouterr().err

@@ -142,9 +142,12 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
         preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
         tokenizer = _optional_tokenizer(source.path)
-    out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
-    if tokenizer is not None:
-        tokenizer.save(out)
+    try:
+        out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
+        if tokenizer is not None:
+            tokenizer.save(out)
+    except OSError as err:  # an existing file in the way, no permission, a full disk
+        raise CheckpointError(f"cannot write {err.filename or dst}: {err.strerror or err}") from None
     return out
 
 

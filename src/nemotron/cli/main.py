@@ -39,6 +39,13 @@ class Parser(argparse.ArgumentParser):
             self._intermixing = False
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def add_model_loading(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                         help="compute dtype (default: the checkpoint's stored dtype)")
@@ -48,7 +55,7 @@ def add_model_loading(parser: argparse.ArgumentParser) -> None:
                         help="allow loading pickled checkpoints that hold arbitrary Python objects (trusted files only)")
     parser.add_argument("--force", action="store_true",
                         help="load even when the memory planner says the weights do not fit the device's free memory")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
 
 
