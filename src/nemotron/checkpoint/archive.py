@@ -251,9 +251,5 @@ class ArchiveFileSystem:
             yield stream
 
 
-def is_archive_path(path: object) -> bool:
-    return isinstance(path, ArchivePath)
-
-
 def open_archive(path: str | os.PathLike, limits: ArchiveLimits | None = None) -> Archive:
     return Archive(Path(path), limits)

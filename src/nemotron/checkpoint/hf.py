@@ -47,6 +47,11 @@ def weight_files(directory: Path) -> list[Path]:
     raise CheckpointError(f"{directory} has no {SINGLE_FILE}, {INDEX_FILE} or {PICKLE_FILE}")
 
 
+def safetensors_only(directory: Path) -> bool:
+    """True when the weights are safetensors files, whose headers give names and shapes without loading."""
+    return all(file.suffix == ".safetensors" for file in weight_files(directory))
+
+
 def _shard_names(index: Path) -> list[str]:
     """The shard file names an index maps tensors to: plain names of files beside it, nothing else."""
     try:

@@ -136,7 +136,7 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     else:
         config = ModelConfig.from_json_file(source.path / "config.json")
-        if _safetensors_only(source.path):  # shapes from the headers, before any weight is read
+        if hf.safetensors_only(source.path):  # shapes from the headers, before any weight is read
             preflight.check_hf_shapes(config, {n: s for n, (s, _) in hf.tensor_shapes(source.path).items()},
                                       source.spec)
         state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
@@ -164,13 +164,9 @@ def _nemo_tokenizer(checkpoint, spec: str) -> Tokenizer | None:
                                               source=f"{spec}/{checkpoint.tokenizer_filename}")
 
 
-def _safetensors_only(directory: Path) -> bool:
-    return all(file.suffix == ".safetensors" for file in hf.weight_files(directory))
-
-
 def _check_layers(config: ModelConfig, directory: Path) -> None:
     """The layer count against the safetensors headers, before a model of that many layers is built."""
-    if _safetensors_only(directory):
+    if hf.safetensors_only(directory):
         preflight.check_layers(config, list(hf.tensor_shapes(directory)), str(directory))
 
 

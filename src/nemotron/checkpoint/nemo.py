@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
 from nemotron.checkpoint import hf, megatron
-from nemotron.checkpoint.archive import ArchiveFileSystem, ArchiveLimits, is_archive_path, open_archive
+from nemotron.checkpoint.archive import ArchiveFileSystem, ArchiveLimits, ArchivePath, open_archive
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 
@@ -236,7 +236,7 @@ def _torch_load(path: Path, origin: str, trust_pickle: bool) -> dict[str, Any]:
 def _load_torch_file(path: Path, weights_only: bool) -> Any:
     """A file on disk is memory-mapped (zip format only); an archive member is read from the archive.
     TE's _extra_state may be an io.BytesIO, harmless to rebuild."""
-    if is_archive_path(path):
+    if isinstance(path, ArchivePath):
         with path.open("rb") as handle:
             return torch.load(handle, map_location="cpu", weights_only=weights_only)
     return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=zipfile.is_zipfile(path))
@@ -457,7 +457,7 @@ def _dcp_weights(directory: Path, origin: str, trust_pickle: bool, layers: int) 
     with (directory / ".metadata").open("rb") as file:
         metadata = _MetadataUnpickler(file).load()
     reader = FileSystemReader(str(directory))
-    if is_archive_path(directory):  # read the .distcp members in place
+    if isinstance(directory, ArchivePath):  # read the .distcp members in place
         reader.fs, reader.path = ArchiveFileSystem(), directory
     reader.set_up_storage_reader(metadata, True)
     entries: dict[str, tuple[str, int | None]] = {}

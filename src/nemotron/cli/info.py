@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 from nemotron.model.config import ModelConfig
 
@@ -32,18 +31,12 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
         "weight_bytes": total * _BYTES_PER_PARAM[config.torch_dtype],
         "kv_cache_bytes_per_token_16bit": config.kv_cache_bytes_per_token(2),
     }
-    if source.kind is SourceKind.HF_DIR and _all_safetensors(source.path):
+    if source.kind is SourceKind.HF_DIR and hf.safetensors_only(source.path):
         shapes = hf.tensor_shapes(source.path)
         info["weight_bytes"] = sum(math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
                                    for shape, dtype in shapes.values())
         info["parameters_on_disk"] = sum(math.prod(shape) for shape, _ in shapes.values())
     return info
-
-
-def _all_safetensors(directory: Path) -> bool:
-    from nemotron.checkpoint import hf
-
-    return all(f.suffix == ".safetensors" for f in hf.weight_files(directory))
 
 
 def format_info(info: dict) -> str:

@@ -104,10 +104,9 @@ def _safetensors_only(directory) -> bool:
     from nemotron.errors import CheckpointError
 
     try:
-        files = hf.weight_files(directory)
+        return hf.safetensors_only(directory)
     except CheckpointError:  # config.json alone (downloaded to plan hardware): estimate from the config
         return False
-    return all(f.suffix == ".safetensors" for f in files)
 
 
 def _gb(nbytes: float) -> str:
