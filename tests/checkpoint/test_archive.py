@@ -90,6 +90,7 @@ def test_info_reads_the_config_and_tensor_headers_only(tmp_path):
     def bytes_read() -> int:
         return int(dict(line.split(": ") for line in io_file.read_text().splitlines())["rchar"])
 
+    assert read_nemo_config(archive) == CONFIG  # the first call imports modules, whose reads count too
     before = bytes_read()
     assert read_nemo_config(archive) == CONFIG
     assert bytes_read() - before < 4 << 20, "info read the weights"
