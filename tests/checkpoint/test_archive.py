@@ -3,6 +3,7 @@ directory, nothing is unpacked, and hostile archives (tar bombs, links, traversa
 conflicting names, truncation) are refused with one line naming the file."""
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -238,3 +239,21 @@ def test_archive_paths_behave_like_paths(tmp_path):
         assert [p.name for p in root.glob("*_tokenizer.model")] == ["a1b2c3d4_tokenizer.model"]
         with (root / "model_weights.ckpt").open() as handle:
             assert handle.read() == (tmp_path / "src" / "model_weights.ckpt").read_bytes()
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_an_oversized_pax_header_is_refused_before_tarfile_reads_it(tmp_path, first):
+    """tarfile reads a pax header whole before yielding its member: a gzip archive of a few MB could
+    make it read gigabytes. 2 MiB stands in for the gigabyte here."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, 2 << 20
+    bomb = info.tobuf(format=tarfile.USTAR_FORMAT) + b"0" * (2 << 20) + bytes(1024)
+    plain = tar_dir(single_file_root(tmp_path), tmp_path / "plain.nemo")
+    with tarfile.open(plain) as tar:
+        end = max(m.offset_data + -(-m.size // 512) * 512 for m in tar.getmembers())
+    archive = tmp_path / "pax.nemo"
+    data = bomb if first else plain.read_bytes()[:end] + bomb
+    with gzip.open(archive, "wb") as handle:
+        handle.write(data)
+    with pytest.raises(CheckpointError, match="extended \\(pax or long-name\\) header of 2,097,152 bytes"):
+        read_nemo_config(archive)

@@ -27,6 +27,23 @@ from nemotron.errors import CheckpointError
 
 # What a broken (truncated, corrupt) archive raises while its headers or data are read.
 _READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+_EXTENDED_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                     tarfile.GNUTYPE_LONGLINK)
+MAX_EXTENDED_HEADER_BYTES = 1 << 20  # pax records and GNU long names: a few hundred bytes in practice
+
+
+class _HeaderTooLarge(Exception):
+    """Not a TarError, so tarfile does not turn it into 'end of archive' or a retry."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a pax or long-name header whole into memory before it yields the member it
+    describes, so a gzip archive of a few MB could make it read gigabytes: bound them first."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_HEADERS and self.size > MAX_EXTENDED_HEADER_BYTES:
+            raise _HeaderTooLarge(f"has an extended (pax or long-name) header of {self.size:,} bytes")
+        return super()._proc_member(tar)
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,7 +69,9 @@ class Archive:
     def __init__(self, path: Path, limits: ArchiveLimits | None = None) -> None:
         self.path, self.limits = Path(path), limits or ArchiveLimits()
         try:
-            self._tar = tarfile.open(self.path, "r:*")
+            self._tar = tarfile.open(self.path, "r:*", tarinfo=_BoundedTarInfo)
+        except _HeaderTooLarge as err:
+            raise self._refuse(str(err)) from None
         except tarfile.ReadError:
             raise CheckpointError(f"{self.path} is not a .nemo archive (not a tar file)") from None
         except (EOFError, OSError, zlib.error, lzma.LZMAError) as err:
@@ -99,6 +118,8 @@ class Archive:
                                        f"{budget:,} bytes" + (" for a compressed archive of this size"
                                                               if self.compressed else ""))
                 files[parts] = member
+        except _HeaderTooLarge as err:
+            raise self._refuse(str(err)) from None
         except _READ_ERRORS as err:
             raise CheckpointError(f"{self.path} is truncated or corrupt ({type(err).__name__}: {err})") from None
         for parts in files:  # a file cannot also be the parent of another member
