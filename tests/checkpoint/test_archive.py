@@ -214,7 +214,11 @@ def test_truncated_archives(tmp_path, capsys, gzip, keep):
         read_nemo(archive)
     assert str(archive) in str(err.value) and ("truncated" in str(err.value) or "corrupt" in str(err.value)
                                                or "no model_config.yaml" in str(err.value))
-    assert main(["info", str(archive)]) == 2 and capsys.readouterr().err.count("\n") == 1
+    for argv in (["info", str(archive)], ["generate", str(archive), "hi"],
+                 ["convert", str(archive), str(tmp_path / "out")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {archive}") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("content, message", [
