@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -16,13 +16,13 @@ _HF_LAYER = re.compile(r"^(?:model\.)?layers\.(\d+)\.")
 _PLANNER_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def stored_layers(names: Mapping[str, object] | list[str]) -> int:
+def stored_layers(names: Iterable[str]) -> int:
     """Decoder layers a Hugging Face checkpoint holds tensors for (highest index + 1)."""
     indices = {int(m[1]) for m in map(_HF_LAYER.match, names) if m}
     return max(indices) + 1 if indices else 0
 
 
-def check_layers(config: ModelConfig, names: list[str], origin: str) -> None:
+def check_layers(config: ModelConfig, names: Iterable[str], origin: str) -> None:
     """Cheap, so a config claiming a billion layers fails before a model is even built on the meta device."""
     layers = stored_layers(names)
     if layers != config.num_layers:
