@@ -325,3 +325,15 @@ def test_threads_must_be_positive(capsys, tiny_model_dir):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", str(tiny_model_dir), "hi", "--threads", "-1"])
     assert exit_info.value.code == 2 and "--threads: must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_nemo_too_large_for_the_device_is_refused_before_its_weights_are_read(monkeypatch, tmp_path):
+    root = nemo_root(tmp_path)
+    monkeypatch.setattr(preflight, "available_memory", lambda device: (10**3, "the test device has 1 kB free"))
+
+    def read_weights(*args, **kwargs):
+        raise AssertionError("weights read before the memory check")
+
+    monkeypatch.setattr("nemotron.checkpoint.nemo.read_nemo", read_weights)
+    with pytest.raises(CheckpointError, match="the test device has 1 kB free; pass --force"):
+        load_model(root)
