@@ -13,7 +13,8 @@ from nemotron.checkpoint import hf, preflight
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronLike, build_model, init_random_weights
-from nemotron.model.presets import PRESETS, get_preset
+from nemotron.model.nemotron_h_config import NemotronHConfig, read_config_json
+from nemotron.model.presets import get_preset, preset_names
 from nemotron.tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -57,10 +58,10 @@ def resolve(spec: str | Path) -> ModelSource:
         if path.name == "config.json":
             return resolve(path.parent)
         return ModelSource(SourceKind.NEMO, str(spec), path)
-    if str(spec).lower() in PRESETS:
+    if str(spec).lower() in preset_names():
         return ModelSource(SourceKind.PRESET, str(spec), None)
     raise CheckpointError(f"model {str(spec)!r} is not a directory, a .nemo file or a preset name "
-                          f"(presets: {', '.join(sorted(PRESETS))})")
+                          f"(presets: {', '.join(preset_names())})")
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -71,11 +72,18 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[name]
 
 
-def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig:
+def hf_config(directory: Path) -> ModelConfig | NemotronHConfig:
+    """config.json of a Hugging Face directory, by its model_type."""
+    if read_config_json(directory / "config.json").get("model_type") == "nemotron_h":
+        return NemotronHConfig.from_json_file(directory / "config.json")
+    return ModelConfig.from_json_file(directory / "config.json")
+
+
+def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig | NemotronHConfig:
     """The configuration alone, without loading weights."""
     source = resolve(spec)
     if source.kind is SourceKind.HF_DIR:
-        return ModelConfig.from_json_file(source.path / "config.json")
+        return hf_config(source.path)
     if source.kind is SourceKind.PRESET:
         return get_preset(source.spec)
     from nemotron.checkpoint.nemo import read_nemo_config
@@ -94,15 +102,19 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         preflight.check_fits(config, torch_dtype, device, source.spec, force)
         print(f"WARNING: {source.spec} is a preset: the model has RANDOM weights and produces noise",
               file=sys.stderr)
+        if isinstance(config, NemotronHConfig):
+            return _nemotron_h_preset(config, source, torch_dtype, device, seed)
         with torch.device(device):
             model = build_model(config).to(torch_dtype)
         init_random_weights(model, seed)
         return LoadedModel(model.eval(), config, None, source)
 
     if source.kind is SourceKind.HF_DIR:
-        config = ModelConfig.from_json_file(source.path / "config.json")
+        config = hf_config(source.path)
         _check_layers(config, source.path)
         preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
+        if isinstance(config, NemotronHConfig):
+            return _load_nemotron_h(config, source, torch_dtype, device, trust_pickle)
         tensors = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = _optional_tokenizer(source.path)
     else:
@@ -135,12 +147,17 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         config, state_dict = checkpoint.config, checkpoint.state_dict
         tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     else:
-        config = ModelConfig.from_json_file(source.path / "config.json")
-        if hf.safetensors_only(source.path):  # shapes from the headers, before any weight is read
+        config = hf_config(source.path)
+        if isinstance(config, ModelConfig) and hf.safetensors_only(source.path):  # headers, before any weight
             preflight.check_hf_shapes(config, {n: s for n, (s, _) in hf.tensor_shapes(source.path).items()},
                                       source.spec)
         state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
-        preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
+        if isinstance(config, NemotronHConfig):  # NVIDIA's `backbone.` names -> transformers' `model.`
+            from nemotron.model.nemotron_h import sanitize_name
+
+            state_dict = {sanitize_name(name): t for name, t in state_dict.items()}
+        else:
+            preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
         tokenizer = _optional_tokenizer(source.path)
     try:
         out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
@@ -149,6 +166,27 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
     except OSError as err:  # an existing file in the way, no permission, a full disk
         raise CheckpointError(f"cannot write {err.filename or dst}: {err.strerror or err}") from None
     return out
+
+
+def _nemotron_h_preset(config: NemotronHConfig, source: ModelSource, dtype: torch.dtype, device,
+                      seed: int) -> LoadedModel:
+    from nemotron.model import nemotron_h
+
+    with torch.device(device):
+        model = nemotron_h.NemotronHForCausalLM(config).to(dtype)
+    nemotron_h.init_random_weights(model, seed)
+    return LoadedModel(model.eval(), config, None, source)
+
+
+def _load_nemotron_h(config: NemotronHConfig, source: ModelSource, dtype: torch.dtype | None, device,
+                     trust_pickle: bool) -> LoadedModel:
+    from nemotron.model import nemotron_h
+
+    with torch.device("meta"):
+        model = nemotron_h.NemotronHForCausalLM(config)
+    tensors = ((nemotron_h.sanitize_name(name), t) for name, t in hf.iter_tensors(source.path, trust_pickle))
+    hf.load_state_dict_into(model, tensors, dtype or DTYPES[config.torch_dtype], device, source.spec)
+    return LoadedModel(model.eval(), config, _optional_tokenizer(source.path), source)
 
 
 def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):
@@ -164,7 +202,7 @@ def _nemo_tokenizer(checkpoint, spec: str) -> Tokenizer | None:
                                               source=f"{spec}/{checkpoint.tokenizer_filename}")
 
 
-def _check_layers(config: ModelConfig, directory: Path) -> None:
+def _check_layers(config: ModelConfig | NemotronHConfig, directory: Path) -> None:
     """The layer count against the safetensors headers, before a model of that many layers is built."""
     if hf.safetensors_only(directory):
         preflight.check_layers(config, list(hf.tensor_shapes(directory)), str(directory))

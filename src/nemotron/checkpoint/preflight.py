@@ -11,8 +11,9 @@ import torch
 
 from nemotron.errors import CheckpointError
 from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron_h_config import NemotronHConfig
 
-_HF_LAYER = re.compile(r"^(?:model\.)?layers\.(\d+)\.")
+_HF_LAYER = re.compile(r"^(?:model\.|backbone\.)?layers\.(\d+)\.")  # backbone.: NVIDIA's Nemotron-H exports
 _PLANNER_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -22,7 +23,7 @@ def stored_layers(names: Iterable[str]) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def check_layers(config: ModelConfig, names: Iterable[str], origin: str) -> None:
+def check_layers(config: ModelConfig | NemotronHConfig, names: Iterable[str], origin: str) -> None:
     """Cheap, so a config claiming a billion layers fails before a model is even built on the meta device."""
     layers = stored_layers(names)
     if layers != config.num_layers:
@@ -55,11 +56,14 @@ def check_hf_shapes(config: ModelConfig, shapes: Mapping[str, tuple[int, ...]], 
         raise CheckpointError(f"{origin}: missing tensor {missing[0]} ({len(missing)} missing in all)")
 
 
-def weight_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
-    """The memory planner's weight figure (nemotron.memory), computed for one layer and scaled, so an
-    absurd layer count costs nothing to evaluate."""
+def weight_bytes(config: ModelConfig | NemotronHConfig, dtype: torch.dtype) -> int:
+    """The memory planner's weight figure (nemotron.memory). A Nemotron-4 config is planned for one
+    layer and scaled, so an absurd layer count costs nothing to evaluate; Nemotron-H lists its layers
+    one by one in its config, so it is planned as it stands."""
     from nemotron.memory.planner import Precision, WeightBytes
 
+    if isinstance(config, NemotronHConfig):
+        return int(WeightBytes.from_config(config, Precision(_PLANNER_DTYPES.get(dtype, "bf16"))).total)
     precision = Precision(_PLANNER_DTYPES.get(dtype, "bf16"), config.quantization)
     one = WeightBytes.from_config(config.replace(num_layers=1), precision)
     layer = one.layers[0].split + one.layers[0].replicated
@@ -85,7 +89,7 @@ def available_memory(device: torch.device) -> tuple[int, str] | None:
     return None
 
 
-def check_fits(config: ModelConfig, dtype: torch.dtype, device: str | torch.device, origin: str,
+def check_fits(config: ModelConfig | NemotronHConfig, dtype: torch.dtype, device: str | torch.device, origin: str,
                force: bool = False) -> None:
     """Refuse to build a model whose weights cannot fit the device (`force` skips the check)."""
     if force:

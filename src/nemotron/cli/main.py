@@ -57,6 +57,8 @@ def add_model_loading(parser: argparse.ArgumentParser) -> None:
                         help="load even when the memory planner says the weights do not fit the device's free memory")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
+    parser.add_argument("--lora", metavar="ADAPTER", help="a LoRA adapter directory (PEFT layout) merged into "
+                        "the model's weights at load")
 
 
 def build_parser() -> argparse.ArgumentParser:

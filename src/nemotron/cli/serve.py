@@ -52,6 +52,10 @@ def run(args: argparse.Namespace) -> None:
                             force=args.force)
         if args.tokenizer:
             loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
+        if args.lora:
+            from nemotron.checkpoint.peft import merge_adapter_into
+
+            merge_adapter_into(loaded, args.lora)
         return loaded
 
     failure: list[BaseException] = []
