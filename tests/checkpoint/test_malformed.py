@@ -337,3 +337,9 @@ def test_a_nemo_too_large_for_the_device_is_refused_before_its_weights_are_read(
     monkeypatch.setattr("nemotron.checkpoint.nemo.read_nemo", read_weights)
     with pytest.raises(CheckpointError, match="the test device has 1 kB free; pass --force"):
         load_model(root)
+
+
+def test_a_nemotron_h_preset_too_large_is_refused_by_the_hybrid_planner(monkeypatch):
+    monkeypatch.setattr(preflight, "available_memory", lambda device: (10**6, "the test device has 1 MB free"))
+    with pytest.raises(CheckpointError, match=r"nemotron-h-8b: the weights need [\d.]+ GB in bfloat16"):
+        load_model("nemotron-h-8b")
