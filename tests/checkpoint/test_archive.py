@@ -222,9 +222,9 @@ def test_truncated_archives(tmp_path, capsys, gzip, keep):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"", "not a .nemo archive"),
-    (b"GGUF\x03\x00\x00\x00" + bytes(600), "not a .nemo archive"),
-    (b"\x1f\x8b\x08\x00garbage", "truncated or corrupt|not a .nemo archive|not a readable"),
+    (b"", "is neither a GGUF file nor a .nemo archive"),
+    (b"\x1f\x8b\x08\x00garbage", "truncated or corrupt|not a readable .nemo archive"),
+    (b"PK\x03\x04" + bytes(600), "is neither a GGUF file nor a .nemo archive"),
 ])
 def test_files_that_are_not_archives(tmp_path, content, message):
     path = tmp_path / "model.nemo"

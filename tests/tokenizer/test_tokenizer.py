@@ -256,14 +256,6 @@ def test_missing_and_broken_files_are_clear_errors(tmp_path):
         Tokenizer.from_file(tmp_path / "tokenizer.json")
 
 
-def test_unsupported_tokenizer_json_is_refused(tmp_path):
-    bpe = tokenizers.Tokenizer(models.BPE())
-    bpe.decoder = decoders.ByteLevel()
-    bpe.save(str(tmp_path / "tokenizer.json"))
-    with pytest.raises(TokenizerError, match="decoder .*not supported"):
-        Tokenizer.from_file(tmp_path / "tokenizer.json")
-
-
 def test_add_bos_without_a_bos_token_is_an_error(tmp_path, tokenizer_files):
     tmp_path.joinpath("tokenizer.json").write_bytes(open(tokenizer_files["hf"], "rb").read())
     tmp_path.joinpath("tokenizer_config.json").write_text(json.dumps({"bos_token": "<nope>"}))

@@ -68,6 +68,11 @@ def test_dpo_with_lora_writes_a_peft_adapter_that_merges_and_generates(tmp_path,
     from_merged = capsys.readouterr().out
     assert main([prompt[0], str(base_dir), *prompt[1:], "--lora", str(adapter)]) == 0
     assert capsys.readouterr().out == from_merged
+    assert main(["convert", str(base_dir), str(tmp_path / "merged.gguf"), "--merge-lora", str(adapter),
+                 "--to", "gguf", "--gguf-type", "f32"]) == 0  # the merged model as one GGUF file
+    capsys.readouterr()
+    assert main([prompt[0], str(tmp_path / "merged.gguf"), *prompt[1:]]) == 0
+    assert capsys.readouterr().out == from_merged
 
 
 def test_rpo_needs_rewards_and_trains_every_weight(tmp_path, capsys, base_dir):

@@ -272,5 +272,17 @@ class ArchiveFileSystem:
             yield stream
 
 
+def is_tar(path: str | os.PathLike) -> bool:
+    """Whether a file is a tar archive (plain or compressed), without tarfile.is_tarfile's unbounded read
+    of a first pax header; an oversized one counts as a tar, refused when the archive is opened."""
+    try:
+        with tarfile.open(path, "r:*", tarinfo=_BoundedTarInfo):
+            return True
+    except (_HeaderTooLarge, EOFError, zlib.error, lzma.LZMAError):  # a tar, but broken: Archive says how
+        return True
+    except tarfile.TarError:
+        return False
+
+
 def open_archive(path: str | os.PathLike, limits: ArchiveLimits | None = None) -> Archive:
     return Archive(Path(path), limits)

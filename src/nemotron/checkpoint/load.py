@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from nemotron.checkpoint import hf, preflight
+from nemotron.checkpoint import archive, gguf, hf, preflight
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronLike, build_model, init_random_weights
@@ -24,6 +24,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 class SourceKind(Enum):
     HF_DIR = "Hugging Face directory"
     NEMO = "NeMo checkpoint"
+    GGUF = "GGUF file"
     PRESET = "preset (random weights)"
 
 
@@ -57,11 +58,29 @@ def resolve(spec: str | Path) -> ModelSource:
     if path.is_file():
         if path.name == "config.json":
             return resolve(path.parent)
+        if gguf.is_gguf(path):
+            return ModelSource(SourceKind.GGUF, str(spec), path)
+        _check_is_archive(path)
         return ModelSource(SourceKind.NEMO, str(spec), path)
     if str(spec).lower() in preset_names():
         return ModelSource(SourceKind.PRESET, str(spec), None)
     raise CheckpointError(f"model {str(spec)!r} is not a directory, a .nemo file or a preset name "
                           f"(presets: {', '.join(preset_names())})")
+
+
+def _check_is_archive(path: Path) -> None:
+    """A model file is a GGUF file or a .nemo tar; name what anything else looks like."""
+    try:
+        is_tar = archive.is_tar(path)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    if is_tar:
+        return
+    if path.suffix == ".gguf":
+        raise CheckpointError(f"{path} is named .gguf but is not a GGUF file (it does not start with 'GGUF')")
+    hint = (" (a lone safetensors file: pass the directory that holds it and its config.json)"
+            if path.suffix == ".safetensors" else "")
+    raise CheckpointError(f"{path} is neither a GGUF file nor a .nemo archive (tar){hint}")
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -86,6 +105,8 @@ def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig | N
         return hf_config(source.path)
     if source.kind is SourceKind.PRESET:
         return get_preset(source.spec)
+    if source.kind is SourceKind.GGUF:
+        return gguf.read_gguf_config(source.path)
     from nemotron.checkpoint.nemo import read_nemo_config
 
     return read_nemo_config(source.path, trust_pickle=trust_pickle)
@@ -117,6 +138,11 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
             return _load_nemotron_h(config, source, torch_dtype, device, trust_pickle)
         tensors = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = _optional_tokenizer(source.path)
+    elif source.kind is SourceKind.GGUF:
+        config = gguf.read_gguf_config(source.path)  # metadata only: refuse before reading weights
+        preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
+        checkpoint = gguf.read_gguf(source.path)
+        config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
     else:
         config = load_config(source.path, trust_pickle)  # headers only: refuse before reading weights
         preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
@@ -136,8 +162,12 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None = None,
-            trust_pickle: bool = False, max_shard_bytes: int = hf.DEFAULT_SHARD_BYTES) -> Path:
-    """Any supported checkpoint -> Hugging Face directory (config.json, safetensors, tokenizer)."""
+            trust_pickle: bool = False, max_shard_bytes: int = hf.DEFAULT_SHARD_BYTES,
+            to: str = "hf", gguf_type: str = "f16") -> Path:
+    """Any supported checkpoint -> a Hugging Face directory (config.json, safetensors, tokenizer)
+    or, with `to="gguf"`, one GGUF file of type `gguf_type` (f32, f16, q8_0, q4_0)."""
+    if to not in ("hf", "gguf"):
+        raise ConfigError(f"unknown output format {to!r}; use hf or gguf")
     source = resolve(src)
     if source.kind is SourceKind.PRESET:
         raise CheckpointError(f"{src!r} is a preset with random weights; there is nothing to convert")
@@ -146,6 +176,9 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
         config, state_dict = checkpoint.config, checkpoint.state_dict
         tokenizer = _nemo_tokenizer(checkpoint, source.spec)
+    elif source.kind is SourceKind.GGUF:
+        checkpoint = gguf.read_gguf(source.path)
+        config, state_dict, tokenizer = checkpoint.config, dict(checkpoint.tensors), checkpoint.tokenizer
     else:
         config = hf_config(source.path)
         if isinstance(config, ModelConfig) and hf.safetensors_only(source.path):  # headers, before any weight
@@ -160,6 +193,12 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
             preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
         tokenizer = _optional_tokenizer(source.path)
     try:
+        if to == "gguf":
+            if isinstance(config, NemotronHConfig):
+                raise CheckpointError(f"{src}: GGUF export writes llama.cpp's nemotron architecture (Nemotron-4 "
+                                      "family); Nemotron-H models are not supported")
+            return gguf.write_gguf({hf.normalise_name(k): v for k, v in state_dict.items()}, config, tokenizer,
+                                   dst, file_type=gguf_type)
         out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
         if tokenizer is not None:
             tokenizer.save(out)

@@ -1,4 +1,5 @@
-"""`nemotron convert SRC DST`: any supported checkpoint to a Hugging Face directory."""
+"""`nemotron convert SRC DST`: any supported checkpoint to a Hugging Face directory or (--to gguf)
+a GGUF file for llama.cpp."""
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,14 @@ def parse_size(text: str) -> int:
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("convert", help="convert a .nemo or HF checkpoint to a Hugging Face directory")
+    parser = commands.add_parser("convert", help="convert a .nemo, HF or GGUF checkpoint to a Hugging Face "
+                                 "directory or a GGUF file")
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: keep stored dtype")
+    parser.add_argument("--to", choices=["hf", "gguf"], default="hf", help="output format (default: hf)")
+    parser.add_argument("--gguf-type", choices=["f32", "f16", "q8_0", "q4_0"], default="f16",
+                        help="with --to gguf: type of the weight matrices (norms stay f32; default f16)")
     parser.add_argument("--shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB, 500MB")
     parser.add_argument("--trust-pickle", action="store_true")
     parser.add_argument("--merge-lora", metavar="ADAPTER",
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
         out = _merge(args)
     else:
         out = convert(args.src, args.dst, dtype=args.dtype, trust_pickle=args.trust_pickle,
-                      max_shard_bytes=parse_size(args.shard_size))
+                      max_shard_bytes=parse_size(args.shard_size), to=args.to, gguf_type=args.gguf_type)
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -50,6 +55,10 @@ def _merge(args: argparse.Namespace):
     loaded = load_model(args.src, dtype="float32", trust_pickle=args.trust_pickle)  # merge in fp32
     stored_dtype = loaded.config.torch_dtype
     merge_adapter_into(loaded, args.merge_lora)
+    if args.to == "gguf":
+        from nemotron.checkpoint.gguf import write_gguf
+
+        return write_gguf(loaded.model.state_dict(), loaded.config, loaded.tokenizer, args.dst, args.gguf_type)
     out = save_hf_dir(loaded.model.state_dict(), loaded.config, args.dst,
                       dtype=parse_dtype(args.dtype or stored_dtype), max_shard_bytes=parse_size(args.shard_size))
     if loaded.tokenizer is not None:

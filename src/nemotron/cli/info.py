@@ -40,6 +40,11 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
         info["weight_bytes"] = sum(math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
                                    for shape, dtype in shapes.values())
         info["parameters_on_disk"] = sum(math.prod(shape) for shape, _ in shapes.values())
+    if source.kind is SourceKind.GGUF:
+        from nemotron.checkpoint.gguf import stored_size
+
+        info["weight_bytes"], types = stored_size(source.path)
+        info["stored_dtype"] = f"GGUF {types}"
     return info
 
 

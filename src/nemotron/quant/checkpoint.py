@@ -51,6 +51,11 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, scheme: str, *, trust_
         tensors: Iterable[tuple[str, Tensor]] = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = (Tokenizer.from_dir(source.path) if any((source.path / f).is_file() for f in
                      ("tokenizer.model", "tokenizer.json")) else None)
+    elif source.kind is SourceKind.GGUF:
+        from nemotron.checkpoint.gguf import read_gguf
+
+        checkpoint = read_gguf(source.path)
+        config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
     else:
         from nemotron.checkpoint.nemo import read_nemo
 

@@ -35,23 +35,54 @@ class ChatFormatError(NemotronError, ValueError):
     """Messages that do not form a valid conversation (a client error: HTTP 400)."""
 
 
+class ChatPrompt(str):
+    """A rendered prompt that remembers which of its characters came from message contents:
+    `parts` holds (text, is_template) pairs that add up to the string. `Tokenizer.encode` turns
+    special tokens into their ids only inside template text, so an `<extra_id_1>` typed in a
+    message stays text and cannot forge a turn. Any string operation returns a plain `str`."""
+
+    parts: tuple[tuple[str, bool], ...]
+
+    def __new__(cls, parts: list[tuple[str, bool]]) -> ChatPrompt:
+        prompt = super().__new__(cls, "".join(text for text, _ in parts))
+        prompt.parts = tuple((text, template) for text, template in parts if text)
+        return prompt
+
+    def __getnewargs__(self) -> tuple[list[tuple[str, bool]]]:  # pickle and copy rebuild from the parts
+        return (list(self.parts),)
+
+    def then(self, template_text: str) -> ChatPrompt:
+        """This prompt followed by more template text (e.g. the CHAT_STOP that ends a trained reply)."""
+        return ChatPrompt([*self.parts, (template_text, True)])
+
+    def head(self, length: int) -> ChatPrompt:
+        """The first `length` characters, still knowing which of them are message content."""
+        parts, left = [], length
+        for text, template in self.parts:
+            if left <= 0:
+                break
+            parts.append((text[:left], template))
+            left -= len(text)
+        return ChatPrompt(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     role: str  # "system" (first message only), "user" or "assistant"
     content: str
 
 
-def render_chat(messages: Sequence[Mapping | Message], add_generation_prompt: bool = True) -> str:
+def render_chat(messages: Sequence[Mapping | Message], add_generation_prompt: bool = True) -> ChatPrompt:
     """The prompt for a conversation; with `add_generation_prompt` it ends where the assistant's
     reply begins (the last message must then be the user's)."""
     system, turns = _validate(messages)
     if add_generation_prompt and turns[-1].role != "user":
         raise ChatFormatError("the last message must be the user's when a reply is to be generated")
-    text = _render(system, turns)
-    return text + (f"{TURN_TOKEN}Assistant\n" if add_generation_prompt else "")
+    parts = _render(system, turns)
+    return ChatPrompt(parts + [(f"{TURN_TOKEN}Assistant\n" if add_generation_prompt else "", True)])
 
 
-def render_reward_prompt(messages: Sequence[Mapping | Message], system: str | None = None) -> str:
+def render_reward_prompt(messages: Sequence[Mapping | Message], system: str | None = None) -> ChatPrompt:
     """The Reward model's input: the conversation, ending with the assistant turn to score, then
     `<extra_id_2>` with no newline. The model reads its scores from that last token.
 
@@ -65,7 +96,7 @@ def render_reward_prompt(messages: Sequence[Mapping | Message], system: str | No
                               "assistant's")
     if system is None:
         system = own_system if own_system is not None else REWARD_SYSTEM_PROMPT
-    return _render(system, turns) + REWARD_TOKEN
+    return ChatPrompt(_render(system, turns) + [(REWARD_TOKEN, True)])
 
 
 def strip_stop(text: str) -> str:
@@ -73,10 +104,12 @@ def strip_stop(text: str) -> str:
     return text[:-len(CHAT_STOP)] if text.endswith(CHAT_STOP) else text
 
 
-def _render(system: str | None, turns: list[Message]) -> str:
-    parts = [f"{SYSTEM_TOKEN}System\n{system or ''}\n"]
-    parts += [f"{TURN_TOKEN}{_ROLE_NAMES[m.role]}\n{m.content}\n" for m in turns]
-    return "".join(parts)
+def _render(system: str | None, turns: list[Message]) -> list[tuple[str, bool]]:
+    """(text, is_template) parts; message contents (system prompt included) are not template."""
+    parts = [(f"{SYSTEM_TOKEN}System\n", True), (system or "", False)]
+    for m in turns:
+        parts += [(f"\n{TURN_TOKEN}{_ROLE_NAMES[m.role]}\n", True), (m.content, False)]
+    return parts + [("\n", True)]
 
 
 def _validate(messages: Sequence[Mapping | Message]) -> tuple[str | None, list[Message]]:

@@ -175,7 +175,7 @@ def encode_chat(messages: Sequence[dict], tokenizer: Tokenizer) -> tuple[list[in
         raise DataError("an SFT conversation must end with an assistant message")
     if not all(isinstance(m.get("content"), str) for m in messages):
         raise DataError("every SFT message needs a 'content' string")
-    text = render_chat(messages, add_generation_prompt=False) + CHAT_STOP
+    text = render_chat(messages, add_generation_prompt=False).then(CHAT_STOP)  # content stays literal text
     turns = messages[1:] if messages[0].get("role") == "system" else messages
     cursor = text.index(CHAT_STOP)  # past the system block
     spans = []
@@ -188,7 +188,7 @@ def encode_chat(messages: Sequence[dict], tokenizer: Tokenizer) -> tuple[list[in
     ids = tokenizer.encode(text)
     mask = [False] * len(ids)
     for start, stop in spans:
-        first, last = len(tokenizer.encode(text[:start])), len(tokenizer.encode(text[:stop]))
+        first, last = len(tokenizer.encode(text.head(start))), len(tokenizer.encode(text.head(stop)))
         mask[first:last] = [True] * (last - first)
     return ids, mask
 

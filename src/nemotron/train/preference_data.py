@@ -151,7 +151,7 @@ def encode_reply(prompt: Messages, reply: str, tokenizer: Tokenizer) -> tuple[li
     The split is where encoding the prompt alone stops agreeing with the whole (tokens may merge
     across the boundary; the whole is what inference sees)."""
     prompt_text = render_chat(prompt, add_generation_prompt=True)
-    full = render_chat([*prompt, {"role": "assistant", "content": reply}], add_generation_prompt=False) + CHAT_STOP
+    full = render_chat([*prompt, {"role": "assistant", "content": reply}], add_generation_prompt=False).then(CHAT_STOP)
     ids = tokenizer.encode(full)
     return ids, common_prefix(tokenizer.encode(prompt_text), ids)
 

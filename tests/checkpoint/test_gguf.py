@@ -1,0 +1,289 @@
+"""GGUF out and in: a tiny random model written by `nemotron convert --to gguf` and read back through
+`load_model` gives the same logits (exactly in f32; within quantization error in q8_0 / q4_0), with
+its tokenizer; llama.cpp reads the file too when `llama_cpp` is installed."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nemotron.checkpoint import gguf as gguf_io
+from nemotron.checkpoint.load import SourceKind, convert, load_config, load_model, resolve
+from nemotron.cli.main import main
+from nemotron.errors import CheckpointError
+from nemotron.tokenizer import Tokenizer
+from tests.conftest import TINY_CONFIG
+
+TEXT = "The cat sees <extra_id_1> a bird. Über café? 😀"
+
+
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(ids).float()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    return load_model(tiny_model_dir, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return torch.randint(0, TINY_CONFIG.vocab_size, (2, 19), generator=torch.Generator().manual_seed(0))
+
+
+def test_f32_round_trip_keeps_logits_config_and_tokenizer(tiny_model_dir, reference, ids, tmp_path):
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type="f32")
+    assert resolve(path).kind is SourceKind.GGUF
+    loaded = load_model(path, dtype="float32")
+    assert loaded.config == TINY_CONFIG
+    assert load_config(path) == TINY_CONFIG
+    torch.testing.assert_close(_logits(loaded.model, ids), _logits(reference.model, ids), rtol=1e-6, atol=1e-6)
+    assert loaded.tokenizer.encode(TEXT) == reference.tokenizer.encode(TEXT)
+    assert loaded.tokenizer.sentencepiece_model == reference.tokenizer.sentencepiece_model
+
+
+def test_llama_cpp_conventions(tiny_model_dir, reference, tmp_path):
+    """Tensor names, shapes, metadata and LayerNorm1p weights stored with the 1 added, as llama.cpp's
+    converter writes them."""
+    import gguf
+
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type="f16")
+    reader = gguf.GGUFReader(str(path))
+    meta = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("tokenizer")}
+    assert meta["general.architecture"] == "nemotron"
+    c = TINY_CONFIG
+    expected = {"context_length": c.max_position_embeddings, "embedding_length": c.hidden_size,
+                "feed_forward_length": c.intermediate_size, "block_count": c.num_layers,
+                "attention.head_count": c.num_heads, "attention.head_count_kv": c.num_kv_heads,
+                "attention.key_length": c.head_dim, "rope.dimension_count": c.rotary_dim}
+    assert {k: meta[f"nemotron.{k}"] for k in expected} == expected
+    assert meta["nemotron.attention.layer_norm_epsilon"] == pytest.approx(c.norm_eps)
+    tensors = {t.name: t for t in reader.tensors}
+    assert set(tensors) == set(gguf_io.tensor_names(c.num_layers).values())
+    assert tensors["blk.0.attn_q.weight"].tensor_type.name == "F16"
+    assert tensors["blk.0.attn_norm.weight"].tensor_type.name == "F32"
+    assert list(tensors["blk.1.attn_k.weight"].shape) == [c.hidden_size, c.num_kv_heads * c.head_dim]
+    stored = np.array(tensors["blk.1.ffn_norm.weight"].data)
+    own = reference.model.model.layers[1].post_attention_layernorm.weight.detach().numpy()
+    np.testing.assert_allclose(stored, own + 1.0, rtol=0, atol=1e-7)
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
+    assert tokens[5] == "<extra_id_1>" and len(tokens) == c.vocab_size
+
+
+@pytest.mark.parametrize("file_type, tolerance", [("f16", 0.01), ("q8_0", 0.05), ("q4_0", 0.5)])
+def test_smaller_types_stay_close(tiny_model_dir, reference, ids, tmp_path, file_type, tolerance):
+    path = convert(tiny_model_dir, tmp_path / f"model-{file_type}.gguf", to="gguf", gguf_type=file_type)
+    expected = _logits(reference.model, ids)
+    got = _logits(load_model(path, dtype="float32").model, ids)
+    relative = ((got - expected).norm() / expected.norm()).item()
+    assert relative < tolerance, relative
+    import gguf
+
+    bytes_per_weight = {"f16": 2, "q8_0": 34 / 32, "q4_0": 18 / 32}[file_type]
+    c = TINY_CONFIG
+    norms = (2 * c.num_layers + 1) * 2 * c.hidden_size
+    matrices = c.num_parameters() - norms - c.vocab_size * c.hidden_size  # the output layer: q8_0 under q4_0
+    weights = sum(t.n_bytes for t in gguf.GGUFReader(str(path)).tensors)
+    head = c.vocab_size * c.hidden_size * (34 / 32 if file_type == "q4_0" else bytes_per_weight)
+    assert weights == matrices * bytes_per_weight + head + norms * 4
+
+
+def test_vocabulary_alone_rebuilds_the_sentencepiece_tokenizer(tiny_model_dir, reference, tmp_path):
+    """A GGUF from llama.cpp's converter has only the `llama` vocabulary; we rebuild the model from it."""
+    path = gguf_io.write_gguf(dict(load_model(tiny_model_dir).model.state_dict()), TINY_CONFIG,
+                              reference.tokenizer, tmp_path / "vocab-only.gguf", "f32", embed_tokenizer=False)
+    tokenizer = load_model(path).tokenizer
+    assert tokenizer.sentencepiece_model != reference.tokenizer.sentencepiece_model
+    for text in (TEXT, "the dog runs near the river", "Price: 3 + 4 = 7!"):
+        assert tokenizer.encode(text) == reference.tokenizer.encode(text), text
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) == (2, 3, 0)
+
+
+@pytest.mark.parametrize("pre", ["gpt-2", "llama-bpe", "tekken"])
+def test_byte_level_bpe_tokenizer_goes_in_as_gpt2_vocabulary(tiny_model_dir, tmp_path, pre):
+    import gguf
+
+    from tests.tokenizer.test_kinds import train_byte_level_bpe
+
+    train_byte_level_bpe(300, pattern=gguf_io.PRE_TOKENIZERS[pre]).save(  # fewer pieces than embedding rows
+        str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    state = dict(load_model(tiny_model_dir).model.state_dict())
+    for embed in (True, False):
+        path = gguf_io.write_gguf(state, TINY_CONFIG, tokenizer, tmp_path / f"bpe-{embed}.gguf", "f16",
+                                  embed_tokenizer=embed)
+        reader = gguf.GGUFReader(str(path))
+        assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
+        assert reader.fields["tokenizer.ggml.pre"].contents() == pre
+        tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+        assert len(tokens) == TINY_CONFIG.vocab_size and tokens[-1] == f"[PAD{TINY_CONFIG.vocab_size - 1}]"
+        again = load_model(path).tokenizer
+        for text in (TEXT, "  two  spaces\nand lines 12345", "naïve 日本 DON'T we'll"):
+            assert again.encode(text) == tokenizer.encode(text), (embed, text)
+            assert again.decode(again.encode(text)) == tokenizer.decode(tokenizer.encode(text))
+
+
+def test_cli_convert_to_gguf_then_generate(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "cli.gguf"
+    assert main(["convert", str(tiny_model_dir), str(out), "--to", "gguf", "--gguf-type", "q8_0"]) == 0
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["source"] == "GGUF file" and info["parameters"] == TINY_CONFIG.num_parameters()
+    assert info["stored_dtype"] == "GGUF Q8_0" and info["weight_bytes"] < TINY_CONFIG.num_parameters() * 1.2
+    assert main(["generate", str(out), "the cat", "-n", "4", "--greedy"]) == 0
+
+
+def test_gguf_to_hf_directory(tiny_model_dir, reference, ids, tmp_path):
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type="f32")
+    back = convert(path, tmp_path / "hf")
+    torch.testing.assert_close(_logits(load_model(back, dtype="float32").model, ids),
+                               _logits(reference.model, ids), rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_files_get_accurate_errors(tmp_path, tiny_model_dir):
+    garbage = tmp_path / "weights.bin"
+    garbage.write_bytes(b"garbage " * 200)
+    with pytest.raises(CheckpointError, match="neither a GGUF file nor a .nemo archive"):
+        load_model(garbage)
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"not gguf at all")
+    with pytest.raises(CheckpointError, match="named .gguf but is not a GGUF file"):
+        load_model(fake)
+    whole = convert(tiny_model_dir, tmp_path / "whole.gguf", to="gguf", gguf_type="f16").read_bytes()
+    for size in (10, 5000, len(whole) - 10):
+        (tmp_path / "cut.gguf").write_bytes(whole[:size])
+        with pytest.raises(CheckpointError, match="truncated or corrupt GGUF file"):
+            load_model(tmp_path / "cut.gguf")
+    lone = tmp_path / "model.safetensors"
+    lone.write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="pass the directory"):
+        load_model(lone)
+
+
+def test_other_architectures_and_reward_models_are_refused(tmp_path, tiny_reward_dir):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "llama.gguf"), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(CheckpointError, match="architecture 'llama'; only 'nemotron'"):
+        load_model(tmp_path / "llama.gguf")
+    with pytest.raises(CheckpointError, match="reward model"):
+        convert(tiny_reward_dir, tmp_path / "reward.gguf", to="gguf")
+    assert main(["convert", str(tiny_reward_dir), str(tmp_path / "r.gguf"), "--to", "gguf"]) == 2
+
+
+def test_llama_cpp_reads_our_file_with_the_same_greedy_tokens(tiny_model_dir, reference, tmp_path):
+    """Runs only where llama-cpp-python is installed (it builds llama.cpp from source)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    prompt = reference.tokenizer.encode("the cat sees a bird")
+    expected = _greedy(reference.model, prompt, 12)
+    for file_type in ("f32", "f16"):
+        path = convert(tiny_model_dir, tmp_path / f"model-{file_type}.gguf", to="gguf", gguf_type=file_type)
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=2, logits_all=True, verbose=False)
+        # Plain text only: after a special token llama.cpp adds SentencePiece's dummy space again and it
+        # never collapses whitespace, where SentencePiece does neither (llama.cpp's own converter alike).
+        plain = "The cat sees a bird. Über café? 😀"
+        assert llm.tokenize(plain.encode(), add_bos=False, special=True) == reference.tokenizer.encode(plain)
+        tokens = list(prompt)
+        for _ in range(12):
+            llm.reset()
+            llm.eval(tokens)
+            tokens.append(int(np.argmax(llm.scores[len(tokens) - 1])))
+        assert tokens[len(prompt):] == expected, file_type
+
+
+@pytest.mark.parametrize("pre", ["gpt-2", "llama-bpe", "tekken"])
+def test_llama_cpp_tokenizes_our_gpt2_vocabulary_like_us(tiny_model_dir, tmp_path, pre):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from tests.tokenizer.test_kinds import TEXTS, train_byte_level_bpe
+
+    train_byte_level_bpe(300, pattern=gguf_io.PRE_TOKENIZERS[pre]).save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    path = gguf_io.write_gguf(dict(load_model(tiny_model_dir).model.state_dict()), TINY_CONFIG, tokenizer,
+                              tmp_path / "bpe.gguf", "f32")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, vocab_only=True, verbose=False)
+    for text in TEXTS:
+        ids = tokenizer.encode(text)
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids, text
+        assert llm.detokenize(ids, special=True).decode() == tokenizer.decode(ids), text
+
+
+def _greedy(model, prompt: list[int], steps: int) -> list[int]:
+    tokens = list(prompt)
+    for _ in range(steps):
+        tokens.append(int(_logits(model, torch.tensor([tokens]))[0, -1].argmax()))
+    return tokens[len(prompt):]
+
+
+def test_quantize_a_gguf_file_onto_our_int8_format(tiny_model_dir, reference, ids, tmp_path):
+    from nemotron.quant.checkpoint import quantize_checkpoint
+
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type="q8_0")
+    out = quantize_checkpoint(path, tmp_path / "int8", "int8")
+    loaded = load_model(out, dtype="float32")
+    assert loaded.config.quantization == "int8"
+    expected = _logits(reference.model, ids)
+    relative = ((_logits(loaded.model, ids) - expected).norm() / expected.norm()).item()
+    assert relative < 0.05, relative
+    assert loaded.tokenizer.encode(TEXT) == reference.tokenizer.encode(TEXT)
+
+
+def test_saved_tokenizer_json_keeps_its_markers(tmp_path):
+    from tests.tokenizer.test_kinds import train_byte_level_bpe
+
+    train_byte_level_bpe(400).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<|endoftext|>",
+                                                                "eos_token": "<|endoftext|>"}))
+    tokenizer = Tokenizer.from_dir(tmp_path)
+    tokenizer.save(tmp_path / "copy")
+    again = Tokenizer.from_dir(tmp_path / "copy")
+    assert (again.bos_id, again.eos_id) == (tokenizer.bos_id, tokenizer.eos_id) == (0, 0)
+
+
+def test_sentencepiece_style_tokenizer_json_goes_in_as_llama_vocabulary(tiny_model_dir, sp_tokenizer_file, tmp_path):
+    import gguf
+    import tokenizers
+
+    from tests.tokenizer.test_tokenizer import _llama_style_json
+
+    _llama_style_json(str(sp_tokenizer_file)).save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    state = dict(load_model(tiny_model_dir).model.state_dict())
+    path = gguf_io.write_gguf(state, TINY_CONFIG, tokenizer, tmp_path / "unigram.gguf", "f16")
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
+    types = reader.fields["tokenizer.ggml.token_type"].contents()
+    assert types[1] == 2 and types[5] == 3 and types[tokenizer.token_to_id("<0x41>")] == 6  # unk, control, byte
+    again = load_model(path).tokenizer
+    assert again.encode(TEXT) == tokenizer.encode(TEXT) and again.decode(again.encode(TEXT)) == TEXT
+
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(byte_fallback=True))
+    bpe.save(str(tmp_path / "bpe.json"))
+    with pytest.raises(CheckpointError, match="no faithful llama.cpp vocabulary"):
+        gguf_io.write_gguf(state, TINY_CONFIG, Tokenizer.from_file(tmp_path / "bpe.json"), tmp_path / "x.gguf")
+
+
+def test_nemo_archive_to_gguf(tmp_path, sp_tokenizer_file):
+    from nemotron.checkpoint.nemo import read_nemo
+    from tests.checkpoint.test_load import write_nemo_with_real_tokenizer
+    from tests.checkpoint.test_nemo import CONFIG
+
+    model, archive = write_nemo_with_real_tokenizer(tmp_path, sp_tokenizer_file)
+    # This archive's tokenizer (320 pieces) is larger than its embedding (64 rows): llama.cpp could not
+    # load that, so the writer refuses; the weights alone convert exactly.
+    with pytest.raises(CheckpointError, match="320 pieces but the model only 64 embedding rows"):
+        convert(archive, tmp_path / "from-nemo.gguf", to="gguf", gguf_type="f32")
+    path = gguf_io.write_gguf(read_nemo(archive).state_dict, CONFIG, None, tmp_path / "weights.gguf", "f32")
+    loaded = load_model(path, dtype="float32")
+    assert loaded.tokenizer is None
+    ids = torch.randint(0, CONFIG.vocab_size, (1, 11), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(_logits(loaded.model, ids), _logits(model, ids), rtol=1e-6, atol=1e-6)
