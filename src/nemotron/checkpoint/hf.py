@@ -6,11 +6,13 @@ device, so a checkpoint is never held twice in memory.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from nemotron.errors import CheckpointError
@@ -33,11 +35,7 @@ def weight_files(directory: Path) -> list[Path]:
     """The safetensors files of a checkpoint directory, in index order."""
     index = directory / INDEX_FILE
     if index.is_file():
-        try:
-            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as err:
-            raise CheckpointError(f"{index} is not a valid safetensors index ({err})") from None
-        files = [directory / name for name in dict.fromkeys(weight_map.values())]
+        files = [directory / name for name in _shard_names(index)]
         for file in files:
             if not file.is_file():
                 raise CheckpointError(f"{index} names shard {file.name}, which is missing from {directory}")
@@ -49,19 +47,48 @@ def weight_files(directory: Path) -> list[Path]:
     raise CheckpointError(f"{directory} has no {SINGLE_FILE}, {INDEX_FILE} or {PICKLE_FILE}")
 
 
+def safetensors_only(directory: Path) -> bool:
+    """True when the weights are safetensors files, whose headers give names and shapes without loading."""
+    return all(file.suffix == ".safetensors" for file in weight_files(directory))
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The shard file names an index maps tensors to: plain names of files beside it, nothing else."""
+    try:
+        weight_map = json.loads(index.read_bytes())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{index} is not a valid safetensors index ({type(err).__name__}: {err})") from None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: weight_map must be a non-empty object of tensor name -> shard file")
+    names = list(dict.fromkeys(weight_map.values()))
+    for name in names:
+        if not isinstance(name, str) or PurePosixPath(name).name != name or name in ("", ".", ".."):
+            raise CheckpointError(f"{index} maps a tensor to {name!r}, which is not a file name in its directory")
+    return names
+
+
+@contextmanager
+def open_safetensors(file: Path):
+    """safe_open, with a malformed file (empty, truncated, absurd header) reported as a CheckpointError.
+    Errors raised while reading tensors inside the block are reported the same way."""
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            yield handle
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        message = str(err).removeprefix("Error while deserializing header: ")
+        raise CheckpointError(f"{file} is not a readable safetensors file: {message}") from None
+
+
 def iter_tensors(directory: Path, trust_pickle: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, tensor) one at a time; safetensors files are memory-mapped."""
     for file in weight_files(directory):
         if file.suffix == ".bin":
             yield from _load_pickle(file, trust_pickle).items()
             continue
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for name in handle.keys():
-                    if not name.endswith(_IGNORED_SUFFIXES):
-                        yield name, handle.get_tensor(name)
-        except (OSError, ValueError, RuntimeError) as err:  # safetensors raises SafetensorError(Exception)
-            raise CheckpointError(f"cannot read {file}: {err}") from None
+        with open_safetensors(file) as handle:
+            for name in handle.keys():
+                if not name.endswith(_IGNORED_SUFFIXES):
+                    yield name, handle.get_tensor(name)
 
 
 def tensor_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -70,7 +97,7 @@ def tensor_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     for file in weight_files(directory):
         if file.suffix == ".bin":
             raise CheckpointError(f"{file} is a pickle; shapes can only be read from safetensors files")
-        with safe_open(str(file), framework="pt") as handle:
+        with open_safetensors(file) as handle:
             for name in handle.keys():
                 tensor_slice = handle.get_slice(name)
                 shapes[name] = (tuple(tensor_slice.get_shape()), tensor_slice.get_dtype())
@@ -78,14 +105,34 @@ def tensor_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def _load_pickle(file: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    if not zipfile.is_zipfile(file):
+        raise CheckpointError(f"{file} is not a PyTorch checkpoint in torch.save's zip format (corrupt, or "
+                              f"saved by a PyTorch older than 1.6)")
     try:
-        return torch.load(file, map_location="cpu", weights_only=not trust_pickle, mmap=True)
+        state = torch.load(file, map_location="cpu", weights_only=not trust_pickle, mmap=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or others for rejected pickles
         if trust_pickle:
-            raise CheckpointError(f"cannot read {file}: {err}") from None
+            raise CheckpointError(f"cannot read {file}: {first_sentence(err)}") from None
         raise CheckpointError(
             f"{file} holds Python objects besides tensors and was not unpickled; if you trust "
             f"this file, pass --trust-pickle (trust_pickle=True) to load it") from None
+    check_state_dict(state, str(file))
+    return state
+
+
+def check_state_dict(state: object, origin: str) -> None:
+    """A pickled state dict is a dict keyed by tensor names; anything else is refused by name."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{origin} holds a {type(state).__name__}, not a state dict")
+    for key in state:
+        if not isinstance(key, str):
+            raise CheckpointError(f"{origin} holds an entry keyed {key!r}, not by a tensor name")
+
+
+def first_sentence(err: BaseException) -> str:
+    """Library errors can run to paragraphs; the first sentence of the first line says what happened."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line.split(". ")[0]
 
 
 def normalise_name(name: str) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import tarfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 import torch
 
-from nemotron.checkpoint import gguf, hf
+from nemotron.checkpoint import archive, gguf, hf, preflight
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronLike, build_model, init_random_weights
@@ -72,7 +71,7 @@ def resolve(spec: str | Path) -> ModelSource:
 def _check_is_archive(path: Path) -> None:
     """A model file is a GGUF file or a .nemo tar; name what anything else looks like."""
     try:
-        is_tar = tarfile.is_tarfile(path)
+        is_tar = archive.is_tar(path)
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
     if is_tar:
@@ -114,12 +113,14 @@ def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig | N
 
 
 def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu",
-               trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+               trust_pickle: bool = False, seed: int = 0, force: bool = False) -> LoadedModel:
+    """`force` skips the check that the weights fit the device's free memory (memory planner figure)."""
     source = resolve(spec)
     torch_dtype = parse_dtype(dtype)
     if source.kind is SourceKind.PRESET:
         config = get_preset(source.spec)
         torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
+        preflight.check_fits(config, torch_dtype, device, source.spec, force)
         print(f"WARNING: {source.spec} is a preset: the model has RANDOM weights and produces noise",
               file=sys.stderr)
         if isinstance(config, NemotronHConfig):
@@ -131,18 +132,23 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
 
     if source.kind is SourceKind.HF_DIR:
         config = hf_config(source.path)
+        _check_layers(config, source.path)
+        preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
         if isinstance(config, NemotronHConfig):
             return _load_nemotron_h(config, source, torch_dtype, device, trust_pickle)
         tensors = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = _optional_tokenizer(source.path)
     elif source.kind is SourceKind.GGUF:
+        config = gguf.read_gguf_config(source.path)  # metadata only: refuse before reading weights
+        preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
         checkpoint = gguf.read_gguf(source.path)
         config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
     else:
+        config = load_config(source.path, trust_pickle)  # headers only: refuse before reading weights
+        preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
         checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
         config, tensors = checkpoint.config, checkpoint.state_dict
-        tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
-                     if checkpoint.tokenizer_model else None)
+        tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
     with torch.device("meta"):
         model = build_model(config)
@@ -169,28 +175,35 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
     if source.kind is SourceKind.NEMO:
         checkpoint = _read_nemo(source.path, trust_pickle, torch_dtype)
         config, state_dict = checkpoint.config, checkpoint.state_dict
-        tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
-                     if checkpoint.tokenizer_model else None)
+        tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     elif source.kind is SourceKind.GGUF:
         checkpoint = gguf.read_gguf(source.path)
         config, state_dict, tokenizer = checkpoint.config, dict(checkpoint.tensors), checkpoint.tokenizer
     else:
         config = hf_config(source.path)
+        if isinstance(config, ModelConfig) and hf.safetensors_only(source.path):  # headers, before any weight
+            preflight.check_hf_shapes(config, {n: s for n, (s, _) in hf.tensor_shapes(source.path).items()},
+                                      source.spec)
         state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
         if isinstance(config, NemotronHConfig):  # NVIDIA's `backbone.` names -> transformers' `model.`
             from nemotron.model.nemotron_h import sanitize_name
 
             state_dict = {sanitize_name(name): t for name, t in state_dict.items()}
+        else:
+            preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
         tokenizer = _optional_tokenizer(source.path)
-    if to == "gguf":
-        if isinstance(config, NemotronHConfig):
-            raise CheckpointError(f"{src}: GGUF export writes llama.cpp's nemotron architecture (Nemotron-4 "
-                                  "family); Nemotron-H models are not supported")
-        return gguf.write_gguf({hf.normalise_name(k): v for k, v in state_dict.items()}, config, tokenizer, dst,
-                               file_type=gguf_type)
-    out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
-    if tokenizer is not None:
-        tokenizer.save(out)
+    try:
+        if to == "gguf":
+            if isinstance(config, NemotronHConfig):
+                raise CheckpointError(f"{src}: GGUF export writes llama.cpp's nemotron architecture (Nemotron-4 "
+                                      "family); Nemotron-H models are not supported")
+            return gguf.write_gguf({hf.normalise_name(k): v for k, v in state_dict.items()}, config, tokenizer,
+                                   dst, file_type=gguf_type)
+        out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
+        if tokenizer is not None:
+            tokenizer.save(out)
+    except OSError as err:  # an existing file in the way, no permission, a full disk
+        raise CheckpointError(f"cannot write {err.filename or dst}: {err.strerror or err}") from None
     return out
 
 
@@ -219,6 +232,19 @@ def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):
     from nemotron.checkpoint.nemo import read_nemo  # tar/zarr/dcp readers only when needed
 
     return read_nemo(path, trust_pickle=trust_pickle, dtype=dtype)
+
+
+def _nemo_tokenizer(checkpoint, spec: str) -> Tokenizer | None:
+    if not checkpoint.tokenizer_model:
+        return None
+    return Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model,
+                                              source=f"{spec}/{checkpoint.tokenizer_filename}")
+
+
+def _check_layers(config: ModelConfig | NemotronHConfig, directory: Path) -> None:
+    """The layer count against the safetensors headers, before a model of that many layers is built."""
+    if hf.safetensors_only(directory):
+        preflight.check_layers(config, list(hf.tensor_shapes(directory)), str(directory))
 
 
 def _optional_tokenizer(directory: Path) -> Tokenizer | None:

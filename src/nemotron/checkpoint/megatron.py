@@ -212,6 +212,24 @@ def megatron_to_hf(tensors: Iterable[tuple[str, Tensor]], config: ModelConfig,
     return out
 
 
+def check_stored_shapes(shapes: dict[str, tuple[int, ...]], config: ModelConfig) -> None:
+    """megatron_to_hf's shape checks on shapes alone, so a mismatch fails before any tensor is read."""
+    expected = expected_hf_shapes(config)
+    for name, shape in shapes.items():
+        hf_name = to_hf_name(name)
+        if hf_name is None or (hf_name == "lm_head.weight" and config.is_reward_model):
+            continue
+        if hf_name.endswith(FUSED_QKV):
+            want = fused_qkv_shape(config)
+        elif hf_name in expected:
+            want = expected[hf_name]
+        else:
+            raise CheckpointError(f"checkpoint tensor {name!r} ({hf_name}) does not fit the config "
+                                  f"({config.num_layers} layers, reward head: {config.is_reward_model})")
+        if tuple(shape) != tuple(want):
+            raise CheckpointError(f"checkpoint tensor {name!r} has shape {tuple(shape)}, the config expects {want}")
+
+
 def hf_to_megatron(state_dict: dict[str, Tensor], config: ModelConfig, *, prefix: str = "model.",
                    legacy: bool = False) -> dict[str, Tensor]:
     """HF state dict -> Megatron names (mcore, or legacy), q/k/v fused; NeMo's `model.` prefix by default."""

@@ -13,9 +13,6 @@ import io
 import json
 import pickle
 import re
-import shutil
-import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +28,8 @@ from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, TensorSt
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
-from nemotron.checkpoint import megatron
+from nemotron.checkpoint import hf, megatron
+from nemotron.checkpoint.archive import ArchiveFileSystem, ArchiveLimits, ArchivePath, open_archive
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 
@@ -59,29 +57,32 @@ _PICKLE_HINT = ("pass trust_pickle=True (CLI: --trust-pickle) to load it, but on
                 "since unpickling can run arbitrary code")
 
 
-def read_nemo(path: str | Path, *, trust_pickle: bool = False, dtype: torch.dtype | None = None) -> NemoCheckpoint:
+def read_nemo(path: str | Path, *, trust_pickle: bool = False, dtype: torch.dtype | None = None,
+              limits: ArchiveLimits | None = None) -> NemoCheckpoint:
     path = Path(path)
     if path.is_dir():
         return _read_root(path, str(path), trust_pickle, dtype)
     if not path.is_file():
         raise CheckpointError(f"no NeMo checkpoint at {path}")
-    # Weights are memory-mapped from the extracted files; on Linux mappings outlive the deletion.
-    with tempfile.TemporaryDirectory(prefix="nemotron-nemo-") as tmp:
-        _extract(path, Path(tmp))
-        return _read_root(Path(tmp), str(path), trust_pickle, dtype)
+    with open_archive(path, limits) as archive:  # members are read in place, never unpacked
+        return _read_root(archive.root, str(path), trust_pickle, dtype)
 
 
-def read_nemo_config(path: str | Path, *, trust_pickle: bool = False) -> ModelConfig:
-    """The configuration alone: tensor shapes are read, weights are not converted (the vocabulary size
-    comes from the embedding's shape). An archive is still unpacked; an extracted directory is not."""
+def read_nemo_config(path: str | Path, *, trust_pickle: bool = False,
+                     limits: ArchiveLimits | None = None) -> ModelConfig:
+    """The configuration alone: model_config.yaml and the tensor headers (the vocabulary size comes from
+    the embedding's shape); no weights are read. PyTorch files are loaded under FakeTensorMode, which
+    reads their pickled index and not their data."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
     path = Path(path)
     if path.is_dir():
-        return _read_config(path, str(path), trust_pickle)
+        with FakeTensorMode():
+            return _read_config(path, str(path), trust_pickle)
     if not path.is_file():
         raise CheckpointError(f"no NeMo checkpoint at {path}")
-    with tempfile.TemporaryDirectory(prefix="nemotron-nemo-") as tmp:
-        _extract(path, Path(tmp))
-        return _read_config(Path(tmp), str(path), trust_pickle)
+    with open_archive(path, limits) as archive, FakeTensorMode():
+        return _read_config(archive.root, str(path), trust_pickle)
 
 
 def _read_config(root: Path, origin: str, trust_pickle: bool) -> ModelConfig:
@@ -94,28 +95,9 @@ def _read_root(root: Path, origin: str, trust_pickle: bool, dtype: torch.dtype |
     tokenizer_model, tokenizer_filename = _tokenizer(root, raw, origin)
     weights = _open_weights(root, origin, raw, trust_pickle)
     config = _config(raw, weights, origin)
+    megatron.check_stored_shapes(weights.shapes, config)  # before any tensor is read
     state_dict = megatron.megatron_to_hf(weights.items(), config, dtype)
     return NemoCheckpoint(config, state_dict, tokenizer_model, tokenizer_filename)
-
-
-def _extract(archive: Path, dest: Path) -> None:
-    """Regular files only, never outside dest (member names are untrusted); `./` prefixes dropped."""
-    try:
-        tar = tarfile.open(archive, "r:*")
-    except tarfile.ReadError:
-        raise CheckpointError(f"{archive} is not a .nemo archive (not a tar file)") from None
-    with tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            parts = PurePosixPath(member.name).parts
-            parts = tuple(p for p in parts if p != ".")
-            if not parts or member.name.startswith("/") or ".." in parts:
-                raise CheckpointError(f"{archive} has an unsafe member name {member.name!r}")
-            target = dest.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 16 << 20)
 
 
 def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
@@ -123,7 +105,7 @@ def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
         raise CheckpointError(f"{origin} has no model_config.yaml")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise ConfigError(f"{origin}/model_config.yaml is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}/model_config.yaml does not hold a mapping")
@@ -135,27 +117,52 @@ def _config(raw: dict[str, Any], weights: _Weights, origin: str) -> ModelConfig:
     embedding = next((n for n in shapes if n.endswith("embedding.word_embeddings.weight")), None)
     if embedding is None:
         raise CheckpointError(f"{origin} has no word embedding tensor (embedding.word_embeddings.weight)")
+    for name in (embedding, "rm_head.weight"):
+        if name in shapes and len(shapes[name]) != 2:
+            raise CheckpointError(f"{origin}: tensor {name} has shape {tuple(shapes[name])}, not two dimensions")
     head = shapes.get("rm_head.weight")
     if head is not None:
         attributes = head[0]  # the head's rows are the reward attributes
         if raw.get("reward_model_type") == "regression":
-            declared = (raw.get("regression") or {}).get("num_attributes", attributes)
+            declared = _section(raw, "regression", origin).get("num_attributes", attributes)
             if declared != attributes:
                 raise CheckpointError(f"{origin}: tensor rm_head.weight has {attributes} rows but "
                                       f"model_config.yaml declares regression.num_attributes {declared}")
     elif raw.get("reward_model_type"):  # a reward model without its head: megatron_to_hf reports it missing
-        attributes = (raw.get("regression") or {}).get("num_attributes", 1)
+        attributes = _section(raw, "regression", origin).get("num_attributes", 1)
     else:
         attributes = 0
     # NeMo pads the vocabulary for tensor parallelism: the embedding's rows are the model's vocab size.
-    return ModelConfig.from_nemo_dict(raw, shapes[embedding][0], num_reward_attributes=attributes,
-                                      reward_head_bias=head is None or "rm_head.bias" in shapes)
+    config = ModelConfig.from_nemo_dict(raw, shapes[embedding][0], num_reward_attributes=attributes,
+                                        reward_head_bias=head is None or "rm_head.bias" in shapes)
+    stored = {megatron.layer_index(name) for name in shapes} - {None}
+    if len(stored) != config.num_layers or (stored and max(stored) != config.num_layers - 1):
+        raise CheckpointError(f"{origin}: model_config.yaml declares num_layers {config.num_layers}, "
+                              f"the weights hold {len(stored)} layer(s)")
+    return config
+
+
+def _read_json(path: Path, origin: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{origin} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{origin} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _section(raw: dict[str, Any], key: str, origin: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}/model_config.yaml field {key} must be a mapping, got {value!r}")
+    return value
 
 
 def _tokenizer(root: Path, raw: dict[str, Any], origin: str) -> tuple[bytes | None, str | None]:
     """`tokenizer.model: nemo:<file>` names a file in the archive (NeMo prefixes a hash to its name);
     a plain path is looked up by its file name, since it usually points into the training cluster."""
-    reference = (raw.get("tokenizer") or {}).get("model")
+    reference = _section(raw, "tokenizer", origin).get("model")
     if not reference:
         return None, None
     name = PurePosixPath(str(reference).removeprefix("nemo:")).name
@@ -172,11 +179,12 @@ def _tokenizer(root: Path, raw: dict[str, Any], origin: str) -> tuple[bytes | No
 def _open_weights(root: Path, origin: str, raw: dict[str, Any], trust_pickle: bool) -> _Weights:
     sharded = root / "model_weights"
     if (sharded / "metadata.json").is_file():
-        backend = json.loads((sharded / "metadata.json").read_text()).get("sharded_backend")
+        backend = _read_json(sharded / "metadata.json", f"{origin}/model_weights/metadata.json").get("sharded_backend")
         if backend == "zarr":
-            return _zarr_weights(sharded, f"{origin}/model_weights", bf16="bf16" in str(raw.get("precision", "bf16")))
+            return _zarr_weights(sharded, f"{origin}/model_weights", bf16="bf16" in str(raw.get("precision", "bf16")),
+                                 layers=_declared_layers(raw, origin))
         if backend == "torch_dist":
-            return _dcp_weights(sharded, f"{origin}/model_weights", trust_pickle)
+            return _dcp_weights(sharded, f"{origin}/model_weights", trust_pickle, layers=_declared_layers(raw, origin))
         raise CheckpointError(f"{origin}/model_weights/metadata.json has sharded_backend {backend!r}; "
                               f"supported: zarr, torch_dist")
     return _ckpt_weights(root, origin, trust_pickle)
@@ -208,21 +216,30 @@ def _rank_files(root: Path, origin: str) -> dict[tuple[int, int], Path]:
 
 
 def _torch_load(path: Path, origin: str, trust_pickle: bool) -> dict[str, Any]:
-    # mmap only works on the zip format; TE's _extra_state may be an io.BytesIO, harmless to rebuild.
-    mmap = zipfile.is_zipfile(path)
     try:
-        with torch.serialization.safe_globals([io.BytesIO]):
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError:
-        if not trust_pickle:
-            raise CheckpointError(f"{origin} holds arbitrary Python objects besides tensors; "
-                                  f"{_PICKLE_HINT}") from None
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-    except (RuntimeError, EOFError) as err:  # truncated or not a torch file at all
-        raise CheckpointError(f"{origin} is not a readable PyTorch file: {str(err).splitlines()[0]}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{origin} holds a {type(state).__name__}, not a state dict")
+        try:
+            with torch.serialization.safe_globals([io.BytesIO]):
+                state = _load_torch_file(path, weights_only=True)
+        except pickle.UnpicklingError:
+            if not trust_pickle:
+                raise CheckpointError(f"{origin} holds arbitrary Python objects besides tensors (or is not a "
+                                      f"PyTorch file); {_PICKLE_HINT}") from None
+            state = _load_torch_file(path, weights_only=False)
+    except CheckpointError:
+        raise
+    except Exception as err:  # truncated, not a torch file, or (trusted) a pickle naming missing classes
+        raise CheckpointError(f"{origin} is not a readable PyTorch file: {hf.first_sentence(err)}") from None
+    hf.check_state_dict(state, origin)
     return state
+
+
+def _load_torch_file(path: Path, weights_only: bool) -> Any:
+    """A file on disk is memory-mapped (zip format only); an archive member is read from the archive.
+    TE's _extra_state may be an io.BytesIO, harmless to rebuild."""
+    if isinstance(path, ArchivePath):
+        with path.open("rb") as handle:
+            return torch.load(handle, map_location="cpu", weights_only=weights_only)
+    return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=zipfile.is_zipfile(path))
 
 
 def _ckpt_weights(root: Path, origin: str, trust_pickle: bool) -> _Weights:
@@ -266,28 +283,43 @@ def _rank_tensor(shards: dict[tuple[int, int], dict[str, Any]], key: tuple[int, 
     if not isinstance(value, Tensor):
         what = "lacks" if value is None else f"holds a {type(value).__name__} for"
         raise CheckpointError(f"{origin}: tensor-parallel rank {key[0]}, stage {key[1]} {what} tensor {name!r}")
+    dim = megatron.tp_split_dim(name)
+    if dim is not None and value.dim() <= dim:
+        raise CheckpointError(f"{origin}: tensor {name!r} has shape {tuple(value.shape)}, too few dimensions "
+                              f"for a weight split along dimension {dim}")
     return value
 
 
 # ---- distributed checkpoints: layers stacked on axis 0 ----------------------------------------
-def _unstack(key: str, shape: tuple[int, ...]) -> list[tuple[str, int | None, tuple[int, ...]]]:
-    """Stored key -> (name, layer or None, shape) per model tensor; `decoder.layers.X` holds all layers."""
+def _declared_layers(raw: dict[str, Any], origin: str) -> int:
+    layers = raw.get("num_layers")
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers <= 0:
+        raise ConfigError(f"{origin}/model_config.yaml field num_layers must be a positive integer, got {layers!r}")
+    return layers
+
+
+def _unstack(key: str, shape: tuple[int, ...], layers: int,
+             origin: str) -> list[tuple[str, int | None, tuple[int, ...]]]:
+    """Stored key -> (name, layer or None, shape) per model tensor; `decoder.layers.X` holds all `layers`."""
     bare = megatron.strip_prefix(key)
     rest = bare.removeprefix(megatron.MCORE_LAYER_PREFIX)
     if rest == bare or rest.split(".", 1)[0].isdigit():
         return [(key, None, shape)]
+    if not shape or shape[0] != layers:
+        raise CheckpointError(f"{origin}: {key} stacks {shape[0] if shape else 0} layers (shape {shape}), "
+                              f"model_config.yaml declares num_layers {layers}")
     stem = key.removesuffix(rest)
     return [(f"{stem}{i}.{rest}", i, shape[1:]) for i in range(shape[0])]
 
 
-def _zarr_weights(directory: Path, origin: str, bf16: bool) -> _Weights:
+def _zarr_weights(directory: Path, origin: str, bf16: bool, layers: int) -> _Weights:
     arrays: dict[str, tuple[_ZarrArray, int | None]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for sub in sorted(p for p in directory.iterdir() if p.is_dir()):  # common.pt is never unpickled
         if megatron.is_skipped(sub.name):
             continue
         array = _ZarrArray.open(sub, f"{origin}/{sub.name}", bf16)
-        for name, layer, shape in _unstack(sub.name, array.shape):
+        for name, layer, shape in _unstack(sub.name, array.shape, layers, origin):
             arrays[name], shapes[name] = (array, layer), shape
 
     def load(name: str) -> Tensor:
@@ -315,13 +347,23 @@ class _ZarrArray:
     def open(cls, path: Path, origin: str, model_bf16: bool) -> _ZarrArray:
         if not (path / ".zarray").is_file():
             raise CheckpointError(f"{origin} is neither a zarr array (no .zarray) nor Transformer Engine _extra_state")
-        meta = json.loads((path / ".zarray").read_text())
+        meta = _read_json(path / ".zarray", f"{origin}/.zarray")
         if meta.get("zarr_format") != 2:
             raise CheckpointError(f"{origin}/.zarray has zarr_format {meta.get('zarr_format')!r}; only 2 is supported")
-        dtype, bf16 = _zarr_dtype(meta["dtype"], model_bf16, origin)
-        codec_specs = [*(meta.get("filters") or []), *([meta["compressor"]] if meta.get("compressor") else [])]
-        return cls(path, origin, tuple(meta["shape"]), tuple(meta["chunks"]), dtype, bf16, meta.get("order", "C"),
-                   meta.get("dimension_separator", "."), meta.get("fill_value"), _codecs(codec_specs, origin))
+        shape, chunks = meta.get("shape"), meta.get("chunks")
+        if not (_ints(shape, 0) and _ints(chunks, 1) and len(shape) == len(chunks)):
+            raise CheckpointError(f"{origin}/.zarray has shape {shape!r} and chunks {chunks!r}; both must be lists "
+                                  f"of as many integers (chunks positive)")
+        order, separator = meta.get("order", "C"), meta.get("dimension_separator", ".")
+        if order not in ("C", "F") or separator not in (".", "/"):
+            raise CheckpointError(f"{origin}/.zarray has order {order!r} / dimension_separator {separator!r}")
+        dtype, bf16 = _zarr_dtype(meta.get("dtype"), model_bf16, origin)
+        filters = meta.get("filters") or []
+        if not isinstance(filters, list):
+            raise CheckpointError(f"{origin}/.zarray has filters {filters!r}, not a list")
+        codec_specs = [*filters, *([meta["compressor"]] if meta.get("compressor") else [])]
+        return cls(path, origin, tuple(shape), tuple(chunks), dtype, bf16, order, separator,
+                   meta.get("fill_value"), _codecs(codec_specs, origin))
 
     def read(self, layer: int | None) -> Tensor:
         """The whole array, or index `layer` of axis 0."""
@@ -354,23 +396,33 @@ class _ZarrArray:
                 raise CheckpointError(f"{self.origin} lacks chunk {file.name} and has no fill value")
             return np.full(self.chunks, self.fill_value, dtype=self.dtype)
         data: Any = file.read_bytes()
-        for codec in reversed(self.codecs):
-            data = codec.decode(data)
-        flat = np.frombuffer(data, dtype=self.dtype)
+        try:
+            for codec in reversed(self.codecs):
+                data = codec.decode(data)
+            flat = np.frombuffer(data, dtype=self.dtype)
+        except (ValueError, TypeError, RuntimeError) as err:  # numcodecs and numpy on corrupt bytes
+            raise CheckpointError(f"{self.origin}/{file.name} is corrupt: {err}") from None
         if flat.size != int(np.prod(self.chunks)):
             raise CheckpointError(f"{self.origin}/{file.name} holds {flat.size} values, expected chunk "
                                   f"shape {self.chunks}")
         return flat.reshape(self.chunks, order=self.order)
 
 
-def _zarr_dtype(text: str, model_bf16: bool, origin: str) -> tuple[np.dtype, bool]:
+def _ints(value: Any, minimum: int) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+                                           for v in value)
+
+
+def _zarr_dtype(text: Any, model_bf16: bool, origin: str) -> tuple[np.dtype, bool]:
     # Megatron-core writes bf16 arrays through ml_dtypes' bfloat16 and patches .zarray's "<V2" to
     # "bfloat16"; other tools leave "<V2" or use 16-bit integers. All are raw bf16 words.
     if text == "bfloat16":
         return np.dtype("<u2"), True
+    if not isinstance(text, str):
+        raise CheckpointError(f"{origin}/.zarray has dtype {text!r}, not a dtype string")
     try:
         dtype = np.dtype(text)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):
         raise CheckpointError(f"{origin}/.zarray has dtype {text!r}, which numpy cannot read") from None
     if dtype.kind in "Viu" and dtype.itemsize == 2:
         if not model_bf16:
@@ -389,26 +441,31 @@ def _codecs(specs: list[dict[str, Any]], origin: str) -> list[Any]:
         import numcodecs  # optional: Megatron writes uncompressed arrays
     except ImportError:
         raise CheckpointError(f"{origin} is compressed ({specs[-1].get('id')}); install numcodecs to read it") from None
-    return [numcodecs.get_codec(spec) for spec in specs]
+    try:
+        return [numcodecs.get_codec(spec) for spec in specs]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{origin} names a codec numcodecs cannot build ({specs}): {err}") from None
 
 
-def _dcp_weights(directory: Path, origin: str, trust_pickle: bool) -> _Weights:
+def _dcp_weights(directory: Path, origin: str, trust_pickle: bool, layers: int) -> _Weights:
     # `.metadata` is a plain pickle (FileSystemReader.read_metadata calls pickle.load on it): code can
     # run while reading it. The tensor data itself is read with torch.load(weights_only=True).
     if not trust_pickle:
         raise CheckpointError(f"{origin}/.metadata (torch_dist format) is a Python pickle; {_PICKLE_HINT}")
     if not (directory / ".metadata").is_file():
         raise CheckpointError(f"{origin} is a torch_dist checkpoint without its .metadata file")
-    with open(directory / ".metadata", "rb") as file:
+    with (directory / ".metadata").open("rb") as file:
         metadata = _MetadataUnpickler(file).load()
     reader = FileSystemReader(str(directory))
+    if isinstance(directory, ArchivePath):  # read the .distcp members in place
+        reader.fs, reader.path = ArchiveFileSystem(), directory
     reader.set_up_storage_reader(metadata, True)
     entries: dict[str, tuple[str, int | None]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for key, item in metadata.state_dict_metadata.items():
         if not isinstance(item, TensorStorageMetadata) or megatron.is_skipped(key):
             continue  # byte entries are pickled objects (_extra_state): never loaded
-        for name, layer, shape in _unstack(key, tuple(item.size)):
+        for name, layer, shape in _unstack(key, tuple(item.size), layers, origin):
             entries[name], shapes[name] = (key, layer), shape
 
     def load(name: str) -> Tensor:

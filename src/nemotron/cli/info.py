@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron_h_config import ATTENTION, MAMBA, MLP, NemotronHConfig
@@ -36,7 +35,7 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
     }
     if hybrid:
         info["mamba_state_bytes_per_sequence_fp32"] = config.mamba_state_bytes_per_sequence()
-    if source.kind is SourceKind.HF_DIR and _all_safetensors(source.path):
+    if source.kind is SourceKind.HF_DIR and hf.safetensors_only(source.path):
         shapes = hf.tensor_shapes(source.path)
         info["weight_bytes"] = sum(math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
                                    for shape, dtype in shapes.values())
@@ -47,12 +46,6 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
         info["weight_bytes"], types = stored_size(source.path)
         info["stored_dtype"] = f"GGUF {types}"
     return info
-
-
-def _all_safetensors(directory: Path) -> bool:
-    from nemotron.checkpoint import hf
-
-    return all(f.suffix == ".safetensors" for f in hf.weight_files(directory))
 
 
 def format_info(info: dict) -> str:

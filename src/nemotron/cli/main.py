@@ -24,6 +24,28 @@ COMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """Options may come anywhere among a command's positionals (`generate MODEL --dtype bfloat16 "prompt"`):
+    a parser without subcommands parses intermixed. Subcommand parsers are made of this class too."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions)
+        if nested or getattr(self, "_intermixing", False):  # parse_known_intermixed_args calls us back
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def add_model_loading(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                         help="compute dtype (default: the checkpoint's stored dtype)")
@@ -31,7 +53,9 @@ def add_model_loading(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", help="tokenizer.model or tokenizer.json to use instead of the model's own")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading pickled checkpoints that hold arbitrary Python objects (trusted files only)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--force", action="store_true",
+                        help="load even when the memory planner says the weights do not fit the device's free memory")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
     parser.add_argument("--lora", metavar="ADAPTER", help="a LoRA adapter directory (PEFT layout) merged into "
                         "the model's weights at load")
@@ -63,7 +87,7 @@ def parallel_launcher(args: argparse.Namespace, spec: str, engine, device: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nemotron", description="Run Nemotron-family models. MODEL is a Hugging Face directory, a .nemo "
         "file or directory, or a preset name (random weights); omitted, the embedded demo model is used.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> None:
                           args.quant if args.quant is not None or args.dtype else config.quantization)
     real_sizes = (source.kind is SourceKind.HF_DIR and args.dtype is None and args.quant is None
                   and _safetensors_only(source.path))
+    if real_sizes:  # per-layer sizes are indexed by layer: the config must match the files
+        from nemotron.checkpoint import hf, preflight
+
+        preflight.check_layers(config, list(hf.tensor_shapes(source.path)), str(source.path))
     weights = (WeightBytes.from_checkpoint(source.path, config) if real_sizes
                else WeightBytes.from_config(config, precision))
     result = plan(config, weights, context=args.context, batch=args.batch, tp=args.tp, pp=args.pp)
@@ -105,10 +109,9 @@ def _safetensors_only(directory) -> bool:
     from nemotron.errors import CheckpointError
 
     try:
-        files = hf.weight_files(directory)
+        return hf.safetensors_only(directory)
     except CheckpointError:  # config.json alone (downloaded to plan hardware): estimate from the config
         return False
-    return all(f.suffix == ".safetensors" for f in files)
 
 
 def _gb(nbytes: float) -> str:

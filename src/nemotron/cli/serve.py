@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
 
     def load():
         loaded = launch.start() if launch is not None else load_model(
-            spec, dtype=args.dtype, device=device, trust_pickle=args.trust_pickle)
+            spec, dtype=args.dtype, device=device, trust_pickle=args.trust_pickle, force=args.force)
         if args.tokenizer:
             loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
         if args.lora:

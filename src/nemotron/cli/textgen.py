@@ -63,7 +63,8 @@ def _parallel_launch(spec: str | None, args: argparse.Namespace):
 
 def _load(spec: str | None, args: argparse.Namespace) -> LoadedModel:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_model(spec or default_model_dir(), dtype=args.dtype, device=device, trust_pickle=args.trust_pickle)
+    return load_model(spec or default_model_dir(), dtype=args.dtype, device=device, trust_pickle=args.trust_pickle,
+                      force=args.force)
 
 
 def _checked(loaded: LoadedModel, args: argparse.Namespace) -> LoadedModel:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,12 @@ class ModelConfig:
             raise ConfigError(f"config field rope_theta must be positive, got {self.rope_theta}")
         if not 0.0 < self.norm_eps < 1.0:
             raise ConfigError(f"config field norm_eps must be in (0, 1), got {self.norm_eps}")
-        if self.num_reward_attributes < 0:
-            raise ConfigError(f"config field num_reward_attributes must be >= 0, got {self.num_reward_attributes}")
+        if not isinstance(self.num_reward_attributes, int) or isinstance(self.num_reward_attributes, bool) \
+                or self.num_reward_attributes < 0:
+            raise ConfigError(f"config field num_reward_attributes must be an integer >= 0, "
+                              f"got {self.num_reward_attributes!r}")
+        if not isinstance(self.reward_head_bias, bool):
+            raise ConfigError(f"config field reward_head_bias must be true or false, got {self.reward_head_bias!r}")
         if self.torch_dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"config field torch_dtype must be float32, bfloat16 or float16, got {self.torch_dtype!r}")
         if self.quantization is not None and self.quantization not in QUANTIZATION_SCHEMES:
@@ -117,13 +122,15 @@ class ModelConfig:
     # ---- Hugging Face config.json ------------------------------------------------------------
     @classmethod
     def from_hf_dict(cls, raw: dict[str, Any]) -> ModelConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config.json holds a JSON {type(raw).__name__}, not an object")
         model_type = raw.get("model_type")
         if model_type != "nemotron":
             raise ConfigError(f"config.json has model_type {model_type!r}; only 'nemotron' models are supported")
         _check_unsupported(raw)
         num_heads = _require(raw, "num_attention_heads")
         hidden = _require(raw, "hidden_size")
-        rope = raw.get("rope_parameters") or {}
+        rope = _mapping(raw, "rope_parameters")
         return cls(
             vocab_size=_require(raw, "vocab_size"),
             hidden_size=hidden,
@@ -131,19 +138,20 @@ class ModelConfig:
             num_layers=_require(raw, "num_hidden_layers"),
             num_heads=num_heads,
             num_kv_heads=raw.get("num_key_value_heads") or num_heads,
-            head_dim=_first(raw, ("head_dim", "kv_channels"), default=None) or hidden // num_heads,
+            head_dim=_first(raw, ("head_dim", "kv_channels"), default=None) or _quotient(hidden, num_heads),
             max_position_embeddings=raw.get("max_position_embeddings", 4096),
             # Field names changed across releases: rope_percent (2023), rope_percentage,
             # partial_rotary_factor (transformers 4.44), rope_parameters (transformers 5).
-            rotary_fraction=float(_first(
+            rotary_fraction=_float(
                 {**raw, **{f"rope_parameters.{k}": v for k, v in rope.items()}},
                 ("rope_parameters.partial_rotary_factor", "partial_rotary_factor", "rope_percent",
-                 "rope_percentage"), default=0.5)),
-            rope_theta=float(rope.get("rope_theta", raw.get("rope_theta", 10000.0))),
-            norm_eps=float(_first(raw, ("norm_eps", "layer_norm_eps", "layernorm_epsilon"), default=1e-5)),
-            bos_token_id=_token_id(raw.get("bos_token_id"), 2),
-            eos_token_id=_token_id(raw.get("eos_token_id"), 3),
-            pad_token_id=_token_id(raw.get("pad_token_id"), 0),
+                 "rope_percentage"), default=0.5),
+            rope_theta=_float({"rope_parameters.rope_theta": rope.get("rope_theta"), **raw},
+                              ("rope_parameters.rope_theta", "rope_theta"), default=10000.0),
+            norm_eps=_float(raw, ("norm_eps", "layer_norm_eps", "layernorm_epsilon"), default=1e-5),
+            bos_token_id=_token_id(raw, "bos_token_id", 2),
+            eos_token_id=_token_id(raw, "eos_token_id", 3),
+            pad_token_id=_token_id(raw, "pad_token_id", 0),
             num_reward_attributes=raw.get("num_reward_attributes", 0),
             reward_head_bias=raw.get("reward_head_bias", True),
             torch_dtype=_dtype_name(raw.get("dtype") or raw.get("torch_dtype") or "bfloat16"),
@@ -189,12 +197,21 @@ class ModelConfig:
     def from_json_file(cls, path: str | Path) -> ModelConfig:
         path = Path(path)
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise ConfigError(f"no config file at {path}") from None
-        except json.JSONDecodeError as err:
+        except IsADirectoryError:
+            raise ConfigError(f"{path} is a directory, not a config file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not valid JSON: {err}") from None
-        return cls.from_hf_dict(raw)
+        except RecursionError:
+            raise ConfigError(f"{path} nests too deeply to be a config file") from None
+        try:
+            return cls.from_hf_dict(raw)
+        except ConfigError as err:  # name the file: "config.json has ..." -> "/path/to/config.json has ..."
+            message = str(err)
+            raise ConfigError(message.replace("config.json", str(path), 1) if message.startswith("config.json")
+                              else f"{path}: {message}") from None
 
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_hf_dict(), indent=2) + "\n")
@@ -229,13 +246,14 @@ class ModelConfig:
             num_layers=_require(raw, "num_layers", source="model_config.yaml"),
             num_heads=num_heads,
             num_kv_heads=raw.get("num_query_groups") or num_heads,
-            head_dim=raw.get("kv_channels") or hidden // num_heads,
+            head_dim=raw.get("kv_channels") or _quotient(hidden, num_heads),
             max_position_embeddings=_first(raw, ("max_position_embeddings", "encoder_seq_length",
                                                  "seq_length"), default=4096),
             # Megatron's default is 1.0; Nemotron configs set 0.5 explicitly.
-            rotary_fraction=float(_first(raw, ("rotary_percentage", "rotary_percent"), default=1.0)),
-            rope_theta=float(_first(raw, ("rotary_base", "rotary_emb_base"), default=10000.0)),
-            norm_eps=float(raw.get("layernorm_epsilon", 1e-5)),
+            rotary_fraction=_float(raw, ("rotary_percentage", "rotary_percent"), default=1.0,
+                                   source="model_config.yaml"),
+            rope_theta=_float(raw, ("rotary_base", "rotary_emb_base"), default=10000.0, source="model_config.yaml"),
+            norm_eps=_float(raw, ("layernorm_epsilon",), default=1e-5, source="model_config.yaml"),
             num_reward_attributes=num_reward_attributes,
             reward_head_bias=reward_head_bias,
             torch_dtype=_nemo_precision(raw.get("precision", "bf16")),
@@ -255,10 +273,40 @@ def _first(raw: dict[str, Any], keys: tuple[str, ...], default: Any) -> Any:
     return default
 
 
-def _token_id(value: Any, default: int) -> int:
+def _token_id(raw: dict[str, Any], key: str, default: int) -> int:
+    value = raw.get(key)
     if isinstance(value, list):  # some configs list several EOS ids; the first is the canonical one
         value = value[0] if value else None
-    return default if value is None else int(value)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"config.json field {key} must be an integer token id, got {value!r}")
+    return value
+
+
+def _float(raw: dict[str, Any], keys: tuple[str, ...], default: float, source: str = "config.json") -> float:
+    """The first of `keys` present, as a float; a value of the wrong type names its field."""
+    for key in keys:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{source} field {key} must be a finite number, got {value!r}")
+        return float(value)
+    return default
+
+
+def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config.json field {key} must be an object, got {value!r}")
+    return value
+
+
+def _quotient(hidden: Any, num_heads: Any) -> Any:
+    """hidden // num_heads when both are positive integers; otherwise the config's own checks name the field."""
+    valid = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (hidden, num_heads))
+    return hidden // num_heads if valid else None
 
 
 def _dtype_name(value: str) -> str:
@@ -275,7 +323,7 @@ def _quantization_scheme(entry: Any) -> str | None:
     if method != "nemotron":
         raise ConfigError(f"config.json has a quantization_config with quant_method {method!r}; only checkpoints "
                           f"written by `nemotron quantize` (quant_method 'nemotron') can be loaded")
-    if entry.get("scheme") is None:
+    if not isinstance(entry.get("scheme"), str):
         raise ConfigError("config.json's quantization_config has no field 'scheme'")
     return entry["scheme"]
 
@@ -296,7 +344,7 @@ def _check_unsupported(raw: dict[str, Any]) -> None:
     for flag in ("attention_bias", "mlp_bias", "tie_word_embeddings"):
         if raw.get(flag):
             raise ConfigError(f"config.json sets {flag}: true, which Nemotron models never use")
-    scaling = raw.get("rope_scaling")
-    rope_type = (raw.get("rope_parameters") or {}).get("rope_type", "default")
+    scaling = _mapping(raw, "rope_scaling")
+    rope_type = _mapping(raw, "rope_parameters").get("rope_type", "default")
     if (scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default")) or rope_type != "default":
         raise ConfigError("config.json asks for RoPE scaling, which Nemotron models do not use")
