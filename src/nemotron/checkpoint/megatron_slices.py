@@ -13,8 +13,6 @@ The fused QKV (rows grouped per KV group) is read as the q, k or v rows a rank a
 from __future__ import annotations
 
 import contextlib
-import json
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 from torch import Tensor
 
 from nemotron.checkpoint import megatron, nemo
+from nemotron.checkpoint.archive import ArchiveFileSystem, ArchivePath, open_archive
 from nemotron.errors import CheckpointError
 from nemotron.model.config import ModelConfig
 from nemotron.tokenizer import Tokenizer
@@ -35,15 +34,15 @@ def open_nemo_slices(path: Path, trust_pickle: bool, home: tuple[int, int] = (0,
                      ) -> Iterator[tuple[ModelConfig, NemoSlices, Tokenizer | None]]:
     """Open a NeMo checkpoint for sliced reads. `home` is the reading rank's (tp_rank, stage): with
     per-rank files, replicated tensors (norms) come from its own file when the checkpoint has one.
-    A `.nemo` archive is unpacked to a temporary directory (disk, not memory) while the caller reads."""
+    A `.nemo` archive is read in place (`checkpoint/archive.py`); from an archive a per-rank file is
+    read whole (a member cannot be memory-mapped), so extract big archives to reshard them."""
     if path.is_dir():
         yield _open_root(path, str(path), trust_pickle, home)
         return
     if not path.is_file():
         raise CheckpointError(f"no NeMo checkpoint at {path}")
-    with tempfile.TemporaryDirectory(prefix="nemotron-nemo-") as tmp:
-        nemo._extract(path, Path(tmp))
-        yield _open_root(Path(tmp), str(path), trust_pickle, home)
+    with open_archive(path) as archive:
+        yield _open_root(archive.root, str(path), trust_pickle, home)
 
 
 def _open_root(root: Path, origin: str, trust_pickle: bool, home: tuple[int, int]
@@ -52,6 +51,7 @@ def _open_root(root: Path, origin: str, trust_pickle: bool, home: tuple[int, int
     tokenizer_model, _ = nemo._tokenizer(root, raw, origin)
     stored = _open_stored(root, origin, raw, trust_pickle, home)
     config = nemo._config(raw, nemo._Weights(stored.shapes, stored.load_whole), origin)
+    megatron.check_stored_shapes(stored.shapes, config)  # before any tensor is read
     tokenizer = Tokenizer.from_sentencepiece_bytes(tokenizer_model) if tokenizer_model else None
     return config, NemoSlices(stored, config, origin), tokenizer
 
@@ -135,11 +135,13 @@ def qkv_rows(part: str, rows: tuple[tuple[int, int], ...], config: ModelConfig) 
 def _open_stored(root: Path, origin: str, raw: dict, trust_pickle: bool, home: tuple[int, int]) -> StoredTensors:
     sharded = root / "model_weights"
     if (sharded / "metadata.json").is_file():
-        backend = json.loads((sharded / "metadata.json").read_text()).get("sharded_backend")
+        origin = f"{origin}/model_weights"
+        backend = nemo._read_json(sharded / "metadata.json", f"{origin}/metadata.json").get("sharded_backend")
+        layers = nemo._declared_layers(raw, origin)
         if backend == "zarr":
-            return _zarr(sharded, f"{origin}/model_weights", bf16="bf16" in str(raw.get("precision", "bf16")))
+            return _zarr(sharded, origin, bf16="bf16" in str(raw.get("precision", "bf16")), layers=layers)
         if backend == "torch_dist":
-            return _dcp(sharded, f"{origin}/model_weights", trust_pickle)
+            return _dcp(sharded, origin, trust_pickle, layers)
         raise CheckpointError(f"{origin}/model_weights/metadata.json has sharded_backend {backend!r}; "
                               f"supported: zarr, torch_dist")
     return _rank_files(root, origin, trust_pickle, home[0])
@@ -222,14 +224,14 @@ def _narrow(tensor: Tensor, bounds: Bounds) -> Tensor:
     return tensor
 
 
-def _zarr(directory: Path, origin: str, bf16: bool) -> StoredTensors:
+def _zarr(directory: Path, origin: str, bf16: bool, layers: int) -> StoredTensors:
     arrays: dict[str, tuple[nemo._ZarrArray, int | None]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
         if megatron.is_skipped(sub.name):
             continue
         array = nemo._ZarrArray.open(sub, f"{origin}/{sub.name}", bf16)
-        for name, layer, shape in nemo._unstack(sub.name, array.shape):
+        for name, layer, shape in nemo._unstack(sub.name, array.shape, layers, origin):
             arrays[name], shapes[name] = (array, layer), shape
 
     def region(name: str, bounds: Bounds) -> Tensor:
@@ -260,7 +262,7 @@ def _zarr_region(array: nemo._ZarrArray, bounds: Bounds) -> Tensor:
     return torch.from_numpy(out)
 
 
-def _dcp(directory: Path, origin: str, trust_pickle: bool) -> StoredTensors:
+def _dcp(directory: Path, origin: str, trust_pickle: bool, layers: int) -> StoredTensors:
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
@@ -268,16 +270,18 @@ def _dcp(directory: Path, origin: str, trust_pickle: bool) -> StoredTensors:
         raise CheckpointError(f"{origin}/.metadata (torch_dist format) is a Python pickle; {nemo._PICKLE_HINT}")
     if not (directory / ".metadata").is_file():
         raise CheckpointError(f"{origin} is a torch_dist checkpoint without its .metadata file")
-    with open(directory / ".metadata", "rb") as file:
+    with (directory / ".metadata").open("rb") as file:
         metadata = nemo._MetadataUnpickler(file).load()
     reader = FileSystemReader(str(directory))
+    if isinstance(directory, ArchivePath):  # read the .distcp members in place
+        reader.fs, reader.path = ArchiveFileSystem(), directory
     reader.set_up_storage_reader(metadata, True)
     entries: dict[str, tuple[str, int | None]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for key, item in metadata.state_dict_metadata.items():
         if not isinstance(item, TensorStorageMetadata) or megatron.is_skipped(key):
             continue
-        for name, layer, shape in nemo._unstack(key, tuple(item.size)):
+        for name, layer, shape in nemo._unstack(key, tuple(item.size), layers, origin):
             entries[name], shapes[name] = (key, layer), shape
 
     def region(name: str, bounds: Bounds) -> Tensor:
