@@ -17,6 +17,7 @@ from nemotron.engine.scheduler import Scheduler, SchedulerConfig
 from nemotron.engine.sequence import Sequence
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
+from nemotron.quant.cpu import use_cpu_kernels
 from nemotron.tokenizer import Tokenizer
 
 
@@ -36,6 +37,7 @@ class EngineConfig:
     attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs, "torch" SDPA (CPU)
     cuda_graphs: bool = True  # replay decode steps from CUDA graphs (GPU with the triton backend only)
     decode_workspace: bool = True  # torch backend: decode from contiguous per-sequence K/V lanes, not block gathers
+    cpu_kernels: bool = True  # bf16 on CPU: prepacked oneDNN, int8 / int4 kernels (nemotron.quant.cpu)
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ATTENTION_BACKENDS:
@@ -76,6 +78,8 @@ class _Request:
 class LLMEngine:
     def __init__(self, model: NemotronForCausalLM, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()) -> None:
         self.model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
+        if config.cpu_kernels:
+            use_cpu_kernels(self.model)  # in place, CPU bf16 only: linear layers in their kernels' layouts
         self.tokenizer = tokenizer
         self.config = config
         self.context_len = model.config.max_position_embeddings
