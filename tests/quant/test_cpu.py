@@ -117,3 +117,15 @@ def test_default_cpu_dtype_follows_native_bf16(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert default_cpu_dtype() == torch.float32
+
+
+def test_info_and_the_cli_default_show_the_cpu_dtype(capsys, monkeypatch):
+    from nemotron.cli.main import auto_dtype, main
+
+    assert main(["info", "nemotron-4-340b"]) == 0
+    expected = str(default_cpu_dtype()).removeprefix("torch.")
+    assert f"on this CPU  computes in {expected} by default" in capsys.readouterr().out
+    assert auto_dtype("cpu") == expected
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert auto_dtype("cpu") == "float32"

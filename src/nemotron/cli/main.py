@@ -25,14 +25,25 @@ COMMAND_MODULES = [
 
 
 def add_model_loading(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="compute dtype (default: the checkpoint's stored dtype)")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                        help="compute dtype (default auto: on a CPU bfloat16 where it computes in bf16 natively, "
+                             "else float32; on a GPU the checkpoint's stored dtype)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--tokenizer", help="tokenizer.model or tokenizer.json to use instead of the model's own")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading pickled checkpoints that hold arbitrary Python objects (trusted files only)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
+
+
+def auto_dtype(device: str | None) -> str | None:
+    """--dtype auto: the CPU's preferred dtype (nemotron.quant.cpu), or None (stored) on a GPU."""
+    import torch
+
+    from nemotron.quant.cpu import default_cpu_dtype
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return str(default_cpu_dtype()).removeprefix("torch.") if torch.device(device).type == "cpu" else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
+    if vars(args).get("dtype") == "auto":
+        args.dtype = auto_dtype(args.device)
     try:
         args.func(args)
     except NemotronError as err:

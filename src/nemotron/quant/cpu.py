@@ -32,6 +32,13 @@ def cpu_supports_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+def cpu_features() -> str:
+    """What `default_cpu_dtype` went by, for `nemotron info`."""
+    found = [name for name, present in (("AVX512-BF16", torch.cpu._is_avx512_bf16_supported()),
+                                        ("AMX", torch.cpu._is_amx_tile_supported())) if present]
+    return f"{torch.backends.cpu.get_cpu_capability()}, " + (" + ".join(found) or "no native bf16")
+
+
 def default_cpu_dtype() -> torch.dtype:
     """Compute dtype for CPU inference when none is asked for: bf16 where the CPU computes in it
     natively (half the bytes per weight; int8 / int4 kernels take bf16 activations), else fp32."""
