@@ -13,8 +13,9 @@ from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
 from nemotron.quant import quantize
-from nemotron.quant.cpu import (GEMV_MAX_ROWS, CpuInt4Linear, CpuInt8Linear, PackedLinear, default_cpu_dtype,
-                                use_cpu_kernels)
+from nemotron.model.nemotron import LayerNorm1p
+from nemotron.quant.cpu import (GEMV_MAX_ROWS, CpuInt4Linear, CpuInt8Linear, OneOpLayerNorm1p, PackedLinear,
+                                default_cpu_dtype, use_cpu_kernels)
 from nemotron.quant.linear import Int4Linear, Int8Linear
 from nemotron.quant.quality import PLANTED_CONFIG, QualityProbe, planted_map_model
 
@@ -62,6 +63,19 @@ def test_int4_kernel_layout_unpacks_to_the_stored_codes():
     assert torch.equal(module.codes(), reference.codes())
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1024), (1, 37, 192), (3, 5, 4096)])
+def test_one_op_norm_is_bitwise_the_three_op_norm(shape):
+    torch.manual_seed(shape[-1])
+    norm = LayerNorm1p(shape[-1], 1e-5)
+    with torch.no_grad():
+        norm.weight.normal_(0, 0.1)
+        norm.bias.normal_(0, 0.1)
+    norm.bfloat16()
+    x = (torch.randn(shape) * 3 + 1).bfloat16()
+    with torch.inference_mode():
+        assert torch.equal(OneOpLayerNorm1p.sharing(norm)(x), norm(x))
+
+
 def test_the_transform_packs_bf16_models_only():
     fp32 = planted_map_model().model
     assert use_cpu_kernels(fp32) is fp32 and isinstance(fp32.lm_head, nn.Linear)  # MKL fp32: untouched
@@ -72,6 +86,7 @@ def test_the_transform_packs_bf16_models_only():
     layer = model.model.layers[0]
     assert isinstance(layer.self_attn.qkv_proj, CpuInt8Linear) and isinstance(layer.mlp.down_proj, CpuInt8Linear)
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert isinstance(layer.input_layernorm, OneOpLayerNorm1p) and isinstance(model.model.norm, OneOpLayerNorm1p)
 
 
 def bf16_model(scheme: str | None):

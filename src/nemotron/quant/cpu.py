@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nemotron.model.nemotron import LayerNorm1p
 from nemotron.quant.linear import GROUP_SIZE, Int4Linear, Int8Linear
 
 GEMV_MAX_ROWS = 8  # int8 / int4 kernels up to this many rows; dequantize + oneDNN above
@@ -117,6 +118,29 @@ class CpuInt4Linear(CpuLinear):
         return out.view(*x.shape[:-1], self.out_features)
 
 
+class OneOpLayerNorm1p(LayerNorm1p):
+    """LayerNorm1p on bf16 in one op instead of three (to fp32, normalise, back): the CPU layer norm
+    takes bf16 input with fp32 scale and bias, computes in fp32 and rounds once, bitwise the same."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, bias = self._scale_and_bias()
+        return F.layer_norm(x, (x.shape[-1],), scale, bias, self.eps)
+
+    @classmethod
+    def sharing(cls, norm: LayerNorm1p) -> OneOpLayerNorm1p:
+        with torch.device("meta"):
+            module = cls(norm.weight.shape[0], norm.eps)
+        module.weight, module.bias = norm.weight, norm.bias
+        return module
+
+
+def cpu_module(module: nn.Module, dtype: torch.dtype) -> nn.Module | None:
+    """The CPU fast-path replacement of a layer computing in `dtype`, or None to keep it as it is."""
+    if dtype == torch.bfloat16 and type(module) is LayerNorm1p:
+        return OneOpLayerNorm1p.sharing(module)
+    return cpu_linear(module, dtype)
+
+
 def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
     """The CPU kernel module for a linear layer computing in `dtype`, or None to keep it as it is."""
     if dtype != torch.bfloat16:
@@ -133,14 +157,15 @@ def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
 @torch.no_grad()
 def use_cpu_kernels(model: nn.Module) -> nn.Module:
     """Inference transform, in place: every linear layer of a bf16 model on the CPU (decoder
-    layers and LM head; a reward head, with its bias, stays) -> its CPU kernel module. Weights are
-    packed once here; the modules replaced are dropped, so memory does not double."""
+    layers and LM head; a reward head, with its bias, stays) -> its CPU kernel module, and the
+    norms -> one-op norms. Weights are packed once here; the modules replaced are dropped, so
+    memory does not double."""
     dtype = model.model.embed_tokens.weight.dtype
     if model.model.embed_tokens.weight.device.type != "cpu":
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            replacement = cpu_linear(child, dtype)
+            replacement = cpu_module(child, dtype)
             if replacement is not None:
                 setattr(parent, name, replacement)
     return model
