@@ -30,6 +30,7 @@ comes from the same folder). GGUF files and the checkpoint are kept in --workdir
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import subprocess
@@ -39,6 +40,7 @@ from pathlib import Path
 
 PROMPT_LEN, NEW_TOKENS, PREFILL_LEN, CONCURRENT = 16, 128, 512, 32
 LLAMA_TYPES = ("f32", "f16", "q8_0")
+FIGURES = ("decode", "prefill", "batch 32")
 OURS = ("fp32", "bf16", "int8")
 # (ours, llama.cpp's, figure, target ratio): the targets.
 TARGETS = [("int8", "q8_0", "decode", 1.0), ("bf16", "f16", "decode", 1.0), ("best", "q8_0", "batch 32", 2.0),
@@ -54,6 +56,8 @@ class LlamaRunner:
         import llama_cpp as lc
 
         self.lc = lc
+        self._quiet = lc.llama_log_callback(lambda level, text, data: None)  # kept alive: llama.cpp calls it
+        lc.llama_log_set(self._quiet, ctypes.c_void_p(0))
         params = lc.llama_model_default_params()
         self.model = lc.llama_model_load_from_file(path.encode(), params)
         if not self.model:
@@ -128,6 +132,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="best of this many interleaved runs")
     parser.add_argument("--ours", nargs="+", default=list(OURS), choices=["fp32", "bf16", "int8", "int4"])
     parser.add_argument("--llama", nargs="+", default=list(LLAMA_TYPES), choices=list(LLAMA_TYPES))
+    parser.add_argument("--figures", nargs="+", default=list(FIGURES), choices=list(FIGURES))
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)  # NAME=PATH: run as the llama.cpp worker
     args = parser.parse_args()
     if args.worker:
@@ -144,7 +149,7 @@ def run(args: argparse.Namespace) -> None:
     ggufs = {kind: convert(args.llama_cpp, checkpoint, args.workdir, kind) for kind in args.llama}
     llama = LlamaClient(args.llama_python, ggufs, args.threads)
     ours = {name: OurRunner(checkpoint, name) for name in args.ours}
-    workloads = make_workloads()
+    workloads = {figure: work for figure, work in make_workloads().items() if figure in args.figures}
     bandwidth = copy_bandwidth()
     print(f"{args.threads} threads, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write, best of the run)")
@@ -153,13 +158,14 @@ def run(args: argparse.Namespace) -> None:
     tokens: dict[str, list[int]] = {}
     runners = [(f"llama.cpp {k}", llama.runner(k)) for k in ggufs] + [(f"nemotron {k}", r) for k, r in ours.items()]
     for _, runner in runners:  # warm-up: first-call allocations and weight packing outside the timings
-        runner(workloads["decode"][0][:1], 4)
+        runner([list(range(4, 4 + PROMPT_LEN))], 4)
     for round_ in range(args.rounds):
         for figure, (prompts, new_tokens, counted) in workloads.items():
             for name, runner in runners:
                 seconds, out = runner(prompts, new_tokens)
                 rate = counted / seconds
                 best[name, figure] = max(best.get((name, figure), 0.0), rate)
+                print(f"  {figure:8} {name:16} {rate:9.1f} tok/s", flush=True)
                 if figure == "decode":
                     tokens[name] = out[0]
         bandwidth = max(bandwidth, copy_bandwidth())
@@ -306,11 +312,11 @@ def copy_bandwidth(nbytes: int = 512 * 1024**2) -> float:
 def report(best: dict[tuple[str, str], float], tokens: dict[str, list[int]], bandwidth: float,
            per_token: dict[str, int], ours: list[str]) -> None:
     names = sorted({name for name, _ in best}, key=lambda n: (not n.startswith("llama"), n))
-    figures = ["decode", "prefill", "batch 32"]
+    figures = [f for f in FIGURES if any(key[1] == f for key in best)]
     print(f"\n{'tok/s (best of rounds)':24}" + "".join(f"{f:>12}" for f in figures) + f"{'bandwidth':>12}")
     for name in names:
-        used = best[name, "decode"] * per_token[name] / bandwidth
-        print(f"{name:24}" + "".join(f"{best[name, f]:12.1f}" for f in figures) + f"{used:11.0%}")
+        used = f"{best[name, 'decode'] * per_token[name] / bandwidth:11.0%}" if (name, "decode") in best else ""
+        print(f"{name:24}" + "".join(f"{best[name, f]:12.1f}" for f in figures) + used)
     print(f"(bandwidth: batch-1 decode's weight bytes per token x tok/s / {bandwidth / 1e9:.1f} GB/s copy)")
 
     print("\ntargets")
