@@ -24,6 +24,9 @@ llama.cpp runs in a worker process under its own interpreter, from its own virtu
     python benchmarks/cpu_vs_llamacpp.py --llama-python .venv-llama/bin/python \\
         --llama-cpp .llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp
 
+OMP_WAIT_POLICY defaults to PASSIVE here (see main). The issue's figures are for a quiet machine;
+on a shared one, compare the CPU ms per token printed last (1 thread: the work itself).
+
 The converter runs under this interpreter (it needs torch, numpy and sentencepiece; its gguf-py
 comes from the same folder). GGUF files and the checkpoint are kept in --workdir between runs.
 """
@@ -91,11 +94,11 @@ class LlamaRunner:
         logits = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
         return int(logits.argmax())
 
-    def generate(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, list[list[int]]]:
-        """Greedy continuations of all prompts at once (one sequence each); seconds, tokens."""
+    def generate(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
+        """Greedy continuations of all prompts at once (one sequence each); seconds, CPU seconds, tokens."""
         ctx = self.contexts[1 if len(prompts) == 1 else CONCURRENT]
         self.lc.llama_memory_clear(self.lc.llama_get_memory(ctx), True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         rows = [(t, p, s, p == len(prompt) - 1) for s, prompt in enumerate(prompts) for p, t in enumerate(prompt)]
         self._decode(ctx, rows)
         outputs: list[list[int]] = [[] for _ in prompts]
@@ -108,7 +111,7 @@ class LlamaRunner:
             self._decode(ctx, [(out[-1], len(prompt) + step, s, True)
                                for s, (prompt, out) in enumerate(zip(prompts, outputs))])
             logit_rows = list(range(len(prompts)))
-        return time.perf_counter() - start, outputs
+        return time.perf_counter() - start, time.process_time() - cpu, outputs
 
 
 def worker(paths: dict[str, str], threads: int) -> None:
@@ -117,8 +120,8 @@ def worker(paths: dict[str, str], threads: int) -> None:
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        seconds, tokens = runners[request["model"]].generate(request["prompts"], request["new_tokens"])
-        print(json.dumps({"seconds": seconds, "tokens": tokens}), flush=True)
+        seconds, cpu, tokens = runners[request["model"]].generate(request["prompts"], request["new_tokens"])
+        print(json.dumps({"seconds": seconds, "cpu": cpu, "tokens": tokens}), flush=True)
 
 
 # ---- the benchmark (this project's interpreter) --------------------------------------------------
@@ -138,6 +141,11 @@ def main() -> None:
     if args.worker:
         worker(dict(item.split("=", 1) for item in args.worker), args.threads)
         return
+    # Both engines use OpenMP (llama.cpp is built with it): on a machine shared with other work,
+    # threads that spin at barriers steal the cores their partners wait for (we measured 1.5 vs 77
+    # tok/s for our bf16 decode at 2 threads under a load of 11). Set before torch loads libgomp;
+    # the worker inherits it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     run(args)
 
 
@@ -149,23 +157,28 @@ def run(args: argparse.Namespace) -> None:
     ggufs = {kind: convert(args.llama_cpp, checkpoint, args.workdir, kind) for kind in args.llama}
     llama = LlamaClient(args.llama_python, ggufs, args.threads)
     ours = {name: OurRunner(checkpoint, name) for name in args.ours}
-    workloads = {figure: work for figure, work in make_workloads().items() if figure in args.figures}
     bandwidth = copy_bandwidth()
-    print(f"{args.threads} threads, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+    print(f"{args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average "
+          f"{os.getloadavg()[0]:.1f}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write, best of the run)")
 
     best: dict[tuple[str, str], float] = {}
+    best_cpu: dict[tuple[str, str], float] = {}  # CPU seconds per token: the work, whatever the machine's load
     tokens: dict[str, list[int]] = {}
     runners = [(f"llama.cpp {k}", llama.runner(k)) for k in ggufs] + [(f"nemotron {k}", r) for k, r in ours.items()]
     for _, runner in runners:  # warm-up: first-call allocations and weight packing outside the timings
         runner([list(range(4, 4 + PROMPT_LEN))], 4)
     for round_ in range(args.rounds):
+        # Fresh prompts every round: our engine's prefix cache would otherwise serve repeats for free.
+        workloads = {f: work for f, work in make_workloads(round_).items() if f in args.figures}
         for figure, (prompts, new_tokens, counted) in workloads.items():
             for name, runner in runners:
-                seconds, out = runner(prompts, new_tokens)
+                seconds, cpu, out = runner(prompts, new_tokens)
                 rate = counted / seconds
                 best[name, figure] = max(best.get((name, figure), 0.0), rate)
-                print(f"  {figure:8} {name:16} {rate:9.1f} tok/s", flush=True)
+                best_cpu[name, figure] = min(best_cpu.get((name, figure), float("inf")), cpu / counted)
+                print(f"  {figure:8} {name:16} {rate:9.1f} tok/s  {cpu / counted * 1e3:8.2f} CPU ms/token",
+                      flush=True)
                 if figure == "decode":
                     tokens[name] = out[0]
         bandwidth = max(bandwidth, copy_bandwidth())
@@ -174,13 +187,16 @@ def run(args: argparse.Namespace) -> None:
     per_token = {f"llama.cpp {k}": gguf_bytes_per_token(p, args.llama_cpp) for k, p in ggufs.items()}
     per_token.update({f"nemotron {k}": r.bytes_per_token for k, r in ours.items()})
     report(best, tokens, bandwidth, per_token, list(ours))
+    print(f"\nCPU ms per token (best; with {args.threads} thread(s), spinning threads count too)")
+    for name in sorted({n for n, _ in best_cpu}, key=lambda n: (not n.startswith("llama"), n)):
+        print(f"{name:24}" + "".join(f"{best_cpu[name, f] * 1e3:12.2f}" for f in FIGURES if (name, f) in best_cpu))
 
 
-def make_workloads() -> dict[str, tuple[list[list[int]], int, int]]:
+def make_workloads(seed: int) -> dict[str, tuple[list[list[int]], int, int]]:
     """figure -> (prompts, new tokens, tokens counted for the rate)."""
     import random
 
-    rng = random.Random(0)
+    rng = random.Random(seed)
 
     def prompt(n: int) -> list[int]:
         return [rng.randrange(4, 4096) for _ in range(n)]
@@ -233,11 +249,11 @@ class LlamaClient:
             raise SystemExit("the llama.cpp worker did not start")
 
     def runner(self, kind: str):
-        def run(prompts: list[list[int]], new_tokens: int) -> tuple[float, list[list[int]]]:
+        def run(prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
             self.process.stdin.write(json.dumps({"model": kind, "prompts": prompts, "new_tokens": new_tokens}) + "\n")
             self.process.stdin.flush()
             answer = json.loads(self.process.stdout.readline())
-            return answer["seconds"], answer["tokens"]
+            return answer["seconds"], answer["cpu"], answer["tokens"]
         return run
 
     def close(self) -> None:
@@ -263,13 +279,13 @@ class OurRunner:
         self.llm = LLM(loaded, EngineConfig(max_num_seqs=CONCURRENT))
         self.bytes_per_token = weight_bytes_per_token(self.llm.engine.model)
 
-    def __call__(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, list[list[int]]]:
+    def __call__(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
         from nemotron.engine.sampling import SamplingParams
 
         params = SamplingParams(max_new_tokens=new_tokens, greedy=True, ignore_eos=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         results = self.llm.generate(prompts, params)
-        return time.perf_counter() - start, [r.token_ids for r in results]
+        return time.perf_counter() - start, time.process_time() - cpu, [r.token_ids for r in results]
 
 
 def weight_bytes_per_token(model) -> int:
