@@ -1,20 +1,11 @@
 import torch
 
 from nemotron.checkpoint.load import load_model
-from nemotron.model.config import ModelConfig
-from nemotron.model.nemotron import NemotronForCausalLM, init_random_weights
 from nemotron.train.checkpoint import latest_checkpoint
 from nemotron.train.data import BatchConfig, ChatDataset, TokenStream, encode_chat, tokenize_documents
 from nemotron.train.schedule import ScheduleConfig
 from nemotron.train.trainer import OptimConfig, Trainer, TrainConfig, optimizer_for
-
-
-def tiny_model(vocab_size: int, seed: int = 0) -> NemotronForCausalLM:
-    config = ModelConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                         num_kv_heads=2, head_dim=8, max_position_embeddings=64, torch_dtype="float32")
-    model = NemotronForCausalLM(config)
-    init_random_weights(model, seed=seed)
-    return model
+from tests.train.helpers import tiny_model
 
 
 def run(tmp_path, tokenizer, stream, steps, stop_at=None, name="run", resume=True):

@@ -13,7 +13,8 @@ from nemotron.checkpoint import hf
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronLike, build_model, init_random_weights
-from nemotron.model.presets import PRESETS, get_preset
+from nemotron.model.nemotron_h_config import NemotronHConfig, read_config_json
+from nemotron.model.presets import get_preset, preset_names
 from nemotron.tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -57,10 +58,10 @@ def resolve(spec: str | Path) -> ModelSource:
         if path.name == "config.json":
             return resolve(path.parent)
         return ModelSource(SourceKind.NEMO, str(spec), path)
-    if str(spec).lower() in PRESETS:
+    if str(spec).lower() in preset_names():
         return ModelSource(SourceKind.PRESET, str(spec), None)
     raise CheckpointError(f"model {str(spec)!r} is not a directory, a .nemo file or a preset name "
-                          f"(presets: {', '.join(sorted(PRESETS))})")
+                          f"(presets: {', '.join(preset_names())})")
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -71,11 +72,18 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[name]
 
 
-def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig:
+def hf_config(directory: Path) -> ModelConfig | NemotronHConfig:
+    """config.json of a Hugging Face directory, by its model_type."""
+    if read_config_json(directory / "config.json").get("model_type") == "nemotron_h":
+        return NemotronHConfig.from_json_file(directory / "config.json")
+    return ModelConfig.from_json_file(directory / "config.json")
+
+
+def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig | NemotronHConfig:
     """The configuration alone, without loading weights."""
     source = resolve(spec)
     if source.kind is SourceKind.HF_DIR:
-        return ModelConfig.from_json_file(source.path / "config.json")
+        return hf_config(source.path)
     if source.kind is SourceKind.PRESET:
         return get_preset(source.spec)
     from nemotron.checkpoint.nemo import read_nemo_config
@@ -92,13 +100,17 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
         print(f"WARNING: {source.spec} is a preset: the model has RANDOM weights and produces noise",
               file=sys.stderr)
+        if isinstance(config, NemotronHConfig):
+            return _nemotron_h_preset(config, source, torch_dtype, device, seed)
         with torch.device(device):
             model = build_model(config).to(torch_dtype)
         init_random_weights(model, seed)
         return LoadedModel(model.eval(), config, None, source)
 
     if source.kind is SourceKind.HF_DIR:
-        config = ModelConfig.from_json_file(source.path / "config.json")
+        config = hf_config(source.path)
+        if isinstance(config, NemotronHConfig):
+            return _load_nemotron_h(config, source, torch_dtype, device, trust_pickle)
         tensors = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = _optional_tokenizer(source.path)
     else:
@@ -131,13 +143,38 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         tokenizer = (Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model)
                      if checkpoint.tokenizer_model else None)
     else:
-        config = ModelConfig.from_json_file(source.path / "config.json")
+        config = hf_config(source.path)
         state_dict = dict(hf.iter_tensors(source.path, trust_pickle))
+        if isinstance(config, NemotronHConfig):  # NVIDIA's `backbone.` names -> transformers' `model.`
+            from nemotron.model.nemotron_h import sanitize_name
+
+            state_dict = {sanitize_name(name): t for name, t in state_dict.items()}
         tokenizer = _optional_tokenizer(source.path)
     out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
     if tokenizer is not None:
         tokenizer.save(out)
     return out
+
+
+def _nemotron_h_preset(config: NemotronHConfig, source: ModelSource, dtype: torch.dtype, device,
+                      seed: int) -> LoadedModel:
+    from nemotron.model import nemotron_h
+
+    with torch.device(device):
+        model = nemotron_h.NemotronHForCausalLM(config).to(dtype)
+    nemotron_h.init_random_weights(model, seed)
+    return LoadedModel(model.eval(), config, None, source)
+
+
+def _load_nemotron_h(config: NemotronHConfig, source: ModelSource, dtype: torch.dtype | None, device,
+                     trust_pickle: bool) -> LoadedModel:
+    from nemotron.model import nemotron_h
+
+    with torch.device("meta"):
+        model = nemotron_h.NemotronHForCausalLM(config)
+    tensors = ((nemotron_h.sanitize_name(name), t) for name, t in hf.iter_tensors(source.path, trust_pickle))
+    hf.load_state_dict_into(model, tensors, dtype or DTYPES[config.torch_dtype], device, source.spec)
+    return LoadedModel(model.eval(), config, _optional_tokenizer(source.path), source)
 
 
 def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):

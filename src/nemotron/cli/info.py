@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron_h_config import ATTENTION, MAMBA, MLP, NemotronHConfig
 
 _BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
 _SAFETENSORS_ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1,
@@ -22,10 +23,11 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
     config = load_config(spec, trust_pickle=trust_pickle)
     counts = config.parameter_counts()
     total = sum(counts.values())
+    hybrid = isinstance(config, NemotronHConfig)
     info = {
         "model": spec,
         "source": source.kind.value,
-        "architecture": "reward model" if config.is_reward_model else "causal LM",
+        "architecture": "hybrid causal LM" if hybrid else "reward model" if config.is_reward_model else "causal LM",
         "config": config.to_hf_dict(),
         "parameters": total,
         "parameters_by_part": counts,
@@ -35,6 +37,8 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
         "cpu_compute_dtype": str(default_cpu_dtype()).removeprefix("torch."),  # what --dtype auto picks here
         "cpu_features": cpu_features(),
     }
+    if hybrid:
+        info["mamba_state_bytes_per_sequence_fp32"] = config.mamba_state_bytes_per_sequence()
     if source.kind is SourceKind.HF_DIR and _all_safetensors(source.path):
         shapes = hf.tensor_shapes(source.path)
         info["weight_bytes"] = sum(math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
@@ -51,6 +55,8 @@ def _all_safetensors(directory: Path) -> bool:
 
 def format_info(info: dict) -> str:
     c = info["config"]
+    if c["model_type"] == "nemotron_h":
+        return _format_hybrid(info, NemotronHConfig.from_hf_dict(c))
     config = ModelConfig.from_hf_dict(c)
     parts = ", ".join(f"{name} {_human(n)}" for name, n in info["parameters_by_part"].items())
     kv = info["kv_cache_bytes_per_token_16bit"]
@@ -76,6 +82,30 @@ def format_info(info: dict) -> str:
         f"on this CPU  computes in {info['cpu_compute_dtype']} by default ({info['cpu_features']}; --dtype overrides)",
     ]
     return "\n".join(lines)
+
+
+def _format_hybrid(info: dict, config: NemotronHConfig) -> str:
+    parts = ", ".join(f"{name} {_human(n)}" for name, n in info["parameters_by_part"].items())
+    kv, state = info["kv_cache_bytes_per_token_16bit"], info["mamba_state_bytes_per_sequence_fp32"]
+    context = config.max_position_embeddings
+    return "\n".join([
+        f"model        {info['model']} ({info['source']})",
+        f"architecture Nemotron-H hybrid: {config.count(MAMBA)} Mamba-2, {config.count(ATTENTION)} attention, "
+        f"{config.count(MLP)} MLP layers",
+        f"pattern      {config.pattern}",
+        f"layers       {config.num_layers}   hidden {config.hidden_size}   ffn {config.intermediate_size}",
+        f"attention    {config.num_heads} heads x {config.head_dim}, {config.num_kv_heads} KV heads, no positional encoding",
+        f"mamba-2      {config.mamba_num_heads} heads x {config.mamba_head_dim}, state {config.ssm_state_size}, "
+        f"{config.n_groups} groups, conv {config.conv_kernel}, chunk {config.chunk_size}",
+        f"vocab        {config.vocab_size}   context {context}   norm eps {config.norm_eps:g}",
+        f"parameters   {_human(info['parameters'])} ({info['parameters']:,}): {parts}",
+        f"weights      {info['weight_bytes'] / 1e9:.2f} GB as stored ({info['stored_dtype']}); "
+        f"{info['parameters'] * 2 / 1e9:.2f} GB in bf16, {info['parameters'] / 1e9:.2f} GB in 8-bit",
+        f"KV cache     {kv / 1024:.0f} KiB per token in 16-bit (attention layers only)",
+        f"Mamba state  {state / 1e6:.1f} MB per sequence in fp32, whatever its length",
+        f"per sequence {config.sequence_state_bytes(context) / 1e9:.2f} GB for one {context}-token sequence "
+        f"(KV cache + Mamba state)",
+    ])
 
 
 def _human(n: int) -> str:

@@ -34,6 +34,8 @@ def add_model_loading(parser: argparse.ArgumentParser) -> None:
                         help="allow loading pickled checkpoints that hold arbitrary Python objects (trusted files only)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
+    parser.add_argument("--lora", metavar="ADAPTER", help="a LoRA adapter directory (PEFT layout) merged into "
+                        "the model's weights at load")
 
 
 def auto_dtype(device: str | None) -> str | None:

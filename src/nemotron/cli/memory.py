@@ -13,6 +13,8 @@ total = weights + KV cache + activations + runtime overhead, where
   activations  = min(batch x context, 2048) x (2 hidden + 2 ffn) x 2 bytes  (one prefill chunk)
                  + batch x vocab x 8 bytes (fp32 logits of the sampled rows)
   overhead     = 0.5 GB per GPU (CUDA context, cuBLAS workspace, allocator slack)
+  Nemotron-H: KV cache over the attention layers only, plus a Mamba state per sequence of
+  Mamba layers x ((conv kernel - 1) x conv channels + heads x head_dim x state) x 4 bytes
 With --tp T --pp P: linear layers, embedding and head are split T ways (norms replicated), KV heads
 split T ways (replicated when T exceeds them), layers split P ways (embedding on the first stage,
 head on the last); the per-GPU figure is the busiest GPU's. GPU memory is the nominal size in GB.
@@ -76,8 +78,11 @@ def run(args: argparse.Namespace) -> None:
     print(f"context      {result.context} tokens x batch {result.batch}")
     split = f"per GPU (TP {result.tp} x PP {result.pp} = {result.num_gpus} GPUs)" if result.num_gpus > 1 else ""
     print(f"\n{'':13}{'whole model':>12}   {split}".rstrip())
-    for name, field in (("weights", "weights"), ("KV cache", "kv_cache"), ("activations", "activations"),
-                        ("overhead", "overhead")):
+    rows = [("weights", "weights"), ("KV cache", "kv_cache"), ("activations", "activations"),
+            ("overhead", "overhead")]
+    if result.whole.mamba_state:  # Nemotron-H: constant per sequence, whatever the context
+        rows.insert(2, ("Mamba state", "mamba_state"))
+    for name, field in rows:
         per_gpu = f"{_gb(getattr(result.per_gpu, field)):>12}" if split else ""
         print(f"{name:13}{_gb(getattr(result.whole, field)):>12}   {per_gpu}".rstrip())
     print(f"{'total':13}{_gb(result.whole.total):>12}   {_gb(result.per_gpu.total) if split else '':>12}".rstrip())

@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> None:
         loaded = load_model(spec, dtype=args.dtype, device=device, trust_pickle=args.trust_pickle)
         if args.tokenizer:
             loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
+        if args.lora:
+            from nemotron.checkpoint.peft import merge_adapter_into
+
+            merge_adapter_into(loaded, args.lora)
         return loaded
 
     failure: list[BaseException] = []

@@ -32,6 +32,10 @@ def _load(spec: str | None, args: argparse.Namespace) -> LoadedModel:
                         trust_pickle=args.trust_pickle)
     if args.tokenizer:
         loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
+    if args.lora:
+        from nemotron.checkpoint.peft import merge_adapter_into
+
+        merge_adapter_into(loaded, args.lora)
     if loaded.tokenizer is None:
         raise NemotronError(f"{loaded.source.spec} comes without a tokenizer; pass --tokenizer FILE")
     if not isinstance(loaded.model, NemotronForCausalLM):

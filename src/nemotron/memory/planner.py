@@ -9,6 +9,11 @@
     overhead     0.5 GB per GPU: CUDA context, cuBLAS workspace, allocator slack
     total        the sum
 
+Nemotron-H (hybrid): the KV cache counts the attention layers only, and each Mamba-2 layer adds a
+state of constant size per sequence, whatever the context: batch × Mamba layers × ((conv kernel − 1)
+× conv channels + heads × head_dim × state size) × 4 bytes (fp32). Activations use the widest
+projection (MLP or Mamba in_proj) for the FFN term.
+
 Split over GPUs: tensor parallelism (TP) divides every linear layer, the embedding and the LM head
 by TP (norms are replicated) and the KV heads by TP (a KV head is replicated when TP exceeds their
 number); pipeline parallelism (PP) gives each stage a contiguous run of layers, the embedding to the
@@ -25,6 +30,7 @@ from pathlib import Path
 from nemotron.errors import ConfigError
 from nemotron.memory.gpus import CATALOG, GPU, GPUS_PER_NODE, MAX_NODES
 from nemotron.model.config import QUANTIZATION_SCHEMES, ModelConfig
+from nemotron.model.nemotron_h_config import ATTENTION, MAMBA, NemotronHConfig
 
 RUNTIME_OVERHEAD_BYTES = 500_000_000  # per GPU (MISSION.md: "about 0.5 GB of runtime overhead")
 PREFILL_CHUNK_TOKENS = 2048  # the engine's EngineConfig.max_num_batched_tokens
@@ -116,7 +122,9 @@ class WeightBytes:
         return sum(p.split + p.replicated for p in (*self.layers, self.first, self.last))
 
     @classmethod
-    def from_config(cls, config: ModelConfig, precision: Precision) -> WeightBytes:
+    def from_config(cls, config: ModelConfig | NemotronHConfig, precision: Precision) -> WeightBytes:
+        if isinstance(config, NemotronHConfig):
+            return cls._hybrid(config, precision)
         h, d, f, v = config.hidden_size, config.head_dim, config.intermediate_size, config.vocab_size
         shapes = [(config.num_heads * d, h), (config.num_kv_heads * d, h), (config.num_kv_heads * d, h),
                   (h, config.num_heads * d), (f, h), (h, f)]  # q, k, v, o, up, down: (out, in)
@@ -126,6 +134,17 @@ class WeightBytes:
                    Part(precision.other_bytes(head), precision.other_bytes(2 * h)), precision.label)
 
     @classmethod
+    def _hybrid(cls, config: NemotronHConfig, precision: Precision) -> WeightBytes:
+        if precision.quant in QUANTIZATION_SCHEMES:
+            raise ConfigError(f"--quant {precision.quant} is an engine scheme for Nemotron-4 layers; "
+                              f"Nemotron-H takes a planning-table name or bits per weight")
+        h, v = config.hidden_size, config.vocab_size
+        layers = tuple(Part(precision.other_bytes(config.layer_parameters(kind) - h), precision.other_bytes(h))
+                       for kind in config.layer_types)  # the pre-norm replicated, the mixer split
+        return cls(layers, Part(precision.other_bytes(v * h)),
+                   Part(precision.other_bytes(v * h), precision.other_bytes(h)), precision.label)
+
+    @classmethod
     def from_checkpoint(cls, directory: Path, config: ModelConfig) -> WeightBytes:
         """Real tensor sizes from the safetensors headers (quantized checkpoints included)."""
         from nemotron.checkpoint import hf
@@ -133,7 +152,7 @@ class WeightBytes:
         layers = [[0.0, 0.0] for _ in range(config.num_layers)]
         first, last = [0.0, 0.0], [0.0, 0.0]
         for raw_name, (shape, dtype) in hf.tensor_shapes(directory).items():
-            name = hf.normalise_name(raw_name)
+            name = hf.normalise_name(_trunk_name(raw_name))
             nbytes = math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
             match = re.match(r"model\.layers\.(\d+)\.", name)
             slot = layers[int(match[1])] if match else first if "embed_tokens" in name else last
@@ -148,10 +167,11 @@ class Breakdown:
     kv_cache: float
     activations: float
     overhead: float
+    mamba_state: float = 0.0  # Nemotron-H: constant per sequence
 
     @property
     def total(self) -> float:
-        return self.weights + self.kv_cache + self.activations + self.overhead
+        return self.weights + self.kv_cache + self.activations + self.overhead + self.mamba_state
 
 
 @dataclass(slots=True, frozen=True)
@@ -178,6 +198,8 @@ def check_split(config: ModelConfig, tp: int, pp: int) -> None:
         raise ConfigError(f"--tp {tp} must divide the KV heads ({config.num_kv_heads}) or be a multiple of them")
     if pp > config.num_layers:
         raise ConfigError(f"--pp {pp} exceeds the model's {config.num_layers} layers")
+    if isinstance(config, NemotronHConfig) and config.n_groups % tp:
+        raise ConfigError(f"--tp {tp} must divide the model's Mamba groups ({config.n_groups})")
 
 
 def plan(config: ModelConfig, weights: WeightBytes, *, context: int | None = None, batch: int = 1,
@@ -189,27 +211,45 @@ def plan(config: ModelConfig, weights: WeightBytes, *, context: int | None = Non
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     check_split(config, tp, pp)
-    whole = Breakdown(weights.total, _kv_bytes(config, batch, context, config.num_layers, 1),
-                      _activation_bytes(config, batch, context, 1, True), RUNTIME_OVERHEAD_BYTES)
+    everything = range(config.num_layers)
+    whole = Breakdown(weights.total, _kv_bytes(config, batch, context, everything, 1),
+                      _activation_bytes(config, batch, context, 1, True), RUNTIME_OVERHEAD_BYTES,
+                      _mamba_state_bytes(config, batch, everything, 1))
     stages, start = [], 0
     for s in range(pp):
         count = config.num_layers // pp + (s < config.num_layers % pp)
+        layers = range(start, start + count)
         layer_bytes = sum(p.per_rank(tp) for p in weights.layers[start:start + count])
         extra = (weights.first.per_rank(tp) if s == 0 else 0) + (weights.last.per_rank(tp) if s == pp - 1 else 0)
-        stages.append(Breakdown(layer_bytes + extra, _kv_bytes(config, batch, context, count, tp),
-                                _activation_bytes(config, batch, context, tp, s == pp - 1), RUNTIME_OVERHEAD_BYTES))
+        stages.append(Breakdown(layer_bytes + extra, _kv_bytes(config, batch, context, layers, tp),
+                                _activation_bytes(config, batch, context, tp, s == pp - 1), RUNTIME_OVERHEAD_BYTES,
+                                _mamba_state_bytes(config, batch, layers, tp)))
         start += count
     return MemoryPlan(context, batch, tp, pp, whole, max(stages, key=lambda b: b.total))
 
 
-def _kv_bytes(config: ModelConfig, batch: int, context: int, layers: int, tp: int) -> float:
+def _kv_bytes(config: ModelConfig | NemotronHConfig, batch: int, context: int, layers: range, tp: int) -> float:
     kv_heads = -(-config.num_kv_heads // tp)  # replicated when tp > KV heads
-    return batch * context * 2 * layers * kv_heads * config.head_dim * KV_BYTES
+    if isinstance(config, NemotronHConfig):
+        layers = [i for i in layers if config.layer_types[i] == ATTENTION]
+    return batch * context * 2 * len(layers) * kv_heads * config.head_dim * KV_BYTES
 
 
-def _activation_bytes(config: ModelConfig, batch: int, context: int, tp: int, has_head: bool) -> float:
+def _mamba_state_bytes(config: ModelConfig | NemotronHConfig, batch: int, layers: range, tp: int) -> float:
+    if not isinstance(config, NemotronHConfig):
+        return 0.0
+    count = sum(config.layer_types[i] == MAMBA for i in layers)
+    return batch * count * config.mamba_state_bytes_per_sequence() / max(config.count(MAMBA), 1) / tp
+
+
+def _activation_bytes(config: ModelConfig | NemotronHConfig, batch: int, context: int, tp: int,
+                      has_head: bool) -> float:
     tokens = min(batch * context, PREFILL_CHUNK_TOKENS)
-    live = tokens * (2 * config.hidden_size + 2 * config.intermediate_size // tp) * ACTIVATION_BYTES
+    widest = config.intermediate_size
+    if isinstance(config, NemotronHConfig):
+        widest = max(widest, 2 * config.mamba_inner + 2 * config.n_groups * config.ssm_state_size
+                     + config.mamba_num_heads)
+    live = tokens * (2 * config.hidden_size + 2 * widest // tp) * ACTIVATION_BYTES
     logits = batch * config.vocab_size // tp * 8 if has_head else 0
     return live + logits
 
@@ -269,6 +309,11 @@ def setups_for_split(config: ModelConfig, weights: WeightBytes, precision: Preci
     per_gpu = plan(config, weights, context=context, batch=batch, tp=tp, pp=pp).per_gpu.total
     return [Setup(gpu, tp, pp, None, False, reason) if (reason := unsupported(gpu, precision)) else
             Setup(gpu, tp, pp, per_gpu, per_gpu <= gpu.memory_bytes) for gpu in CATALOG]
+
+
+def _trunk_name(name: str) -> str:
+    """NVIDIA's Nemotron-H exports name the trunk `backbone.` (see model.nemotron_h.sanitize_name)."""
+    return "model." + name.removeprefix("backbone.") if name.startswith("backbone.") else name
 
 
 def _split_for(config: ModelConfig, count: int) -> tuple[int, int] | None:

@@ -18,6 +18,9 @@ REWARD_ATTRIBUTES = (
     "quality", "toxicity", "humor", "creativity", "helpfulness",
     "correctness", "coherence", "complexity", "verbosity",
 )
+# MISSION.md's weights for collapsing the 9 attributes into one scalar reward, in that order:
+# quality, toxicity, humor, creativity carry no weight; verbosity counts against.
+REWARD_WEIGHTS: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.3, 0.74, 0.46, 0.47, -0.33)
 # Weight formats written by `nemotron quantize` (nemotron.quant); recorded in config.json as
 # quantization_config {"quant_method": "nemotron", "scheme": ...}.
 QUANTIZATION_SCHEMES = ("int8", "int4", "fp8")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from nemotron.errors import ConfigError
 from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron_h_config import NemotronHConfig
 
 _NEMOTRON_4_340B = ModelConfig(
     # Nemotron-4 340B Technical Report (arXiv 2406.11704), Table 1, and the model_config.yaml of
@@ -53,8 +54,43 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def get_preset(name: str) -> ModelConfig:
+
+def _nemotron_h(pattern: str, hidden: int, ffn: int, heads: int, mamba_heads: int, state: int) -> NemotronHConfig:
+    # Shared by the family (nvidia/Nemotron-H-*-Base-8K config.json): vocab 131,072, 8 KV heads of 128,
+    # Mamba heads of 64 in 8 groups, conv kernel 4, SSD chunk 128, context 8,192, RMSNorm eps 1e-5.
+    return NemotronHConfig(
+        vocab_size=131072, hidden_size=hidden, layer_types=tuple(_H_PATTERN[c] for c in pattern),
+        intermediate_size=ffn, num_heads=heads, num_kv_heads=8, head_dim=128, mamba_num_heads=mamba_heads,
+        mamba_head_dim=64, ssm_state_size=state, n_groups=8,
+    )
+
+
+_H_PATTERN = {"M": "mamba", "*": "attention", "-": "mlp"}
+
+# Nemotron-H (arXiv 2504.03624): hybrid Mamba-2 / attention / MLP stacks; M Mamba-2, * attention, - MLP.
+HYBRID_PRESETS: dict[str, NemotronHConfig] = {
+    # 52 layers: 24 Mamba-2, 4 attention, 24 MLP.
+    "nemotron-h-8b": _nemotron_h("M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
+                                 hidden=4096, ffn=21504, heads=32, mamba_heads=128, state=128),
+    # 98 layers, MiniPuzzle-compressed from the 56B.
+    "nemotron-h-47b": _nemotron_h("M-M-M-M-M-M-M-M-M*-M-M-M-M-M-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-M-M"
+                                  "---MM---M-M*-M-M-M-M-M-",
+                                  hidden=8192, ffn=30720, heads=64, mamba_heads=256, state=256),
+    # 118 layers: 54 Mamba-2, 10 attention, 54 MLP.
+    "nemotron-h-56b": _nemotron_h("M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-"
+                                  "M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
+                                  hidden=8192, ffn=32768, heads=64, mamba_heads=256, state=256),
+}
+
+
+def preset_names() -> list[str]:
+    return sorted([*PRESETS, *HYBRID_PRESETS])
+
+
+def get_preset(name: str) -> ModelConfig | NemotronHConfig:
     key = name.lower()
+    if key in HYBRID_PRESETS:
+        return HYBRID_PRESETS[key]
     if key not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
     return PRESETS[key]

@@ -8,11 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from nemotron.model.config import REWARD_ATTRIBUTES
-
-# MISSION.md's weights for collapsing the 9 reward attributes into one score, in REWARD_ATTRIBUTES
-# order: quality, toxicity, humor, creativity carry no weight; verbosity counts against.
-REWARD_WEIGHTS: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.3, 0.74, 0.46, 0.47, -0.33)
+from nemotron.model.config import REWARD_ATTRIBUTES, REWARD_WEIGHTS
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,9 @@ plus `trainer_state.pt` with what an exact resume needs (optimizer moments, step
 
     out_dir/checkpoint-0000500/{config.json, model.safetensors, tokenizer.model, trainer_state.pt}
 
+A LoRA run saves only what it trains, as a PEFT adapter (adapter_config.json,
+adapter_model.safetensors) in place of the model files: the base weights never change.
+
 A checkpoint is written to a temporary directory and renamed into place, so an interrupted save
 never leaves a half-written checkpoint that resume would pick up.
 """
@@ -16,6 +19,8 @@ import torch
 from torch import nn
 
 from nemotron.checkpoint.hf import iter_tensors, save_hf_dir
+from nemotron.checkpoint.peft import PREFIX, WEIGHTS_FILE, load_adapter_weights, save_adapter
+from nemotron.model.lora import has_lora
 from nemotron.tokenizer import Tokenizer
 
 STATE_FILE = "trainer_state.pt"
@@ -23,9 +28,15 @@ _PREFIX = "checkpoint-"
 
 
 def save_model_dir(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path,
-                   dtype: torch.dtype | None = None) -> Path:
-    """The model in the Hugging Face layout: config.json, model.safetensors, tokenizer.model."""
-    directory = save_hf_dir(model.state_dict(), model.config, directory, dtype=dtype)
+                   dtype: torch.dtype | None = None, state: dict | None = None) -> Path:
+    """The model in the Hugging Face layout: config.json, model.safetensors, tokenizer.model; for a
+    model with LoRA layers, its adapter in PEFT's layout. `state`: the model's full state dict when
+    the module holds only a shard of it (FSDP)."""
+    state = model.state_dict() if state is None else state
+    if has_lora(model):
+        directory = save_adapter(model, directory, state=state)
+    else:
+        directory = save_hf_dir(state, model.config, directory, dtype=dtype)
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
@@ -37,13 +48,16 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(out_dir: str | Path, step: int, model: nn.Module, tokenizer: Tokenizer | None,
-                    optimizer: torch.optim.Optimizer, extra: dict, keep: int) -> Path:
+                    optimizer: torch.optim.Optimizer, extra: dict, keep: int, model_state: dict | None = None,
+                    optimizer_state: dict | None = None) -> Path:
+    """`model_state` / `optimizer_state`: full state dicts gathered from a sharded (FSDP) run."""
     out_dir = Path(out_dir)
     final = out_dir / f"{_PREFIX}{step:07d}"
     tmp = out_dir / f".tmp-{_PREFIX}{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model_dir(model, tokenizer, tmp, dtype=torch.float32)
-    state = {"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), **extra}
+    save_model_dir(model, tokenizer, tmp, dtype=torch.float32, state=model_state)
+    optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+    state = {"step": step, "optimizer": optimizer_state, "rng": _rng_state(), **extra}
     torch.save(state, tmp / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -53,16 +67,34 @@ def save_checkpoint(out_dir: str | Path, step: int, model: nn.Module, tokenizer:
     return final
 
 
+def read_checkpoint(path: str | Path) -> tuple[dict, dict, bool]:
+    """(weights by name on the CPU, trainer state, whether the weights are a LoRA adapter's)."""
+    path = Path(path)
+    if (path / WEIGHTS_FILE).is_file():
+        from safetensors.torch import load_file
+
+        weights, adapter = {k.removeprefix(PREFIX): t for k, t in load_file(path / WEIGHTS_FILE).items()}, True
+    else:
+        weights, adapter = dict(iter_tensors(path)), False
+    return weights, torch.load(path / STATE_FILE, map_location="cpu", weights_only=True), adapter
+
+
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Restore weights, optimizer and RNG states in place; returns the saved state (step, ...)."""
-    path = Path(path)
+    weights, state, adapter = read_checkpoint(path)
     device = next(model.parameters()).device
-    weights = {name: tensor.to(device) for name, tensor in iter_tensors(path)}
-    model.load_state_dict(weights, strict=True)
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    weights = {name: tensor.to(device) for name, tensor in weights.items()}
+    if adapter:
+        load_adapter_weights(model, weights, path)
+    else:
+        model.load_state_dict(weights, strict=True)
     optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"])
+    restore_rng(state)
     return state
+
+
+def restore_rng(state: dict) -> None:
+    _set_rng_state(state["rng"])
 
 
 def _rng_state() -> dict:

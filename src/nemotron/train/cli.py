@@ -1,4 +1,5 @@
-"""`nemotron train tokenizer | pretrain | sft | demo`: argparse wiring for the training package.
+"""`nemotron train tokenizer | pretrain | sft | dpo | rpo | reward | reward-eval | report | demo`:
+argparse wiring for the training package.
 
 `add_train_commands(subparsers)` adds the `train` command to the main parser; `run_train(args)` runs it.
 Building the parser imports nothing heavy: torch and the training modules load when a stage runs.
@@ -32,7 +33,22 @@ def _add_loop_options(parser: argparse.ArgumentParser, steps: int, lr: float) ->
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUT has checkpoints")
+    parser.add_argument("--micro-batch-size", type=int,
+                        help="rows per forward pass; smaller than --batch-size accumulates gradients (same result)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute layer activations in backward: less memory, ~1/3 more compute")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     _add_threads(parser)
+
+
+def _add_lora_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LoRA (train low-rank adapters only; the result is a PEFT adapter)")
+    group.add_argument("--lora-r", type=int, default=0, help="adapter rank; 0 trains every weight")
+    group.add_argument("--lora-alpha", type=float, help="scale numerator (default: 2 x rank)")
+    group.add_argument("--lora-dropout", type=float, default=0.0)
+    group.add_argument("--lora-targets", nargs="+",
+                       default=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+                       help="linear layers to adapt, by name")
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +79,49 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     sft = commands.add_parser("sft", help="chat fine-tuning, loss on assistant turns only")
     _add_loop_options(sft, steps=600, lr=1e-3)
     sft.add_argument("--model", required=True, help="Hugging Face model directory to start from")
+    _add_lora_options(sft)
+
+    pairs_help = (".jsonl / .parquet preference rows: nemotron sdg output (prompt, chosen, rejected, "
+                  "chosen_reward, rejected_reward), TRL rows, or HelpSteer2-Preference pairs")
+    for name, text in (("dpo", "Direct Preference Optimization, with an optional SFT loss on the chosen replies"),
+                       ("rpo", "Reward-aware Preference Optimization (Nemotron-4 340B report), from the data's "
+                               "reward gaps")):
+        stage = commands.add_parser(name, help=text)
+        _add_loop_options(stage, steps=300, lr=1e-5)
+        stage.set_defaults(batch_size=8, warmup=10)
+        stage.add_argument("--model", required=True, help="the policy to start from (also the reference policy)")
+        stage.add_argument("--beta", type=float, default=0.1, help="KL regularisation towards the reference")
+        stage.add_argument("--sft-weight", type=float, default=0.0,
+                           help="weight of the SFT loss on the chosen replies (the 340B report adds one)")
+        if name == "rpo":
+            stage.add_argument("--eta", type=float, default=1.0, help="scale of the reward gap")
+        _add_lora_options(stage)
+        stage.epilog = "DATA: " + pairs_help
+
+    reward = commands.add_parser("reward", help="train a reward model (Nemotron-4 340B Reward shape)")
+    _add_loop_options(reward, steps=300, lr=1e-5)
+    reward.set_defaults(batch_size=8, warmup=10)
+    reward.add_argument("--model", required=True,
+                        help="a language model (its trunk gets a new attribute head) or a reward model to continue")
+    reward.add_argument("--loss", choices=["regression", "bt", "combined"], default="combined",
+                        help="MSE on attribute ratings, Bradley-Terry on pairs, or both summed")
+    reward.add_argument("--bt-weight", type=float, default=1.0)
+    reward.add_argument("--regression-weight", type=float, default=1.0)
+    _add_lora_options(reward)
+    reward.epilog = "DATA: " + pairs_help + ", and/or HelpSteer2 rated responses (prompt, response, helpfulness, ...)"
+
+    rev = commands.add_parser("reward-eval", help="pairwise accuracy and per-attribute error of a reward model")
+    rev.add_argument("model", help="reward model directory")
+    rev.add_argument("--data", nargs="+", required=True, help="held-out preference pairs and/or rated responses")
+    rev.add_argument("--lora", help="a LoRA adapter directory to apply to the model first")
+    rev.add_argument("--seq-len", type=int, default=1024)
+    rev.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    _add_threads(rev)
+
+    report = commands.add_parser("report", help="draw a run's curves (loss, validation loss, ...) as PNG")
+    report.add_argument("out", help="a training OUT directory (reads OUT/metrics.jsonl)")
+    report.add_argument("--png", help="where the picture goes (default OUT/curves.png)")
+    report.set_defaults(threads=0)
 
     demo = commands.add_parser("demo", help="rebuild the embedded demo model from scratch")
     demo.add_argument("--out", help="where the final model goes (default: the package's assets/demo)")
@@ -82,7 +141,9 @@ def run_train(args: argparse.Namespace) -> None:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    {"tokenizer": _tokenizer, "pretrain": _pretrain, "sft": _sft, "demo": _demo}[args.train_command](args)
+    stages = {"tokenizer": _tokenizer, "pretrain": _pretrain, "sft": _sft, "dpo": _preference, "rpo": _preference,
+              "reward": _reward, "reward-eval": _reward_eval, "report": _report, "demo": _demo}
+    stages[args.train_command](args)
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
@@ -97,30 +158,65 @@ def _tokenizer(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/tokenizer.model ({tokenizer.vocab_size} pieces)")
 
 
-def _loop(args: argparse.Namespace, model, tokenizer, source_cls) -> None:
+def _loop(args: argparse.Namespace, model, tokenizer, source_cls=None, *, train=None, valid=None,
+          objective=None):
+    """Train `model` on --data (read by source_cls, or the given datasets) and write OUT/final."""
+    import sys
+
     import torch
 
-    from nemotron.train.checkpoint import save_model_dir
     from nemotron.train.data import BatchConfig
+    from nemotron.train.distributed import from_environment
     from nemotron.train.schedule import ScheduleConfig
     from nemotron.train.trainer import OptimConfig, Trainer, TrainConfig
 
     if args.seq_len > model.config.max_position_embeddings:
         raise ConfigError(f"--seq-len {args.seq_len} is longer than the model's context "
                           f"({model.config.max_position_embeddings} tokens)")
-    batches = BatchConfig(args.batch_size, args.seq_len, args.seed)
-    train = source_cls.from_files(args.data, tokenizer, batches)
-    valid = source_cls.from_files(args.valid, tokenizer, dataclasses.replace(batches, seed=args.seed + 7)) \
-        if args.valid else None
+    if train is None:
+        batches = BatchConfig(args.batch_size, args.seq_len, args.seed)
+        train = source_cls.from_files(args.data, tokenizer, batches)
+        valid = source_cls.from_files(args.valid, tokenizer, dataclasses.replace(batches, seed=args.seed + 7)) \
+            if args.valid else None
     schedule = ScheduleConfig(args.lr, args.steps, min(args.warmup, args.steps), args.min_lr_ratio)
     optim = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     config = TrainConfig(args.out, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
                          eval_every=args.eval_every, device=args.device, precision=args.precision,
-                         resume=not args.no_resume)
-    result = Trainer(model, tokenizer, train, schedule, optim, config, valid).run()
-    final = save_model_dir(model.cpu(), tokenizer, f"{args.out}/final", dtype=torch.float32)
-    print(f"step {result.step}: train loss {result.train_loss:.4f}, {result.tokens_per_second:,.0f} tok/s; "
-          f"model written to {final}")
+                         resume=not args.no_resume, micro_batch_size=args.micro_batch_size,
+                         activation_checkpointing=args.activation_checkpointing,
+                         progress=not args.no_progress and sys.stderr.isatty())
+    parallel = from_environment()  # torchrun: data-parallel over the ranks, FSDP-sharded
+    trainer = Trainer(model, tokenizer, train, schedule, optim, config, valid, objective=objective, parallel=parallel)
+    result = trainer.run()
+    final = trainer.export(f"{args.out}/final", dtype=torch.float32)
+    if trainer.is_main:
+        kind = "adapter" if (final / "adapter_config.json").is_file() else "model"
+        ranks = f" on {parallel.world_size} ranks" if parallel else ""
+        print(f"step {result.step}: train loss {result.train_loss:.4f}, {result.tokens_per_second:,.0f} tok/s"
+              f"{ranks}; {kind} written to {final}")
+    return trainer
+
+
+def _with_lora(args: argparse.Namespace, model, heads: tuple[str, ...] = ()):
+    if not args.lora_r:
+        return model
+    from nemotron.model.lora import LoraConfig, apply_lora
+
+    alpha = args.lora_alpha if args.lora_alpha is not None else 2.0 * args.lora_r
+    return apply_lora(model, LoraConfig(r=args.lora_r, alpha=alpha, dropout=args.lora_dropout,
+                                        target_modules=tuple(args.lora_targets), trainable_heads=heads))
+
+
+def _load_for_training(spec: str, need_tokenizer: bool = True):
+    import torch
+
+    from nemotron.checkpoint.load import load_model
+    from nemotron.errors import CheckpointError
+
+    loaded = load_model(spec, dtype=torch.float32)
+    if need_tokenizer and loaded.tokenizer is None:
+        raise CheckpointError(f"{spec} has no tokenizer.model or tokenizer.json to encode the data with")
+    return loaded
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -149,18 +245,99 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _sft(args: argparse.Namespace) -> None:
     import torch
 
-    from nemotron.checkpoint.load import load_model
     from nemotron.errors import CheckpointError
     from nemotron.model.nemotron import NemotronForCausalLM
     from nemotron.train.data import ChatDataset
 
-    loaded = load_model(args.model, dtype=torch.float32)
-    if loaded.tokenizer is None:
-        raise CheckpointError(f"{args.model} has no tokenizer.model or tokenizer.json to encode the chats with")
+    loaded = _load_for_training(args.model)
     if not isinstance(loaded.model, NemotronForCausalLM):
         raise CheckpointError(f"{args.model} is a reward model; SFT needs a language model")
     torch.manual_seed(args.seed)
-    _loop(args, loaded.model.train(), loaded.tokenizer, ChatDataset)
+    _loop(args, _with_lora(args, loaded.model.train()), loaded.tokenizer, ChatDataset)
+
+
+def _preference(args: argparse.Namespace) -> None:
+    import torch
+
+    from nemotron.errors import CheckpointError
+    from nemotron.model.nemotron import NemotronForCausalLM
+    from nemotron.train.data import BatchConfig
+    from nemotron.train.objectives import PreferenceConfig, PreferenceOptimization
+    from nemotron.train.preference_data import PreferenceDataset, read_preference_data
+
+    loaded = _load_for_training(args.model)
+    if not isinstance(loaded.model, NemotronForCausalLM):
+        raise CheckpointError(f"{args.model} is a reward model; {args.train_command.upper()} trains a language model")
+    rpo = args.train_command == "rpo"
+    batches = BatchConfig(args.batch_size, args.seq_len, args.seed)
+    make = lambda paths, seed: PreferenceDataset.from_rows(  # noqa: E731
+        read_preference_data(paths), loaded.tokenizer, dataclasses.replace(batches, seed=seed), need_rewards=rpo)
+    train = make(args.data, args.seed)
+    valid = make(args.valid, args.seed + 7) if args.valid else None
+    config = PreferenceConfig("rpo" if rpo else "dpo", beta=args.beta, eta=getattr(args, "eta", 1.0),
+                              sft_weight=args.sft_weight)
+    objective = PreferenceOptimization(config, [d for d in (train, valid) if d is not None])
+    torch.manual_seed(args.seed)
+    print(f"{len(train)} pairs for training" + (f", {len(valid)} held out" if valid else ""))
+    _loop(args, _with_lora(args, loaded.model.train()), loaded.tokenizer, train=train, valid=valid,
+          objective=objective)
+
+
+def _reward(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from nemotron.train.data import BatchConfig
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+    from nemotron.train.preference_data import RewardDataset, read_preference_data
+    from nemotron.model.heads import reward_model_from
+    from nemotron.train.reward import evaluate_reward_model
+
+    loaded = _load_for_training(args.model)
+    model = reward_model_from(loaded.model)
+    batches = BatchConfig(args.batch_size, args.seq_len, args.seed)
+    train_rows = read_preference_data(args.data)
+    valid_rows = read_preference_data(args.valid) if args.valid else None
+    n = model.config.num_reward_attributes
+    train = RewardDataset.from_rows(train_rows, loaded.tokenizer, batches, n)
+    valid = RewardDataset.from_rows(valid_rows, loaded.tokenizer, dataclasses.replace(batches, seed=args.seed + 7),
+                                    n) if valid_rows else None
+    objective = RewardModeling(RewardConfig(args.loss, bt_weight=args.bt_weight,
+                                            regression_weight=args.regression_weight))
+    torch.manual_seed(args.seed)
+    trainer = _loop(args, _with_lora(args, model.train(), heads=("rm_head",)), loaded.tokenizer, train=train,
+                    valid=valid, objective=objective)
+    if valid_rows:  # with FSDP every rank runs the (sharded) forward passes; the first one reports
+        evaluation = evaluate_reward_model(trainer.model.eval(), valid_rows, loaded.tokenizer, args.seq_len,
+                                           device=trainer.device)
+        if trainer.is_main:
+            (Path(args.out) / "reward_eval.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+            print(evaluation.table())
+
+
+def _reward_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from nemotron.checkpoint.peft import load_adapter
+    from nemotron.errors import CheckpointError
+    from nemotron.model.nemotron import NemotronForRewardModel
+    from nemotron.train.preference_data import read_preference_data
+    from nemotron.train.reward import evaluate_reward_model
+
+    loaded = _load_for_training(args.model)
+    if not isinstance(loaded.model, NemotronForRewardModel):
+        raise CheckpointError(f"{args.model} is a language model, not a reward model")
+    model = load_adapter(loaded.model, args.lora) if args.lora else loaded.model
+    evaluation = evaluate_reward_model(model, read_preference_data(args.data), loaded.tokenizer, args.seq_len)
+    print(json.dumps(evaluation.to_dict(), indent=2) if args.json else evaluation.table())
+
+
+def _report(args: argparse.Namespace) -> None:
+    from nemotron.train.report import draw_curves
+
+    print(f"wrote {draw_curves(args.out, args.png)}")
 
 
 def _demo(args: argparse.Namespace) -> None:

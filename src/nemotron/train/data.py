@@ -36,8 +36,30 @@ class Batch:
     def num_target_tokens(self) -> int:
         return int((self.targets != IGNORE).sum())
 
+    def totals(self) -> dict[str, int]:
+        return {"tokens": self.num_target_tokens}
+
+    def split(self, rows: int) -> list[Batch]:
+        """Micro-batches of `rows` rows each (gradient accumulation)."""
+        return [Batch(i, t) for i, t in zip(self.inputs.split(rows), self.targets.split(rows))]
+
+    def shard(self, rank: int, world_size: int) -> Batch:
+        """This rank's rows of a data-parallel global batch."""
+        rows = rank_rows(self.inputs.shape[0], rank, world_size)
+        return Batch(self.inputs[rows], self.targets[rows])
+
     def to(self, device: torch.device | str) -> Batch:
         return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
+
+
+def rank_rows(count: int, rank: int, world_size: int) -> slice:
+    """Rank `rank`'s contiguous share of `count` rows (the first ranks take one more when uneven)."""
+    if count < world_size:
+        raise ConfigError(f"a batch of {count} rows cannot feed {world_size} data-parallel ranks; "
+                          "raise the batch size")
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
 
 class BatchSource(Protocol):
@@ -64,6 +86,15 @@ def _records(path: Path) -> Iterator[dict | str]:
         text = path.read_text(encoding="utf-8")
         yield from (doc.strip("\n") for doc in text.split("\n\n") if doc.strip())
         return
+    for line_no, record in jsonl_objects(path):
+        if not ({"text", "messages"} & record.keys()):
+            raise DataError(f"{path}:{line_no} has neither a 'text' nor a 'messages' field")
+        yield record
+
+
+def jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; a line that is not a JSON
+    object is an error naming it."""
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -72,9 +103,9 @@ def _records(path: Path) -> Iterator[dict | str]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{line_no} is not valid JSON ({err})") from None
-            if not isinstance(record, dict) or not ({"text", "messages"} & record.keys()):
-                raise DataError(f"{path}:{line_no} has neither a 'text' nor a 'messages' field")
-            yield record
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line_no} is not a JSON object")
+            yield line_no, record
 
 
 def _text(path: Path, k: int, record: dict | str) -> str:
@@ -168,6 +199,25 @@ def encode_text(text: str, tokenizer: Tokenizer) -> tuple[list[int], list[bool]]
     return ids, [True] * len(ids)
 
 
+class EpochOrder:
+    """Which examples batch number `step` holds: every example once per epoch, in an order that is
+    a pure function of (seed, epoch), so a resumed run sees the batches an uninterrupted one would."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self._orders: dict[int, list[int]] = {}
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._orders = {epoch: torch.randperm(self.size, generator=generator).tolist()}
+        return self._orders[epoch]
+
+    def picks(self, step: int, batch_size: int) -> list[int]:
+        n = self.size
+        return [self._order(k // n)[k % n] for k in range(step * batch_size, (step + 1) * batch_size)]
+
+
 class ChatDataset:
     """SFT examples, shuffled per epoch, right-padded into batches."""
 
@@ -175,7 +225,7 @@ class ChatDataset:
         if not examples:
             raise DataError("the SFT dataset is empty")
         self.examples, self.pad_id, self.config = examples, pad_id, config
-        self._orders: dict[int, list[int]] = {}
+        self.order = EpochOrder(len(examples), config.seed)
 
     @classmethod
     def from_files(cls, paths: Sequence[str | Path], tokenizer: Tokenizer, config: BatchConfig) -> ChatDataset:
@@ -191,16 +241,9 @@ class ChatDataset:
                     raise DataError(f"{path}: record {k}: {err}") from None
         return cls(examples, tokenizer.pad_id if tokenizer.pad_id is not None else 0, config)
 
-    def _order(self, epoch: int) -> list[int]:
-        if epoch not in self._orders:
-            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-            self._orders = {epoch: torch.randperm(len(self.examples), generator=generator).tolist()}
-        return self._orders[epoch]
-
     def batch(self, step: int) -> Batch:
-        cfg, n = self.config, len(self.examples)
-        picks = [self._order(k // n)[k % n] for k in range(step * cfg.batch_size, (step + 1) * cfg.batch_size)]
-        rows = [self.examples[i] for i in picks]
+        cfg = self.config
+        rows = [self.examples[i] for i in self.order.picks(step, cfg.batch_size)]
         width = min(cfg.seq_len, max(len(ids) for ids, _ in rows) - 1)
         inputs = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         targets = torch.full((len(rows), width), IGNORE, dtype=torch.long)

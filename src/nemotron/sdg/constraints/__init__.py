@@ -1,5 +1,7 @@
 """Verifiable instruction-following constraints: the 25 IFEval instruction types (same type ids,
-thresholds and relations), each with its own instruction text, a checker and a sampler.
+thresholds and relations), each with its own instruction text, a checker and a sampler. The checkers
+agree with IFEval's reference code (lm-eval's `ifeval` task, tested side by side) and are stricter
+only where that code is plainly wrong; they never pass a response it fails.
 
     rng = random.Random(0)
     cs = sample_constraints(rng, 2, prompt=prompt)
@@ -17,13 +19,13 @@ from nemotron.sdg.constraints.base import (
     ConstraintType,
     apply_constraints,
     check_all,
-    count_sentences,
 )
 from nemotron.sdg.constraints.language import LANGUAGE_NAMES, detect_language
 from nemotron.sdg.constraints.sampling import CONFLICTS, conflicts, sample_constraint, sample_constraints
+from nemotron.sdg.constraints.text import count_sentences, word_tokens, words
 
 __all__ = [
     "AT_LEAST", "CONFLICTS", "CONSTRAINT_TYPES", "LANGUAGE_NAMES", "LESS_THAN", "RELATIONS", "Constraint",
     "ConstraintType", "apply_constraints", "check_all", "conflicts", "count_sentences", "detect_language",
-    "sample_constraint", "sample_constraints",
+    "sample_constraint", "sample_constraints", "word_tokens", "words",
 ]

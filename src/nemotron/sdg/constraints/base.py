@@ -1,4 +1,4 @@
-"""The `Constraint` record, the contract every constraint type follows, and shared text helpers.
+"""The `Constraint` record, the contract every constraint type follows, and IFEval's loose mode.
 
 A constraint is data (`type_id` + `kwargs`) so records can store it as JSON; the behaviour lives in
 one `ConstraintType` subclass per type id, found through `CONSTRAINT_TYPES`.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -95,13 +94,13 @@ class Constraint:
         return self.spec.describe(**self.kwargs)
 
     def check(self, response: str, prompt: str = "") -> bool:
-        """Strict check, as IFEval's strict accuracy."""
-        return bool(self.spec.check(response, prompt, **self.kwargs))
+        """Strict check, as IFEval's strict accuracy: a blank response follows nothing."""
+        return bool(response.strip()) and bool(self.spec.check(response, prompt, **self.kwargs))
 
     def check_loose(self, response: str, prompt: str = "") -> bool:
         """IFEval's loose check: also accept the response with its first and/or last line dropped
         (a preamble like "Sure, here it is:") and with markdown `*` removed."""
-        return any(v.strip() and self.check(v, prompt) for v in loose_variants(response))
+        return any(self.check(v, prompt) for v in loose_variants(response))
 
     def to_dict(self) -> dict[str, Any]:
         return {"type_id": self.type_id, "kwargs": json.loads(json.dumps(self.kwargs))}
@@ -136,39 +135,7 @@ def apply_constraints(prompt: str, constraints: list[Constraint]) -> str:
     return prompt.rstrip() + "\n\n" + " ".join(c.instruction() for c in constraints)
 
 
-# ---- text helpers shared by the checkers ----
-
-def words(text: str) -> list[str]:
-    """Word tokens as IFEval counts them (runs of \\w)."""
-    return re.findall(r"\w+", text)
-
-
-_ABBREVIATIONS = (
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "inc", "ltd", "co",
-    "no", "fig", "approx", "a.m", "p.m", "u.s", "u.k", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
-    "sep", "sept", "oct", "nov", "dec",
-)
-_SENTENCE_END = re.compile(r"([.!?…]+|[。！？]+)[\"'”’)\]]*(?=\s|$)|[。！？]+")
-
-
-def count_sentences(text: str) -> int:
-    """Sentences end at . ! ? (or CJK 。！？) followed by space or the end of text. A period after a
-    common abbreviation or a single initial ("J. Smith") does not end a sentence; decimals never do
-    because no space follows their point. Trailing text without final punctuation is a sentence."""
-    count, start = 0, 0
-    for m in _SENTENCE_END.finditer(text):
-        before = text[start:m.start()]
-        last = before.split()[-1].rstrip(".") if before.split() else ""
-        initial = len(last) == 1 and last.isupper() and last != "I"
-        if m.group(0).startswith(".") and (last.lower() in _ABBREVIATIONS or initial):
-            continue
-        if re.search(r"\w", before):
-            count += 1
-        start = m.end()
-    if re.search(r"\w", text[start:]):
-        count += 1
-    return count
-
+# ---- shared by the instruction texts ----
 
 def plural(n: int, noun: str) -> str:
     """"1 paragraph", "3 paragraphs": counts in instructions."""

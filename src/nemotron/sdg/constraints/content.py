@@ -1,12 +1,14 @@
 """Constraints on what the response says: keywords, language, case, punctuation, placeholders,
-postscripts, and how it starts or ends. Thresholds and relations follow IFEval."""
+postscripts, and how it starts or ends. Checks follow IFEval's reference code (lm-eval's `ifeval`
+task); where that code is plainly wrong, the check here is stricter, never more lenient."""
 from __future__ import annotations
 
 import random
 import re
 
-from nemotron.sdg.constraints.base import LESS_THAN, RELATIONS, ConstraintType, plural, register
+from nemotron.sdg.constraints.base import AT_LEAST, LESS_THAN, RELATIONS, ConstraintType, plural, register
 from nemotron.sdg.constraints.language import LANGUAGE_NAMES, detect_language
+from nemotron.sdg.constraints.text import word_tokens
 from nemotron.sdg.constraints.words import KEYWORDS, prompt_keywords
 
 
@@ -14,7 +16,11 @@ def _times(n: int) -> str:
     return "once" if n == 1 else f"{n} times"
 
 
-def _relation_phrase(relation: str, n: int) -> str:
+def _how_often(relation: str, n: int) -> str:
+    """"at least once", "at least 3 times", "fewer than 3 times"; never "fewer than once" (callers
+    phrase "less than 1" as a ban)."""
+    if relation == LESS_THAN and n == 1:
+        raise ValueError("'fewer than once' is phrased as a ban by the caller")
     return f"fewer than {_times(n)}" if relation == LESS_THAN else f"at least {_times(n)}"
 
 
@@ -35,9 +41,19 @@ def _draw_keywords(rng: random.Random, prompt: str, n: int) -> list[str]:
     return sorted(rng.sample(pool, n))
 
 
-def _count_word(text: str, word: str) -> int:
-    # Whole-word, case-insensitive: IFEval's bare substring search would count "art" inside "start".
-    return len(re.findall(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE))
+# Keywords are words (or short phrases) with no regex syntax: IFEval passes them to `re` unescaped.
+_KEYWORD = re.compile(r"\w+(?:[ '-]\w+)*")
+
+
+def _check_keywords(type_id: str, keywords: list[str]) -> None:
+    bad = [k for k in keywords if not _KEYWORD.fullmatch(k)]
+    if bad:
+        raise ValueError(f"{type_id}: keywords must be words (letters, digits, ' and -), got {bad}")
+
+
+def _count_keyword(text: str, keyword: str) -> int:
+    # IFEval counts case-insensitive matches anywhere, so "art" inside "start" counts.
+    return len(re.findall(re.escape(keyword), text, flags=re.IGNORECASE))
 
 
 @register
@@ -50,12 +66,17 @@ class KeywordsExistence(ConstraintType):
         return {"keywords": _draw_keywords(rng, prompt, 2)}
 
     @classmethod
+    def validate(cls, kwargs):
+        super().validate(kwargs)
+        _check_keywords(cls.type_id, kwargs["keywords"])
+
+    @classmethod
     def describe(cls, keywords):
         return f"Be sure to use the words {_quoted_list(keywords)} somewhere in your reply."
 
     @classmethod
     def check(cls, response, prompt, keywords):
-        return all(_count_word(response, k) > 0 for k in keywords)
+        return all(_count_keyword(response, k) > 0 for k in keywords)
 
 
 @register
@@ -66,17 +87,28 @@ class KeywordsFrequency(ConstraintType):
     @classmethod
     def sample_kwargs(cls, rng, prompt):
         relation = rng.choice(RELATIONS)
-        # "fewer than once" is a clumsy way to forbid a word; forbidden_words covers that.
+        # "less than 1" forbids the word; forbidden_words covers that.
         frequency = rng.randint(2, 3) if relation == LESS_THAN else rng.randint(1, 3)
         return {"keyword": _draw_keywords(rng, prompt, 1)[0], "frequency": frequency, "relation": relation}
 
     @classmethod
+    def validate(cls, kwargs):
+        super().validate(kwargs)
+        _check_keywords(cls.type_id, [kwargs["keyword"]])
+
+    @classmethod
     def describe(cls, keyword, frequency, relation):
-        return f'The word "{keyword}" should appear {_relation_phrase(relation, frequency)} in your reply.'
+        if relation == AT_LEAST:
+            return f'The word "{keyword}" should appear {_how_often(relation, frequency)} in your reply.'
+        # The count includes "keyword" inside longer words: say so when it is an upper bound.
+        if frequency == 1:
+            return f'Do not write "{keyword}" anywhere in your reply, not even inside a longer word.'
+        return (f'The word "{keyword}" should appear {_how_often(relation, frequency)} in your reply, '
+                "counting it inside longer words too.")
 
     @classmethod
     def check(cls, response, prompt, keyword, frequency, relation):
-        return _compare(_count_word(response, keyword), relation, frequency)
+        return _compare(_count_keyword(response, keyword), relation, frequency)
 
 
 @register
@@ -89,12 +121,18 @@ class KeywordsForbidden(ConstraintType):
         return {"forbidden_words": _draw_keywords(rng, prompt, 2)}
 
     @classmethod
+    def validate(cls, kwargs):
+        super().validate(kwargs)
+        _check_keywords(cls.type_id, kwargs["forbidden_words"])
+
+    @classmethod
     def describe(cls, forbidden_words):
         return f"Do not use the words {_quoted_list(forbidden_words)} anywhere in your reply."
 
     @classmethod
     def check(cls, response, prompt, forbidden_words):
-        return all(_count_word(response, w) == 0 for w in forbidden_words)
+        # Whole words here, as IFEval's r"\b" + word + r"\b".
+        return not any(re.search(rf"\b{re.escape(w)}\b", response, flags=re.IGNORECASE) for w in forbidden_words)
 
 
 @register
@@ -104,13 +142,17 @@ class KeywordsLetterFrequency(ConstraintType):
 
     @classmethod
     def sample_kwargs(cls, rng, prompt):
-        return {"letter": rng.choice("abcdefghijklmnopqrstuvwxyz"), "let_frequency": rng.randint(1, 10),
-                "let_relation": rng.choice(RELATIONS)}
+        relation = rng.choice(RELATIONS)
+        low = 2 if relation == LESS_THAN else 1
+        return {"letter": rng.choice("abcdefghijklmnopqrstuvwxyz"), "let_frequency": rng.randint(low, 10),
+                "let_relation": relation}
 
     @classmethod
     def describe(cls, letter, let_frequency, let_relation):
+        if let_relation == LESS_THAN and let_frequency == 1:
+            return f'Do not use the letter "{letter}" (upper or lower case) anywhere in your reply.'
         return (f'The letter "{letter}" (upper or lower case) should appear '
-                f"{_relation_phrase(let_relation, let_frequency)} in your reply.")
+                f"{_how_often(let_relation, let_frequency)} in your reply.")
 
     @classmethod
     def check(cls, response, prompt, letter, let_frequency, let_relation):
@@ -132,8 +174,9 @@ class ResponseLanguage(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt, language):
-        detected = detect_language(response)
-        return detected is None or detected == language  # undecidable counts as followed (IFEval)
+        # IFEval counts a text langdetect cannot read (no letters) as followed; that is no reply in
+        # any language, so it fails here.
+        return detect_language(response) == language
 
 
 @register
@@ -151,7 +194,7 @@ class NumberPlaceholders(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt, num_placeholders):
-        return len(re.findall(r"\[[^\[\]\n]+\]", response)) >= num_placeholders
+        return len(re.findall(r"\[.*?\]", response)) >= num_placeholders  # IFEval's: "[]" counts too
 
 
 @register
@@ -169,9 +212,9 @@ class Postscript(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt, postscript_marker):
-        # A line that opens with the marker (spaces between letters and markdown emphasis tolerated).
+        # IFEval's: the marker anywhere in the lowercased text, spaces between its letters allowed.
         body = r"p\.\s?p\.\s?s" if postscript_marker == "P.P.S" else r"p\.\s?s\."
-        return re.search(rf"^[\s*_]*{body}", response, flags=re.IGNORECASE | re.MULTILINE) is not None
+        return re.search(body, response.lower()) is not None
 
 
 @register
@@ -184,11 +227,13 @@ class NoComma(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt):
-        return "," not in response and "，" not in response
+        return "," not in response
 
 
-def _english_or_unknown(text: str) -> bool:
-    return detect_language(text) in ("en", None)
+def _capital_words(text: str, at_least: bool) -> int:
+    """IFEval's count: NLTK word tokens that are all upper case, so the pronoun "I" counts. For an
+    upper bound that is kept; toward a lower bound "I" is not a capital word."""
+    return sum(t.isupper() and not (at_least and t == "I") for t in word_tokens(text))
 
 
 @register
@@ -198,18 +243,25 @@ class CapitalWordFrequency(ConstraintType):
 
     @classmethod
     def sample_kwargs(cls, rng, prompt):
-        return {"capital_frequency": rng.randint(1, 20), "capital_relation": rng.choice(RELATIONS)}
+        relation = rng.choice(RELATIONS)
+        low = 2 if relation == LESS_THAN else 1
+        return {"capital_frequency": rng.randint(low, 20), "capital_relation": relation}
 
     @classmethod
     def describe(cls, capital_frequency, capital_relation):
-        return (f"Words written entirely in capital letters should appear "
-                f"{_relation_phrase(capital_relation, capital_frequency)} in your reply.")
+        if capital_relation == AT_LEAST:
+            return (f"Write at least {plural(capital_frequency, 'word')} entirely in capital letters, like "
+                    '"NOTE"; the pronoun "I" does not count.')
+        if capital_frequency == 1:
+            return ('Do not write any word entirely in capital letters; that includes the pronoun "I" and '
+                    'a capital "A".')
+        return (f"Write fewer than {capital_frequency} words entirely in capital letters; the pronoun \"I\" "
+                'and a capital "A" count too.')
 
     @classmethod
     def check(cls, response, prompt, capital_frequency, capital_relation):
-        # Hyphenated and apostrophe words count once, as IFEval's tokenizer does; "I" counts too.
-        tokens = re.findall(r"[^\W_]+(?:[-'][^\W_]+)*", response)
-        return _compare(sum(t.isupper() for t in tokens), capital_relation, capital_frequency)
+        count = _capital_words(response, at_least=capital_relation == AT_LEAST)
+        return _compare(count, capital_relation, capital_frequency)
 
 
 @register
@@ -222,7 +274,8 @@ class EnglishCapital(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt):
-        return response.isupper() and _english_or_unknown(response)
+        # IFEval passes a text langdetect cannot read; here it must read as English.
+        return response.isupper() and detect_language(response) == "en"
 
 
 @register
@@ -235,7 +288,7 @@ class EnglishLowercase(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt):
-        return response.islower() and _english_or_unknown(response)
+        return response.islower() and detect_language(response) == "en"
 
 
 ENDING_PHRASES = (
@@ -277,5 +330,5 @@ class Quotation(ConstraintType):
     @classmethod
     def check(cls, response, prompt):
         text = response.strip()
-        return len(text) > 1 and (text[0], text[-1]) in {('"', '"'), ("“", "”")}
+        return len(text) > 1 and text[0] == '"' and text[-1] == '"'  # straight quotes only, as IFEval
 

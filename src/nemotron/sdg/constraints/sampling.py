@@ -20,6 +20,8 @@ def _build_conflicts() -> dict[str, frozenset[str]]:
             "change_case:english_lowercase",
             # ours: capital words and letter counts only make sense in Latin-script English
             "change_case:capital_word_frequency", "keywords:letter_frequency",
+            # ours: sentences are counted by Punkt's English model, blind to 。 and । full stops
+            "length_constraints:number_sentences",
         },
         "length_constraints:number_paragraphs": {
             "length_constraints:nth_paragraph_first_word", "length_constraints:number_sentences",

@@ -1,12 +1,14 @@
 """Constraints on the shape of the response: length, paragraphs, sections, lists, highlights, JSON,
-titles, fixed answers, two responses, repeating the request. Thresholds follow IFEval."""
+titles, fixed answers, two responses, repeating the request. Checks follow IFEval's reference code
+(lm-eval's `ifeval` task); where that code is plainly wrong, the check here is stricter, never more
+lenient."""
 from __future__ import annotations
 
 import json
 import re
 
-from nemotron.sdg.constraints.base import (LESS_THAN, RELATIONS, ConstraintType, count_sentences, plural, register,
-                                           words)
+from nemotron.sdg.constraints.base import LESS_THAN, RELATIONS, ConstraintType, plural, register
+from nemotron.sdg.constraints.text import count_sentences, words
 from nemotron.sdg.constraints.words import KEYWORDS
 
 
@@ -39,7 +41,8 @@ class NumberSentences(ConstraintType):
 
 
 def _divider_paragraphs(response: str) -> list[str] | None:
-    """Paragraphs separated by the markdown divider ***; None when an inner paragraph is empty."""
+    """Paragraphs separated by the markdown divider *** (IFEval's split); None when an inner
+    paragraph is empty. Empty text before the first or after the last divider is no paragraph."""
     parts = re.split(r"\s?\*\*\*\s?", response)
     inner = parts[1:-1]
     if any(not p.strip() for p in inner):
@@ -109,16 +112,32 @@ class NthParagraphFirstWord(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt, num_paragraphs, nth_paragraph, first_word):
-        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", response) if p.strip()]
-        if len(paragraphs) != num_paragraphs:
+        # IFEval splits on "\n\n" and drops empty pieces from the count but not from the index, so
+        # after a stray blank line it reads the wrong paragraph: both readings must pass here.
+        pieces = response.split("\n\n")
+        paragraphs = [p for p in pieces if p.strip()]
+        if len(paragraphs) != num_paragraphs:  # so nth_paragraph <= len(pieces) too
             return False
-        first = re.match(r"""[\s"'“‘*_#]*([^\W_]+)""", paragraphs[nth_paragraph - 1])
-        return first is not None and first.group(1).lower() == first_word.lower()
+        word = first_word.lower()
+        return _first_word(paragraphs[nth_paragraph - 1]) == word and _first_word(pieces[nth_paragraph - 1]) == word
 
 
-def _bullet_lines(response: str) -> list[str]:
-    # "* item" or "- item"; "**bold**" and "---" rules are not bullets.
-    return re.findall(r"^\s*(?:\*(?!\*)|-(?!-))\s*\S.*$", response, flags=re.MULTILINE)
+def _first_word(paragraph: str) -> str:
+    """IFEval's first word: the first whitespace token less leading quotes, cut at . , ? ! ' \"."""
+    tokens = paragraph.split()
+    if not tokens:
+        return ""
+    word = tokens[0].lstrip("'").lstrip('"')
+    return re.split(r"""[.,?!'"]""", word, maxsplit=1)[0].lower()
+
+
+_RULE = re.compile(r"^[ \t]*(?:-[ \t]*){2,}$", flags=re.MULTILINE)  # ---, - - -
+
+
+def _bullets(response: str) -> int:
+    """IFEval's count: lines opening with "*" not followed by "*", or with "-"."""
+    return (len(re.findall(r"^\s*\*[^\*].*$", response, flags=re.MULTILINE))
+            + len(re.findall(r"^\s*-.*$", response, flags=re.MULTILINE)))
 
 
 @register
@@ -137,7 +156,9 @@ class NumberBulletLists(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt, num_bullets):
-        return len(_bullet_lines(response)) == num_bullets
+        # IFEval also counts a "---" rule as a bullet, so 2 bullets and a rule pass for 3: a reply
+        # with a rule fails here whatever the count (with 3 bullets and a rule it fails there too).
+        return _RULE.search(response) is None and _bullets(response) == num_bullets
 
 
 CONSTRAINED_RESPONSE_OPTIONS = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
@@ -173,9 +194,10 @@ class NumberHighlightedSections(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt, num_highlights):
-        # *x* and **x** on one line, with something other than spaces inside.
-        spans = re.findall(r"\*\*([^\n*]+)\*\*|\*([^\n*]+)\*", response)
-        return sum(1 for a, b in spans if (a or b).strip()) >= num_highlights
+        # IFEval's: *x* and **x** on one line, with something other than spaces inside.
+        single = sum(1 for h in re.findall(r"\*[^\n\*]*\*", response) if h.strip("*").strip())
+        double = sum(1 for h in re.findall(r"\*\*[^\n\*]*\*\*", response) if h[2:-2].strip())
+        return single + double >= num_highlights
 
 
 @register
@@ -195,15 +217,16 @@ class MultipleSections(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt, section_spliter, num_sections):
-        # Case-sensitive as IFEval: asking for SECTION and getting "Section" is not following it.
-        marks = re.findall(rf"^[\s#*_]*{section_spliter}\s*\d+", response, flags=re.MULTILINE)
-        return len(marks) >= num_sections
+        # IFEval's, case-sensitive: asking for SECTION and getting "Section" is not following it.
+        return len(re.split(rf"\s?{section_spliter}\s?\d+\s?", response)) - 1 >= num_sections
 
 
 def _strip_fence(text: str) -> str:
+    """IFEval's unwrapping: an opening ``` (bare or tagged json/Json/JSON) and a closing ```."""
     text = text.strip()
-    m = re.fullmatch(r"```[A-Za-z]*\s*\n?(.*?)\n?```", text, flags=re.DOTALL)
-    return (m.group(1) if m else text).strip()
+    for prefix in ("```json", "```Json", "```JSON", "```"):
+        text = text.removeprefix(prefix)
+    return text.removesuffix("```").strip()
 
 
 @register
@@ -212,7 +235,8 @@ class JsonFormat(ConstraintType):
 
     @classmethod
     def describe(cls):
-        return "Format your entire reply as valid JSON; you may put it inside a ``` code block."
+        return ("Format your entire reply as valid JSON; you may wrap it in a ```json code block, with "
+                "nothing outside it.")
 
     @classmethod
     def check(cls, response, prompt):
@@ -233,7 +257,7 @@ class Title(ConstraintType):
 
     @classmethod
     def check(cls, response, prompt):
-        return any(t.strip() for t in re.findall(r"<<([^\n]+?)>>", response))
+        return any(t.lstrip("<").rstrip(">").strip() for t in re.findall(r"<<[^\n]+>>", response))
 
 
 @register

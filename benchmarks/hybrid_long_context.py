@@ -1,0 +1,108 @@
+"""Nemotron-H against a Nemotron-4 of the same parameter count as the context grows: state held per
+sequence and decode tokens/s, at the model level (the model's own decode caches, not the engine:
+the engine does not serve Nemotron-H yet).
+
+    python benchmarks/hybrid_long_context.py --contexts 512 2048 8192 --steps 16
+
+The hybrid keeps K/V for its few attention layers only, plus a Mamba state whose size does not
+depend on the context; Nemotron-4 keeps K/V for every layer. Both run random weights in fp32.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from nemotron.engine.kv_cache import ContiguousKVCache
+from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron import NemotronForCausalLM, init_random_weights
+from nemotron.model.nemotron_h import HybridCache, NemotronHForCausalLM
+from nemotron.model.nemotron_h import init_random_weights as init_hybrid
+from nemotron.model.presets import HYBRID_PRESETS
+
+# Nemotron-H 8B's layer pattern (24 Mamba-2, 4 attention, 24 MLP) at a CPU-sized width.
+HYBRID = HYBRID_PRESETS["nemotron-h-8b"].replace(
+    vocab_size=32000, hidden_size=256, intermediate_size=1024, num_heads=4, num_kv_heads=2, head_dim=64,
+    mamba_num_heads=8, mamba_head_dim=64, ssm_state_size=64, n_groups=2, max_position_embeddings=16384,
+    torch_dtype="float32")
+
+
+def matching_nemotron4(hybrid) -> ModelConfig:
+    """Same width and vocabulary; as many Nemotron-4 layers as give the same parameter count."""
+    base = ModelConfig(vocab_size=hybrid.vocab_size, hidden_size=hybrid.hidden_size,
+                       intermediate_size=hybrid.intermediate_size, num_layers=1, num_heads=hybrid.num_heads,
+                       num_kv_heads=hybrid.num_kv_heads, head_dim=hybrid.head_dim,
+                       max_position_embeddings=hybrid.max_position_embeddings, torch_dtype="float32")
+    per_layer = base.parameter_counts()["layers"]
+    hybrid_layers = hybrid.num_parameters() - 2 * hybrid.vocab_size * hybrid.hidden_size
+    return base.replace(num_layers=max(1, round(hybrid_layers / per_layer)))
+
+
+@torch.no_grad()
+def run(model, make_cache, context: int, steps: int, prefill_chunk: int) -> tuple[float, int]:
+    """Prefill `context` random tokens in chunks, then time `steps` greedy decode steps -> (tok/s, state bytes)."""
+    prompt = torch.randint(4, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
+    cache, step = make_cache(context + steps)
+    for start in range(0, context, prefill_chunk):
+        logits = step(prompt[:, start:start + prefill_chunk])
+    token = logits[:, -1:].argmax(-1)
+    begin = time.perf_counter()
+    for _ in range(steps):
+        token = step(token)[:, -1:].argmax(-1)
+    return steps / (time.perf_counter() - begin), cache_bytes(cache, context)
+
+
+def cache_bytes(cache, context: int) -> int:
+    if isinstance(cache, HybridCache):
+        return cache.state_bytes()
+    per_token = cache.keys[:, :, 0].numel() * cache.keys.element_size() * 2  # K and V, every layer
+    return per_token * context
+
+
+def hybrid_runner(model: NemotronHForCausalLM):
+    def make(max_len: int):
+        cache = HybridCache(model.config, 1)
+        return cache, lambda ids: model(ids, cache=cache, last_only=True)
+    return make
+
+
+def nemotron4_runner(model: NemotronForCausalLM):
+    def make(max_len: int):
+        cache = ContiguousKVCache(model.config, 1, max_len, torch.float32)
+
+        def step(ids):
+            logits = model(ids, cache.positions(ids.shape[1], 1), cache, last_only=True)
+            cache.advance(ids.shape[1])
+            return logits
+        return cache, step
+    return make
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contexts", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--steps", type=int, default=16, help="decode steps timed per context")
+    parser.add_argument("--prefill-chunk", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    hybrid = NemotronHForCausalLM(HYBRID).eval()
+    init_hybrid(hybrid)
+    dense_config = matching_nemotron4(HYBRID)
+    dense = NemotronForCausalLM(dense_config).eval()
+    init_random_weights(dense)
+    print(f"Nemotron-H  {HYBRID.num_parameters() / 1e6:.1f}M parameters, pattern {HYBRID.pattern}")
+    print(f"Nemotron-4  {dense_config.num_parameters() / 1e6:.1f}M parameters, {dense_config.num_layers} layers")
+    print(f"\n{'context':>8} {'H state MB':>11} {'4 KV MB':>9} {'ratio':>6}   {'H tok/s':>8} {'4 tok/s':>8} {'speedup':>8}")
+    for context in args.contexts:
+        h_speed, h_bytes = run(hybrid, hybrid_runner(hybrid), context, args.steps, args.prefill_chunk)
+        d_speed, d_bytes = run(dense, nemotron4_runner(dense), context, args.steps, args.prefill_chunk)
+        print(f"{context:>8} {h_bytes / 1e6:>11.2f} {d_bytes / 1e6:>9.2f} {d_bytes / h_bytes:>5.1f}x   "
+              f"{h_speed:>8.1f} {d_speed:>8.1f} {h_speed / d_speed:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()

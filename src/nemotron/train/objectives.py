@@ -1,0 +1,206 @@
+"""What a training step minimises: next-token loss (pretraining, SFT), DPO, RPO, or a reward model's
+regression and Bradley-Terry losses. The Trainer is the same for all of them.
+
+An objective's `loss(model, micro_batch, totals)` returns the micro-batch's share of the whole
+batch's loss: sums divided by the whole batch's counts (`totals`), so the micro-batches of one
+step add up to exactly the loss of the batch taken at once (gradient accumulation), and the ranks
+of a data-parallel run add up to the loss of the global batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nemotron.errors import ConfigError
+from nemotron.model.config import REWARD_WEIGHTS
+from nemotron.train.data import IGNORE
+from nemotron.train.losses import bradley_terry_loss, dpo_loss, rpo_loss, token_logps
+from nemotron.train.preference_data import PreferenceBatch, PreferenceDataset, RewardBatch
+
+Metrics = dict[str, float]
+
+
+class Objective(Protocol):
+    def prepare(self, model: nn.Module, out_dir: Path, device: torch.device,
+                autocast: Callable) -> None: ...
+
+    def loss(self, model: nn.Module, batch, totals: dict[str, int]) -> tuple[Tensor, Metrics]: ...
+
+    def weight(self, totals: dict[str, int]) -> int:
+        """How much one batch counts in a mean over batches (validation)."""
+        ...
+
+
+class LanguageModeling:
+    """Mean cross-entropy over the target tokens (IGNORE elsewhere): pretraining and SFT."""
+
+    def prepare(self, model, out_dir, device, autocast) -> None:
+        pass
+
+    def loss(self, model: nn.Module, batch, totals: dict[str, int]) -> tuple[Tensor, Metrics]:
+        logits = model(batch.inputs)  # (B, T, V)
+        nll = F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE,
+                              reduction="sum")
+        loss = nll / max(totals["tokens"], 1)
+        return loss, {"loss": loss.item()}
+
+    def weight(self, totals: dict[str, int]) -> int:
+        return totals["tokens"]
+
+
+PREFERENCE_LOSSES = ("dpo", "rpo")
+
+
+@dataclass(slots=True, frozen=True)
+class PreferenceConfig:
+    loss: str = "dpo"  # "dpo" or "rpo"
+    beta: float = 0.1  # strength of the KL regularisation towards the reference policy
+    eta: float = 1.0  # RPO: scale of the reward gap
+    sft_weight: float = 0.0  # DPO / RPO: weight of the added SFT loss on the chosen responses
+
+    def __post_init__(self) -> None:
+        if self.loss not in PREFERENCE_LOSSES:
+            raise ConfigError(f"PreferenceConfig.loss must be one of {PREFERENCE_LOSSES}, got {self.loss!r}")
+        if self.beta <= 0 or self.eta <= 0 or self.sft_weight < 0:
+            raise ConfigError("PreferenceConfig: beta and eta must be positive, sft_weight >= 0")
+
+
+class PreferenceOptimization:
+    """DPO (with an optional SFT term on the chosen responses) or RPO against a frozen reference.
+
+    The reference is the model as training starts: its log-probabilities of every pair are
+    computed once in `prepare` and kept in OUT/reference_logps.pt, so only one model is resident
+    and a resumed run uses the reference of the original start, not the partly trained weights."""
+
+    CACHE = "reference_logps.pt"
+
+    def __init__(self, config: PreferenceConfig, datasets: list[PreferenceDataset], chunk: int = 8) -> None:
+        self.config, self.datasets, self.chunk = config, datasets, chunk
+
+    def prepare(self, model: nn.Module, out_dir: Path, device: torch.device, autocast: Callable) -> None:
+        path = Path(out_dir) / self.CACHE
+        cached = torch.load(path, weights_only=True) if path.is_file() else {}
+        for dataset in self.datasets:
+            key = _fingerprint(dataset)
+            if key not in cached:
+                cached[key] = reference_logps(model, dataset, device, autocast, self.chunk)
+            dataset.reference = cached[key]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # data-parallel ranks write the same table
+        torch.save(cached, tmp)
+        tmp.replace(path)
+
+    def loss(self, model: nn.Module, batch: PreferenceBatch, totals: dict[str, int]) -> tuple[Tensor, Metrics]:
+        cfg, b = self.config, batch.num_pairs
+        logps, _ = token_logps(model(batch.inputs), batch.targets)  # (2B, T)
+        sequence = logps.sum(-1)  # (2B,)
+        if batch.reference is None:
+            raise RuntimeError("the reference log-probs were not computed; the trainer calls prepare() first")
+        reference = batch.reference.to(sequence.device)  # (B, 2)
+        chosen_ratio, rejected_ratio = sequence[:b] - reference[:, 0], sequence[b:] - reference[:, 1]
+        if cfg.loss == "dpo":
+            per_pair = dpo_loss(chosen_ratio, rejected_ratio, cfg.beta)
+        else:
+            if batch.reward_gap is None:
+                raise ConfigError("RPO needs chosen_reward / rejected_reward for every pair")
+            per_pair = rpo_loss(chosen_ratio, rejected_ratio, batch.reward_gap, cfg.beta, cfg.eta)
+        loss = per_pair.sum() / totals["pairs"]
+        if cfg.sft_weight:
+            loss = loss + cfg.sft_weight * -logps[:b].sum() / max(totals["chosen_tokens"], 1)
+        margin = (chosen_ratio - rejected_ratio).detach()
+        share = b / totals["pairs"]
+        return loss, {"loss": loss.item(), "accuracy": (margin > 0).float().mean().item() * share,
+                      "margin": margin.mean().item() * cfg.beta * share}
+
+    def weight(self, totals: dict[str, int]) -> int:
+        return totals["pairs"]
+
+
+@torch.no_grad()
+def reference_logps(model: nn.Module, dataset: PreferenceDataset, device: torch.device, autocast: Callable,
+                    chunk: int) -> Tensor:
+    """Summed reply log-probabilities of every pair under `model`: (N, 2) for (chosen, rejected)."""
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(dataset), 2)
+    for start in range(0, len(dataset), chunk):
+        picks = list(range(start, min(start + chunk, len(dataset))))
+        batch = dataset.collate(picks).to(device)
+        with autocast():
+            logps, _ = token_logps(model(batch.inputs), batch.targets)
+        sums = logps.sum(-1).float().cpu()
+        out[picks, 0], out[picks, 1] = sums[:len(picks)], sums[len(picks):]
+    model.train(was_training)
+    return out
+
+
+def _fingerprint(dataset: PreferenceDataset) -> str:
+    digest = hashlib.sha256()
+    for example in dataset.examples:
+        for ids, start in (example.chosen, example.rejected):
+            digest.update(repr((start, ids)).encode())
+    return digest.hexdigest()[:32]
+
+
+REWARD_LOSSES = ("regression", "bt", "combined")
+
+
+@dataclass(slots=True, frozen=True)
+class RewardConfig:
+    loss: str = "combined"  # regression (MSE on ratings), bt (Bradley-Terry on pairs), or both summed
+    bt_weight: float = 1.0
+    regression_weight: float = 1.0
+    scalar_weights: tuple[float, ...] = REWARD_WEIGHTS  # attributes -> the scalar reward pairs compare
+
+    def __post_init__(self) -> None:
+        if self.loss not in REWARD_LOSSES:
+            raise ConfigError(f"RewardConfig.loss must be one of {REWARD_LOSSES}, got {self.loss!r}")
+        if self.bt_weight < 0 or self.regression_weight < 0:
+            raise ConfigError("RewardConfig weights must be >= 0")
+
+
+class RewardModeling:
+    """Nemotron-4 340B Reward's head over the attributes: MSE on rated responses (SteerLM
+    regression), Bradley-Terry on pairs of the scalar reward (scaled by the preference strength
+    when the data has one, as HelpSteer2-Preference's Scaled BT), or the two summed."""
+
+    def __init__(self, config: RewardConfig) -> None:
+        self.config = config
+
+    def prepare(self, model, out_dir, device, autocast) -> None:
+        pass
+
+    def scalar(self, scores: Tensor) -> Tensor:
+        weights = torch.tensor(self.config.scalar_weights[:scores.shape[-1]], device=scores.device)
+        return scores @ weights
+
+    def loss(self, model: nn.Module, batch: RewardBatch, totals: dict[str, int]) -> tuple[Tensor, Metrics]:
+        cfg, p = self.config, batch.num_pairs
+        scores = model(batch.inputs, lengths=batch.lengths)  # (N, A) fp32
+        loss = scores.new_zeros(())
+        # The same metric keys on every micro-batch and rank (they are summed across ranks), set by
+        # what the whole batch holds.
+        metrics: Metrics = {}
+        if totals["pairs"] and cfg.loss != "regression":
+            reward = self.scalar(scores[:2 * p])
+            bt = bradley_terry_loss(reward[:p], reward[p:], batch.margin).sum() / totals["pairs"]
+            loss = loss + cfg.bt_weight * bt
+            metrics["accuracy"] = (reward[:p] > reward[p:]).float().sum().item() / totals["pairs"]
+        if totals["ratings"] and cfg.loss != "bt":
+            rated = scores[2 * p:]
+            mse = ((rated - batch.ratings).square() * batch.rated).sum() / totals["ratings"]
+            loss = loss + cfg.regression_weight * mse
+            metrics["mse"] = mse.item()
+        metrics["loss"] = loss.item()
+        return loss, metrics
+
+    def weight(self, totals: dict[str, int]) -> int:
+        return totals["pairs"] + totals["ratings"]

@@ -1,0 +1,102 @@
+"""`nemotron train dpo | rpo | reward | reward-eval | report` and LoRA adapters from the command line,
+on `nemotron sdg`-style files, through to `convert --merge-lora` and `generate --lora`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nemotron.checkpoint.load import load_model
+from nemotron.cli.main import main
+from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron import NemotronForCausalLM, NemotronForRewardModel, init_random_weights
+from nemotron.train.checkpoint import save_model_dir
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tokenizer):
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_layers=2,
+                         num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128, torch_dtype="float32")
+    model = NemotronForCausalLM(config)
+    init_random_weights(model, seed=0, std=0.05)
+    return save_model_dir(model, tokenizer, tmp_path_factory.mktemp("base"))
+
+
+def _pairs(path, n, offset=0):
+    rows = []
+    for k in range(offset, offset + n):
+        prompt = [{"role": "user", "content": f"What is {k} plus one?"}]
+        rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": f"{k} plus one is {k + 1}."}],
+                     "rejected": [{"role": "assistant", "content": "The dog runs."}], "chosen_reward": 3.0,
+                     "rejected_reward": 0.5 + (k % 3) * 0.5, "judge": "ground_truth",
+                     "category": "math" if k % 2 else "chat"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _rated(path, n):
+    rows = [{"prompt": f"Say {k}.", "response": f"{k}." if k % 2 else "No.", "helpfulness": 4.0 if k % 2 else 1.0,
+             "correctness": 4.0 if k % 2 else 0.0, "verbosity": 1.0} for k in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+LOOP = ("--steps", "4", "--warmup", "1", "--batch-size", "4", "--seq-len", "64", "--log-every", "1",
+        "--checkpoint-every", "2", "--lr", "5e-3", "--no-progress")
+
+
+def test_dpo_with_lora_writes_a_peft_adapter_that_merges_and_generates(tmp_path, capsys, base_dir):
+    data = _pairs(tmp_path / "pairs.jsonl", 12)
+    assert main(["train", "dpo", "--model", str(base_dir), "--data", str(data), "--valid", str(data),
+                 "--out", str(tmp_path / "dpo"), "--sft-weight", "0.1", "--lora-r", "4",
+                 "--micro-batch-size", "2", *LOOP]) == 0
+    adapter = tmp_path / "dpo" / "final"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "dpo" / "checkpoint-0000004" / "adapter_model.safetensors").is_file()  # adapters only
+    records = [json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "accuracy", "margin"} <= records[0].keys() and "valid_loss" in records[-1]
+
+    assert main(["convert", str(base_dir), str(tmp_path / "merged"), "--merge-lora", str(adapter)]) == 0
+    base, merged = load_model(base_dir), load_model(tmp_path / "merged")
+    assert not torch.equal(base.model.model.layers[0].self_attn.q_proj.weight,
+                           merged.model.model.layers[0].self_attn.q_proj.weight)
+    capsys.readouterr()
+    prompt = ("generate", "What is 3 plus one?", "-n", "8", "--greedy")
+    assert main([prompt[0], str(tmp_path / "merged"), *prompt[1:]]) == 0
+    from_merged = capsys.readouterr().out
+    assert main([prompt[0], str(base_dir), *prompt[1:], "--lora", str(adapter)]) == 0
+    assert capsys.readouterr().out == from_merged
+
+
+def test_rpo_needs_rewards_and_trains_every_weight(tmp_path, capsys, base_dir):
+    data = _pairs(tmp_path / "pairs.jsonl", 8)
+    assert main(["train", "rpo", "--model", str(base_dir), "--data", str(data), "--out", str(tmp_path / "rpo"),
+                 "--eta", "2", *LOOP]) == 0
+    trained = load_model(tmp_path / "rpo" / "final")
+    assert not torch.equal(trained.model.lm_head.weight, load_model(base_dir).model.lm_head.weight)
+    no_rewards = tmp_path / "bare.jsonl"
+    no_rewards.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello", "rejected": "Go"}) + "\n")
+    capsys.readouterr()
+    assert main(["train", "rpo", "--model", str(base_dir), "--data", str(no_rewards), "--out",
+                 str(tmp_path / "x"), *LOOP]) == 2
+    assert "RPO needs the reward gap" in capsys.readouterr().err
+
+
+def test_reward_model_from_a_language_model_evaluates_and_reports(tmp_path, capsys, base_dir):
+    pairs, rated = _pairs(tmp_path / "pairs.jsonl", 12), _rated(tmp_path / "rated.jsonl", 8)
+    held_out = _pairs(tmp_path / "held_out.jsonl", 6, offset=50)
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), str(rated),
+                 "--valid", str(held_out), "--out", str(tmp_path / "rm"), *LOOP]) == 0
+    reward = load_model(tmp_path / "rm" / "final")
+    assert isinstance(reward.model, NemotronForRewardModel) and reward.config.num_reward_attributes == 9
+    evaluation = json.loads((tmp_path / "rm" / "reward_eval.json").read_text())
+    assert evaluation["pairs"] == 6 and set(evaluation["by_category"]) == {"math", "chat"}
+    capsys.readouterr()
+    assert main(["train", "reward-eval", str(tmp_path / "rm" / "final"), "--data", str(held_out), str(rated),
+                 "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["pairs"] == 6 and set(table["attributes"]) == {"helpfulness", "correctness", "verbosity"}
+    assert main(["train", "report", str(tmp_path / "rm")]) == 0
+    assert (tmp_path / "rm" / "curves.png").stat().st_size > 10_000

@@ -1,0 +1,206 @@
+"""DPO against TRL's DPOTrainer on the same batch, RPO against a hand-computed case, and the
+preference trainer end to end (reference cache, resume, gradient accumulation)."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.train.data import BatchConfig
+from nemotron.train.losses import bradley_terry_loss, dpo_loss, rpo_loss
+from nemotron.train.objectives import PreferenceConfig, PreferenceOptimization, reference_logps
+from nemotron.train.preference_data import PreferenceDataset, PreferenceRow, parse_row, read_preference_data
+from nemotron.train.schedule import ScheduleConfig
+from nemotron.train.trainer import OptimConfig, Trainer, TrainConfig
+from tests.model.reference import SHAPES, make_hf_model
+from tests.train.helpers import tiny_model
+
+PAIRS = [
+    ("What is two plus two?", "Two plus two is four.", "It is five, probably."),
+    ("Name a color of the sky.", "The sky is blue.", "Dogs like to run in the park."),
+    ("Say hello.", "Hello!", "Goodbye forever and ever and ever."),
+    ("Count to three.", "One, two, three.", "One, three, two, five."),
+    ("Where do fish live?", "Fish live in water.", "Fish live in trees near the moon."),
+    ("Is ice cold?", "Yes, ice is cold.", "No."),
+]
+
+
+def _hf_tokenizer():
+    """A small BPE tokenizer.json with the Nemotron control tokens, as TRL's processing class."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<extra_id_0>", "<extra_id_1>", "<extra_id_2>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    corpus = [f"{p} {c} {r} System User Assistant" for p, c, r in PAIRS] * 4
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<extra_id_1>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+class _Encoder:
+    """Our data code's view of the same tokenizer (encode without added tokens, pad id)."""
+
+    def __init__(self, hf) -> None:
+        self.hf, self.pad_id = hf, hf.pad_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf(text, add_special_tokens=False)["input_ids"]
+
+
+def _ours(hf_model) -> NemotronForCausalLM:
+    config = ModelConfig.from_hf_dict(hf_model.config.to_dict()).replace(torch_dtype="float32")
+    model = NemotronForCausalLM(config)
+    model.load_state_dict(hf_model.state_dict(), strict=True)
+    return model
+
+
+@pytest.mark.parametrize("sft_weight", [0.0, 0.5])
+def test_dpo_loss_equals_trl_on_the_same_batch(tmp_path, sft_weight):
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from nemotron.tokenizer import CHAT_STOP, render_chat
+
+    hf_tok = _hf_tokenizer()
+    shape = SHAPES[0]
+    reference_hf = make_hf_model(type(shape)(**{**shape.__dict__, "vocab": len(hf_tok)}), seed=0)
+    policy_hf = copy.deepcopy(reference_hf)
+    with torch.no_grad():  # a policy that has moved away from the reference
+        for param in policy_hf.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+
+    rows = [PreferenceRow([{"role": "user", "content": p}], c, r) for p, c, r in PAIRS]
+    # TRL's standard (text) layout of the same pairs: the rendered prompt and each reply ending its turn.
+    trl_rows = [{"prompt": render_chat(row.prompt), "chosen": row.chosen + "\n" + CHAT_STOP,
+                 "rejected": row.rejected + "\n" + CHAT_STOP} for row in rows]
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, loss_type=["sigmoid", "sft"],
+                     loss_weights=[1.0, sft_weight], max_length=None, use_cpu=True, report_to=[],
+                     per_device_train_batch_size=len(rows), bf16=False, fp16=False)
+    trainer = DPOTrainer(model=policy_hf, ref_model=reference_hf, args=args,
+                         train_dataset=Dataset.from_list(trl_rows), processing_class=hf_tok)
+    inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    policy_hf.train()
+    expected = trainer.compute_loss(trainer.model, inputs).item()
+
+    dataset = PreferenceDataset.from_rows(rows, _Encoder(hf_tok), BatchConfig(len(rows), 256))
+    for ours_pair, trl_row in zip(dataset.examples, trainer.train_dataset):  # the same tokens on both sides
+        ids, start = ours_pair.chosen
+        assert ids[:start] == trl_row["prompt_ids"] and ids[start:] == trl_row["chosen_ids"]
+    dataset.reference = reference_logps(_ours(reference_hf), dataset, torch.device("cpu"), contextlib.nullcontext,
+                                        chunk=4)
+    objective = PreferenceOptimization(PreferenceConfig("dpo", beta=0.1, sft_weight=sft_weight), [dataset])
+    batch = dataset.collate(range(len(rows)))
+    loss, _ = objective.loss(_ours(policy_hf).train(), batch, batch.totals())
+    assert abs(loss.item() - expected) <= 1e-5, (loss.item(), expected)
+
+
+def test_rpo_loss_matches_the_reports_formula_by_hand():
+    beta, eta = 0.5, 2.0
+    chosen, rejected, gap = torch.tensor([1.2, -0.3]), torch.tensor([0.2, 0.4]), torch.tensor([0.75, -1.0])
+    got = rpo_loss(chosen, rejected, gap, beta, eta)
+    for k in range(2):
+        a = beta * (chosen[k] - rejected[k]).item()  # the policy's margin
+        b = eta * gap[k].item()  # the reward model's margin
+        sa, sb = 1 / (1 + math.exp(-a)), 1 / (1 + math.exp(-b))
+        want = sb * math.log(sb / sa) + (1 - sb) * math.log((1 - sb) / (1 - sa))
+        assert abs(got[k].item() - want) < 1e-6
+    # zero exactly when the policy's preference equals the reward model's
+    assert rpo_loss(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.25]), 0.5, 2.0).abs().item() < 1e-7
+
+
+def test_dpo_and_bradley_terry_by_hand():
+    assert abs(dpo_loss(torch.tensor([1.0]), torch.tensor([0.0]), 2.0).item() - math.log(1 + math.exp(-2))) < 1e-6
+    bt = bradley_terry_loss(torch.tensor([0.5]), torch.tensor([1.5]), torch.tensor([3.0]))
+    assert abs(bt.item() - 3 * math.log(1 + math.exp(1.0))) < 1e-6
+
+
+def test_every_supported_row_layout_parses(tmp_path):
+    messages = [{"role": "user", "content": "Hi?"}]
+    layouts = [
+        {"prompt": messages, "chosen": "Hello.", "rejected": "Go.", "chosen_reward": 3.5, "rejected_reward": 1.0,
+         "judge": "reward"},  # nemotron sdg
+        {"prompt": messages, "chosen": [{"role": "assistant", "content": "Hello."}],
+         "rejected": [{"role": "assistant", "content": "Go."}]},  # TRL conversational
+        {"chosen": messages + [{"role": "assistant", "content": "Hello."}],
+         "rejected": messages + [{"role": "assistant", "content": "Go."}]},  # TRL implicit prompt
+        {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go.", "score_chosen": 8.0, "score_rejected": 2.0},
+        {"prompt": "Hi?", "response_1": "Go.", "response_2": "Hello.", "preference_strength": 2},  # HS2-Preference
+    ]
+    for row in layouts:
+        parsed = parse_row(row, "row")
+        assert (parsed.prompt, parsed.chosen, parsed.rejected) == (messages, "Hello.", "Go."), row
+    assert parse_row(layouts[0], "r").reward_gap == 2.5 and parse_row(layouts[4], "r").margin == 2.0
+    rated = parse_row({"prompt": "Hi?", "response": "Hello.", "helpfulness": 3, "verbosity": 1}, "r")
+    assert rated.ratings == {"helpfulness": 3.0, "verbosity": 1.0}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in layouts) + "\n")
+    assert len(read_preference_data([path])) == 5
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist([layouts[3]]), tmp_path / "pairs.parquet")
+    assert read_preference_data([tmp_path / "pairs.parquet"])[0].chosen == "Hello."
+
+
+def test_malformed_rows_name_the_row(tmp_path):
+    from nemotron.train.data import DataError
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "x", "chosen": 3, "rejected": "y"}) + "\n")
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        read_preference_data([path])
+
+
+def _pairs_dataset(tokenizer, n: int = 12, batch_size: int = 4) -> PreferenceDataset:
+    rows = [PreferenceRow([{"role": "user", "content": f"Which number comes after {k}?"}], f"{k + 1}.",
+                          f"The {k} cats.", chosen_reward=2.0 + k % 3, rejected_reward=1.0) for k in range(n)]
+    return PreferenceDataset.from_rows(rows, tokenizer, BatchConfig(batch_size, 64, seed=3), need_rewards=True)
+
+
+def _train(tmp_path, tokenizer, loss, steps, name, stop_at=None, micro=None):
+    model = tiny_model(tokenizer.vocab_size, std=0.05)
+    data = _pairs_dataset(tokenizer)
+    objective = PreferenceOptimization(PreferenceConfig(loss, beta=0.5, sft_weight=0.1), [data])
+    trainer = Trainer(model, tokenizer, data, ScheduleConfig(5e-3, steps, warmup_steps=1), OptimConfig(),
+                      TrainConfig(str(tmp_path / name), log_every=1, checkpoint_every=2, stop_at_step=stop_at,
+                                  device="cpu", micro_batch_size=micro), log=lambda _: None, objective=objective)
+    return trainer.run(), model, data
+
+
+@pytest.mark.parametrize("loss", ["dpo", "rpo"])
+def test_preference_training_learns_the_pairs_and_resumes_exactly(tmp_path, tokenizer, loss):
+    result, straight, data = _train(tmp_path, tokenizer, loss, 8, "straight")
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["margin"] > records[0]["margin"]  # the policy prefers the chosen replies more
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert (tmp_path / "straight" / "reference_logps.pt").is_file()
+    _train(tmp_path, tokenizer, loss, 8, "split", stop_at=4)
+    _, resumed, _ = _train(tmp_path, tokenizer, loss, 8, "split")  # reference from the cache, not the trained weights
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(tokenizer):
+    data = _pairs_dataset(tokenizer)
+    model = tiny_model(tokenizer.vocab_size, std=0.05)
+    data.reference = reference_logps(model, data, torch.device("cpu"), contextlib.nullcontext, chunk=4)
+    objective = PreferenceOptimization(PreferenceConfig("rpo", beta=0.5, sft_weight=0.1), [data])
+    batch = data.batch(0)
+    grads = []
+    for parts in ([batch], batch.split(1)):
+        model.zero_grad()
+        for micro in parts:
+            objective.loss(model, micro, batch.totals())[0].backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
