@@ -47,8 +47,9 @@ def positive_int(text: str) -> int:
 
 
 def add_model_loading(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="compute dtype (default: the checkpoint's stored dtype)")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                        help="compute dtype (default auto: on a CPU bfloat16 where it computes in bf16 natively, "
+                             "else float32; on a GPU the checkpoint's stored dtype)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--tokenizer", help="tokenizer.model or tokenizer.json to use instead of the model's own")
     parser.add_argument("--trust-pickle", action="store_true",
@@ -86,6 +87,16 @@ def parallel_launcher(args: argparse.Namespace, spec: str, engine, device: str):
     return Launch(RankOptions(spec, engine, args.dtype, kind, args.trust_pickle, args.threads))
 
 
+def auto_dtype(device: str | None) -> str | None:
+    """--dtype auto: the CPU's preferred dtype (nemotron.quant.cpu), or None (stored) on a GPU."""
+    import torch
+
+    from nemotron.quant.cpu import default_cpu_dtype
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return str(default_cpu_dtype()).removeprefix("torch.") if torch.device(device).type == "cpu" else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="nemotron", description="Run Nemotron-family models. MODEL is a Hugging Face directory, a .nemo "
@@ -103,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
+    if vars(args).get("dtype") == "auto":
+        args.dtype = auto_dtype(args.device)
     try:
         status = args.func(args)  # a command may return its own exit status (`sdg run`: 3, 4)
     except NemotronError as err:

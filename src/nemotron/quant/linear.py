@@ -129,10 +129,15 @@ class Int4Linear(QuantizedLinear):
         packed = q[..., :half] | (q[..., half:] << 4)  # (N, G, 64)
         return {"weight_packed": packed.reshape(n, k // 2), "weight_scale": scale}
 
-    def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
+    def codes(self) -> Tensor:
+        """(N, K) int8 in [-7, 7]: the weights before scaling."""
         n = self.out_features
         packed = self.weight_packed.reshape(n, -1, GROUP_SIZE // 2)  # (N, G, 64)
-        q = torch.cat([packed & 0xF, packed >> 4], dim=2).to(torch.int8) - 8  # (N, G, 128)
+        return (torch.cat([packed & 0xF, packed >> 4], dim=2).to(torch.int8) - 8).reshape(n, self.in_features)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        n = self.out_features
+        q = self.codes().reshape(n, -1, GROUP_SIZE)  # (N, G, 128)
         return (q.float() * self.weight_scale.float()[..., None]).reshape(n, self.in_features).to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,358 @@
+"""Nemotron against llama.cpp on the CPU: same weights, same run, same threads, interleaved.
+
+The issue's model by default: a 140M-parameter Nemotron (hidden 1024, 12 layers, 16 heads / 4 KV,
+FFN 4096, vocab 4096; random weights, the demo model's tokenizer), saved as a Hugging Face
+directory and converted to GGUF f32 / f16 / q8_0 by llama.cpp's own converter. Three figures per
+engine and precision, each the best of --rounds runs taken in turn (engines alternate within a
+round, so a busy machine disturbs both alike):
+  decode   batch 1, a 16-token prompt and 128 new tokens, end to end (tok/s of new tokens);
+  prefill  a 512-token prompt and one new token (prompt tok/s);
+  batch 32 32 concurrent sequences of 16 + 128 tokens (new tok/s over all of them).
+Then the issue's targets as ratios, and the fraction of memory bandwidth each batch-1 decode
+reaches (weight bytes read per token x tok/s / the copy bandwidth measured in the same run).
+Greedy tokens of nemotron fp32 and llama.cpp f32 are compared (random weights give close calls,
+so a late divergence is float rounding, an early one a bug).
+
+llama.cpp runs in a worker process under its own interpreter, from its own virtual environment
+(not a project dependency: llama-cpp-python builds llama.cpp from source, ~25 minutes on 2 cores):
+
+    python -m venv .venv-llama
+    CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON" .venv-llama/bin/python -m pip install llama-cpp-python==0.3.36
+    .venv-llama/bin/python -m pip download --no-binary :all: --no-deps llama-cpp-python==0.3.36 -d .llama-src
+    tar xzf .llama-src/llama_cpp_python-0.3.36.tar.gz -C .llama-src   # vendor/llama.cpp: the converter
+
+    python benchmarks/cpu_vs_llamacpp.py --llama-python .venv-llama/bin/python \\
+        --llama-cpp .llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp
+
+OMP_WAIT_POLICY defaults to PASSIVE here (see main). The issue's figures are for a quiet machine;
+on a shared one, compare the CPU ms per token printed last (1 thread: the work itself).
+
+The converter runs under this interpreter (it needs torch, numpy and sentencepiece; its gguf-py
+comes from the same folder). GGUF files and the checkpoint are kept in --workdir between runs.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROMPT_LEN, NEW_TOKENS, PREFILL_LEN, CONCURRENT = 16, 128, 512, 32
+LLAMA_TYPES = ("f32", "f16", "q8_0")
+FIGURES = ("decode", "prefill", "batch 32")
+OURS = ("fp32", "bf16", "int8")
+# (ours, llama.cpp's, figure, target ratio): the issue's targets.
+TARGETS = [("int8", "q8_0", "decode", 1.0), ("bf16", "f16", "decode", 1.0), ("best", "q8_0", "batch 32", 2.0),
+           ("best", "q8_0", "prefill", 1.5)]
+
+
+# ---- the llama.cpp worker (runs under --llama-python: imports llama_cpp and numpy only) ----------
+
+class LlamaRunner:
+    """One GGUF model and a context per workload, driven through llama.cpp's batch API."""
+
+    def __init__(self, path: str, threads: int) -> None:
+        import llama_cpp as lc
+
+        self.lc = lc
+        self._quiet = lc.llama_log_callback(lambda level, text, data: None)  # kept alive: llama.cpp calls it
+        lc.llama_log_set(self._quiet, ctypes.c_void_p(0))
+        params = lc.llama_model_default_params()
+        self.model = lc.llama_model_load_from_file(path.encode(), params)
+        if not self.model:
+            raise SystemExit(f"llama.cpp could not load {path}")
+        self.n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.model))
+        self.contexts = {seqs: self._context(seqs, threads) for seqs in (1, CONCURRENT)}
+        self.batch = lc.llama_batch_init(max(PREFILL_LEN, CONCURRENT * PROMPT_LEN), 0, 1)
+
+    def _context(self, seqs: int, threads: int):
+        lc = self.lc
+        params = lc.llama_context_default_params()
+        params.n_ctx = 1024 if seqs == 1 else seqs * 256  # 256 positions per sequence when batched
+        params.n_batch = params.n_ubatch = max(PREFILL_LEN, seqs * PROMPT_LEN)
+        params.n_seq_max = seqs
+        params.n_threads = params.n_threads_batch = threads
+        return lc.llama_init_from_model(self.model, params)
+
+    def _decode(self, ctx, rows: list[tuple[int, int, int, bool]]) -> None:
+        """rows: (token, position, sequence, wants logits)."""
+        batch = self.batch
+        for i, (token, pos, seq, logits) in enumerate(rows):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+            batch.seq_id[i][0] = seq
+        batch.n_tokens = len(rows)
+        if self.lc.llama_decode(ctx, batch) != 0:
+            raise SystemExit("llama_decode failed")
+
+    def _argmax(self, ctx, row: int) -> int:
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
+        return int(logits.argmax())
+
+    def generate(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
+        """Greedy continuations of all prompts at once (one sequence each); seconds, CPU seconds, tokens."""
+        ctx = self.contexts[1 if len(prompts) == 1 else CONCURRENT]
+        self.lc.llama_memory_clear(self.lc.llama_get_memory(ctx), True)
+        start, cpu = time.perf_counter(), time.process_time()
+        rows = [(t, p, s, p == len(prompt) - 1) for s, prompt in enumerate(prompts) for p, t in enumerate(prompt)]
+        self._decode(ctx, rows)
+        outputs: list[list[int]] = [[] for _ in prompts]
+        logit_rows = [i for i, row in enumerate(rows) if row[3]]
+        for step in range(new_tokens):
+            for s, row in enumerate(logit_rows):
+                outputs[s].append(self._argmax(ctx, row))
+            if step == new_tokens - 1:
+                break
+            self._decode(ctx, [(out[-1], len(prompt) + step, s, True)
+                               for s, (prompt, out) in enumerate(zip(prompts, outputs))])
+            logit_rows = list(range(len(prompts)))
+        return time.perf_counter() - start, time.process_time() - cpu, outputs
+
+
+def worker(paths: dict[str, str], threads: int) -> None:
+    """JSON lines in ({"model", "prompts", "new_tokens"}), JSON lines out ({"seconds", "tokens"})."""
+    runners = {name: LlamaRunner(path, threads) for name, path in paths.items()}
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        seconds, cpu, tokens = runners[request["model"]].generate(request["prompts"], request["new_tokens"])
+        print(json.dumps({"seconds": seconds, "cpu": cpu, "tokens": tokens}), flush=True)
+
+
+# ---- the benchmark (this project's interpreter) --------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llama-python", required=True, help="interpreter of the environment holding llama_cpp")
+    parser.add_argument("--llama-cpp", required=True, type=Path, help="llama.cpp source folder (the converter)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/nemotron-vs-llamacpp"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many interleaved runs")
+    parser.add_argument("--ours", nargs="+", default=list(OURS), choices=["fp32", "bf16", "int8", "int4"])
+    parser.add_argument("--llama", nargs="+", default=list(LLAMA_TYPES), choices=list(LLAMA_TYPES))
+    parser.add_argument("--figures", nargs="+", default=list(FIGURES), choices=list(FIGURES))
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)  # NAME=PATH: run as the llama.cpp worker
+    args = parser.parse_args()
+    if args.worker:
+        worker(dict(item.split("=", 1) for item in args.worker), args.threads)
+        return
+    # Both engines use OpenMP (llama.cpp is built with it): on a machine shared with other work,
+    # threads that spin at barriers steal the cores their partners wait for (we measured 1.5 vs 77
+    # tok/s for our bf16 decode at 2 threads under a load of 11). Set before torch loads libgomp;
+    # the worker inherits it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    checkpoint = make_checkpoint(args.workdir / "hf")
+    ggufs = {kind: convert(args.llama_cpp, checkpoint, args.workdir, kind) for kind in args.llama}
+    llama = LlamaClient(args.llama_python, ggufs, args.threads)
+    ours = {name: OurRunner(checkpoint, name) for name in args.ours}
+    bandwidth = copy_bandwidth()
+    print(f"{args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average "
+          f"{os.getloadavg()[0]:.1f}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write, best of the run)")
+
+    best: dict[tuple[str, str], float] = {}
+    best_cpu: dict[tuple[str, str], float] = {}  # CPU seconds per token: the work, whatever the machine's load
+    tokens: dict[str, list[int]] = {}
+    runners = [(f"llama.cpp {k}", llama.runner(k)) for k in ggufs] + [(f"nemotron {k}", r) for k, r in ours.items()]
+    for _, runner in runners:  # warm-up: first-call allocations and weight packing outside the timings
+        runner([list(range(4, 4 + PROMPT_LEN))], 4)
+    for round_ in range(args.rounds):
+        # Fresh prompts every round: our engine's prefix cache would otherwise serve repeats for free.
+        workloads = {f: work for f, work in make_workloads(round_).items() if f in args.figures}
+        for figure, (prompts, new_tokens, counted) in workloads.items():
+            for name, runner in runners:
+                seconds, cpu, out = runner(prompts, new_tokens)
+                rate = counted / seconds
+                best[name, figure] = max(best.get((name, figure), 0.0), rate)
+                best_cpu[name, figure] = min(best_cpu.get((name, figure), float("inf")), cpu / counted)
+                print(f"  {figure:8} {name:16} {rate:9.1f} tok/s  {cpu / counted * 1e3:8.2f} CPU ms/token",
+                      flush=True)
+                if figure == "decode":
+                    tokens[name] = out[0]
+        bandwidth = max(bandwidth, copy_bandwidth())
+        print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+    llama.close()
+    per_token = {f"llama.cpp {k}": gguf_bytes_per_token(p, args.llama_cpp) for k, p in ggufs.items()}
+    per_token.update({f"nemotron {k}": r.bytes_per_token for k, r in ours.items()})
+    report(best, tokens, bandwidth, per_token, list(ours))
+    print(f"\nCPU ms per token (best; with {args.threads} thread(s), spinning threads count too)")
+    for name in sorted({n for n, _ in best_cpu}, key=lambda n: (not n.startswith("llama"), n)):
+        print(f"{name:24}" + "".join(f"{best_cpu[name, f] * 1e3:12.2f}" for f in FIGURES if (name, f) in best_cpu))
+
+
+def make_workloads(seed: int) -> dict[str, tuple[list[list[int]], int, int]]:
+    """figure -> (prompts, new tokens, tokens counted for the rate)."""
+    import random
+
+    rng = random.Random(seed)
+
+    def prompt(n: int) -> list[int]:
+        return [rng.randrange(4, 4096) for _ in range(n)]
+
+    return {"decode": ([prompt(PROMPT_LEN)], NEW_TOKENS, NEW_TOKENS),
+            "prefill": ([prompt(PREFILL_LEN)], 1, PREFILL_LEN),
+            "batch 32": ([prompt(PROMPT_LEN) for _ in range(CONCURRENT)], NEW_TOKENS, CONCURRENT * NEW_TOKENS)}
+
+
+def make_checkpoint(directory: Path) -> Path:
+    import shutil
+
+    import torch
+
+    from nemotron.assets import DEMO_MODEL_DIR
+    from nemotron.checkpoint.hf import save_hf_dir
+    from nemotron.model.config import ModelConfig
+    from nemotron.model.nemotron import build_model, init_random_weights
+
+    if (directory / "config.json").is_file():
+        return directory
+    config = ModelConfig(vocab_size=4096, hidden_size=1024, intermediate_size=4096, num_layers=12, num_heads=16,
+                         num_kv_heads=4, head_dim=64, max_position_embeddings=2048, torch_dtype="float32")
+    model = build_model(config)
+    init_random_weights(model, seed=0)
+    with torch.no_grad():  # LayerNorm1p weights away from zero, so that the +1 convention is exercised
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.normal_(0, 0.1)
+    save_hf_dir(model.state_dict(), config, directory)
+    shutil.copy(DEMO_MODEL_DIR / "tokenizer.model", directory / "tokenizer.model")  # 4096 pieces
+    return directory
+
+
+def convert(llama_cpp: Path, checkpoint: Path, workdir: Path, kind: str) -> Path:
+    out = workdir / f"model-{kind}.gguf"
+    if not out.is_file():
+        subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(checkpoint),
+                        "--outtype", kind, "--outfile", str(out)], check=True, capture_output=True)
+    return out
+
+
+class LlamaClient:
+    def __init__(self, python: str, ggufs: dict[str, Path], threads: int) -> None:
+        command = [python, __file__, "--llama-python", python, "--llama-cpp", ".", "--threads", str(threads),
+                   "--worker", *[f"{k}={p}" for k, p in ggufs.items()]]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, "LLAMA_LOG_LEVEL": "error"})
+        if json.loads(self.process.stdout.readline()) != {"ready": True}:
+            raise SystemExit("the llama.cpp worker did not start")
+
+    def runner(self, kind: str):
+        def run(prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
+            self.process.stdin.write(json.dumps({"model": kind, "prompts": prompts, "new_tokens": new_tokens}) + "\n")
+            self.process.stdin.flush()
+            answer = json.loads(self.process.stdout.readline())
+            return answer["seconds"], answer["cpu"], answer["tokens"]
+        return run
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+class OurRunner:
+    """The engine (`LLM`) on the checkpoint in one precision; int8 / int4 quantize the bf16 model."""
+
+    def __init__(self, checkpoint: Path, name: str) -> None:
+        from nemotron.checkpoint.load import load_model
+        from nemotron.engine.llm import LLM
+        from nemotron.engine.llm_engine import EngineConfig
+        from nemotron.quant import quantize
+
+        loaded = load_model(checkpoint, dtype="float32")
+        if name in ("int8", "int4"):  # from the fp32 weights, as llama.cpp's q8_0
+            quantize(loaded.model, name)
+        if name != "fp32":
+            for param in loaded.model.parameters():  # the rest in bf16; quantized buffers as they are
+                param.data = param.data.bfloat16()
+        self.llm = LLM(loaded, EngineConfig(max_num_seqs=CONCURRENT))
+        self.bytes_per_token = weight_bytes_per_token(self.llm.engine.model)
+
+    def __call__(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
+        from nemotron.engine.sampling import SamplingParams
+
+        params = SamplingParams(max_new_tokens=new_tokens, greedy=True, ignore_eos=True)
+        start, cpu = time.perf_counter(), time.process_time()
+        results = self.llm.generate(prompts, params)
+        return time.perf_counter() - start, time.process_time() - cpu, [r.token_ids for r in results]
+
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes a batch-1 decode step reads: every weight but the embedding table (one row per token)."""
+    embedding = model.model.embed_tokens.weight
+    seen = set()
+    total = 0
+    for module in model.modules():
+        for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False),
+                       *(v for v in vars(module).values() if hasattr(v, "dtype") and hasattr(v, "numel"))):
+            if tensor is embedding or id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def gguf_bytes_per_token(path: Path, llama_cpp: Path) -> int:
+    """Bytes of every tensor but the token embedding table (llama.cpp reads one row of it per token)."""
+    sys.path.insert(0, str(llama_cpp / "gguf-py"))
+    from gguf import GGUFReader
+
+    return sum(int(t.n_bytes) for t in GGUFReader(path).tensors if t.name != "token_embd.weight")
+
+
+def copy_bandwidth(nbytes: int = 512 * 1024**2) -> float:
+    """Bytes/s read + written by a large tensor copy (best of 5)."""
+    import torch
+
+    src = torch.ones(nbytes // 2, dtype=torch.float16)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * nbytes / best
+
+
+def report(best: dict[tuple[str, str], float], tokens: dict[str, list[int]], bandwidth: float,
+           per_token: dict[str, int], ours: list[str]) -> None:
+    names = sorted({name for name, _ in best}, key=lambda n: (not n.startswith("llama"), n))
+    figures = [f for f in FIGURES if any(key[1] == f for key in best)]
+    print(f"\n{'tok/s (best of rounds)':24}" + "".join(f"{f:>12}" for f in figures) + f"{'bandwidth':>12}")
+    for name in names:
+        used = f"{best[name, 'decode'] * per_token[name] / bandwidth:11.0%}" if (name, "decode") in best else ""
+        print(f"{name:24}" + "".join(f"{best[name, f]:12.1f}" for f in figures) + used)
+    print(f"(bandwidth: batch-1 decode's weight bytes per token x tok/s / {bandwidth / 1e9:.1f} GB/s copy)")
+
+    print("\ntargets")
+    for ours_kind, theirs, figure, target in TARGETS:
+        theirs_name = f"llama.cpp {theirs}"
+        candidates = [k for k in ours] if ours_kind == "best" else [ours_kind]
+        candidates = [k for k in candidates if (f"nemotron {k}", figure) in best]
+        if (theirs_name, figure) not in best or not candidates:
+            continue
+        kind = max(candidates, key=lambda k: best[f"nemotron {k}", figure])
+        ratio = best[f"nemotron {kind}", figure] / best[theirs_name, figure]
+        print(f"  {figure:9} nemotron {kind:5} / llama.cpp {theirs:5} = {ratio:5.2f}x  "
+              f"(target >= {target}x: {'met' if ratio >= target else 'NOT met'})")
+
+    if "nemotron fp32" in tokens and "llama.cpp f32" in tokens:
+        a, b = tokens["nemotron fp32"], tokens["llama.cpp f32"]
+        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+        print(f"\ngreedy tokens, nemotron fp32 vs llama.cpp f32: "
+              + ("identical" if same == len(a) else f"first difference at new token {same} of {len(a)}"))
+
+
+if __name__ == "__main__":
+    main()

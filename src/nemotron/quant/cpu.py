@@ -1,0 +1,171 @@
+"""CPU kernels for the linear layers, chosen and prepacked once when the engine takes a bf16 model.
+
+| weights | up to `GEMV_MAX_ROWS` rows (decode)           | more rows (prefill, large batches)          |
+|---------|-----------------------------------------------|---------------------------------------------|
+| bf16    | oneDNN matmul on a weight reordered once      | the same                                    |
+| int8    | `torch._weight_int8pack_mm` (int8 read as is) | dequantized to bf16, then oneDNN            |
+| int4    | `torch._weight_int4pack_mm_for_cpu`           | dequantized to bf16 from its layout, oneDNN |
+
+A batch-1 decode step is bound by the bytes of weights read: `F.linear` on bf16 reorders the weight
+into oneDNN's blocked layout on every call (3-4x slower than the prepacked matmul at one row), and
+the int8 / int4 kernels read 1 or ½ byte per weight. Those kernels compute one row at a time, so
+above a few rows the dequantize-then-matmul path is faster. Results: bf16 is bitwise `F.linear`
+(the same oneDNN matmul, minus the reorder); int8 / int4 equal a matmul with the dequantized
+weight up to bf16 rounding (their scales are held in bf16, the activations' dtype).
+
+fp32 models keep `F.linear` (MKL; bitwise what the reference computes); fp16 has no fast CPU path.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nemotron.model.nemotron import LayerNorm1p
+from nemotron.quant.linear import GROUP_SIZE, Int4Linear, Int8Linear
+
+GEMV_MAX_ROWS = 8  # int8 / int4 kernels up to this many rows; dequantize + oneDNN above
+INT4_BLOCK_N = 64  # the CPU int4 layout interleaves output channels in blocks of 64
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 arithmetic (AVX-512 BF16 or AMX): bf16 matmuls run at twice fp32's rate."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def cpu_features() -> str:
+    """What `default_cpu_dtype` went by, for `nemotron info`."""
+    found = [name for name, present in (("AVX512-BF16", torch.cpu._is_avx512_bf16_supported()),
+                                        ("AMX", torch.cpu._is_amx_tile_supported())) if present]
+    return f"{torch.backends.cpu.get_cpu_capability()}, " + (" + ".join(found) or "no native bf16")
+
+
+def default_cpu_dtype() -> torch.dtype:
+    """Compute dtype for CPU inference when none is asked for: bf16 where the CPU computes in it
+    natively (half the bytes per weight; int8 / int4 kernels take bf16 activations), else fp32."""
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+class CpuLinear(nn.Module):
+    """A bias-free linear layer in a CPU kernel's layout; `weight` keeps the device and dtype that
+    the engine reads (`lm_head.weight.dtype`), not a tensor to multiply with."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class PackedLinear(CpuLinear):
+    """bf16 weight reordered once into oneDNN's blocked layout."""
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__(weight.shape[1], weight.shape[0])
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)  # opaque
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [None], "")
+
+
+class CpuInt8Linear(CpuLinear):
+    """int8 weight (N, K) as stored, with its per-channel scales in bf16."""
+
+    def __init__(self, module: Int8Linear, dtype: torch.dtype) -> None:
+        super().__init__(module.in_features, module.out_features)
+        self.weight = module.weight  # (N, K) int8: the kernel's layout already
+        self.scale = module.weight_scale.to(dtype)  # (N,)
+
+    def dequantize(self) -> Tensor:
+        return self.weight.to(self.scale.dtype) * self.scale[:, None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)  # (M, K)
+        if rows.shape[0] > GEMV_MAX_ROWS:  # scales applied to the output: one pass over the weight, not two
+            return F.linear(x, self.weight.to(x.dtype)) * self.scale
+        return torch._weight_int8pack_mm(rows, self.weight, self.scale).view(*x.shape[:-1], self.out_features)
+
+
+class CpuInt4Linear(CpuLinear):
+    """int4 weight in the CPU kernel's layout, (N, K/2) uint8: within each block of 64 output
+    channels, K runs of 32 bytes, byte i of run k holding channel i (low nibble) and i + 32 (high)
+    at input k, as q + 8. Scales and zeros (K/128, N, 2) in bf16, the kernel's w = (q - 8) s + z."""
+
+    def __init__(self, module: Int4Linear, dtype: torch.dtype) -> None:
+        super().__init__(module.in_features, module.out_features)
+        codes = module.codes().to(torch.int32) + 8  # (N, K) in [1, 15]
+        self.weight = torch._convert_weight_to_int4pack_for_cpu(codes, 1)  # (N, K/2) uint8
+        scale = module.weight_scale.t().to(dtype)  # (K/128, N)
+        self.scales_and_zeros = torch.stack([scale, torch.zeros_like(scale)], dim=-1).contiguous()
+
+    def codes(self) -> Tensor:
+        """(N, K) int8 in [-7, 7], unpacked from the kernel layout."""
+        n, k = self.out_features, self.in_features
+        blocks = self.weight.reshape(n // INT4_BLOCK_N, k, INT4_BLOCK_N // 2)  # (N/64, K, 32)
+        halves = torch.stack([blocks & 0xF, blocks >> 4], dim=1)  # (N/64, 2, K, 32): channels i, i + 32
+        return (halves.permute(0, 1, 3, 2).reshape(n, k).to(torch.int8) - 8)
+
+    def dequantize(self) -> Tensor:
+        scale = self.scales_and_zeros[..., 0].t().repeat_interleave(GROUP_SIZE, dim=1)  # (N, K)
+        return self.codes().to(scale.dtype) * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)  # (M, K)
+        if rows.shape[0] > GEMV_MAX_ROWS:
+            return F.linear(x, self.dequantize())
+        out = torch._weight_int4pack_mm_for_cpu(rows, self.weight, GROUP_SIZE, self.scales_and_zeros)
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+class OneOpLayerNorm1p(LayerNorm1p):
+    """LayerNorm1p on bf16 in one op instead of three (to fp32, normalise, back): the CPU layer norm
+    takes bf16 input with fp32 scale and bias, computes in fp32 and rounds once, bitwise the same."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, bias = self._scale_and_bias()
+        return F.layer_norm(x, (x.shape[-1],), scale, bias, self.eps)
+
+    @classmethod
+    def sharing(cls, norm: LayerNorm1p) -> OneOpLayerNorm1p:
+        with torch.device("meta"):
+            module = cls(norm.weight.shape[0], norm.eps)
+        module.weight, module.bias = norm.weight, norm.bias
+        return module
+
+
+def cpu_module(module: nn.Module, dtype: torch.dtype) -> nn.Module | None:
+    """The CPU fast-path replacement of a layer computing in `dtype`, or None to keep it as it is."""
+    if dtype == torch.bfloat16 and type(module) is LayerNorm1p:
+        return OneOpLayerNorm1p.sharing(module)
+    return cpu_linear(module, dtype)
+
+
+def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
+    """The CPU kernel module for a linear layer computing in `dtype`, or None to keep it as it is."""
+    if dtype != torch.bfloat16:
+        return None
+    if isinstance(module, nn.Linear) and module.bias is None and module.weight.dtype == dtype:
+        return PackedLinear(module.weight)
+    if isinstance(module, Int8Linear):
+        return CpuInt8Linear(module, dtype)
+    if isinstance(module, Int4Linear) and module.out_features % INT4_BLOCK_N == 0:
+        return CpuInt4Linear(module, dtype)
+    return None
+
+
+@torch.no_grad()
+def use_cpu_kernels(model: nn.Module) -> nn.Module:
+    """Inference transform, in place: every linear layer of a bf16 model on the CPU (decoder
+    layers and LM head; a reward head, with its bias, stays) -> its CPU kernel module, and the
+    norms -> one-op norms. Weights are packed once here; the modules replaced are dropped, so
+    memory does not double."""
+    dtype = model.model.embed_tokens.weight.dtype
+    if model.model.embed_tokens.weight.device.type != "cpu":
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            replacement = cpu_module(child, dtype)
+            if replacement is not None:
+                setattr(parent, name, replacement)
+    return model
