@@ -63,7 +63,7 @@ def test_dpo_with_lora_writes_a_peft_adapter_that_merges_and_generates(tmp_path,
     assert not torch.equal(base.model.model.layers[0].self_attn.q_proj.weight,
                            merged.model.model.layers[0].self_attn.q_proj.weight)
     capsys.readouterr()
-    prompt = ("generate", "What is 3 plus one?", "-n", "8", "--greedy")
+    prompt = ("generate", "What is 3 plus one?", "-n", "8", "--greedy", "--dtype", "float32")  # exact: fp32
     assert main([prompt[0], str(tmp_path / "merged"), *prompt[1:]]) == 0
     from_merged = capsys.readouterr().out
     assert main([prompt[0], str(base_dir), *prompt[1:], "--lora", str(adapter)]) == 0
