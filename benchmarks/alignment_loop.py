@@ -127,8 +127,10 @@ def main() -> None:
     parser.add_argument("--train-prompts", type=int, default=262)
     parser.add_argument("--held-out", type=int, default=80)
     parser.add_argument("--replies", type=int, default=8, help="sampled replies per prompt")
-    parser.add_argument("--temperature", type=float, default=1.5, help="sampling temperature of the replies "
-                        "(the demo model is rarely wrong at 1.0)")
+    parser.add_argument("--temperature", type=float, default=1.5, help="sampling temperature of the replies the "
+                        "reward model learns from (the demo model is rarely wrong at 1.0)")
+    parser.add_argument("--policy-temperature", type=float, default=1.0,
+                        help="sampling temperature of the replies DPO and RPO learn from (on-policy)")
     parser.add_argument("--rounds", type=int, default=8, help="SDG runs with different seeds, pooled")
     parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,10 +142,14 @@ def main() -> None:
     held_seeds = write_jsonl(work / "held_out_questions.jsonl", held_q)
 
     print("1. preference pairs from the demo (SFT) model, judged by ground truth", flush=True)
+    policy_pairs = sdg_pairs(work, "sdg_policy", train_seeds, demo, args.replies, None, args.policy_temperature,
+                             args.rounds)
     gt_pairs = sdg_pairs(work, "sdg_ground_truth", train_seeds, demo, args.replies, None, args.temperature,
                          args.rounds)
     held_pairs = sdg_pairs(work, "sdg_held_out", held_seeds, demo, args.replies, None, args.temperature, 1)
-    print(f"   {len(read_jsonl(gt_pairs))} training pairs, {len(read_jsonl(held_pairs))} held-out pairs")
+    print(f"   {len(read_jsonl(gt_pairs))} reward-model training pairs (T = {args.temperature}), "
+          f"{len(read_jsonl(held_pairs))} held-out pairs, {len(read_jsonl(policy_pairs))} on-policy pairs "
+          f"(T = {args.policy_temperature})")
 
     print("2. reward model (Bradley-Terry) from the demo model's trunk", flush=True)
     loop = ["--seq-len", "96", "--batch-size", "16", "--log-every", "20", "--checkpoint-every", "0", "--no-progress",
@@ -155,12 +161,13 @@ def main() -> None:
     accuracy = json.loads((work / "reward" / "reward_eval.json").read_text())["accuracy"]
 
     print("3. pairs judged by the trained reward model (nemotron sdg, judges: [reward])", flush=True)
-    rm_pairs = sdg_pairs(work, "sdg_reward", train_seeds, demo, args.replies, reward, args.temperature, args.rounds)
+    rm_pairs = sdg_pairs(work, "sdg_reward", train_seeds, demo, args.replies, reward, args.policy_temperature,
+                         args.rounds)
     print(f"   {len(read_jsonl(rm_pairs))} reward-judged pairs")
 
-    print("4. DPO on the ground-truth pairs, RPO on the reward-judged pairs", flush=True)
-    policy_loop = ["--steps", "60", "--lr", "1e-4", "--warmup", "5", *loop]
-    nemotron("train", "dpo", "--model", str(demo), "--data", str(gt_pairs), "--out", str(work / "dpo"),
+    print("4. DPO on on-policy ground-truth pairs, RPO on on-policy reward-judged pairs", flush=True)
+    policy_loop = ["--steps", "60", "--lr", "5e-5", "--warmup", "5", *loop]
+    nemotron("train", "dpo", "--model", str(demo), "--data", str(policy_pairs), "--out", str(work / "dpo"),
              "--beta", "0.1", "--sft-weight", "0.5", *policy_loop)
     nemotron("train", "rpo", "--model", str(demo), "--data", str(rm_pairs), "--out", str(work / "rpo"),
              "--beta", "0.1", "--eta", "1.0", "--sft-weight", "0.5", *policy_loop)

@@ -16,3 +16,7 @@ class CheckpointError(NemotronError):
 
 class TokenizerError(NemotronError):
     """A tokenizer file is missing or unreadable."""
+
+
+class EngineDeadError(NemotronError, RuntimeError):
+    """The engine failed (a step raised, or a rank of a parallel run is gone); the request could not be completed."""

@@ -36,6 +36,8 @@ def scripted_reply(messages: list[dict], seed: int | None) -> str:
         return "A" if a > b else "B"
     if "yes or no" in prompt:
         return "yes" if int(h[:2], 16) % 4 else "no"
+    if "Rewrite" in prompt:  # a revision keeps the subject of the original
+        return prompt.split("\n\n")[1] + f" Explain in detail ({h[:6]})."
     if "numbered list" in prompt:
         count = int(m.group(1)) if (m := re.search(r"(?:List|Write) (\d+)", prompt)) else 3
         return "\n".join(f"{i + 1}. item {h[i:i + 6]} number {i}" for i in range(count))

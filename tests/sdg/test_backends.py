@@ -234,3 +234,38 @@ def test_limiter_window_waits_and_counts_occupancy():
         assert limiter.in_flight == 0
 
     asyncio.run(scenario())
+
+
+def test_random_failures_within_the_error_budget_keep_the_window():
+    clock = Clock()
+    limiter = AdaptiveLimiter(ConcurrencyConfig(max_concurrency=16), clock)
+    rng = random.Random(0)
+    for _ in range(2000):
+        clock.now += 0.01
+        if rng.random() < 0.3:
+            limiter.on_failure("503")
+        else:
+            limiter.on_success(0.2)
+    assert limiter.limit == 16 and limiter.decreases == 0 and not limiter.overloaded()
+    for _ in range(200):  # most calls failing: the server is in trouble
+        clock.now += 0.01
+        limiter.on_failure("503" if rng.random() < 0.8 else "timeout")
+    assert limiter.limit < 16 and limiter.overloaded()
+    limiter.on_failure("429")  # a 429 is overload at once
+    assert limiter.decreases >= 2
+
+
+def test_random_503s_retry_after_the_base_delay_but_a_dead_server_backs_off():
+    fake = FakeOpenAI(fault=lambda n, body: JSONResponse({"error": {"message": "busy"}}, 503) if n % 3 == 1 else None)
+    retry = RetryConfig(max_attempts=4, base_delay=0.05, max_delay=5.0, timeout=5.0)
+    with ThreadServer(fake.app) as server:
+        start = time.monotonic()
+        asyncio.run(_one(chat(server.url, retry)))
+        assert time.monotonic() - start < 1.0  # one retry after about the base delay
+    dead = chat(f"http://127.0.0.1:{free_port()}/v1", RetryConfig(max_attempts=4, base_delay=0.05, timeout=5.0))
+    for _ in range(30):
+        dead.client.limiter.on_failure("connection")  # a run of failures: trouble
+    start = time.monotonic()
+    with pytest.raises(BackendError, match="gave up after 4 attempts"):
+        asyncio.run(_one(dead))
+    assert time.monotonic() - start > 0.15  # 0.05 + 0.1 + 0.2, jittered down to half at least

@@ -96,22 +96,22 @@ def test_pipeline_over_http_then_resume_without_calls(servers, tmp_path):
     chat_answered, reward_answered = answered(chat_app), answered(reward_app)
 
     # Requests flowed: every call the pipeline counted was answered by the servers.
-    made = sum(s["usage"]["calls"] for s in summary.values())
-    scored = sum(s["usage"]["reward_calls"] for s in summary.values())
-    assert sum(chat_answered.values()) == made + sum(s["last_run"]["failed_units"] for s in summary.values())
+    made = sum(s["usage"]["calls"] for s in summary["stages"].values())
+    scored = sum(s["usage"]["reward_calls"] for s in summary["stages"].values())
+    assert sum(chat_answered.values()) == made + sum(s["last_run"]["failed_units"] for s in summary["stages"].values())
     assert sum(reward_answered.values()) >= scored > 0
-    for name, stage in summary.items():
+    for name, stage in summary["stages"].items():
         assert stage["units_done"] + stage["units_failed"] == stage["units"], name
         assert stage["units_failed"] == 0, (name, stage["last_run"]["errors"])
     # Noise does not parse as a list: counted as parse failures, each after one reformatting request.
-    topics = summary["topics"]
+    topics = summary["stages"]["topics"]
     assert topics["units_done"] == 3 and topics["usage"]["calls"] >= 3
     assert topics["parse"]["failures"] + sum(topics["parse"]["by_method"].values()) == 3
     assert topics["rejections"].get("parse failure", 0) == topics["parse"]["failures"]
 
     sft = list(read_jsonl(tmp_path / "sft.jsonl"))
-    assert 0 < len(sft) <= 6 and summary["answers"]["records_generated"] + \
-        summary["answers"]["rejections"].get("empty reply", 0) == 6
+    assert 0 < len(sft) <= 6 and summary["stages"]["answers"]["records_generated"] + \
+        summary["stages"]["answers"]["rejections"].get("empty reply", 0) == 6
     record = sft[0]
     assert record["messages"][0] == {"role": "user", "content": record["prompt"]}
     assert record["messages"][-1]["role"] == "assistant"
@@ -199,7 +199,7 @@ def test_engine_backend_in_process_matches_the_reward_server(servers, tiny_model
             await scorer.aclose()
 
     summary = asyncio.run(scenario())
-    assert summary["answers"]["units_done"] == 3 and summary["answers"]["usage"]["calls"] == 6
+    assert summary["stages"]["answers"]["units_done"] == 3 and summary["stages"]["answers"]["usage"]["calls"] == 6
     sft = list(read_jsonl(tmp_path / "sft.jsonl"))
     assert sft and all("<extra_id_1>" not in r["messages"][-1]["content"] for r in sft)
     direct = requests.post(f"{reward.url}/chat/completions", json={"messages": sft[0]["messages"]}, timeout=30).json()

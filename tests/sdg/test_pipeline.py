@@ -86,9 +86,9 @@ def test_run_outputs_and_rerun_makes_no_calls(tmp_path):
     chat, reward = ScriptedChat(), ScriptedReward()
     summary = run(tmp_path, chat=chat, reward=reward)
     sft = dataset(tmp_path)
-    assert len(sft) == 12 and summary["answers"]["records_kept"] == 12
+    assert len(sft) == 12 and summary["stages"]["answers"]["records_kept"] == 12
     assert all(r["messages"][-1]["role"] == "assistant" and "reward" in r for r in sft)
-    assert summary["answers"]["usage"]["calls"] == 12 and summary["answers"]["usage"]["reward_calls"] == 12
+    assert summary["stages"]["answers"]["usage"]["calls"] == 12 and summary["stages"]["answers"]["usage"]["reward_calls"] == 12
     assert json.loads((tmp_path / "run.json").read_text())["outputs"] == {"sft": ["answers"]}
 
     again_chat, again_reward = ScriptedChat(), ScriptedReward()
@@ -118,14 +118,14 @@ def test_transient_failures_are_counted_and_retried_by_the_next_run(tmp_path):
         return scripted_reply(messages, seed)
 
     first = run(tmp_path, chat=ScriptedChat(reply))
-    failed = first["answers"]["units_failed"]
-    assert failed > 0 and first["answers"]["last_run"]["failed_units"] == failed
-    assert list(first["answers"]["last_run"]["errors"]) == ["gave up after 6 attempts; last error: HTTP 503: busy"]
+    failed = first["stages"]["answers"]["units_failed"]
+    assert failed > 0 and first["stages"]["answers"]["last_run"]["failed_units"] == failed
+    assert list(first["stages"]["answers"]["last_run"]["errors"]) == ["gave up after 6 attempts; last error: HTTP 503: busy"]
     assert len(dataset(tmp_path)) == 12 - failed
     assert len(list(read_jsonl(tmp_path / "failures.jsonl"))) == failed
     broken["on"] = False
     second = run(tmp_path, chat=ScriptedChat(reply))
-    assert second["answers"]["units_failed"] == 0 and second["answers"]["last_run"]["units_run"] == failed
+    assert second["stages"]["answers"]["units_failed"] == 0 and second["stages"]["answers"]["last_run"]["units_run"] == failed
     clean = tmp_path / "clean"
     run(clean)
     assert dataset(tmp_path) == dataset(clean)  # same dataset as a run that never failed
@@ -138,7 +138,7 @@ def test_refused_requests_are_recorded_not_retried(tmp_path):
         return scripted_reply(messages, seed)
 
     summary = run(tmp_path, chat=ScriptedChat(reply))
-    assert summary["answers"]["rejections"] == {"refused": 12} and summary["answers"]["units_failed"] == 0
+    assert summary["stages"]["answers"]["rejections"] == {"refused": 12} and summary["stages"]["answers"]["units_failed"] == 0
 
 
 def test_changed_generation_settings_are_refused_but_filters_recollect(tmp_path):
@@ -152,7 +152,7 @@ def test_changed_generation_settings_are_refused_but_filters_recollect(tmp_path)
     assert chat.calls == [] and reward.calls == 0
     kept = dataset(tmp_path)
     assert 0 < len(kept) < 12 and all(r["reward"]["helpfulness"] >= 2.0 for r in kept)
-    assert summary["answers"]["rejections"] == {"reward filter": 12 - len(kept)}
+    assert summary["stages"]["answers"]["rejections"] == {"reward filter": 12 - len(kept)}
 
 
 def test_dedup_reports_the_pair(tmp_path):
@@ -166,7 +166,7 @@ def test_dedup_reports_the_pair(tmp_path):
 
     topics_only = parse_config({"name": "t", "models": MODELS, "stages": [STAGES[0]]})
     summary = run(tmp_path, topics_only, chat=ScriptedChat(reply))
-    assert summary["topics"]["records_kept"] == 2
+    assert summary["stages"]["topics"]["records_kept"] == 2
     rejected = {r["text"]: r for r in read_jsonl(tmp_path / "rejected" / "topics.jsonl")}
     kept = {r["topic"]: r["id"] for r in read_jsonl(tmp_path / "data" / "topics.jsonl")}
     assert rejected["ocean tides!"]["reason"] == "exact duplicate"
@@ -181,10 +181,10 @@ def test_dedup_reports_the_pair(tmp_path):
 def test_length_filter_and_limit(tmp_path):
     stages = [STAGES[0], {**STAGES[1], "limit": 2, "filters": {"length": {"unit": "words", "min": 4}}}]
     summary = run(tmp_path, parse_config({"name": "t", "models": MODELS, "stages": stages}))
-    assert summary["qs"]["inputs"] == 2 and summary["qs"]["records_kept"] == 6  # "item xxxxxx number N": 4 words
+    assert summary["stages"]["qs"]["inputs"] == 2 and summary["stages"]["qs"]["records_kept"] == 6  # "item xxxxxx number N": 4 words
     stages[1]["filters"]["length"]["min"] = 5
     summary = run(tmp_path / "b", parse_config({"name": "t", "models": MODELS, "stages": stages}))
-    assert summary["qs"]["records_kept"] == 0 and summary["qs"]["rejections"] == {"length filter": 6}
+    assert summary["stages"]["qs"]["records_kept"] == 0 and summary["stages"]["qs"]["rejections"] == {"length filter": 6}
 
 
 def test_prompt_overrides_reach_the_model(tmp_path):
@@ -210,7 +210,7 @@ def test_a_stage_alone_through_the_python_api(tmp_path):
     chat = ScriptedChat(lambda m, seed: f"So the answer is {4 if seed % 2 else 5}.")
     pairs = asyncio.run(run_stage("preference", [{"prompt": "2+2?", "answer": "4"}], tmp_path,
                                   {"generator": chat}, n=6))
-    assert [(p["chosen"], p["rejected"], p["judge"]) for p in pairs] == \
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"], p["judge"]) for p in pairs] == \
         [("So the answer is 4.", "So the answer is 5.", "ground_truth")]
     again = ScriptedChat()
     assert asyncio.run(run_stage("preference", [{"prompt": "2+2?", "answer": "4"}], tmp_path,

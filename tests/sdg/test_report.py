@@ -50,7 +50,7 @@ def test_report_counts_reasons_and_tokens(run_dir):
 
 def test_plots_are_written(run_dir):
     paths = plot(run_dir)
-    assert [p.name for p in paths] == ["rewards.png", "lengths.png"]
+    assert [p.name for p in paths] == ["rewards.png", "lengths.png", "preference.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths)
 
 
@@ -74,6 +74,7 @@ def test_parquet_export_falls_back_to_json_text_for_mixed_columns(tmp_path):
 
 def test_record_text_picks_the_generated_part():
     assert record_text({"chosen": "yes", "prompt": "q"}) == "yes"
+    assert record_text({"chosen": [{"role": "assistant", "content": "yes"}], "prompt": [{"role": "user"}]}) == "yes"
     assert record_text({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) == "a"
     assert record_text({"topic": "t"}) == "t"
 

@@ -67,3 +67,41 @@ def test_concurrent_streams_equal_sequential_and_free_every_block(lm_server):
     alone = asyncio.run(one_at_a_time())
     assert together == alone
     assert lm_server.all_kv_blocks_free()
+
+
+def test_a_third_of_the_streams_disconnecting_is_no_error(lm_server):
+    """Clients that leave mid-stream free their blocks and log nothing above debug (uvicorn's own
+    logger does not propagate, so it is watched directly)."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    watched = [logging.getLogger(name) for name in ("", "uvicorn", "asyncio", "nemotron")]
+    for logger in watched:
+        logger.addHandler(handler)
+    requests = [r for r in make_requests(60, seed=1)]
+
+    async def one(oai: openai.AsyncOpenAI, i: int, request: dict) -> None:
+        args = {k: v for k, v in request.items() if k != "kind"} | {"max_tokens": 24}
+        create = oai.chat.completions.create if request["kind"] == "chat" else oai.completions.create
+        stream = await create(**args, stream=True)
+        async for _ in stream:
+            if i % 3 == 0:
+                await stream.close()  # gone after the first chunk
+                break
+
+    async def main() -> None:
+        oai = openai.AsyncOpenAI(base_url=f"{lm_server.url}/v1", api_key="unused", max_retries=0, timeout=TIME_LIMIT_S)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(oai, i, r) for i, r in enumerate(requests))), TIME_LIMIT_S)
+        finally:
+            await oai.close()
+
+    try:
+        asyncio.run(main())
+        assert lm_server.all_kv_blocks_free()
+    finally:
+        for logger in watched:
+            logger.removeHandler(handler)
+    assert not [r for r in records if r.levelno >= logging.WARNING], [r.getMessage() for r in records]

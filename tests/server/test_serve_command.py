@@ -31,9 +31,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(model_dir, port: int, **env: str) -> subprocess.Popen:
+def start(model_dir, port: int, *options: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nemotron", "serve", str(model_dir), "--port", str(port),
-                             "--dtype", "float32", "--device", "cpu", "--log-level", "warning"],
+                             "--dtype", "float32", "--device", "cpu", "--log-level", "warning", *options],
                             env={**os.environ, "OMP_NUM_THREADS": "1", **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -74,3 +74,20 @@ def test_serve_with_the_model_card_probe_and_client(scripted_model_dir):
 def test_a_wrong_model_fails_before_serving(capsys):
     assert main(["serve", "/nonexistent/model", "--port", "1"]) == 2
     assert "is not a directory, a .nemo file or a preset" in capsys.readouterr().err
+
+
+def test_reliability_options_reach_the_server_config(monkeypatch):
+    from nemotron.cli.main import build_parser
+    from nemotron.cli.serve import _server_config
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
+    args = build_parser().parse_args(["serve", "tiny", "--host", "0.0.0.0", "--shutdown-timeout", "12",
+                                      "--allowed-hosts", "a.lan, b.lan", "--cors-origins", "https://app.example"])
+    config = _server_config(args, "tiny")
+    assert config.shutdown_timeout_s == 12 and config.cors_origins == ("https://app.example",)
+    assert config.allowed_hosts == ("gpu-box", "a.lan", "b.lan")
+
+
+def test_a_bad_shutdown_timeout_is_one_line(capsys):
+    assert main(["serve", "tiny", "--shutdown-timeout", "0"]) == 2
+    assert "shutdown_timeout_s must be > 0" in capsys.readouterr().err

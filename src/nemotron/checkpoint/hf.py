@@ -213,3 +213,63 @@ def _plan_shards(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | No
         shards[-1].append(name)
         size += nbytes
     return shards
+
+
+class SliceReader:
+    """Reads parts of the tensors of a checkpoint directory, by model name (`normalise_name`): for
+    safetensors only the requested bytes are read (`get_slice`), for a pickle the file is memory-mapped
+    and sliced. Tensor/pipeline-parallel loading reads each rank's shard with it, never a whole
+    sharded tensor."""
+
+    def __init__(self, directory: Path, trust_pickle: bool = False) -> None:
+        self.directory, self.trust_pickle = directory, trust_pickle
+        self._files: dict[str, tuple[Path, str]] = {}  # model name -> (file, name stored there)
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._handles: dict[Path, object] = {}
+        for file in weight_files(directory):
+            for stored, shape in self._scan(file):
+                name = normalise_name(stored)
+                self._files[name], self._shapes[name] = (file, stored), shape
+
+    def _scan(self, file: Path) -> Iterator[tuple[str, tuple[int, ...]]]:
+        handle = self._open(file)
+        if isinstance(handle, dict):
+            for name, tensor in handle.items():
+                yield name, tuple(tensor.shape)
+            return
+        for name in handle.keys():
+            if not name.endswith(_IGNORED_SUFFIXES):
+                yield name, tuple(handle.get_slice(name).get_shape())
+
+    def _open(self, file: Path):
+        if file not in self._handles:
+            if file.suffix == ".bin":
+                self._handles[file] = _load_pickle(file, self.trust_pickle)
+            else:
+                try:
+                    self._handles[file] = safe_open(str(file), framework="pt")
+                except (OSError, ValueError, RuntimeError) as err:
+                    raise CheckpointError(f"cannot read {file}: {err}") from None
+        return self._handles[file]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name not in self._shapes:
+            raise CheckpointError(f"{self.directory}: no tensor {name!r}")
+        return self._shapes[name]
+
+    def read(self, name: str, rows: tuple[tuple[int, int], ...] | None = None,
+             cols: tuple[int, int] | None = None) -> torch.Tensor:
+        """Rows ranges of dim 0 (concatenated), columns [c0, c1) of dim 1; None reads all of a dim."""
+        self.shape(name)  # a clear error for a missing tensor
+        file, name = self._files[name]
+        handle = self._open(file)
+        whole = (slice(None),) if cols is None else (slice(None), slice(*cols))
+        ranges = [slice(None)] if rows is None else [slice(a, b) for a, b in rows]
+        if isinstance(handle, dict):
+            parts = [handle[name][(r, *whole[1:])] for r in ranges]
+        else:
+            part = handle.get_slice(name)
+            parts = [part[(r, *whole[1:])] for r in ranges]
+        if len(parts) > 1:
+            return torch.cat(parts)
+        return parts[0].clone() if isinstance(handle, dict) else parts[0]  # no view into a mapped pickle

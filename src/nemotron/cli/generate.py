@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nemotron.cli.main import add_model_loading
+from nemotron.cli.main import add_model_loading, add_parallel
 
 
 def add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +24,7 @@ def register(commands) -> None:
     generate.add_argument("--system", default="", help="system prompt (with --chat)")
     generate.add_argument("--add-bos", action="store_true", help="prepend <s> to the prompt")
     add_model_loading(generate)
+    add_parallel(generate)
     add_sampling(generate)
     generate.set_defaults(func=run)
 
@@ -31,6 +32,7 @@ def register(commands) -> None:
     chat.add_argument("model", nargs="?")
     chat.add_argument("--system", default="", help="system prompt (the recommended one is empty)")
     add_model_loading(chat)
+    add_parallel(chat)
     add_sampling(chat)
     chat.set_defaults(func=run)
 

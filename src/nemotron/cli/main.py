@@ -61,6 +61,31 @@ def add_model_loading(parser: argparse.ArgumentParser) -> None:
                         "the model's weights at load")
 
 
+def add_parallel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tp", type=int, default=1, metavar="N",
+                        help="tensor parallel: split every layer over N GPUs (or N CPU processes)")
+    parser.add_argument("--pp", type=int, default=1, metavar="M", help="pipeline parallel: split the layers into M stages")
+    parser.add_argument("--dist-timeout", type=float, default=300.0, metavar="S",
+                        help="seconds a rank may keep the others waiting in a step before the run is stopped")
+
+
+def parallel_config(args: argparse.Namespace):
+    """The --tp / --pp options (under torchrun they must multiply to its WORLD_SIZE)."""
+    from nemotron.parallel.runtime import ParallelConfig
+
+    return ParallelConfig(args.tp, args.pp, args.dist_timeout)
+
+
+def parallel_launcher(args: argparse.Namespace, spec: str, engine, device: str):
+    """How this command's ranks start (nemotron.parallel.launch.Launch), or None on one device."""
+    from nemotron.parallel.launch import Launch, RankOptions, under_torchrun
+
+    if engine.parallel.world_size == 1 and not under_torchrun():
+        return None
+    kind = "cuda" if device.startswith("cuda") else device
+    return Launch(RankOptions(spec, engine, args.dtype, kind, args.trust_pickle, args.threads))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="nemotron", description="Run Nemotron-family models. MODEL is a Hugging Face directory, a .nemo "
@@ -79,14 +104,14 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     try:
-        args.func(args)
+        status = args.func(args)  # a command may return its own exit status (`sdg run`: 3, 4)
     except NemotronError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

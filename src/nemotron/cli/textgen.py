@@ -2,34 +2,72 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import torch
 
 from nemotron.assets import default_model_dir
 from nemotron.checkpoint.load import LoadedModel, load_model
-from nemotron.engine.generate import stream_generate
+from nemotron.engine.generate import GenerationChunk, stream_generate
+from nemotron.engine.llm import LLM
+from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM
 from nemotron.tokenizer import CHAT_STOP_STRINGS, Tokenizer, render_chat
 
 
+Streamer = Callable[[list[int], SamplingParams], Iterator[GenerationChunk]]
+
+
 def run(args: argparse.Namespace) -> None:
     if args.command == "generate":
         if len(args.args) > 2:
             raise NemotronError("generate takes [MODEL] PROMPT; quote a prompt that contains spaces")
-        model_spec, prompt = (args.args if len(args.args) == 2 else (None, args.args[0]))
-        _generate(_load(model_spec, args), prompt, args)
+        spec, prompt = (args.args if len(args.args) == 2 else (None, args.args[0]))
     else:
-        _chat(_load(args.model, args), args)
+        spec, prompt = args.model, None
+    launch = _parallel_launch(spec, args)
+    if launch is None:
+        loaded = _checked(_load(spec, args), args)
+        _talk(loaded, functools.partial(stream_generate, loaded.model, loaded.tokenizer), prompt, args)
+        return
+    if launch.is_worker:  # a torchrun rank other than 0
+        launch.serve_steps()
+        return
+    try:
+        loaded = _checked(launch.start(), args)
+        llm = LLM(loaded, EngineConfig(parallel=launch.options.parallel))
+        _talk(loaded, llm.stream, prompt, args)
+    finally:
+        launch.close()
+
+
+def _talk(loaded: LoadedModel, stream: Streamer, prompt: str | None, args: argparse.Namespace) -> None:
+    if prompt is not None:
+        _generate(loaded, stream, prompt, args)
+    else:
+        _chat(loaded, stream, args)
+
+
+def _parallel_launch(spec: str | None, args: argparse.Namespace):
+    from nemotron.cli.main import parallel_config, parallel_launcher
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return parallel_launcher(args, str(spec or default_model_dir()), EngineConfig(parallel=parallel_config(args)),
+                             device)
 
 
 def _load(spec: str | None, args: argparse.Namespace) -> LoadedModel:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model(spec or default_model_dir(), dtype=args.dtype, device=device,
-                        trust_pickle=args.trust_pickle, force=args.force)
+    return load_model(spec or default_model_dir(), dtype=args.dtype, device=device, trust_pickle=args.trust_pickle,
+                      force=args.force)
+
+
+def _checked(loaded: LoadedModel, args: argparse.Namespace) -> LoadedModel:
     if args.tokenizer:
         loaded.tokenizer = Tokenizer.from_file(args.tokenizer)
     if args.lora:
@@ -53,10 +91,10 @@ def _sampling_params(args: argparse.Namespace, stop_strings: list[str]) -> Sampl
         seed=args.seed, stop_strings=stop_strings)
 
 
-def _stream(loaded: LoadedModel, prompt_ids: list[int], params: SamplingParams) -> str:
+def _stream(stream: Streamer, prompt_ids: list[int], params: SamplingParams) -> str:
     """Print the completion as it is generated; return it. Timing goes to stderr."""
     start, count, pieces, reason = time.perf_counter(), 0, [], "length"
-    for chunk in stream_generate(loaded.model, loaded.tokenizer, prompt_ids, params):
+    for chunk in stream(prompt_ids, params):
         count += chunk.token_id is not None
         pieces.append(chunk.text)
         print(chunk.text, end="", flush=True)
@@ -68,16 +106,16 @@ def _stream(loaded: LoadedModel, prompt_ids: list[int], params: SamplingParams) 
     return "".join(pieces)
 
 
-def _generate(loaded: LoadedModel, prompt: str, args: argparse.Namespace) -> None:
+def _generate(loaded: LoadedModel, stream: Streamer, prompt: str, args: argparse.Namespace) -> None:
     stops: list[str] = []
     if args.chat:
         messages = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
         prompt, stops = render_chat(messages), list(CHAT_STOP_STRINGS)
     prompt_ids = loaded.tokenizer.encode(prompt, add_bos=args.add_bos)
-    _stream(loaded, prompt_ids, _sampling_params(args, stops))
+    _stream(stream, prompt_ids, _sampling_params(args, stops))
 
 
-def _chat(loaded: LoadedModel, args: argparse.Namespace) -> None:
+def _chat(loaded: LoadedModel, stream: Streamer, args: argparse.Namespace) -> None:
     print(f"Chatting with {loaded.source.spec}. /reset clears the history, /exit or Ctrl-D quits.",
           file=sys.stderr)
     history: list[dict[str, str]] = []
@@ -100,7 +138,7 @@ def _chat(loaded: LoadedModel, args: argparse.Namespace) -> None:
         prompt_ids = loaded.tokenizer.encode(render_chat(messages))
         print("assistant> ", end="", flush=True)
         try:
-            reply = _stream(loaded, prompt_ids, params)
+            reply = _stream(stream, prompt_ids, params)
         except NemotronError as err:  # e.g. the history outgrew the context: keep the session alive
             print(f"\nerror: {err}; /reset starts over", file=sys.stderr)
             history.pop()

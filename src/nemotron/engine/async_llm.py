@@ -14,13 +14,11 @@ from collections.abc import AsyncIterator
 
 from nemotron.engine.llm_engine import LLMEngine, RequestOutput
 from nemotron.engine.sampling import SamplingParams
-from nemotron.errors import NemotronError
+from nemotron.errors import EngineDeadError, NemotronError
+
+__all__ = ["AsyncLLM", "EngineDeadError"]
 
 log = logging.getLogger(__name__)
-
-
-class EngineDeadError(NemotronError, RuntimeError):
-    """The engine thread failed; the request could not be completed."""
 
 
 class AsyncLLM:
@@ -32,6 +30,7 @@ class AsyncLLM:
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
         self._closed = False
+        self._failed = False
         self._ids = itertools.count()
         self._thread = threading.Thread(target=self._run, name="nemotron-engine", daemon=True)
         self._thread.start()
@@ -71,7 +70,17 @@ class AsyncLLM:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=1 if self._failed else 10)  # after fail() a step may never return
+
+    def fail(self, err: EngineDeadError) -> None:
+        """Answer every request in flight with `err` and refuse new ones: the engine cannot go on (a
+        rank of a parallel run is gone). Safe from any thread, even while a step hangs."""
+        self._closed = self._failed = True
+        self._wake.set()
+        with self._lock:
+            request_ids = list(self._streams)
+        for request_id in request_ids:
+            self._deliver(request_id, err)
 
     @property
     def num_active(self) -> int:

@@ -1,12 +1,15 @@
 """`LLM(model).generate(prompts, params)`: the engine for offline batches."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from nemotron.checkpoint.load import LoadedModel, load_model
+from nemotron.engine.generate import GenerationChunk
 from nemotron.engine.llm_engine import EngineConfig, LLMEngine, RequestOutput
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import NemotronError
@@ -38,18 +41,64 @@ class Completion:
 
 
 class LLM:
+    """tensor_parallel_size / pipeline_parallel_size > 1: this process becomes rank 0 of that many
+    ranks on this machine (one GPU each, or CPU processes), each loading its part of the model named
+    by `model` (a path or preset); close() (or `with`) stops them. A LoadedModel with a parallel
+    config is rank 0's part of a run started by nemotron.parallel.launch."""
+
     def __init__(self, model: str | Path | LoadedModel, config: EngineConfig = EngineConfig(), *,
-                 dtype: str | None = None, device: str | None = None) -> None:
-        if not isinstance(model, LoadedModel):
+                 dtype: str | None = None, device: str | None = None, tensor_parallel_size: int = 1,
+                 pipeline_parallel_size: int = 1, trust_pickle: bool = False) -> None:
+        self.ranks = None
+        if (tensor_parallel_size, pipeline_parallel_size) != (1, 1):
+            config = dataclasses.replace(config, parallel=dataclasses.replace(
+                config.parallel, tensor_parallel_size=tensor_parallel_size,
+                pipeline_parallel_size=pipeline_parallel_size))
+        if config.parallel.world_size > 1 and not isinstance(model, LoadedModel):  # else: rank 0's part, ranks started
+            from nemotron.parallel.launch import RankOptions, start_local
+
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            model = load_model(model, dtype=dtype, device=device)
-        if not isinstance(model.model, NemotronForCausalLM):
-            raise NemotronError(f"{model.source.spec} is a reward model; it scores text, it does not generate")
-        if model.tokenizer is None:
-            raise NemotronError(f"{model.source.spec} comes without a tokenizer")
-        self.loaded = model
-        self.tokenizer = model.tokenizer
-        self.engine = LLMEngine(model.model, model.tokenizer, config)
+            self.ranks, model = start_local(RankOptions(str(model), config, dtype, torch.device(device).type,
+                                                        trust_pickle))
+        elif not isinstance(model, LoadedModel):
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = load_model(model, dtype=dtype, device=device, trust_pickle=trust_pickle)
+        try:
+            if not isinstance(model.model, NemotronForCausalLM):
+                raise NemotronError(f"{model.source.spec} is a reward model; it scores text, it does not generate")
+            if model.tokenizer is None:
+                raise NemotronError(f"{model.source.spec} comes without a tokenizer")
+            self.loaded = model
+            self.tokenizer = model.tokenizer
+            self.engine = LLMEngine(model.model, model.tokenizer, config)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the other ranks of a parallel LLM (nothing to do on one device)."""
+        if self.ranks is not None:
+            self.ranks.close()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[GenerationChunk]:
+        """One prompt's completion as it is generated (what the engine adds each step)."""
+        request_id = self.engine.add_request(prompt_ids, params)
+        try:
+            while self.engine.has_unfinished():
+                for output in self.engine.step():
+                    yield GenerationChunk(output.text, output.token_ids[0] if output.token_ids else None,
+                                          output.logprobs[0] if output.logprobs else None, output.finish_reason,
+                                          output.stop)
+                    if output.finished:
+                        return
+        finally:
+            self.engine.abort(request_id)
 
     def generate(self, prompts: str | list[str] | list[list[int]],
                  params: SamplingParams | list[SamplingParams] | None = None,

@@ -16,8 +16,39 @@ from nemotron.engine.sampling import SamplingParams
 from nemotron.engine.scheduler import Scheduler, SchedulerConfig
 from nemotron.engine.sequence import Sequence
 from nemotron.errors import NemotronError
+from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
+from nemotron.parallel.runtime import ParallelConfig, channel_for
 from nemotron.tokenizer import Tokenizer
+
+
+def make_runner(model: NemotronForCausalLM, config: EngineConfig, eos_id: int, channel=None) -> ModelRunner:
+    """The model side of the engine, the same on every rank: the KV pool (this rank's heads of its
+    stage's layers, sized from its free memory; all ranks take the smallest pool, as rank 0's block
+    ids address every one) and the runner. `channel`: nemotron.parallel.runtime.StepChannel."""
+    model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
+    kv_config = model.config  # a sharded model's config is its rank's view: its stage's layers, its heads
+    norm = model.model.layers[0].input_layernorm.weight  # every stage has layers; norms are never quantized
+    device, dtype = norm.device, norm.dtype
+    num_blocks = config.num_blocks or _blocks_from_memory(kv_config, config, device, dtype)
+    if channel is not None:
+        num_blocks = channel.ready(num_blocks)
+    pipelined = channel is not None and channel.layout.pp > 1  # micro-batches: no shared decode lanes
+    kv_cache = PagedKVCache(kv_config, num_blocks, config.block_size, dtype, device, config.attention_backend,
+                            decode_workspace=config.decode_workspace and not pipelined)
+    return ModelRunner(model, kv_cache, eos_id, channel)
+
+
+def _blocks_from_memory(kv_config: ModelConfig, config: EngineConfig, device: torch.device, dtype: torch.dtype) -> int:
+    per_block = PagedKVCache.bytes_per_block(kv_config, config.block_size, dtype)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = int(free * config.gpu_memory_fraction)
+    else:
+        budget = config.cpu_kv_cache_bytes
+    # No point in more blocks than max_num_seqs full-context sequences can use.
+    ceiling = config.max_num_seqs * -(-kv_config.max_position_embeddings // config.block_size)
+    return max(1, min(budget // per_block, ceiling))
 
 
 class RequestError(NemotronError, ValueError):
@@ -36,6 +67,7 @@ class EngineConfig:
     attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs, "torch" SDPA (CPU)
     cuda_graphs: bool = True  # replay decode steps from CUDA graphs (GPU with the triton backend only)
     decode_workspace: bool = True  # torch backend: decode from contiguous per-sequence K/V lanes, not block gathers
+    parallel: ParallelConfig = ParallelConfig()  # tensor x pipeline parallel ranks (started by nemotron.parallel.launch)
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ATTENTION_BACKENDS:
@@ -75,34 +107,21 @@ class _Request:
 
 class LLMEngine:
     def __init__(self, model: NemotronForCausalLM, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()) -> None:
-        self.model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
         self.tokenizer = tokenizer
         self.config = config
         self.context_len = model.config.max_position_embeddings
-        device = model.lm_head.weight.device
-        dtype = model.lm_head.weight.dtype
-        num_blocks = config.num_blocks or self._blocks_from_memory(device, dtype)
-        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
-        self.kv_cache = PagedKVCache(model.config, num_blocks, config.block_size, dtype, device,
-                                     config.attention_backend, decode_workspace=config.decode_workspace)
+        channel = channel_for(config.parallel)
+        self.runner = make_runner(model, config, tokenizer.eos_id, channel)
+        self.model = self.runner.model
+        self.kv_cache = self.runner.kv_cache
+        self.blocks = BlockManager(self.kv_cache.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
-        self.runner = ModelRunner(model, self.kv_cache, tokenizer.eos_id)
-        if config.cuda_graphs and device.type == "cuda" and self.kv_cache.backend == "triton":
+        device = self.kv_cache.keys.device
+        if config.cuda_graphs and device.type == "cuda" and self.kv_cache.backend == "triton" and channel is None:
             max_blocks = -(-self.context_len // config.block_size)
-            self.runner.graphs = DecodeGraphs(model, self.kv_cache, min(config.max_num_seqs, 256), max_blocks)
+            self.runner.graphs = DecodeGraphs(self.model, self.kv_cache, min(config.max_num_seqs, 256), max_blocks)
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()
-
-    def _blocks_from_memory(self, device: torch.device, dtype: torch.dtype) -> int:
-        per_block = PagedKVCache.bytes_per_block(self.model.config, self.config.block_size, dtype)
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            budget = int(free * self.config.gpu_memory_fraction)
-        else:
-            budget = self.config.cpu_kv_cache_bytes
-        # No point in more blocks than max_num_seqs full-context sequences can use.
-        ceiling = self.config.max_num_seqs * -(-self.context_len // self.config.block_size)
-        return max(1, min(budget // per_block, ceiling))
 
     # ---- requests ----------------------------------------------------------------------------
     def check_request(self, prompt_ids: list[int], params: SamplingParams) -> int:

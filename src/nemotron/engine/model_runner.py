@@ -1,7 +1,16 @@
-"""One model step over a flattened batch of scheduled chunks: inputs, forward, sampling."""
+"""One model step over a flattened batch of scheduled chunks: inputs, forward, sampling.
+
+A step is split in two so that it can run on several ranks (tensor / pipeline parallelism):
+`plan()` turns the scheduler's chunks into a `StepPlan` of plain numbers, `execute(plan)` runs the
+forward on this rank's shard and returns the logits the sampler needs (on rank 0). Rank 0 plans,
+hands the plan to the other ranks through `channel` (nemotron.parallel.runtime) and samples; the
+other ranks only execute. On one device there is no channel and the same code runs.
+"""
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,57 +33,174 @@ class SampledToken:
     top: list[tuple[int, float]]  # the most likely alternatives, when asked for
 
 
+@dataclass(slots=True)
+class StepPlan:
+    """One step as every rank runs it: plain numbers, so rank 0 can broadcast it. Per chunk:"""
+
+    keys: list[int]  # the sequence's identity; its decode lane follows it from step to step
+    starts: list[int]  # first position computed
+    num_tokens: list[int]
+    block_tables: list[list[int]]
+    prompt_rows: list[int]  # leading rows whose logits score the prompt (prompt log-probabilities)
+    samples: list[bool]  # whether the last row's logits draw a token
+    token_ids: list[int]  # the chunks' new tokens, concatenated
+
+    def logit_rows(self, order: list[int]) -> list[int]:
+        """Rows of the hidden states (chunks laid out in `order`) whose logits the driver reads:
+        every chunk's prompt rows, then every sampling chunk's last row, chunks in plan order."""
+        first = [0] * len(order)
+        for row, i in zip(itertools.accumulate([0] + [self.num_tokens[i] for i in order]), order):
+            first[i] = row
+        prompt = [first[i] + j for i, n in enumerate(self.prompt_rows) for j in range(n)]
+        return prompt + [first[i] + self.num_tokens[i] - 1 for i, s in enumerate(self.samples) if s]
+
+
+@dataclass(slots=True)
+class ScorePlan:
+    """Logits at every position of a whole sequence (but the last), without the KV cache, `rows` at a
+    time: what every rank runs for whole-sequence log-probabilities (NeMo all_probs, OpenAI echo)."""
+
+    token_ids: list[int]
+    rows: int
+
+
+class _LaneKey:
+    """Stands for a sequence in the decode workspace, which keys lanes by object and reads block tables."""
+
+    __slots__ = ("block_table",)
+
+    def __init__(self) -> None:
+        self.block_table: list[int] = []
+
+
 class ModelRunner:
-    def __init__(self, model: NemotronForCausalLM, kv_cache: PagedKVCache, eos_id: int) -> None:
+    def __init__(self, model: NemotronForCausalLM, kv_cache: PagedKVCache, eos_id: int, channel=None) -> None:
         self.model = model
         self.kv_cache = kv_cache
         self.eos_id = eos_id
-        self.device = model.lm_head.weight.device
+        self.channel = channel  # nemotron.parallel.runtime.StepChannel when the model is split over ranks
+        self.device = kv_cache.keys.device
         self.vocab_size = model.config.vocab_size
         self._last_batch: list[Sequence] = []
         self._last_counts: list[int] = []
         self._last_tensors: SamplingTensors | None = None
+        self._seq_keys: dict[Sequence, int] = {}  # sequences of the last step (driver)
+        self._next_key: Iterator[int] = itertools.count()
+        self._lane_keys: dict[int, _LaneKey] = {}  # keys of the last step (every rank)
         self.graphs: DecodeGraphs | None = None  # set by the engine on GPUs
 
+    # ---- rank 0: plan, execute, sample ------------------------------------------------------
     @torch.inference_mode()
     def run(self, chunks: list[ScheduledChunk]) -> list[SampledToken]:
         if self.graphs is not None and self._graph_step(chunks):
             logits = self.graphs.run([c.seq.token_ids[c.start] for c in chunks], [c.start for c in chunks],
                                      [c.seq.block_table for c in chunks])
             return self._sample(chunks, logits)
-        chunks, lanes = self._order_for_lanes(chunks)
-        ids, positions = [], []
-        for chunk in chunks:
-            ids += chunk.seq.token_ids[chunk.start:chunk.start + chunk.num_tokens]
-            positions += range(chunk.start, chunk.start + chunk.num_tokens)
-        position_ids = torch.tensor(positions, device=self.device)
-        layout = BatchLayout.build([c.seq.block_table for c in chunks], [c.start for c in chunks],
-                                   [c.num_tokens for c in chunks], position_ids, self.kv_cache.block_size)
-        layout.lanes = lanes
-        self.kv_cache.use(layout)
-        input_ids = torch.tensor([ids], device=self.device)
-        hidden = self.model.model(input_ids, position_ids[None], self.kv_cache)[0]  # (T, H)
-
-        ends = [end - 1 for end in itertools.accumulate(c.num_tokens for c in chunks)]  # last row of each chunk
-        self._record_prompt_logprobs(chunks, hidden, ends)
+        plan = self.plan(chunks)
+        if self.channel is None:
+            logits = self.execute(plan)  # (prompt rows + sampling rows, V)
+        else:
+            with self.channel.step():
+                self.channel.broadcast(plan)
+                logits = self.execute(plan)
+        num_prompt = sum(plan.prompt_rows)
+        self._record_prompt_logprobs(chunks, plan, logits[:num_prompt])
         sampling = [c for c in chunks if c.samples]
-        if not sampling:
-            return []
-        rows = torch.tensor([end for end, c in zip(ends, chunks) if c.samples], device=self.device)
-        logits = self.model.lm_head(hidden[rows])  # (S, V)
-        return self._sample(sampling, logits)
+        return self._sample(sampling, logits[num_prompt:]) if sampling else []
 
-    def _order_for_lanes(self, chunks: list[ScheduledChunk]) -> tuple[list[ScheduledChunk], LanePlan | None]:
-        """With a decode workspace: one-token rows first, in lane order, and their lane plan."""
+    def plan(self, chunks: list[ScheduledChunk]) -> StepPlan:
+        keys = {c.seq: self._seq_keys.get(c.seq) for c in chunks}
+        self._seq_keys = {seq: next(self._next_key) if key is None else key for seq, key in keys.items()}
+        ids: list[int] = []
+        for c in chunks:
+            ids += c.seq.token_ids[c.start:c.start + c.num_tokens]
+        return StepPlan([self._seq_keys[c.seq] for c in chunks], [c.start for c in chunks],
+                        [c.num_tokens for c in chunks], [c.seq.block_table for c in chunks],
+                        [_prompt_rows(c) for c in chunks], [c.samples for c in chunks], ids)
+
+    # ---- every rank ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, plan: StepPlan) -> Tensor | None:
+        """This rank's part of the step; the logits of plan.logit_rows on rank 0, None elsewhere."""
+        order, lanes = self._order_for_lanes(plan)
+        hidden = self._forward(plan, order, lanes)  # (T, H); None on pipeline stages before the last
+        rows = plan.logit_rows(order)
+        logits = None
+        if hidden is not None:
+            logits = self.model.lm_head(hidden[torch.tensor(rows, dtype=torch.long, device=self.device)])
+        if self.channel is not None:
+            logits = self.channel.to_driver(logits, (len(rows), self.vocab_size), self.kv_cache.keys.dtype)
+        return logits
+
+    @torch.inference_mode()
+    def sequence_logits(self, plan: ScorePlan) -> Iterator[Tensor | None]:
+        """Each chunk of plan.rows rows of logits (rows predict tokens 1..T-1), on rank 0; None elsewhere.
+        Every rank must run the whole iteration (each chunk's head is a collective)."""
+        ids = torch.tensor([plan.token_ids], device=self.device)  # (1, T)
+        if self.channel is None or self.channel.layout.pp == 1:
+            hidden = self.model.model(ids)
+        else:
+            from nemotron.parallel.pipeline import MicroBatch, pipeline_forward
+
+            positions = torch.arange(ids.shape[1], device=self.device)[None]
+            hidden = pipeline_forward(self.model, self.channel.layout, [MicroBatch(positions, ids)])[0]
+        count = len(plan.token_ids) - 1
+        for start in range(0, count, plan.rows):
+            n = min(plan.rows, count - start)
+            logits = None if hidden is None else self.model.lm_head(hidden[0, start:start + n])  # (n, V)
+            if self.channel is not None:
+                logits = self.channel.to_driver(logits, (n, self.vocab_size), self.kv_cache.keys.dtype)
+            yield logits
+
+    def _forward(self, plan: StepPlan, order: list[int], lanes: LanePlan | None) -> Tensor | None:
+        """Hidden states of the chunks laid out in `order`. With pipeline stages the chunks go through
+        in micro-batches, several in flight, each with its own batch layout."""
+        offsets = list(itertools.accumulate([0] + plan.num_tokens))
+        parts = [order]
+        if self.channel is not None and self.channel.layout.pp > 1:
+            m = min(self.channel.config.steps_micro_batches, len(order))
+            parts = [order[k * len(order) // m:(k + 1) * len(order) // m] for k in range(m)]
+        batches = []
+        for part in parts:
+            ids, positions = [], []
+            for i in part:
+                ids += plan.token_ids[offsets[i]:offsets[i + 1]]
+                positions += range(plan.starts[i], plan.starts[i] + plan.num_tokens[i])
+            position_ids = torch.tensor(positions, device=self.device)
+            layout = BatchLayout.build([plan.block_tables[i] for i in part], [plan.starts[i] for i in part],
+                                       [plan.num_tokens[i] for i in part], position_ids, self.kv_cache.block_size)
+            layout.lanes = lanes
+            batches.append((torch.tensor([ids], device=self.device), position_ids[None], layout))
+        if len(batches) == 1 and (self.channel is None or self.channel.layout.pp == 1):
+            input_ids, positions, layout = batches[0]
+            self.kv_cache.use(layout)
+            return self.model.model(input_ids, positions, self.kv_cache)[0]
+        from nemotron.parallel.pipeline import MicroBatch, pipeline_forward
+
+        micro = [MicroBatch(positions, input_ids, self.kv_cache, functools.partial(self.kv_cache.use, layout))
+                 for input_ids, positions, layout in batches]
+        outputs = pipeline_forward(self.model, self.channel.layout, micro, self.channel.stage_times)
+        return None if outputs[0] is None else torch.cat([h[0] for h in outputs])
+
+    def _order_for_lanes(self, plan: StepPlan) -> tuple[list[int], LanePlan | None]:
+        """Chunk order in the batch: with a decode workspace, one-token chunks first, in lane order,
+        and their lane plan. Every rank computes the same order from the same plan."""
+        order = list(range(len(plan.keys)))
         if self.kv_cache.workspace is None:
-            return chunks, None
-        single = [c for c in chunks if c.num_tokens == 1]
-        lanes = self.kv_cache.plan_lanes([c.seq for c in single], [c.start + 1 for c in single])
+            return order, None
+        lane_keys = {key: self._lane_keys.get(key) or _LaneKey() for key in plan.keys}
+        self._lane_keys = lane_keys
+        for key, table in zip(plan.keys, plan.block_tables):
+            lane_keys[key].block_table = table
+        single = [i for i in order if plan.num_tokens[i] == 1]
+        lanes = self.kv_cache.plan_lanes([lane_keys[plan.keys[i]] for i in single],
+                                         [plan.starts[i] + 1 for i in single])
         if lanes is None:
-            return chunks, None
-        single.sort(key=lambda c: self.kv_cache.workspace.lane(c.seq))
-        return single + [c for c in chunks if c.num_tokens != 1], lanes
+            return order, None
+        single.sort(key=lambda i: self.kv_cache.workspace.lane(lane_keys[plan.keys[i]]))
+        return single + [i for i in order if plan.num_tokens[i] != 1], lanes
 
+    # ---- rank 0: sampling ----------------------------------------------------------------------
     def _graph_step(self, chunks: list[ScheduledChunk]) -> bool:
         """A step the decode graphs can replay: one new token per sequence, all sampling."""
         return (all(c.num_tokens == 1 and c.samples for c in chunks)
@@ -107,21 +233,25 @@ class ModelRunner:
         return [SampledToken(c, t, lp, top) for c, t, lp, top in
                 zip(chunks, token_ids.tolist(), logprobs.tolist(), tops)]
 
-    def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], hidden: Tensor, ends: list[int]) -> None:
+    def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], plan: StepPlan, logits: Tensor) -> None:
         """Log-probability of each prompt token given the tokens before it (for scoring / echo)."""
-        for i, chunk in enumerate(chunks):
-            seq = chunk.seq
-            if not seq.params.prompt_logprobs or chunk.start >= seq.num_prompt_tokens:
+        first = 0
+        for chunk, count in zip(chunks, plan.prompt_rows):
+            if count == 0:
                 continue
+            seq = chunk.seq
             if seq.prompt_logprobs is None:
                 seq.prompt_logprobs = [None]  # the first token has no context to be predicted from
-            # Row j predicts token start + j + 1; keep predictions of prompt tokens only.
-            last = min(chunk.start + chunk.num_tokens, seq.num_prompt_tokens - 1)
-            count = last - chunk.start
-            if count <= 0:
-                continue
-            first_row = ends[i] - chunk.num_tokens + 1
-            logits = self.model.lm_head(hidden[first_row:first_row + count]).float()[:, :self.vocab_size]
-            targets = torch.tensor(seq.token_ids[chunk.start + 1:chunk.start + 1 + count], device=self.device)
-            chosen = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
-            seq.prompt_logprobs += chosen.tolist()
+            # Row j predicts token start + j + 1.
+            targets = torch.tensor(seq.token_ids[chunk.start + 1:chunk.start + 1 + count], device=logits.device)
+            rows = logits[first:first + count].float()[:, :self.vocab_size]
+            seq.prompt_logprobs += rows.log_softmax(-1).gather(1, targets[:, None]).squeeze(1).tolist()
+            first += count
+
+
+def _prompt_rows(chunk: ScheduledChunk) -> int:
+    """Rows of this chunk that predict prompt tokens, when the request asked for prompt log-probabilities."""
+    seq = chunk.seq
+    if not seq.params.prompt_logprobs or chunk.start >= seq.num_prompt_tokens:
+        return 0
+    return max(0, min(chunk.start + chunk.num_tokens, seq.num_prompt_tokens - 1) - chunk.start)

@@ -75,6 +75,7 @@ class PagedKVCache:
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.block_size = block_size
+        self.num_blocks = num_blocks
         self.scratch_slot = num_blocks * block_size  # first slot of the scratch block
         self.layout: BatchLayout | None = None
         self.workspace: DecodeWorkspace | None = None

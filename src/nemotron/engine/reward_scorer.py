@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nemotron.errors import NemotronError
+from nemotron.errors import EngineDeadError, NemotronError
 from nemotron.model.nemotron import NemotronForRewardModel
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,38 @@ class ScorerConfig:
 
 
 @dataclass(slots=True)
+class RewardBatch:
+    """One forward of the reward model as every rank runs it (rank 0 broadcasts it)."""
+
+    input_ids: torch.Tensor  # (B, T) right-padded, on the host
+    lengths: torch.Tensor  # (B,)
+
+
+class RewardRunner:
+    """The reward model's forward on this rank's part of it (all of it on one device). With a channel
+    (nemotron.parallel.runtime) every rank runs each batch; the scores come back to rank 0."""
+
+    def __init__(self, model: NemotronForRewardModel, channel=None) -> None:
+        self.model, self.channel = model, channel
+        self.device = model.model.layers[0].input_layernorm.weight.device  # every stage has layers
+
+    @torch.inference_mode()
+    def execute(self, batch: RewardBatch) -> torch.Tensor | None:
+        """(B, A) float32 scores on rank 0, None on the other ranks."""
+        ids, lengths = batch.input_ids.to(self.device), batch.lengths.to(self.device)
+        if self.channel is None:
+            return self.model(ids, lengths=lengths)
+        from nemotron.parallel.pipeline import MicroBatch, pipeline_forward
+
+        positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
+        hidden = pipeline_forward(self.model, self.channel.layout, [MicroBatch(positions, ids)])[0]  # (B, T, H)
+        scores = None
+        if hidden is not None:  # the last stage
+            scores = self.model.rm_head(hidden[torch.arange(len(ids), device=self.device), lengths - 1]).float()
+        return self.channel.to_driver(scores, (len(ids), self.model.config.num_reward_attributes), torch.float32)
+
+
+@dataclass(slots=True)
 class _Job:
     ids: list[int]
     loop: asyncio.AbstractEventLoop
@@ -49,12 +81,15 @@ class _Job:
 
 
 class RewardScorer:
-    def __init__(self, model: NemotronForRewardModel, config: ScorerConfig = ScorerConfig(), pad_id: int = 0) -> None:
+    def __init__(self, model: NemotronForRewardModel, config: ScorerConfig = ScorerConfig(), pad_id: int = 0,
+                 channel=None) -> None:
         self.model = model
         self.config = config
         self.pad_id = pad_id
         self.context_len = model.config.max_position_embeddings
-        self.device = model.rm_head.weight.device
+        self.runner = RewardRunner(model, channel)
+        if channel is not None:
+            channel.ready()
         self.num_batches = 0  # forwards run, for metrics and tests
         self._inbox: list[_Job] = []
         self._lock = threading.Lock()
@@ -126,8 +161,19 @@ class RewardScorer:
         input_ids = torch.full((len(batch), max(lengths)), self.pad_id, dtype=torch.long)
         for row, job in enumerate(batch):
             input_ids[row, :len(job.ids)] = torch.tensor(job.ids)
+        batch_plan = RewardBatch(input_ids, torch.tensor(lengths))
+        channel = self.runner.channel
         try:
-            scores = self.model(input_ids.to(self.device), lengths=torch.tensor(lengths, device=self.device))
+            if channel is None:
+                scores = self.runner.execute(batch_plan)
+            else:
+                with channel.step():
+                    channel.broadcast(batch_plan)
+                    scores = self.runner.execute(batch_plan)
+        except EngineDeadError as err:  # a rank of a parallel run is gone: final, 503
+            for job in batch:
+                self._deliver(job, err)
+            return
         except Exception as err:  # a bug or out of memory: fail these requests, keep serving
             log.exception("reward model forward failed")
             for job in batch:

@@ -105,9 +105,15 @@ class Precision:
 class Part:
     split: float  # bytes divided among tensor-parallel ranks
     replicated: float = 0.0  # bytes every rank holds (norms)
+    kv_split: float = 0.0  # k/v projections: divided among at most kv_heads ranks (replicated beyond)
+    kv_heads: int = 1
 
     def per_rank(self, tp: int) -> float:
-        return self.split / tp + self.replicated
+        return self.split / tp + self.kv_split / min(tp, self.kv_heads) + self.replicated
+
+    @property
+    def total(self) -> float:
+        return self.split + self.kv_split + self.replicated
 
 
 @dataclass(slots=True, frozen=True)
@@ -119,16 +125,17 @@ class WeightBytes:
 
     @property
     def total(self) -> float:
-        return sum(p.split + p.replicated for p in (*self.layers, self.first, self.last))
+        return sum(p.total for p in (*self.layers, self.first, self.last))
 
     @classmethod
     def from_config(cls, config: ModelConfig | NemotronHConfig, precision: Precision) -> WeightBytes:
         if isinstance(config, NemotronHConfig):
             return cls._hybrid(config, precision)
         h, d, f, v = config.hidden_size, config.head_dim, config.intermediate_size, config.vocab_size
-        shapes = [(config.num_heads * d, h), (config.num_kv_heads * d, h), (config.num_kv_heads * d, h),
-                  (h, config.num_heads * d), (f, h), (h, f)]  # q, k, v, o, up, down: (out, in)
-        layer = Part(sum(precision.linear_bytes(n, k) for n, k in shapes), precision.other_bytes(4 * h))
+        shapes = [(config.num_heads * d, h), (h, config.num_heads * d), (f, h), (h, f)]  # q, o, up, down: (out, in)
+        kv = 2 * precision.linear_bytes(config.num_kv_heads * d, h)
+        layer = Part(sum(precision.linear_bytes(n, k) for n, k in shapes), precision.other_bytes(4 * h), kv,
+                     config.num_kv_heads)
         head = config.num_reward_attributes * (h + int(config.reward_head_bias)) if config.is_reward_model else v * h
         return cls((layer,) * config.num_layers, Part(precision.other_bytes(v * h)),
                    Part(precision.other_bytes(head), precision.other_bytes(2 * h)), precision.label)
@@ -149,15 +156,16 @@ class WeightBytes:
         """Real tensor sizes from the safetensors headers (quantized checkpoints included)."""
         from nemotron.checkpoint import hf
 
-        layers = [[0.0, 0.0] for _ in range(config.num_layers)]
-        first, last = [0.0, 0.0], [0.0, 0.0]
+        layers = [[0.0, 0.0, 0.0] for _ in range(config.num_layers)]  # split, replicated (norms), k/v
+        first, last = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
         for raw_name, (shape, dtype) in hf.tensor_shapes(directory).items():
             name = hf.normalise_name(_trunk_name(raw_name))
             nbytes = math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
             match = re.match(r"model\.layers\.(\d+)\.", name)
             slot = layers[int(match[1])] if match else first if "embed_tokens" in name else last
-            slot["norm" in name.rsplit(".", 2)[-2]] += nbytes  # norms are replicated across TP ranks
-        return cls(tuple(Part(*p) for p in layers), Part(*first), Part(*last),
+            module = name.rsplit(".", 2)[-2]
+            slot[1 if "norm" in module else 2 if module in ("k_proj", "v_proj") else 0] += nbytes
+        return cls(tuple(Part(*p, config.num_kv_heads) for p in layers), Part(*first), Part(*last),
                    f"tensor sizes of {directory} ({config.quantization or config.torch_dtype})")
 
 

@@ -12,6 +12,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from nemotron.sdg.store import OutputError
+
 
 def call_key(kind: str, model: str, payload: dict) -> str:
     """Content hash of a call: its kind ("chat", "reward"), model name and request payload
@@ -24,11 +26,14 @@ class CallCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, each INSERT is one durable transaction.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        try:
+            # isolation_level=None: autocommit, each INSERT is one durable transaction.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except sqlite3.OperationalError as err:
+            raise self._error(err) from None
         self.hits = 0
         self.misses = 0
 
@@ -42,8 +47,15 @@ class CallCache:
 
     def put(self, key: str, value: dict) -> None:
         """First answer wins: a key already present keeps its value (a resumed run stays the same)."""
-        self._db.execute("INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)",
-                         (key, json.dumps(value, ensure_ascii=False)))
+        try:
+            self._db.execute("INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)",
+                             (key, json.dumps(value, ensure_ascii=False)))
+        except sqlite3.OperationalError as err:  # full disk, read-only file system
+            raise self._error(err) from None
+
+    def _error(self, err: sqlite3.OperationalError) -> OutputError:
+        return OutputError(f"cannot write {self.path}: {err}; the answers already cached are kept, rerun the same "
+                           f"command to resume once it is writable")
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]

@@ -1,6 +1,7 @@
 """From a stage's unit results to its dataset, deterministically.
 
-Units finish in any order; collection walks them in input order, applies the stage's own check,
+Units finish in any order; collection walks them in input order (as they become available, so
+the next stage can start on a record before this one ends), applies the stage's own check,
 the length and reward filters and exact/near dedup, and rewrites the stage's data and rejection
 files in one step each. It reads only files, so a resumed run (or a rerun with new thresholds)
 collects the same way, and thresholds can change without calling a model again.
@@ -77,14 +78,21 @@ def _rejection(record: dict, stage: Stage, reason: str, detail: str | None) -> d
             "text": stage.text(record)[:500]}
 
 
-def collect(stage: Stage, units: list[Unit], results: dict[str, dict]) -> Collected:
-    out = Collected()
-    keep = RecordFilter(stage, stage.spec.filters)
-    for unit in units:
-        line = results.get(unit.id)
+class Collector:
+    """Collection fed one unit at a time, in input order: a pipeline streams each stage's kept
+    records to the next stage as soon as the units before them are collected."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.out = Collected()
+        self._keep = RecordFilter(stage, stage.spec.filters)
+
+    def add(self, unit: Unit, line: dict | None) -> list[dict]:
+        """The unit's kept records; `line` None for a unit with no result (failed, retried next run)."""
+        out, stage = self.out, self.stage
         if line is None:
             out.units_pending += 1
-            continue
+            return []
         out.units_done += 1
         out.usage.update({k: line["usage"].get(k, 0) for k in USAGE_KEYS})
         parse = line.get("parse") or {}
@@ -92,14 +100,23 @@ def collect(stage: Stage, units: list[Unit], results: dict[str, dict]) -> Collec
                                    parse.get("items", 0), parse.get("rejected_items", 0)))
         for entry in line["rejected"]:
             out.rejected.append({"stage": stage.name, "record": None, "unit": unit.id, **entry})
+        kept = []
         for record in line["records"]:
             out.generated += 1
-            rejection = keep(record)
+            rejection = self._keep(record)
             if rejection is None:
-                out.kept.append(record)
+                kept.append(record)
             else:
                 out.rejected.append(rejection)
-    return out
+        out.kept.extend(kept)
+        return kept
+
+
+def collect(stage: Stage, units: list[Unit], results: dict[str, dict]) -> Collected:
+    collector = Collector(stage)
+    for unit in units:
+        collector.add(unit, results.get(unit.id))
+    return collector.out
 
 
 def reward_values(record: dict) -> dict[str, float]:

@@ -47,7 +47,7 @@ class ModelSpec:
     name: str  # the alias stages refer to
     model: str  # the name sent to the endpoint, part of every cache key
     kind: str = "chat"
-    endpoint: str | None = None  # an OpenAI-compatible base URL ...
+    endpoint: str | tuple | None = None  # an OpenAI-compatible base URL, or several (replicas) ...
     engine: str | None = None  # ... or a model directory run in-process
     api_key_env: str | None = None  # environment variable holding the API key (never the key itself)
     max_concurrency: int = 32
@@ -63,6 +63,15 @@ class ModelSpec:
             raise PipelineConfigError(f"{where}.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
         if self.endpoint and self.engine:
             raise PipelineConfigError(f"{where}: give endpoint or engine, not both")
+        if self.endpoint:
+            from nemotron.sdg.backends.http import parse_endpoints
+
+            if isinstance(self.endpoint, list):
+                object.__setattr__(self, "endpoint", tuple(self.endpoint))
+            try:
+                parse_endpoints(self.endpoint)
+            except ValueError as err:
+                raise PipelineConfigError(f"{where}.endpoint: {err}") from None
         if self.max_concurrency < 1 or self.max_attempts < 1 or self.timeout <= 0:
             raise PipelineConfigError(f"{where}: max_concurrency and max_attempts must be >= 1, timeout > 0")
 
@@ -93,6 +102,7 @@ class StageSpec:
     model: str = "generator"
     reward_model: str | None = None
     judge_model: str | None = None
+    user_model: str | None = None  # plays the user (dialogues, follow-up turns); default: model
     sampling: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
@@ -107,7 +117,7 @@ class PipelineConfig:
     seed: int = 0
     sampling: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    unit_window: int | None = None  # units worked on at once (default: 2 x the generator's concurrency)
+    unit_window: int | None = None  # units worked on at once, whole pipeline (default: 2 x the models' windows)
     flush_every: int = 64  # finished units written per fsync'd batch ...
     flush_interval: float = 1.0  # ... or after this many seconds
 
@@ -118,15 +128,19 @@ class PipelineConfig:
         raise KeyError(name)
 
 
-def load_config(path: str | Path) -> PipelineConfig:
+def read_config(path: str | Path) -> Any:
+    """The YAML of a config file, unchecked (`parse_config` checks it)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise PipelineConfigError(f"no pipeline config at {path}") from None
     except yaml.YAMLError as err:
         raise PipelineConfigError(f"{path} is not valid YAML: {err}") from None
-    return parse_config(data, where=str(path))
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    return parse_config(read_config(path), where=str(path))
 
 
 def _keys(data: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
@@ -188,8 +202,8 @@ def _filters(data: Any, where: str) -> FilterSpec:
                       dedup_threshold=float(threshold))
 
 
-STAGE_KEYS = ("name", "kind", "input", "count", "limit", "model", "reward_model", "judge_model", "sampling",
-              "prompts", "filters")
+STAGE_KEYS = ("name", "kind", "input", "count", "limit", "model", "reward_model", "judge_model", "user_model",
+              "sampling", "prompts", "filters")
 
 
 def _stage(data: Any, where: str, previous: str | None) -> StageSpec:
@@ -221,7 +235,7 @@ def _stage(data: Any, where: str, previous: str | None) -> StageSpec:
         count=_positive_int(data.get("count"), f"{where}.count"),
         limit=_positive_int(data.get("limit"), f"{where}.limit"),
         model=data.get("model", "generator"), reward_model=data.get("reward_model"),
-        judge_model=data.get("judge_model"), sampling=check_sampling(data.get("sampling"), f"{where}.sampling"),
+        judge_model=data.get("judge_model"), user_model=data.get("user_model"), sampling=check_sampling(data.get("sampling"), f"{where}.sampling"),
         prompts=dict(data.get("prompts") or {}), options=options,
         filters=_filters(data.get("filters"), f"{where}.filters"),
     )
@@ -283,7 +297,8 @@ def _check_models(stage: StageSpec, models: dict[str, ModelSpec], where: str) ->
 
     kind = STAGE_KINDS[stage.kind]
     wanted = [("model", stage.model, "chat")] if kind.uses_generator else []
-    wanted += [("reward_model", stage.reward_model, "reward"), ("judge_model", stage.judge_model, "chat")]
+    wanted += [("reward_model", stage.reward_model, "reward"), ("judge_model", stage.judge_model, "chat"),
+               ("user_model", stage.user_model, "chat")]
     for key, alias, model_kind in wanted:
         if alias is None:
             continue

@@ -127,22 +127,24 @@ class Deduplicator:
             return DedupDecision(False, "exact", self._exact[digest], 1.0)
         sig = self._hasher.signature(shingles(text, cfg.shingle_size)) if cfg.near else None
         if sig is not None:
-            match = self._best_candidate(sig)
+            keys = self._band_keys(sig)
+            match = self._best_candidate(sig, keys)
             if match is not None:
                 return DedupDecision(False, "near", self._ids[match[0]], match[1])
         if cfg.exact:
             self._exact[digest] = record_id
         if sig is not None:
-            self._index(record_id, sig)
+            self._index(record_id, sig, keys)
         self.kept += 1
         return DedupDecision(True)
 
     def _band_keys(self, sig: np.ndarray) -> list[tuple[int, bytes]]:
-        r = self.config.rows
-        return [(band, sig[band * r:(band + 1) * r].tobytes()) for band in range(self.config.bands)]
+        width = self.config.rows * sig.itemsize
+        raw = sig.tobytes()  # slicing bytes is far cheaper than slicing the array per band
+        return [(band, raw[band * width:(band + 1) * width]) for band in range(self.config.bands)]
 
-    def _best_candidate(self, sig: np.ndarray) -> tuple[int, float] | None:
-        rows = sorted({row for key in self._band_keys(sig) for row in self._buckets.get(key, ())})
+    def _best_candidate(self, sig: np.ndarray, keys: list[tuple[int, bytes]]) -> tuple[int, float] | None:
+        rows = sorted({row for key in keys for row in self._buckets.get(key, ())})
         if not rows:
             return None
         sigs = self._signatures()
@@ -152,11 +154,11 @@ class Deduplicator:
             return None
         return rows[best], float(sims[best])
 
-    def _index(self, record_id: RecordId, sig: np.ndarray) -> None:
+    def _index(self, record_id: RecordId, sig: np.ndarray, keys: list[tuple[int, bytes]] | None = None) -> None:
         row = len(self._ids)
         self._ids.append(record_id)
         self._sig_rows.append(sig)
-        for key in self._band_keys(sig):
+        for key in keys or self._band_keys(sig):
             self._buckets.setdefault(key, []).append(row)
 
     def _signatures(self) -> np.ndarray:

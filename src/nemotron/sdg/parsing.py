@@ -69,8 +69,13 @@ def _parse_json(text: str) -> list[str]:
     return []
 
 
+_YAML_LIST = re.compile(r"^\s*-(?:\s|$)|\[", re.MULTILINE)  # a YAML list needs "- " items or [ ... ]
+
+
 def _parse_yaml(text: str) -> list[str]:
     for candidate in [*_FENCE.findall(text), text]:
+        if not _YAML_LIST.search(candidate):
+            continue  # cannot hold a list: skip the (slow) YAML parser
         try:
             # BaseLoader keeps every scalar a string: "- yes" stays "yes", "- 1.10" stays "1.10".
             value = yaml.load(candidate, Loader=yaml.BaseLoader)

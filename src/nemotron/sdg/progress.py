@@ -1,5 +1,6 @@
-"""Progress of a stage: a tqdm bar (units done, ETA) whose postfix shows calls in flight against the
-current concurrency window, tokens generated and throughput. Without a terminal (a run under nohup,
+"""Progress of a pipeline run: a tqdm bar (units done of those known so far: the total grows as
+stages make records for the next ones) whose postfix shows calls in flight against the current
+concurrency window, tokens generated and throughput. Without a terminal (a run under nohup,
 a log file) it prints one line every `log_interval` seconds instead."""
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ class Progress:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         made = tokens - self.tokens_at_start
         return f"in flight {in_flight}/{window}, {made / 1000:.1f}k tok, {made / elapsed:.0f} tok/s"
+
+    def grow(self, n: int) -> None:
+        """More units became known (a pipeline learns its size as stages make records)."""
+        if n <= 0:
+            return
+        self.total += n
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
 
     def advance(self, n: int = 1) -> None:
         self.done += n

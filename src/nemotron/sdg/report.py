@@ -22,11 +22,21 @@ def load_run(out_dir: str | Path) -> tuple[dict, dict]:
     return run, summary
 
 
+def _content(value: object) -> str | None:
+    """The text of a reply stored as a string or as a message list ([{"role": "assistant", ...}])."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        return str(value[-1].get("content", ""))
+    return None
+
+
 def record_text(record: dict) -> str:
     """The text a record is about: the reply of an SFT record, the chosen reply of a pair, else its
     prompt or topic."""
-    if isinstance(record.get("chosen"), str):
-        return record["chosen"]
+    chosen = _content(record.get("chosen"))
+    if chosen is not None:
+        return chosen
     messages = record.get("messages")
     if isinstance(messages, list) and messages:
         return messages[-1]["content"] if messages[-1]["role"] == "assistant" else transcript(messages)
@@ -38,13 +48,14 @@ def record_text(record: dict) -> str:
 
 def format_report(out_dir: str | Path) -> str:
     run, summary = load_run(out_dir)
+    stages = summary.get("stages") or {}
     lines = [f"pipeline {run['name']} in {out_dir}", ""]
     header = f"{'stage':<22}{'kind':<22}{'units':>12}{'failed':>8}{'made':>9}{'kept':>9}{'calls':>9}" \
              f"{'cached':>9}{'tokens in':>12}{'tokens out':>12}"
     lines += [header, "-" * len(header)]
     totals: Counter = Counter()
     for stage in run["stages"]:
-        s = summary.get(stage["name"])
+        s = stages.get(stage["name"])
         if s is None:
             lines.append(f"{stage['name']:<22}{stage['kind']:<22}{'(not run yet)':>12}")
             continue
@@ -56,10 +67,11 @@ def format_report(out_dir: str | Path) -> str:
     lines += ["", f"total: {totals['calls']} model calls ({totals['cached_calls']} from the cache on resumes), "
                   f"{totals['reward_calls']} reward calls, {totals['prompt_tokens']} prompt tokens, "
                   f"{totals['completion_tokens']} generated tokens", ""]
+    lines += _requests(summary.get("models") or {})
     lines.append("rejections:")
     any_rejection = False
     for stage in run["stages"]:
-        s = summary.get(stage["name"]) or {}
+        s = stages.get(stage["name"]) or {}
         for reason, count in (s.get("rejections") or {}).items():
             lines.append(f"  {stage['name']:<22}{reason:<28}{count:>8}")
             any_rejection = True
@@ -67,16 +79,16 @@ def format_report(out_dir: str | Path) -> str:
         lines.append("  none")
     parse_lines = []
     for stage in run["stages"]:
-        p = (summary.get(stage["name"]) or {}).get("parse") or {}
+        p = (stages.get(stage["name"]) or {}).get("parse") or {}
         if p.get("by_method") or p.get("failures"):
             methods = ", ".join(f"{m} {n}" for m, n in sorted(p["by_method"].items()))
             parse_lines.append(f"  {stage['name']:<22}parsed: {methods or '-'}; failures {p['failures']}; "
                                f"items {p['items']}; ungrounded items dropped {p['rejected_items']}")
     if parse_lines:
         lines += ["", "list parsing:", *parse_lines]
-    failed = [(n, s["last_run"]) for n, s in summary.items() if s.get("last_run", {}).get("failed_units")]
+    failed = [(n, s["last_run"]) for n, s in stages.items() if s.get("last_run", {}).get("failed_units")]
     if failed:
-        lines += ["", "failed units (retried by the next run of the same command):"]
+        lines += ["", "units that gave up (retried by the next run of the same command):"]
         for name, last in failed:
             lines.append(f"  {name}: {last['failed_units']} units")
             lines += [f"    {count} x {error}" for error, count in last["errors"].items()]
@@ -87,11 +99,30 @@ def format_report(out_dir: str | Path) -> str:
             path = Path(out_dir) / f"{name}.jsonl"
             count = sum(1 for _ in read_jsonl(path)) if path.exists() else 0
             lines.append(f"  {path}: {count} records")
+    status = summary.get("status")
+    if status:
+        lines += ["", f"status: exit {status['exit']}: {status['message']}"]
     return "\n".join(lines)
 
 
+def _requests(models: dict) -> list[str]:
+    """Requests, retries, given-up calls and errors by HTTP status (or kind), per model."""
+    if not models:
+        return []
+    lines = ["requests:"]
+    for alias, m in models.items():
+        errors = ", ".join(f"{kind} x{n}" for kind, n in m["errors"].items()) or "none"
+        lines.append(f"  {alias:<12}{m['requests']:>8} sent, {m['completed']} answered, {m['retries']} retries, "
+                     f"{m['given_up']} given up; errors: {errors}")
+        for url, e in (m.get("endpoints") or {}).items():
+            errors = ", ".join(f"{kind} x{n}" for kind, n in e["errors"].items()) or "none"
+            lines.append(f"    {url}: {e['requests']} sent, marked down {e['marked_down']} times; errors: {errors}")
+    return [*lines, ""]
+
+
 def plot(out_dir: str | Path) -> list[Path]:
-    """Reward histograms and length distributions as PNGs under DIR/report/; their paths."""
+    """PNGs under DIR/report/: reward score histograms, lengths per stage, and for preference data the
+    chosen vs rejected rewards and their margin. Their paths."""
     try:
         import matplotlib
     except ImportError:
@@ -104,31 +135,83 @@ def plot(out_dir: str | Path) -> list[Path]:
     (out / "report").mkdir(exist_ok=True)
     rewards: dict[str, list[float]] = {}
     lengths: dict[str, list[int]] = {}
+    pairs: list[tuple[float, float]] = []
     for stage in run["stages"]:
         for record in read_jsonl(out / "data" / f"{stage['name']}.jsonl"):
             lengths.setdefault(stage["name"], []).append(len(record_text(record).split()))
             for attribute, value in reward_values(record).items():
                 rewards.setdefault(attribute, []).append(value)
+            if isinstance(record.get("chosen_reward"), (int, float)) and \
+                    isinstance(record.get("rejected_reward"), (int, float)):
+                pairs.append((record["chosen_reward"], record["rejected_reward"]))
     written = []
     if rewards:
-        written.append(_histograms(plt, rewards, "#76b900", "score", "reward scores of kept records",
-                                   out / "report" / "rewards.png"))
+        written.append(_grid(plt, rewards, "#76b900", "score", False, "reward scores of kept records",
+                             out / "report" / "rewards.png"))
     if lengths:
-        written.append(_histograms(plt, lengths, "#5b8db8", "words", "length of kept records",
-                                   out / "report" / "lengths.png"))
+        written.append(_grid(plt, lengths, "#5b8db8", "words", True, "length of kept records",
+                             out / "report" / "lengths.png"))
+    if pairs:
+        written.append(_preference(plt, pairs, out / "report" / "preference.png"))
     plt.close("all")
     return written
 
 
-def _histograms(plt, series: dict[str, list], color: str, xlabel: str, title: str, path: Path) -> Path:
-    """One histogram per named series, side by side, saved to path."""
-    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3), squeeze=False)
-    for ax, (name, values) in zip(axes[0], series.items()):
-        ax.hist(values, bins=20, color=color)
-        ax.set_title(name)
+def _grid(plt, series: dict[str, list], color: str, xlabel: str, integer_x: bool, title: str, path: Path) -> Path:
+    """One histogram per named series in a grid of at most four columns; counts on integer ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    columns = min(4, len(series))
+    rows = -(-len(series) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows + 0.6), squeeze=False)
+    for ax, (name, values) in zip(axes.flat, series.items()):
+        if integer_x:
+            low, high = min(values), max(values)
+            step = max(1, -(-(high - low + 1) // 30))
+            bins = [low - 0.5 + i * step for i in range((high - low) // step + 2)]
+        else:
+            bins = 20
+        ax.hist(values, bins=bins, color=color, edgecolor="white", linewidth=0.5)
+        ax.set_title(f"{name} (n={len(values)})", fontsize=10)
         ax.set_xlabel(xlabel)
-    axes[0][0].set_ylabel("records")
+        ax.set_ylabel("records")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if max(values) - min(values) < 4:  # a narrow range would get fractional ticks
+                middle = (max(values) + min(values)) / 2
+                ax.set_xlim(middle - 3, middle + 3)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(series):]:
+        ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def _preference(plt, pairs: list[tuple[float, float]], path: Path) -> Path:
+    """Chosen vs rejected reward (overlaid histograms) and the margin chosen - rejected."""
+    from matplotlib.ticker import MaxNLocator
+
+    chosen, rejected = [c for c, _ in pairs], [r for _, r in pairs]
+    margins = [c - r for c, r in pairs]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    low, high = min(chosen + rejected), max(chosen + rejected)
+    bins = [low + (high - low) * i / 20 for i in range(21)] if high > low else 10
+    left.hist(rejected, bins=bins, color="#c0504d", alpha=0.6, label="rejected")
+    left.hist(chosen, bins=bins, color="#76b900", alpha=0.6, label="chosen")
+    left.set_title(f"reward of chosen vs rejected (n={len(pairs)})", fontsize=10)
+    left.set_xlabel("reward (weighted scalar)")
+    left.legend()
+    right.hist(margins, bins=20, color="#5b8db8")
+    right.axvline(0, color="black", linewidth=0.8)
+    right.set_title(f"margin chosen - rejected ({sum(m <= 0 for m in margins)} pairs <= 0)", fontsize=10)
+    right.set_xlabel("reward margin")
+    for ax in (left, right):
+        ax.set_ylabel("pairs")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     return path

@@ -7,11 +7,37 @@ work after a crash appends nothing twice.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from nemotron.errors import NemotronError
+
+DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied"}
+
+
+class OutputError(NemotronError):
+    """The output directory cannot be written (full, read-only, no permission). Everything written
+    before stays valid: free space or fix permissions and rerun the same command to resume."""
+
+
+@contextmanager
+def writing(path: str | Path):
+    """Turn a disk error while writing `path` into an OutputError naming it."""
+    try:
+        yield
+    except OSError as err:
+        reason = DISK_ERRNOS.get(err.errno)
+        if reason is None:
+            raise
+        raise OutputError(f"cannot write {path}: {reason} ({err.strerror}); nothing already written is lost, "
+                          f"rerun the same command to resume once it is writable") from None
 
 
 def content_id(*parts: object) -> str:
@@ -79,18 +105,48 @@ def write_atomic(path: str | Path, records: Iterable[dict]) -> int:
     """Replace `path` with these records in one step: readers (and a crash) see old or new, never
     a mix. Returns the number of records written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "wb") as f:
-        for record in records:
-            f.write(dumps(record).encode() + b"\n")
-            count += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                for record in records:
+                    f.write(dumps(record).encode() + b"\n")
+                    count += 1
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)  # the old file stays as it was
+            raise
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
     return count
+
+
+def write_json(path: str | Path, data: object) -> None:
+    """Replace a small JSON file in one step."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with writing(path):
+        try:
+            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(path)
+
+
+def append_line(path: str | Path, record: dict) -> None:
+    """One JSON line appended to a log file (no fsync: a lost line is only a lost log entry)."""
+    with writing(path), open(path, "a") as f:
+        f.write(dumps(record) + "\n")
+
+
+def make_dirs(root: Path, subdirs: Iterable[str]) -> None:
+    for sub in subdirs:
+        with writing(root / sub):
+            (root / sub).mkdir(parents=True, exist_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -106,10 +162,11 @@ class RecordStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.repaired_bytes = repair_tail(self.path)
-        self.ids: set[str] = {r["id"] for r in read_jsonl(self.path)}
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.repaired_bytes = repair_tail(self.path)
+            self.ids: set[str] = {r["id"] for r in read_jsonl(self.path)}
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def __contains__(self, record_id: str) -> bool:
         return record_id in self.ids
@@ -132,8 +189,15 @@ class RecordStore:
             lines.append(dumps(record))
         if not lines:
             return 0
-        _write_all(self._fd, ("\n".join(lines) + "\n").encode())
-        os.fsync(self._fd)
+        with writing(self.path):
+            try:
+                _write_all(self._fd, ("\n".join(lines) + "\n").encode())
+                os.fsync(self._fd)
+            except OSError:
+                # A batch cut short (disk full) leaves a torn last line at most; cut it now while
+                # we can, and the next open would anyway. None of the batch counts as written.
+                repair_tail(self.path)
+                raise
         self.ids.update(fresh)
         return len(lines)
 

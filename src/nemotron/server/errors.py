@@ -12,11 +12,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from nemotron.errors import EngineDeadError
+
 log = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
-          503: "service_unavailable"}
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
+          415: "invalid_request_error", 499: "client_closed_request", 503: "service_unavailable"}
 
 
 class APIError(Exception):
@@ -55,4 +57,10 @@ async def handle_http_exception(request: Request, err: Exception) -> JSONRespons
     return JSONResponse(error_body(err.status_code, message), err.status_code, headers=err.headers)
 
 
-EXCEPTION_HANDLERS = {APIError: handle_api_error, HTTPException: handle_http_exception}
+async def handle_engine_dead(request: Request, err: Exception) -> JSONResponse:
+    """The engine cannot serve any more (a step failed, a rank of a parallel run is gone): 503."""
+    return JSONResponse(error_body(503, str(err), code="engine_failed"), 503)
+
+
+EXCEPTION_HANDLERS = {APIError: handle_api_error, HTTPException: handle_http_exception,
+                      EngineDeadError: handle_engine_dead}

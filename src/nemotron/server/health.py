@@ -1,4 +1,5 @@
-"""Liveness/readiness and metrics: `GET /health` (200 only once the model is loaded), `PUT /` (the
+"""Liveness/readiness and metrics: `GET /health` (200 only once the model is loaded and while not
+draining for shutdown), `PUT /` (the
 model card's readiness probe, `curl -X PUT http://host:port`, which only needs an answer), and
 `GET /metrics` (Prometheus text)."""
 from __future__ import annotations
@@ -11,6 +12,8 @@ from nemotron.server.state import ServerState
 
 async def health(request: Request) -> Response:
     state: ServerState = request.app.state.server
+    if state.drain.draining:
+        return JSONResponse({"status": "draining", "model": state.config.model_name}, 503)
     if state.ready:
         return JSONResponse({"status": "ready", "model": state.config.model_name})
     if state.load_error is not None:

@@ -12,7 +12,9 @@ from collections import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-ENDPOINTS = ("/generate", "/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/")
+CLIENT_CLOSED = 499  # nginx's status for a request the client gave up on
+ENDPOINTS = ("/generate", "/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/",
+             "/openapi.json")
 
 
 class Histogram:
@@ -101,7 +103,8 @@ def _number(value: float) -> str:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request by endpoint and status and times it to the end of its response."""
+    """Counts every HTTP request by endpoint and status and times it to the end of its response. A
+    client that disconnects before its response is complete counts as 499, whatever was started."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -112,15 +115,25 @@ class MetricsMiddleware:
             return
         start, status = time.perf_counter(), 500
         endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        complete = gone = False
+
+        async def watching_receive() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
 
         async def recording_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, complete
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
             await send(message)
 
         try:
-            await self.app(scope, receive, recording_send)
+            await self.app(scope, watching_receive, recording_send)
         finally:
+            status = CLIENT_CLOSED if gone and not complete else status
             self.metrics.requests[(endpoint, status)] += 1
             self.metrics.latency.observe(endpoint, time.perf_counter() - start)

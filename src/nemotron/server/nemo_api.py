@@ -29,100 +29,75 @@ from __future__ import annotations
 import json
 import time
 from contextlib import aclosing
-from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from nemotron.engine.llm_engine import RequestError
-from nemotron.engine.sampling import MAX_TEMPERATURE, SamplingParams, SamplingParamsError
+from nemotron.engine.sampling import SamplingParams, SamplingParamsError
 from nemotron.errors import TokenizerError
 from nemotron.server.completion import check_context, derive_seed, finite, merge
 from nemotron.server.errors import bad_request
-from nemotron.server.plumbing import ClientGone, client_closed, read_json, until_done_or_gone
-from nemotron.server.params import get_bool, get_int, get_number, get_str_list
+from nemotron.server.plumbing import ClientGone, client_closed, parse_body, until_done_or_gone
+from nemotron.server.schemas import GenerateBody
 from nemotron.server.state import ServedModel, ServerState
 
-MAX_SENTENCES = 128
-DEFAULT_END_STRINGS = ["<|endoftext|>"]
 
-
-@dataclass(slots=True)
-class GenerateRequest:
-    sentences: list[str]
-    tokens_to_generate: int
-    add_bos: bool
-    compute_logprob: bool
-    all_probs: bool
-    random_seed: int | None
-    sampling: dict  # SamplingParams fields shared by every sentence
-
-
-def parse_generate(body: dict, max_sentences: int) -> GenerateRequest:
-    sentences = body.get("sentences")
-    if not isinstance(sentences, list) or not all(isinstance(s, str) for s in sentences):
-        raise bad_request("sentences must be a list of strings (the prompts)", "sentences")
-    if not sentences:
-        raise bad_request("sentences is empty; give at least one prompt", "sentences")
-    if len(sentences) > max_sentences:
-        raise bad_request(f"Maximum number of sentences is {max_sentences}", "sentences")
-    tokens = get_int(body, "tokens_to_generate", 64, minimum=1)
-    compute_logprob = get_bool(body, "compute_logprob", False)
-    all_probs = get_bool(body, "all_probs", False)
-    if all_probs and not compute_logprob:
-        raise bad_request("all_probs needs compute_logprob: true (the full distributions come with the "
-                          "log-probabilities)", "all_probs")
-    top_p = get_number(body, "top_p", 0.9, minimum=0.0, maximum=1.0)
-    sampling = dict(
-        temperature=get_number(body, "temperature", 1.0, above=0.0, maximum=MAX_TEMPERATURE),
-        greedy=get_bool(body, "greedy", False),
-        top_k=get_int(body, "top_k", 0, minimum=0),
-        top_p=top_p or 1.0,  # NeMo: 0 switches top-p off
-        repetition_penalty=get_number(body, "repetition_penalty", 1.0, minimum=1.0),
+def _sampling_fields(req: GenerateBody) -> dict:
+    """The SamplingParams fields every sentence of the request shares."""
+    return dict(
+        temperature=req.temperature, greedy=req.greedy, top_k=req.top_k,
+        top_p=req.top_p or 1.0,  # NeMo: 0 switches top-p off
+        repetition_penalty=req.repetition_penalty,
         # NeMo never complains about a minimum above the maximum; it just stops at the maximum.
-        min_new_tokens=min(get_int(body, "min_tokens_to_generate", 0, minimum=0), tokens),
-        stop_strings=[s for s in get_str_list(body, "end_strings", DEFAULT_END_STRINGS) if s],
+        min_new_tokens=min(req.min_tokens_to_generate, req.tokens_to_generate),
+        stop_strings=[s for s in req.end_strings if s],
+        max_new_tokens=req.tokens_to_generate,
+        return_logprobs=req.compute_logprob,
+        prompt_logprobs=req.compute_logprob and not req.all_probs,
     )
-    return GenerateRequest(sentences, tokens, get_bool(body, "add_BOS", False), compute_logprob, all_probs,
-                           get_int(body, "random_seed", None, minimum=0, nullable=True), sampling)
+
+
+def _prepare(served: ServedModel, req: GenerateBody) -> list[tuple[list[int], SamplingParams]]:
+    """Tokenize and check every sentence (on a worker thread)."""
+    shared, plan = _sampling_fields(req), []
+    for i, sentence in enumerate(req.sentences):
+        try:
+            prompt = served.encode(sentence, f"sentences[{i}]", add_bos=req.add_BOS)
+        except TokenizerError as err:
+            raise bad_request(str(err), "add_BOS") from None
+        check_context(len(prompt), req.tokens_to_generate, served.context_len, "tokens_to_generate")
+        try:
+            params = SamplingParams(seed=derive_seed(req.random_seed, i), **shared)
+            served.llm.engine.check_request(prompt, params)
+        except (SamplingParamsError, RequestError) as err:
+            raise bad_request(f"sentences[{i}]: {err}" if isinstance(err, RequestError) else str(err)) from None
+        plan.append((prompt, params))
+    return plan
 
 
 async def generate(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    req = parse_generate(await read_json(request), state.config.max_choices)
+    req = await parse_body(request, GenerateBody)
+    if len(req.sentences) > state.config.max_choices:
+        raise bad_request(f"Maximum number of sentences is {state.config.max_choices}", "sentences")
     served = await state.served()
     if served.llm is None:
         raise bad_request("this server hosts a reward model; it scores conversations through "
                           "POST /v1/chat/completions and does not generate")
-    tokenizer = served.tokenizer
-    try:
-        prompts = [tokenizer.encode(s, add_bos=req.add_bos) for s in req.sentences]
-    except TokenizerError as err:
-        raise bad_request(str(err), "add_BOS") from None
-    params = []
-    for i, prompt in enumerate(prompts):
-        check_context(len(prompt), req.tokens_to_generate, served.context_len, "tokens_to_generate")
-        try:
-            p = SamplingParams(max_new_tokens=req.tokens_to_generate, seed=derive_seed(req.random_seed, i),
-                               return_logprobs=req.compute_logprob,
-                               prompt_logprobs=req.compute_logprob and not req.all_probs, **req.sampling)
-            served.llm.engine.check_request(prompt, p)
-        except (SamplingParamsError, RequestError) as err:
-            raise bad_request(f"sentences[{i}]: {err}" if isinstance(err, RequestError) else str(err)) from None
-        params.append(p)
+    plan = await state.run_cpu(_prepare, served, req)
     if req.all_probs:
-        positions = sum(len(p) + req.tokens_to_generate - 1 for p in prompts)
+        positions = sum(len(prompt) + req.tokens_to_generate - 1 for prompt, _ in plan)
         values = positions * served.loaded.config.vocab_size
         if values > state.config.max_full_logprob_values:
             raise bad_request(f"all_probs would return {values} numbers ({positions} positions x "
                               f"{served.loaded.config.vocab_size} tokens); the server's limit is "
                               f"{state.config.max_full_logprob_values}", "all_probs")
     try:
-        body = await until_done_or_gone(request, _run(state, served, req, prompts, params),
-                                        state.config.request_timeout_s)
+        body = await until_done_or_gone(request, _run(state, served, req, plan), state.config.request_timeout_s)
     except ClientGone:
         return client_closed()
-    return Response(flask_json(body), media_type="application/json")
+    return Response(body, media_type="application/json")
 
 
 def flask_json(body: dict) -> str:
@@ -130,13 +105,15 @@ def flask_json(body: dict) -> str:
     return json.dumps(body, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n"
 
 
-async def _run(state: ServerState, served: ServedModel, req: GenerateRequest, prompts: list[list[int]],
-               params: list[SamplingParams]) -> dict:
+async def _run(state: ServerState, served: ServedModel, req: GenerateBody,
+               plan: list[tuple[list[int], SamplingParams]]) -> str:
+    """Generate every sentence concurrently; the answer as NeMo's JSON text."""
     started = time.perf_counter()
+    prompts = [prompt for prompt, _ in plan]
     outputs: list[list[int]] = [[] for _ in prompts]
     logprobs: list[list[float]] = [[] for _ in prompts]
     prompt_logprobs: list[list[float | None]] = [[] for _ in prompts]
-    streams = [_tagged(i, served.llm.generate(p, sp)) for i, (p, sp) in enumerate(zip(prompts, params))]
+    streams = [_tagged(i, served.llm.generate(p, sp)) for i, (p, sp) in enumerate(plan)]
     async with aclosing(merge(streams)) as merged:
         async for i, out in merged:
             if not any(outputs) and out.token_ids:
@@ -146,22 +123,33 @@ async def _run(state: ServerState, served: ServedModel, req: GenerateRequest, pr
             if out.prompt_logprobs is not None:
                 prompt_logprobs[i] = out.prompt_logprobs
     state.metrics.count_tokens("/generate", sum(map(len, prompts)), sum(map(len, outputs)))
+    all_ids = [p + o for p, o in zip(prompts, outputs)]
+    if req.all_probs:
+        scored = [await served.sequences.logprobs(ids, full=True) for ids in all_ids]
+        logprob = [s.chosen for s in scored]
+        full = [s.full for s in scored]
+    else:
+        logprob = [pl[1:] + lp for pl, lp in zip(prompt_logprobs, logprobs)] if req.compute_logprob else None
+        full = None
+    return await state.run_cpu(_answer, served, req, prompts, all_ids, logprob, full)
+
+
+def _answer(served: ServedModel, req: GenerateBody, prompts: list[list[int]], all_ids: list[list[int]],
+            logprob: list[list[float]] | None, full: list[list[list[float]]] | None) -> str:
+    """The response text (on a worker thread: all_probs answers run to millions of numbers)."""
     tokenizer = served.tokenizer
     result: dict = {"sentences": [], "tokens": [], "logprob": None}
-    all_ids = [p + o for p, o in zip(prompts, outputs)]
     for sentence, prompt, ids in zip(req.sentences, prompts, all_ids):
         completion = tokenizer.decode(ids)[len(tokenizer.decode(prompt)):]
         result["sentences"].append(sentence + completion)
         result["tokens"].append(tokenizer.token_strings(ids))
-    if req.all_probs:
-        scored = [await served.sequences.logprobs(ids, full=True) for ids in all_ids]
-        result["logprob"] = [[finite(x) for x in s.chosen] for s in scored]
-        result["full_logprob"] = [[[finite(x) for x in row] for row in s.full] for s in scored]
-    elif req.compute_logprob:
-        result["logprob"] = [[finite(x) for x in pl[1:] + lp] for pl, lp in zip(prompt_logprobs, logprobs)]
+    if logprob is not None:
+        result["logprob"] = [[finite(x) for x in row] for row in logprob]
+    if full is not None:
+        result["full_logprob"] = [[[finite(x) for x in row] for row in s] for s in full]
     result["token_ids"] = all_ids
     result["offsets"] = [tokenizer.offsets(ids) for ids in all_ids]
-    return result
+    return flask_json(result)
 
 
 async def _tagged(index: int, stream):

@@ -6,8 +6,9 @@ does) and temperature goes up to 100 (NeMo's limit); temperature 0 is greedy dec
 engine does not have (frequency/presence penalties, logit_bias, tools, JSON mode) are refused with
 HTTP 400 rather than ignored. Any `model` value is accepted; responses name the served model.
 Chat messages are rendered in the Nemotron chat format and the reply ends at `<extra_id_1>`, which
-is not part of the content, nor is the template's newline before it. With `echo`, the prompt is returned as decoded from its tokens and
-`text_offset` counts from the start of the returned text.
+is not part of the content, nor is the template's newline before it. With `echo`, the prompt is
+returned as decoded from its tokens and `text_offset` counts from the start of the returned text.
+Request bodies are validated once, by their models in schemas.py.
 """
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nemotron.engine.llm_engine import RequestError
-from nemotron.engine.sampling import MAX_TEMPERATURE, SamplingParams, SamplingParamsError
+from nemotron.engine.sampling import SamplingParams, SamplingParamsError
 from nemotron.server import reward_api
 from nemotron.server.completion import ChoiceDelta, check_context, choice_stream, derive_seed, finite, merge
 from nemotron.server.errors import bad_request
-from nemotron.server.plumbing import ClientGone, client_closed, read_json, sse_response, until_done_or_gone
+from nemotron.server.plumbing import ClientGone, client_closed, parse_body, sse_response, until_done_or_gone
 from nemotron.server.openai_format import (CompletionLogprobs, Envelope, add_generated, chat_logprob_content,
                                            top_dict, usage)
-from nemotron.server.params import get_bool, get_int, get_number, get_object, get_str_list
+from nemotron.server.schemas import ChatBody, CompletionBody, SamplingBody
 from nemotron.server.state import ServedModel, ServerState
 from nemotron.tokenizer import CHAT_STOP_STRINGS, ChatFormatError, render_chat
 
@@ -53,42 +54,28 @@ class Sampling:
     fields: dict  # SamplingParams fields shared by every choice
 
 
-def parse_sampling(body: dict, max_choices: int, extra_stops: tuple[str, ...] = ()) -> Sampling:
-    if body.get("model") is not None and not isinstance(body["model"], str):
-        raise bad_request("model must be a string", "model")
-    for name in ("frequency_penalty", "presence_penalty"):
-        if get_number(body, name, 0.0, minimum=-2.0, maximum=2.0, nullable=True):
-            raise bad_request(f"{name} is not supported; use repetition_penalty (>= 1) instead", name)
-    for name in ("logit_bias", "tools", "functions"):
-        if body.get(name):
-            raise bad_request(f"{name} is not supported by this server", name)
-    response_format = get_object(body, "response_format")
-    if response_format and response_format.get("type", "text") != "text":
-        raise bad_request('only response_format {"type": "text"} is supported', "response_format")
-    stop = get_str_list(body, "stop", [], single_ok=True, max_items=16)
-    if "" in stop:
-        raise bad_request("stop strings must not be empty", "stop")
-    temperature = get_number(body, "temperature", 1.0, minimum=0.0, maximum=MAX_TEMPERATURE, nullable=True)
-    seed = get_int(body, "seed", None, nullable=True)
-    top_k = get_int(body, "top_k", 0, minimum=-1, nullable=True)  # vLLM spells "off" as -1
+def sampling(body: SamplingBody, max_choices: int, extra_stops: tuple[str, ...] = ()) -> Sampling:
+    """The validated body's sampling knobs, OpenAI's defaults filled in (null means the default)."""
+    n = 1 if body.n is None else body.n
+    if n > max_choices:
+        raise bad_request(f"n must be <= {max_choices}, got {n}", "n")
+    temperature = 1.0 if body.temperature is None else body.temperature
     fields = dict(
         greedy=temperature == 0, temperature=temperature,
-        top_p=get_number(body, "top_p", 1.0, above=0.0, maximum=1.0, nullable=True),
-        top_k=max(top_k, 0),
-        repetition_penalty=get_number(body, "repetition_penalty", 1.0, minimum=1.0, nullable=True),
-        min_new_tokens=get_int(body, "min_tokens", 0, minimum=0, nullable=True),
-        ignore_eos=get_bool(body, "ignore_eos", False),
-        stop_strings=stop + list(extra_stops),
+        top_p=1.0 if body.top_p is None else body.top_p,
+        top_k=max(body.top_k or 0, 0),  # vLLM spells "off" as -1
+        repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
+        min_new_tokens=body.min_tokens or 0,
+        ignore_eos=bool(body.ignore_eos),
+        stop_strings=body.stop_strings + list(extra_stops),
     )
-    return Sampling(n=get_int(body, "n", 1, minimum=1, maximum=max_choices, nullable=True),
-                    seed=None if seed is None else seed % 2**64, stream=get_bool(body, "stream", False),
-                    include_usage=get_bool(get_object(body, "stream_options") or {}, "include_usage", False),
-                    fields=fields)
+    return Sampling(n=n, seed=None if body.seed is None else body.seed % 2**64, stream=bool(body.stream),
+                    include_usage=bool(body.stream_options and body.stream_options.include_usage), fields=fields)
 
 
 def _plan(served: ServedModel, prompts: list[list[int]], s: Sampling, max_new: int | None, field_name: str,
           max_choices: int, **extra) -> Plan:
-    """Check every choice against the context and the engine up front, so that a bad request gets
+    """Check every prompt against the context and the engine up front, so that a bad request gets
     HTTP 400 before any stream starts. max_new None: up to the end of the context."""
     if len(prompts) * s.n > max_choices:
         raise bad_request(f"{len(prompts)} prompts x n={s.n} make {len(prompts) * s.n} choices; at most "
@@ -105,7 +92,8 @@ def _plan(served: ServedModel, prompts: list[list[int]], s: Sampling, max_new: i
             try:
                 params = SamplingParams(max_new_tokens=wanted, seed=derive_seed(s.seed, p * s.n + j), **s.fields,
                                         **extra)
-                served.llm.engine.check_request(prompt, params)
+                if j == 0:  # the choices of one prompt differ only in their seed
+                    served.llm.engine.check_request(prompt, params)
             except (SamplingParamsError, RequestError) as err:
                 raise bad_request(str(err)) from None
             plan.append((prompt, params))
@@ -158,45 +146,43 @@ async def _respond(request: Request, state: ServerState, s: Sampling, envelope: 
                     yield envelope.wrap([choice], chunk=True)
             if s.include_usage:
                 yield envelope.wrap([], tally.usage(), chunk=True)
-        return sse_response(chunks(), state.config.request_timeout_s)
+        return sse_response(state, chunks(), state.config.request_timeout_s)
 
-    async def collect() -> dict:
+    async def collect() -> dict[int, list[dict]]:
         by_index: dict[int, list[dict]] = {}
         async with aclosing(choices):
             async for choice in choices:
                 by_index.setdefault(choice["index"], []).append(choice)
-        return envelope.wrap([combine(by_index[i]) for i in sorted(by_index)], tally.usage())
+        return by_index
+
+    def answer(by_index: dict[int, list[dict]]) -> JSONResponse:  # on a worker thread: may be large
+        return JSONResponse(envelope.wrap([combine(by_index[i]) for i in sorted(by_index)], tally.usage()))
 
     try:
-        return JSONResponse(await until_done_or_gone(request, collect(), state.config.request_timeout_s))
+        by_index = await until_done_or_gone(request, collect(), state.config.request_timeout_s)
     except ClientGone:
         return client_closed()
+    return await state.run_cpu(answer, by_index)
 
 
 # ---- /v1/completions ----------------------------------------------------------------------------------
 async def completions(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    body = await read_json(request)
-    s = parse_sampling(body, state.config.max_choices)
-    if "prompt" not in body:
-        raise bad_request("prompt is required", "prompt")
-    max_tokens = get_int(body, "max_tokens", 16, minimum=0, nullable=True)
-    echo = get_bool(body, "echo", False)
-    n_logprobs = get_int(body, "logprobs", None, minimum=0, maximum=state.config.max_top_logprobs, nullable=True)
-    if body.get("suffix"):
-        raise bad_request("suffix is not supported", "suffix")
-    if get_int(body, "best_of", s.n, minimum=1, nullable=True) != s.n:
-        raise bad_request("best_of is not supported (only best_of == n)", "best_of")
+    body = await parse_body(request, CompletionBody)
+    s = sampling(body, state.config.max_choices)
+    max_tokens = 16 if body.max_tokens is None else body.max_tokens
+    n_logprobs = body.logprobs
+    if n_logprobs is not None and n_logprobs > state.config.max_top_logprobs:
+        raise bad_request(f"logprobs must be <= {state.config.max_top_logprobs}, got {n_logprobs}", "logprobs")
     served = await state.served()
     _require_llm(served)
-    prompts = _prompt_ids(body["prompt"], served)
     # Prompt log-probabilities (echo): the engine's when only the chosen tokens are wanted; with
     # alternatives, all from one forward pass, so that each chosen value equals its alternative's.
-    plan = _plan(served, prompts, s, max_tokens, "max_tokens", state.config.max_choices,
-                 return_logprobs=n_logprobs is not None, logprobs=n_logprobs or 0,
-                 prompt_logprobs=echo and n_logprobs == 0)
+    prompts, plan = await state.run_cpu(_prepare_completion, served, body.prompt, s, max_tokens,
+                                        state.config.max_choices, return_logprobs=n_logprobs is not None,
+                                        logprobs=n_logprobs or 0, prompt_logprobs=bool(body.echo) and n_logprobs == 0)
     echoes = {}
-    if echo:
+    if body.echo:
         for p, prompt in enumerate(prompts):
             echoes[p] = await _echo(served, prompt, n_logprobs)
     tally = _Tally("/v1/completions", sum(map(len, prompts)))
@@ -211,21 +197,23 @@ async def completions(request: Request) -> Response:
                           _combine_completion)
 
 
-def _prompt_ids(prompt: object, served: ServedModel) -> list[list[int]]:
-    """OpenAI's four prompt forms: a string, strings, token ids, lists of token ids."""
-    def is_ids(x: object) -> bool:
-        return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+def _prepare_completion(served: ServedModel, prompt: str | list, s: Sampling, max_tokens: int, max_choices: int,
+                        **extra) -> tuple[list[list[int]], Plan]:
+    """Tokenize and check the prompts (on a worker thread)."""
+    prompts = _prompt_ids(prompt, served)
+    return prompts, _plan(served, prompts, s, max_tokens, "max_tokens", max_choices, **extra)
 
+
+def _prompt_ids(prompt: str | list, served: ServedModel) -> list[list[int]]:
+    """OpenAI's four prompt forms (the schema checked which one): a string, strings, token ids,
+    lists of token ids."""
     if isinstance(prompt, str):
-        return [served.tokenizer.encode(prompt)]
-    if is_ids(prompt):
+        return [served.encode(prompt, "prompt")]
+    if all(isinstance(p, str) for p in prompt):
+        return [served.encode(p, f"prompt[{i}]") for i, p in enumerate(prompt)]
+    if all(isinstance(t, int) for t in prompt):
         return [prompt]
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        return [served.tokenizer.encode(p) for p in prompt]
-    if isinstance(prompt, list) and prompt and all(is_ids(p) for p in prompt):
-        return prompt
-    raise bad_request("prompt must be a string, a list of strings, a list of token ids or a list of such lists, "
-                      "none of them empty", "prompt")
+    return prompt
 
 
 @dataclass(slots=True)
@@ -293,29 +281,21 @@ def _combine_completion(parts: list[dict]) -> dict:
 # ---- /v1/chat/completions -----------------------------------------------------------------------------
 async def chat_completions(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    body = await read_json(request)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("messages must be a non-empty list of {role, content} objects", "messages")
+    body = await parse_body(request, ChatBody)
     served = await state.served()
     if served.reward is not None:
-        return await reward_api.score_chat(request, state, served, body, messages)
+        return await reward_api.score_chat(request, state, served, body)
     # The turn ends "\n<extra_id_1>"; the newline belongs to the template (render_chat adds it back).
-    s = parse_sampling(body, state.config.max_choices, extra_stops=CHAT_STOP_STRINGS)
-    max_tokens = get_int(body, "max_completion_tokens", None, minimum=0, nullable=True)
-    field_name = "max_completion_tokens"
+    s = sampling(body, state.config.max_choices, extra_stops=CHAT_STOP_STRINGS)
+    max_tokens, field_name = body.max_completion_tokens, "max_completion_tokens"
     if max_tokens is None:
-        max_tokens, field_name = get_int(body, "max_tokens", None, minimum=0, nullable=True), "max_tokens"
-    want_logprobs = get_bool(body, "logprobs", False)
-    top_n = get_int(body, "top_logprobs", 0, minimum=0, maximum=state.config.max_top_logprobs, nullable=True)
-    if top_n and not want_logprobs:
-        raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
-    try:
-        prompt = served.tokenizer.encode(render_chat(messages))
-    except ChatFormatError as err:
-        raise bad_request(str(err), "messages") from None
-    plan = _plan(served, [prompt], s, max_tokens, field_name, state.config.max_choices,
-                 return_logprobs=want_logprobs, logprobs=top_n)
+        max_tokens, field_name = body.max_tokens, "max_tokens"
+    want_logprobs = bool(body.logprobs)
+    top_n = body.top_logprobs or 0
+    if top_n > state.config.max_top_logprobs:
+        raise bad_request(f"top_logprobs must be <= {state.config.max_top_logprobs}, got {top_n}", "top_logprobs")
+    prompt, plan = await state.run_cpu(_prepare_chat, served, body, s, max_tokens, field_name,
+                                       state.config.max_choices, return_logprobs=want_logprobs, logprobs=top_n)
     tally = _Tally("/v1/chat/completions", len(prompt))
     started: set[int] = set()
 
@@ -335,6 +315,16 @@ async def chat_completions(request: Request) -> Response:
 
     return await _respond(request, state, s, Envelope("chat.completion", served.name), tally, choices(),
                           lambda parts: _combine_chat(parts, want_logprobs))
+
+
+def _prepare_chat(served: ServedModel, body: ChatBody, s: Sampling, max_tokens: int | None, field_name: str,
+                  max_choices: int, **extra) -> tuple[list[int], Plan]:
+    """Render, tokenize and check the conversation (on a worker thread)."""
+    try:
+        prompt = served.encode(render_chat(body.conversation()), "messages")
+    except ChatFormatError as err:
+        raise bad_request(str(err), "messages") from None
+    return prompt, _plan(served, [prompt], s, max_tokens, field_name, max_choices, **extra)
 
 
 def _combine_chat(parts: list[dict], want_logprobs: bool) -> dict:

@@ -1,13 +1,91 @@
-"""Reading fields of a JSON request body, each check failing with a message that names the field."""
+"""A request body: its JSON object, validated by its model (schemas.py), failures worded as a 400
+that names the field ("top_k must be >= 0, got -1")."""
 from __future__ import annotations
 
 import json
-import math
-from typing import Any
+import re
+from typing import Any, TypeVar
 
-from nemotron.server.errors import bad_request
+from pydantic import BaseModel, ValidationError
 
-MISSING: Any = object()
+from nemotron.server.errors import APIError, bad_request
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# What a field holds, for the message when its value has the wrong shape (unions give pydantic
+# one error per alternative; one sentence reads better).
+EXPECTS = {
+    "sentences": "a list of strings (the prompts)",
+    "end_strings": "a list of strings",
+    "stop": "a string or a list of strings",
+    "prompt": "a string, a list of strings, a list of token ids or a list of such lists, none of them empty",
+    "messages": "a non-empty list of {role, content} objects",
+}
+
+
+def parse(raw: bytes, model: type[M]) -> M:
+    """The body as `model`; an invalid one raises a 400 naming the first offending field."""
+    data = parse_json_object(raw)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise _bad_request(err.errors(include_url=False), data) from None
+
+
+def _bad_request(errors: list[dict], data: dict) -> APIError:
+    error = errors[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    alternatives = [e for e in errors if e["loc"][:1] == (field,)]  # a union: one error per alternative
+    specific = [e for e in alternatives if e["type"] not in _TYPE_WORDS and e["type"] != "too_short"]
+    if len(alternatives) > 1 and specific:  # the alternative of the right shape, wrong in a detail
+        error, alternatives = specific[0], specific[:1]
+    whole = len(error["loc"]) == 1 or (field != "messages" and len(alternatives) > 1)
+    if field in EXPECTS and whole and (error["type"] in _TYPE_WORDS or error["type"] == "too_short"):
+        return bad_request(f"{field} must be {EXPECTS[field]}, got {show(data.get(field))}", field)
+    name, sent = _path(error["loc"], data)
+    kind, ctx, got = error["type"], error.get("ctx") or {}, show(sent)
+    if kind == "missing":
+        return bad_request(f"{name} must be {EXPECTS[name]}" if name in EXPECTS else f"{name} is required", field)
+    if kind in _TYPE_WORDS:
+        return bad_request(f"{name} must be {_TYPE_WORDS[kind]}, got {got}", field)
+    for key, words in (("ge", ">="), ("le", "<="), ("gt", "greater than"), ("lt", "less than")):
+        if key in ctx:
+            return bad_request(f"{name} must be {words} {_bound(ctx[key])}, got {got}", field)
+    if kind == "string_too_short":
+        return bad_request(f"{name} must not be empty", field)
+    if kind == "too_short" and "min_length" in ctx:
+        return bad_request(f"{name} must hold at least {ctx['min_length']} item(s)", field)
+    if kind == "too_long" and "max_length" in ctx:
+        unit = "characters" if isinstance(error.get("input"), str) else "items"
+        return bad_request(f"{name} holds more than {ctx['max_length']} {unit}", field)
+    if kind == "literal_error":
+        return bad_request(f"{name} must be {ctx.get('expected')}, got {got}", field)
+    return bad_request(f"{name}: {error['msg']}", field)
+
+
+_TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
+               "finite_number": "a finite number", "bool_type": "true or false", "string_type": "a string",
+               "list_type": "a list", "dict_type": "an object", "model_type": "an object",
+               "model_attributes_type": "an object"}
+
+
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _path(loc: tuple, data: Any) -> tuple[str, Any]:
+    """(messages[2].content, the value sent there), skipping the union branch tags pydantic puts
+    into locations."""
+    text, node = "", data
+    for k, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(node, dict) and (part in node or k == len(loc) - 1):
+            text += f".{part}" if text else str(part)
+            node = node.get(part)
+    return text, node
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -24,6 +102,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise bad_request(f"the request body is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise bad_request(f"the request body must be a JSON object, got {_kind(data)}")
+    if not _SURROGATE_ESCAPE.search(raw):
+        return data
     try:  # JSON may escape lone UTF-16 surrogates ("\ud800"), which are no characters and cannot be tokenized
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as err:
@@ -32,80 +112,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def get_bool(body: dict, name: str, default: bool | None) -> bool | None:
-    """true or false; missing or null gives the default."""
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad_request(f"{name} must be true or false, got {_show(value)}", name)
-    return value
-
-
-def get_int(body: dict, name: str, default: int | None, *, minimum: int | None = None,
-            maximum: int | None = None, nullable: bool = False) -> int | None:
-    value = body.get(name, MISSING)
-    if value is MISSING or (value is None and nullable):
-        return default
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_request(f"{name} must be an integer, got {_show(value)}", name)
-    _check_range(name, value, minimum, maximum)
-    return value
-
-
-def get_number(body: dict, name: str, default: float | None, *, minimum: float | None = None,
-               maximum: float | None = None, above: float | None = None, nullable: bool = False) -> float | None:
-    """A finite number in [minimum, maximum]; `above` makes the lower bound exclusive."""
-    value = body.get(name, MISSING)
-    if value is MISSING or (value is None and nullable):
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise bad_request(f"{name} must be a number, got {_show(value)}", name)
-    if above is not None and not value > above:
-        raise bad_request(f"{name} must be greater than {above:g}, got {value}", name)
-    _check_range(name, value, minimum, maximum)
-    return float(value)
-
-
-def get_str(body: dict, name: str, default: str | None) -> str | None:
-    value = body.get(name, MISSING)
-    if value is MISSING or value is None:
-        return default
-    if not isinstance(value, str):
-        raise bad_request(f"{name} must be a string, got {_show(value)}", name)
-    return value
-
-
-def get_str_list(body: dict, name: str, default: list[str], *, single_ok: bool = False,
-                 max_items: int | None = None) -> list[str]:
-    """A list of strings; with `single_ok` a lone string counts as a list of one."""
-    value = body.get(name, MISSING)
-    if value is MISSING or value is None:
-        return list(default)
-    if single_ok and isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-        wanted = "a string or a list of strings" if single_ok else "a list of strings"
-        raise bad_request(f"{name} must be {wanted}, got {_show(value)}", name)
-    if max_items is not None and len(value) > max_items:
-        raise bad_request(f"{name} holds {len(value)} items; at most {max_items} are allowed", name)
-    return value
-
-
-def get_object(body: dict, name: str) -> dict | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, dict):
-        raise bad_request(f"{name} must be an object, got {_show(value)}", name)
-    return value
-
-
-def _check_range(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
-    if minimum is not None and value < minimum:
-        raise bad_request(f"{name} must be >= {minimum:g}, got {value}", name)
-    if maximum is not None and value > maximum:
-        raise bad_request(f"{name} must be <= {maximum:g}, got {value}", name)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # pairs are fine; only then is the slow check needed
 
 
 def _kind(value: object) -> str:
@@ -113,7 +120,8 @@ def _kind(value: object) -> str:
         type(value), "a number")
 
 
-def _show(value: object) -> str:
+def show(value: object) -> str:
+    """A value as JSON, cut to 60 characters."""
     try:
         text = json.dumps(value, allow_nan=True)
     except (ValueError, RecursionError):

@@ -1,23 +1,29 @@
-"""Request plumbing shared by the APIs: JSON bodies, client disconnects, timeouts, server-sent events."""
+"""Request plumbing shared by the APIs: JSON bodies, client disconnects, timeouts, the shutdown
+deadline, server-sent events."""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from nemotron.errors import NemotronError
+from nemotron.errors import EngineDeadError, NemotronError
+from nemotron.server.drain import shutting_down
 from nemotron.server.errors import APIError, error_body
-from nemotron.server.params import parse_json_object
+from nemotron.server.metrics import CLIENT_CLOSED
+from nemotron.server.params import parse
+from nemotron.server.schemas import Body
+from nemotron.server.state import ServerState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+B = TypeVar("B", bound=Body)
 
-CLIENT_CLOSED = 499  # nginx's status for a request the client gave up on; nobody reads it
 
 
 class ClientGone(Exception):
@@ -28,26 +34,43 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    return parse_json_object(await request.body())
+async def parse_body(request: Request, model: type[B]) -> B:
+    """The JSON body as `model`, validated once, off the event loop (a 16 MB body takes a while)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise APIError(415, f"send the request body as JSON with the header 'Content-Type: application/json' "
+                            f"(got {media_type or 'no Content-Type'})", code="unsupported_media_type")
+    state: ServerState = request.app.state.server
+    return await state.run_cpu(parse, await request.body(), model)
 
 
 async def until_done_or_gone(request: Request, work: Awaitable[T], timeout: float) -> T:
     """Await `work` (the body must have been read). A client disconnect cancels it and raises
-    ClientGone; running past `timeout` seconds cancels it and raises HTTP 408. Cancelling the work
-    aborts its engine requests, which frees their KV blocks."""
+    ClientGone; running past `timeout` seconds cancels it and raises HTTP 408; the shutdown
+    deadline cancels it and raises 503. Cancelling the work aborts its engine requests, which frees
+    their KV blocks."""
+    state: ServerState = request.app.state.server
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))
+    stopped = asyncio.get_running_loop().create_future()
+    undo = state.drain.at_deadline(lambda: stopped.done() or stopped.set_result(None))
     try:
-        done, _ = await asyncio.wait({task, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, watcher, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the handler itself is cancelled (a forced shutdown): so is the work
+        task.cancel()
+        raise
     finally:
+        undo()
         watcher.cancel()
+        stopped.cancel()
     if task in done:
         return task.result()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     if watcher in done and not watcher.cancelled():
         raise ClientGone()
+    if stopped in done:
+        raise shutting_down()
     raise timeout_error(timeout)
 
 
@@ -61,39 +84,63 @@ def timeout_error(timeout: float) -> APIError:
                          "fewer tokens or raise --request-timeout", code="timeout")
 
 
-def sse_response(chunks: AsyncIterator[dict], timeout: float) -> StreamingResponse:
+_END, _SHUTDOWN = object(), object()
+
+
+def sse_response(state: ServerState, chunks: AsyncIterator[dict], timeout: float) -> StreamingResponse:
     """Stream `chunks` as server-sent events ending in `data: [DONE]`. An error after the stream
-    started (the status is already sent) goes out as an `{"error": ...}` event, which the openai
-    package raises. A client disconnect cancels the stream (Starlette), which aborts its requests."""
+    started (the status is already sent), the request timeout and the shutdown deadline go out as
+    an `{"error": ...}` event, which the openai package raises.
+
+    The chunks are pulled by a task of their own and handed over through a queue: the response
+    may be cancelled at any await (a client disconnect), and cancelling that task (which closes
+    `chunks` and so aborts its engine requests) needs no await there."""
+
+    async def produce(queue: asyncio.Queue) -> None:
+        try:
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    queue.put_nowait(f"data: {dumps(chunk)}\n\n")
+        except APIError as err:
+            queue.put_nowait(err)
+        except NemotronError as err:  # the engine failed under this request (a dead rank: 503)
+            log.error("stream failed: %s", err)
+            queue.put_nowait(APIError(503 if isinstance(err, EngineDeadError) else 500, str(err)))
+        except Exception as err:  # a bug: logged with its traceback; the client still gets an end
+            log.error("stream failed", exc_info=err)
+            queue.put_nowait(APIError(500, f"internal server error: {type(err).__name__}"))
+        finally:
+            queue.put_nowait(_END)
 
     async def events() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        queue: asyncio.Queue = asyncio.Queue()
+        producer = asyncio.ensure_future(produce(queue))
+        undo = state.drain.at_deadline(lambda: queue.put_nowait(_SHUTDOWN))
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(anext(chunks), max(0.0, deadline - loop.time()))
-                except StopAsyncIteration:
-                    break
+                    item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
                 except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
-                    err = timeout_error(timeout)
-                    yield f"data: {dumps(error_body(err.status, err.message, code=err.code))}\n\n"
+                    item = timeout_error(timeout)
+                if item is _END:
                     break
-                except APIError as err:
-                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
+                if item is _SHUTDOWN:
+                    item = shutting_down()
+                if isinstance(item, APIError):
+                    yield f"data: {dumps(error_body(item.status, item.message, item.param, item.code))}\n\n"
                     break
-                except NemotronError as err:  # the engine failed under this request (EngineDeadError)
-                    log.error("stream failed: %s", err)
-                    yield f"data: {dumps(error_body(500, str(err)))}\n\n"
-                    break
-                yield f"data: {dumps(chunk)}\n\n"
+                yield item
             yield "data: [DONE]\n\n"
         finally:
-            await chunks.aclose()
+            undo()
+            producer.cancel()
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def client_closed() -> Response:
+    log.debug("the client disconnected before its answer was ready")
     return Response(status_code=CLIENT_CLOSED)

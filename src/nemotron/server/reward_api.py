@@ -15,7 +15,7 @@ from nemotron.model.config import REWARD_ATTRIBUTES
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, sse_response, until_done_or_gone
 from nemotron.server.openai_format import Envelope, usage
-from nemotron.server.params import get_bool
+from nemotron.server.schemas import ChatBody
 from nemotron.server.state import ServedModel, ServerState
 from nemotron.tokenizer import ChatFormatError, render_reward_prompt
 
@@ -32,14 +32,18 @@ def reported_scores(scores: list[float]) -> list[tuple[str, float]]:
     return [(name, float(str(np.float32(score)))) for name, score in pairs]
 
 
-async def score_chat(request: Request, state: ServerState, served: ServedModel, body: dict,
-                     messages: list) -> Response:
-    stream = get_bool(body, "stream", False)
+def _prepare(served: ServedModel, body: ChatBody) -> list[int]:
+    """Render, tokenize and check the conversation (on a worker thread)."""
     try:
-        ids = served.tokenizer.encode(render_reward_prompt(messages))
+        ids = served.encode(render_reward_prompt(body.conversation()), "messages")
         served.reward.check(ids)
     except (ChatFormatError, ScoringError) as err:
         raise bad_request(str(err), "messages") from None
+    return ids
+
+
+async def score_chat(request: Request, state: ServerState, served: ServedModel, body: ChatBody) -> Response:
+    ids = await state.run_cpu(_prepare, served, body)
     try:
         scores = await until_done_or_gone(request, served.reward.score(ids), state.config.request_timeout_s)
     except ClientGone:
@@ -50,7 +54,7 @@ async def score_chat(request: Request, state: ServerState, served: ServedModel, 
     logprobs = {"content": [{"token": name, "logprob": value, "bytes": list(name.encode()), "top_logprobs": []}
                             for name, value in pairs]}
     envelope = Envelope("chat.completion", served.name)
-    if not stream:
+    if not body.stream:
         choice = {"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": logprobs,
                   "finish_reason": "stop"}
         return JSONResponse(envelope.wrap([choice], usage(len(ids), 0)))
@@ -61,4 +65,4 @@ async def score_chat(request: Request, state: ServerState, served: ServedModel, 
             yield envelope.wrap([{"index": 0, "delta": delta, "logprobs": choice_logprobs, "finish_reason": reason}],
                                 chunk=True)
 
-    return sse_response(chunks(), state.config.request_timeout_s)
+    return sse_response(state, chunks(), state.config.request_timeout_s)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.engine.model_runner import ModelRunner, ScorePlan
 
 
 @dataclass(slots=True)
@@ -28,10 +28,10 @@ class SequenceLogprobs:
 
 
 class SequenceScorer:
-    def __init__(self, model: NemotronForCausalLM, rows_per_chunk: int = 64) -> None:
-        self.model = model
+    def __init__(self, runner: ModelRunner, rows_per_chunk: int = 64) -> None:
+        self.runner = runner  # the engine's: its model, and its channel when the model is split over ranks
         self.rows_per_chunk = rows_per_chunk
-        self.vocab_size = model.config.vocab_size
+        self.vocab_size = runner.vocab_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemotron-scoring")
 
     async def logprobs(self, ids: list[int], top_n: int = 0, full: bool = False) -> SequenceLogprobs:
@@ -41,22 +41,31 @@ class SequenceScorer:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    @torch.inference_mode()
     def _compute(self, ids: list[int], top_n: int, full: bool) -> SequenceLogprobs:
         result = SequenceLogprobs([], [], [])
         if len(ids) < 2:
             return result
-        device = self.model.lm_head.weight.device
-        tokens = torch.tensor([ids], device=device)
-        hidden = self.model.model(tokens)[0, :-1]  # (T-1, H)
-        targets = tokens[0, 1:]  # (T-1,)
-        for start in range(0, hidden.shape[0], self.rows_per_chunk):
-            rows = slice(start, start + self.rows_per_chunk)
-            logp = self.model.lm_head(hidden[rows]).float()[:, :self.vocab_size].log_softmax(-1)  # (C, V)
+        plan = ScorePlan(ids, self.rows_per_chunk)
+        channel = self.runner.channel
+        if channel is None:
+            self._collect(plan, top_n, full, result)
+            return result
+        with channel.step():  # every rank runs the forward; the engine's steps wait their turn
+            channel.broadcast(plan)
+            self._collect(plan, top_n, full, result)
+        return result
+
+    @torch.inference_mode()
+    def _collect(self, plan: ScorePlan, top_n: int, full: bool, result: SequenceLogprobs) -> None:
+        targets = torch.tensor(plan.token_ids[1:], device=self.runner.device)  # (T-1,)
+        start = 0
+        for logits in self.runner.sequence_logits(plan):
+            logp = logits.float()[:, :self.vocab_size].log_softmax(-1)  # (C, V)
+            rows = slice(start, start + logp.shape[0])
             result.chosen += logp.gather(1, targets[rows, None]).squeeze(1).tolist()
             if top_n:
                 values, top_ids = logp.topk(min(top_n, self.vocab_size), dim=-1)  # (C, n)
                 result.top += [list(zip(i, v)) for i, v in zip(top_ids.tolist(), values.tolist())]
             if full:
                 result.full += logp.tolist()
-        return result
+            start = rows.stop

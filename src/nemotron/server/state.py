@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from nemotron.checkpoint.load import LoadedModel
 from nemotron.engine.async_llm import AsyncLLM
@@ -14,8 +17,10 @@ from nemotron.engine.llm_engine import LLMEngine
 from nemotron.engine.reward_scorer import RewardScorer
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.parallel.runtime import channel_for
 from nemotron.server.config import ServerConfig
-from nemotron.server.errors import APIError
+from nemotron.server.drain import Drain
+from nemotron.server.errors import APIError, bad_request
 from nemotron.server.metrics import Metrics, engine_gauges
 from nemotron.server.scoring import SequenceScorer
 from nemotron.tokenizer import Tokenizer
@@ -23,6 +28,7 @@ from nemotron.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 ModelSource = LoadedModel | Callable[[], LoadedModel]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -32,6 +38,7 @@ class ServedModel:
     tokenizer: Tokenizer
     context_len: int
     created: int
+    max_prompt_chars: int  # a longer text is refused before tokenizing (it cannot fit the context)
     llm: AsyncLLM | None = None  # a language model ...
     sequences: SequenceScorer | None = None
     reward: RewardScorer | None = None  # ... or a reward model
@@ -43,14 +50,29 @@ class ServedModel:
         if loaded.tokenizer.vocab_size > loaded.config.vocab_size:
             raise NemotronError(f"the tokenizer has {loaded.tokenizer.vocab_size} pieces but the model only "
                                 f"{loaded.config.vocab_size} embeddings")
-        served = cls(config.model_name, loaded, loaded.tokenizer, loaded.config.max_position_embeddings,
-                     int(time.time()))
+        context = loaded.config.max_position_embeddings
+        # A token covers at most its piece's characters (control pieces written in text included), so
+        # a text longer than context x the longest piece has more tokens than the context, unless the
+        # tokenizer's normalisation drops or composes characters (runs of spaces, combining marks):
+        # twice that leaves room for it.
+        longest = max(len(loaded.tokenizer.id_to_piece(i)) for i in range(loaded.tokenizer.vocab_size))
+        served = cls(config.model_name, loaded, loaded.tokenizer, context, int(time.time()),
+                     config.max_prompt_chars or 2 * context * max(longest, 1))
         if isinstance(loaded.model, NemotronForCausalLM):
             engine = LLMEngine(loaded.model, loaded.tokenizer, config.engine)
-            served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.model)
+            served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.runner)
         else:
-            served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0)
+            served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0,
+                                         channel=channel_for(config.engine.parallel))
         return served
+
+    def encode(self, text: str, field: str, add_bos: bool = False) -> list[int]:
+        """Tokenize a prompt (on a worker thread: this is the slow part of a large request), refusing
+        without tokenizing one that is too long to fit however it tokenizes."""
+        if len(text) > self.max_prompt_chars:
+            raise bad_request(f"{field} has {len(text)} characters; at most {self.max_prompt_chars} can fit the "
+                              f"model's context of {self.context_len} tokens", field)
+        return self.tokenizer.encode(text, add_bos=add_bos)
 
     def gauges(self) -> dict[str, float]:
         if self.llm is not None:
@@ -69,6 +91,10 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.drain = Drain()
+        # Request CPU work off the event loop (parsing, tokenizing, rendering large answers), so that
+        # /health and streams keep answering while a large request is prepared.
+        self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nemotron-request")
         self.model: ServedModel | None = None
         self.load_error: str | None = None
         self._settled: asyncio.Event | None = None
@@ -111,6 +137,9 @@ class ServerState:
         if on_error is not None:
             on_error(err)
 
+    async def run_cpu(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, functools.partial(fn, *args, **kwargs))
+
     async def served(self) -> ServedModel:
         """The model; a request arriving while it loads waits (up to the request timeout)."""
         if self._settled is not None and not self._settled.is_set():
@@ -131,6 +160,7 @@ class ServerState:
             served.close()
         self._built.clear()
         self.model = None
+        self._cpu.shutdown(wait=False, cancel_futures=True)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable, *args: object) -> None:

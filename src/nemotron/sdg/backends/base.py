@@ -6,12 +6,40 @@ wraps either with the call cache.
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from nemotron.errors import NemotronError
 
 Messages = list[dict[str, str]]  # [{"role": "user", "content": "..."}, ...]
+
+
+class Pausable(Protocol):
+    """What runs the current unit of work (the pipeline's scheduler): told when the unit waits."""
+
+    def pause(self) -> None: ...
+
+    async def resume(self) -> None: ...
+
+
+# Set by the pipeline in each unit's task; backends read it around backoff sleeps.
+CURRENT_UNIT: ContextVar[Pausable | None] = ContextVar("current_unit", default=None)
+
+
+@asynccontextmanager
+async def waiting() -> AsyncIterator[None]:
+    """A backoff sleep: the unit gives its place in the pipeline's window to another unit meanwhile,
+    and takes one again (waiting for it) before its next attempt."""
+    unit = CURRENT_UNIT.get()
+    if unit is None:
+        yield
+        return
+    unit.pause()
+    yield  # cancelled here, the unit ends paused (the scheduler counts it out either way)
+    await unit.resume()
 
 
 class BackendError(NemotronError):

@@ -1,17 +1,21 @@
 """OpenAI-compatible endpoints over async HTTP: chat completions and reward scoring.
 
 Every call takes a slot of the adaptive window for each attempt on the wire (not while it sleeps
-between attempts). 429, 5xx, timeouts and connection errors are retried with exponential backoff
-and jitter, waiting at least what a Retry-After header asks; other errors (a prompt too long, a
-bad parameter) fail the call at once. Plain-HTTP endpoints (a local server) go through the lean
+between attempts, when its pipeline unit gives its place up too). 429, 5xx, timeouts and
+connection errors are retried with exponential backoff and jitter, waiting at least what a
+Retry-After header asks; other errors (a prompt too long, a bad parameter) fail the call at once.
+A model may have several endpoints (replicas): they share one window, weighted, with failover
+and health probes (pool.py). Plain-HTTP endpoints (a local server) go through the lean
 transport of transport.py; HTTPS and proxied ones through httpx's own.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 import urllib.request
@@ -19,8 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling
+from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling, waiting
 from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig
+from nemotron.sdg.backends.pool import Endpoint, EndpointPool, normalize_base_url, parse_endpoints
 from nemotron.sdg.backends.transport import LeanTransport
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -79,45 +84,53 @@ def _lean_ok(base_url: str) -> bool:
                                        or bool(urllib.request.proxy_bypass(parts.hostname or "")))
 
 
-def normalize_base_url(url: str) -> str:
-    """The base URL as the OpenAI SDK takes it (ending in /v1); a bare http://host:port gets /v1."""
-    url = url.rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"endpoint must be an http(s) URL, got {url!r}")
-    return url + "/v1" if parts.path in ("", "/") else url
-
-
 class HttpClient:
-    """POSTs JSON to one endpoint with the adaptive window, retries and counters."""
+    """POSTs JSON to a model's endpoints with one adaptive window, retries and counters.
 
-    def __init__(self, base_url: str, api_key: str | None = None,
+    With several endpoints the window is the sum of their shares (`max_concurrency` x weight each),
+    each call goes to the up endpoint with the lowest load for its weight, and a failed attempt is
+    retried at once on another up endpoint (failover) before backing off."""
+
+    def __init__(self, base_url: str | Sequence, api_key: str | None = None,
                  concurrency: ConcurrencyConfig = ConcurrencyConfig(), retry: RetryConfig = RetryConfig(),
                  transport: httpx.AsyncBaseTransport | None = None, seed: int = 0) -> None:
-        self.base_url = normalize_base_url(base_url)
+        pairs = parse_endpoints(base_url)
+        per_endpoint = concurrency.max_concurrency
+        shares = [max(1, round(per_endpoint * w)) for _, w in pairs]
+        concurrency = dataclasses.replace(concurrency, max_concurrency=sum(shares))
+        self.base_url = pairs[0][0]
         self.limiter = AdaptiveLimiter(concurrency)
         self.retry = retry
         self.stats = BackendStats()
         self._rng = random.Random(seed)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        if transport is None and _lean_ok(self.base_url):
-            transport = LeanTransport()
-        room = concurrency.max_concurrency
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, transport=transport,
-            timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
-            limits=httpx.Limits(max_connections=room, max_keepalive_connections=room),
-        )
+        endpoints = []
+        for (url, weight), share in zip(pairs, shares):
+            chosen = transport if transport is not None else LeanTransport() if _lean_ok(url) else None
+            client = httpx.AsyncClient(
+                base_url=url, headers=headers, transport=chosen,
+                timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
+                limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
+            endpoints.append(Endpoint(url, share, client))
+        self.pool = EndpointPool(endpoints, self.limiter, probe_timeout=min(10.0, retry.timeout))
 
+    def endpoint_stats(self) -> dict:
+        return self.pool.stats()
+
+    # ---- calls ----
     async def post(self, path: str, body: dict) -> dict:
         last = "no attempt made"
+        failed_on: Endpoint | None = None
         for attempt in range(self.retry.max_attempts):
             retry_after = None
             async with self.limiter.slot():
+                endpoint = self.pool.pick(avoid=failed_on)
+                endpoint.in_flight += 1
+                endpoint.requests += 1
                 self.stats.requests += 1
                 start = time.perf_counter()
                 try:
-                    response = await self._client.post(path, json=body)
+                    response = await endpoint.client.post(path, json=body)
                 except httpx.TimeoutException:
                     last, kind = f"timed out after {self.retry.timeout:g} s", "timeout"
                 except httpx.TransportError as err:
@@ -127,6 +140,7 @@ class HttpClient:
                     if response.status_code == 200:
                         data = self._json(response)
                         if data is not None:
+                            self.pool.succeeded(endpoint)
                             self.limiter.on_success(latency, 1.0 + _completion_tokens(data))
                             self.stats.completed += 1
                             return data
@@ -135,15 +149,28 @@ class HttpClient:
                         last, kind = f"HTTP {response.status_code}: {_error_text(response)}", str(response.status_code)
                         retry_after = parse_retry_after(response.headers.get("retry-after"))
                     else:
+                        self.pool.succeeded(endpoint)  # it answered: alive, whatever the request's fault
                         self.stats.count_error(str(response.status_code))
                         self.stats.failures += 1
                         raise BackendError(f"HTTP {response.status_code}: {_error_text(response)}",
                                            response.status_code)
+                finally:
+                    endpoint.in_flight -= 1
                 self.stats.count_error(kind)
-                self.limiter.on_overload()
+                self.pool.failed(endpoint, kind)
+                self.limiter.on_failure(kind)
             if attempt + 1 < self.retry.max_attempts:
                 self.stats.retries += 1
-                await asyncio.sleep(backoff_delay(attempt, self.retry, self._rng, retry_after))
+                failed_on = endpoint
+                if retry_after is None and self.pool.another_up(endpoint):
+                    continue  # failover: another server takes the retry at once
+                # Exponential backoff protects a server in trouble (a 429, most calls failing). A
+                # server failing a share of calls at random is already held to the window: its
+                # failed calls are retried after the base delay, not after ever longer waits.
+                trouble = kind == "429" or self.limiter.overloaded() or retry_after is not None
+                delay = backoff_delay(attempt if trouble else 0, self.retry, self._rng, retry_after)
+                async with waiting():  # the unit gives its place in the pipeline up while it sleeps
+                    await asyncio.sleep(delay)
         self.stats.failures += 1
         raise BackendError(f"{path}: gave up after {self.retry.max_attempts} attempts; last error: {last}")
 
@@ -156,7 +183,7 @@ class HttpClient:
         return data if isinstance(data, dict) else None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.pool.aclose()
 
 
 def _completion_tokens(data: dict) -> int:

@@ -1,8 +1,11 @@
 """A sliding window of calls in flight whose size adapts to how the server copes (AIMD).
 
-The window shrinks multiplicatively when the server signals overload (429, 5xx, timeouts, refused
-connections) or when recent latency climbs well above the best recently seen for calls of a
-similar reply length; it grows back by one slot per window's worth of healthy calls. A burst of
+The window shrinks multiplicatively when the server signals overload: a 429, a share of failed
+calls (5xx, timeouts, refused connections) above `error_budget` over the last window's worth of
+calls, or recent latency well above the best recently seen for calls of a similar reply length.
+It grows back by one slot per window's worth of healthy calls. A server that fails a steady share
+of calls at random is not overloaded (backing off would only slow the run: the failed calls are
+retried anyway), which is why single failures do not shrink the window and 429s do. A burst of
 failures from calls that were all in flight together counts as one overload: after a decrease the
 window holds still for one round trip.
 """
@@ -25,6 +28,7 @@ class ConcurrencyConfig:
     decrease: float = 0.7  # window multiplied by this on overload
     slowdown: float = 3.0  # smoothed latency above slowdown x baseline counts as overload
     baseline_window: int = 500  # the baseline is the best latency over about this many similar calls
+    error_budget: float = 0.5  # failed share of recent calls above which the server counts as overloaded
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_concurrency <= self.max_concurrency:
@@ -34,6 +38,8 @@ class ConcurrencyConfig:
             raise ValueError(f"decrease must be in (0, 1), got {self.decrease}")
         if self.slowdown <= 1.0:
             raise ValueError(f"slowdown must be > 1, got {self.slowdown}")
+        if not 0.0 < self.error_budget <= 1.0:
+            raise ValueError(f"error_budget must be in (0, 1], got {self.error_budget}")
         if self.baseline_window < 10:
             raise ValueError(f"baseline_window must be >= 10, got {self.baseline_window}")
 
@@ -51,6 +57,9 @@ class AdaptiveLimiter:
         self._healthy = 0  # healthy calls since the window last changed
         self._hold_until = 0.0
         self.decreases = 0
+        self.ceiling = config.max_concurrency  # lowered while some endpoints of a pool are down
+        self._outcomes = [0, 0]  # (calls, failures) in the current error-rate block
+        self.error_rate = 0.0  # smoothed share of failed attempts
         # Time-weighted occupancy, for "how full was the window" figures.
         self._busy = 0.0  # integral of in_flight dt
         self._since = clock()
@@ -109,6 +118,7 @@ class AdaptiveLimiter:
     # ---- adaptation ----
     def on_success(self, latency: float, work: float = 1.0) -> None:
         """A call that succeeded after `latency` seconds, having produced `work` (1 + tokens)."""
+        self._count_outcome(failed=False)
         if not self.config.adaptive:
             return
         self._rtt = latency if self._rtt == 0.0 else 0.8 * self._rtt + 0.2 * latency
@@ -127,12 +137,41 @@ class AdaptiveLimiter:
                 self._decrease()
                 return
         self._healthy += 1
-        if self._healthy >= self.limit and self.limit < self.config.max_concurrency:
+        if self._healthy >= self.limit and self.limit < self.ceiling:
             self._set_limit(self.limit + 1)
 
     def on_overload(self) -> None:
+        """An explicit overload signal (429 Too Many Requests)."""
         if self.config.adaptive:
             self._decrease()
+
+    def on_failure(self, kind: str) -> None:
+        """A failed attempt: "429" is overload; other kinds count toward the error budget."""
+        if kind == "429":
+            self.on_overload()
+        self._count_outcome(failed=True)
+
+    def overloaded(self) -> bool:
+        """Whether recent failures exceed the error budget (a server in trouble, not a random 503)."""
+        return self.error_rate > self.config.error_budget
+
+    def _count_outcome(self, failed: bool) -> None:
+        self.error_rate += 0.05 * (failed - self.error_rate)
+        if not self.config.adaptive:
+            return
+        self._outcomes[0] += 1
+        self._outcomes[1] += failed
+        calls, failures = self._outcomes
+        if calls >= max(2 * self.limit, 64):
+            self._outcomes = [0, 0]
+            if failures > self.config.error_budget * calls:
+                self._decrease()
+
+    def set_ceiling(self, ceiling: int) -> None:
+        """The most calls the window may hold now (a pool of endpoints with some down)."""
+        ceiling = max(self.config.min_concurrency, min(ceiling, self.config.max_concurrency))
+        change, self.ceiling = ceiling - self.ceiling, ceiling
+        self._set_limit(max(self.config.min_concurrency, min(ceiling, self.limit + change)))
 
     def _decrease(self) -> None:
         now = self._clock()

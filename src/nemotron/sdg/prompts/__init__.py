@@ -15,7 +15,11 @@ from nemotron.sdg.prompts.generation import DOMAIN_NAMES, MATH_LEVELS, PYTHON_LE
 
 PROMPTS: dict[str, str] = {
     "macro_topics": _gen.MACRO_TOPICS,
+    "math_macro_topics": _gen.MATH_MACRO_TOPICS,
+    "python_macro_topics": _gen.PYTHON_MACRO_TOPICS,
     "subtopics": _gen.SUBTOPICS,
+    "math_subtopics": _gen.MATH_SUBTOPICS,
+    "python_subtopics": _gen.PYTHON_SUBTOPICS,
     "open_questions": _gen.OPEN_QUESTIONS,
     "revise_question": _gen.REVISE_QUESTION,
     "writing_tasks": _gen.WRITING_TASKS,
@@ -25,6 +29,7 @@ PROMPTS: dict[str, str] = {
     "entity_classifier": _gen.ENTITY_CLASSIFIER,
     "math_problems": _gen.MATH_PROBLEMS,
     "python_problems": _gen.PYTHON_PROBLEMS,
+    "solve_math": _gen.SOLVE_MATH,
     "follow_up": _conv.FOLLOW_UP,
     "user_turn": _conv.USER_TURN,
     "multi_turn_constraint": _conv.MULTI_TURN_CONSTRAINT,

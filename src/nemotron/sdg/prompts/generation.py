@@ -103,6 +103,43 @@ solutions.
 
 Answer with a numbered list only, one problem per line."""
 
+MATH_MACRO_TOPICS = """\
+List {count} broad areas of mathematics that students and practitioners ask about, from \
+elementary arithmetic to university mathematics (for example algebra, geometry, probability, \
+number theory, calculus, linear algebra, statistics, discrete mathematics).
+
+Each area is one to five words. No two areas may overlap. Answer with a numbered list only, one \
+area per line, with no explanations."""
+
+MATH_SUBTOPICS = """\
+List {count} distinct topics within the mathematical area "{topic}", each specific enough that \
+concrete problems can be written about it (a concept, a technique or a classic kind of problem).
+
+Each topic is two to eight words. Answer with a numbered list only, one topic per line, with no \
+explanations."""
+
+PYTHON_MACRO_TOPICS = """\
+List {count} broad areas of Python programming that people ask about (for example the core \
+language, data structures, algorithms, the standard library, file handling, testing, \
+concurrency, data analysis, web development).
+
+Each area is one to five words. No two areas may overlap. Answer with a numbered list only, one \
+area per line, with no explanations."""
+
+PYTHON_SUBTOPICS = """\
+List {count} distinct topics within the Python programming area "{topic}", each specific enough \
+that a programming exercise can be written about it (a language feature, a module, a technique \
+or a classic task).
+
+Each topic is two to eight words. Answer with a numbered list only, one topic per line, with no \
+explanations."""
+
+SOLVE_MATH = """\
+Solve the following problem. Reason step by step, then give the final answer alone inside \
+\\boxed{{}} on the last line.
+
+{problem}"""
+
 DOMAIN_NAMES = {"math": "mathematics", "python": "Python programming"}
 
 MATH_LEVELS = ("elementary school", "middle school", "high school", "university")

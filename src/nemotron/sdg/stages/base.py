@@ -53,6 +53,7 @@ class Models:
     generator: ChatBackend | None
     reward: RewardBackend | None = None
     judge: ChatBackend | None = None
+    user: ChatBackend | None = None  # plays the user in dialogues and follow-up turns
 
 
 class UnitContext:
@@ -71,8 +72,8 @@ class UnitContext:
         self._calls = 0
 
     # ---- model calls ----
-    async def chat(self, messages: Messages, *, judge: bool = False, **overrides: Any) -> str:
-        backend = self.models.judge if judge else self.models.generator
+    async def chat(self, messages: Messages, *, judge: bool = False, user: bool = False, **overrides: Any) -> str:
+        backend = self.models.judge if judge else self.models.user if user else self.models.generator
         self._calls += 1
         sampling = Sampling(**{**_fields(self.sampling), "seed": derive_seed(self.seed, self._calls), **overrides})
         result = await backend.chat(messages, sampling)
@@ -137,6 +138,8 @@ class Stage:
     source: ClassVar[bool] = False  # makes records from nothing (no input stage)
     uses_generator: ClassVar[bool] = True
     uses_reward: ClassVar[bool] = False
+    uses_judge: ClassVar[bool] = False  # asks an LLM judge (judge_model, default: the generator)
+    waits_for_inputs: ClassVar[bool] = False  # needs its inputs complete (not record by record) to start
     prompt_names: ClassVar[tuple[str, ...]] = ()  # prompts whose text is part of the stage's identity
     text_field: ClassVar[str] = "prompt"  # what length filters and dedup read
     default_count: ClassVar[int | None] = None

@@ -18,7 +18,7 @@ async def add_follow_up(stage: Stage, messages: list[dict], ctx: UnitContext) ->
     """Append a user follow-up turn written from the conversation so far; False (and the unit
     rejected) when it came back empty or only polite filler."""
     prompt = stage.prompts.render("follow_up", transcript=transcript(messages))
-    follow_up = strip_polite_filler(await ctx.ask(prompt))
+    follow_up = strip_polite_filler(await ctx.ask(prompt, user=True))
     if not follow_up:
         ctx.reject("empty follow-up", "the follow-up turn was empty or only polite filler")
         return False
@@ -124,8 +124,9 @@ class Responses(Stage):
 
 
 class Dialogues(Stage):
-    """`user_turns` user turns (the first is the input prompt). The model plays the assistant, then a
-    user with a persona; polite filler is cut from user turns; the whole dialogue is scored."""
+    """`user_turns` user turns (the first is the input prompt). The model plays the assistant, and
+    the stage's `user_model` (default: the same model) a user with a persona; polite filler is cut
+    from user turns; the whole dialogue is scored."""
 
     kind = "dialogues"
     options = {"field": "prompt", "user_turns": 3, "personas": []}
@@ -149,7 +150,7 @@ class Dialogues(Stage):
             if turn + 1 == self.opts["user_turns"]:
                 break
             user = strip_polite_filler(await ctx.ask(self.prompts.render("user_turn", persona=persona,
-                                                                          transcript=transcript(messages))))
+                                                                          transcript=transcript(messages)), user=True))
             if not user:
                 ctx.reject("empty user turn", f"user turn {turn + 2} was empty or only polite filler")
                 return []

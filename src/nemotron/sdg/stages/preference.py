@@ -1,13 +1,17 @@
 """Preference pairs: several replies per prompt, judged by the first judge in `judges` that applies.
 
 - ground_truth: the record has a math `answer` (final answers compared) or `constraints` (checked);
-  a pair needs one reply that passes and one that fails. Rewards are 1 and 0.
+  a pair needs one reply that passes and one that fails. Judge scores 1 and 0.
 - reward: the reward model scores every reply; the best and the worst form the pair when their
-  weighted scores differ by more than `min_margin`. Rewards are those weighted scores.
+  weighted scores differ by more than `min_margin`. Judge scores are those weighted scores.
 - llm: the judge model compares two replies twice, the second time in swapped order; the pair is
-  kept only when both verdicts pick the same reply. Rewards are 1 and 0 (unanimous votes).
+  kept only when both verdicts pick the same reply. Judge scores 1 and 0 (unanimous votes).
 
-Where a reward model is configured, the pair also carries both replies' attribute scores.
+A pair is written in TRL's conversational preference format: `prompt` the conversation (a message
+list), `chosen` and `rejected` one assistant message each. `judge` names the judge that decided and
+`chosen_judge_score`/`rejected_judge_score` hold its verdict. `chosen_reward`/`rejected_reward` are
+always the reward model's weighted scalar (one scale for every row, as RPO needs) when the stage has
+a reward model, with both replies' attribute scores beside them; null without one.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ class Preference(Stage):
     options = {"n": 2, "judges": list(JUDGES), "min_margin": 0.0, "answer_field": "answer", "judge_max_tokens": 16}
     prompt_names = ("judge",)
     uses_reward = True
+    uses_judge = True
 
     def __init__(self, spec, base_dir: Path = Path(".")) -> None:
         super().__init__(spec, base_dir)
@@ -71,9 +76,18 @@ class Preference(Stage):
         return [await ctx.score([*conversation, {"role": "assistant", "content": r}]) for r in replies]
 
     def _pair(self, ctx: UnitContext, conversation: list, judge: str, chosen: str, rejected: str,
-              rewards: tuple[float, float], scores: tuple[dict, dict] | None) -> list[dict]:
-        fields = {"prompt": conversation, "chosen": chosen, "rejected": rejected, "chosen_reward": rewards[0],
-                  "rejected_reward": rewards[1], "judge": judge}
+              verdict: tuple[float, float], scores: tuple[dict, dict] | None) -> list[dict]:
+        rewards: list[float | None] = [None, None]
+        if scores is not None:
+            try:
+                rewards = [reward_scalar(s) for s in scores]
+            except ValueError as err:
+                ctx.reject("unusable reward", str(err))
+                return []
+        fields = {"prompt": conversation, "chosen": [{"role": "assistant", "content": chosen}],
+                  "rejected": [{"role": "assistant", "content": rejected}],
+                  "chosen_reward": rewards[0], "rejected_reward": rewards[1], "judge": judge,
+                  "chosen_judge_score": verdict[0], "rejected_judge_score": verdict[1]}
         if scores is not None:
             fields["chosen_scores"], fields["rejected_scores"] = scores
         return [ctx.record(**fields)]

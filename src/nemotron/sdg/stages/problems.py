@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from nemotron.sdg.answers import answers_match, extract_answer
 from nemotron.sdg.prompts import DOMAIN_NAMES, MATH_LEVELS, PYTHON_LEVELS
 from nemotron.sdg.stages.base import Stage, StageInputError, Unit, UnitContext, require_text
 from nemotron.sdg.store import content_id
@@ -52,10 +53,15 @@ class Classify(Stage):
 
 
 class Problems(Stage):
-    """`count` problems per seed and level (one unit each)."""
+    """`count` problems per seed and level (one unit each).
+
+    With `reference_answers` (math), each problem is solved `answer_samples` times with different
+    seeds and kept with the final `answer` only when every solution reaches the same one: a
+    preference stage can then judge replies to it by ground truth, with no answers supplied."""
 
     kind = "problems"
-    options = {"field": "topic", "domain": "math", "levels": [], "reformat": True}
+    options = {"field": "topic", "domain": "math", "levels": [], "reformat": True, "reference_answers": False,
+               "answer_samples": 2}
     prompt_names = ("math_problems", "python_problems")
     default_count = 3
 
@@ -64,6 +70,10 @@ class Problems(Stage):
         _check_domain(self)
         default = MATH_LEVELS if self.opts["domain"] == "math" else PYTHON_LEVELS
         self.levels = list(self.opts["levels"] or default)
+        if self.opts["reference_answers"]:
+            if self.opts["domain"] != "math":
+                raise StageInputError(f"stage {self.name}: reference_answers are for math problems")
+            self.prompt_names = (*self.prompt_names, "solve_math")
 
     def units(self, inputs: list[dict]) -> list[Unit]:
         return [Unit(content_id(self.name, r["id"], level), r, {"level": level})
@@ -75,4 +85,22 @@ class Problems(Stage):
         template = "math_problems" if domain == "math" else "python_problems"
         items = await ctx.ask_list(self.prompts.render(template, count=self.count, topic=topic, level=level),
                                    self.count)
-        return [ctx.record(prompt=p, topic=topic, domain=domain, level=level) for p in items]
+        records = []
+        for problem in items:
+            fields = {"prompt": problem, "topic": topic, "domain": domain, "level": level}
+            if self.opts["reference_answers"]:
+                answer = await self._reference_answer(ctx, problem)
+                if answer is None:
+                    continue
+                fields.update(answer)
+            records.append(ctx.record(**fields))
+        return records
+
+    async def _reference_answer(self, ctx: UnitContext, problem: str) -> dict | None:
+        solutions = [await ctx.ask(self.prompts.render("solve_math", problem=problem))
+                     for _ in range(self.opts["answer_samples"])]
+        answers = [extract_answer(s) for s in solutions]
+        if answers[0] is None or not all(a is not None and answers_match(a, answers[0]) for a in answers[1:]):
+            ctx.reject("no agreed answer", f"{len(solutions)} solutions, final answers {answers}", problem)
+            return None
+        return {"answer": answers[0], "solution": solutions[0]}

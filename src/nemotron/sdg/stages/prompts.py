@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from nemotron.sdg.stages.base import Stage, StageInputError, Unit, UnitContext, require_text
@@ -71,34 +72,59 @@ class Seeds(Stage):
         return records
 
 
+TOPIC_DOMAINS = ("general", "math", "python")
+
+
+def _domain_prompt(stage: Stage, base: str) -> str:
+    """The prompt for the stage's `domain`: "macro_topics", "math_macro_topics" ..."""
+    domain = stage.opts["domain"]
+    if domain not in TOPIC_DOMAINS:
+        raise StageInputError(f"stage {stage.name}: domain must be one of {TOPIC_DOMAINS}, got {domain!r}")
+    return base if domain == "general" else f"{domain}_{base}"
+
+
 class MacroTopics(Stage):
-    """`calls` requests, each for `count` broad topics (different seeds, so different lists)."""
+    """`calls` requests, each for `count` broad topics (different seeds, so different lists); with
+    `domain: math` or `python`, areas of mathematics or of Python programming."""
 
     kind = "macro_topics"
     source = True
-    options = {"calls": 1, "reformat": True}
-    prompt_names = ("macro_topics",)
+    options = {"calls": 1, "reformat": True, "domain": "general"}
+    prompt_names = ("macro_topics", "math_macro_topics", "python_macro_topics")
     text_field = "topic"
     default_count = 20
+
+    def __init__(self, spec, base_dir: Path = Path(".")) -> None:
+        super().__init__(spec, base_dir)
+        self.prompt = _domain_prompt(self, "macro_topics")
+        self.prompt_names = (self.prompt,)  # only the prompt in use is part of the stage's identity
 
     def units(self, inputs: list[dict]) -> list[Unit]:
         return [Unit(content_id(self.name, "call", i), None, {"call": i}) for i in range(self.opts["calls"])]
 
     async def run(self, unit: Unit, ctx: UnitContext) -> list[dict]:
-        topics = await ctx.ask_list(self.prompts.render("macro_topics", count=self.count), self.count)
-        return [ctx.record(topic=t) for t in topics]
+        topics = await ctx.ask_list(self.prompts.render(self.prompt, count=self.count), self.count)
+        domain = {} if self.opts["domain"] == "general" else {"domain": self.opts["domain"]}
+        return [ctx.record(topic=t, **domain) for t in topics]
 
 
 class Subtopics(Stage):
+    """`count` subtopics per topic; `domain: math` or `python` asks for problem-sized topics."""
+
     kind = "subtopics"
-    options = {"field": "topic", "reformat": True}
-    prompt_names = ("subtopics",)
+    options = {"field": "topic", "reformat": True, "domain": "general"}
+    prompt_names = ("subtopics", "math_subtopics", "python_subtopics")
     text_field = "topic"
     default_count = 5
 
+    def __init__(self, spec, base_dir: Path = Path(".")) -> None:
+        super().__init__(spec, base_dir)
+        self.prompt = _domain_prompt(self, "subtopics")
+        self.prompt_names = (self.prompt,)
+
     async def run(self, unit: Unit, ctx: UnitContext) -> list[dict]:
         topic = require_text(unit.input, self.opts["field"], self.name)
-        items = await ctx.ask_list(self.prompts.render("subtopics", count=self.count, topic=topic), self.count)
+        items = await ctx.ask_list(self.prompts.render(self.prompt, count=self.count, topic=topic), self.count)
         return [ctx.record(topic=t, parent_topic=topic) for t in items]
 
 
@@ -135,27 +161,59 @@ class WritingTasks(Stage):
 
 
 class Revise(Stage):
-    """Each prompt rewritten to be more detailed (`style`: question or writing task)."""
+    """Each prompt rewritten to be more detailed (`style`: question or writing task), `n` times
+    (different seeds, so different revisions). A revision must keep the original's subject: at
+    least `min_overlap` of the original's content words (compared by their first five letters, so
+    "economy" meets "economic") must appear in it, else it is rejected as unrelated."""
 
     kind = "revise"
-    options = {"field": "prompt", "style": "question", "keep_original": False}
+    options = {"field": "prompt", "style": "question", "keep_original": False, "n": 1, "min_overlap": 0.3}
     prompt_names = ("revise_question", "revise_writing_task")
 
     def __init__(self, spec, base_dir: Path = Path(".")) -> None:
         super().__init__(spec, base_dir)
         if self.opts["style"] not in ("question", "writing"):
             raise StageInputError(f"stage {self.name}: style must be 'question' or 'writing'")
+        if not 0.0 <= self.opts["min_overlap"] <= 1.0:
+            raise StageInputError(f"stage {self.name}: min_overlap must be in [0, 1]")
 
     async def run(self, unit: Unit, ctx: UnitContext) -> list[dict]:
         original = require_text(unit.input, self.opts["field"], self.name)
         template = "revise_question" if self.opts["style"] == "question" else "revise_writing_task"
-        revised = _unquote(await ctx.ask(self.prompts.render(template, prompt=original)))
         records = [ctx.record(prompt=original)] if self.opts["keep_original"] else []
-        if revised:
-            records.append(ctx.record(prompt=revised, original=original))
-        else:
-            ctx.reject("empty reply", "the revision came back empty")
+        seen = set()
+        for _ in range(self.opts["n"]):
+            revised = _unquote(await ctx.ask(self.prompts.render(template, prompt=original)))
+            overlap = relatedness(original, revised)
+            if not revised:
+                ctx.reject("empty reply", "the revision came back empty")
+            elif overlap < self.opts["min_overlap"]:
+                ctx.reject("unrelated revision", f"{overlap:.0%} of the original's content words kept "
+                           f"(< {self.opts['min_overlap']:.0%})", revised)
+            elif revised not in seen:
+                seen.add(revised)
+                records.append(ctx.record(prompt=revised, original=original))
         return records
+
+
+_STOPWORDS = frozenset("""a about above after again against all also am an and any are as at be because been before
+being below between both but by can could did do does doing down during each few for from further had has have having
+he her here hers him his how i if in into is it its itself just me more most my no nor not of off on once only or
+other our ours out over own same she should so some such than that the their theirs them then there these they this
+those through to too under until up very was we were what when where which while who whom why will with would you
+your yours write explain describe tell give make please""".split())
+
+
+def _stems(text: str) -> set[str]:
+    words = re.findall(r"[^\W_]+", text.casefold())
+    return {w[:5] for w in words if len(w) >= 3 and w not in _STOPWORDS}
+
+
+def relatedness(original: str, revised: str) -> float:
+    """Share of the original's content words (by stem) found in the revision; 1.0 when the original
+    has none to compare."""
+    wanted = _stems(original)
+    return len(wanted & _stems(revised)) / len(wanted) if wanted else 1.0
 
 
 class ClosedQA(Stage):
