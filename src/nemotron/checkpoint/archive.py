@@ -173,6 +173,21 @@ class Archive:
         except _READ_ERRORS as err:
             raise CheckpointError(f"{self.path} is truncated or corrupt at {member.name!r}: {err}") from None
 
+    def extract_to(self, dest: Path) -> None:
+        """Write the checked regular files under `dest` (for readers that need real files to memory-map)."""
+        import shutil
+
+        for parts, member in self._files.items():
+            target = dest.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with self._tar.extractfile(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 16 << 20)
+            except _READ_ERRORS as err:
+                if isinstance(err, OSError) and err.filename == str(target):
+                    raise CheckpointError(f"cannot unpack {member.name!r} to {target}: {err.strerror}") from None
+                raise CheckpointError(f"{self.path} is truncated or corrupt at {member.name!r}: {err}") from None
+
     def _read(self, member: tarfile.TarInfo) -> bytes:
         with self._tar.extractfile(member) as handle:
             data = handle.read()

@@ -100,6 +100,13 @@ def _read_root(root: Path, origin: str, trust_pickle: bool, dtype: torch.dtype |
     return NemoCheckpoint(config, state_dict, tokenizer_model, tokenizer_filename)
 
 
+def _extract(archive: Path, dest: Path) -> None:
+    """Unpack an archive for readers that memory-map real files (parallel slice loading); the member
+    index is checked first (no links, sparse members, traversal or oversized members)."""
+    with open_archive(archive) as opened:
+        opened.extract_to(dest)
+
+
 def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{origin} has no model_config.yaml")
@@ -298,14 +305,15 @@ def _declared_layers(raw: dict[str, Any], origin: str) -> int:
     return layers
 
 
-def _unstack(key: str, shape: tuple[int, ...], layers: int,
-             origin: str) -> list[tuple[str, int | None, tuple[int, ...]]]:
-    """Stored key -> (name, layer or None, shape) per model tensor; `decoder.layers.X` holds all `layers`."""
+def _unstack(key: str, shape: tuple[int, ...], layers: int | None = None,
+             origin: str = "") -> list[tuple[str, int | None, tuple[int, ...]]]:
+    """Stored key -> (name, layer or None, shape) per model tensor; `decoder.layers.X` holds all `layers`
+    (checked when given, so a header claiming a billion layers fails before they are listed)."""
     bare = megatron.strip_prefix(key)
     rest = bare.removeprefix(megatron.MCORE_LAYER_PREFIX)
     if rest == bare or rest.split(".", 1)[0].isdigit():
         return [(key, None, shape)]
-    if not shape or shape[0] != layers:
+    if not shape or (layers is not None and shape[0] != layers):
         raise CheckpointError(f"{origin}: {key} stacks {shape[0] if shape else 0} layers (shape {shape}), "
                               f"model_config.yaml declares num_layers {layers}")
     stem = key.removesuffix(rest)

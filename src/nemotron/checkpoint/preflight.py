@@ -66,8 +66,7 @@ def weight_bytes(config: ModelConfig | NemotronHConfig, dtype: torch.dtype) -> i
         return int(WeightBytes.from_config(config, Precision(_PLANNER_DTYPES.get(dtype, "bf16"))).total)
     precision = Precision(_PLANNER_DTYPES.get(dtype, "bf16"), config.quantization)
     one = WeightBytes.from_config(config.replace(num_layers=1), precision)
-    layer = one.layers[0].total
-    return int(one.total + (config.num_layers - 1) * layer)
+    return int(one.total + (config.num_layers - 1) * one.layers[0].total)
 
 
 def available_memory(device: torch.device) -> tuple[int, str] | None:
