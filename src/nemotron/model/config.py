@@ -128,17 +128,17 @@ class ModelConfig:
         if model_type != "nemotron":
             raise ConfigError(f"config.json has model_type {model_type!r}; only 'nemotron' models are supported")
         _check_unsupported(raw)
-        num_heads = _require(raw, "num_attention_heads")
-        hidden = _require(raw, "hidden_size")
+        num_heads = require_field(raw, "num_attention_heads")
+        hidden = require_field(raw, "hidden_size")
         rope = _mapping(raw, "rope_parameters")
         return cls(
-            vocab_size=_require(raw, "vocab_size"),
+            vocab_size=require_field(raw, "vocab_size"),
             hidden_size=hidden,
-            intermediate_size=_require(raw, "intermediate_size"),
-            num_layers=_require(raw, "num_hidden_layers"),
+            intermediate_size=require_field(raw, "intermediate_size"),
+            num_layers=require_field(raw, "num_hidden_layers"),
             num_heads=num_heads,
             num_kv_heads=raw.get("num_key_value_heads") or num_heads,
-            head_dim=_first(raw, ("head_dim", "kv_channels"), default=None) or _quotient(hidden, num_heads),
+            head_dim=first_field(raw, ("head_dim", "kv_channels"), default=None) or _quotient(hidden, num_heads),
             max_position_embeddings=raw.get("max_position_embeddings", 4096),
             # Field names changed across releases: rope_percent (2023), rope_percentage,
             # partial_rotary_factor (transformers 4.44), rope_parameters (transformers 5).
@@ -237,17 +237,17 @@ class ModelConfig:
         if raw.get("position_embedding_type", "rope") != "rope":
             raise ConfigError(f"model_config.yaml has position_embedding_type "
                               f"{raw.get('position_embedding_type')!r}; Nemotron uses rope")
-        num_heads = _require(raw, "num_attention_heads", source="model_config.yaml")
-        hidden = _require(raw, "hidden_size", source="model_config.yaml")
+        num_heads = require_field(raw, "num_attention_heads", source="model_config.yaml")
+        hidden = require_field(raw, "hidden_size", source="model_config.yaml")
         return cls(
             vocab_size=vocab_size,
             hidden_size=hidden,
-            intermediate_size=_require(raw, "ffn_hidden_size", source="model_config.yaml"),
-            num_layers=_require(raw, "num_layers", source="model_config.yaml"),
+            intermediate_size=require_field(raw, "ffn_hidden_size", source="model_config.yaml"),
+            num_layers=require_field(raw, "num_layers", source="model_config.yaml"),
             num_heads=num_heads,
             num_kv_heads=raw.get("num_query_groups") or num_heads,
             head_dim=raw.get("kv_channels") or _quotient(hidden, num_heads),
-            max_position_embeddings=_first(raw, ("max_position_embeddings", "encoder_seq_length",
+            max_position_embeddings=first_field(raw, ("max_position_embeddings", "encoder_seq_length",
                                                  "seq_length"), default=4096),
             # Megatron's default is 1.0; Nemotron configs set 0.5 explicitly.
             rotary_fraction=_float(raw, ("rotary_percentage", "rotary_percent"), default=1.0,
@@ -260,13 +260,13 @@ class ModelConfig:
         )
 
 
-def _require(raw: dict[str, Any], key: str, source: str = "config.json") -> Any:
+def require_field(raw: dict[str, Any], key: str, source: str = "config.json") -> Any:
     if key not in raw or raw[key] is None:
         raise ConfigError(f"{source} has no field {key!r}")
     return raw[key]
 
 
-def _first(raw: dict[str, Any], keys: tuple[str, ...], default: Any) -> Any:
+def first_field(raw: dict[str, Any], keys: tuple[str, ...], default: Any) -> Any:
     for key in keys:
         if raw.get(key) is not None:
             return raw[key]

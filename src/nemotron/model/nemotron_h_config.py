@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nemotron.errors import ConfigError
+from nemotron.model.config import first_field, require_field
 
 MAMBA, ATTENTION, MLP, MOE = "mamba", "attention", "mlp", "moe"
 _PATTERN = {"M": MAMBA, "*": ATTENTION, "-": MLP, "E": MOE}
@@ -159,32 +160,32 @@ class NemotronHConfig:
                 raise ConfigError(f"config.json has {field} {raw[field]!r}; Nemotron-H uses {expected}")
         if raw.get("rope_theta") is not None or raw.get("rope_parameters") or raw.get("rope_scaling"):
             raise ConfigError("config.json asks for rotary embeddings; Nemotron-H attention has no positional encoding")
-        num_heads = _require(raw, "num_attention_heads")
-        hidden = _require(raw, "hidden_size")
+        num_heads = require_field(raw, "num_attention_heads")
+        hidden = require_field(raw, "hidden_size")
         eos = raw.get("eos_token_id", 2)
         return cls(
-            vocab_size=_require(raw, "vocab_size"),
+            vocab_size=require_field(raw, "vocab_size"),
             hidden_size=hidden,
             layer_types=_layer_types(raw),
-            intermediate_size=_require(raw, "intermediate_size"),
+            intermediate_size=require_field(raw, "intermediate_size"),
             num_heads=num_heads,
             num_kv_heads=raw.get("num_key_value_heads") or num_heads,
             # transformers 5 writes head_dim; NVIDIA's original configs attention_head_dim.
-            head_dim=_first(raw, ("head_dim", "attention_head_dim"), hidden // num_heads),
-            mamba_num_heads=_require(raw, "mamba_num_heads"),
-            mamba_head_dim=_require(raw, "mamba_head_dim"),
-            ssm_state_size=_require(raw, "ssm_state_size"),
-            n_groups=_first(raw, ("n_groups", "mamba_n_groups"), 8),
-            conv_kernel=_first(raw, ("conv_kernel", "mamba_d_conv"), 4),
-            chunk_size=_first(raw, ("chunk_size", "mamba_chunk_size"), 128),
-            use_conv_bias=bool(_first(raw, ("use_conv_bias", "mamba_conv_bias"), True)),
+            head_dim=first_field(raw, ("head_dim", "attention_head_dim"), hidden // num_heads),
+            mamba_num_heads=require_field(raw, "mamba_num_heads"),
+            mamba_head_dim=require_field(raw, "mamba_head_dim"),
+            ssm_state_size=require_field(raw, "ssm_state_size"),
+            n_groups=first_field(raw, ("n_groups", "mamba_n_groups"), 8),
+            conv_kernel=first_field(raw, ("conv_kernel", "mamba_d_conv"), 4),
+            chunk_size=first_field(raw, ("chunk_size", "mamba_chunk_size"), 128),
+            use_conv_bias=bool(first_field(raw, ("use_conv_bias", "mamba_conv_bias"), True)),
             use_bias=bool(raw.get("use_bias", False)),
-            time_step_min=float(_first(raw, ("time_step_min", "mamba_dt_min"), 0.001)),
+            time_step_min=float(first_field(raw, ("time_step_min", "mamba_dt_min"), 0.001)),
             max_position_embeddings=raw.get("max_position_embeddings") or 8192,
-            norm_eps=float(_first(raw, ("layer_norm_epsilon", "rms_norm_eps", "norm_eps"), 1e-5)),
-            bos_token_id=_first(raw, ("bos_token_id",), 1),
+            norm_eps=float(first_field(raw, ("layer_norm_epsilon", "rms_norm_eps", "norm_eps"), 1e-5)),
+            bos_token_id=first_field(raw, ("bos_token_id",), 1),
             eos_token_id=int(eos[0] if isinstance(eos, list) else eos),
-            pad_token_id=_first(raw, ("pad_token_id",), 0),
+            pad_token_id=first_field(raw, ("pad_token_id",), 0),
             torch_dtype=str(raw.get("dtype") or raw.get("torch_dtype") or "bfloat16").removeprefix("torch."),
         )
 
@@ -262,16 +263,3 @@ def _layer_types(raw: dict[str, Any]) -> tuple[str, ...]:
         raise ConfigError(f"config.json num_hidden_layers ({declared}) does not match the {len(types)} layers "
                           f"of its layer pattern")
     return types
-
-
-def _require(raw: dict[str, Any], key: str) -> Any:
-    if raw.get(key) is None:
-        raise ConfigError(f"config.json has no field {key!r}")
-    return raw[key]
-
-
-def _first(raw: dict[str, Any], keys: tuple[str, ...], default: Any) -> Any:
-    for key in keys:
-        if raw.get(key) is not None:
-            return raw[key]
-    return default
