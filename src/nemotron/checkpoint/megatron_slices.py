@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from nemotron.checkpoint import megatron, nemo
-from nemotron.checkpoint.archive import ArchiveFileSystem, ArchivePath, open_archive
+from nemotron.checkpoint.archive import open_archive
 from nemotron.errors import CheckpointError
 from nemotron.model.config import ModelConfig
 from nemotron.tokenizer import Tokenizer
@@ -263,26 +263,7 @@ def _zarr_region(array: nemo._ZarrArray, bounds: Bounds) -> Tensor:
 
 
 def _dcp(directory: Path, origin: str, trust_pickle: bool, layers: int) -> StoredTensors:
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    if not trust_pickle:
-        raise CheckpointError(f"{origin}/.metadata (torch_dist format) is a Python pickle; {nemo._PICKLE_HINT}")
-    if not (directory / ".metadata").is_file():
-        raise CheckpointError(f"{origin} is a torch_dist checkpoint without its .metadata file")
-    with (directory / ".metadata").open("rb") as file:
-        metadata = nemo._MetadataUnpickler(file).load()
-    reader = FileSystemReader(str(directory))
-    if isinstance(directory, ArchivePath):  # read the .distcp members in place
-        reader.fs, reader.path = ArchiveFileSystem(), directory
-    reader.set_up_storage_reader(metadata, True)
-    entries: dict[str, tuple[str, int | None]] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for key, item in metadata.state_dict_metadata.items():
-        if not isinstance(item, TensorStorageMetadata) or megatron.is_skipped(key):
-            continue
-        for name, layer, shape in nemo._unstack(key, tuple(item.size), layers, origin):
-            entries[name], shapes[name] = (key, layer), shape
+    reader, metadata, entries, shapes = nemo.dcp_index(directory, origin, trust_pickle, layers)
 
     def region(name: str, bounds: Bounds) -> Tensor:
         key, layer = entries[name]

@@ -455,7 +455,9 @@ def _codecs(specs: list[dict[str, Any]], origin: str) -> list[Any]:
         raise CheckpointError(f"{origin} names a codec numcodecs cannot build ({specs}): {err}") from None
 
 
-def _dcp_weights(directory: Path, origin: str, trust_pickle: bool, layers: int) -> _Weights:
+def dcp_index(directory: Path, origin: str, trust_pickle: bool, layers: int):
+    """A torch_dist checkpoint's reader, metadata and tensor index: name -> (stored key, layer or
+    None) and name -> shape. Shared by whole-model loading and the parallel slice loader."""
     # `.metadata` is a plain pickle (FileSystemReader.read_metadata calls pickle.load on it): code can
     # run while reading it. The tensor data itself is read with torch.load(weights_only=True).
     if not trust_pickle:
@@ -475,6 +477,11 @@ def _dcp_weights(directory: Path, origin: str, trust_pickle: bool, layers: int) 
             continue  # byte entries are pickled objects (_extra_state): never loaded
         for name, layer, shape in _unstack(key, tuple(item.size), layers, origin):
             entries[name], shapes[name] = (key, layer), shape
+    return reader, metadata, entries, shapes
+
+
+def _dcp_weights(directory: Path, origin: str, trust_pickle: bool, layers: int) -> _Weights:
+    reader, metadata, entries, shapes = dcp_index(directory, origin, trust_pickle, layers)
 
     def load(name: str) -> Tensor:
         key, layer = entries[name]
