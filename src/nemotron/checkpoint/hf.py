@@ -248,8 +248,9 @@ class SliceReader:
             else:
                 try:
                     self._handles[file] = safe_open(str(file), framework="pt")
-                except (OSError, ValueError, RuntimeError) as err:
-                    raise CheckpointError(f"cannot read {file}: {err}") from None
+                except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+                    message = str(err).removeprefix("Error while deserializing header: ")
+                    raise CheckpointError(f"{file} is not a readable safetensors file: {message}") from None
         return self._handles[file]
 
     def shape(self, name: str) -> tuple[int, ...]:
