@@ -13,7 +13,7 @@ Facts about the Megatron side (Megatron-LM / NeMo):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -252,3 +252,26 @@ def _check_shape(name: str, tensor: Tensor, expected: tuple[int, ...]) -> None:
     if tuple(tensor.shape) != tuple(expected):
         raise CheckpointError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
                               f"the config expects {tuple(expected)}")
+
+
+def stage_names(stages: Iterable[Iterable[str]], origin: str) -> Iterator[tuple[int, str, str]]:
+    """(stage, name in that stage's files, name in the whole model) for the tensors of pipeline
+    stages whose files number their layers from 0: each stage's layer indices are shifted by the
+    layers of the stages before it. Skipped names are left out; a name held twice is an error."""
+    seen: set[str] = set()
+    offset = 0
+    for stage, names in enumerate(stages):
+        stage_layers = 0
+        for name in names:
+            if is_skipped(name):
+                continue
+            local = layer_index(name)
+            global_name = name
+            if local is not None:
+                stage_layers = max(stage_layers, local + 1)
+                global_name = with_layer_index(name, offset + local)
+            if global_name in seen:
+                raise CheckpointError(f"{origin}: pipeline stage {stage} holds {global_name!r} again")
+            seen.add(global_name)
+            yield stage, name, global_name
+        offset += stage_layers

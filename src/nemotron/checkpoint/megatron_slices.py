@@ -165,25 +165,14 @@ def _rank_files(root: Path, origin: str, trust_pickle: bool, home_tp: int) -> St
 
     where: dict[str, tuple[int, str]] = {}  # global name -> (stage, name in the stage's files)
     shapes: dict[str, tuple[int, ...]] = {}
-    offset = 0
-    for stage in range(pp_size):
-        stage_layers = 0
-        for name, tensor in load((min(home_tp, tp_size - 1), stage), fake=True).items():
-            if megatron.is_skipped(name) or not isinstance(tensor, Tensor):
-                continue
-            local = megatron.layer_index(name)
-            global_name = name
-            if local is not None:
-                stage_layers = max(stage_layers, local + 1)
-                global_name = megatron.with_layer_index(name, offset + local)
-            if global_name in where:
-                raise CheckpointError(f"{origin}: pipeline stage {stage} holds {global_name!r} again")
-            where[global_name] = (stage, name)
-            shape, dim = list(tensor.shape), megatron.tp_split_dim(name)
-            if dim is not None:
-                shape[dim] *= tp_size  # Megatron cuts a split tensor into equal parts
-            shapes[global_name] = tuple(shape)
-        offset += stage_layers
+    index = [{name: tensor for name, tensor in load((min(home_tp, tp_size - 1), stage), fake=True).items()
+              if isinstance(tensor, Tensor)} for stage in range(pp_size)]
+    for stage, name, global_name in megatron.stage_names(index, origin):
+        where[global_name] = (stage, name)
+        shape, dim = list(index[stage][name].shape), megatron.tp_split_dim(name)
+        if dim is not None:
+            shape[dim] *= tp_size  # Megatron cuts a split tensor into equal parts
+        shapes[global_name] = tuple(shape)
 
     def rank_tensor(key: tuple[int, int], local: str) -> Tensor:
         used_files.add(key)

@@ -255,21 +255,8 @@ def _ckpt_weights(root: Path, origin: str, trust_pickle: bool) -> _Weights:
     shards = {key: _torch_load(path, f"{origin}/{path.relative_to(root)}", trust_pickle)
               for key, path in files.items()}
     parts: dict[str, list[Tensor]] = {}  # global name -> one tensor per TP rank
-    offset = 0  # stages number their layers from 0: shift by the layers of earlier stages
-    for stage in range(pp_size):
-        stage_layers = 0
-        for name in shards[(0, stage)]:
-            if megatron.is_skipped(name):
-                continue
-            local = megatron.layer_index(name)
-            global_name = name
-            if local is not None:
-                stage_layers = max(stage_layers, local + 1)
-                global_name = megatron.with_layer_index(name, offset + local)
-            if global_name in parts:
-                raise CheckpointError(f"{origin}: pipeline stage {stage} holds {global_name!r} again")
-            parts[global_name] = [_rank_tensor(shards, (tp, stage), name, origin) for tp in range(tp_size)]
-        offset += stage_layers
+    for stage, name, global_name in megatron.stage_names((shards[(0, stage)] for stage in range(pp_size)), origin):
+        parts[global_name] = [_rank_tensor(shards, (tp, stage), name, origin) for tp in range(tp_size)]
 
     def merged_shape(name: str) -> tuple[int, ...]:
         shape, dim = list(parts[name][0].shape), megatron.tp_split_dim(name)
