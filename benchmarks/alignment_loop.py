@@ -106,11 +106,11 @@ def evaluate(policy: Path, reward: Path, held_out: list[dict], samples: int) -> 
     llm = LLM(str(policy))
     prompts = [render_chat([{"role": "user", "content": q["prompt"]}]) for q in held_out]
     stops = list(CHAT_STOP_STRINGS)
-    greedy = [c.text.strip() for c in llm.generate(prompts, SamplingParams(max_new_tokens=24, greedy=True,
-                                                                           stop_strings=stops))]
+    greedy = [c.text.strip() for c in llm.generate(prompts, SamplingParams(max_tokens=24, temperature=0,
+                                                                           stop=stops))]
     sampled = llm.generate([p for p in prompts for _ in range(samples)],
-                           [SamplingParams(max_new_tokens=24, temperature=1.0, top_p=1.0, top_k=0, seed=k,
-                                           stop_strings=stops) for k in range(len(prompts) * samples)])
+                           [SamplingParams(max_tokens=24, temperature=1.0, top_p=1.0, top_k=0, seed=k,
+                                           stop=stops) for k in range(len(prompts) * samples)])
     right = lambda replies, qs: sum(check_answer(r, q["answer"]) for r, q in zip(replies, qs)) / len(qs)
     rm = load_model(str(reward))
     sequences = [encode_scored([{"role": "user", "content": q["prompt"]}], r, rm.tokenizer)

@@ -282,7 +282,7 @@ class OurRunner:
     def __call__(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
         from nemotron.engine.sampling import SamplingParams
 
-        params = SamplingParams(max_new_tokens=new_tokens, greedy=True, ignore_eos=True)
+        params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
         start, cpu = time.perf_counter(), time.process_time()
         results = self.llm.generate(prompts, params)
         return time.perf_counter() - start, time.process_time() - cpu, [r.token_ids for r in results]

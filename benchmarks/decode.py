@@ -40,13 +40,13 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     hf_model = None if args.skip_transformers else transformers_twin(setup)  # before the engine fuses QKV
     llm = LLM(setup.loaded, EngineConfig(max_num_seqs=max(args.batch_sizes), attention_backend=args.attention_backend))
-    params = SamplingParams(max_new_tokens=args.new_tokens, greedy=True, ignore_eos=True)
+    params = SamplingParams(max_tokens=args.new_tokens, temperature=0, ignore_eos=True)
     print(f"device {setup.device}, dtype {setup.dtype}, {setup.config.num_parameters() / 1e6:.1f}M parameters, "
           f"prompt {args.prompt_len}, new tokens {args.new_tokens}")
 
     for batch in args.batch_sizes:
         prompts = torch.randint(4, setup.config.vocab_size, (batch, args.prompt_len), generator=generator)
-        llm.generate(prompts[:, :16].tolist(), SamplingParams(max_new_tokens=4, greedy=True))  # warm-up
+        llm.generate(prompts[:, :16].tolist(), SamplingParams(max_tokens=4, temperature=0))  # warm-up
         ours = timed(lambda: llm.generate(prompts.tolist(), params), setup.device, args.repeats)
         ours_tps = batch * args.new_tokens / ours
         line = f"batch {batch:3d}: nemotron {ours_tps:9.1f} tok/s"

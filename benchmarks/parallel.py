@@ -75,8 +75,8 @@ def run_layout(spec: str, tp: int, pp: int, args: argparse.Namespace) -> dict:
         generator = torch.Generator().manual_seed(0)
         prompts = [torch.randint(4, loaded.config.vocab_size, (args.prompt_len,), generator=generator).tolist()
                    for _ in range(args.batch)]
-        params = SamplingParams(max_new_tokens=args.new_tokens, greedy=True, ignore_eos=True)
-        llm.generate(prompts, SamplingParams(max_new_tokens=4, greedy=True, ignore_eos=True))  # warm-up
+        params = SamplingParams(max_tokens=args.new_tokens, temperature=0, ignore_eos=True)
+        llm.generate(prompts, SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))  # warm-up
         for ids in prompts:  # prefill, then count one decode step of the whole batch
             llm.engine.add_request(ids, params)
         llm.engine.step()

@@ -31,13 +31,13 @@ def main() -> None:
     vocab = setup.config.vocab_size
     prefix = [rng.randrange(4, vocab) for _ in range(args.prefix_len)]
     prompts = [prefix + [rng.randrange(4, vocab) for _ in range(args.suffix_len)] for _ in range(args.requests)]
-    params = SamplingParams(max_new_tokens=args.new_tokens, greedy=True, ignore_eos=True)
+    params = SamplingParams(max_tokens=args.new_tokens, temperature=0, ignore_eos=True)
     print(f"device {setup.device}, {setup.config.num_parameters() / 1e6:.1f}M parameters, {args.requests} requests, "
           f"shared prefix {args.prefix_len} + suffix {args.suffix_len} tokens, {args.new_tokens} new tokens each")
     results = {}
     for caching in (False, True):
         llm = LLM(setup.loaded, EngineConfig(enable_prefix_caching=caching))
-        llm.generate(prompts[:1], SamplingParams(max_new_tokens=2, greedy=True))  # warm-up (and, cached, the prefix)
+        llm.generate(prompts[:1], SamplingParams(max_tokens=2, temperature=0))  # warm-up (and, cached, the prefix)
         seconds = timed(lambda: llm.generate(prompts, params), setup.device)
         blocks = llm.engine.blocks
         hit_rate = blocks.prefix_hits / max(blocks.prefix_queries, 1)

@@ -61,8 +61,8 @@ def kernel_table(config, device: torch.device, repeats: int) -> None:
 
 def decode_tokens_per_s(loaded, prompt: list[int], new_tokens: int, repeats: int, device: torch.device) -> float:
     llm = LLM(loaded, EngineConfig(max_num_seqs=1))
-    params = SamplingParams(max_new_tokens=new_tokens, greedy=True, ignore_eos=True)
-    llm.generate([prompt[:16]], SamplingParams(max_new_tokens=4, greedy=True))  # warm-up (and autotune)
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    llm.generate([prompt[:16]], SamplingParams(max_tokens=4, temperature=0))  # warm-up (and autotune)
     seconds = timed(lambda: llm.generate([prompt], params), device, repeats)
     del llm
     return new_tokens / seconds

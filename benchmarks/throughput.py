@@ -50,12 +50,12 @@ def main() -> None:
     total = sum(new_tokens)
     hf_model = transformers_twin(setup)
     llm = LLM(setup.loaded, EngineConfig(max_num_seqs=args.batch * 2))
-    params = [SamplingParams(max_new_tokens=n, greedy=True, ignore_eos=True) for n in new_tokens]
+    params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in new_tokens]
     print(f"device {setup.device}, {setup.config.num_parameters() / 1e6:.1f}M parameters, {args.requests} requests, "
           f"prompts {args.prompt_len[0]}-{args.prompt_len[1]}, outputs {args.output_len[0]}-{args.output_len[1]} "
           f"({total} output tokens)")
 
-    llm.generate(prompts[:2], SamplingParams(max_new_tokens=4, greedy=True))  # warm-up
+    llm.generate(prompts[:2], SamplingParams(max_tokens=4, temperature=0))  # warm-up
     ours = total / timed(lambda: llm.generate(prompts, params), setup.device)
     print(f"nemotron engine             {ours:9.1f} output tok/s", flush=True)
     batched = total / timed(lambda: [hf_generate(hf_model, prompts[i:i + args.batch], new_tokens[i:i + args.batch],

@@ -26,7 +26,7 @@ def demo():
 
 def greedy(loaded, prompt_ids: list[int], steps: int, stop_id: int | None = None) -> list[int]:
     """Greedy token ids through the reference decoder; stop_id (if reached) is the last one."""
-    params = SamplingParams(max_new_tokens=steps, greedy=True, ignore_eos=True,
+    params = SamplingParams(max_tokens=steps, temperature=0, ignore_eos=True,
                             stop_token_ids=[] if stop_id is None else [stop_id])
     return generate(loaded.model, loaded.tokenizer, prompt_ids, params).token_ids
 

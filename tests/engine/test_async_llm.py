@@ -27,7 +27,7 @@ def wait_until_idle(engine: LLMEngine, timeout: float = 10.0) -> None:
 
 def test_concurrent_streams_equal_offline_batch(loaded):
     requests = prompts(24, seed=11)
-    params = [SamplingParams(max_new_tokens=8 + i % 9, seed=i, top_k=40, ignore_eos=True) for i in range(24)]
+    params = [SamplingParams(max_tokens=8 + i % 9, seed=i, top_k=40, ignore_eos=True) for i in range(24)]
     expected = LLM(loaded).generate(requests, params)
     llm = AsyncLLM(LLMEngine(loaded.model, loaded.tokenizer, EngineConfig(max_num_seqs=8)))
 
@@ -45,7 +45,7 @@ def test_concurrent_streams_equal_offline_batch(loaded):
         results = asyncio.run(main())
     finally:
         llm.close()
-    assert results == [(c.text, c.token_ids) for c in expected]
+    assert results == [(r.outputs[0].text, r.outputs[0].token_ids) for r in expected]
     assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks
 
 
@@ -55,7 +55,7 @@ def test_leaving_a_stream_early_aborts_and_frees_blocks(loaded):
 
     async def main():
         seen = 0
-        async for _ in llm.generate(prompts(1, seed=12)[0], SamplingParams(max_new_tokens=200, ignore_eos=True)):
+        async for _ in llm.generate(prompts(1, seed=12)[0], SamplingParams(max_tokens=200, ignore_eos=True)):
             seen += 1
             if seen == 3:
                 break

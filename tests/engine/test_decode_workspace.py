@@ -18,8 +18,8 @@ def loaded(tiny_model_dir):
 
 
 def mixed_params(count: int) -> list[SamplingParams]:
-    return [SamplingParams(max_new_tokens=5 + (7 * i) % 30, seed=i, temperature=0.9, top_k=30, ignore_eos=True)
-            if i % 3 else SamplingParams(max_new_tokens=3 + (5 * i) % 37, greedy=True, ignore_eos=True)
+    return [SamplingParams(max_tokens=5 + (7 * i) % 30, seed=i, temperature=0.9, top_k=30, ignore_eos=True)
+            if i % 3 else SamplingParams(max_tokens=3 + (5 * i) % 37, temperature=0, ignore_eos=True)
             for i in range(count)]
 
 
@@ -29,7 +29,7 @@ def run(loaded, requests, params, max_bytes: int | None = None, **config):
         llm.engine.kv_cache.workspace.max_bytes = max_bytes
     results = llm.generate(requests, params)
     assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks
-    return [r.token_ids for r in results], llm
+    return [r.outputs[0].token_ids for r in results], llm
 
 
 @pytest.mark.parametrize("config", [
@@ -62,7 +62,7 @@ def test_lanes_mirror_the_pool_while_decoding(loaded):
     llm = LLM(loaded, EngineConfig(attention_backend="torch", max_num_seqs=4))
     engine = llm.engine
     for prompt, p in zip(prompts(7, seed=24), mixed_params(7)):
-        engine.add_request(prompt, p)
+        engine.add_request(engine.check_request(prompt, p))
     cache, workspace = engine.kv_cache, engine.kv_cache.workspace
     checked = 0
     while engine.has_unfinished():
@@ -84,14 +84,14 @@ def test_lanes_mirror_the_pool_while_decoding(loaded):
 def test_a_lane_left_by_a_finished_request_is_refilled_for_the_next(loaded):
     # A finished request leaves its lane holding n tokens; a new request whose context reaches the
     # same n must not take those stale keys as its own.
-    first, params = prompts(1, seed=25, low=10, high=10)[0], SamplingParams(max_new_tokens=6, greedy=True,
+    first, params = prompts(1, seed=25, low=10, high=10)[0], SamplingParams(max_tokens=6, temperature=0,
                                                                            ignore_eos=True)
     reused = LLM(loaded, EngineConfig(attention_backend="torch"))
     for length in range(10, 20):
         second = prompts(1, seed=26 + length, low=length, high=length)[0]
         reused.generate([first], params)
         fresh = LLM(loaded, EngineConfig(attention_backend="torch", decode_workspace=False))
-        assert reused.generate([second], params)[0].token_ids == fresh.generate([second], params)[0].token_ids
+        assert reused.generate([second], params)[0].outputs == fresh.generate([second], params)[0].outputs
 
 
 def test_growth_keeps_lanes_and_respects_the_memory_bound():

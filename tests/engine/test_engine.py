@@ -2,6 +2,7 @@
 chunking or preemption."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -34,13 +35,15 @@ def full_recompute_greedy(model, prompt: list[int], steps: int) -> list[int]:
 
 
 def engine_outputs(loaded, requests, params, **config):
+    """Each request's (only) completion, and the LLM."""
     llm = LLM(loaded, EngineConfig(**config))
     results = llm.generate(requests, params)
     assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks  # every block back
-    return results, llm
+    assert all(len(r.outputs) == 1 and r.finished for r in results)
+    return [r.outputs[0] for r in results], llm
 
 
-GREEDY = SamplingParams(max_new_tokens=24, greedy=True, ignore_eos=True)
+GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
 
 
 def test_greedy_equals_full_recompute(loaded):
@@ -53,9 +56,9 @@ def test_greedy_equals_full_recompute(loaded):
 
 def test_mixed_batch_equals_each_request_alone(loaded):
     requests = prompts(12, seed=2)
-    params = [SamplingParams(max_new_tokens=16 + i, seed=i, temperature=0.8, top_k=50, top_p=0.9,
+    params = [SamplingParams(max_tokens=16 + i, seed=i, temperature=0.8, top_k=50, top_p=0.9,
                              repetition_penalty=1.1, ignore_eos=True) if i % 2 else
-              SamplingParams(max_new_tokens=10 + i, greedy=True, ignore_eos=True) for i in range(12)]
+              SamplingParams(max_tokens=10 + i, temperature=0, ignore_eos=True) for i in range(12)]
     together, _ = engine_outputs(loaded, requests, params)
     for prompt, p, result in zip(requests, params, together):
         alone = generate(loaded.model, loaded.tokenizer, prompt, p)
@@ -67,15 +70,16 @@ def test_prefix_cache_hits_give_identical_outputs(loaded):
     shared = prompts(1, seed=3, low=70, high=70)[0]
     requests = [shared + tail for tail in prompts(6, seed=4, low=2, high=9)]
     cold, _ = engine_outputs(loaded, requests, GREEDY, enable_prefix_caching=False)
-    warm, llm = engine_outputs(loaded, requests, GREEDY, max_num_seqs=1)  # one at a time: later ones hit
-    assert [r.token_ids for r in warm] == [r.token_ids for r in cold]
+    llm = LLM(loaded, EngineConfig(max_num_seqs=1))  # one at a time: later ones hit
+    warm = llm.generate(requests, GREEDY)
+    assert [r.outputs[0].token_ids for r in warm] == [r.token_ids for r in cold]
     assert all(r.num_cached_tokens == 64 for r in warm[1:])  # 4 full blocks of 16
     assert llm.engine.blocks.prefix_hits >= 5 * 64
 
 
 def test_preemption_under_a_tiny_pool_gives_identical_outputs(loaded):
     requests = prompts(8, seed=5, low=10, high=30)
-    params = SamplingParams(max_new_tokens=40, seed=3, temperature=0.9, ignore_eos=True)
+    params = SamplingParams(max_tokens=40, seed=3, temperature=0.9, ignore_eos=True)
     roomy, _ = engine_outputs(loaded, requests, params)
     tight, llm = engine_outputs(loaded, requests, params, num_blocks=6, block_size=16)
     assert llm.engine.scheduler.num_preemptions > 0
@@ -98,59 +102,78 @@ def test_stop_string_spanning_tokens(loaded):
     cut = next(i for i in range(3, len(pieces) - 1) if 0 < len(pieces[i]) < len(pieces[i + 1]))
     stop = text[len(pieces[cut]) - 1:len(pieces[cut]) + 1]  # last char of one token, first of the next
     expected = text[:text.index(stop)]
-    params = SamplingParams(max_new_tokens=24, greedy=True, ignore_eos=True, stop_strings=[stop])
+    params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True, stop=[stop])
     [result], _ = engine_outputs(loaded, [prompt], params)
-    assert (result.text, result.finish_reason, result.stop) == (expected, "stop", stop)
+    assert (result.text, result.finish_reason, result.stop_reason) == (expected, "stop", stop)
 
 
-def test_prompt_logprobs_match_a_full_forward(loaded):
+@pytest.mark.parametrize("top_n", [0, 3, -1])
+def test_prompt_logprobs_match_a_full_forward(loaded, top_n):
+    """Prompt log-probabilities come from the engine's own prefill chunks (here 6 tokens, and at most
+    4 scored positions a step): each equals a plain forward pass's log-softmax, alternatives too."""
     prompt = prompts(1, seed=8, low=20, high=20)[0]
-    params = SamplingParams(max_new_tokens=0, prompt_logprobs=True)
-    [result], _ = engine_outputs(loaded, [prompt], params, max_num_batched_tokens=6)
+    llm = LLM(loaded, EngineConfig(max_num_batched_tokens=6))
+    llm.engine.scheduler.config = dataclasses.replace(llm.engine.scheduler.config, max_scored_tokens=4)
+    [result] = llm.generate([prompt], SamplingParams(max_tokens=0, prompt_logprobs=top_n))
     with torch.no_grad():
-        logprobs = loaded.model(torch.tensor([prompt]))[0].log_softmax(-1)
-    expected = [logprobs[i, prompt[i + 1]].item() for i in range(len(prompt) - 1)]
-    assert result.prompt_logprobs[0] is None
-    assert result.prompt_logprobs[1:] == pytest.approx(expected, abs=1e-5)
-    assert result.token_ids == [] and result.finish_reason == "length"
+        logprobs = loaded.model(torch.tensor([prompt]))[0].log_softmax(-1)  # (T, V)
+    assert result.prompt_logprobs[0] is None and len(result.prompt_logprobs) == len(prompt)
+    for i, entry in enumerate(result.prompt_logprobs[1:]):
+        row, token = logprobs[i], prompt[i + 1]
+        assert entry[token].logprob == pytest.approx(row[token].item(), abs=1e-5)
+        assert entry[token].rank == int((row > row[token]).sum()) + 1
+        wanted = 320 if top_n == -1 else top_n
+        assert len(entry) in (wanted, wanted + 1)  # the alternatives, and the token itself if not among them
+        best = row.topk(wanted)
+        for rank, (t, value) in enumerate(zip(best.indices.tolist(), best.values.tolist()), start=1):
+            assert entry[t].logprob == pytest.approx(value, abs=1e-5)
+            assert entry[t].rank == rank or row[t] == best.values[entry[t].rank - 1]  # ties may swap
+    assert result.outputs[0].token_ids == [] and result.outputs[0].finish_reason == "length"
 
 
 def test_top_logprobs_are_reported(loaded):
-    params = SamplingParams(max_new_tokens=3, greedy=True, return_logprobs=True, logprobs=4, ignore_eos=True)
+    params = SamplingParams(max_tokens=3, temperature=0, logprobs=4, ignore_eos=True)
     [result], _ = engine_outputs(loaded, prompts(1, seed=9), params)
-    assert len(result.top_logprobs) == 3 and all(len(top) == 4 for top in result.top_logprobs)
-    for token, logprob, top in zip(result.token_ids, result.logprobs, result.top_logprobs):
-        assert top[0][0] == token and top[0][1] == pytest.approx(logprob, abs=1e-5)
+    assert len(result.logprobs) == 3
+    for token, entry in zip(result.token_ids, result.logprobs):
+        assert len(entry) == 4  # greedy: the chosen token is the most likely alternative
+        assert list(entry)[0] == token and entry[token].rank == 1
+        assert [lp.rank for lp in entry.values()] == [1, 2, 3, 4]
+        values = [lp.logprob for lp in entry.values()]
+        assert values == sorted(values, reverse=True)
+    assert result.cumulative_logprob == pytest.approx(sum(e[t].logprob for t, e in zip(result.token_ids,
+                                                                                           result.logprobs)))
 
 
 @pytest.mark.parametrize("prompt, message", [([], "empty"), ([5] * 300, "context"), ([999], "token ids")])
 def test_bad_requests_are_refused(loaded, prompt, message):
     llm = LLM(loaded, EngineConfig(num_blocks=4))
     with pytest.raises(RequestError, match=message):
-        llm.generate([prompt], SamplingParams(max_new_tokens=4))
+        llm.generate([prompt], SamplingParams(max_tokens=4))
     assert not llm.engine.has_unfinished()
 
 
 def test_request_larger_than_the_pool_is_refused(loaded):
     llm = LLM(loaded, EngineConfig(num_blocks=2, block_size=16))
     with pytest.raises(RequestError, match="KV cache"):
-        llm.generate([[5] * 20], SamplingParams(max_new_tokens=20))
+        llm.generate([[5] * 20], SamplingParams(max_tokens=20))
 
 
 def test_token_entries_add_up_to_the_streamed_text_and_stop_at_stop_strings(loaded):
     """The per-token entries the server reports come from the engine: they spell the text exactly."""
     llm = LLM(loaded, EngineConfig(max_num_seqs=4))
     requests = prompts(8, seed=30)
-    free = llm.generate(requests, SamplingParams(max_new_tokens=20, seed=5, ignore_eos=True))
+    free = [r.outputs[0] for r in llm.generate(requests, SamplingParams(max_tokens=20, seed=5, ignore_eos=True))]
     stops = [c.text[3:5] if len(c.text) > 6 else "zz" for c in free]  # strings the free run did produce
     engine = llm.engine
-    ids = [engine.add_request(r, SamplingParams(max_new_tokens=20, seed=5, ignore_eos=True, stop_strings=[s]))
+    ids = [engine.add_request(engine.check_request(r, SamplingParams(max_tokens=20, seed=5, ignore_eos=True,
+                                                                     stop=[s])))
            for r, s in zip(requests, stops)]
     texts, entries, reasons = {i: "" for i in ids}, {i: [] for i in ids}, {}
     while engine.has_unfinished():
         for out in engine.step():
             texts[out.request_id] += out.text
-            entries[out.request_id] += out.tokens
+            entries[out.request_id] += out.shown
             if out.finished:
                 reasons[out.request_id] = (out.finish_reason, out.stop)
     for request_id, stop, whole in zip(ids, stops, free):

@@ -8,7 +8,7 @@ from nemotron.engine.sequence import Sequence
 
 
 def seq(name: str, length: int, first: int = 10) -> Sequence:
-    return Sequence(name, list(range(first, first + length)), SamplingParams(max_new_tokens=8))
+    return Sequence(name, list(range(first, first + length)), SamplingParams(max_tokens=8))
 
 
 def run_step(scheduler: Scheduler, sample: bool = True) -> list[tuple[str, int, int]]:

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from nemotron.engine.output import ShownText
+from nemotron.engine.output import ShownText, Token
 from nemotron.tokenizer import Tokenizer
 
 
@@ -18,7 +18,7 @@ def feed(tokenizer, prompt, ids, stops=(), hidden=frozenset({3})):
     text = ShownText(tokenizer, prompt, list(stops), set(hidden))
     shown, entries = "", []
     for token_id in ids:
-        s, e = text.add(token_id, -1.0, [])
+        s, e = text.add(Token(token_id, -1.0))
         shown, entries = shown + s, entries + e
         if text.stopped:
             break
@@ -39,7 +39,7 @@ def test_text_continues_the_prompt_and_entries_add_up_to_it(tokenizer):
         text, entries, stopped = feed(tokenizer, prompt, ids)
         assert tokenizer.decode(prompt) + text == tokenizer.decode(prompt + ids)
         assert "".join(e.text for e in entries) == text
-        assert [e.token_id for e in entries] == ids and not stopped
+        assert [e.id for e in entries] == ids and not stopped
 
 
 def test_first_piece_keeps_its_space(tokenizer):
@@ -66,4 +66,4 @@ def test_stop_string_cuts_text_and_entries(tokenizer):
 def test_hidden_stop_tokens_show_nothing(tokenizer):
     ids = tokenizer.encode("a dog")
     text, entries, _ = feed(tokenizer, [300], ids + [3])
-    assert [e.token_id for e in entries] == ids and text == tokenizer.decode([300] + ids)[1:]
+    assert [e.id for e in entries] == ids and text == tokenizer.decode([300] + ids)[1:]

@@ -21,11 +21,11 @@ CONFIG = EngineConfig(num_blocks=14, block_size=4, max_num_batched_tokens=16, ma
 def _requests() -> tuple[list[list[int]], list[SamplingParams]]:
     shared = [7, 8, 9, 10, 11, 12, 13, 14, 15]
     prompts = [shared + [20], shared + [21, 22], list(range(30, 52)), [5, 6], [40, 41, 42]]
-    params = [SamplingParams(max_new_tokens=10, greedy=True, ignore_eos=True),
-              SamplingParams(max_new_tokens=10, greedy=True, ignore_eos=True, return_logprobs=True, logprobs=2),
-              SamplingParams(max_new_tokens=6, greedy=True, ignore_eos=True, prompt_logprobs=True),
-              SamplingParams(max_new_tokens=12, temperature=0.8, top_p=0.9, seed=11, ignore_eos=True),
-              SamplingParams(max_new_tokens=12, temperature=1.2, top_k=20, seed=12, ignore_eos=True)]
+    params = [SamplingParams(max_tokens=10, temperature=0, ignore_eos=True),
+              SamplingParams(max_tokens=10, temperature=0, ignore_eos=True, logprobs=2),
+              SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, prompt_logprobs=0),
+              SamplingParams(max_tokens=12, temperature=0.8, top_p=0.9, seed=11, ignore_eos=True),
+              SamplingParams(max_tokens=12, temperature=1.2, top_k=20, seed=12, ignore_eos=True)]
     return prompts, params
 
 

@@ -14,11 +14,11 @@ import time
 import openai
 import pytest
 import requests
+import torch
 
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
-from nemotron.server.scoring import SequenceScorer
 from tests.server.test_serve_command import CARD_PROMPT, free_port
 
 START_TIMEOUT_S = 120
@@ -52,7 +52,7 @@ def stop(process: subprocess.Popen) -> tuple[int, str]:
 def test_tp2_pp2_serves_the_model_card_client_and_openai(scripted_model_dir):
     prompt = list(range(40, 60))
     one = LLM(str(scripted_model_dir), EngineConfig(num_blocks=64), dtype="float32", device="cpu")
-    expected = one.generate([prompt], SamplingParams(max_new_tokens=12, greedy=True, ignore_eos=True))[0].token_ids
+    expected = one.generate([prompt], SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))[0].outputs[0].token_ids
     process, url = serve(scripted_model_dir, "--tp", "2", "--pp", "2")
     try:
         data = {"sentences": [CARD_PROMPT], "tokens_to_generate": 50, "temperature": 1.0, "add_BOS": False,
@@ -64,7 +64,7 @@ def test_tp2_pp2_serves_the_model_card_client_and_openai(scripted_model_dir):
         scored = requests.put(f"{url}/generate", json={**data, "compute_logprob": True}).json()
         assert len(scored["logprob"][0]) == len(scored["tokens"][0]) - 1  # prompt and output log-probabilities
         full = requests.put(f"{url}/generate", json={**data, "compute_logprob": True, "all_probs": True}).json()
-        assert full["logprob"][0] == pytest.approx(scored["logprob"][0], abs=1e-4)  # a whole-sequence forward
+        assert full["logprob"][0] == pytest.approx(scored["logprob"][0], abs=1e-4)
         assert len(full["full_logprob"][0]) == len(scored["logprob"][0])
 
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
@@ -79,8 +79,11 @@ def test_tp2_pp2_serves_the_model_card_client_and_openai(scripted_model_dir):
     finally:
         code, err = stop(process)
     assert completion.choices[0].text == one.tokenizer.decode(expected) == streamed
-    reference = SequenceScorer(one.engine.runner)._compute(prompt + expected[:1], 2, False)
-    assert echoed.choices[0].logprobs.token_logprobs[1:] == pytest.approx(reference.chosen, abs=1e-4)
+    ids = prompt + expected[:1]
+    with torch.no_grad():  # a plain forward pass over the whole sequence
+        reference = one.loaded.model(torch.tensor([ids]))[0, :-1].float().log_softmax(-1)  # (T-1, V)
+    chosen = reference.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+    assert echoed.choices[0].logprobs.token_logprobs[1:] == pytest.approx(chosen, abs=1e-4)
     assert code == 130, err  # Ctrl-C: a clean stop of every rank
     assert "tensor parallel 2 x pipeline parallel 2" in err
 

@@ -106,7 +106,7 @@ def test_engine_on_cpu_kernels_equals_the_reference_decoder_on_them(scheme):
     llm = LLM(loaded, EngineConfig(max_num_seqs=4))
     assert not any(isinstance(m, nn.Linear) for m in loaded.model.modules())
     prompts = [[5, 17, 33, 8, 100, 7, 9, 200, 11, 12], [250, 3, 3, 9], [40, 41]]
-    params = SamplingParams(max_new_tokens=12, greedy=True, ignore_eos=True)
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
     results = llm.generate(prompts, params)
     for prompt, result in zip(prompts, results):
         assert result.token_ids == generate(loaded.model, loaded.tokenizer, prompt, params).token_ids

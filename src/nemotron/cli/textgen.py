@@ -86,9 +86,9 @@ def _checked(loaded: LoadedModel, args: argparse.Namespace) -> LoadedModel:
 
 def _sampling_params(args: argparse.Namespace, stop_strings: list[str]) -> SamplingParams:
     return SamplingParams(
-        max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
+        max_tokens=args.max_new_tokens, temperature=0.0 if args.greedy else args.temperature,
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        seed=args.seed, stop_strings=stop_strings)
+        seed=args.seed, stop=stop_strings)
 
 
 def _stream(stream: Streamer, prompt_ids: list[int], params: SamplingParams) -> str:

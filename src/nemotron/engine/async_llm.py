@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 
-from nemotron.engine.llm_engine import LLMEngine, RequestOutput
+from nemotron.engine.llm_engine import LLMEngine, Request, StepOutput
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import EngineDeadError, NemotronError
 
@@ -25,7 +25,7 @@ class AsyncLLM:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
-        self._inbox: list[tuple[str, list[int], SamplingParams]] = []
+        self._inbox: list[tuple[str, Request]] = []
         self._aborts: list[str] = []
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
@@ -35,20 +35,22 @@ class AsyncLLM:
         self._thread = threading.Thread(target=self._run, name="nemotron-engine", daemon=True)
         self._thread.start()
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams,
-                       request_id: str | None = None) -> AsyncIterator[RequestOutput]:
-        """Stream a request's outputs. Leaving the loop early (or cancellation) aborts the request
-        and frees its KV blocks. Bad requests raise RequestError before anything is queued."""
+    async def generate(self, prompt: list[int] | Request, params: SamplingParams | None = None,
+                       request_id: str | None = None) -> AsyncIterator[StepOutput]:
+        """Stream a request's outputs: prompt token ids with their params, or a Request the engine
+        already checked (servers check every choice up front, to answer 400 before streaming). Leaving
+        the loop early (or cancellation) aborts the request and frees its KV blocks. Bad requests
+        raise RequestError before anything is queued."""
         if self._closed:
             raise EngineDeadError("the engine is shut down")
-        self.engine.check_request(prompt_ids, params)
+        request = prompt if isinstance(prompt, Request) else self.engine.check_request(prompt, params)
         request_id = request_id or f"async-{next(self._ids)}"
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:
             if request_id in self._streams:
                 raise NemotronError(f"request id {request_id!r} is already in use")
             self._streams[request_id] = (asyncio.get_running_loop(), queue)
-            self._inbox.append((request_id, list(prompt_ids), params))
+            self._inbox.append((request_id, request))
         self._wake.set()
         finished = False
         try:
@@ -82,11 +84,6 @@ class AsyncLLM:
         for request_id in request_ids:
             self._deliver(request_id, err)
 
-    @property
-    def num_active(self) -> int:
-        with self._lock:
-            return len(self._streams)
-
     # ---- the engine thread -------------------------------------------------------------------
     def _run(self) -> None:
         while not self._closed:
@@ -95,9 +92,9 @@ class AsyncLLM:
                 aborts, self._aborts = self._aborts, []
             for request_id in aborts:
                 self.engine.abort(request_id)
-            for request_id, prompt_ids, params in inbox:
+            for request_id, request in inbox:
                 try:
-                    self.engine.add_request(prompt_ids, params, request_id)
+                    self.engine.add_request(request, request_id)
                 except NemotronError as err:
                     self._deliver(request_id, err)
             if not self.engine.has_unfinished():
@@ -114,7 +111,7 @@ class AsyncLLM:
                 self._deliver(output.request_id, output)
         self._fail_all(EngineDeadError("the engine was shut down"))
 
-    def _deliver(self, request_id: str, item: RequestOutput | BaseException) -> None:
+    def _deliver(self, request_id: str, item: StepOutput | BaseException) -> None:
         with self._lock:
             target = self._streams.get(request_id)
         if target is None:  # the client left; its abort is on the way

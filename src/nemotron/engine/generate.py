@@ -2,7 +2,7 @@
 
 Used by the CLI and as the ground truth the batched engine is tested against. It applies the same
 sampler and the same stop rules (EOS, stop token ids, stop strings across token boundaries,
-max_new_tokens, context length).
+max_tokens, context length).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from nemotron.engine.kv_cache import ContiguousKVCache
 from nemotron.engine.sampling import SamplingParams, SamplingTensors, make_generator, sample
-from nemotron.engine.output import OutputTracker
+from nemotron.engine.output import OutputTracker, Token
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM
 from nemotron.tokenizer import Tokenizer
@@ -48,7 +48,7 @@ def stream_generate(model: NemotronForCausalLM, tokenizer: Tokenizer, prompt_ids
     context = config.max_position_embeddings
     if len(prompt_ids) >= context:
         raise NemotronError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {context}")
-    max_new = min(params.max_new_tokens, context - len(prompt_ids))
+    max_new = context - len(prompt_ids) if params.max_tokens is None else min(params.max_tokens, context - len(prompt_ids))
     if max_new == 0:
         yield GenerationChunk("", None, None, "length")
         return
@@ -65,7 +65,7 @@ def stream_generate(model: NemotronForCausalLM, tokenizer: Tokenizer, prompt_ids
         cache.advance(tokens.shape[1])
         token, logprob = sample(logits[:, -1], tensors, generators)
         tensors.record(token)
-        outcome = tracker.on_token(int(token[0]))
+        outcome = tracker.on_token(Token(int(token[0]), float(logprob[0])))
         yield GenerationChunk(outcome.text, int(token[0]), float(logprob[0]), outcome.finish_reason, outcome.stop)
         if outcome.finish_reason:
             return

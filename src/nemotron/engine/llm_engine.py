@@ -10,12 +10,12 @@ import torch
 from nemotron.engine.block_manager import BlockManager
 from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.model_runner import ModelRunner, SampledToken
-from nemotron.engine.output import OutputTracker, TokenEntry
+from nemotron.engine.output import OutputTracker, Token
 from nemotron.engine.paged_cache import ATTENTION_BACKENDS, PagedKVCache
 from nemotron.engine.sampling import SamplingParams
 from nemotron.engine.scheduler import Scheduler, SchedulerConfig
 from nemotron.engine.sequence import Sequence
-from nemotron.errors import NemotronError
+from nemotron.errors import ConfigError, NemotronError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
 from nemotron.parallel.runtime import ParallelConfig, channel_for
@@ -50,7 +50,8 @@ def _blocks_from_memory(kv_config: ModelConfig, config: EngineConfig, device: to
     else:
         budget = config.cpu_kv_cache_bytes
     # No point in more blocks than max_num_seqs full-context sequences can use.
-    ceiling = config.max_num_seqs * -(-kv_config.max_position_embeddings // config.block_size)
+    context = min(kv_config.max_position_embeddings, config.max_model_len or kv_config.max_position_embeddings)
+    ceiling = config.max_num_seqs * -(-context // config.block_size)
     return max(1, min(budget // per_block, ceiling))
 
 
@@ -72,33 +73,48 @@ class EngineConfig:
     decode_workspace: bool = True  # torch backend: decode from contiguous per-sequence K/V lanes, not block gathers
     parallel: ParallelConfig = ParallelConfig()  # tensor x pipeline parallel ranks (started by nemotron.parallel.launch)
     cpu_kernels: bool = True  # bf16 on CPU: prepacked oneDNN, int8 / int4 kernels (nemotron.quant.cpu)
+    max_model_len: int | None = None  # context served (prompt + generated); None: the model's own
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
+            raise ConfigError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         if self.block_size < 1 or (self.num_blocks is not None and self.num_blocks < 1):
-            raise ValueError("block_size and num_blocks must be >= 1")
+            raise ConfigError("block_size and num_blocks must be >= 1")
         if not 0 < self.gpu_memory_fraction <= 1:
-            raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
+            raise ConfigError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ConfigError(f"max_model_len must be >= 2, got {self.max_model_len}")
+
+
+@dataclass(slots=True, frozen=True)
+class Request:
+    """A request `LLMEngine.check_request` accepted: it fits the model's vocabulary and context and
+    the KV pool, so adding it cannot fail. Checked once, wherever it comes from."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_tokens: int  # params.max_tokens, clipped to the context left
 
 
 @dataclass(slots=True)
-class RequestOutput:
+class StepOutput:
     """What one step added to a request; `finished` on the last one."""
 
     request_id: str
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    top_logprobs: list[list[tuple[int, float]]]
+    text: str  # newly shown text
+    tokens: list[Token]  # generated in this step (a stop token included)
+    shown: list[Token] = field(default_factory=list)  # the tokens whose text is now shown (the same objects)
     finished: bool = False
     finish_reason: str | None = None
     stop: str | int | None = None
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
-    prompt_logprobs: list[float | None] | None = None  # on the first output of a request that asked
-    tokens: list[TokenEntry] = field(default_factory=list)  # generated tokens whose text is now in `text`
+    prompt_logprobs: list[Token | None] | None = None  # on the first output of a request that asked
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [t.id for t in self.tokens]
 
 
 @dataclass(slots=True)
@@ -106,7 +122,7 @@ class _Request:
     seq: Sequence
     tracker: OutputTracker
     sent_prompt_logprobs: bool = False
-    outputs: list[RequestOutput] = field(default_factory=list)
+    outputs: list[StepOutput] = field(default_factory=list)
 
 
 class LLMEngine:
@@ -114,6 +130,11 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.config = config
         self.context_len = model.config.max_position_embeddings
+        if config.max_model_len is not None:
+            if config.max_model_len > self.context_len:
+                raise NemotronError(f"max_model_len {config.max_model_len} exceeds the model's context of "
+                                    f"{self.context_len} tokens")
+            self.context_len = config.max_model_len
         channel = channel_for(config.parallel)
         self.runner = make_runner(model, config, tokenizer.eos_id, channel)
         self.model = self.runner.model
@@ -128,34 +149,44 @@ class LLMEngine:
         self._ids = itertools.count()
 
     # ---- requests ----------------------------------------------------------------------------
-    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> int:
-        """Raise RequestError for a request this engine can never serve; else its max new tokens.
-        Reads only fixed facts, so any thread may call it (the server does, to answer 400 at once)."""
+    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> Request:
+        """The one check of a request: RequestError for one this engine can never serve. Reads only
+        fixed facts, so any thread may call it (servers do, to answer 400 before streaming)."""
+        vocab = self.model.config.vocab_size
+        if params.n != 1:
+            raise RequestError(f"n={params.n}: an engine request is one sequence (LLM.generate and the servers "
+                               "run n of them)")
         if not prompt_ids:
             raise RequestError("the prompt is empty; give at least one token")
         if len(prompt_ids) >= self.context_len:
             raise RequestError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.context_len}")
-        if max(prompt_ids) >= self.model.config.vocab_size or min(prompt_ids) < 0:
-            raise RequestError(f"prompt token ids must be in [0, {self.model.config.vocab_size})")
-        max_new = min(params.max_new_tokens, self.context_len - len(prompt_ids))
+        if max(prompt_ids) >= vocab or min(prompt_ids) < 0:
+            raise RequestError(f"prompt token ids must be in [0, {vocab})")
+        if params.stop_token_ids and max(params.stop_token_ids) >= vocab:
+            raise RequestError(f"stop_token_ids must be in [0, {vocab}), got {max(params.stop_token_ids)}")
+        for name in ("logprobs", "prompt_logprobs"):
+            if (getattr(params, name) or 0) > vocab:
+                raise RequestError(f"{name} must be at most the vocabulary's {vocab} (or -1 for all of it), "
+                                   f"got {getattr(params, name)}")
+        left = self.context_len - len(prompt_ids)
+        max_tokens = left if params.max_tokens is None else min(params.max_tokens, left)
         capacity = self.blocks.num_blocks * self.blocks.block_size
-        if len(prompt_ids) + max_new > capacity:
-            raise RequestError(f"prompt ({len(prompt_ids)}) + max new tokens ({max_new}) exceed the KV cache "
+        if len(prompt_ids) + max_tokens > capacity:
+            raise RequestError(f"prompt ({len(prompt_ids)}) + max new tokens ({max_tokens}) exceed the KV cache "
                                f"of {capacity} tokens")
-        return max_new
+        return Request(list(prompt_ids), params, max_tokens)
 
-    def add_request(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None) -> str:
+    def add_request(self, request: Request, request_id: str | None = None) -> str:
+        """Queue a checked request (check_request); returns its id."""
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
         if request_id in self._requests:
             raise RequestError(f"request id {request_id!r} is already in use")
-        max_new = self.check_request(prompt_ids, params)
-        seq = Sequence(request_id, list(prompt_ids), params)
-        self._requests[request_id] = _Request(seq, OutputTracker(self.tokenizer, params, max_new, seq.prompt_ids))
-        if max_new == 0:  # nothing to generate: only prompt log-probabilities (scoring) can be wanted
-            if not params.prompt_logprobs:
-                self._finish(self._requests[request_id], "length", None)
-                return request_id
-            self._requests[request_id].tracker.max_new_tokens = 0
+        seq = Sequence(request_id, request.prompt_ids, request.params)
+        tracker = OutputTracker(self.tokenizer, request.params, request.max_tokens, seq.prompt_ids)
+        self._requests[request_id] = _Request(seq, tracker)
+        if request.max_tokens == 0 and request.params.prompt_logprobs is None:  # nothing to compute
+            self._finish(self._requests[request_id], "length", None)
+            return request_id
         self.scheduler.add(seq)
         return request_id
 
@@ -172,7 +203,7 @@ class LLMEngine:
         return len(self._requests)
 
     # ---- the step ----------------------------------------------------------------------------
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[StepOutput]:
         chunks = self.scheduler.schedule()
         sampled = self.runner.run(chunks) if chunks else []
         for chunk in chunks:
@@ -186,42 +217,39 @@ class LLMEngine:
     def _postprocess(self, sampled: SampledToken) -> None:
         seq = sampled.chunk.seq
         request = self._requests[seq.request_id]
-        seq.token_ids.append(sampled.token_id)
-        seq.output_logprobs.append(sampled.logprob)
-        outcome = request.tracker.on_token(sampled.token_id, sampled.logprob, sampled.top)
-        output = self._new_output(request, outcome.text, [sampled.token_id], [sampled.logprob], [sampled.top])
-        output.tokens = outcome.tokens
+        seq.token_ids.append(sampled.token.id)
+        outcome = request.tracker.on_token(sampled.token)
+        output = self._new_output(request, outcome.text, [sampled.token], outcome.shown)
         if outcome.finish_reason:
             self._finish(request, outcome.finish_reason, outcome.stop, output)
 
     def _finish_scoring_requests(self, chunks) -> None:
-        """Requests with max_new_tokens 0 end once their prompt is scored."""
+        """Requests with max_tokens 0 end once their prompt is scored."""
         for chunk in chunks:
             request = self._requests.get(chunk.seq.request_id)
             if request and request.tracker.max_new_tokens == 0 and chunk.seq.num_computed == chunk.seq.num_tokens:
-                self._finish(request, "length", None, self._new_output(request, "", [], [], []))
+                self._finish(request, "length", None)
 
-    def _new_output(self, request: _Request, text: str, ids: list[int], logprobs: list[float],
-                    top: list[list[tuple[int, float]]]) -> RequestOutput:
+    def _new_output(self, request: _Request, text: str = "", tokens: list[Token] | None = None,
+                    shown: list[Token] | None = None) -> StepOutput:
         seq = request.seq
-        output = RequestOutput(seq.request_id, text, ids, logprobs, top,
-                               num_prompt_tokens=seq.num_prompt_tokens, num_output_tokens=seq.num_output_tokens,
-                               num_cached_tokens=seq.num_cached_prompt_tokens)
-        if seq.params.prompt_logprobs and not request.sent_prompt_logprobs:
-            output.prompt_logprobs = seq.prompt_logprobs
+        output = StepOutput(seq.request_id, text, tokens or [], shown or [], num_prompt_tokens=seq.num_prompt_tokens,
+                            num_output_tokens=seq.num_output_tokens, num_cached_tokens=seq.num_cached_prompt_tokens)
+        if seq.params.prompt_logprobs is not None and not request.sent_prompt_logprobs:
+            output.prompt_logprobs = seq.prompt_logprobs or [None]  # a one-token prompt has nothing to score
             request.sent_prompt_logprobs = True
         request.outputs.append(output)
         return output
 
     def _finish(self, request: _Request, reason: str, stop: str | int | None,
-                output: RequestOutput | None = None) -> None:
+                output: StepOutput | None = None) -> None:
         if output is None:
-            output = self._new_output(request, "", [], [], [])
+            output = self._new_output(request)
         output.finished, output.finish_reason, output.stop = True, reason, stop
         self.scheduler.finish(request.seq)
 
-    def _drain_outputs(self) -> list[RequestOutput]:
-        outputs: list[RequestOutput] = []
+    def _drain_outputs(self) -> list[StepOutput]:
+        outputs: list[StepOutput] = []
         for request_id in list(self._requests):
             request = self._requests[request_id]
             outputs += request.outputs

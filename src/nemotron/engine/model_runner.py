@@ -18,8 +18,9 @@ from torch import Tensor
 
 from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.decode_workspace import LanePlan
+from nemotron.engine.output import Token
 from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
-from nemotron.engine.sampling import SamplingTensors, sample, top_logprobs
+from nemotron.engine.sampling import SamplingTensors, sample
 from nemotron.engine.scheduler import ScheduledChunk
 from nemotron.engine.sequence import Sequence
 from nemotron.model.nemotron import NemotronForCausalLM
@@ -28,9 +29,7 @@ from nemotron.model.nemotron import NemotronForCausalLM
 @dataclass(slots=True)
 class SampledToken:
     chunk: ScheduledChunk
-    token_id: int
-    logprob: float
-    top: list[tuple[int, float]]  # the most likely alternatives, when asked for
+    token: Token
 
 
 @dataclass(slots=True)
@@ -53,15 +52,6 @@ class StepPlan:
             first[i] = row
         prompt = [first[i] + j for i, n in enumerate(self.prompt_rows) for j in range(n)]
         return prompt + [first[i] + self.num_tokens[i] - 1 for i, s in enumerate(self.samples) if s]
-
-
-@dataclass(slots=True)
-class ScorePlan:
-    """Logits at every position of a whole sequence (but the last), without the KV cache, `rows` at a
-    time: what every rank runs for whole-sequence log-probabilities (NeMo all_probs, OpenAI echo)."""
-
-    token_ids: list[int]
-    rows: int
 
 
 class _LaneKey:
@@ -131,26 +121,6 @@ class ModelRunner:
         if self.channel is not None:
             logits = self.channel.to_driver(logits, (len(rows), self.vocab_size), self.kv_cache.keys.dtype)
         return logits
-
-    @torch.inference_mode()
-    def sequence_logits(self, plan: ScorePlan) -> Iterator[Tensor | None]:
-        """Each chunk of plan.rows rows of logits (rows predict tokens 1..T-1), on rank 0; None elsewhere.
-        Every rank must run the whole iteration (each chunk's head is a collective)."""
-        ids = torch.tensor([plan.token_ids], device=self.device)  # (1, T)
-        if self.channel is None or self.channel.layout.pp == 1:
-            hidden = self.model.model(ids)
-        else:
-            from nemotron.parallel.pipeline import MicroBatch, pipeline_forward
-
-            positions = torch.arange(ids.shape[1], device=self.device)[None]
-            hidden = pipeline_forward(self.model, self.channel.layout, [MicroBatch(positions, ids)])[0]
-        count = len(plan.token_ids) - 1
-        for start in range(0, count, plan.rows):
-            n = min(plan.rows, count - start)
-            logits = None if hidden is None else self.model.lm_head(hidden[0, start:start + n])  # (n, V)
-            if self.channel is not None:
-                logits = self.channel.to_driver(logits, (n, self.vocab_size), self.kv_cache.keys.dtype)
-            yield logits
 
     def _forward(self, plan: StepPlan, order: list[int], lanes: LanePlan | None) -> Tensor | None:
         """Hidden states of the chunks laid out in `order`. With pipeline stages the chunks go through
@@ -224,17 +194,19 @@ class ModelRunner:
         tensors.record(token_ids)  # counts and seen tokens now match the sequences after this step
         self._last_batch, self._last_tensors = seqs, tensors
         self._last_counts = [s.num_output_tokens + 1 for s in seqs]
-        tops: list[list[tuple[int, float]]] = [[] for _ in seqs]
-        if tensors.max_logprobs > 0:
-            values, ids = top_logprobs(logits[:, :self.vocab_size].float().log_softmax(-1), tensors.max_logprobs)
-            for i, seq in enumerate(seqs):
-                n = seq.params.logprobs if seq.params.return_logprobs else 0
-                tops[i] = list(zip(ids[i, :n].tolist(), values[i, :n].tolist()))
-        return [SampledToken(c, t, lp, top) for c, t, lp, top in
-                zip(chunks, token_ids.tolist(), logprobs.tolist(), tops)]
+        tokens = [Token(t, lp) for t, lp in zip(token_ids.tolist(), logprobs.tolist())]
+        if tensors.max_logprobs >= 0:  # some row asked for log-probabilities: ranks and alternatives
+            logp = logits[:, :self.vocab_size].float().log_softmax(-1)  # (B, V)
+            chosen = logp.gather(1, token_ids[:, None])  # (B, 1): from the row the alternatives come from
+            for token, value in zip(tokens, chosen[:, 0].tolist()):
+                token.logprob = value
+            _describe(tokens, [s.params.logprobs for s in seqs], logp, (logp > chosen).sum(-1) + 1)
+        return [SampledToken(c, t) for c, t in zip(chunks, tokens)]
 
     def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], plan: StepPlan, logits: Tensor) -> None:
-        """Log-probability of each prompt token given the tokens before it (for scoring / echo)."""
+        """Each prompt token given the tokens before it (scoring, echo): log-probability, rank and the
+        asked-for alternatives, computed from the same row. The rows go through the vocabulary
+        PROMPT_ROWS at a time, so a long prompt never holds its float32 log-probabilities at once."""
         first = 0
         for chunk, count in zip(chunks, plan.prompt_rows):
             if count == 0:
@@ -242,16 +214,40 @@ class ModelRunner:
             seq = chunk.seq
             if seq.prompt_logprobs is None:
                 seq.prompt_logprobs = [None]  # the first token has no context to be predicted from
-            # Row j predicts token start + j + 1.
-            targets = torch.tensor(seq.token_ids[chunk.start + 1:chunk.start + 1 + count], device=logits.device)
-            rows = logits[first:first + count].float()[:, :self.vocab_size]
-            seq.prompt_logprobs += rows.log_softmax(-1).gather(1, targets[:, None]).squeeze(1).tolist()
+            for start in range(0, count, PROMPT_ROWS):
+                n = min(PROMPT_ROWS, count - start)
+                # Row j predicts token chunk.start + j + 1.
+                ids = seq.token_ids[chunk.start + start + 1:chunk.start + start + 1 + n]
+                targets = torch.tensor(ids, device=logits.device)[:, None]  # (n, 1)
+                logp = logits[first + start:first + start + n, :self.vocab_size].float().log_softmax(-1)  # (n, V)
+                chosen = logp.gather(1, targets)  # (n, 1)
+                tokens = [Token(t, lp) for t, lp in zip(ids, chosen[:, 0].tolist())]
+                _describe(tokens, [seq.params.prompt_logprobs] * n, logp, (logp > chosen).sum(-1) + 1)
+                seq.prompt_logprobs += tokens
             first += count
+
+
+PROMPT_ROWS = 64  # prompt positions whose float32 log-probabilities are materialised at once
+
+
+def _describe(tokens: list[Token], wanted: list[int | None], logp: Tensor, ranks: Tensor) -> None:
+    """Set each token's rank and its `wanted` most likely alternatives (-1: the whole vocabulary,
+    in id order; None: nothing) from its row of log-probabilities (B, V)."""
+    k = max((logp.shape[1] if w == -1 else w or 0) for w in wanted)
+    values, ids = logp.topk(min(k, logp.shape[1]), dim=-1) if k else (None, None)  # (B, k), most likely first
+    for i, (token, n, rank) in enumerate(zip(tokens, wanted, ranks.tolist())):
+        if n is None:
+            continue
+        token.rank = rank
+        if n == -1:
+            token.top_ids, token.top_logprobs = range(logp.shape[1]), logp[i].tolist()
+        elif n:
+            token.top_ids, token.top_logprobs = ids[i, :n].tolist(), values[i, :n].tolist()
 
 
 def _prompt_rows(chunk: ScheduledChunk) -> int:
     """Rows of this chunk that predict prompt tokens, when the request asked for prompt log-probabilities."""
     seq = chunk.seq
-    if not seq.params.prompt_logprobs or chunk.start >= seq.num_prompt_tokens:
+    if seq.params.prompt_logprobs is None or chunk.start >= seq.num_prompt_tokens:
         return 0
     return max(0, min(chunk.start + chunk.num_tokens, seq.num_prompt_tokens - 1) - chunk.start)

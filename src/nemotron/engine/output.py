@@ -2,11 +2,12 @@
 
 Shared by the reference decoder and the batched engine so both stop for exactly the same reasons:
 a stop token (EOS unless ignored, or stop_token_ids), a stop string (matched on the text, also across
-token boundaries), max_new_tokens, or the end of the model's context. The server reports text and
-per-token entries from here too, so every token is decoded once.
+token boundaries), max_tokens, or the end of the model's context. A generated token is one `Token`
+from the sampler to the caller: the tracker only fills in its text, so every token is decoded once.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nemotron.engine.sampling import SamplingParams
@@ -15,24 +16,32 @@ from nemotron.tokenizer import Tokenizer
 
 
 @dataclass(slots=True)
-class TokenEntry:
-    """A generated token as it appears in the shown text (for per-token log-probability reports)."""
+class Token:
+    """A token the engine generated (or, for prompt log-probabilities, a prompt token) with its
+    log-probability under the model's own distribution (temperature 1, no filtering)."""
 
-    token_id: int
-    text: str  # this token's characters in the shown text
-    logprob: float
-    top: list[tuple[int, float]]  # most likely alternatives (token id, log-probability)
+    id: int
+    logprob: float = 0.0
+    rank: int | None = None  # 1 = the most likely token; known when log-probabilities were asked for
+    top_ids: Sequence[int] = ()  # the asked-for alternatives, most likely first (range(V): the whole vocabulary)
+    top_logprobs: Sequence[float] = ()  # their log-probabilities
+    text: str = ""  # its characters in the shown text, once shown ("" for hidden ones such as EOS)
+
+    @property
+    def top(self) -> list[tuple[int, float]]:
+        """(token id, log-probability) of the alternatives."""
+        return list(zip(self.top_ids, self.top_logprobs))
 
 
 class ShownText:
-    """A completion's visible text and token entries, token by token.
+    """A completion's visible text and shown tokens, token by token.
 
     The text is decoded in the context of the prompt, so prompt + text is exactly
     decode(prompt + tokens) (a completion's first piece keeps its leading space), and cut before
-    the first stop string. Each token's entry is released once its text has been shown, so a
-    streamed completion and a whole one carry the same entries and "".join(entry texts) == text
-    (the latest token's entry waits for the next token, as the bytes of an unfinished character
-    are only settled then). Hidden tokens (stop tokens such as EOS) show nothing and get no entry.
+    the first stop string. Each token is released once its text has been shown, so a streamed
+    completion and a whole one release the same tokens and "".join(token texts) == text (the
+    latest token waits for the next one, as the bytes of an unfinished character are only settled
+    then). Hidden tokens (stop tokens such as EOS) show nothing and are never released.
     """
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], stop_strings: list[str] | tuple[str, ...],
@@ -42,25 +51,25 @@ class ShownText:
         self._hidden = hidden_ids
         self._decoded = 0  # characters decoded so far
         self._shown = 0  # characters released so far
-        self._pending: list[tuple[int, TokenEntry]] = []  # (start in the decoded text, entry)
+        self._pending: list[tuple[int, Token]] = []  # (start in the decoded text, token)
         self.matched: str | None = None  # the stop string found, if any
 
     @property
     def stopped(self) -> bool:
         return self.matched is not None
 
-    def add(self, token_id: int, logprob: float = 0.0,
-            top: list[tuple[int, float]] | None = None) -> tuple[str, list[TokenEntry]]:
-        """Shown text and released entries after one more token."""
-        if self.stopped or token_id in self._hidden:
+    def add(self, token: Token) -> tuple[str, list[Token]]:
+        """Shown text and released tokens after one more token (whose text this sets)."""
+        if self.stopped or token.id in self._hidden:
             return "", []
-        piece = self._decoder.push(token_id)
-        self._pending.append((self._decoded, TokenEntry(token_id, piece, logprob, top or [])))
+        piece = self._decoder.push(token.id)
+        token.text = piece
+        self._pending.append((self._decoded, token))
         self._decoded += len(piece)
         shown, self.matched = self._matcher.feed(piece)
         return shown, self._release(shown, final=self.stopped)
 
-    def finish(self) -> tuple[str, list[TokenEntry]]:
+    def finish(self) -> tuple[str, list[Token]]:
         """What is still held back when generation ends."""
         if self.stopped:
             return "", []
@@ -73,7 +82,7 @@ class ShownText:
             shown += self._matcher.flush()
         return shown, self._release(shown, final=True)
 
-    def _release(self, shown: str, final: bool) -> list[TokenEntry]:
+    def _release(self, shown: str, final: bool) -> list[Token]:
         self._shown += len(shown)
         released = []
         while self._pending:
@@ -86,6 +95,8 @@ class ShownText:
                 break  # the last token may still hold bytes of an unfinished character
             released.append(self._pending.pop(0)[1])
         if final:
+            for _, token in self._pending:  # cut off by a stop string: none of its text is shown
+                token.text = ""
             self._pending.clear()
         return released
 
@@ -95,7 +106,7 @@ class TokenOutcome:
     text: str  # newly visible text; never contains any part of a stop string
     finish_reason: str | None = None  # "stop" or "length" when the request is done
     stop: str | int | None = None  # the stop string or token id that ended it
-    tokens: list[TokenEntry] = field(default_factory=list)  # entries whose text is now shown
+    shown: list[Token] = field(default_factory=list)  # tokens whose text is now shown
 
 
 class OutputTracker:
@@ -104,15 +115,15 @@ class OutputTracker:
         self.params = params
         self.max_new_tokens = max_new_tokens  # params' value, clipped to the context left
         self.stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else {tokenizer.eos_id})
-        self._text = ShownText(tokenizer, prompt_ids, params.stop_strings, self.stop_ids)
+        self._text = ShownText(tokenizer, prompt_ids, params.stop, self.stop_ids)
         self.num_generated = 0
 
-    def on_token(self, token_id: int, logprob: float = 0.0, top: list[tuple[int, float]] | None = None) -> TokenOutcome:
+    def on_token(self, token: Token) -> TokenOutcome:
         self.num_generated += 1
-        if token_id in self.stop_ids:  # the stop token's own text is never shown
+        if token.id in self.stop_ids:  # the stop token's own text is never shown
             text, entries = self._text.finish()
-            return TokenOutcome(text, "stop", self._text.matched or token_id, entries)
-        text, entries = self._text.add(token_id, logprob, top)
+            return TokenOutcome(text, "stop", self._text.matched or token.id, entries)
+        text, entries = self._text.add(token)
         if not self._text.stopped and self.num_generated >= self.max_new_tokens:
             tail, more = self._text.finish()
             text, entries = text + tail, entries + more
@@ -120,4 +131,4 @@ class OutputTracker:
                 return TokenOutcome(text, "length", None, entries)
         if self._text.stopped:
             return TokenOutcome(text, "stop", self._text.matched, entries)
-        return TokenOutcome(text, tokens=entries)
+        return TokenOutcome(text, shown=entries)

@@ -20,6 +20,7 @@ Deliberate differences from NeMo:
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "apply_repetition_penalty",
     "apply_temperature",
     "block_eos_before_min_tokens",
+    "derive_seed",
     "draw",
     "draw_uniforms",
     "log_probs",
@@ -58,76 +60,76 @@ class SamplingParamsError(NemotronError, ValueError):
 
 @dataclass(slots=True)
 class SamplingParams:
-    """Per-request generation settings.
+    """Per-request generation settings, named and defaulted as vLLM's `SamplingParams`.
 
-    Defaults are the plain model distribution (temperature 1, no top-k, no top-p, no penalty),
-    as in OpenAI's API and vLLM; servers map their own defaults onto these (the NeMo server's
-    top_p 0.9, OpenAI's temperature 0 → greedy=True).
+    Defaults are the plain model distribution (temperature 1, no top-k, no top-p, no penalty), as in
+    vLLM and OpenAI's API; servers map their own defaults onto these (the NeMo server's top_p 0.9).
 
-    max_new_tokens: at most this many tokens are generated (default 256).
-    temperature: 0 < t ≤ 100; 0 is allowed only with greedy=True.
-    top_k: keep the k most likely tokens and any tied with the k-th; 0 = off.
+    n: completions per prompt (`LLM.generate` and the servers run each as an engine request of its
+        own, seeded from `seed` and its index).
+    temperature: 0 ≤ t ≤ 100; 0 is greedy (argmax): top_k, top_p and repetition_penalty are then
+        ignored (NeMo's greedy; vLLM still applies the penalty), min_tokens still applies.
     top_p: keep the most likely tokens up to and including the one whose cumulative probability
         first exceeds p; 1 = off.
-    greedy: argmax; temperature, top_k, top_p and repetition_penalty are ignored
-        (min_new_tokens still applies, as in NeMo).
+    top_k: keep the k most likely tokens and any tied with the k-th; 0 (or vLLM's -1) = off.
     repetition_penalty: ≥ 1; tokens already in prompt or output have positive logits divided and
         negative logits multiplied by it.
-    min_new_tokens: EOS and stop_token_ids are blocked until this many tokens were generated.
-    stop_strings, stop_token_ids: generation ends at these (the engine checks; the sampler only
-        blocks stop_token_ids before min_new_tokens).
+    max_tokens: at most this many tokens are generated (vLLM's default 16); None: up to the end of
+        the model's context.
+    min_tokens: EOS and stop_token_ids are blocked until this many tokens were generated.
+    stop: strings that end generation (matched on the text, also across tokens; not part of it).
+    stop_token_ids: token ids that end generation (their text is not shown).
+    ignore_eos: EOS does not end generation (and is therefore not blocked before min_tokens).
     seed: rows with a seed draw from their own generator, reproducibly; None = global RNG.
-    return_logprobs: report the chosen token's log-probability under the unprocessed model
-        distribution (temperature 1, no filtering), like NeMo's compute_logprob and vLLM.
-    logprobs: with return_logprobs, also report this many most likely alternatives (OpenAI's
-        top_logprobs); 0 = the chosen token only.
-    ignore_eos: EOS does not end generation (and is therefore not blocked before min_new_tokens).
-    prompt_logprobs: also report the log-probability of every prompt token after the first
-        (scoring, OpenAI `echo`); such requests do not reuse prefix-cached blocks.
+    logprobs: None = none; k ≥ 0 = each generated token's log-probability under the unprocessed
+        model distribution (temperature 1, no filtering, like NeMo's compute_logprob and vLLM) and
+        its k most likely alternatives; -1 = the whole vocabulary.
+    prompt_logprobs: the same for every prompt token after the first (scoring, OpenAI `echo`),
+        computed during prefill; such requests do not reuse prefix-cached blocks.
     """
 
-    max_new_tokens: int = 256
+    n: int = 1
     temperature: float = 1.0
-    top_k: int = 0
     top_p: float = 1.0
-    greedy: bool = False
+    top_k: int = 0
     repetition_penalty: float = 1.0
-    min_new_tokens: int = 0
-    stop_strings: list[str] = field(default_factory=list)
+    max_tokens: int | None = 16
+    min_tokens: int = 0
+    stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
-    seed: int | None = None
-    return_logprobs: bool = False
-    logprobs: int = 0
     ignore_eos: bool = False
-    prompt_logprobs: bool = False
+    seed: int | None = None
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("greedy", "return_logprobs", "ignore_eos", "prompt_logprobs"):
-            if not isinstance(getattr(self, name), bool):
-                raise SamplingParamsError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        self.max_new_tokens = _integer("max_new_tokens", self.max_new_tokens, minimum=0)
-        self.min_new_tokens = _integer("min_new_tokens", self.min_new_tokens, minimum=0)
-        if self.min_new_tokens > self.max_new_tokens:
-            raise SamplingParamsError(
-                f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})"
-            )
+        if not isinstance(self.ignore_eos, bool):
+            raise SamplingParamsError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
+        self.n = _integer("n", self.n, minimum=1)
+        if self.max_tokens is not None:
+            self.max_tokens = _integer("max_tokens", self.max_tokens, minimum=0)
+        self.min_tokens = _integer("min_tokens", self.min_tokens, minimum=0)
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise SamplingParamsError(f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})")
         self.temperature = _real("temperature", self.temperature)
-        low_ok = self.temperature >= 0 if self.greedy else self.temperature > 0
-        if not (low_ok and self.temperature <= MAX_TEMPERATURE):
-            hint = "" if self.greedy else " (use greedy=True for argmax)"
-            raise SamplingParamsError(f"temperature must be in (0, {MAX_TEMPERATURE:g}]{hint}, got {self.temperature}")
-        self.top_k = _integer("top_k", self.top_k, minimum=0)
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise SamplingParamsError(f"temperature must be in [0, {MAX_TEMPERATURE:g}] (0 is greedy), "
+                                      f"got {self.temperature}")
+        self.top_k = _integer("top_k", self.top_k, minimum=-1)
+        self.top_k = max(self.top_k, 0)  # vLLM spells "off" -1
         self.top_p = _real("top_p", self.top_p)
         if not 0 < self.top_p <= 1:
             raise SamplingParamsError(f"top_p must be in (0, 1], got {self.top_p}")
         self.repetition_penalty = _real("repetition_penalty", self.repetition_penalty)
         if self.repetition_penalty < 1:
             raise SamplingParamsError(f"repetition_penalty must be >= 1.0, got {self.repetition_penalty}")
-        if isinstance(self.stop_strings, str) or not isinstance(self.stop_strings, (list, tuple)):
-            raise SamplingParamsError(f"stop_strings must be a list of strings, got {self.stop_strings!r}")
-        if not all(isinstance(s, str) and s for s in self.stop_strings):
-            raise SamplingParamsError(f"stop_strings must hold non-empty strings, got {self.stop_strings!r}")
-        self.stop_strings = list(self.stop_strings)
+        if self.stop is None:
+            self.stop = []
+        elif isinstance(self.stop, str):  # vLLM takes one string too
+            self.stop = [self.stop]
+        if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
+            raise SamplingParamsError(f"stop must be a string or a list of non-empty strings, got {self.stop!r}")
+        self.stop = list(self.stop)
         if not isinstance(self.stop_token_ids, (list, tuple)):
             raise SamplingParamsError(f"stop_token_ids must be a list of token ids, got {self.stop_token_ids!r}")
         self.stop_token_ids = [_integer("stop_token_ids", t, minimum=0) for t in self.stop_token_ids]
@@ -135,9 +137,22 @@ class SamplingParams:
             self.seed = _integer("seed", self.seed, minimum=0)
             if self.seed >= 2**64:
                 raise SamplingParamsError(f"seed must be below 2**64, got {self.seed}")
-        self.logprobs = _integer("logprobs", self.logprobs, minimum=0)
-        if self.logprobs and not self.return_logprobs:
-            raise SamplingParamsError("logprobs > 0 (top alternatives) requires return_logprobs=True")
+        for name in ("logprobs", "prompt_logprobs"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _integer(name, getattr(self, name), minimum=-1))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def derive_seed(seed: int | None, index: int) -> int | None:
+    """The seed of completion `index` of a seeded request with n > 1: reproducible, and different
+    from its siblings (index 0 keeps the request's seed)."""
+    if seed is None or index == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def _integer(name: str, value: object, minimum: int) -> int:
@@ -210,17 +225,14 @@ class SamplingTensors:
                 raise ValueError("repetition_penalty > 1 needs token_ids (prompt + output) for every row")
             seen_mask = _row_mask(token_ids, vocab_size, device, "token_ids")
         stop_mask = None
-        if any(p.min_new_tokens > 0 for p in params):
+        if any(p.min_tokens > 0 for p in params):
             stops = [
                 ([] if p.ignore_eos or eos_id is None else [eos_id]) + p.stop_token_ids for p in params
             ]
             stop_mask = _row_mask(stops, vocab_size, device, "stop_token_ids")
         top_ks = [min(p.top_k, vocab_size) if s else 0 for p, s in zip(params, sampled)]
         top_ps = [p.top_p if s else 1.0 for p, s in zip(params, sampled)]
-        wanted = [p.logprobs if p.return_logprobs else -1 for p in params]
-        for p in params:
-            if p.logprobs > vocab_size:
-                raise ValueError(f"logprobs {p.logprobs} exceeds the vocabulary of {vocab_size}")
+        wanted = [-1 if p.logprobs is None else vocab_size if p.logprobs == -1 else p.logprobs for p in params]
         return cls(
             vocab_size=vocab_size,
             greedy=per_row([not s for s in sampled], torch.bool),
@@ -228,7 +240,7 @@ class SamplingTensors:
             top_k=per_row(top_ks, torch.int64),
             top_p=per_row(top_ps, torch.float32),
             repetition_penalty=per_row(penalties, torch.float32),
-            min_new_tokens=per_row([p.min_new_tokens for p in params], torch.int64),
+            min_new_tokens=per_row([p.min_tokens for p in params], torch.int64),
             generated_counts=per_row(counts, torch.int64),
             stop_mask=stop_mask,
             seen_mask=seen_mask,

@@ -19,10 +19,12 @@ from nemotron.engine.sequence import Sequence, SequenceStatus
 class SchedulerConfig:
     max_num_seqs: int = 256  # sequences in one step
     max_num_batched_tokens: int = 2048  # tokens computed in one step (prefill chunk budget)
+    # Prompt tokens scored (prompt log-probabilities) in one step: each needs a row of logits.
+    max_scored_tokens: int = 512
 
     def __post_init__(self) -> None:
-        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
-            raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        if min(self.max_num_seqs, self.max_num_batched_tokens, self.max_scored_tokens) < 1:
+            raise ValueError("max_num_seqs, max_num_batched_tokens and max_scored_tokens must be >= 1")
 
 
 @dataclass(slots=True)
@@ -35,7 +37,7 @@ class ScheduledChunk:
     def samples(self) -> bool:
         """Whether this step reaches the end of the sequence's known tokens, so a new token is drawn
         (never for scoring-only requests with max_new_tokens 0)."""
-        return self.start + self.num_tokens == self.seq.num_tokens and self.seq.params.max_new_tokens > 0
+        return self.start + self.num_tokens == self.seq.num_tokens and self.seq.params.max_tokens != 0
 
 
 class Scheduler:
@@ -54,6 +56,7 @@ class Scheduler:
 
     def schedule(self) -> list[ScheduledChunk]:
         budget = self.config.max_num_batched_tokens
+        scoring = self.config.max_scored_tokens  # logits rows left for prompt log-probabilities
         chunks: list[ScheduledChunk] = []
         preempted = False
         # Decodes first (one token each), then unfinished prefills: a long prompt never stalls decoding.
@@ -65,7 +68,9 @@ class Scheduler:
                 break
             if seq.status is not SequenceStatus.RUNNING:  # preempted earlier in this loop
                 continue
-            num_tokens = min(seq.num_tokens - seq.num_computed, budget)
+            num_tokens = min(seq.num_tokens - seq.num_computed, budget, scoring if _scores(seq) else budget)
+            if num_tokens == 0:
+                continue
             while not self._reserve(seq, seq.num_computed + num_tokens):
                 # The newest sequence not yet given work this step makes room (possibly seq itself).
                 victim = next(s for s in reversed(self.running) if s not in scheduled)
@@ -74,14 +79,17 @@ class Scheduler:
                 if victim is seq:
                     break
             if seq.status is SequenceStatus.RUNNING:
+                scoring -= num_tokens if _scores(seq) else 0
                 chunks.append(ScheduledChunk(seq, seq.num_computed, num_tokens))
                 scheduled.add(seq)
                 budget -= num_tokens
         # Admit new work only when nothing had to make room: otherwise they would evict each other.
         while self.waiting and budget > 0 and not preempted and len(self.running) < self.config.max_num_seqs:
-            chunk = self._admit(self.waiting[0], budget)
+            scores = _scores(self.waiting[0])
+            chunk = self._admit(self.waiting[0], min(budget, scoring) if scores else budget)
             if chunk is None:
                 break
+            scoring -= chunk.num_tokens if scores else 0
             self.waiting.popleft()
             self.running.append(chunk.seq)
             chunks.append(chunk)
@@ -109,8 +117,10 @@ class Scheduler:
 
     # ---- internals ---------------------------------------------------------------------------
     def _admit(self, seq: Sequence, budget: int) -> ScheduledChunk | None:
+        if budget == 0:
+            return None
         # Prompt log-probabilities need logits at every prompt position, so nothing may be skipped.
-        needs_all_logits = seq.params.prompt_logprobs and seq.prompt_logprobs is None
+        needs_all_logits = seq.params.prompt_logprobs is not None and seq.prompt_logprobs is None
         cached = [] if needs_all_logits else self.blocks.cached_prefix(seq.token_ids)
         num_cached = len(cached) * self.blocks.block_size
         num_tokens = min(seq.num_tokens - num_cached, budget)
@@ -152,3 +162,8 @@ class Scheduler:
         seq.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
+
+
+def _scores(seq: Sequence) -> bool:
+    """Whether the sequence's next tokens include prompt positions to score (prompt log-probabilities)."""
+    return seq.params.prompt_logprobs is not None and seq.num_computed < seq.num_prompt_tokens - 1

@@ -1,12 +1,12 @@
 """One request as the engine tracks it: its tokens, how many have their K/V cached, and its blocks."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
 
+from nemotron.engine.output import Token
 from nemotron.engine.sampling import SamplingParams, make_generator
 
 
@@ -21,7 +21,6 @@ class Sequence:
     request_id: str
     prompt_ids: list[int]
     params: SamplingParams
-    arrival: float = field(default_factory=time.monotonic)
     token_ids: list[int] = field(default_factory=list)  # prompt + output
     status: SequenceStatus = SequenceStatus.WAITING
     num_computed: int = 0  # leading tokens whose K/V are in the cache
@@ -29,9 +28,7 @@ class Sequence:
     num_hashed_blocks: int = 0  # leading blocks registered for prefix sharing
     last_block_hash: int = -1  # hash of block num_hashed_blocks - 1 (chain input of the next)
     num_cached_prompt_tokens: int = 0  # served by prefix caching, for usage reports
-    output_logprobs: list[float] = field(default_factory=list)
-    output_top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
-    prompt_logprobs: list[float | None] | None = None  # filled when params ask for them
+    prompt_logprobs: list[Token | None] | None = None  # filled during prefill when params ask for them
     finish_reason: str | None = None
     stop: str | int | None = None
     generator: torch.Generator | None = None

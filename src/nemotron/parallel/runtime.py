@@ -130,7 +130,7 @@ class StepChannel:
     def step(self) -> Iterator[None]:
         """Rank 0, around a whole step: the watchdog reads how long it has run, and an error anywhere
         in it is final (the ranks are out of step after it), so it becomes RankFailure."""
-        with self._step_lock:  # the engine thread and the scoring thread take turns
+        with self._step_lock:  # steps never overlap, whichever thread runs them
             self.check()
             self.step_started = time.monotonic()
             try:
@@ -151,18 +151,11 @@ def _first_line(err: BaseException) -> str:
 
 def serve_steps(runner) -> None:
     """A rank other than 0: execute rank 0's plans until it says stop. `runner`: the engine's
-    ModelRunner (StepPlan: an engine step; ScorePlan: a whole sequence's logits), or the reward
-    scorer's RewardRunner (RewardBatch)."""
-    from nemotron.engine.model_runner import ScorePlan
-
+    ModelRunner (StepPlan: an engine step), or the reward scorer's RewardRunner (RewardBatch)."""
     channel: StepChannel = runner.channel
     while (plan := channel.receive()) is not None:
         try:
-            if isinstance(plan, ScorePlan):
-                for _ in runner.sequence_logits(plan):
-                    pass
-            else:
-                runner.execute(plan)
+            runner.execute(plan)
         except RuntimeError as err:
             raise channel.fail(f"rank {channel.layout.rank}: a step failed: {_first_line(err)}") from err
 

@@ -106,8 +106,8 @@ def greedy_continuations(loaded: LoadedModel, prompts: list[list[int]], new_toke
     if loaded.tokenizer is None:
         loaded = dataclasses.replace(loaded, tokenizer=IdsOnlyTokenizer(loaded.config.vocab_size))
     llm = LLM(loaded, EngineConfig(max_num_seqs=len(prompts)))
-    params = SamplingParams(max_new_tokens=new_tokens, greedy=True, ignore_eos=True)
-    return [completion.token_ids for completion in llm.generate(prompts, params)]
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    return [result.outputs[0].token_ids for result in llm.generate(prompts, params)]
 
 
 class QualityProbe:

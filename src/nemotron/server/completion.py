@@ -1,21 +1,20 @@
 """From engine outputs to what the OpenAI API reports for one choice: its text and its tokens.
 
 The engine's output tracker (`engine/output.py`) already gives the text decoded in the prompt's
-context and cut at stop strings, with per-token entries that add up to it; here they are only
+context and cut at stop strings, with the shown tokens that add up to it; here they are only
 grouped per choice, merged across choices and checked against the context.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from nemotron.engine.async_llm import AsyncLLM
-from nemotron.engine.sampling import SamplingParams
-from nemotron.engine.output import TokenEntry
+from nemotron.engine.llm_engine import Request
+from nemotron.engine.output import Token
 from nemotron.server.errors import bad_request
 
 T = TypeVar("T")
@@ -32,18 +31,17 @@ class ChoiceDelta:
 
     index: int
     text: str = ""
-    tokens: list[TokenEntry] = field(default_factory=list)
+    tokens: list[Token] = field(default_factory=list)  # the tokens whose text is now shown
     finish_reason: str | None = None
     num_output_tokens: int = 0  # generated so far, stop tokens included (usage)
-    prompt_logprobs: list[float | None] | None = None
+    prompt_logprobs: list[Token | None] | None = None
 
 
-async def choice_stream(llm: AsyncLLM, index: int, prompt_ids: list[int],
-                        params: SamplingParams) -> AsyncIterator[ChoiceDelta]:
-    """Generate one choice. Leaving early (or cancelling) aborts its engine request."""
-    async with aclosing(llm.generate(prompt_ids, params)) as outputs:
+async def choice_stream(llm: AsyncLLM, index: int, request: Request) -> AsyncIterator[ChoiceDelta]:
+    """Generate one choice (a request the engine checked). Leaving early (or cancelling) aborts it."""
+    async with aclosing(llm.generate(request)) as outputs:
         async for output in outputs:
-            yield ChoiceDelta(index, output.text, output.tokens, output.finish_reason, output.num_output_tokens,
+            yield ChoiceDelta(index, output.text, output.shown, output.finish_reason, output.num_output_tokens,
                               output.prompt_logprobs)
 
 
@@ -78,14 +76,6 @@ async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def derive_seed(seed: int | None, index: int) -> int | None:
-    """Choice `index` of a seeded request: reproducible, and different from its siblings."""
-    if seed is None or index == 0:
-        return seed
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
 
 
 def check_context(prompt_tokens: int, new_tokens: int, context: int, field_name: str) -> None:

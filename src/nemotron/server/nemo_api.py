@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from contextlib import aclosing
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nemotron.engine.llm_engine import RequestError
-from nemotron.engine.sampling import SamplingParams, SamplingParamsError
+from nemotron.engine.llm_engine import Request, RequestError
+from nemotron.engine.output import Token
+from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.errors import TokenizerError
-from nemotron.server.completion import check_context, derive_seed, finite, merge
+from nemotron.server.completion import check_context, finite, merge
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, until_done_or_gone
 from nemotron.server.schemas import GenerateBody
@@ -45,20 +47,21 @@ from nemotron.server.state import ServedModel, ServerState
 
 def _sampling_fields(req: GenerateBody) -> dict:
     """The SamplingParams fields every sentence of the request shares."""
+    # compute_logprob: each token's log-probability; all_probs: and the whole distribution it came from.
+    logprobs = (-1 if req.all_probs else 0) if req.compute_logprob else None
     return dict(
-        temperature=req.temperature, greedy=req.greedy, top_k=req.top_k,
+        temperature=0.0 if req.greedy else req.temperature, top_k=req.top_k,
         top_p=req.top_p or 1.0,  # NeMo: 0 switches top-p off
         repetition_penalty=req.repetition_penalty,
         # NeMo never complains about a minimum above the maximum; it just stops at the maximum.
-        min_new_tokens=min(req.min_tokens_to_generate, req.tokens_to_generate),
-        stop_strings=[s for s in req.end_strings if s],
-        max_new_tokens=req.tokens_to_generate,
-        return_logprobs=req.compute_logprob,
-        prompt_logprobs=req.compute_logprob and not req.all_probs,
+        min_tokens=min(req.min_tokens_to_generate, req.tokens_to_generate),
+        stop=[s for s in req.end_strings if s],
+        max_tokens=req.tokens_to_generate,
+        logprobs=logprobs, prompt_logprobs=logprobs,
     )
 
 
-def _prepare(served: ServedModel, req: GenerateBody) -> list[tuple[list[int], SamplingParams]]:
+def _prepare(served: ServedModel, req: GenerateBody) -> list[Request]:
     """Tokenize and check every sentence (on a worker thread)."""
     shared, plan = _sampling_fields(req), []
     for i, sentence in enumerate(req.sentences):
@@ -69,10 +72,9 @@ def _prepare(served: ServedModel, req: GenerateBody) -> list[tuple[list[int], Sa
         check_context(len(prompt), req.tokens_to_generate, served.context_len, "tokens_to_generate")
         try:
             params = SamplingParams(seed=derive_seed(req.random_seed, i), **shared)
-            served.llm.engine.check_request(prompt, params)
+            plan.append(served.llm.engine.check_request(prompt, params))
         except (SamplingParamsError, RequestError) as err:
             raise bad_request(f"sentences[{i}]: {err}" if isinstance(err, RequestError) else str(err)) from None
-        plan.append((prompt, params))
     return plan
 
 
@@ -87,7 +89,7 @@ async def generate(request: Request) -> Response:
                           "POST /v1/chat/completions and does not generate")
     plan = await state.run_cpu(_prepare, served, req)
     if req.all_probs:
-        positions = sum(len(prompt) + req.tokens_to_generate - 1 for prompt, _ in plan)
+        positions = sum(len(r.prompt_ids) + req.tokens_to_generate - 1 for r in plan)
         values = positions * served.loaded.config.vocab_size
         if values > state.config.max_full_logprob_values:
             raise bad_request(f"all_probs would return {values} numbers ({positions} positions x "
@@ -105,37 +107,30 @@ def flask_json(body: dict) -> str:
     return json.dumps(body, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n"
 
 
-async def _run(state: ServerState, served: ServedModel, req: GenerateBody,
-               plan: list[tuple[list[int], SamplingParams]]) -> str:
+async def _run(state: ServerState, served: ServedModel, req: GenerateBody, plan: list[Request]) -> str:
     """Generate every sentence concurrently; the answer as NeMo's JSON text."""
     started = time.perf_counter()
-    prompts = [prompt for prompt, _ in plan]
-    outputs: list[list[int]] = [[] for _ in prompts]
-    logprobs: list[list[float]] = [[] for _ in prompts]
-    prompt_logprobs: list[list[float | None]] = [[] for _ in prompts]
-    streams = [_tagged(i, served.llm.generate(p, sp)) for i, (p, sp) in enumerate(plan)]
+    prompts = [r.prompt_ids for r in plan]
+    outputs: list[list[Token]] = [[] for _ in prompts]
+    scored: list[list[Token]] = [[] for _ in prompts]  # the prompt tokens after the first, with compute_logprob
+    streams = [_tagged(i, served.llm.generate(r)) for i, r in enumerate(plan)]
     async with aclosing(merge(streams)) as merged:
         async for i, out in merged:
-            if not any(outputs) and out.token_ids:
+            if not any(outputs) and out.tokens:
                 state.metrics.time_to_first_token.observe("/generate", time.perf_counter() - started)
-            outputs[i] += out.token_ids
-            logprobs[i] += out.logprobs
+            outputs[i] += out.tokens
             if out.prompt_logprobs is not None:
-                prompt_logprobs[i] = out.prompt_logprobs
+                scored[i] = out.prompt_logprobs[1:]
     state.metrics.count_tokens("/generate", sum(map(len, prompts)), sum(map(len, outputs)))
-    all_ids = [p + o for p, o in zip(prompts, outputs)]
-    if req.all_probs:
-        scored = [await served.sequences.logprobs(ids, full=True) for ids in all_ids]
-        logprob = [s.chosen for s in scored]
-        full = [s.full for s in scored]
-    else:
-        logprob = [pl[1:] + lp for pl, lp in zip(prompt_logprobs, logprobs)] if req.compute_logprob else None
-        full = None
+    all_ids = [p + [t.id for t in o] for p, o in zip(prompts, outputs)]
+    positions = [s + o for s, o in zip(scored, outputs)]  # every token after the first
+    logprob = [[t.logprob for t in row] for row in positions] if req.compute_logprob else None
+    full = [[t.top_logprobs for t in row] for row in positions] if req.all_probs else None
     return await state.run_cpu(_answer, served, req, prompts, all_ids, logprob, full)
 
 
 def _answer(served: ServedModel, req: GenerateBody, prompts: list[list[int]], all_ids: list[list[int]],
-            logprob: list[list[float]] | None, full: list[list[list[float]]] | None) -> str:
+            logprob: list[list[float]] | None, full: list[list[Sequence[float]]] | None) -> str:
     """The response text (on a worker thread: all_probs answers run to millions of numbers)."""
     tokenizer = served.tokenizer
     result: dict = {"sentences": [], "tokens": [], "logprob": None}

@@ -12,6 +12,7 @@ Request bodies are validated once, by their models in schemas.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from nemotron.engine.llm_engine import RequestError
-from nemotron.engine.sampling import SamplingParams, SamplingParamsError
+from nemotron.engine.llm_engine import Request, RequestError
+from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.server import reward_api
-from nemotron.server.completion import ChoiceDelta, check_context, choice_stream, derive_seed, finite, merge
+from nemotron.server.completion import ChoiceDelta, check_context, choice_stream, finite, merge
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, sse_response, until_done_or_gone
 from nemotron.server.openai_format import (CompletionLogprobs, Envelope, add_generated, chat_logprob_content,
@@ -32,7 +33,7 @@ from nemotron.server.schemas import ChatBody, CompletionBody, SamplingBody
 from nemotron.server.state import ServedModel, ServerState
 from nemotron.tokenizer import CHAT_STOP_STRINGS, ChatFormatError, render_chat
 
-Plan = list[tuple[list[int], SamplingParams]]  # (prompt ids, params) of every choice
+Plan = list[Request]  # every choice, checked by the engine
 
 
 async def models(request: Request) -> Response:
@@ -61,13 +62,13 @@ def sampling(body: SamplingBody, max_choices: int, extra_stops: tuple[str, ...] 
         raise bad_request(f"n must be <= {max_choices}, got {n}", "n")
     temperature = 1.0 if body.temperature is None else body.temperature
     fields = dict(
-        greedy=temperature == 0, temperature=temperature,
+        temperature=temperature,  # 0: greedy
         top_p=1.0 if body.top_p is None else body.top_p,
         top_k=max(body.top_k or 0, 0),  # vLLM spells "off" as -1
         repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
-        min_new_tokens=body.min_tokens or 0,
+        min_tokens=body.min_tokens or 0,
         ignore_eos=bool(body.ignore_eos),
-        stop_strings=body.stop_strings + list(extra_stops),
+        stop=body.stop_strings + list(extra_stops),
     )
     return Sampling(n=n, seed=None if body.seed is None else body.seed % 2**64, stream=bool(body.stream),
                     include_usage=bool(body.stream_options and body.stream_options.include_usage), fields=fields)
@@ -85,18 +86,17 @@ def _plan(served: ServedModel, prompts: list[list[int]], s: Sampling, max_new: i
         wanted = max(0, served.context_len - len(prompt)) if max_new is None else max_new
         if max_new is not None:
             check_context(len(prompt), wanted, served.context_len, field_name)
-            if s.fields["min_new_tokens"] > wanted:
-                raise bad_request(f"min_tokens ({s.fields['min_new_tokens']}) is more than {field_name} ({wanted})",
+            if s.fields["min_tokens"] > wanted:
+                raise bad_request(f"min_tokens ({s.fields['min_tokens']}) is more than {field_name} ({wanted})",
                                   "min_tokens")
         for j in range(s.n):
             try:
-                params = SamplingParams(max_new_tokens=wanted, seed=derive_seed(s.seed, p * s.n + j), **s.fields,
-                                        **extra)
-                if j == 0:  # the choices of one prompt differ only in their seed
-                    served.llm.engine.check_request(prompt, params)
+                params = SamplingParams(max_tokens=wanted, seed=derive_seed(s.seed, p * s.n + j), **s.fields, **extra)
+                # The choices of one prompt differ only in their seed: the engine checks the first.
+                plan.append(served.llm.engine.check_request(prompt, params) if j == 0 else
+                            dataclasses.replace(plan[-1], params=params))
             except (SamplingParamsError, RequestError) as err:
                 raise bad_request(str(err)) from None
-            plan.append((prompt, params))
     return plan
 
 
@@ -127,8 +127,7 @@ class _Tally:
 
 
 async def _deltas(state: ServerState, served: ServedModel, plan: Plan, tally: _Tally) -> AsyncIterator[ChoiceDelta]:
-    streams = [choice_stream(served.llm, i, prompt, params)
-               for i, (prompt, params) in enumerate(plan)]
+    streams = [choice_stream(served.llm, i, request) for i, request in enumerate(plan)]
     async with aclosing(merge(streams)) as merged:
         async for delta in merged:
             tally.record(state, delta)
@@ -176,15 +175,12 @@ async def completions(request: Request) -> Response:
         raise bad_request(f"logprobs must be <= {state.config.max_top_logprobs}, got {n_logprobs}", "logprobs")
     served = await state.served()
     _require_llm(served)
-    # Prompt log-probabilities (echo): the engine's when only the chosen tokens are wanted; with
-    # alternatives, all from one forward pass, so that each chosen value equals its alternative's.
+    # Prompt log-probabilities (echo) come from the engine's prefill, each chosen value from the same row
+    # as its alternatives (evaluation harnesses compare them for equality).
     prompts, plan = await state.run_cpu(_prepare_completion, served, body.prompt, s, max_tokens,
-                                        state.config.max_choices, return_logprobs=n_logprobs is not None,
-                                        logprobs=n_logprobs or 0, prompt_logprobs=bool(body.echo) and n_logprobs == 0)
-    echoes = {}
-    if body.echo:
-        for p, prompt in enumerate(prompts):
-            echoes[p] = await _echo(served, prompt, n_logprobs)
+                                        state.config.max_choices, logprobs=n_logprobs,
+                                        prompt_logprobs=n_logprobs if body.echo else None)
+    echoes = {p: _echo(served, prompt) for p, prompt in enumerate(prompts)} if body.echo else {}
     tally = _Tally("/v1/completions", sum(map(len, prompts)))
     renderers = {i: _CompletionChoice(served, echoes.get(i // s.n), n_logprobs) for i in range(len(plan))}
 
@@ -222,19 +218,11 @@ class _Echo:
     text: str
     token_texts: list[str]
     offsets: list[int]
-    logprobs: list[float | None] | None = None  # from the forward pass, when alternatives are wanted
-    tops: list[dict | None] | None = None
 
 
-async def _echo(served: ServedModel, ids: list[int], n_logprobs: int | None) -> _Echo:
+def _echo(served: ServedModel, ids: list[int]) -> _Echo:
     text, offsets = served.tokenizer.decode(ids), served.tokenizer.offsets(ids)
-    echo = _Echo(ids, text, [text[a:b] for a, b in zip(offsets, [*offsets[1:], len(text)])], offsets)
-    if n_logprobs:
-        scored = await served.sequences.logprobs(ids, top_n=n_logprobs)
-        echo.logprobs = [None, *map(finite, scored.chosen)]
-        echo.tops = [None] + [top_dict(served.tokenizer, top, (token, lp))
-                              for top, token, lp in zip(scored.top, ids[1:], scored.chosen)]
-    return echo
+    return _Echo(ids, text, [text[a:b] for a, b in zip(offsets, [*offsets[1:], len(text)])], offsets)
 
 
 class _CompletionChoice:
@@ -261,13 +249,11 @@ class _CompletionChoice:
                 "finish_reason": delta.finish_reason}
 
     def _add_echo(self, logprobs: CompletionLogprobs, delta: ChoiceDelta) -> None:
-        echo = self.echo
-        chosen, tops = echo.logprobs, echo.tops
-        if chosen is None:  # the engine's, on the first delta
-            chosen = [None if x is None else finite(x) for x in delta.prompt_logprobs or []]
-            tops = [None] + [top_dict(self.tokenizer, [], (t, lp)) for t, lp in zip(echo.ids[1:], chosen[1:])]
-        for k, token in enumerate(echo.token_texts):
-            logprobs.add(token, chosen[k], tops[k], echo.offsets[k])
+        scored = (delta.prompt_logprobs or [None])[1:]  # the engine's, on the first delta
+        chosen = [None] + [finite(t.logprob) for t in scored]
+        tops = [None] + [top_dict(self.tokenizer, t.top, (t.id, t.logprob)) for t in scored]
+        for k, token in enumerate(self.echo.token_texts):
+            logprobs.add(token, chosen[k], tops[k], self.echo.offsets[k])
 
 
 def _combine_completion(parts: list[dict]) -> dict:
@@ -295,7 +281,7 @@ async def chat_completions(request: Request) -> Response:
     if top_n > state.config.max_top_logprobs:
         raise bad_request(f"top_logprobs must be <= {state.config.max_top_logprobs}, got {top_n}", "top_logprobs")
     prompt, plan = await state.run_cpu(_prepare_chat, served, body, s, max_tokens, field_name,
-                                       state.config.max_choices, return_logprobs=want_logprobs, logprobs=top_n)
+                                       state.config.max_choices, logprobs=top_n if want_logprobs else None)
     tally = _Tally("/v1/chat/completions", len(prompt))
     started: set[int] = set()
 

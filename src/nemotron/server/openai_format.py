@@ -6,11 +6,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from nemotron.engine.output import TokenEntry
+from nemotron.engine.output import Token
+from nemotron.engine.request_output import token_text
 from nemotron.server.completion import finite
 from nemotron.tokenizer import Tokenizer
-
-_SPACE = "\u2581"
 
 
 @dataclass(slots=True)
@@ -38,12 +37,6 @@ class Envelope:
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
-
-
-def token_text(tokenizer: Tokenizer, token_id: int) -> str:
-    """A token's text on its own (for alternatives, which have no place in the text): its piece
-    with SentencePiece's "▁" as a space; byte pieces stay as written (`<0xE2>`)."""
-    return tokenizer.id_to_piece(token_id).replace(_SPACE, " ")
 
 
 # ---- completions (legacy) logprobs: parallel lists ----------------------------------------------
@@ -75,20 +68,20 @@ def top_dict(tokenizer: Tokenizer, top: Iterable[tuple[int, float]], chosen: tup
     return result
 
 
-def add_generated(logprobs: CompletionLogprobs, tokenizer: Tokenizer, entries: list[TokenEntry],
+def add_generated(logprobs: CompletionLogprobs, tokenizer: Tokenizer, tokens: list[Token],
                   offset: int, with_top: bool) -> int:
     """Append generated tokens starting at character `offset`; returns the offset after them."""
-    for entry in entries:
-        top = top_dict(tokenizer, entry.top, (entry.token_id, entry.logprob)) if with_top else None
-        logprobs.add(entry.text, finite(entry.logprob), top, offset)
-        offset += len(entry.text)
+    for token in tokens:
+        top = top_dict(tokenizer, token.top, (token.id, token.logprob)) if with_top else None
+        logprobs.add(token.text, finite(token.logprob), top, offset)
+        offset += len(token.text)
     return offset
 
 
 # ---- chat logprobs: a list of token objects -----------------------------------------------------
-def chat_logprob_content(tokenizer: Tokenizer, entries: list[TokenEntry]) -> list[dict]:
-    return [{"token": e.text, "logprob": finite(e.logprob), "bytes": list(e.text.encode()),
-             "top_logprobs": [_chat_alternative(tokenizer, i, lp) for i, lp in e.top]} for e in entries]
+def chat_logprob_content(tokenizer: Tokenizer, tokens: list[Token]) -> list[dict]:
+    return [{"token": t.text, "logprob": finite(t.logprob), "bytes": list(t.text.encode()),
+             "top_logprobs": [_chat_alternative(tokenizer, i, lp) for i, lp in t.top]} for t in tokens]
 
 
 def _chat_alternative(tokenizer: Tokenizer, token_id: int, logprob: float) -> dict:

@@ -22,7 +22,6 @@ from nemotron.server.config import ServerConfig
 from nemotron.server.drain import Drain
 from nemotron.server.errors import APIError, bad_request
 from nemotron.server.metrics import Metrics, engine_gauges
-from nemotron.server.scoring import SequenceScorer
 from nemotron.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,6 @@ class ServedModel:
     created: int
     max_prompt_chars: int  # a longer text is refused before tokenizing (it cannot fit the context)
     llm: AsyncLLM | None = None  # a language model ...
-    sequences: SequenceScorer | None = None
     reward: RewardScorer | None = None  # ... or a reward model
 
     @classmethod
@@ -60,7 +58,7 @@ class ServedModel:
                      config.max_prompt_chars or 2 * context * max(longest, 1))
         if isinstance(loaded.model, NemotronForCausalLM):
             engine = LLMEngine(loaded.model, loaded.tokenizer, config.engine)
-            served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.runner)
+            served.llm = AsyncLLM(engine)
         else:
             served.reward = RewardScorer(loaded.model, config.scorer, pad_id=loaded.tokenizer.pad_id or 0,
                                          channel=channel_for(config.engine.parallel))
@@ -82,7 +80,6 @@ class ServedModel:
     def close(self) -> None:
         if self.llm is not None:
             self.llm.close()
-            self.sequences.close()
         if self.reward is not None:
             self.reward.close()
 

@@ -163,8 +163,8 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 def complete(model: NemotronForCausalLM, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 120,
              temperature: float = 0.0, seed: int = 0, stop: str | None = None) -> str:
     """Greedy (temperature 0) or sampled continuation, cut at `stop` (kept out of the result) or EOS."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, greedy=temperature == 0,
-                            temperature=temperature or 1.0, seed=seed, stop_strings=[stop] if stop else [])
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                            stop=[stop] if stop else [])
     return generate(model, tokenizer, tokenizer.encode(prompt), params).text.strip()
 
 

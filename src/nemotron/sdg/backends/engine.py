@@ -79,9 +79,8 @@ class EngineChat(_InProcess):
             self.stats.failures += 1
             raise BackendError(str(err)) from None
         stops = (*CHAT_STOP_STRINGS, *sampling.stop)
-        greedy = sampling.temperature == 0
-        params = SamplingParams(max_new_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                                top_p=sampling.top_p, greedy=greedy, seed=sampling.seed, stop_strings=list(stops))
+        params = SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,  # 0: greedy
+                                top_p=sampling.top_p, seed=sampling.seed, stop=list(stops))
         text, produced, reason = "", 0, None
         async with self.limiter.slot():
             self.stats.requests += 1

@@ -1,0 +1,111 @@
+"""What `LLM.generate` and `LLM.chat` return, shaped as vLLM's `vllm.outputs` so code written for vLLM
+reads our results unchanged: `RequestOutput.outputs[i]` is a `CompletionOutput` with `.text`,
+`.token_ids`, `.cumulative_logprob`, `.logprobs` (per token, {token id: Logprob}), `.finish_reason`
+("stop" or "length") and `.stop_reason` (the stop string or stop token id; None for EOS).
+
+Built from the engine's `Token`s once a request is done; nothing here runs per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nemotron.engine.llm_engine import StepOutput
+from nemotron.engine.output import Token
+from nemotron.engine.sampling import SamplingParams
+from nemotron.tokenizer import Tokenizer
+
+_SPACE = "\u2581"
+
+
+@dataclass(slots=True)
+class Logprob:
+    """A token's log-probability, its rank in the model's distribution (1 = most likely) and its text."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+SampleLogprobs = list[dict[int, Logprob]]
+PromptLogprobs = list[dict[int, Logprob] | None]
+
+
+@dataclass(slots=True)
+class CompletionOutput:
+    index: int  # which of the request's n completions
+    text: str
+    token_ids: list[int]  # every generated token, a stop token included (its text is not in `text`)
+    cumulative_logprob: float | None  # sum of the generated tokens' log-probabilities
+    logprobs: SampleLogprobs | None  # per generated token, with SamplingParams.logprobs set
+    finish_reason: str | None = None  # "stop" or "length"
+    stop_reason: int | str | None = None  # the stop string or stop token id; None for EOS or length
+
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    request_id: str
+    prompt: str | None  # None when the prompt was given as token ids
+    prompt_token_ids: list[int]
+    prompt_logprobs: PromptLogprobs | None  # with SamplingParams.prompt_logprobs set; None for the first token
+    outputs: list[CompletionOutput]
+    finished: bool
+    num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
+
+
+def token_text(tokenizer: Tokenizer, token_id: int) -> str:
+    """A token's text on its own (for alternatives, which have no place in the text): its piece
+    with SentencePiece's "▁" as a space; byte pieces stay as written (`<0xE2>`)."""
+    return tokenizer.id_to_piece(token_id).replace(_SPACE, " ")
+
+
+def logprob_dict(token: Token, tokenizer: Tokenizer) -> dict[int, Logprob]:
+    """vLLM's per-position dict: the token itself first, then its alternatives (most likely first)."""
+    entries = {token.id: Logprob(token.logprob, token.rank, token_text(tokenizer, token.id))}
+    ranks = _ranks(token)
+    for token_id, value, rank in zip(token.top_ids, token.top_logprobs, ranks):
+        if token_id not in entries:
+            entries[token_id] = Logprob(value, rank, token_text(tokenizer, token_id))
+    return entries
+
+
+def _ranks(token: Token) -> list[int]:
+    if not isinstance(token.top_ids, range):  # most likely first
+        return list(range(1, len(token.top_ids) + 1))
+    order = sorted(range(len(token.top_logprobs)), key=token.top_logprobs.__getitem__, reverse=True)
+    ranks = [0] * len(order)  # the whole vocabulary in id order
+    for rank, token_id in enumerate(order, start=1):
+        ranks[token_id] = rank
+    return ranks
+
+
+class CompletionBuilder:
+    """Collects one completion's step outputs."""
+
+    def __init__(self, index: int, params: SamplingParams, eos_id: int) -> None:
+        self.index, self.params, self.eos_id = index, params, eos_id
+        self.pieces: list[str] = []
+        self.tokens: list[Token] = []
+        self.last: StepOutput | None = None
+
+    def add(self, output: StepOutput) -> None:
+        self.pieces.append(output.text)
+        self.tokens += output.tokens
+        self.last = output
+
+    def build(self, tokenizer: Tokenizer) -> CompletionOutput:
+        last, params = self.last, self.params
+        stop = last.stop
+        if stop == self.eos_id and stop not in params.stop_token_ids:
+            stop = None  # as vLLM: EOS is no stop reason
+        logprobs = None if params.logprobs is None else [logprob_dict(t, tokenizer) for t in self.tokens]
+        return CompletionOutput(self.index, "".join(self.pieces), [t.id for t in self.tokens],
+                                sum(t.logprob for t in self.tokens), logprobs, last.finish_reason, stop)
+
+
+def prompt_logprob_dicts(tokens: list[Token | None] | None, tokenizer: Tokenizer) -> PromptLogprobs | None:
+    if tokens is None:
+        return None
+    return [None if t is None else logprob_dict(t, tokenizer) for t in tokens]
