@@ -106,7 +106,7 @@ def evaluate(policy: Path, reward: Path, held_out: list[dict], samples: int) -> 
     llm = LLM(str(policy))
     prompts = [render_chat([{"role": "user", "content": q["prompt"]}]) for q in held_out]
     stops = list(CHAT_STOP_STRINGS)
-    greedy = [c.text.strip() for c in llm.generate(prompts, SamplingParams(max_tokens=24, temperature=0,
+    greedy = [r.outputs[0].text.strip() for r in llm.generate(prompts, SamplingParams(max_tokens=24, temperature=0,
                                                                            stop=stops))]
     sampled = llm.generate([p for p in prompts for _ in range(samples)],
                            [SamplingParams(max_tokens=24, temperature=1.0, top_p=1.0, top_k=0, seed=k,
@@ -117,7 +117,7 @@ def evaluate(policy: Path, reward: Path, held_out: list[dict], samples: int) -> 
                  for q, r in zip(held_out, greedy)]
     scalar = score(rm.model, sequences, rm.tokenizer.pad_id or 0) @ torch.tensor(REWARD_WEIGHTS)
     return {"greedy": right(greedy, held_out),
-            "sampled": right([c.text.strip() for c in sampled], [q for q in held_out for _ in range(samples)]),
+            "sampled": right([r.outputs[0].text.strip() for r in sampled], [q for q in held_out for _ in range(samples)]),
             "reward": scalar.mean().item()}
 
 

@@ -285,7 +285,7 @@ class OurRunner:
         params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
         start, cpu = time.perf_counter(), time.process_time()
         results = self.llm.generate(prompts, params)
-        return time.perf_counter() - start, time.process_time() - cpu, [r.token_ids for r in results]
+        return time.perf_counter() - start, time.process_time() - cpu, [r.outputs[0].token_ids for r in results]
 
 
 def weight_bytes_per_token(model) -> int:

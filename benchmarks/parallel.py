@@ -78,7 +78,7 @@ def run_layout(spec: str, tp: int, pp: int, args: argparse.Namespace) -> dict:
         params = SamplingParams(max_tokens=args.new_tokens, temperature=0, ignore_eos=True)
         llm.generate(prompts, SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))  # warm-up
         for ids in prompts:  # prefill, then count one decode step of the whole batch
-            llm.engine.add_request(ids, params)
+            llm.engine.add_request(llm.engine.check_request(ids, params))
         llm.engine.step()
         calls, nbytes = Counter(), Counter()
         with counting(calls, nbytes):

@@ -303,3 +303,10 @@ def test_from_params_rejects_inconsistent_inputs():
     tensors = SamplingTensors.from_params([SamplingParams()], 10)
     with pytest.raises(ValueError, match="generators"):
         sample(torch.zeros(1, 10), tensors, [None, None])
+
+
+def test_derived_seeds_are_reproducible_and_distinct():
+    assert derive_seed(None, 3) is None and derive_seed(7, 0) == 7
+    seeds = [derive_seed(7, i) for i in range(100)]
+    assert len(set(seeds)) == 100 and seeds == [derive_seed(7, i) for i in range(100)]
+    assert all(0 <= s < 2**64 for s in seeds)

@@ -156,7 +156,7 @@ def _llm_greedy(rank, world, path, prompts):
     assert loaded.model.config.num_kv_heads == len(layout.kv_heads(loaded.config))
     llm = LLM(loaded, EngineConfig(num_blocks=16, block_size=4, max_num_batched_tokens=8))  # chunked prefill
     params = SamplingParams(max_tokens=6, temperature=0)
-    return [c.token_ids for c in llm.generate(prompts, params)]
+    return [r.outputs[0].token_ids for r in llm.generate(prompts, params)]
 
 
 @pytest.mark.parametrize("tp", [2, 4])
@@ -170,7 +170,7 @@ def test_engine_runs_unchanged_on_tensor_parallel_ranks(tmp_path, tiny_model_dir
     prompts = [[2, 10, 11, 12, 13, 14, 15, 16, 17, 18], [2, 40, 41]]
     results = run_ranks(_llm_greedy, tp, tmp_path / "run", str(tiny_model_dir), prompts)
     llm = LLM(load_model(tiny_model_dir), EngineConfig(num_blocks=16, block_size=4))
-    expected = [c.token_ids for c in llm.generate(prompts, SamplingParams(max_tokens=6, temperature=0))]
+    expected = [r.outputs[0].token_ids for r in llm.generate(prompts, SamplingParams(max_tokens=6, temperature=0))]
     assert all(r == expected for r in results)
 
 

@@ -58,7 +58,7 @@ def test_engine_and_cli_generate_from_the_quantized_directory(capsys, quantized_
     directory = quantized_dirs / scheme
     llm = LLM(load_model(directory))
     [result] = llm.generate(["The cat sees the moon"], SamplingParams(max_tokens=8, temperature=0, ignore_eos=True))
-    assert len(result.token_ids) == 8
+    assert len(result.outputs[0].token_ids) == 8
     code = main(["generate", str(directory), "The cat", "-n", "4", "--greedy", "--device", "cpu"])
     assert code == 0 and capsys.readouterr().out
 

@@ -109,7 +109,7 @@ def test_engine_on_cpu_kernels_equals_the_reference_decoder_on_them(scheme):
     params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
     results = llm.generate(prompts, params)
     for prompt, result in zip(prompts, results):
-        assert result.token_ids == generate(loaded.model, loaded.tokenizer, prompt, params).token_ids
+        assert result.outputs[0].token_ids == generate(loaded.model, loaded.tokenizer, prompt, params).token_ids
 
 
 def test_cpu_bf16_and_int8_keep_95_percent_of_fp32_greedy_tokens():

@@ -76,7 +76,7 @@ def test_engine_decodes_a_quantized_model_like_a_full_recompute(float_model_dir,
     prompts = [[5, 17, 33, 8, 100], [250, 3, 3, 9]]
     results = LLM(loaded).generate(prompts, SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))
     for prompt, result in zip(prompts, results):
-        assert result.token_ids == full_recompute_greedy(loaded.model, prompt, 12)
+        assert result.outputs[0].token_ids == full_recompute_greedy(loaded.model, prompt, 12)
     assert isinstance(loaded.model.model.layers[0].self_attn.qkv_proj, QuantizedLinear)  # fuse_qkv left it alone
 
 
