@@ -35,7 +35,7 @@ class CompletionOutput:
     index: int  # which of the request's n completions
     text: str
     token_ids: list[int]  # every generated token, a stop token included (its text is not in `text`)
-    cumulative_logprob: float | None  # sum of the generated tokens' log-probabilities
+    cumulative_logprob: float | None  # sum of the generated tokens' log-probabilities (with logprobs set)
     logprobs: SampleLogprobs | None  # per generated token, with SamplingParams.logprobs set
     finish_reason: str | None = None  # "stop" or "length"
     stop_reason: int | str | None = None  # the stop string or stop token id; None for EOS or length
@@ -100,9 +100,12 @@ class CompletionBuilder:
         stop = last.stop
         if stop == self.eos_id and stop not in params.stop_token_ids:
             stop = None  # as vLLM: EOS is no stop reason
-        logprobs = None if params.logprobs is None else [logprob_dict(t, tokenizer) for t in self.tokens]
-        return CompletionOutput(self.index, "".join(self.pieces), [t.id for t in self.tokens],
-                                sum(t.logprob for t in self.tokens), logprobs, last.finish_reason, stop)
+        logprobs, cumulative = None, None  # as vLLM: both only when log-probabilities were asked for
+        if params.logprobs is not None:
+            logprobs = [logprob_dict(t, tokenizer) for t in self.tokens]
+            cumulative = sum(t.logprob for t in self.tokens)
+        return CompletionOutput(self.index, "".join(self.pieces), [t.id for t in self.tokens], cumulative, logprobs,
+                                last.finish_reason, stop)
 
 
 def prompt_logprob_dicts(tokens: list[Token | None] | None, tokenizer: Tokenizer) -> PromptLogprobs | None:
