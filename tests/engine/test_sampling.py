@@ -9,6 +9,7 @@ from nemotron.engine.sampling import (
     SamplingParams,
     SamplingParamsError,
     SamplingTensors,
+    derive_seed,
     apply_repetition_penalty,
     apply_temperature,
     block_eos_before_min_tokens,

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 
-from nemotron.engine.llm_engine import LLMEngine, Request, StepOutput
+from nemotron.engine.llm_engine import LLMEngine, EngineRequest, StepOutput
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import EngineDeadError, NemotronError
 
@@ -25,7 +25,7 @@ class AsyncLLM:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
-        self._inbox: list[tuple[str, Request]] = []
+        self._inbox: list[tuple[str, EngineRequest]] = []
         self._aborts: list[str] = []
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
@@ -35,15 +35,15 @@ class AsyncLLM:
         self._thread = threading.Thread(target=self._run, name="nemotron-engine", daemon=True)
         self._thread.start()
 
-    async def generate(self, prompt: list[int] | Request, params: SamplingParams | None = None,
+    async def generate(self, prompt: list[int] | EngineRequest, params: SamplingParams | None = None,
                        request_id: str | None = None) -> AsyncIterator[StepOutput]:
-        """Stream a request's outputs: prompt token ids with their params, or a Request the engine
+        """Stream a request's outputs: prompt token ids with their params, or an EngineRequest the engine
         already checked (servers check every choice up front, to answer 400 before streaming). Leaving
         the loop early (or cancellation) aborts the request and frees its KV blocks. Bad requests
         raise RequestError before anything is queued."""
         if self._closed:
             raise EngineDeadError("the engine is shut down")
-        request = prompt if isinstance(prompt, Request) else self.engine.check_request(prompt, params)
+        request = prompt if isinstance(prompt, EngineRequest) else self.engine.check_request(prompt, params)
         request_id = request_id or f"async-{next(self._ids)}"
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:

@@ -18,7 +18,7 @@ import torch
 
 from nemotron.checkpoint.load import LoadedModel, load_model
 from nemotron.engine.generate import GenerationChunk
-from nemotron.engine.llm_engine import EngineConfig, LLMEngine, Request
+from nemotron.engine.llm_engine import EngineConfig, LLMEngine, EngineRequest
 from nemotron.engine.request_output import CompletionBuilder, RequestOutput, prompt_logprob_dicts
 from nemotron.engine.sampling import SamplingParams, derive_seed
 from nemotron.errors import NemotronError
@@ -159,7 +159,7 @@ class LLM:
     def _run(self, texts: list[str | None], prompt_ids: list[list[int]],
              params: list[SamplingParams]) -> list[RequestOutput]:
         # Every choice is checked before any runs: a bad prompt leaves no half-submitted batch behind.
-        checked: list[tuple[int, int, Request]] = []
+        checked: list[tuple[int, int, EngineRequest]] = []
         for i, (ids, p) in enumerate(zip(prompt_ids, params)):
             for j in range(p.n):
                 choice = dataclasses.replace(p, n=1, seed=derive_seed(p.seed, j))

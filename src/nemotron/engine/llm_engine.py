@@ -87,7 +87,7 @@ class EngineConfig:
 
 
 @dataclass(slots=True, frozen=True)
-class Request:
+class EngineRequest:
     """A request `LLMEngine.check_request` accepted: it fits the model's vocabulary and context and
     the KV pool, so adding it cannot fail. Checked once, wherever it comes from."""
 
@@ -149,7 +149,7 @@ class LLMEngine:
         self._ids = itertools.count()
 
     # ---- requests ----------------------------------------------------------------------------
-    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> Request:
+    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
         """The one check of a request: RequestError for one this engine can never serve. Reads only
         fixed facts, so any thread may call it (servers do, to answer 400 before streaming)."""
         vocab = self.model.config.vocab_size
@@ -174,9 +174,9 @@ class LLMEngine:
         if len(prompt_ids) + max_tokens > capacity:
             raise RequestError(f"prompt ({len(prompt_ids)}) + max new tokens ({max_tokens}) exceed the KV cache "
                                f"of {capacity} tokens")
-        return Request(list(prompt_ids), params, max_tokens)
+        return EngineRequest(list(prompt_ids), params, max_tokens)
 
-    def add_request(self, request: Request, request_id: str | None = None) -> str:
+    def add_request(self, request: EngineRequest, request_id: str | None = None) -> str:
         """Queue a checked request (check_request); returns its id."""
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
         if request_id in self._requests:

@@ -1,20 +1,18 @@
 """From engine outputs to what the OpenAI API reports for one choice: its text and its tokens.
 
 The engine's output tracker (`engine/output.py`) already gives the text decoded in the prompt's
-context and cut at stop strings, with the shown tokens that add up to it; here they are only
-grouped per choice, merged across choices and checked against the context.
+context and cut at stop strings, with the shown tokens that add up to it; here the engine's step
+outputs are only tagged with their choice, merged across choices and checked against the context.
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from nemotron.engine.async_llm import AsyncLLM
-from nemotron.engine.llm_engine import Request
-from nemotron.engine.output import Token
+from nemotron.engine.llm_engine import EngineRequest, StepOutput
 from nemotron.server.errors import bad_request
 
 T = TypeVar("T")
@@ -25,24 +23,14 @@ def finite(logprob: float) -> float:
     return logprob if logprob >= LOGPROB_FLOOR else LOGPROB_FLOOR  # also maps NaN to the floor
 
 
-@dataclass(slots=True)
-class ChoiceDelta:
-    """What one engine step added to a choice; the last one has finish_reason set."""
-
-    index: int
-    text: str = ""
-    tokens: list[Token] = field(default_factory=list)  # the tokens whose text is now shown
-    finish_reason: str | None = None
-    num_output_tokens: int = 0  # generated so far, stop tokens included (usage)
-    prompt_logprobs: list[Token | None] | None = None
+Choice = tuple[int, StepOutput]  # a choice's index and what one engine step added to it
 
 
-async def choice_stream(llm: AsyncLLM, index: int, request: Request) -> AsyncIterator[ChoiceDelta]:
+async def choice_stream(llm: AsyncLLM, index: int, request: EngineRequest) -> AsyncIterator[Choice]:
     """Generate one choice (a request the engine checked). Leaving early (or cancelling) aborts it."""
     async with aclosing(llm.generate(request)) as outputs:
         async for output in outputs:
-            yield ChoiceDelta(index, output.text, output.shown, output.finish_reason, output.num_output_tokens,
-                              output.prompt_logprobs)
+            yield index, output
 
 
 async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:

@@ -34,11 +34,11 @@ from contextlib import aclosing
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nemotron.engine.llm_engine import Request, RequestError
+from nemotron.engine.llm_engine import EngineRequest, RequestError
 from nemotron.engine.output import Token
 from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.errors import TokenizerError
-from nemotron.server.completion import check_context, finite, merge
+from nemotron.server.completion import check_context, choice_stream, finite, merge
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, until_done_or_gone
 from nemotron.server.schemas import GenerateBody
@@ -61,7 +61,7 @@ def _sampling_fields(req: GenerateBody) -> dict:
     )
 
 
-def _prepare(served: ServedModel, req: GenerateBody) -> list[Request]:
+def _prepare(served: ServedModel, req: GenerateBody) -> list[EngineRequest]:
     """Tokenize and check every sentence (on a worker thread)."""
     shared, plan = _sampling_fields(req), []
     for i, sentence in enumerate(req.sentences):
@@ -107,13 +107,13 @@ def flask_json(body: dict) -> str:
     return json.dumps(body, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n"
 
 
-async def _run(state: ServerState, served: ServedModel, req: GenerateBody, plan: list[Request]) -> str:
+async def _run(state: ServerState, served: ServedModel, req: GenerateBody, plan: list[EngineRequest]) -> str:
     """Generate every sentence concurrently; the answer as NeMo's JSON text."""
     started = time.perf_counter()
     prompts = [r.prompt_ids for r in plan]
     outputs: list[list[Token]] = [[] for _ in prompts]
     scored: list[list[Token]] = [[] for _ in prompts]  # the prompt tokens after the first, with compute_logprob
-    streams = [_tagged(i, served.llm.generate(r)) for i, r in enumerate(plan)]
+    streams = [choice_stream(served.llm, i, r) for i, r in enumerate(plan)]
     async with aclosing(merge(streams)) as merged:
         async for i, out in merged:
             if not any(outputs) and out.tokens:
@@ -145,9 +145,3 @@ def _answer(served: ServedModel, req: GenerateBody, prompts: list[list[int]], al
     result["token_ids"] = all_ids
     result["offsets"] = [tokenizer.offsets(ids) for ids in all_ids]
     return flask_json(result)
-
-
-async def _tagged(index: int, stream):
-    async with aclosing(stream):
-        async for item in stream:
-            yield index, item

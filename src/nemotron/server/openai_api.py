@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from nemotron.engine.llm_engine import Request, RequestError
+from nemotron.engine.llm_engine import EngineRequest, RequestError, StepOutput
 from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.server import reward_api
-from nemotron.server.completion import ChoiceDelta, check_context, choice_stream, finite, merge
+from nemotron.server.completion import Choice, check_context, choice_stream, finite, merge
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, sse_response, until_done_or_gone
 from nemotron.server.openai_format import (CompletionLogprobs, Envelope, add_generated, chat_logprob_content,
@@ -33,7 +33,7 @@ from nemotron.server.schemas import ChatBody, CompletionBody, SamplingBody
 from nemotron.server.state import ServedModel, ServerState
 from nemotron.tokenizer import CHAT_STOP_STRINGS, ChatFormatError, render_chat
 
-Plan = list[Request]  # every choice, checked by the engine
+Plan = list[EngineRequest]  # every choice, checked by the engine
 
 
 async def models(request: Request) -> Response:
@@ -116,9 +116,9 @@ class _Tally:
     completion_tokens: dict[int, int] = field(default_factory=dict)
     first_token_seen: bool = False
 
-    def record(self, state: ServerState, delta: ChoiceDelta) -> None:
-        self.completion_tokens[delta.index] = delta.num_output_tokens
-        if not self.first_token_seen and delta.num_output_tokens:
+    def record(self, state: ServerState, index: int, out: StepOutput) -> None:
+        self.completion_tokens[index] = out.num_output_tokens
+        if not self.first_token_seen and out.num_output_tokens:
             self.first_token_seen = True
             state.metrics.time_to_first_token.observe(self.endpoint, time.perf_counter() - self.started)
 
@@ -126,12 +126,12 @@ class _Tally:
         return usage(self.prompt_tokens, sum(self.completion_tokens.values()))
 
 
-async def _deltas(state: ServerState, served: ServedModel, plan: Plan, tally: _Tally) -> AsyncIterator[ChoiceDelta]:
+async def _choices(state: ServerState, served: ServedModel, plan: Plan, tally: _Tally) -> AsyncIterator[Choice]:
     streams = [choice_stream(served.llm, i, request) for i, request in enumerate(plan)]
     async with aclosing(merge(streams)) as merged:
-        async for delta in merged:
-            tally.record(state, delta)
-            yield delta
+        async for index, out in merged:
+            tally.record(state, index, out)
+            yield index, out
     state.metrics.count_tokens(tally.endpoint, tally.prompt_tokens, sum(tally.completion_tokens.values()))
 
 
@@ -185,9 +185,9 @@ async def completions(request: Request) -> Response:
     renderers = {i: _CompletionChoice(served, echoes.get(i // s.n), n_logprobs) for i in range(len(plan))}
 
     async def choices() -> AsyncIterator[dict]:
-        async with aclosing(_deltas(state, served, plan, tally)) as deltas:
-            async for delta in deltas:
-                yield renderers[delta.index].render(delta)
+        async with aclosing(_choices(state, served, plan, tally)) as outputs:
+            async for index, out in outputs:
+                yield renderers[index].render(index, out)
 
     return await _respond(request, state, s, Envelope("text_completion", served.name), tally, choices(),
                           _combine_completion)
@@ -226,30 +226,30 @@ def _echo(served: ServedModel, ids: list[int]) -> _Echo:
 
 
 class _CompletionChoice:
-    """Turns one choice's deltas into completion choice objects (the first one carries the echo)."""
+    """Turns one choice's step outputs into completion choice objects (the first one carries the echo)."""
 
     def __init__(self, served: ServedModel, echo: _Echo | None, n_logprobs: int | None) -> None:
         self.tokenizer, self.echo, self.n_logprobs = served.tokenizer, echo, n_logprobs
         self.offset = 0
         self.started = False
 
-    def render(self, delta: ChoiceDelta) -> dict:
+    def render(self, index: int, out: StepOutput) -> dict:
         text = ""
         logprobs = CompletionLogprobs() if self.n_logprobs is not None else None
         if not self.started and self.echo is not None:
             text = self.echo.text
             if logprobs is not None:
-                self._add_echo(logprobs, delta)
+                self._add_echo(logprobs, out)
             self.offset = len(text)
         self.started = True
-        text += delta.text
+        text += out.text
         if logprobs is not None:
-            self.offset = add_generated(logprobs, self.tokenizer, delta.tokens, self.offset, with_top=True)
-        return {"index": delta.index, "text": text, "logprobs": logprobs.as_dict() if logprobs else None,
-                "finish_reason": delta.finish_reason}
+            self.offset = add_generated(logprobs, self.tokenizer, out.shown, self.offset, with_top=True)
+        return {"index": index, "text": text, "logprobs": logprobs.as_dict() if logprobs else None,
+                "finish_reason": out.finish_reason}
 
-    def _add_echo(self, logprobs: CompletionLogprobs, delta: ChoiceDelta) -> None:
-        scored = (delta.prompt_logprobs or [None])[1:]  # the engine's, on the first delta
+    def _add_echo(self, logprobs: CompletionLogprobs, out: StepOutput) -> None:
+        scored = (out.prompt_logprobs or [None])[1:]  # the engine's, on the first output
         chosen = [None] + [finite(t.logprob) for t in scored]
         tops = [None] + [top_dict(self.tokenizer, t.top, (t.id, t.logprob)) for t in scored]
         for k, token in enumerate(self.echo.token_texts):
@@ -286,18 +286,18 @@ async def chat_completions(request: Request) -> Response:
     started: set[int] = set()
 
     async def choices() -> AsyncIterator[dict]:
-        async with aclosing(_deltas(state, served, plan, tally)) as deltas:
-            async for delta in deltas:
-                content = {"role": "assistant", "content": ""} if delta.index not in started else {}
-                started.add(delta.index)
-                if delta.text:
-                    content["content"] = delta.text
-                logprobs = ({"content": chat_logprob_content(served.tokenizer, delta.tokens)} if want_logprobs
+        async with aclosing(_choices(state, served, plan, tally)) as outputs:
+            async for index, out in outputs:
+                content = {"role": "assistant", "content": ""} if index not in started else {}
+                started.add(index)
+                if out.text:
+                    content["content"] = out.text
+                logprobs = ({"content": chat_logprob_content(served.tokenizer, out.shown)} if want_logprobs
                             else None)
-                if content or delta.tokens:
-                    yield {"index": delta.index, "delta": content, "logprobs": logprobs, "finish_reason": None}
-                if delta.finish_reason:
-                    yield {"index": delta.index, "delta": {}, "logprobs": None, "finish_reason": delta.finish_reason}
+                if content or out.shown:
+                    yield {"index": index, "delta": content, "logprobs": logprobs, "finish_reason": None}
+                if out.finish_reason:
+                    yield {"index": index, "delta": {}, "logprobs": None, "finish_reason": out.finish_reason}
 
     return await _respond(request, state, s, Envelope("chat.completion", served.name), tally, choices(),
                           lambda parts: _combine_chat(parts, want_logprobs))
