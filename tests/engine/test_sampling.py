@@ -19,7 +19,6 @@ from nemotron.engine.sampling import (
     row_argmax,
     sample,
     top_k_filter,
-    top_logprobs,
     top_p_filter,
 )
 
@@ -172,9 +171,6 @@ def test_logprobs_are_of_the_unprocessed_distribution():
     ids, lp = sample(logits, tensors, [make_generator(s) for s in range(3)])
     assert lp.dtype == torch.float32
     assert torch.allclose(lp, log_probs(logits).gather(1, ids[:, None]).squeeze(1))
-    values, top_ids = top_logprobs(log_probs(logits), 2)
-    assert torch.equal(top_ids, logits.topk(2).indices)
-    assert torch.allclose(values.exp().sum(-1), logits.softmax(-1).topk(2).values.sum(-1))
 
 
 def test_padded_vocab_columns_are_never_sampled_nor_counted():

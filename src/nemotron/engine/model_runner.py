@@ -233,7 +233,7 @@ PROMPT_ROWS = 64  # prompt positions whose float32 log-probabilities are materia
 def _describe(tokens: list[Token], wanted: list[int | None], logp: Tensor, ranks: Tensor) -> None:
     """Set each token's rank and its `wanted` most likely alternatives (-1: the whole vocabulary,
     in id order; None: nothing) from its row of log-probabilities (B, V)."""
-    k = max((logp.shape[1] if w == -1 else w or 0) for w in wanted)
+    k = max((w or 0 for w in wanted if w != -1), default=0)
     values, ids = logp.topk(min(k, logp.shape[1]), dim=-1) if k else (None, None)  # (B, k), most likely first
     for i, (token, n, rank) in enumerate(zip(tokens, wanted, ranks.tolist())):
         if n is None:

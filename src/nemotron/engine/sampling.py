@@ -46,7 +46,6 @@ __all__ = [
     "process_logits",
     "sample",
     "top_k_filter",
-    "top_logprobs",
     "top_p_filter",
 ]
 
@@ -432,9 +431,3 @@ def sample(
 def log_probs(logits: Tensor, vocab_size: int | None = None) -> Tensor:
     """(B, V) float32 log-probabilities of the unprocessed distribution (NeMo's full_logprob)."""
     return logits[:, :vocab_size].float().log_softmax(dim=-1)
-
-
-def top_logprobs(logprobs: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """The n most likely tokens per row of (B, V) log-probabilities: values (B, n), ids (B, n)."""
-    values, ids = logprobs.topk(n, dim=-1)
-    return values, ids

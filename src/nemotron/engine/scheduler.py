@@ -36,7 +36,7 @@ class ScheduledChunk:
     @property
     def samples(self) -> bool:
         """Whether this step reaches the end of the sequence's known tokens, so a new token is drawn
-        (never for scoring-only requests with max_new_tokens 0)."""
+        (never for scoring-only requests with max_tokens 0)."""
         return self.start + self.num_tokens == self.seq.num_tokens and self.seq.params.max_tokens != 0
 
 
