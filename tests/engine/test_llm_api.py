@@ -98,7 +98,7 @@ def test_logprobs_are_dicts_of_logprob_from_the_model(llm, reference):
 
 
 def test_prompt_logprobs_have_vllms_shape(llm, reference):
-    [result] = llm.generate("The old house near the road", SamplingParams(max_tokens=1, prompt_logprobs=2))
+    [result] = llm.generate("The old house near the road", SamplingParams(n=2, max_tokens=1, prompt_logprobs=2))
     ids = result.prompt_token_ids
     with torch.no_grad():
         rows = reference(torch.tensor([ids]))[0, :-1].log_softmax(-1)
@@ -152,6 +152,13 @@ def test_requests_the_model_cannot_serve_are_refused_up_front(llm, params, messa
     with pytest.raises(RequestError, match=message):
         llm.generate(["The cat", "A dog"], params)
     assert not llm.engine.has_unfinished() and llm.engine.num_requests == 0
+
+
+def test_cli_options_reach_the_loader(tiny_model_dir, sp_tokenizer_file):
+    llm = LLM(str(tiny_model_dir), tokenizer=sp_tokenizer_file, force=True, dtype="auto", device="cpu")
+    assert llm.get_tokenizer().vocab_size == 320 and llm.generate("The cat")[0].outputs[0].token_ids
+    with pytest.raises(NemotronError, match="lora is merged into a whole model"):
+        LLM(str(tiny_model_dir), lora=tiny_model_dir, tensor_parallel_size=2, device="cpu")
 
 
 def test_configuration_errors_are_one_line(tiny_model_dir, llm):

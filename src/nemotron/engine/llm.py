@@ -161,8 +161,9 @@ class LLM:
         # Every choice is checked before any runs: a bad prompt leaves no half-submitted batch behind.
         checked: list[tuple[int, int, EngineRequest]] = []
         for i, (ids, p) in enumerate(zip(prompt_ids, params)):
-            for j in range(p.n):
-                choice = dataclasses.replace(p, n=1, seed=derive_seed(p.seed, j))
+            for j in range(p.n):  # the prompt is scored once, by the first completion
+                choice = dataclasses.replace(p, n=1, seed=derive_seed(p.seed, j),
+                                             prompt_logprobs=p.prompt_logprobs if j == 0 else None)
                 checked.append((i, j, self.engine.check_request(ids, choice)))
         builders = [[CompletionBuilder(j, p, self.tokenizer.eos_id) for j in range(p.n)] for p in params]
         prompt_logprobs: list = [None] * len(prompt_ids)
