@@ -117,7 +117,8 @@ def evaluate(policy: Path, reward: Path, held_out: list[dict], samples: int) -> 
                  for q, r in zip(held_out, greedy)]
     scalar = score(rm.model, sequences, rm.tokenizer.pad_id or 0) @ torch.tensor(REWARD_WEIGHTS)
     return {"greedy": right(greedy, held_out),
-            "sampled": right([r.outputs[0].text.strip() for r in sampled], [q for q in held_out for _ in range(samples)]),
+            "sampled": right([r.outputs[0].text.strip() for r in sampled],
+                             [q for q in held_out for _ in range(samples)]),
             "reward": scalar.mean().item()}
 
 

@@ -48,7 +48,8 @@ def stream_generate(model: NemotronForCausalLM, tokenizer: Tokenizer, prompt_ids
     context = config.max_position_embeddings
     if len(prompt_ids) >= context:
         raise NemotronError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {context}")
-    max_new = context - len(prompt_ids) if params.max_tokens is None else min(params.max_tokens, context - len(prompt_ids))
+    left = context - len(prompt_ids)
+    max_new = left if params.max_tokens is None else min(params.max_tokens, left)
     if max_new == 0:
         yield GenerationChunk("", None, None, "length")
         return
