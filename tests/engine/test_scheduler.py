@@ -69,3 +69,18 @@ def test_freed_cached_blocks_are_evicted_least_recently_freed_first():
     fresh = blocks.allocate()  # evicts a[2], freed before a[0]
     assert fresh == a[2] and blocks.cached_prefix([2, 2, 9]) == []
     assert blocks.cached_prefix([0, 0, 9]) == [a[0]]
+
+
+def test_scored_prompt_positions_per_step_stay_within_their_budget():
+    """Prompt log-probabilities need a row of logits per prompt position: at most max_scored_tokens
+    of them a step, shared by every scoring sequence; others are not held back."""
+    scheduler = Scheduler(SchedulerConfig(max_num_batched_tokens=16, max_scored_tokens=5), BlockManager(64, 4))
+    scored = [Sequence(name, list(range(first, first + 9)), SamplingParams(max_tokens=2, prompt_logprobs=0))
+              for name, first in (("s1", 10), ("s2", 40))]
+    scheduler.add(scored[0])
+    scheduler.add(seq("plain", 6, first=100))
+    scheduler.add(scored[1])
+    assert run_step(scheduler) == [("s1", 0, 5), ("plain", 0, 6)]  # s2 waits: the scoring budget is spent
+    assert run_step(scheduler) == [("plain", 6, 1), ("s1", 5, 4), ("s2", 0, 1)]
+    assert run_step(scheduler) == [("s1", 9, 1), ("plain", 7, 1), ("s2", 1, 5)]
+    assert run_step(scheduler) == [("s1", 10, 1), ("plain", 8, 1), ("s2", 6, 3)]
