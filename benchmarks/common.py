@@ -45,6 +45,9 @@ class NullTokenizer:
     def stream_decoder(self, prompt_ids=None):
         return _NullDecoder()
 
+    def id_to_piece(self, token_id: int) -> str:
+        return f"<{token_id}>"
+
 
 class _NullDecoder:
     def push(self, token_id: int) -> str:
