@@ -195,3 +195,20 @@ def test_is_greedy_check_of_evaluation_harnesses(scripted_server):
     for ids, greedy in (([T, H, I, DOT], [True, True, True]), ([T, D, B, H], [False, True, False])):
         lp = oai.completions.create(model="x", prompt=ids, max_tokens=0, echo=True, logprobs=1).choices[0].logprobs
         assert [tok == max(top.values()) for tok, top in zip(lp.token_logprobs[1:], lp.top_logprobs[1:])] == greedy
+
+
+def test_max_model_len_limits_the_served_context(tiny_model_dir):
+    from nemotron.engine.llm_engine import EngineConfig
+    from tests.server.conftest import start_server
+
+    server = start_server(lambda: load_model(tiny_model_dir, dtype="float32"),
+                          engine=EngineConfig(num_blocks=64, max_model_len=48))
+    try:
+        assert requests.get(f"{server.url}/v1/models", timeout=30).json()["data"][0]["max_model_len"] == 48
+        with pytest.raises(openai.BadRequestError, match="the model's context is 48 tokens"):
+            client(server).completions.create(model="x", prompt=list(range(5, 45)), max_tokens=10)
+        ok = client(server).completions.create(model="x", prompt=list(range(5, 45)), max_tokens=8,
+                                               extra_body={"ignore_eos": True})
+        assert ok.usage.completion_tokens == 8
+    finally:
+        server.stop()

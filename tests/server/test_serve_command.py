@@ -82,9 +82,11 @@ def test_reliability_options_reach_the_server_config(monkeypatch):
 
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu-box")
     args = build_parser().parse_args(["serve", "tiny", "--host", "0.0.0.0", "--shutdown-timeout", "12",
-                                      "--allowed-hosts", "a.lan, b.lan", "--cors-origins", "https://app.example"])
+                                      "--allowed-hosts", "a.lan, b.lan", "--cors-origins", "https://app.example",
+                                      "--max-model-len", "64"])
     config = _server_config(args, "tiny")
     assert config.shutdown_timeout_s == 12 and config.cors_origins == ("https://app.example",)
+    assert config.engine.max_model_len == 64
     assert config.allowed_hosts == ("gpu-box", "a.lan", "b.lan")
 
 

@@ -33,6 +33,8 @@ def register(commands) -> None:
     serve.add_argument("--kv-cache-gb", type=float, default=None, help="KV cache size on CPU (default 2)")
     serve.add_argument("--gpu-memory-fraction", type=float, default=None,
                        help="share of the GPU memory left after loading that the KV cache takes (default 0.9)")
+    serve.add_argument("--max-model-len", type=int, default=None,
+                       help="context served, prompt + generated (default: the model's own)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_model_loading(serve)
     add_parallel(serve)
@@ -115,7 +117,7 @@ def _server_config(args: argparse.Namespace, spec: str):
     from nemotron.errors import NemotronError
     from nemotron.server import ServerConfig
 
-    engine = dict(max_num_seqs=args.max_num_seqs, parallel=parallel_config(args))
+    engine = dict(max_num_seqs=args.max_num_seqs, parallel=parallel_config(args), max_model_len=args.max_model_len)
     if args.kv_cache_gb is not None:
         engine["cpu_kv_cache_bytes"] = int(args.kv_cache_gb * 1024**3)
     if args.gpu_memory_fraction is not None:

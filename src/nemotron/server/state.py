@@ -48,7 +48,7 @@ class ServedModel:
         if loaded.tokenizer.vocab_size > loaded.config.vocab_size:
             raise NemotronError(f"the tokenizer has {loaded.tokenizer.vocab_size} pieces but the model only "
                                 f"{loaded.config.vocab_size} embeddings")
-        context = loaded.config.max_position_embeddings
+        context = config.engine.max_model_len or loaded.config.max_position_embeddings  # (the engine checks it)
         # A token covers at most its piece's characters (control pieces written in text included), so
         # a text longer than context x the longest piece has more tokens than the context, unless the
         # tokenizer's normalisation drops or composes characters (runs of spaces, combining marks):
