@@ -183,3 +183,16 @@ def test_token_entries_add_up_to_the_streamed_text_and_stop_at_stop_strings(load
             assert reasons[request_id] == ("stop", stop)
         else:
             assert texts[request_id] == whole.text and reasons[request_id][0] == "length"
+
+
+def test_preempted_requests_keep_their_prompt_logprobs_once(loaded):
+    """A request preempted after its prompt was scored is recomputed without scoring it again."""
+    requests = prompts(8, seed=5, low=10, high=30)
+    params = SamplingParams(max_tokens=40, seed=3, temperature=0.9, ignore_eos=True, prompt_logprobs=1)
+    roomy = LLM(loaded, EngineConfig()).generate(requests, params)
+    llm = LLM(loaded, EngineConfig(num_blocks=6, block_size=16))
+    tight = llm.generate(requests, params)
+    assert llm.engine.scheduler.num_preemptions > 0
+    for prompt, got, want in zip(requests, tight, roomy):
+        assert len(got.prompt_logprobs) == len(prompt) and got.outputs[0].token_ids == want.outputs[0].token_ids
+        assert [list(e) for e in got.prompt_logprobs[1:]] == [list(e) for e in want.prompt_logprobs[1:]]

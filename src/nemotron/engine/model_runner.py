@@ -248,6 +248,6 @@ def _describe(tokens: list[Token], wanted: list[int | None], logp: Tensor, ranks
 def _prompt_rows(chunk: ScheduledChunk) -> int:
     """Rows of this chunk that predict prompt tokens, when the request asked for prompt log-probabilities."""
     seq = chunk.seq
-    if seq.params.prompt_logprobs is None or chunk.start >= seq.num_prompt_tokens:
+    if not seq.scores_prompt or chunk.start >= seq.num_prompt_tokens:
         return 0
     return max(0, min(chunk.start + chunk.num_tokens, seq.num_prompt_tokens - 1) - chunk.start)

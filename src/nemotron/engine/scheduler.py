@@ -166,4 +166,4 @@ class Scheduler:
 
 def _scores(seq: Sequence) -> bool:
     """Whether the sequence's next tokens include prompt positions to score (prompt log-probabilities)."""
-    return seq.params.prompt_logprobs is not None and seq.num_computed < seq.num_prompt_tokens - 1
+    return seq.scores_prompt and seq.num_computed < seq.num_prompt_tokens - 1

@@ -57,5 +57,12 @@ class Sequence:
         return len(self.token_ids) - len(self.prompt_ids)
 
     @property
+    def scores_prompt(self) -> bool:
+        """Whether prompt log-probabilities are wanted and not all computed yet (a sequence preempted
+        after its prompt was scored is recomputed without scoring it again)."""
+        return (self.params.prompt_logprobs is not None and self.num_prompt_tokens > 1
+                and len(self.prompt_logprobs or ()) < self.num_prompt_tokens)
+
+    @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
