@@ -1,7 +1,7 @@
 """`LLM(model).generate(prompts, sampling_params)`: the engine for offline batches, called as vLLM's.
 
     from nemotron import LLM, SamplingParams
-    llm = LLM("nvidia/Nemotron-Mini-4B-Instruct-dir", dtype="bfloat16", max_model_len=2048)
+    llm = LLM("./Nemotron-Mini-4B-Instruct", dtype="bfloat16", max_model_len=2048)
     for out in llm.generate(["The capital of France is"], SamplingParams(temperature=0, max_tokens=8)):
         print(out.outputs[0].text)
 
