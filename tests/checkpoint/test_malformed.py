@@ -351,3 +351,19 @@ def test_a_nemotron_h_preset_too_large_is_refused_by_the_hybrid_planner(monkeypa
     monkeypatch.setattr(preflight, "available_memory", lambda device: (10**6, "the test device has 1 MB free"))
     with pytest.raises(CheckpointError, match=r"nemotron-h-8b: the weights need [\d.]+ GB in bfloat16"):
         load_model("nemotron-h-8b")
+
+
+def test_quantize_output_that_cannot_be_written(capsys, monkeypatch, tmp_path, tiny_model_dir):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    assert main(["quantize", str(tiny_model_dir), str(in_the_way), "--scheme", "int8"]) == 2
+    assert capsys.readouterr().err.endswith(f"error: cannot write {in_the_way}: File exists\n")
+
+    def full_disk(tensors, filename, metadata=None):
+        raise OSError(28, "No space left on device", filename)
+
+    monkeypatch.setattr("nemotron.quant.checkpoint.save_file", full_disk)
+    assert main(["quantize", str(tiny_model_dir), str(tmp_path / "out"), "--scheme", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(".safetensors.partial: No space left on device\n") and "Traceback" not in err
+    assert not any((tmp_path / "out").glob("*.safetensors*"))  # nothing half-written is left behind
