@@ -15,7 +15,7 @@ from nemotron.engine.sampling import SamplingParams
 from nemotron.quant import quantize
 from nemotron.model.nemotron import LayerNorm1p
 from nemotron.quant.cpu import (GEMV_MAX_ROWS, CpuInt4Linear, CpuInt8Linear, OneOpLayerNorm1p, PackedLinear,
-                                default_cpu_dtype, use_cpu_kernels)
+                                default_cpu_dtype, int8_dot_products, use_cpu_kernels)
 from nemotron.quant.linear import Int4Linear, Int8Linear
 from nemotron.quant.quality import PLANTED_CONFIG, QualityProbe, planted_map_model
 
@@ -48,12 +48,38 @@ def test_quantized_kernels_equal_the_dequantized_matmul(scheme, rows):
     reference_cls, cpu_cls = scheme
     reference = reference_cls.from_float(linear())
     module = cpu_cls(reference, torch.bfloat16)
+    if rows == 1 and getattr(module, "packed", None) is not None:
+        pytest.skip("one int8 row goes through fbgemm's int8 activations: test_int8_one_row_quantizes_the_row")
     x = torch.randn(1, rows, 256).bfloat16()
     expected = F.linear(x.float(), reference.dequantize())  # fp32 scales, fp32 arithmetic
     out = module(x)
     assert out.dtype == torch.bfloat16 and out.shape == (1, rows, 192)
     assert relative_error(out, expected) < 4e-3  # bf16 activations, scales and output: ~2^-8
     assert relative_error(F.linear(x, module.dequantize()), expected) < 4e-3
+
+
+def quantized_row(row: torch.Tensor) -> torch.Tensor:
+    """The row as fbgemm's dynamic linear sees it: uint8 over [min(x, 0), max(x, 0)], zero point rounded."""
+    low, high = min(row.min().item(), 0.0), max(row.max().item(), 0.0)
+    scale = (high - low) / 255
+    zero = round(-low / scale)
+    return (torch.clamp(torch.round(row / scale) + zero, 0, 255) - zero) * scale
+
+
+@pytest.mark.skipif(not int8_dot_products(), reason="fbgemm's int8 path needs VNNI")
+def test_int8_one_row_quantizes_the_row_and_matches_the_dequantized_matmul():
+    reference = Int8Linear.from_float(linear())
+    module = CpuInt8Linear(reference, torch.bfloat16)
+    torch.manual_seed(3)
+    for shape in [(1, 256), (1, 1, 256)]:
+        x = (torch.randn(shape) * 2 + 0.3).bfloat16()
+        x[..., 11] = 40  # an outlier channel: the row's scale follows it
+        out = module(x)
+        assert out.dtype == torch.bfloat16 and out.shape == (*shape[:-1], 192)
+        exact = F.linear(x.float(), reference.dequantize())
+        emulated = F.linear(quantized_row(x.float().flatten()).reshape(shape), reference.dequantize())
+        assert relative_error(out, emulated) < 4e-3  # int32 products, then fp32 scales, bf16 output
+        assert 1e-3 < relative_error(out, exact) < 3e-2  # the activations' 8-bit rounding, no more
 
 
 def test_int4_kernel_layout_unpacks_to_the_stored_codes():

@@ -1,10 +1,10 @@
 """CPU kernels for the linear layers, chosen and prepacked once when the engine takes a bf16 model.
 
-| weights | up to `GEMV_MAX_ROWS` rows (decode)           | more rows (prefill, large batches)          |
-|---------|-----------------------------------------------|---------------------------------------------|
-| bf16    | oneDNN matmul on a weight reordered once      | the same                                    |
-| int8    | `torch._weight_int8pack_mm` (int8 read as is) | dequantized to bf16, then oneDNN            |
-| int4    | `torch._weight_int4pack_mm_for_cpu`           | dequantized to bf16 from its layout, oneDNN |
+| weights | one row (batch-1 decode)        | up to `GEMV_MAX_ROWS` rows (decode) | more rows (prefill, batches)    |
+|---------|---------------------------------|-------------------------------------|---------------------------------|
+| bf16    | oneDNN matmul on a weight reordered once | the same                   | the same                        |
+| int8    | fbgemm int8 x int8 (VNNI), row quantized at run time | `torch._weight_int8pack_mm` | dequantized to bf16, oneDNN |
+| int4    | `torch._weight_int4pack_mm_for_cpu` | the same                        | dequantized to bf16, oneDNN     |
 
 A batch-1 decode step is bound by the bytes of weights read: `F.linear` on bf16 reorders the weight
 into oneDNN's blocked layout on every call (3-4x slower than the prepacked matmul at one row), and
@@ -13,9 +13,23 @@ above a few rows the dequantize-then-matmul path is faster. Results: bf16 is bit
 (the same oneDNN matmul, minus the reorder); int8 / int4 equal a matmul with the dequantized
 weight up to bf16 rounding (their scales are held in bf16, the activations' dtype).
 
+int8 at one row: `_weight_int8pack_mm` reads int8 no faster than oneDNN reads bf16 (~19 vs ~34 GB/s
+on one AVX-512 core), so a batch-1 int8 decode gained nothing over bf16. fbgemm's dynamic int8
+linear (`torch.ops.quantized.linear_dynamic`, VNNI dot products) reads it at ~29 GB/s: the row is
+quantized to uint8 with its own scale and zero point (min/max over the row, like llama.cpp's q8_0
+dot product quantizing activations per block of 32, here per row), multiplied in int32, scaled by
+the row's and the channels' scales. Rows never share a scale, so a request's numbers do not depend
+on its neighbours; the extra error is the activations' 8-bit rounding (~0.5% relative per layer).
+Its prepacked copy of the weight (1 byte per weight) is held beside the plain one, which the
+batched paths read: a CPU int8 model holds 2 bytes per weight, as bf16 does, and reads 1 per step.
+The CPU must have VNNI (AVX512-VNNI / AVX-VNNI): without it fbgemm's 16-bit pair sums can saturate,
+and the one-row path stays on `_weight_int8pack_mm`.
+
 fp32 models keep `F.linear` (MKL; bitwise what the reference computes); fp16 has no fast CPU path.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -69,19 +83,38 @@ class PackedLinear(CpuLinear):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [None], "")
 
 
+def int8_dot_products() -> bool:
+    """fbgemm's dynamic int8 linear is usable and exact in int32: fbgemm built in, and VNNI (whose
+    dot products accumulate u8 x s8 in int32, where plain AVX-512 goes through saturating int16)."""
+    return "fbgemm" in torch.backends.quantized.supported_engines and torch.cpu._is_vnni_supported()
+
+
+def fbgemm_pack(weight: Tensor, scale: Tensor):
+    """int8 (N, K) and float32 scales (N,) -> fbgemm's packed weight (the codes as they are)."""
+    with warnings.catch_warnings():  # quantized tensors are deprecated as a user API; this op still takes one
+        warnings.simplefilter("ignore", UserWarning)
+        qweight = torch._make_per_channel_quantized_tensor(
+            weight, scale.double(), torch.zeros(weight.shape[0], dtype=torch.long), 0)
+        return torch.ops.quantized.linear_prepack(qweight, None)
+
+
 class CpuInt8Linear(CpuLinear):
-    """int8 weight (N, K) as stored, with its per-channel scales in bf16."""
+    """int8 weight (N, K) as stored, with its per-channel scales in bf16; plus, on CPUs with VNNI,
+    fbgemm's packed copy for one-row decoding."""
 
     def __init__(self, module: Int8Linear, dtype: torch.dtype) -> None:
         super().__init__(module.in_features, module.out_features)
         self.weight = module.weight  # (N, K) int8: the kernel's layout already
         self.scale = module.weight_scale.to(dtype)  # (N,)
+        self.packed = fbgemm_pack(module.weight, module.weight_scale.float()) if int8_dot_products() else None
 
     def dequantize(self) -> Tensor:
         return self.weight.to(self.scale.dtype) * self.scale[:, None]
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, K)
+        if rows.shape[0] == 1 and self.packed is not None:  # reduce_range=False: full 8 bits (VNNI)
+            return torch.ops.quantized.linear_dynamic(x.float(), self.packed, False).to(x.dtype)
         if rows.shape[0] > GEMV_MAX_ROWS:  # scales applied to the output: one pass over the weight, not two
             return F.linear(x, self.weight.to(x.dtype)) * self.scale
         return torch._weight_int8pack_mm(rows, self.weight, self.scale).view(*x.shape[:-1], self.out_features)
