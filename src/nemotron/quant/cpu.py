@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nemotron.model.nemotron import LayerNorm1p
-from nemotron.quant.linear import GROUP_SIZE, Int4Linear, Int8Linear
+from nemotron.quant.linear import Int4Linear, Int8Linear
 
 GEMV_MAX_ROWS = 8  # int8 / int4 kernels up to this many rows; dequantize + oneDNN above
 INT4_BLOCK_N = 64  # the CPU int4 layout interleaves output channels in blocks of 64
@@ -123,31 +123,32 @@ class CpuInt8Linear(CpuLinear):
 class CpuInt4Linear(CpuLinear):
     """int4 weight in the CPU kernel's layout, (N, K/2) uint8: within each block of 64 output
     channels, K runs of 32 bytes, byte i of run k holding channel i (low nibble) and i + 32 (high)
-    at input k, as q + 8. Scales and zeros (K/128, N, 2) in bf16, the kernel's w = (q - 8) s + z."""
+    at input k, as q + 8. Scales and zeros (K/group, N, 2) in bf16, the kernel's w = (q - 8) s + z."""
 
     def __init__(self, module: Int4Linear, dtype: torch.dtype) -> None:
         super().__init__(module.in_features, module.out_features)
-        codes = module.codes().to(torch.int32) + 8  # (N, K) in [1, 15]
+        self.group_size = module.group_size
+        codes = module.codes().to(torch.int32) + 8  # (N, K) in [0, 15]
         self.weight = torch._convert_weight_to_int4pack_for_cpu(codes, 1)  # (N, K/2) uint8
-        scale = module.weight_scale.t().to(dtype)  # (K/128, N)
+        scale = module.weight_scale.t().to(dtype)  # (K/group, N)
         self.scales_and_zeros = torch.stack([scale, torch.zeros_like(scale)], dim=-1).contiguous()
 
     def codes(self) -> Tensor:
-        """(N, K) int8 in [-7, 7], unpacked from the kernel layout."""
+        """(N, K) int8 in [-8, 7], unpacked from the kernel layout."""
         n, k = self.out_features, self.in_features
         blocks = self.weight.reshape(n // INT4_BLOCK_N, k, INT4_BLOCK_N // 2)  # (N/64, K, 32)
         halves = torch.stack([blocks & 0xF, blocks >> 4], dim=1)  # (N/64, 2, K, 32): channels i, i + 32
         return (halves.permute(0, 1, 3, 2).reshape(n, k).to(torch.int8) - 8)
 
     def dequantize(self) -> Tensor:
-        scale = self.scales_and_zeros[..., 0].t().repeat_interleave(GROUP_SIZE, dim=1)  # (N, K)
+        scale = self.scales_and_zeros[..., 0].t().repeat_interleave(self.group_size, dim=1)  # (N, K)
         return self.codes().to(scale.dtype) * scale
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, K)
         if rows.shape[0] > GEMV_MAX_ROWS:
             return F.linear(x, self.dequantize())
-        out = torch._weight_int4pack_mm_for_cpu(rows, self.weight, GROUP_SIZE, self.scales_and_zeros)
+        out = torch._weight_int4pack_mm_for_cpu(rows, self.weight, self.group_size, self.scales_and_zeros)
         return out.view(*x.shape[:-1], self.out_features)
 
 
