@@ -149,6 +149,14 @@ def test_cpu_bf16_and_int8_keep_95_percent_of_fp32_greedy_tokens():
         assert report.logits_relative_error < 0.02 and report.mean_kl < 1e-3, (scheme, report.summary())
 
 
+@pytest.mark.skipif(not int8_dot_products(), reason="the one-row int8 path needs VNNI")
+def test_cpu_int8_at_batch_1_keeps_95_percent_of_fp32_greedy_tokens():
+    """One sequence at a time, int8 decodes through fbgemm's int8 activations: the same bar."""
+    probe = QualityProbe(planted_map_model(), PROMPTS, 32)
+    report = probe.compare(bf16_model("int8"), batch_size=1)
+    assert report.prefix_agreement >= 0.95, report.summary()
+
+
 PROMPTS = [[(7 * i + 3 * j) % (PLANTED_CONFIG.vocab_size - 4) + 4 for j in range(12)] for i in range(8)]
 
 
