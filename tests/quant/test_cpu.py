@@ -102,9 +102,19 @@ def test_one_op_norm_is_bitwise_the_three_op_norm(shape):
         assert torch.equal(OneOpLayerNorm1p.sharing(norm)(x), norm(x))
 
 
-def test_the_transform_packs_bf16_models_only():
+@pytest.mark.parametrize("rows", ROWS + [512])
+def test_packed_fp32_equals_f_linear_up_to_summation_order(rows):
+    weight = linear().weight.detach()
+    x = torch.randn(2, rows, 256)
+    torch.testing.assert_close(PackedLinear(weight)(x), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+
+
+def test_the_transform_packs_bf16_and_fp32_linears():
     fp32 = planted_map_model().model
-    assert use_cpu_kernels(fp32) is fp32 and isinstance(fp32.lm_head, nn.Linear)  # MKL fp32: untouched
+    assert use_cpu_kernels(fp32) is fp32 and isinstance(fp32.lm_head, PackedLinear)
+    assert fp32.lm_head.weight.dtype == torch.float32
+    assert isinstance(fp32.model.layers[0].input_layernorm, LayerNorm1p)  # fp32 norms: one op already
+    assert not isinstance(fp32.model.layers[0].input_layernorm, OneOpLayerNorm1p)
     model = planted_map_model().model.bfloat16()
     quantize(model, "int8")
     use_cpu_kernels(model)

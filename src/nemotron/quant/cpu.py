@@ -25,7 +25,11 @@ batched paths read: a CPU int8 model holds 2 bytes per weight, as bf16 does, and
 The CPU must have VNNI (AVX512-VNNI / AVX-VNNI): without it fbgemm's 16-bit pair sums can saturate,
 and the one-row path stays on `_weight_int8pack_mm`.
 
-fp32 models keep `F.linear` (MKL; bitwise what the reference computes); fp16 has no fast CPU path.
+fp32 linear layers are prepacked for oneDNN too: `F.linear` in fp32 goes to MKL, which reads a
+one-row weight at ~17 GB/s per core against oneDNN's ~33 (a batch-1 fp32 decode of the 140M shape:
+33 -> 22 CPU ms per token; prefill and batches 2.5-8x faster as well). The sums are ordered
+differently, so results differ from `F.linear` by float rounding (~1e-6 relative), no longer bit for
+bit. fp16 has no fast CPU path.
 """
 from __future__ import annotations
 
@@ -73,7 +77,7 @@ class CpuLinear(nn.Module):
 
 
 class PackedLinear(CpuLinear):
-    """bf16 weight reordered once into oneDNN's blocked layout."""
+    """bf16 or fp32 weight reordered once into oneDNN's blocked layout."""
 
     def __init__(self, weight: Tensor) -> None:
         super().__init__(weight.shape[1], weight.shape[0])
@@ -177,6 +181,9 @@ def cpu_module(module: nn.Module, dtype: torch.dtype) -> nn.Module | None:
 
 def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
     """The CPU kernel module for a linear layer computing in `dtype`, or None to keep it as it is."""
+    if dtype == torch.float32 and isinstance(module, nn.Linear) and module.bias is None \
+            and module.weight.dtype == dtype:
+        return PackedLinear(module.weight)
     if dtype != torch.bfloat16:
         return None
     if isinstance(module, nn.Linear) and module.bias is None and module.weight.dtype == dtype:
@@ -192,7 +199,7 @@ def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
 def use_cpu_kernels(model: nn.Module) -> nn.Module:
     """Inference transform, in place: every linear layer of a bf16 model on the CPU (decoder
     layers and LM head; a reward head, with its bias, stays) -> its CPU kernel module, and the
-    norms -> one-op norms. Weights are packed once here; the modules replaced are dropped, so
+    norms -> one-op norms; an fp32 model's unquantized linear layers -> prepacked oneDNN. Weights are packed once here; the modules replaced are dropped, so
     memory does not double."""
     dtype = model.model.embed_tokens.weight.dtype
     if model.model.embed_tokens.weight.device.type != "cpu":
