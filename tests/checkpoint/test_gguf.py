@@ -343,3 +343,24 @@ def test_q4_0_gguf_decodes_through_the_cpu_int4_kernel(tiny_model_dir, tmp_path)
     prompts = [[5, 17, 33, 8, 100, 7], [250, 3, 3, 9]]
     for prompt, result in zip(prompts, llm.generate(prompts, params)):
         assert result.token_ids == generate(loaded.model, loaded.tokenizer, prompt, params).token_ids
+
+
+def test_llama_cpp_quantized_q4_0_file_loads_4_bit_and_exact(tiny_model_dir, ids, tmp_path):
+    """llama.cpp's own quantizer (Q4_0 decoder matrices, its choice of type for the rest): the decoder
+    matrices load as int4 and the logits equal the fully dequantized model's. Runs where llama-cpp-python is."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from nemotron.checkpoint import hf
+    from nemotron.model.nemotron import build_model
+
+    source = convert(tiny_model_dir, tmp_path / "model-f32.gguf", to="gguf", gguf_type="f32")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    path = tmp_path / "model-q4_0.gguf"
+    assert llama_cpp.llama_model_quantize(str(source).encode(), str(path).encode(), params) == 0
+    mapped = load_model(path, dtype="float32")
+    assert mapped.config.quantization == "int4"
+    dequantized = gguf_io.read_gguf(path)
+    with torch.device("meta"):
+        reference = build_model(dequantized.config)
+    hf.load_state_dict_into(reference, dequantized.tensors, torch.float32, "cpu", str(path))
+    torch.testing.assert_close(_logits(mapped.model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)
