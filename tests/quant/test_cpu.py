@@ -125,6 +125,26 @@ def test_the_transform_packs_bf16_and_fp32_linears():
     assert isinstance(layer.input_layernorm, OneOpLayerNorm1p) and isinstance(model.model.norm, OneOpLayerNorm1p)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_runtime_lora_adapters_are_left_to_compute_their_delta(dtype):
+    """A LoraLinear is an nn.Linear whose output is more than its weight's: never packed as a plain one."""
+    from nemotron.model.lora import LoraConfig, LoraLinear, apply_lora
+
+    model = planted_map_model().model.to(dtype)
+    apply_lora(model, LoraConfig(r=4, target_modules=("q_proj", "up_proj")))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    ids = torch.tensor([[5, 17, 33, 8, 100]])
+    with torch.inference_mode():
+        expected = model(ids)
+        use_cpu_kernels(model)
+        assert isinstance(model.model.layers[0].mlp.up_proj, LoraLinear)
+        assert isinstance(model.model.layers[0].mlp.down_proj, PackedLinear)
+        torch.testing.assert_close(model(ids), expected, rtol=1e-5, atol=1e-5)
+
+
 def bf16_model(scheme: str | None):
     loaded = planted_map_model()
     if scheme is not None:

@@ -181,12 +181,13 @@ def cpu_module(module: nn.Module, dtype: torch.dtype) -> nn.Module | None:
 
 def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
     """The CPU kernel module for a linear layer computing in `dtype`, or None to keep it as it is."""
-    if dtype == torch.float32 and isinstance(module, nn.Linear) and module.bias is None \
-            and module.weight.dtype == dtype:
+    # Plain nn.Linear only: a subclass (a runtime LoRA adapter's LoraLinear) computes more than its weight.
+    plain = type(module) is nn.Linear and module.bias is None and module.weight.dtype == dtype
+    if dtype == torch.float32 and plain:
         return PackedLinear(module.weight)
     if dtype != torch.bfloat16:
         return None
-    if isinstance(module, nn.Linear) and module.bias is None and module.weight.dtype == dtype:
+    if plain:
         return PackedLinear(module.weight)
     if isinstance(module, Int8Linear):
         return CpuInt8Linear(module, dtype)
