@@ -1,10 +1,11 @@
-"""CPU kernels for the linear layers, chosen and prepacked once when the engine takes a bf16 model.
+"""CPU kernels for the linear layers, chosen and prepacked once when the engine takes a bf16 (or fp32) model.
 
 | weights | one row (batch-1 decode)        | up to `GEMV_MAX_ROWS` rows (decode) | more rows (prefill, batches)    |
 |---------|---------------------------------|-------------------------------------|---------------------------------|
 | bf16    | oneDNN matmul on a weight reordered once | the same                   | the same                        |
 | int8    | fbgemm int8 x int8 (VNNI), row quantized at run time | `torch._weight_int8pack_mm` | dequantized to bf16, oneDNN |
 | int4    | `torch._weight_int4pack_mm_for_cpu` | the same                        | dequantized to bf16, oneDNN     |
+| fp32    | oneDNN matmul on a weight reordered once | the same                   | the same                        |
 
 A batch-1 decode step is bound by the bytes of weights read: `F.linear` on bf16 reorders the weight
 into oneDNN's blocked layout on every call (3-4x slower than the prepacked matmul at one row), and
@@ -18,8 +19,10 @@ on one AVX-512 core), so a batch-1 int8 decode gained nothing over bf16. fbgemm'
 linear (`torch.ops.quantized.linear_dynamic`, VNNI dot products) reads it at ~29 GB/s: the row is
 quantized to uint8 with its own scale and zero point (min/max over the row, like llama.cpp's q8_0
 dot product quantizing activations per block of 32, here per row), multiplied in int32, scaled by
-the row's and the channels' scales. Rows never share a scale, so a request's numbers do not depend
-on its neighbours; the extra error is the activations' 8-bit rounding (~0.5% relative per layer).
+the row's and the channels' scales. Only a lone row takes this path (fbgemm quantizes a whole
+input with one scale, which several rows would share); the extra error is the activations' 8-bit
+rounding (~0.5-1% relative per layer; greedy agreement with fp32 as `_weight_int8pack_mm`'s on the
+quality probe's decisive models, `benchmarks/quant_quality.py --batch-1`).
 Its prepacked copy of the weight (1 byte per weight) is held beside the plain one, which the
 batched paths read: a CPU int8 model holds 2 bytes per weight, as bf16 does, and reads 1 per step.
 The CPU must have VNNI (AVX512-VNNI / AVX-VNNI): without it fbgemm's 16-bit pair sums can saturate,
