@@ -109,9 +109,10 @@ def test_packed_fp32_equals_f_linear_up_to_summation_order(rows):
     torch.testing.assert_close(PackedLinear(weight)(x), F.linear(x, weight), rtol=1e-5, atol=1e-5)
 
 
-def test_the_transform_packs_bf16_and_fp32_linears():
+def test_the_transform_packs_bf16_linears_and_fp32_ones_when_asked():
     fp32 = planted_map_model().model
-    assert use_cpu_kernels(fp32) is fp32 and isinstance(fp32.lm_head, PackedLinear)
+    assert use_cpu_kernels(fp32) is fp32 and isinstance(fp32.lm_head, nn.Linear)  # MKL fp32 by default
+    assert use_cpu_kernels(fp32, fp32=True) is fp32 and isinstance(fp32.lm_head, PackedLinear)
     assert fp32.lm_head.weight.dtype == torch.float32
     assert isinstance(fp32.model.layers[0].input_layernorm, LayerNorm1p)  # fp32 norms: one op already
     assert not isinstance(fp32.model.layers[0].input_layernorm, OneOpLayerNorm1p)
@@ -139,7 +140,7 @@ def test_runtime_lora_adapters_are_left_to_compute_their_delta(dtype):
     ids = torch.tensor([[5, 17, 33, 8, 100]])
     with torch.inference_mode():
         expected = model(ids)
-        use_cpu_kernels(model)
+        use_cpu_kernels(model, fp32=True)
         assert isinstance(model.model.layers[0].mlp.up_proj, LoraLinear)
         assert isinstance(model.model.layers[0].mlp.down_proj, PackedLinear)
         torch.testing.assert_close(model(ids), expected, rtol=1e-5, atol=1e-5)
@@ -165,6 +166,16 @@ def test_engine_on_cpu_kernels_equals_the_reference_decoder_on_them(scheme):
     params = SamplingParams(max_new_tokens=12, greedy=True, ignore_eos=True)
     results = llm.generate(prompts, params)
     for prompt, result in zip(prompts, results):
+        assert result.token_ids == generate(loaded.model, loaded.tokenizer, prompt, params).token_ids
+
+
+def test_engine_with_fp32_kernels_equals_the_reference_decoder_on_them():
+    loaded = planted_map_model()
+    llm = LLM(loaded, EngineConfig(max_num_seqs=4, cpu_fp32_kernels=True))
+    assert isinstance(loaded.model.lm_head, PackedLinear)
+    prompts = [[5, 17, 33, 8, 100, 7, 9, 200, 11, 12], [250, 3, 3, 9]]
+    params = SamplingParams(max_new_tokens=12, greedy=True, ignore_eos=True)
+    for prompt, result in zip(prompts, llm.generate(prompts, params)):
         assert result.token_ids == generate(loaded.model, loaded.tokenizer, prompt, params).token_ids
 
 

@@ -5,7 +5,7 @@
 | bf16    | oneDNN matmul on a weight reordered once | the same                   | the same                        |
 | int8    | fbgemm int8 x int8 (VNNI), row quantized at run time | `torch._weight_int8pack_mm` | dequantized to bf16, oneDNN |
 | int4    | `torch._weight_int4pack_mm_for_cpu` | the same                        | dequantized to bf16, oneDNN     |
-| fp32    | oneDNN matmul on a weight reordered once | the same                   | the same                        |
+| fp32    | `F.linear` (MKL); oneDNN prepacked when asked | the same              | the same                        |
 
 A batch-1 decode step is bound by the bytes of weights read: `F.linear` on bf16 reorders the weight
 into oneDNN's blocked layout on every call (3-4x slower than the prepacked matmul at one row), and
@@ -28,11 +28,13 @@ batched paths read: a CPU int8 model holds 2 bytes per weight, as bf16 does, and
 The CPU must have VNNI (AVX512-VNNI / AVX-VNNI): without it fbgemm's 16-bit pair sums can saturate,
 and the one-row path stays on `_weight_int8pack_mm`.
 
-fp32 linear layers are prepacked for oneDNN too: `F.linear` in fp32 goes to MKL, which reads a
-one-row weight at ~17 GB/s per core against oneDNN's ~33 (a batch-1 fp32 decode of the 140M shape:
-33 -> 22 CPU ms per token; prefill and batches 2.5-8x faster as well). The sums are ordered
-differently, so results differ from `F.linear` by float rounding (~1e-6 relative), no longer bit for
-bit. fp16 has no fast CPU path.
+fp32 linear layers can be prepacked for oneDNN too (`EngineConfig(cpu_fp32_kernels=True)`): `F.linear`
+in fp32 goes to MKL, which reads a one-row weight at ~17 GB/s per core against oneDNN's ~33 (a
+batch-1 fp32 decode of the 140M shape: 33 -> 21 CPU ms per token; prefill and batches 2.5-8x faster
+as well). The sums are ordered differently, so results differ from `F.linear` by float rounding
+(~1e-6 relative): not the default, because fp32 is the reference precision that tensor-parallel ranks
+(which keep `F.linear`) and the reference decoder are compared against token for token. fp16 has
+no fast CPU path.
 """
 from __future__ import annotations
 
@@ -175,19 +177,20 @@ class OneOpLayerNorm1p(LayerNorm1p):
         return module
 
 
-def cpu_module(module: nn.Module, dtype: torch.dtype) -> nn.Module | None:
+def cpu_module(module: nn.Module, dtype: torch.dtype, fp32: bool = False) -> nn.Module | None:
     """The CPU fast-path replacement of a layer computing in `dtype`, or None to keep it as it is."""
     if dtype == torch.bfloat16 and type(module) is LayerNorm1p:
         return OneOpLayerNorm1p.sharing(module)
-    return cpu_linear(module, dtype)
+    return cpu_linear(module, dtype, fp32)
 
 
-def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
-    """The CPU kernel module for a linear layer computing in `dtype`, or None to keep it as it is."""
+def cpu_linear(module: nn.Module, dtype: torch.dtype, fp32: bool = False) -> CpuLinear | None:
+    """The CPU kernel module for a linear layer computing in `dtype`, or None to keep it as it is.
+    fp32 layers are packed only when asked (`fp32`)."""
     # Plain nn.Linear only: a subclass (a runtime LoRA adapter's LoraLinear) computes more than its weight.
     plain = type(module) is nn.Linear and module.bias is None and module.weight.dtype == dtype
-    if dtype == torch.float32 and plain:
-        return PackedLinear(module.weight)
+    if dtype == torch.float32:
+        return PackedLinear(module.weight) if fp32 and plain else None
     if dtype != torch.bfloat16:
         return None
     if plain:
@@ -200,17 +203,17 @@ def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
 
 
 @torch.no_grad()
-def use_cpu_kernels(model: nn.Module) -> nn.Module:
+def use_cpu_kernels(model: nn.Module, fp32: bool = False) -> nn.Module:
     """Inference transform, in place: every linear layer of a bf16 model on the CPU (decoder
     layers and LM head; a reward head, with its bias, stays) -> its CPU kernel module, and the
-    norms -> one-op norms; an fp32 model's unquantized linear layers -> prepacked oneDNN. Weights are packed once here; the modules replaced are dropped, so
-    memory does not double."""
+    norms -> one-op norms; with `fp32`, an fp32 model's plain linear layers -> prepacked oneDNN.
+    Weights are packed once here; the modules replaced are dropped, so memory does not double."""
     dtype = model.model.embed_tokens.weight.dtype
     if model.model.embed_tokens.weight.device.type != "cpu":
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            replacement = cpu_module(child, dtype)
+            replacement = cpu_module(child, dtype, fp32)
             if replacement is not None:
                 setattr(parent, name, replacement)
     return model
