@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -152,15 +153,18 @@ def main() -> None:
                         help="sampling temperature of the replies DPO and RPO learn from (on-policy)")
     parser.add_argument("--rounds", type=int, default=8, help="SDG runs with different seeds, pooled")
     parser.add_argument("--eval-rounds", type=int, default=4, help="SDG runs for validation and held-out pairs")
+    parser.add_argument("--rpo-rounds", type=int, default=4, help="SDG runs judged by the reward model, for RPO")
     parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
-    parser.add_argument("--rm-steps", type=int, default=600)
-    parser.add_argument("--rm-lr", type=float, default=2e-3)
+    parser.add_argument("--rm-steps", type=int, default=400)
+    parser.add_argument("--rm-lr", type=float, default=5e-4)
     parser.add_argument("--rm-batch", type=int, default=16)
-    parser.add_argument("--po-steps", type=int, default=60, help="DPO / RPO steps")
-    parser.add_argument("--po-lr", type=float, default=5e-5)
-    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--rm-add-layers", type=int, default=2,
+                        help="identity-initialised layers on top of the reward model's trunk")
+    parser.add_argument("--po-steps", type=int, default=100, help="DPO / RPO steps")
+    parser.add_argument("--po-lr", type=float, default=2e-5)
+    parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--eta", type=float, default=1.0)
-    parser.add_argument("--sft-weight", type=float, default=0.5)
+    parser.add_argument("--sft-weight", type=float, default=1.0)
     parser.add_argument("--stop-after", choices=["sdg", "reward", "rpo-data", "policies"],
                         help="end after this stage (reruns reuse the SDG outputs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -174,7 +178,9 @@ def main() -> None:
     print(f"{len(train_q)} training questions, {len(valid_q)} validation and {len(held_q)} held-out facts", flush=True)
 
     print("1. preference pairs from the demo (SFT) model, judged by ground truth", flush=True)
-    pairs = lambda name, seeds, t, rounds: sdg_pairs(work, name, seeds, demo, args.replies, None, t, rounds)  # noqa: E731
+    def pairs(name: str, seeds: Path, temperature: float, rounds: int) -> Path:
+        return sdg_pairs(work, name, seeds, demo, args.replies, None, temperature, rounds)
+
     policy_pairs = pairs("sdg_policy", train_seeds, args.policy_temperature, args.rounds)
     gt_pairs = pairs("sdg_ground_truth", train_seeds, args.temperature, args.rounds)
     valid_pairs = pairs("sdg_valid", valid_seeds, args.temperature, args.eval_rounds)
@@ -188,11 +194,14 @@ def main() -> None:
         return
 
     print("2. reward model (Bradley-Terry) from the demo model's trunk", flush=True)
+    for stale in [*work.glob("sdg_reward*"), *work.glob("sdg_valid_reward*")]:  # judged by an older reward model
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     loop = ["--seq-len", "96", "--log-every", "20", "--checkpoint-every", "0", "--no-progress", "--threads", "1",
             "--no-resume"]
     nemotron("train", "reward", "--model", str(demo), "--data", str(gt_pairs), str(policy_pairs), "--valid",
              str(valid_pairs), "--out", str(work / "reward"), "--loss", "bt", "--steps", str(args.rm_steps),
-             "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch), *loop)
+             "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch),
+             "--add-layers", str(args.rm_add_layers), *loop)
     reward = work / "reward" / "final"
     valid_accuracy = json.loads((work / "reward" / "reward_eval.json").read_text())["accuracy"]
     held_eval = work / "reward" / "held_out_eval.json"
@@ -207,7 +216,7 @@ def main() -> None:
 
     print("3. pairs judged by the trained reward model (nemotron sdg, judges: [reward])", flush=True)
     rm_pairs = sdg_pairs(work, "sdg_reward", train_seeds, demo, args.replies, reward, args.policy_temperature,
-                         args.rounds)
+                         args.rpo_rounds)
     rm_valid = sdg_pairs(work, "sdg_valid_reward", valid_seeds, demo, args.replies, reward,
                          args.policy_temperature, args.eval_rounds)
     print(f"   {count(rm_pairs)} reward-judged pairs")
