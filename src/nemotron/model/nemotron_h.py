@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nemotron.model.nemotron import causal_attention
+from nemotron.model.nemotron import NemotronForCausalLM, causal_attention
 from nemotron.model.nemotron_h_config import ATTENTION, MAMBA, NemotronHConfig
 
 
@@ -57,6 +57,13 @@ class HybridCache:
         y, self.conv[state_index], self.ssm[state_index] = mix(xbc, dt, self.conv[state_index],
                                                                self.ssm[state_index])
         return y
+
+    def advance(self, num_tokens: int) -> None:
+        """ContiguousKVCache's protocol (the reference decoder): the states already moved on."""
+
+    def positions(self, num_tokens: int, batch_size: int) -> None:
+        """No positional encoding: nothing to give the model."""
+        return None
 
     def state_bytes(self) -> int:
         tensors = [*self.conv, *self.ssm, *self.keys, *self.values]
@@ -287,6 +294,10 @@ class NemotronHForCausalLM(nn.Module):
         if last_only:
             hidden = hidden[:, -1:]
         return self.lm_head(hidden)
+
+
+# The language models: what generates text (the rest are reward models).
+CAUSAL_LMS = (NemotronForCausalLM, NemotronHForCausalLM)
 
 
 def sanitize_name(name: str) -> str:
