@@ -144,3 +144,14 @@ def test_streaming_and_prompt_logprobs(hybrid):
     expected = [logits[i, prompt[i + 1]].item() for i in range(len(prompt) - 1)]
     assert scored.prompt_logprobs[0] is None
     assert scored.prompt_logprobs[1:] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_reused_slot_starts_from_a_zero_state(hybrid):
+    """One slot for everything: each sequence (one-token prompts included, which decode as a batched
+    step) starts from zeros, not from what the slot's previous sequence left."""
+    _, loaded = hybrid
+    requests = [prompts(1, seed=7, low=20)[0], [5], [7, 8], [9]]
+    shared, engine = run_engine(loaded, requests, GREEDY, max_num_seqs=1)
+    assert engine.state_slots.num_slots == 1
+    for prompt, result in zip(requests, shared):
+        assert result.token_ids == run_engine(loaded, [prompt], GREEDY)[0][0].token_ids
