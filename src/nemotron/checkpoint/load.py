@@ -151,7 +151,12 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
     with torch.device("meta"):
-        model = build_model(config)
+        if isinstance(config, NemotronHConfig):  # a Nemotron-H .nemo
+            from nemotron.model.nemotron_h import NemotronHForCausalLM
+
+            model = NemotronHForCausalLM(config)
+        else:
+            model = build_model(config)
     if config.quantization is None:
         hf.load_state_dict_into(model, tensors, torch_dtype, device, source.spec)
     else:  # a `nemotron quantize` checkpoint: quantized modules first, their tensors kept as stored

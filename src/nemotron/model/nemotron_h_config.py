@@ -83,6 +83,11 @@ class NemotronHConfig:
         return len(self.layer_types)
 
     @property
+    def kv_group_size(self) -> int:
+        """Query heads per KV head (attention layers)."""
+        return self.num_heads // self.num_kv_heads
+
+    @property
     def mamba_inner(self) -> int:
         return self.mamba_num_heads * self.mamba_head_dim
 
