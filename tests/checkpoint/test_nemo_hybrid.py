@@ -54,6 +54,7 @@ def test_nemo_archive_loads_exactly(tmp_path, shape):
     torch.save(weights, root / "model_weights.ckpt")
     archive = tar_dir(root, tmp_path / "model.nemo")
     checkpoint = read_nemo(archive)
+    assert checkpoint.tokenizer_model is None
     assert checkpoint.state_dict.keys() == state.keys()
     for name, tensor in state.items():
         assert torch.equal(checkpoint.state_dict[name], tensor), name
@@ -107,3 +108,25 @@ def test_an_unknown_tensor_is_named(tmp_path):
     torch.save(weights, root / "model_weights.ckpt")
     with pytest.raises(CheckpointError, match="mixer.mystery.weight"):
         read_nemo(root)
+
+
+def test_a_byte_level_tokenizer_json_inside_the_nemo(tmp_path):
+    """tokenizer.model naming a tokenizer.json (a Hugging Face tokenizer) in the archive; the loaded
+    model then generates through the engine like any other."""
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.sampling import SamplingParams
+    from tests.engine.test_hybrid_engine import HYBRID_SHAPES
+    from tests.tokenizer.test_kinds import LLAMA3_PATTERN, train_byte_level_bpe
+
+    shape = HYBRID_SHAPES[1]  # a vocabulary the tokenizer fills exactly
+    tokenizer = train_byte_level_bpe(vocab_size=shape.vocab, pattern=LLAMA3_PATTERN, specials=("<unk>", "<s>", "</s>"))
+    root, weights, _, _ = write_nemo(tmp_path, shape, seed=24,
+                                     tokenizer={"library": "huggingface", "model": "nemo:a1b2_tokenizer.json"})
+    assert tokenizer.get_vocab_size() == shape.vocab
+    tokenizer.save(str(root / "a1b2_tokenizer.json"))
+    torch.save(weights, root / "model_weights.ckpt")
+    loaded = load_model(tar_dir(root, tmp_path / "model.nemo"), dtype="float32")
+    assert loaded.tokenizer.encode("hello world") == tokenizer.encode("hello world").ids
+    with LLM(loaded) as llm:
+        result = llm.generate("hello world", SamplingParams(max_new_tokens=6, greedy=True, ignore_eos=True))[0]
+    assert len(result.token_ids) == 6 and result.text == loaded.tokenizer.decode(result.token_ids)

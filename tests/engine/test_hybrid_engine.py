@@ -155,3 +155,34 @@ def test_a_reused_slot_starts_from_a_zero_state(hybrid):
     assert engine.state_slots.num_slots == 1
     for prompt, result in zip(requests, shared):
         assert result.token_ids == run_engine(loaded, [prompt], GREEDY)[0][0].token_ids
+
+
+def test_gathered_decode_without_the_workspace_gives_the_same_tokens(hybrid):
+    _, loaded = hybrid
+    requests = prompts(3, seed=8)
+    lanes, _ = run_engine(loaded, requests, GREEDY)
+    gathered, _ = run_engine(loaded, requests, GREEDY, decode_workspace=False)
+    assert [r.token_ids for r in gathered] == [r.token_ids for r in lanes]
+
+
+def test_a_stack_without_attention_layers(tmp_path):
+    """Mamba and MLP layers only: no K/V at all (the KV blocks only count tokens), state slots alone."""
+    from nemotron.checkpoint.hf import save_hf_dir
+    from nemotron.model.nemotron_h import init_random_weights
+    from nemotron.model.nemotron_h_config import NemotronHConfig
+    from tests.tokenizer.test_kinds import LLAMA3_PATTERN, train_byte_level_bpe
+
+    config = NemotronHConfig(vocab_size=VOCAB, hidden_size=32, layer_types=("mamba", "mlp", "mamba"),
+                             intermediate_size=48, num_heads=4, num_kv_heads=2, head_dim=8, mamba_num_heads=4,
+                             mamba_head_dim=8, ssm_state_size=8, n_groups=2, chunk_size=16, torch_dtype="float32")
+    model = NemotronHForCausalLM(config)
+    init_random_weights(model, seed=3, std=0.3)
+    save_hf_dir(model.state_dict(), config, tmp_path)
+    train_byte_level_bpe(vocab_size=VOCAB, pattern=LLAMA3_PATTERN, specials=("<unk>", "<s>", "</s>")).save(
+        str(tmp_path / "tokenizer.json"))
+    loaded = load_model(tmp_path, dtype="float32")
+    requests = prompts(4, seed=9)
+    results, engine = run_engine(loaded, requests, GREEDY, max_num_batched_tokens=16)
+    assert engine.kv_cache.keys.numel() == 0
+    for prompt, result in zip(requests, results):
+        assert result.token_ids == generate(loaded.model, loaded.tokenizer, prompt, GREEDY).token_ids

@@ -242,6 +242,9 @@ def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):
 def _nemo_tokenizer(checkpoint, spec: str) -> Tokenizer | None:
     if not checkpoint.tokenizer_model:
         return None
+    if checkpoint.tokenizer_filename.endswith(".json"):  # a Hugging Face tokenizer (Nemotron-H's byte-level BPE)
+        return Tokenizer.from_tokenizer_json_bytes(checkpoint.tokenizer_model,
+                                                   source=f"{spec}/{checkpoint.tokenizer_filename}")
     return Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model,
                                               source=f"{spec}/{checkpoint.tokenizer_filename}")
 
