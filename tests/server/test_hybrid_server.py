@@ -5,6 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 import requests
+import torch
 
 from nemotron.checkpoint.load import load_model
 from nemotron.engine.generate import generate
@@ -48,6 +49,13 @@ def test_openai_and_put_generate_on_a_hybrid_model(hybrid_server, hybrid_dir):
     chat = oai.chat.completions.create(model="x", messages=[{"role": "user", "content": "hello world"}],
                                        max_tokens=8, temperature=0.7, seed=3)
     assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens >= 1
+
+    echoed = oai.completions.create(model="x", prompt=prompt, max_tokens=1, temperature=0, echo=True, logprobs=0)
+    scored = echoed.choices[0].logprobs.token_logprobs[:len(ids)]  # the prompt's tokens, scored by the model
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([ids]))[0].log_softmax(-1)
+    assert scored[0] is None
+    assert scored[1:] == pytest.approx([logits[i, ids[i + 1]].item() for i in range(len(ids) - 1)], abs=1e-4)
 
     body = requests.put(f"{hybrid_server.url}/generate", json={"sentences": [prompt], "tokens_to_generate": 12,
                                                                "greedy": True, "end_strings": []}, timeout=60).json()
