@@ -12,6 +12,7 @@ Engine memory per sequence is what the engine holds for one running sequence: it
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -88,9 +89,10 @@ def nemotron4_runner(model: NemotronForCausalLM):
 
 @torch.no_grad()
 def run_engine(model, tokenizer: Tokenizer, context: int, steps: int, batch: int, block_size: int,
-               chunk: int) -> tuple[float, int]:
+               chunk: int) -> tuple[float, int, int]:
     """`batch` sequences of `context` random tokens through LLMEngine; once every prefill is done, time
-    the decode steps -> (decode tokens/s over the batch, engine bytes held per sequence)."""
+    the decode steps -> (decode tokens/s over the batch, from the median step time; KV bytes and Mamba
+    state bytes the engine holds per sequence)."""
     blocks = batch * -(-(context + steps) // block_size)
     engine = LLMEngine(model, tokenizer, EngineConfig(block_size=block_size, num_blocks=blocks, max_num_seqs=batch,
                                                       max_num_batched_tokens=chunk, enable_prefix_caching=False))
@@ -101,14 +103,18 @@ def run_engine(model, tokenizer: Tokenizer, context: int, steps: int, batch: int
     started = 0
     while started < batch:  # prefill (in chunks), up to every sequence's first token
         started += sum(1 for out in engine.step() if out.token_ids and out.num_output_tokens == 1)
-    held = (engine.blocks.num_blocks - engine.blocks.num_free_blocks) * engine.kv_cache.bytes_per_block(
+    kv = (engine.blocks.num_blocks - engine.blocks.num_free_blocks) * engine.kv_cache.bytes_per_block(
         _kv_view(model), block_size, engine.kv_cache.keys.dtype)
+    state = 0
     if engine.kv_cache.states is not None:  # one slot per running sequence, whatever the context
-        held += len(engine.scheduler.running) * MambaStatePool.bytes_per_slot(model.config)
-    produced, begin = 0, time.perf_counter()
+        state = len(engine.scheduler.running) * MambaStatePool.bytes_per_slot(model.config)
+    times = []
     while engine.has_unfinished():
-        produced += sum(len(out.token_ids) for out in engine.step())
-    return produced / (time.perf_counter() - begin), held // batch
+        begin = time.perf_counter()
+        produced = sum(len(out.token_ids) for out in engine.step())
+        if produced == batch:
+            times.append(time.perf_counter() - begin)
+    return batch / statistics.median(times), kv // batch, state // batch
 
 
 def _kv_view(model):
@@ -137,17 +143,21 @@ def main() -> None:
     init_random_weights(dense)
     print(f"Nemotron-H  {config.num_parameters() / 1e6:.1f}M parameters, pattern {config.pattern}")
     print(f"Nemotron-4  {dense_config.num_parameters() / 1e6:.1f}M parameters, {dense_config.num_layers} layers")
-    header = f"{'context':>8} {'H MB/seq':>9} {'4 MB/seq':>9} {'ratio':>6}   {'H tok/s':>8} {'4 tok/s':>8} {'speedup':>8}"
+    header = (f"{'context':>8} {'H MB/seq':>9} {'4 MB/seq':>9} {'ratio':>6}   {'H tok/s':>8} {'4 tok/s':>8} "
+              f"{'speedup':>8}")
     if args.level in ("engine", "both"):
-        print(f"\nengine: {args.batch} sequences decoding together, KV blocks of {args.block_size} tokens")
-        print(header)
+        print(f"\nengine: {args.batch} sequences decoding together, KV blocks of {args.block_size} tokens; "
+              f"H MB/seq = Mamba state slot + attention KV blocks")
+        print(f"{'context':>8} {'H state':>8} {'H KV':>7} {'H MB/seq':>9} {'4 MB/seq':>9} {'ratio':>6}   "
+              f"{'H tok/s':>8} {'4 tok/s':>8} {'speedup':>8}")
         for context in args.contexts:
-            h_speed, h_bytes = run_engine(hybrid, tokenizer, context, args.steps, args.batch, args.block_size,
+            h_speed, h_kv, h_state = run_engine(hybrid, tokenizer, context, args.steps, args.batch, args.block_size,
+                                                args.prefill_chunk)
+            d_speed, d_kv, _ = run_engine(dense, tokenizer, context, args.steps, args.batch, args.block_size,
                                           args.prefill_chunk)
-            d_speed, d_bytes = run_engine(dense, tokenizer, context, args.steps, args.batch, args.block_size,
-                                          args.prefill_chunk)
-            print(f"{context:>8} {h_bytes / 1e6:>9.2f} {d_bytes / 1e6:>9.2f} {d_bytes / h_bytes:>5.1f}x   "
-                  f"{h_speed:>8.1f} {d_speed:>8.1f} {h_speed / d_speed:>7.2f}x", flush=True)
+            h_bytes = h_kv + h_state
+            print(f"{context:>8} {h_state / 1e6:>8.2f} {h_kv / 1e6:>7.2f} {h_bytes / 1e6:>9.2f} {d_kv / 1e6:>9.2f} "
+                  f"{d_kv / h_bytes:>5.1f}x   {h_speed:>8.1f} {d_speed:>8.1f} {h_speed / d_speed:>7.2f}x", flush=True)
     if args.level == "engine":
         return
     print("\nmodel: one sequence, the models' own decode caches")
@@ -155,7 +165,7 @@ def main() -> None:
     for context in args.contexts:
         h_speed, h_bytes = run(hybrid, hybrid_runner(hybrid), context, args.steps, args.prefill_chunk)
         d_speed, d_bytes = run(dense, nemotron4_runner(dense), context, args.steps, args.prefill_chunk)
-        print(f"{context:>8} {h_bytes / 1e6:>11.2f} {d_bytes / 1e6:>9.2f} {d_bytes / h_bytes:>5.1f}x   "
+        print(f"{context:>8} {h_bytes / 1e6:>9.2f} {d_bytes / 1e6:>9.2f} {d_bytes / h_bytes:>5.1f}x   "
               f"{h_speed:>8.1f} {d_speed:>8.1f} {h_speed / d_speed:>7.2f}x")
 
 

@@ -130,6 +130,9 @@ class ServerState:
         self.model = served
         self._settled.set()
         log.info("model %s is ready", served.name)
+        reason = served.llm.engine.prefix_caching_off_reason if served.llm is not None else None
+        if reason:
+            log.info("%s", reason)
 
     def _failed(self, err: BaseException, on_error: Callable[[BaseException], None] | None) -> None:
         self.load_error = str(err) or type(err).__name__
