@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nemotron.engine.block_manager import BlockManager
-from nemotron.engine.mamba_state import StateSlots
 from nemotron.engine.sequence import Sequence, SequenceStatus
+
+if TYPE_CHECKING:
+    from nemotron.engine.mamba_state import StateSlots
 
 
 @dataclass(slots=True, frozen=True)
