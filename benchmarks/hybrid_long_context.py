@@ -88,11 +88,10 @@ def nemotron4_runner(model: NemotronForCausalLM):
 
 
 @torch.no_grad()
-def run_engine(model, tokenizer: Tokenizer, context: int, steps: int, batch: int, block_size: int,
-               chunk: int) -> tuple[float, int, int]:
-    """`batch` sequences of `context` random tokens through LLMEngine; once every prefill is done, time
-    the decode steps -> (decode tokens/s over the batch, from the median step time; KV bytes and Mamba
-    state bytes the engine holds per sequence)."""
+def prefilled_engine(model, tokenizer: Tokenizer, context: int, steps: int, batch: int, block_size: int,
+                     chunk: int) -> tuple[LLMEngine, int, int]:
+    """An LLMEngine holding `batch` sequences of `context` random tokens, prefilled (in chunks) up to
+    every sequence's first token -> (engine, KV bytes and Mamba state bytes it holds per sequence)."""
     blocks = batch * -(-(context + steps) // block_size)
     engine = LLMEngine(model, tokenizer, EngineConfig(block_size=block_size, num_blocks=blocks, max_num_seqs=batch,
                                                       max_num_batched_tokens=chunk, enable_prefix_caching=False))
@@ -101,20 +100,28 @@ def run_engine(model, tokenizer: Tokenizer, context: int, steps: int, batch: int
         prompt = torch.randint(4, model.config.vocab_size, (context,), generator=generator).tolist()
         engine.add_request(prompt, SamplingParams(max_new_tokens=steps + 1, greedy=True, ignore_eos=True))
     started = 0
-    while started < batch:  # prefill (in chunks), up to every sequence's first token
+    while started < batch:
         started += sum(1 for out in engine.step() if out.token_ids and out.num_output_tokens == 1)
     kv = (engine.blocks.num_blocks - engine.blocks.num_free_blocks) * engine.kv_cache.bytes_per_block(
         _kv_view(model), block_size, engine.kv_cache.keys.dtype)
     state = 0
     if engine.kv_cache.states is not None:  # one slot per running sequence, whatever the context
         state = len(engine.scheduler.running) * MambaStatePool.bytes_per_slot(model.config)
-    times = []
-    while engine.has_unfinished():
-        begin = time.perf_counter()
-        produced = sum(len(out.token_ids) for out in engine.step())
-        if produced == batch:
-            times.append(time.perf_counter() - begin)
-    return batch / statistics.median(times), kv // batch, state // batch
+    return engine, kv // batch, state // batch
+
+
+@torch.no_grad()
+def decode_speeds(engines: list[LLMEngine], batch: int) -> list[float]:
+    """Decode steps of the engines taken in turn (so a busy machine slows them alike) -> tokens/s of
+    each over its batch, from its median step time."""
+    times: list[list[float]] = [[] for _ in engines]
+    while any(e.has_unfinished() for e in engines):
+        for engine, spent in zip(engines, times):
+            if engine.has_unfinished():
+                begin = time.perf_counter()
+                if sum(len(out.token_ids) for out in engine.step()) == batch:
+                    spent.append(time.perf_counter() - begin)
+    return [batch / statistics.median(spent) for spent in times]
 
 
 def _kv_view(model):
@@ -151,10 +158,11 @@ def main() -> None:
         print(f"{'context':>8} {'H state':>8} {'H KV':>7} {'H MB/seq':>9} {'4 MB/seq':>9} {'ratio':>6}   "
               f"{'H tok/s':>8} {'4 tok/s':>8} {'speedup':>8}")
         for context in args.contexts:
-            h_speed, h_kv, h_state = run_engine(hybrid, tokenizer, context, args.steps, args.batch, args.block_size,
-                                                args.prefill_chunk)
-            d_speed, d_kv, _ = run_engine(dense, tokenizer, context, args.steps, args.batch, args.block_size,
-                                          args.prefill_chunk)
+            shape = (context, args.steps, args.batch, args.block_size, args.prefill_chunk)
+            h_engine, h_kv, h_state = prefilled_engine(hybrid, tokenizer, *shape)
+            d_engine, d_kv, _ = prefilled_engine(dense, tokenizer, *shape)
+            h_speed, d_speed = decode_speeds([h_engine, d_engine], args.batch)
+            del h_engine, d_engine
             h_bytes = h_kv + h_state
             print(f"{context:>8} {h_state / 1e6:>8.2f} {h_kv / 1e6:>7.2f} {h_bytes / 1e6:>9.2f} {d_kv / 1e6:>9.2f} "
                   f"{d_kv / h_bytes:>5.1f}x   {h_speed:>8.1f} {d_speed:>8.1f} {h_speed / d_speed:>7.2f}x", flush=True)
