@@ -71,6 +71,7 @@ class MambaStatePool:
     def __init__(self, config: NemotronHConfig, num_slots: int, device: torch.device | str) -> None:
         layers = config.count(MAMBA)
         self.num_slots = num_slots
+        self._layout, self._step = None, None  # the step being run and where its chunks' rows are
         self.conv = torch.zeros(layers, num_slots, config.conv_dim, config.conv_kernel - 1, device=device)
         self.ssm = torch.zeros(layers, num_slots, config.mamba_num_heads, config.mamba_head_dim,
                                config.ssm_state_size, device=device)
@@ -85,34 +86,50 @@ class MambaStatePool:
     def run(self, layout, state_index: int, mix: MixFn, xbc: Tensor, dt: Tensor) -> Tensor:
         """One Mamba layer over a step's flattened batch: xbc (1, T, conv_dim), dt (1, T, H), rows of the
         chunks in `layout` order -> y (1, T, H, P) fp32; every chunk's slot holds its state afterwards."""
-        lens, slots = layout.query_lens, layout.state_slots
-        starts = [c - n for c, n in zip(layout.context_lens_host, lens)]
+        if self._layout is not layout:  # once per step, shared by every Mamba layer
+            self._layout, self._step = layout, _StepRows.of(layout, xbc.device)
+        step = self._step
         conv, ssm = self.conv[state_index], self.ssm[state_index]  # (slots, ...)
-        first = [0]
-        for n in lens[:-1]:
-            first.append(first[-1] + n)
         out = None
-        single = [i for i, n in enumerate(lens) if n == 1]
-        if single:  # decode rows (and one-token chunks): one batched step from their slots
-            rows = torch.tensor([first[i] for i in single], device=xbc.device)
-            index = torch.tensor([slots[i] for i in single], device=xbc.device)
-            conv_in, ssm_in = conv[index], ssm[index]  # gathered copies
-            fresh = [j for j, i in enumerate(single) if starts[i] == 0]
-            if fresh:
-                conv_in[fresh] = 0
-                ssm_in[fresh] = 0
-            y, conv_out, ssm_out = mix(xbc[0, rows][:, None], dt[0, rows][:, None], conv_in, ssm_in)
-            conv.index_copy_(0, index, conv_out)
-            ssm.index_copy_(0, index, ssm_out)
+        if step.single_rows is not None:  # decode rows (and one-token chunks): one batched step from their slots
+            conv_in, ssm_in = conv[step.single_slots], ssm[step.single_slots]  # gathered copies
+            if step.fresh:
+                conv_in[step.fresh] = 0
+                ssm_in[step.fresh] = 0
+            y, conv_out, ssm_out = mix(xbc[0, step.single_rows][:, None], dt[0, step.single_rows][:, None],
+                                       conv_in, ssm_in)
+            conv.index_copy_(0, step.single_slots, conv_out)
+            ssm.index_copy_(0, step.single_slots, ssm_out)
             out = y.new_empty(xbc.shape[1], *y.shape[2:])  # (T, H, P)
-            out.index_copy_(0, rows, y[:, 0])
-        for i, n in enumerate(lens):
-            if n == 1:
-                continue
-            slot, rows = slots[i], slice(first[i], first[i] + n)
-            state = (None, None) if starts[i] == 0 else (conv[slot:slot + 1], ssm[slot:slot + 1])
+            out.index_copy_(0, step.single_rows, y[:, 0])
+        for slot, rows, fresh in step.chunks:  # prefill chunks, each on its own
+            state = (None, None) if fresh else (conv[slot:slot + 1], ssm[slot:slot + 1])
             y, conv[slot:slot + 1], ssm[slot:slot + 1] = mix(xbc[:, rows], dt[:, rows], *state)
             if out is None:
                 out = y.new_empty(xbc.shape[1], *y.shape[2:])
             out[rows] = y[0]
         return out[None]
+
+
+@dataclass(slots=True)
+class _StepRows:
+    """Where a step's chunks sit in the flattened batch, for the Mamba layers."""
+
+    single_rows: Tensor | None  # rows of the one-token chunks
+    single_slots: Tensor | None  # their slots
+    fresh: list[int]  # which of them start a sequence (state from zeros)
+    chunks: list[tuple[int, slice, bool]]  # longer chunks: slot, rows, starts a sequence
+
+    @classmethod
+    def of(cls, layout, device: torch.device) -> _StepRows:
+        lens, slots = layout.query_lens, layout.state_slots
+        starts = [c - n for c, n in zip(layout.context_lens_host, lens)]
+        first = [0]
+        for n in lens[:-1]:
+            first.append(first[-1] + n)
+        single = [i for i, n in enumerate(lens) if n == 1]
+        rows = torch.tensor([first[i] for i in single], device=device) if single else None
+        index = torch.tensor([slots[i] for i in single], device=device) if single else None
+        fresh = [j for j, i in enumerate(single) if starts[i] == 0]
+        chunks = [(slots[i], slice(first[i], first[i] + n), starts[i] == 0) for i, n in enumerate(lens) if n != 1]
+        return cls(rows, index, fresh, chunks)
