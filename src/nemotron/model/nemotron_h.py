@@ -146,7 +146,8 @@ def ssd_step(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tens
     """One token of the recurrence, fp32: x (b, H, P), dt (b, H), B/C (b, H, N), state (b, H, P, N)."""
     decay = (dt * A).exp()[:, :, None, None]  # (b, H, 1, 1)
     state = state * decay + (dt[:, :, None] * x)[..., None] * B[:, :, None, :]  # (b, H, P, N)
-    return torch.einsum("bhpn,bhn->bhp", state, C), state
+    # (a product and a sum: on CPUs many times faster than einsum's batched matmul of these shapes)
+    return (state * C[:, :, None, :]).sum(-1), state
 
 
 class Mamba2Mixer(nn.Module):
@@ -209,8 +210,13 @@ class Mamba2Mixer(nn.Module):
             window = F.pad(xbc, (width, 0))
         else:
             window = torch.cat([state.to(xbc.dtype), xbc], dim=-1)  # (b, C, K - 1 + T)
-        out = F.silu(F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim))
-        return out, window[:, :, window.shape[-1] - width:].float()
+        if xbc.shape[-1] == 1:  # one token (decoding): a product and a sum, far cheaper than conv1d's setup
+            out = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True)
+            if self.conv1d.bias is not None:
+                out = out + self.conv1d.bias[:, None]
+        else:
+            out = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)
+        return F.silu(out), window[:, :, window.shape[-1] - width:].float()
 
 
 class Attention(nn.Module):
