@@ -59,6 +59,10 @@ def test_nemo_archive_loads_exactly(tmp_path, shape):
     for name, tensor in state.items():
         assert torch.equal(checkpoint.state_dict[name], tensor), name
     assert load_config(archive).layer_types == checkpoint.config.layer_types
+    from nemotron.cli.info import describe, format_info
+
+    info = describe(str(archive))
+    assert info["architecture"] == "hybrid causal LM" and "prefix caching is off" in format_info(info)
     loaded = load_model(archive, dtype="float32")
     assert isinstance(loaded.model, NemotronHForCausalLM)
     ids = torch.randint(0, shape.vocab, (1, 17), generator=torch.Generator().manual_seed(0))
@@ -130,3 +134,17 @@ def test_a_byte_level_tokenizer_json_inside_the_nemo(tmp_path):
     with LLM(loaded) as llm:
         result = llm.generate("hello world", SamplingParams(max_new_tokens=6, greedy=True, ignore_eos=True))[0]
     assert len(result.token_ids) == 6 and result.text == loaded.tokenizer.decode(result.token_ids)
+
+
+def test_convert_a_hybrid_nemo_to_what_transformers_loads(tmp_path):
+    from transformers import NemotronHForCausalLM as HFModel
+
+    from nemotron.checkpoint.load import convert
+
+    root, weights, hf_model, _ = write_nemo(tmp_path, SHAPES[2], seed=25)
+    torch.save(weights, root / "model_weights.ckpt")
+    out = convert(tar_dir(root, tmp_path / "model.nemo"), tmp_path / "hf")
+    reloaded = HFModel.from_pretrained(out, dtype=torch.float32).eval()
+    ids = torch.randint(0, SHAPES[2].vocab, (1, 13), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, hf_model(ids).logits, atol=1e-5)
