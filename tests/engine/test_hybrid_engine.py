@@ -186,3 +186,22 @@ def test_a_stack_without_attention_layers(tmp_path):
     assert engine.kv_cache.keys.numel() == 0
     for prompt, result in zip(requests, results):
         assert result.token_ids == generate(loaded.model, loaded.tokenizer, prompt, GREEDY).token_ids
+
+
+def test_the_memory_budget_counts_the_state_slots(hybrid):
+    """Slots take at most half the budget; the KV blocks are sized from what the slots leave."""
+    from nemotron.engine.mamba_state import AttentionLayers, MambaStatePool, StateSlots
+    from nemotron.engine.paged_cache import PagedKVCache
+
+    _, loaded = hybrid
+    per_slot = MambaStatePool.bytes_per_slot(loaded.config)
+    budget = 5 * per_slot + 123
+    engine = LLM(loaded, EngineConfig(cpu_kv_cache_bytes=budget, max_num_seqs=64)).engine
+    assert engine.state_slots.num_slots == 2 and engine.kv_cache.states.nbytes() == 2 * per_slot
+    per_block = PagedKVCache.bytes_per_block(AttentionLayers.of(loaded.config), 16, torch.float32)
+    assert engine.blocks.num_blocks == min((budget - 2 * per_slot) // per_block, 64 * 256 // 16)
+    slots = StateSlots(2)
+    slot = slots.allocate()
+    slots.free(slot)
+    with pytest.raises(RuntimeError, match="freed twice"):
+        slots.free(slot)
