@@ -205,3 +205,10 @@ def test_the_memory_budget_counts_the_state_slots(hybrid):
     slots.free(slot)
     with pytest.raises(RuntimeError, match="freed twice"):
         slots.free(slot)
+
+
+def test_tensor_parallelism_is_refused_with_the_reason():
+    from nemotron.errors import NemotronError
+
+    with pytest.raises(NemotronError, match="Nemotron-H models run on one device"):
+        LLM("nemotron-h-8b", device="cpu", tensor_parallel_size=2)

@@ -20,7 +20,7 @@ from nemotron.errors import NemotronError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
 from nemotron.model.nemotron_h import NemotronHForCausalLM
-from nemotron.model.nemotron_h_config import NemotronHConfig
+from nemotron.model.nemotron_h_config import NO_MODEL_PARALLEL, NemotronHConfig
 from nemotron.parallel.runtime import ParallelConfig, channel_for
 from nemotron.quant.cpu import use_cpu_kernels
 from nemotron.tokenizer import Tokenizer
@@ -35,8 +35,7 @@ def make_runner(model: NemotronForCausalLM | NemotronHForCausalLM, config: Engin
     hybrid = isinstance(model, NemotronHForCausalLM)
     if hybrid:
         if channel is not None or config.parallel.world_size > 1:
-            raise NemotronError("Nemotron-H models run on one device: tensor / pipeline parallelism is not "
-                                "implemented for their Mamba layers")
+            raise NemotronError(NO_MODEL_PARALLEL)
         kv_config = AttentionLayers.of(model.config)
         norm = model.model.norm_f.weight
     else:
