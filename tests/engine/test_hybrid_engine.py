@@ -63,20 +63,25 @@ def run_engine(loaded, requests, params, **config):
 
 
 @torch.no_grad()
-def hf_greedy(hf_model, prompt: list[int], steps: int) -> list[int]:
+def hf_greedy(hf_model, prompt: list[int], steps: int) -> tuple[list[int], list[float]]:
+    """transformers' greedy generate: the tokens and each one's log-probability."""
     out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-                            eos_token_id=None, pad_token_id=0)
-    return out[0, len(prompt):].tolist()
+                            eos_token_id=None, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    tokens = out.sequences[0, len(prompt):].tolist()
+    return tokens, [step[0].log_softmax(-1)[t].item() for step, t in zip(out.logits, tokens)]
 
 
 def test_engine_greedy_equals_transformers(hybrid):
     hf_model, loaded = hybrid
     assert isinstance(loaded.model, NemotronHForCausalLM)
     requests = prompts(3, seed=1, low=5)
-    results, engine = run_engine(loaded, requests, GREEDY)
+    params = SamplingParams(max_new_tokens=32, greedy=True, ignore_eos=True, return_logprobs=True)
+    results, engine = run_engine(loaded, requests, params)
     assert engine.prefix_caching_off_reason == PREFIX_CACHING_OFF and not engine.blocks.enable_prefix_caching
     for prompt, result in zip(requests, results):
-        assert result.token_ids == hf_greedy(hf_model, prompt, 32)
+        tokens, logprobs = hf_greedy(hf_model, prompt, 32)
+        assert result.token_ids == tokens
+        assert result.logprobs == pytest.approx(logprobs, abs=1e-4)
 
 
 def test_chunked_prefill_equals_one_shot(hybrid):
