@@ -66,3 +66,33 @@ def test_openai_and_put_generate_on_a_hybrid_model(hybrid_server, hybrid_dir):
     assert engine.state_slots.num_free == engine.state_slots.num_slots
     metrics = requests.get(f"{hybrid_server.url}/metrics", timeout=10).text
     assert f"state_slots_free {engine.state_slots.num_slots}" in metrics
+
+
+def test_nemotron_serve_command_on_a_hybrid_checkpoint(hybrid_dir):
+    """`nemotron serve DIR` as a user starts it, on the Nemotron-H directory."""
+    import time
+
+    from tests.server.test_serve_command import free_port, start, stop
+
+    loaded = load_model(hybrid_dir, dtype="float32")
+    prompt = "hello world"
+    expected = generate(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(prompt),
+                        SamplingParams(max_new_tokens=6, greedy=True)).text
+    port = free_port()
+    server = start(hybrid_dir, port)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        body = requests.put(f"http://127.0.0.1:{port}/generate", json={
+            "sentences": [prompt], "tokens_to_generate": 6, "greedy": True, "end_strings": []}, timeout=60).json()
+        assert body["sentences"][0] == prompt + expected
+    finally:
+        code, err = stop(server)
+    assert code == 130 and "Traceback" not in err, err  # stopped by Ctrl-C after a clean shutdown
