@@ -22,7 +22,7 @@ from nemotron.engine.llm_engine import EngineConfig, LLMEngine, EngineRequest
 from nemotron.engine.request_output import CompletionBuilder, RequestOutput, prompt_logprob_dicts
 from nemotron.engine.sampling import SamplingParams, derive_seed
 from nemotron.errors import NemotronError
-from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.model.nemotron_h import CAUSAL_LMS
 from nemotron.tokenizer import CHAT_STOP_STRINGS, Tokenizer, render_chat
 
 Prompt = str | list[int] | Mapping  # text, token ids, or vLLM's {"prompt": ...} / {"prompt_token_ids": ...}
@@ -77,7 +77,7 @@ class LLM:
                 from nemotron.checkpoint.peft import merge_adapter_into
 
                 merge_adapter_into(model, lora)
-            if not isinstance(model.model, NemotronForCausalLM):
+            if not isinstance(model.model, CAUSAL_LMS):
                 raise NemotronError(f"{model.source.spec} is a reward model; it scores text, it does not generate")
             if model.tokenizer is None:
                 raise NemotronError(f"{model.source.spec} comes without a tokenizer; pass tokenizer=FILE")
