@@ -215,3 +215,31 @@ def test_a_stage_alone_through_the_python_api(tmp_path):
     again = ScriptedChat()
     assert asyncio.run(run_stage("preference", [{"prompt": "2+2?", "answer": "4"}], tmp_path,
                                  {"generator": again}, n=6)) == pairs and again.calls == []
+
+
+def test_checker_libraries_load_before_the_first_call_and_the_collector_skips_them(tmp_path, monkeypatch):
+    """NLTK and langdetect (seconds to load) are loaded before any unit runs, not inside a call in
+    flight; a pipeline without constraint checks does not load them; what existed before the run is
+    out of the garbage collector's view during it and back after."""
+    import gc
+
+    from nemotron.sdg import constraints
+    from nemotron.sdg.stages import conversation
+
+    events = []
+    monkeypatch.setattr(conversation, "load_checkers", lambda: events.append("load"))
+
+    class Recording(ScriptedChat):
+        async def chat(self, messages, sampling):
+            events.append(("call", gc.get_freeze_count() > 0))
+            return await super().chat(messages, sampling)
+
+    run(tmp_path / "a", chat=Recording())
+    assert events[0] == "load" and events.count("load") == 1
+    assert all(frozen for _, frozen in events[1:]) and gc.get_freeze_count() == 0
+    events.clear()
+    run(tmp_path / "b", config([STAGES[0], STAGES[1], {**STAGES[2], "check_constraints": False}]), chat=Recording())
+    assert "load" not in events and events
+    constraints.load_checkers()
+    from nemotron.sdg.constraints import language, text
+    assert all(f.cache_info().currsize == 1 for f in (text._sentence_tokenizer, text._word_tokenizer, language._factory))

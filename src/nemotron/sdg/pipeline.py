@@ -18,7 +18,9 @@ yet written, whose calls the cache then answers at once.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import gc
 import hashlib
 import json
 import sys
@@ -80,7 +82,17 @@ class Pipeline:
             for flow in flows:
                 for j, source in enumerate(flow.stage.spec.inputs):
                     by_name[source].downstream.append((flow, j))
-            await self._run_flows(flows, list({id(c.backend): c for c in cached.values()}.values()))
+            for flow in flows:  # slow loads (NLTK, langdetect) now, not while calls are in flight
+                await asyncio.to_thread(flow.stage.prepare)
+            # Everything made so far (imported modules, NLTK's and langdetect's tables: millions of
+            # objects) leaves the garbage collector's view for the run: each full collection would
+            # otherwise walk it all again, stalling every call in flight for up to a second.
+            gc.collect()
+            gc.freeze()
+            try:
+                await self._run_flows(flows, list({id(c.backend): c for c in cached.values()}.values()))
+            finally:
+                gc.unfreeze()
         finally:
             cache.close()
             for flow in flows:
