@@ -269,3 +269,42 @@ def test_random_503s_retry_after_the_base_delay_but_a_dead_server_backs_off():
     with pytest.raises(BackendError, match="gave up after 4 attempts"):
         asyncio.run(_one(dead))
     assert time.monotonic() - start > 0.15  # 0.05 + 0.1 + 0.2, jittered down to half at least
+
+
+def test_loop_lag_counts_how_late_the_loop_ran():
+    from nemotron.sdg.backends.limiter import LoopLag
+
+    async def scenario():
+        lag = LoopLag(interval=0.01)
+        lag.watch()
+        await asyncio.sleep(0.05)
+        quiet = lag.stalled
+        time.sleep(0.25)  # a callback that holds the loop
+        await asyncio.sleep(0.05)
+        lag.stop()
+        return quiet, lag.stalled
+
+    quiet, stalled = asyncio.run(scenario())
+    assert 0.2 < stalled - quiet < 0.45
+
+
+def test_a_client_that_runs_late_does_not_shrink_its_own_window():
+    """The event loop held for 0.3 s at a time (a CPU-starved client) delays every reply in flight;
+    the server answered in 50 ms throughout, so the adaptive window keeps its size."""
+    fake = FakeOpenAI(delay=0.05)
+    with ThreadServer(fake.app) as server:
+        backend = chat(server.url, concurrency=ConcurrencyConfig(4, baseline_window=10))
+
+        async def scenario():
+            calls = [backend.chat(USER, Sampling(max_tokens=8, seed=i)) for i in range(60)]
+            loop = asyncio.get_running_loop()
+            for k in range(4):
+                loop.call_later(0.5 + 0.4 * k, time.sleep, 0.3)
+            try:
+                await asyncio.gather(*calls)
+            finally:
+                await backend.aclose()
+
+        asyncio.run(scenario())
+    limiter = backend.client.limiter
+    assert fake.requests == 60 and limiter.decreases == 0 and limiter.limit == 4

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling, waiting
-from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig
+from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig, LoopLag
 from nemotron.sdg.backends.pool import Endpoint, EndpointPool, normalize_base_url, parse_endpoints
 from nemotron.sdg.backends.transport import LeanTransport
 
@@ -100,6 +100,7 @@ class HttpClient:
         concurrency = dataclasses.replace(concurrency, max_concurrency=sum(shares))
         self.base_url = pairs[0][0]
         self.limiter = AdaptiveLimiter(concurrency)
+        self.lag = LoopLag()  # the client's own lateness, which is not the server's latency
         self.retry = retry
         self.stats = BackendStats()
         self._rng = random.Random(seed)
@@ -121,6 +122,8 @@ class HttpClient:
     async def post(self, path: str, body: dict) -> dict:
         last = "no attempt made"
         failed_on: Endpoint | None = None
+        if self.limiter.config.adaptive:
+            self.lag.watch()
         for attempt in range(self.retry.max_attempts):
             retry_after = None
             async with self.limiter.slot():
@@ -128,7 +131,7 @@ class HttpClient:
                 endpoint.in_flight += 1
                 endpoint.requests += 1
                 self.stats.requests += 1
-                start = time.perf_counter()
+                start, stalled = time.perf_counter(), self.lag.stalled
                 try:
                     response = await endpoint.client.post(path, json=body)
                 except httpx.TimeoutException:
@@ -136,7 +139,7 @@ class HttpClient:
                 except httpx.TransportError as err:
                     last, kind = f"connection failed: {type(err).__name__}: {err}", "connection"
                 else:
-                    latency = time.perf_counter() - start
+                    latency = self.lag.server_time(time.perf_counter() - start, stalled)
                     if response.status_code == 200:
                         data = self._json(response)
                         if data is not None:
@@ -183,6 +186,7 @@ class HttpClient:
         return data if isinstance(data, dict) else None
 
     async def aclose(self) -> None:
+        self.lag.stop()
         await self.pool.aclose()
 
 
