@@ -5,8 +5,8 @@ between attempts, when its pipeline unit gives its place up too). 429, 5xx, time
 connection errors are retried with exponential backoff and jitter, waiting at least what a
 Retry-After header asks; other errors (a prompt too long, a bad parameter) fail the call at once.
 A model may have several endpoints (replicas): they share one window, weighted, with failover
-and health probes (pool.py). Plain-HTTP endpoints (a local server) go through the lean
-transport of transport.py; HTTPS and proxied ones through httpx's own.
+and health probes (pool.py). Plain-HTTP endpoints (a local server) go through the lean client of
+transport.py; HTTPS and proxied ones (and tests giving a transport) through httpx.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import httpx
 from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling, waiting
 from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig, LoopLag
 from nemotron.sdg.backends.pool import Endpoint, EndpointPool, normalize_base_url, parse_endpoints
-from nemotron.sdg.backends.transport import LeanTransport
+from nemotron.sdg.backends.transport import LeanClient, Reply
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 REWARD_ATTRIBUTES_REPORTED = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -78,7 +78,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def _lean_ok(base_url: str) -> bool:
-    """Plain HTTP that no proxy setting routes elsewhere gets the lean transport (see transport.py)."""
+    """Plain HTTP that no proxy setting routes elsewhere gets the lean client (see transport.py)."""
     parts = urlsplit(base_url)
     return parts.scheme == "http" and (not urllib.request.getproxies().get("http")
                                        or bool(urllib.request.proxy_bypass(parts.hostname or "")))
@@ -107,11 +107,13 @@ class HttpClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         endpoints = []
         for (url, weight), share in zip(pairs, shares):
-            chosen = transport if transport is not None else LeanTransport() if _lean_ok(url) else None
-            client = httpx.AsyncClient(
-                base_url=url, headers=headers, transport=chosen,
-                timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
-                limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
+            if transport is None and _lean_ok(url):
+                client = LeanClient(url, headers, retry.timeout, min(30.0, retry.timeout), max_idle=share)
+            else:
+                client = httpx.AsyncClient(
+                    base_url=url, headers=headers, transport=transport,
+                    timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
+                    limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
             endpoints.append(Endpoint(url, share, client))
         self.pool = EndpointPool(endpoints, self.limiter, probe_timeout=min(10.0, retry.timeout))
 
@@ -178,7 +180,7 @@ class HttpClient:
         raise BackendError(f"{path}: gave up after {self.retry.max_attempts} attempts; last error: {last}")
 
     @staticmethod
-    def _json(response: httpx.Response) -> dict | None:
+    def _json(response: httpx.Response | Reply) -> dict | None:
         try:
             data = response.json()
         except ValueError:
@@ -196,7 +198,7 @@ def _completion_tokens(data: dict) -> int:
     return tokens if isinstance(tokens, int) else 0
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: httpx.Response | Reply) -> str:
     try:
         data = response.json()
     except ValueError:
