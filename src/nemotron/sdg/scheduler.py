@@ -166,7 +166,7 @@ class Scheduler:
         self._fill()
         if all(f.done for f in self.flows):
             self.finished.set()
-        elif not self.tasks - {asyncio.current_task()} and not any(f.ready for f in self.flows):
+        elif self.tasks <= {asyncio.current_task()} and not any(f.ready for f in self.flows):
             raise RuntimeError("the pipeline stalled: no unit runs or waits, but stages are unfinished "
                                f"({[f.stage.name for f in self.flows if not f.done]})")
 
