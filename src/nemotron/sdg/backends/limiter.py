@@ -168,7 +168,9 @@ class AdaptiveLimiter:
         return self.error_rate > self.config.error_budget
 
     def _count_outcome(self, failed: bool) -> None:
-        self.error_rate += 0.05 * (failed - self.error_rate)
+        # Over about two windows' worth of calls: steady enough that a server failing 30% of calls at
+        # random never reads as one failing most of them (which would back every retry off for seconds).
+        self.error_rate += (failed - self.error_rate) / max(2 * self.limit, 64)
         if not self.config.adaptive:
             return
         self._outcomes[0] += 1
