@@ -142,7 +142,7 @@ class StandIn:
     def __init__(self, latency: float, error_rate: float = 0.0) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(latency), str(error_rate)],
                                      stdout=subprocess.PIPE)
-        port, self.loop = self.proc.stdout.readline().split()
+        port, self.loop = self.proc.stdout.readline().decode().split()
         self.url = f"http://127.0.0.1:{int(port)}/v1"
 
     def cpu(self) -> float:
@@ -164,10 +164,14 @@ class StandIn:
         self.proc.wait()
 
 
-def held(log: list[tuple[float, float]], concurrency: int) -> tuple[float, float, float]:
-    """(average requests held in the steady window, its length in s, requests/s overall)."""
+def held(log: list[tuple[float, float]], concurrency: int, drain: bool = True) -> tuple[float, float, float]:
+    """(average requests held in the steady window, its length in s, requests/s overall). The steady
+    window runs from the C-th arrival (the window could first be full) to the last arrival, or with
+    `drain` False to the C-th last (after it, fewer requests than the window holds were still to
+    come: the pipeline's final drain, whose length the data's dependencies set)."""
     arrivals = sorted(a for a, _ in log)
-    start, end = arrivals[min(concurrency, len(arrivals)) - 1], arrivals[-1]
+    c = min(concurrency, len(arrivals))
+    start, end = arrivals[c - 1], arrivals[-1] if drain else arrivals[max(c - 1, len(arrivals) - c)]
     busy = sum(max(0.0, min(d, end) - max(a, start)) for a, d in log)
     total = max(d for _, d in log) - arrivals[0]
     return busy / max(end - start, 1e-9), end - start, len(log) / total
@@ -275,8 +279,11 @@ def occupancy(latency: float, concurrency: int, calls: int, error_rate: float, r
               f"{share / per_request:5.0f} req/s; a full window needs {needed:.0f} req/s (load average "
               f"{os.getloadavg()[0]:.1f})")
         whole = sum(d - a for a, d in log) / elapsed
-        print(f"   {'':<24} over the whole run (ramp-up and drain included): {whole / concurrency:6.1%} held by the "
-              f"server, {chat.client_occupancy / concurrency:6.1%} of the window taken by the pipeline's calls")
+        body, body_window, _ = held(log, concurrency, drain=False)
+        print(f"   {'':<24} without the final drain ({window - body_window:.1f} s from the {concurrency}-th last "
+              f"arrival on): {body / concurrency:6.1%}; over the whole run (ramp-up and drain included): "
+              f"{whole / concurrency:6.1%} held by the server, {chat.client_occupancy / concurrency:6.1%} of the "
+              f"window taken by the pipeline's calls")
     return ratio
 
 

@@ -100,6 +100,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def timed_out(self, timeout: float) -> None:
+        self._fail(httpx.ReadTimeout(f"no complete reply within {timeout:g} s"))
+
     def _fail(self, error: BaseException) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
@@ -219,8 +222,7 @@ class ConnectionPool:
     async def _exchange(self, connection: _Connection, origin, data: bytes, timeout: float | None):
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        timer = None if timeout is None else loop.call_later(
-            timeout, connection._fail, httpx.ReadTimeout(f"no complete reply within {timeout:g} s"))
+        timer = None if timeout is None else loop.call_later(timeout, connection.timed_out, timeout)
         connection.send(data, waiter)
         try:
             status, headers, content, keep = await waiter
