@@ -86,12 +86,17 @@ class Pipeline:
                 await asyncio.to_thread(flow.stage.prepare)
             # Everything made so far (imported modules, NLTK's and langdetect's tables: millions of
             # objects) leaves the garbage collector's view for the run: each full collection would
-            # otherwise walk it all again, stalling every call in flight for up to a second.
+            # otherwise walk it all again, stalling every call in flight for up to a second. A call
+            # allocates hundreds of short-lived objects, so the young generation is collected every
+            # 50,000 allocations rather than 700 (a sixth of the client's CPU went to collections).
             gc.collect()
             gc.freeze()
+            thresholds = gc.get_threshold()
+            gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
             try:
                 await self._run_flows(flows, list({id(c.backend): c for c in cached.values()}.values()))
             finally:
+                gc.set_threshold(*thresholds)
                 gc.unfreeze()
         finally:
             cache.close()
