@@ -80,10 +80,12 @@ RunUnit = Callable[[StageFlow, Unit], Awaitable["dict | str"]]
 
 class Scheduler:
     def __init__(self, config: PipelineConfig, flows: list[StageFlow], used: list, run_unit: RunUnit, out: Path,
-                 progress: Progress) -> None:
+                 progress: Progress, before_write: Callable[[], None] = lambda: None) -> None:
         """`used`: the distinct model backends (their windows size ours); `run_unit` returns a unit's
-        result line, or the error (a string) that failed it for this run."""
+        result line, or the error (a string) that failed it for this run; `before_write` runs before
+        results are written (the call cache commits the answers they used)."""
         self.config, self.flows, self.run_unit, self.out, self.progress = config, flows, run_unit, out, progress
+        self.before_write = before_write
         self.window = UnitWindow(config.unit_window or max(4, 2 * sum(m.concurrency for m in used)))
         self.tasks: set[asyncio.Task] = set()
         self.finished = asyncio.Event()
@@ -113,6 +115,7 @@ class Scheduler:
             await asyncio.gather(*self.tasks, tick, return_exceptions=True)
             await asyncio.gather(*self.writes, return_exceptions=True)  # one append at a time on each file
             try:
+                self.before_write()
                 for flow, batch in self._pending():
                     flow.store.append(batch)
             except NemotronError:
@@ -180,6 +183,7 @@ class Scheduler:
         async with self.writing:
             batches = self._pending()
             if batches:
+                self.before_write()
                 self.writes.append(asyncio.ensure_future(asyncio.to_thread(
                     lambda: [f.store.append(batch) for f, batch in batches])))
                 await asyncio.shield(self.writes[-1])
