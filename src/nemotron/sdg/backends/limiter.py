@@ -228,18 +228,18 @@ class LoopLag:
     """How late the running event loop has been, in total: a timer asks to run every `interval`
     seconds, and whatever it wakes up later than asked adds to `stalled`."""
 
-    def server_time(self, elapsed: float, stalled_before: float) -> float | None:
-        """What the server took of a call that lasted `elapsed` s, `stalled_before` being `stalled`
-        when it started; None when the loop's lateness made up more than a quarter of it."""
-        late = self.stalled - stalled_before
-        return elapsed - late if late <= 0.25 * elapsed else None
-
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
         self.stalled = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
+
+    def server_time(self, elapsed: float, stalled_before: float) -> float | None:
+        """What the server took of a call that lasted `elapsed` s, `stalled_before` being `stalled`
+        when it started; None when the loop's lateness made up more than a quarter of it."""
+        late = self.stalled - stalled_before
+        return elapsed - late if late <= 0.25 * elapsed else None
 
     def watch(self) -> None:
         """Start timing the running loop (again, if the loop changed)."""
