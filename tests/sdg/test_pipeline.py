@@ -245,3 +245,26 @@ def test_checker_libraries_load_before_the_first_call_and_the_collector_skips_th
     constraints.load_checkers()
     from nemotron.sdg.constraints import language, text
     assert all(f.cache_info().currsize == 1 for f in (text._sentence_tokenizer, text._word_tokenizer, language._factory))
+
+
+def test_a_stage_data_file_that_cannot_be_written_fails_the_run_and_a_rerun_completes(tmp_path, monkeypatch):
+    """Finished stages' data files are written off the event loop; a failure there still ends the
+    run with the one-line output error, and the same run again completes as a clean one."""
+    from nemotron.sdg import scheduler
+    from nemotron.sdg.store import OutputError
+
+    real = scheduler.write_atomic
+
+    def failing(path, records):
+        if path.parent.name == "data" and path.stem == "qs":
+            raise OutputError(f"cannot write {path}: No space left on device")
+        return real(path, records)
+
+    monkeypatch.setattr(scheduler, "write_atomic", failing)
+    with pytest.raises(OutputError, match="qs.jsonl: No space left"):
+        run(tmp_path / "out")
+    monkeypatch.setattr(scheduler, "write_atomic", real)
+    run(tmp_path / "out")
+    run(tmp_path / "clean")
+    assert dataset(tmp_path / "out") == dataset(tmp_path / "clean")
+    assert (tmp_path / "out" / "data" / "qs.jsonl").read_text() == (tmp_path / "clean" / "data" / "qs.jsonl").read_text()
