@@ -193,6 +193,9 @@ def test_lean_client_timeouts_refusals_and_broken_replies_are_httpx_errors():
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short")
             await writer.drain()
             return False
+        elif n == 3:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
         else:
             writer.write(b"NOT HTTP\r\n\r\n")
             await writer.drain()
@@ -200,7 +203,7 @@ def test_lean_client_timeouts_refusals_and_broken_replies_are_httpx_errors():
 
     async def body(client, state):
         errors = []
-        for _ in range(3):
+        for _ in range(4):
             try:
                 await client.post("/x", json={})
             except httpx.TransportError as err:
@@ -208,7 +211,7 @@ def test_lean_client_timeouts_refusals_and_broken_replies_are_httpx_errors():
         return errors
 
     errors, _ = lean(respond, body)
-    assert errors == [httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError]
+    assert errors == [httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.RemoteProtocolError]
     port = free_port()
 
     async def refused():

@@ -278,13 +278,14 @@ class LeanClient:
                                                             min(self.connect_timeout, timeout))
         fields = {name.lower(): value for name, value in headers}
         encoding = fields.get("content-encoding", "identity").lower()
+        # A body that cannot be decoded is a broken reply (a transport error, retried like one).
         if encoding in ("gzip", "deflate"):
             try:
                 content = zlib.decompress(content, 47)  # 47: gzip or zlib header, detected
             except zlib.error as err:
-                raise httpx.DecodingError(f"bad {encoding} body: {err}") from None
+                raise httpx.RemoteProtocolError(f"bad {encoding} body: {err}") from None
         elif encoding != "identity":
-            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r} (none was asked for)")
+            raise httpx.RemoteProtocolError(f"unsupported Content-Encoding {encoding!r} (none was asked for)")
         return Reply(status, fields, content)
 
     async def aclose(self) -> None:
