@@ -277,8 +277,9 @@ def occupancy(latency: float, concurrency: int, calls: int, error_rate: float, r
         print(f"   {'':<24} client CPU {per_request * 1000:.3f} ms/request (server {server_used * 1000 / len(log):.3f}); "
               f"this process got {share:.0%} of a core just before (busy loop), enough for "
               f"{share / per_request:5.0f} req/s; a full window needs {needed:.0f} req/s (load average "
-              f"{os.getloadavg()[0]:.1f}); the client's event loop ran late {chat.client.lag.stalled / elapsed:.1%} "
-              f"of the time (busy, or waiting for a core), delaying every reply it read")
+              f"{os.getloadavg()[0]:.1f})" + (f"; the client's event loop ran late {chat.client.lag.stalled / elapsed:.1%} "
+                                              f"of the time (busy, or waiting for a core), delaying every reply it read"
+                                              if ADAPTIVE[0] else ""))  # the lag is timed for the adaptive window
         whole = sum(d - a for a, d in log) / elapsed
         body, body_window, _ = held(log, concurrency, drain=False)
         print(f"   {'':<24} without the final drain ({window - body_window:.1f} s from the {concurrency}-th last "
