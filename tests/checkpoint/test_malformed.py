@@ -79,6 +79,7 @@ CASES = {
         {k: v for k, v in json.loads((d / "config.json").read_text()).items() if k != "hidden_size"})),
         "config.json has no field 'hidden_size'"),
     "layers as a string": (edit_config(num_hidden_layers="2"), "num_layers must be a positive integer, got '2'"),
+    "a billion layers": (edit_config(num_hidden_layers=10**9), "no Nemotron model has more than 10000 layers"),
     "zero heads": (edit_config(num_attention_heads=0, head_dim=None), "num_heads must be a positive integer"),
     "heads do not divide": (edit_config(num_key_value_heads=3), "num_kv_heads (3) must divide num_heads (4)"),
     "eps as text": (edit_config(norm_eps="tiny"), "field norm_eps must be a finite number, got 'tiny'"),
@@ -122,16 +123,22 @@ def test_a_billion_layers_fails_in_milliseconds(capsys, tmp_path, tiny_model_dir
     start = time.perf_counter()
     assert main(["generate", str(broken), "hi"]) == 2
     assert time.perf_counter() - start < 5
-    assert "declares num_hidden_layers 1000000000, the weights hold 2 layer(s)" in capsys.readouterr().err
+    assert "num_layers is 1000000000; no Nemotron model has more than 10000" in capsys.readouterr().err
 
 
-def test_a_billion_layers_in_a_pickle_is_refused_by_the_memory_planner(tmp_path, tiny_model_dir):
+def test_a_layer_count_the_weights_lack_is_named(capsys, tmp_path, tiny_model_dir):
+    broken = broken_copy(tiny_model_dir, tmp_path, edit_config(num_hidden_layers=9_000))
+    assert main(["generate", str(broken), "hi"]) == 2
+    assert "declares num_hidden_layers 9000, the weights hold 2 layer(s)" in capsys.readouterr().err
+
+
+def test_a_huge_model_in_a_pickle_is_refused_by_the_memory_planner(tmp_path, tiny_model_dir):
     """No headers to compare against: the planner's figure against the machine's memory refuses it."""
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     torch.save(load_file(tiny_model_dir / "model.safetensors"), pickled / "pytorch_model.bin")
     raw = json.loads((tiny_model_dir / "config.json").read_text())
-    (pickled / "config.json").write_text(json.dumps({**raw, "num_hidden_layers": 10**9}))
+    (pickled / "config.json").write_text(json.dumps({**raw, "num_hidden_layers": 9_000, "intermediate_size": 10**7}))
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match=r"the weights need [\d,.]+ GB in float32 .* by the memory planner"):
         load_model(pickled)
@@ -158,7 +165,7 @@ def test_planner_figure_matches_the_real_weights(tiny_model_dir):
     config = load_config(tiny_model_dir)
     real = sum(t.numel() * t.element_size() for t in load_file(tiny_model_dir / "model.safetensors").values())
     assert preflight.weight_bytes(config, torch.float32) == real
-    assert preflight.weight_bytes(config.replace(num_layers=10**12), torch.bfloat16) > 10**15  # instant
+    assert preflight.weight_bytes(config.replace(num_layers=10_000, intermediate_size=10**9), torch.bfloat16) > 10**15
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -192,7 +199,8 @@ def nemo_root(tmp_path: Path, **yaml_changes) -> Path:
 
 
 @pytest.mark.parametrize("changes, needle, error", [
-    ({"num_layers": 10**9}, "declares num_layers 1000000000, the weights hold 4 layer(s)", CheckpointError),
+    ({"num_layers": 8}, "declares num_layers 8, the weights hold 4 layer(s)", CheckpointError),
+    ({"num_layers": 10**9}, "num_layers is 1000000000; no Nemotron model has more than", ConfigError),
     ({"num_layers": "4"}, "num_layers must be a positive integer", ConfigError),
     ({"ffn_hidden_size": 96}, "'model.decoder.layers.0.mlp.linear_fc1.weight' has shape (80, 48)", CheckpointError),
     ({"tokenizer": "a string"}, "field tokenizer must be a mapping", ConfigError),
@@ -343,3 +351,19 @@ def test_a_nemotron_h_preset_too_large_is_refused_by_the_hybrid_planner(monkeypa
     monkeypatch.setattr(preflight, "available_memory", lambda device: (10**6, "the test device has 1 MB free"))
     with pytest.raises(CheckpointError, match=r"nemotron-h-8b: the weights need [\d.]+ GB in bfloat16"):
         load_model("nemotron-h-8b")
+
+
+def test_quantize_output_that_cannot_be_written(capsys, monkeypatch, tmp_path, tiny_model_dir):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    assert main(["quantize", str(tiny_model_dir), str(in_the_way), "--scheme", "int8"]) == 2
+    assert capsys.readouterr().err.endswith(f"error: cannot write {in_the_way}: File exists\n")
+
+    def full_disk(tensors, filename, metadata=None):
+        raise OSError(28, "No space left on device", filename)
+
+    monkeypatch.setattr("nemotron.quant.checkpoint.save_file", full_disk)
+    assert main(["quantize", str(tiny_model_dir), str(tmp_path / "out"), "--scheme", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(".safetensors.partial: No space left on device\n") and "Traceback" not in err
+    assert not any((tmp_path / "out").glob("*.safetensors*"))  # nothing half-written is left behind

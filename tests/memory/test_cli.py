@@ -67,3 +67,10 @@ def test_quantized_checkpoint_directory(capsys, tmp_path, tiny_model_dir):
 def test_errors_are_one_line(capsys, argv, message):
     code, _, err = run_cli(capsys, "memory", *argv)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_an_absurd_layer_count_is_refused_at_once(capsys, tmp_path, tiny_model_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**9}))
+    code, _, err = run_cli(capsys, "memory", tmp_path)
+    assert code == 2 and "no Nemotron model has more than 10000 layers" in err and err.count("\n") == 1

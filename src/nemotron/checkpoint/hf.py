@@ -68,6 +68,15 @@ def _shard_names(index: Path) -> list[str]:
 
 
 @contextmanager
+def writing(dst: str | Path):
+    """An OSError while writing a checkpoint (a file in the way, no permission, a full disk) as one line."""
+    try:
+        yield
+    except OSError as err:
+        raise CheckpointError(f"cannot write {err.filename or dst}: {err.strerror or err}") from None
+
+
+@contextmanager
 def open_safetensors(file: Path):
     """safe_open, with a malformed file (empty, truncated, absurd header) reported as a CheckpointError.
     Errors raised while reading tensors inside the block are reported the same way."""

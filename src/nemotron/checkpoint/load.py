@@ -192,7 +192,7 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         else:
             preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
         tokenizer = _optional_tokenizer(source.path)
-    try:
+    with hf.writing(dst):
         if to == "gguf":
             if isinstance(config, NemotronHConfig):
                 raise CheckpointError(f"{src}: GGUF export writes llama.cpp's nemotron architecture (Nemotron-4 "
@@ -202,8 +202,6 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         out = hf.save_hf_dir(state_dict, config, dst, dtype=torch_dtype, max_shard_bytes=max_shard_bytes)
         if tokenizer is not None:
             tokenizer.save(out)
-    except OSError as err:  # an existing file in the way, no permission, a full disk
-        raise CheckpointError(f"cannot write {err.filename or dst}: {err.strerror or err}") from None
     return out
 
 

@@ -25,6 +25,7 @@ REWARD_WEIGHTS: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.3, 0.74, 0.46, 0.47, 
 # Weight formats written by `nemotron quantize` (nemotron.quant); recorded in config.json as
 # quantization_config {"quant_method": "nemotron", "scheme": ...}.
 QUANTIZATION_SCHEMES = ("int8", "int4", "fp8")
+MAX_LAYERS = 10_000  # the largest published Nemotron has 96 decoder layers
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,6 +55,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config field {name} must be a positive integer, got {value!r}")
+        if self.num_layers > MAX_LAYERS:  # per-layer planning and loading would exhaust memory first
+            raise ConfigError(f"config field num_layers is {self.num_layers}; no Nemotron model has more than "
+                              f"{MAX_LAYERS} layers")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"config field num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")

@@ -74,19 +74,19 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, scheme: str, *, trust_
         cls.tensor_specs(linear.in_features, linear.out_features)  # shapes the scheme cannot hold fail now
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
-    writer = _ShardWriter(dst, max_shard_bytes)
-    try:
-        _write(tensors, expected, cls, writer, src, config.num_layers, progress)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
-
-    config_dict = config.replace(quantization=scheme).to_hf_dict()
-    config_dict["quantization_config"].update(DESCRIPTIONS[scheme], modules=QUANTIZED_MODULES)
-    (dst / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
-    if tokenizer is not None:
-        tokenizer.save(dst)
+    with hf.writing(dst):  # a full disk or a file in the way: one line, the partial shards removed
+        writer = _ShardWriter(dst, max_shard_bytes)
+        try:
+            _write(tensors, expected, cls, writer, src, config.num_layers, progress)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        config_dict = config.replace(quantization=scheme).to_hf_dict()
+        config_dict["quantization_config"].update(DESCRIPTIONS[scheme], modules=QUANTIZED_MODULES)
+        (dst / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
+        if tokenizer is not None:
+            tokenizer.save(dst)
     return dst
 
 
