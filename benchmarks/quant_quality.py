@@ -13,6 +13,7 @@ weaker maps give less decisive models and lower agreement for every scheme.
     python benchmarks/quant_quality.py                                   # planted-map sweep, CPU, bf16
     python benchmarks/quant_quality.py --dtype float32                   # quantized weights, fp32 activations
     python benchmarks/quant_quality.py --model src/nemotron/assets/demo  # a trained checkpoint
+    python benchmarks/quant_quality.py --batch-1 --schemes none int8     # batch-1 decoding (CPU one-row int8)
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def in_dtype(loaded, scheme: str, dtype: str):
     return loaded
 
 
-def report_block(title: str, probe: QualityProbe, make_candidate, schemes: list[str], dtype: str) -> None:
-    print(f"\n{title}, candidates in {dtype}")
+def report_block(title: str, probe: QualityProbe, make_candidate, schemes: list[str], dtype: str,
+                 batch_size: int | None = None) -> None:
+    print(f"\n{title}, candidates in {dtype}" + (f", decoding {batch_size} at a time" if batch_size else ""))
     for scheme in schemes:
         try:
             candidate = make_candidate(scheme)
@@ -55,7 +57,7 @@ def report_block(title: str, probe: QualityProbe, make_candidate, schemes: list[
             print(f"  {scheme:5} skipped: {err}")
             continue
         start = time.perf_counter()
-        report = probe.compare(candidate)
+        report = probe.compare(candidate, batch_size)
         lines = report.summary().splitlines()
         if scheme == schemes[0]:
             print(f"  {lines[0]}")
@@ -74,7 +76,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
                         help="candidates' compute dtype; the reference is always float32")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch-1", action="store_true",
+                        help="candidates decode one sequence at a time (the batch-1 kernels: CPU int8 one-row path)")
     args = parser.parse_args()
+    batch_size = 1 if args.batch_1 else None
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -87,7 +92,7 @@ def main() -> None:
                     return in_dtype(planted_map_model(strength, seed), scheme, args.dtype)
                 probe = QualityProbe(planted_map_model(strength, seed), prompts, args.new_tokens)
                 report_block(f"planted-map model, strength {strength}, seed {seed} ({len(prompts)} prompts x "
-                             f"{args.new_tokens} tokens)", probe, candidate, args.schemes, args.dtype)
+                             f"{args.new_tokens} tokens)", probe, candidate, args.schemes, args.dtype, batch_size)
         return
 
     reference = load_model(args.model, dtype="float32")
@@ -102,7 +107,7 @@ def main() -> None:
 
     probe = QualityProbe(reference, prompts, args.new_tokens)
     report_block(f"{args.model} ({len(prompts)} prompts x {args.new_tokens} tokens)", probe, candidate, args.schemes,
-                 args.dtype)
+                 args.dtype, batch_size)
 
 
 if __name__ == "__main__":

@@ -287,3 +287,80 @@ def test_nemo_archive_to_gguf(tmp_path, sp_tokenizer_file):
     assert loaded.tokenizer is None
     ids = torch.randint(0, CONFIG.vocab_size, (1, 11), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(_logits(loaded.model, ids), _logits(model, ids), rtol=1e-6, atol=1e-6)
+
+
+def test_q4_0_layers_load_as_int4_exactly_as_stored(tiny_model_dir, ids, tmp_path):
+    """A q4_0 GGUF stays 4-bit in memory: each decoder matrix an int4 module with groups of 32 holding
+    the file's nibbles and float16 scales, whose weights equal the gguf package's dequantization
+    bit for bit; logits then match the dequantized model's up to fp32 summation order (fused q/k/v)."""
+    from nemotron.checkpoint import hf
+    from nemotron.model.nemotron import build_model
+    from nemotron.quant import Int4Linear
+
+    path = convert(tiny_model_dir, tmp_path / "model-q4_0.gguf", to="gguf", gguf_type="q4_0")
+    mapped = load_model(path, dtype="float32")
+    assert mapped.config.quantization == "int4"
+    dequantized = gguf_io.read_gguf(path)  # keep_q4_0=False: every tensor dequantized by the gguf package
+    assert dequantized.config.quantization is None and dequantized.quantized_layout is None
+    with torch.device("meta"):
+        reference = build_model(dequantized.config)
+    hf.load_state_dict_into(reference, dequantized.tensors, torch.float32, "cpu", str(path))
+
+    c = TINY_CONFIG
+    packed_bytes = 0
+    for ours, theirs in zip(mapped.model.model.layers, reference.model.layers):
+        attention = theirs.self_attn
+        pairs = [(ours.self_attn.qkv_proj, torch.cat([attention.q_proj.weight, attention.k_proj.weight,
+                                                      attention.v_proj.weight])),
+                 (ours.self_attn.o_proj, attention.o_proj.weight), (ours.mlp.up_proj, theirs.mlp.up_proj.weight),
+                 (ours.mlp.down_proj, theirs.mlp.down_proj.weight)]
+        for module, weight in pairs:
+            assert isinstance(module, Int4Linear) and module.group_size == 32
+            assert module.weight_packed.dtype == torch.uint8 and module.weight_scale.dtype == torch.float16
+            assert torch.equal(module.dequantize(), weight)
+            packed_bytes += module.weight_packed.numel() + 2 * module.weight_scale.numel()
+    linear_weights = c.num_layers * c.hidden_size * (2 * c.num_heads * c.head_dim + 2 * c.num_kv_heads * c.head_dim
+                                                     + 2 * c.intermediate_size)
+    assert packed_bytes == linear_weights * 18 // 32  # Q4_0's 4.5 bits per weight, nothing dequantized
+    torch.testing.assert_close(_logits(mapped.model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)
+
+
+def test_q4_0_gguf_decodes_through_the_cpu_int4_kernel(tiny_model_dir, tmp_path):
+    """bf16 on the CPU: the group-32 int4 layers go through torch's int4 kernel in the engine, with the
+    tokens of the reference decoder over the same modules."""
+    from nemotron.engine.generate import generate
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+    from nemotron.quant.cpu import CpuInt4Linear
+
+    path = convert(tiny_model_dir, tmp_path / "model-q4_0.gguf", to="gguf", gguf_type="q4_0")
+    loaded = load_model(path, dtype="bfloat16")
+    llm = LLM(loaded, EngineConfig(max_num_seqs=2))
+    assert isinstance(loaded.model.model.layers[0].mlp.up_proj, CpuInt4Linear)
+    assert loaded.model.model.layers[0].mlp.up_proj.group_size == 32
+    params = SamplingParams(max_new_tokens=8, greedy=True, ignore_eos=True)
+    prompts = [[5, 17, 33, 8, 100, 7], [250, 3, 3, 9]]
+    for prompt, result in zip(prompts, llm.generate(prompts, params)):
+        assert result.token_ids == generate(loaded.model, loaded.tokenizer, prompt, params).token_ids
+
+
+def test_llama_cpp_quantized_q4_0_file_loads_4_bit_and_exact(tiny_model_dir, ids, tmp_path):
+    """llama.cpp's own quantizer (Q4_0 decoder matrices, its choice of type for the rest): the decoder
+    matrices load as int4 and the logits equal the fully dequantized model's. Runs where llama-cpp-python is."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from nemotron.checkpoint import hf
+    from nemotron.model.nemotron import build_model
+
+    source = convert(tiny_model_dir, tmp_path / "model-f32.gguf", to="gguf", gguf_type="f32")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    path = tmp_path / "model-q4_0.gguf"
+    assert llama_cpp.llama_model_quantize(str(source).encode(), str(path).encode(), params) == 0
+    mapped = load_model(path, dtype="float32")
+    assert mapped.config.quantization == "int4"
+    dequantized = gguf_io.read_gguf(path)
+    with torch.device("meta"):
+        reference = build_model(dequantized.config)
+    hf.load_state_dict_into(reference, dequantized.tensors, torch.float32, "cpu", str(path))
+    torch.testing.assert_close(_logits(mapped.model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)

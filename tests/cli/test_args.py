@@ -65,3 +65,16 @@ def test_end_to_end_with_an_option_between_model_and_prompt(capsys, tiny_model_d
     first = capsys.readouterr().out
     assert main(["generate", "--greedy", str(tiny_model_dir), "The cat", "-n", "4"]) == 0
     assert capsys.readouterr().out == first
+
+
+def test_the_cli_makes_openmp_threads_wait_passively_unless_told(monkeypatch):
+    import os
+
+    from nemotron.cli.main import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["info", "tiny"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["info", "tiny"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

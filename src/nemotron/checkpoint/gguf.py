@@ -249,18 +249,40 @@ def _write_tokenizer(writer, tokenizer: Tokenizer, vocab_size: int, embed: bool)
 # ----------------------------------------------------------------------------- reading
 @dataclass(slots=True)
 class GgufCheckpoint:
-    config: ModelConfig
+    config: ModelConfig  # quantization "int4" when the decoder layers' Q4_0 blocks are kept (keep_q4_0)
     tokenizer: Tokenizer | None
-    tensors: Iterator[tuple[str, torch.Tensor]]  # Hugging Face names, dequantized to float32
+    tensors: Iterator[tuple[str, torch.Tensor]]  # Hugging Face names, dequantized to float32 (or int4 pieces)
+    quantized_layout: dict[str, int] | None = None  # the int4 modules' options (nemotron.quant.Int4Linear)
 
 
-def read_gguf(path: str | Path) -> GgufCheckpoint:
+Q4_0_BYTES = 18  # a Q4_0 block: float16 scale d, then 16 bytes of nibbles (element j low, j + 16 high)
+DECODER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_down")
+
+
+def read_gguf(path: str | Path, keep_q4_0: bool = False) -> GgufCheckpoint:
     """A GGUF file of the `nemotron` architecture: its configuration, its tokenizer and its
-    tensors (read lazily from the memory-mapped file, dequantized one at a time)."""
+    tensors (read lazily from the memory-mapped file, dequantized one at a time).
+
+    `keep_q4_0`: when every decoder-layer matrix is Q4_0, they stay 4-bit as int4 modules with
+    groups of 32 (`X.weight_packed`, `X.weight_scale`: the blocks' bytes and scales as stored, so
+    w = d (q - 8) exactly as llama.cpp computes it) and the config says quantization "int4"; other
+    tensors (embedding, norms, output layer) are dequantized. Anything else (Q8_0, Q4_1, K-quants, a
+    mix) is dequantized throughout: Q8_0's per-block scales do not fit per-channel int8 without
+    rounding again (`nemotron quantize model.gguf DIR --scheme int8` does that, knowingly)."""
     reader = _open(path)
     meta = _Metadata(reader, path)
     config = _config(meta, reader, path)
-    return GgufCheckpoint(config, _tokenizer(meta, path), _tensors(reader, config, path))
+    keep = keep_q4_0 and _all_decoder_matrices_q4_0(reader)
+    if keep:
+        config = config.replace(quantization="int4")
+    return GgufCheckpoint(config, _tokenizer(meta, path), _tensors(reader, config, path, keep),
+                          {"group_size": BLOCK} if keep else None)
+
+
+def _all_decoder_matrices_q4_0(reader) -> bool:
+    g = _gguf()
+    matrices = [t for t in reader.tensors if t.name.split(".")[-2:-1] and t.name.split(".")[-2] in DECODER_MATRICES]
+    return bool(matrices) and all(t.tensor_type == g.GGMLQuantizationType.Q4_0 for t in matrices)
 
 
 def read_gguf_config(path: str | Path) -> ModelConfig:
@@ -330,7 +352,7 @@ def _float32(value) -> float:
     return float(str(np.float32(value)))
 
 
-def _tensors(reader, config: ModelConfig, path) -> Iterator[tuple[str, torch.Tensor]]:
+def _tensors(reader, config: ModelConfig, path, keep_q4_0: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     g = _gguf()
     to_hf = {v: k for k, v in tensor_names(config.num_layers).items()}
     for tensor in reader.tensors:
@@ -339,6 +361,9 @@ def _tensors(reader, config: ModelConfig, path) -> Iterator[tuple[str, torch.Ten
             if tensor.name in ("rope_freqs.weight",) or tensor.name.endswith("rot_embd"):
                 continue  # recomputed from the config
             raise CheckpointError(f"{path}: unexpected GGUF tensor {tensor.name!r}")
+        if keep_q4_0 and tensor.name.split(".")[-2] in DECODER_MATRICES:
+            yield from _q4_0_pieces(hf_name, tensor)
+            continue
         try:
             data = g.quants.dequantize(tensor.data, tensor.tensor_type)
         except NotImplementedError:
@@ -349,6 +374,15 @@ def _tensors(reader, config: ModelConfig, path) -> Iterator[tuple[str, torch.Ten
         if _is_norm_weight(hf_name):
             out = out - 1.0
         yield hf_name, out
+
+
+def _q4_0_pieces(hf_name: str, tensor) -> Iterator[tuple[str, torch.Tensor]]:
+    """A Q4_0 matrix (N, K) as int4 with groups of 32: packed (N, K/2) uint8, scales (N, K/32) float16."""
+    rows, cols = (int(d) for d in reversed(tensor.shape))
+    blocks = np.asarray(tensor.data, dtype=np.uint8).reshape(rows, cols // BLOCK, Q4_0_BYTES)
+    prefix = hf_name.removesuffix("weight")
+    yield prefix + "weight_packed", torch.from_numpy(blocks[..., 2:].reshape(rows, cols // 2).copy())
+    yield prefix + "weight_scale", torch.from_numpy(blocks[..., :2].copy().view(np.float16).reshape(rows, -1))
 
 
 def _tokenizer(meta: _Metadata, path) -> Tokenizer | None:

@@ -130,6 +130,7 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         init_random_weights(model, seed)
         return LoadedModel(model.eval(), config, None, source)
 
+    layout: dict[str, int] = {}  # options of the quantized modules (int4 from a GGUF: group_size 32)
     if source.kind is SourceKind.HF_DIR:
         config = hf_config(source.path)
         _check_layers(config, source.path)
@@ -139,10 +140,12 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         tensors = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = _optional_tokenizer(source.path)
     elif source.kind is SourceKind.GGUF:
-        config = gguf.read_gguf_config(source.path)  # metadata only: refuse before reading weights
-        preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
-        checkpoint = gguf.read_gguf(source.path)
+        checkpoint = gguf.read_gguf(source.path, keep_q4_0=True)  # 4-bit layers stay 4-bit (exact)
         config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
+        layout = checkpoint.quantized_layout or {}
+        # Metadata so far: refuse before reading weights (planned as if dequantized: an upper bound).
+        preflight.check_fits(config.replace(quantization=None), torch_dtype or DTYPES[config.torch_dtype], device,
+                             source.spec, force)
     else:
         config = load_config(source.path, trust_pickle)  # headers only: refuse before reading weights
         preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
@@ -157,7 +160,7 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
     else:  # a `nemotron quantize` checkpoint: quantized modules first, their tensors kept as stored
         from nemotron.quant import load_quantized_into
 
-        load_quantized_into(model, config.quantization, tensors, torch_dtype, device, source.spec)
+        load_quantized_into(model, config.quantization, tensors, torch_dtype, device, source.spec, **layout)
     return LoadedModel(model.eval(), config, tokenizer, source)
 
 

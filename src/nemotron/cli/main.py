@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from nemotron.errors import NemotronError
@@ -108,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin at barriers steal the cores their partners wait for as soon as anything
+    # else runs: a 2-thread bf16 decode went from 30-50 tok/s (PASSIVE) to 4-7 (libgomp's default
+    # spin) under a load of 7. Set before torch loads libgomp (commands import it later); a value
+    # the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     threads = vars(args).get("threads")  # only commands that load a model have the flag
     if threads:

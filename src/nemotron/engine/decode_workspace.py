@@ -35,7 +35,7 @@ class LanePlan:
     num_lanes: int
     width: int  # keys attended per row: the longest context rounded up to whole blocks
     write_index: Tensor  # (B * Hkv,) flat row of each new (lane, head) key in a layer's lane tensor
-    mask: Tensor  # (B, 1, 1, width) bool: which of those keys each row sees
+    mask: Tensor  # (B, 1, 1, width) additive, in the lanes' dtype: 0 for the keys each row sees, -inf elsewhere
 
 
 class DecodeWorkspace:
@@ -97,8 +97,11 @@ class DecodeWorkspace:
         # sums in the same order whatever else is in the batch, so a request's tokens do not
         # depend on its neighbours (nor on which path served the step).
         width = -(-longest // self.block_size) * self.block_size
-        mask = (torch.arange(width, device=self.device)[None, :]
-                < torch.tensor(lane_contexts, device=self.device)[:, None])[:, None, None, :]
+        # Additive, as SDPA turns a boolean mask into (0, -inf) in the query's dtype on every call:
+        # made once per step here instead of once per layer, the same numbers.
+        hidden = (torch.arange(width, device=self.device)[None, :]
+                  >= torch.tensor(lane_contexts, device=self.device)[:, None])[:, None, None, :]
+        mask = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))
         return LanePlan(batch, width, rows, mask)
 
     def lane(self, seq: Sequence) -> int:

@@ -29,7 +29,7 @@ def make_runner(model: NemotronForCausalLM, config: EngineConfig, eos_id: int, c
     ids address every one) and the runner. `channel`: nemotron.parallel.runtime.StepChannel."""
     model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
     if config.cpu_kernels and channel is None:  # (a split model's linears carry its collectives: left as they are)
-        use_cpu_kernels(model)  # in place, CPU bf16 only: linear layers in their kernels' layouts
+        use_cpu_kernels(model, config.cpu_fp32_kernels)  # in place: linear layers in their kernels' layouts
     kv_config = model.config  # a sharded model's config is its rank's view: its stage's layers, its heads
     norm = model.model.layers[0].input_layernorm.weight  # every stage has layers; norms are never quantized
     device, dtype = norm.device, norm.dtype
@@ -72,6 +72,7 @@ class EngineConfig:
     decode_workspace: bool = True  # torch backend: decode from contiguous per-sequence K/V lanes, not block gathers
     parallel: ParallelConfig = ParallelConfig()  # tensor x pipeline parallel ranks (started by nemotron.parallel.launch)
     cpu_kernels: bool = True  # bf16 on CPU: prepacked oneDNN, int8 / int4 kernels (nemotron.quant.cpu)
+    cpu_fp32_kernels: bool = False  # fp32 on CPU: prepacked oneDNN too (~1.5x batch-1 decode; not bit for bit F.linear)
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ATTENTION_BACKENDS:

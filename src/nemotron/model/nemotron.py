@@ -96,6 +96,16 @@ def apply_partial_rotary(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
     return torch.cat((rotated, x[..., rotary_dim:]), dim=-1)
 
 
+def apply_partial_rotary_(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """apply_partial_rotary in place (inference: x is a fresh projection nothing else holds), the same
+    roundings in the same order without a copy of the pass-through channels."""
+    rotary_dim = cos.shape[-1]
+    x_rot = x[..., :rotary_dim]
+    rolled = x_rot.roll(rotary_dim // 2, dims=-1).mul_(signed_sin)  # roll copies before x_rot changes
+    x_rot.mul_(cos).add_(rolled)
+    return x
+
+
 class NemotronAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -118,7 +128,8 @@ class NemotronAttention(nn.Module):
             q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
         else:
             qkv = self.qkv_proj(x).view(b, t, hq + 2 * hkv, self.head_dim)  # (B, T, Hq + 2 Hkv, D)
-            q, k = apply_partial_rotary(qkv[:, :, :hq + hkv], cos, sin).split([hq, hkv], dim=2)
+            rotate = apply_partial_rotary if torch.is_grad_enabled() else apply_partial_rotary_
+            q, k = rotate(qkv[:, :, :hq + hkv], cos, sin).split([hq, hkv], dim=2)
             v = qkv[:, :, hq + hkv:]
         out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer_idx, q, k, v)
         return self.o_proj(out.reshape(b, t, hq * self.head_dim))

@@ -1,10 +1,11 @@
-"""CPU kernels for the linear layers, chosen and prepacked once when the engine takes a bf16 model.
+"""CPU kernels for the linear layers, chosen and prepacked once when the engine takes a bf16 (or fp32) model.
 
-| weights | up to `GEMV_MAX_ROWS` rows (decode)           | more rows (prefill, large batches)          |
-|---------|-----------------------------------------------|---------------------------------------------|
-| bf16    | oneDNN matmul on a weight reordered once      | the same                                    |
-| int8    | `torch._weight_int8pack_mm` (int8 read as is) | dequantized to bf16, then oneDNN            |
-| int4    | `torch._weight_int4pack_mm_for_cpu`           | dequantized to bf16 from its layout, oneDNN |
+| weights | one row (batch-1 decode)        | up to `GEMV_MAX_ROWS` rows (decode) | more rows (prefill, batches)    |
+|---------|---------------------------------|-------------------------------------|---------------------------------|
+| bf16    | oneDNN matmul on a weight reordered once | the same                   | the same                        |
+| int8    | fbgemm int8 x int8 (VNNI), row quantized at run time | `torch._weight_int8pack_mm` | dequantized to bf16, oneDNN |
+| int4    | `torch._weight_int4pack_mm_for_cpu` | the same                        | dequantized to bf16, oneDNN     |
+| fp32    | `F.linear` (MKL); oneDNN prepacked when asked | the same              | the same                        |
 
 A batch-1 decode step is bound by the bytes of weights read: `F.linear` on bf16 reorders the weight
 into oneDNN's blocked layout on every call (3-4x slower than the prepacked matmul at one row), and
@@ -13,16 +14,38 @@ above a few rows the dequantize-then-matmul path is faster. Results: bf16 is bit
 (the same oneDNN matmul, minus the reorder); int8 / int4 equal a matmul with the dequantized
 weight up to bf16 rounding (their scales are held in bf16, the activations' dtype).
 
-fp32 models keep `F.linear` (MKL; bitwise what the reference computes); fp16 has no fast CPU path.
+int8 at one row: `_weight_int8pack_mm` reads int8 no faster than oneDNN reads bf16 (~19 vs ~34 GB/s
+on one AVX-512 core), so a batch-1 int8 decode gained nothing over bf16. fbgemm's dynamic int8
+linear (`torch.ops.quantized.linear_dynamic`, VNNI dot products) reads it at ~29 GB/s: the row is
+quantized to uint8 with its own scale and zero point (min/max over the row, like llama.cpp's q8_0
+dot product quantizing activations per block of 32, here per row), multiplied in int32, scaled by
+the row's and the channels' scales. Only a lone row takes this path (fbgemm quantizes a whole
+input with one scale, which several rows would share); the extra error is the activations' 8-bit
+rounding (~0.5-1% relative per layer; greedy agreement with fp32 as `_weight_int8pack_mm`'s on the
+quality probe's decisive models, `benchmarks/quant_quality.py --batch-1`).
+Its prepacked copy of the weight (1 byte per weight) is held beside the plain one, which the
+batched paths read: a CPU int8 model holds 2 bytes per weight, as bf16 does, and reads 1 per step.
+The CPU must have VNNI (AVX512-VNNI / AVX-VNNI): without it fbgemm's 16-bit pair sums can saturate,
+and the one-row path stays on `_weight_int8pack_mm`.
+
+fp32 linear layers can be prepacked for oneDNN too (`EngineConfig(cpu_fp32_kernels=True)`): `F.linear`
+in fp32 goes to MKL, which reads a one-row weight at ~17 GB/s per core against oneDNN's ~33 (a
+batch-1 fp32 decode of the 140M shape: 33 -> 21 CPU ms per token; prefill and batches 2.5-8x faster
+as well). The sums are ordered differently, so results differ from `F.linear` by float rounding
+(~1e-6 relative): not the default, because fp32 is the reference precision that tensor-parallel ranks
+(which keep `F.linear`) and the reference decoder are compared against token for token. fp16 has
+no fast CPU path.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nemotron.model.nemotron import LayerNorm1p
-from nemotron.quant.linear import GROUP_SIZE, Int4Linear, Int8Linear
+from nemotron.quant.linear import Int4Linear, Int8Linear
 
 GEMV_MAX_ROWS = 8  # int8 / int4 kernels up to this many rows; dequantize + oneDNN above
 INT4_BLOCK_N = 64  # the CPU int4 layout interleaves output channels in blocks of 64
@@ -59,7 +82,7 @@ class CpuLinear(nn.Module):
 
 
 class PackedLinear(CpuLinear):
-    """bf16 weight reordered once into oneDNN's blocked layout."""
+    """bf16 or fp32 weight reordered once into oneDNN's blocked layout."""
 
     def __init__(self, weight: Tensor) -> None:
         super().__init__(weight.shape[1], weight.shape[0])
@@ -69,19 +92,38 @@ class PackedLinear(CpuLinear):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [None], "")
 
 
+def int8_dot_products() -> bool:
+    """fbgemm's dynamic int8 linear is usable and exact in int32: fbgemm built in, and VNNI (whose
+    dot products accumulate u8 x s8 in int32, where plain AVX-512 goes through saturating int16)."""
+    return "fbgemm" in torch.backends.quantized.supported_engines and torch.cpu._is_vnni_supported()
+
+
+def fbgemm_pack(weight: Tensor, scale: Tensor):
+    """int8 (N, K) and float32 scales (N,) -> fbgemm's packed weight (the codes as they are)."""
+    with warnings.catch_warnings():  # quantized tensors are deprecated as a user API; this op still takes one
+        warnings.simplefilter("ignore", UserWarning)
+        qweight = torch._make_per_channel_quantized_tensor(
+            weight, scale.double(), torch.zeros(weight.shape[0], dtype=torch.long), 0)
+        return torch.ops.quantized.linear_prepack(qweight, None)
+
+
 class CpuInt8Linear(CpuLinear):
-    """int8 weight (N, K) as stored, with its per-channel scales in bf16."""
+    """int8 weight (N, K) as stored, with its per-channel scales in bf16; plus, on CPUs with VNNI,
+    fbgemm's packed copy for one-row decoding."""
 
     def __init__(self, module: Int8Linear, dtype: torch.dtype) -> None:
         super().__init__(module.in_features, module.out_features)
         self.weight = module.weight  # (N, K) int8: the kernel's layout already
         self.scale = module.weight_scale.to(dtype)  # (N,)
+        self.packed = fbgemm_pack(module.weight, module.weight_scale.float()) if int8_dot_products() else None
 
     def dequantize(self) -> Tensor:
         return self.weight.to(self.scale.dtype) * self.scale[:, None]
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, K)
+        if rows.shape[0] == 1 and self.packed is not None:  # reduce_range=False: full 8 bits (VNNI)
+            return torch.ops.quantized.linear_dynamic(x.float(), self.packed, False).to(x.dtype)
         if rows.shape[0] > GEMV_MAX_ROWS:  # scales applied to the output: one pass over the weight, not two
             return F.linear(x, self.weight.to(x.dtype)) * self.scale
         return torch._weight_int8pack_mm(rows, self.weight, self.scale).view(*x.shape[:-1], self.out_features)
@@ -90,31 +132,32 @@ class CpuInt8Linear(CpuLinear):
 class CpuInt4Linear(CpuLinear):
     """int4 weight in the CPU kernel's layout, (N, K/2) uint8: within each block of 64 output
     channels, K runs of 32 bytes, byte i of run k holding channel i (low nibble) and i + 32 (high)
-    at input k, as q + 8. Scales and zeros (K/128, N, 2) in bf16, the kernel's w = (q - 8) s + z."""
+    at input k, as q + 8. Scales and zeros (K/group, N, 2) in bf16, the kernel's w = (q - 8) s + z."""
 
     def __init__(self, module: Int4Linear, dtype: torch.dtype) -> None:
         super().__init__(module.in_features, module.out_features)
-        codes = module.codes().to(torch.int32) + 8  # (N, K) in [1, 15]
+        self.group_size = module.group_size
+        codes = module.codes().to(torch.int32) + 8  # (N, K) in [0, 15]
         self.weight = torch._convert_weight_to_int4pack_for_cpu(codes, 1)  # (N, K/2) uint8
-        scale = module.weight_scale.t().to(dtype)  # (K/128, N)
+        scale = module.weight_scale.t().to(dtype)  # (K/group, N)
         self.scales_and_zeros = torch.stack([scale, torch.zeros_like(scale)], dim=-1).contiguous()
 
     def codes(self) -> Tensor:
-        """(N, K) int8 in [-7, 7], unpacked from the kernel layout."""
+        """(N, K) int8 in [-8, 7], unpacked from the kernel layout."""
         n, k = self.out_features, self.in_features
         blocks = self.weight.reshape(n // INT4_BLOCK_N, k, INT4_BLOCK_N // 2)  # (N/64, K, 32)
         halves = torch.stack([blocks & 0xF, blocks >> 4], dim=1)  # (N/64, 2, K, 32): channels i, i + 32
         return (halves.permute(0, 1, 3, 2).reshape(n, k).to(torch.int8) - 8)
 
     def dequantize(self) -> Tensor:
-        scale = self.scales_and_zeros[..., 0].t().repeat_interleave(GROUP_SIZE, dim=1)  # (N, K)
+        scale = self.scales_and_zeros[..., 0].t().repeat_interleave(self.group_size, dim=1)  # (N, K)
         return self.codes().to(scale.dtype) * scale
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, K)
         if rows.shape[0] > GEMV_MAX_ROWS:
             return F.linear(x, self.dequantize())
-        out = torch._weight_int4pack_mm_for_cpu(rows, self.weight, GROUP_SIZE, self.scales_and_zeros)
+        out = torch._weight_int4pack_mm_for_cpu(rows, self.weight, self.group_size, self.scales_and_zeros)
         return out.view(*x.shape[:-1], self.out_features)
 
 
@@ -134,18 +177,23 @@ class OneOpLayerNorm1p(LayerNorm1p):
         return module
 
 
-def cpu_module(module: nn.Module, dtype: torch.dtype) -> nn.Module | None:
+def cpu_module(module: nn.Module, dtype: torch.dtype, fp32: bool = False) -> nn.Module | None:
     """The CPU fast-path replacement of a layer computing in `dtype`, or None to keep it as it is."""
     if dtype == torch.bfloat16 and type(module) is LayerNorm1p:
         return OneOpLayerNorm1p.sharing(module)
-    return cpu_linear(module, dtype)
+    return cpu_linear(module, dtype, fp32)
 
 
-def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
-    """The CPU kernel module for a linear layer computing in `dtype`, or None to keep it as it is."""
+def cpu_linear(module: nn.Module, dtype: torch.dtype, fp32: bool = False) -> CpuLinear | None:
+    """The CPU kernel module for a linear layer computing in `dtype`, or None to keep it as it is.
+    fp32 layers are packed only when asked (`fp32`)."""
+    # Plain nn.Linear only: a subclass (a runtime LoRA adapter's LoraLinear) computes more than its weight.
+    plain = type(module) is nn.Linear and module.bias is None and module.weight.dtype == dtype
+    if dtype == torch.float32:
+        return PackedLinear(module.weight) if fp32 and plain else None
     if dtype != torch.bfloat16:
         return None
-    if isinstance(module, nn.Linear) and module.bias is None and module.weight.dtype == dtype:
+    if plain:
         return PackedLinear(module.weight)
     if isinstance(module, Int8Linear):
         return CpuInt8Linear(module, dtype)
@@ -155,17 +203,17 @@ def cpu_linear(module: nn.Module, dtype: torch.dtype) -> CpuLinear | None:
 
 
 @torch.no_grad()
-def use_cpu_kernels(model: nn.Module) -> nn.Module:
+def use_cpu_kernels(model: nn.Module, fp32: bool = False) -> nn.Module:
     """Inference transform, in place: every linear layer of a bf16 model on the CPU (decoder
     layers and LM head; a reward head, with its bias, stays) -> its CPU kernel module, and the
-    norms -> one-op norms. Weights are packed once here; the modules replaced are dropped, so
-    memory does not double."""
+    norms -> one-op norms; with `fp32`, an fp32 model's plain linear layers -> prepacked oneDNN.
+    Weights are packed once here; the modules replaced are dropped, so memory does not double."""
     dtype = model.model.embed_tokens.weight.dtype
     if model.model.embed_tokens.weight.device.type != "cpu":
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            replacement = cpu_module(child, dtype)
+            replacement = cpu_module(child, dtype, fp32)
             if replacement is not None:
                 setattr(parent, name, replacement)
     return model

@@ -43,19 +43,24 @@ class QuantizedLinear(nn.Module):
         return module
 
     @classmethod
-    def empty(cls, in_features: int, out_features: int, device: torch.device | str) -> QuantizedLinear:
-        module = cls(in_features, out_features)
-        for name, (shape, dtype) in cls.tensor_specs(in_features, out_features).items():
+    def empty(cls, in_features: int, out_features: int, device: torch.device | str, **layout) -> QuantizedLinear:
+        """`layout`: the scheme's options (int4: group_size)."""
+        module = cls(in_features, out_features, **layout)
+        for name, (shape, dtype) in cls.tensor_specs(in_features, out_features, **layout).items():
             module.register_buffer(name, torch.empty(shape, dtype=dtype, device=device))
         return module
 
     @classmethod
     def concat(cls, modules: list[QuantizedLinear]) -> QuantizedLinear:
         """One module whose outputs are the modules' outputs side by side (fused q/k/v)."""
-        fused = cls(modules[0].in_features, sum(m.out_features for m in modules))
-        for name in cls.tensor_specs(fused.in_features, fused.out_features):
+        fused = cls(modules[0].in_features, sum(m.out_features for m in modules), **modules[0].layout())
+        for name in cls.tensor_specs(fused.in_features, fused.out_features, **fused.layout()):
             fused.register_buffer(name, torch.cat([getattr(m, name) for m in modules]))
         return fused
+
+    def layout(self) -> dict[str, int]:
+        """The options `empty` / `tensor_specs` take to build a module like this one."""
+        return {}
 
     @staticmethod
     def tensor_specs(in_features: int, out_features: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -106,17 +111,28 @@ class Int4Linear(QuantizedLinear):
     Values q in [-7, 7] are stored as q + 8, two per byte: within each group, byte j holds element j
     in its low nibble and element j + 64 in its high nibble (the split-halves layout of GGML's Q4_0),
     so unpacking is two shifts and a concatenation, no interleave.
+
+    `group_size` 32 holds GGML's Q4_0 blocks exactly as stored (a GGUF's 4-bit layers load as they
+    are, see nemotron.checkpoint.gguf): the nibbles in the same split-halves order, the float16 block
+    scale, q in [-8, 7]. Quantizing here always uses 128 groups.
     """
 
     SCHEME = "int4"
 
+    def __init__(self, in_features: int, out_features: int, group_size: int = GROUP_SIZE) -> None:
+        super().__init__(in_features, out_features)
+        self.group_size = group_size
+
+    def layout(self) -> dict[str, int]:
+        return {"group_size": self.group_size}
+
     @staticmethod
-    def tensor_specs(in_features, out_features):
-        if in_features % GROUP_SIZE:
-            raise ConfigError(f"int4 needs layers whose input features are divisible by {GROUP_SIZE}, "
+    def tensor_specs(in_features, out_features, group_size: int = GROUP_SIZE):
+        if in_features % group_size:
+            raise ConfigError(f"int4 needs layers whose input features are divisible by {group_size}, "
                               f"got {in_features}")
         return {"weight_packed": ((out_features, in_features // 2), torch.uint8),
-                "weight_scale": ((out_features, in_features // GROUP_SIZE), torch.float16)}
+                "weight_scale": ((out_features, in_features // group_size), torch.float16)}
 
     @staticmethod
     def quantize_weight(weight: Tensor) -> dict[str, Tensor]:
@@ -130,14 +146,14 @@ class Int4Linear(QuantizedLinear):
         return {"weight_packed": packed.reshape(n, k // 2), "weight_scale": scale}
 
     def codes(self) -> Tensor:
-        """(N, K) int8 in [-7, 7]: the weights before scaling."""
+        """(N, K) int8 in [-7, 7] ([-8, 7] from a GGUF): the weights before scaling."""
         n = self.out_features
-        packed = self.weight_packed.reshape(n, -1, GROUP_SIZE // 2)  # (N, G, 64)
+        packed = self.weight_packed.reshape(n, -1, self.group_size // 2)  # (N, G, group / 2)
         return (torch.cat([packed & 0xF, packed >> 4], dim=2).to(torch.int8) - 8).reshape(n, self.in_features)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
         n = self.out_features
-        q = self.codes().reshape(n, -1, GROUP_SIZE)  # (N, G, 128)
+        q = self.codes().reshape(n, -1, self.group_size)  # (N, G, group)
         return (q.float() * self.weight_scale.float()[..., None]).reshape(n, self.in_features).to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:

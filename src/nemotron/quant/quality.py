@@ -101,11 +101,13 @@ class _NoText:
         return ""
 
 
-def greedy_continuations(loaded: LoadedModel, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-    """Engine greedy decoding, EOS ignored, so every continuation has `new_tokens` tokens."""
+def greedy_continuations(loaded: LoadedModel, prompts: list[list[int]], new_tokens: int,
+                         batch_size: int | None = None) -> list[list[int]]:
+    """Engine greedy decoding, EOS ignored, so every continuation has `new_tokens` tokens; at most
+    `batch_size` sequences at a time (default: all of them)."""
     if loaded.tokenizer is None:
         loaded = dataclasses.replace(loaded, tokenizer=IdsOnlyTokenizer(loaded.config.vocab_size))
-    llm = LLM(loaded, EngineConfig(max_num_seqs=len(prompts)))
+    llm = LLM(loaded, EngineConfig(max_num_seqs=batch_size or len(prompts)))
     params = SamplingParams(max_new_tokens=new_tokens, greedy=True, ignore_eos=True)
     return [completion.token_ids for completion in llm.generate(prompts, params)]
 
@@ -128,8 +130,10 @@ class QualityProbe:
         return loaded.model(torch.tensor([ids], device=device))[0, prompt_len - 1:].float().cpu()
 
     @torch.inference_mode()
-    def compare(self, candidate: LoadedModel) -> QualityReport:
-        actual = greedy_continuations(candidate, self.prompts, self.new_tokens)
+    def compare(self, candidate: LoadedModel, batch_size: int | None = None) -> QualityReport:
+        """`batch_size` 1: the candidate decodes one sequence at a time (the batch-1 kernels, e.g. the
+        CPU's one-row int8 path); the teacher-forced logits are whole-sequence forwards either way."""
+        actual = greedy_continuations(candidate, self.prompts, self.new_tokens, batch_size)
         prefix = position = 0
         for want, got in zip(self.expected, actual):
             same = [a == b for a, b in zip(want, got)]

@@ -74,14 +74,14 @@ def decoder_linears(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Linea
 
 
 def load_quantized_into(model: nn.Module, scheme: str, tensors: Iterator[tuple[str, Tensor]] | Mapping[str, Tensor],
-                        dtype: torch.dtype, device: torch.device | str, source: str) -> None:
+                        dtype: torch.dtype, device: torch.device | str, source: str, **layout) -> None:
     """Fill a model built on the meta device from a `nemotron quantize` checkpoint (unfused HF names):
     quantized modules replace the decoder linears, quantized tensors keep their stored dtypes, the
-    rest is cast to `dtype`; then q/k/v are fused."""
+    rest is cast to `dtype`; then q/k/v are fused. `layout`: the modules' options (int4 group_size)."""
     cls = scheme_class(scheme)
     check_device(scheme, device)
     for parent, name, linear in list(decoder_linears(model)):
-        setattr(parent, name, cls.empty(linear.in_features, linear.out_features, "meta"))
+        setattr(parent, name, cls.empty(linear.in_features, linear.out_features, "meta", **layout))
     # Names and shapes as they are on disk: unfused q/k/v (fused after loading).
     expected = {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
     stored_as_is = {f"{prefix}.{buffer}" for prefix, module in model.named_modules()
