@@ -105,3 +105,26 @@ def test_reward_model_from_a_language_model_evaluates_and_reports(tmp_path, caps
     assert table["pairs"] == 6 and set(table["attributes"]) == {"helpfulness", "correctness", "verbosity"}
     assert main(["train", "report", str(tmp_path / "rm")]) == 0
     assert (tmp_path / "rm" / "curves.png").stat().st_size > 10_000
+
+
+def test_reward_model_with_added_layers_trains_only_them_and_loads_deeper(tmp_path, base_dir):
+    pairs = _pairs(tmp_path / "pairs.jsonl", 12)
+    base = load_model(base_dir).model
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out", str(tmp_path / "rm"),
+                 "--add-layers", "2", "--train-added-only", *LOOP]) == 0
+    reward = load_model(tmp_path / "rm" / "final").model
+    assert reward.config.num_layers == 4 and len(reward.model.layers) == 4
+    for name, weight in base.model.state_dict().items():  # the language model's layers are untouched
+        assert torch.equal(reward.model.state_dict()[name], weight) == (not name.startswith("norm.")), name
+    assert reward.model.layers[2].self_attn.o_proj.weight.abs().sum() > 0  # the added layers learned
+    assert reward.rm_head.weight.abs().sum() > 0
+
+
+def test_added_layers_need_add_layers_and_no_lora(tmp_path, capsys, base_dir):
+    pairs = _pairs(tmp_path / "pairs.jsonl", 4)
+    for extra in (["--train-added-only"], ["--add-layers", "1", "--train-added-only", "--lora-r", "2"]):
+        assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out",
+                     str(tmp_path / "x"), *extra, *LOOP]) == 2
+        assert "--train-added-only needs --add-layers" in capsys.readouterr().err
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out", str(tmp_path / "x"),
+                 "--add-layers", "-1", *LOOP]) == 2

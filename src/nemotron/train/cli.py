@@ -107,6 +107,10 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         help="MSE on attribute ratings, Bradley-Terry on pairs, or both summed")
     reward.add_argument("--bt-weight", type=float, default=1.0)
     reward.add_argument("--regression-weight", type=float, default=1.0)
+    reward.add_argument("--add-layers", type=int, default=0,
+                        help="grow a language model's trunk by this many identity-initialised decoder layers first")
+    reward.add_argument("--train-added-only", action="store_true",
+                        help="with --add-layers: train only the added layers, the final norm and the head")
     _add_lora_options(reward)
     reward.epilog = "DATA: " + pairs_help + ", and/or HelpSteer2 rated responses (prompt, response, helpfulness, ...)"
 
@@ -292,11 +296,21 @@ def _reward(args: argparse.Namespace) -> None:
     from nemotron.train.data import BatchConfig
     from nemotron.train.objectives import RewardConfig, RewardModeling
     from nemotron.train.preference_data import RewardDataset, read_preference_data
-    from nemotron.model.heads import reward_model_from
+    from nemotron.model.heads import add_identity_layers, reward_model_from
     from nemotron.train.reward import evaluate_reward_model
 
+    if args.add_layers < 0:
+        raise ConfigError(f"--add-layers must be >= 0, got {args.add_layers}")
     loaded = _load_for_training(args.model)
     model = reward_model_from(loaded.model)
+    if args.train_added_only:
+        if not args.add_layers or args.lora_r:
+            raise ConfigError("--train-added-only needs --add-layers and no LoRA")
+        model.requires_grad_(False)
+    model = add_identity_layers(model, args.add_layers)
+    if args.train_added_only:
+        for module in (*model.model.layers[-args.add_layers:], model.model.norm, model.rm_head):
+            module.requires_grad_(True)
     batches = BatchConfig(args.batch_size, args.seq_len, args.seed)
     train_rows = read_preference_data(args.data)
     valid_rows = read_preference_data(args.valid) if args.valid else None
