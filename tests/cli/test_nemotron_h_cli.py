@@ -68,3 +68,30 @@ def test_save_hf_dir_round_trip_loads(hybrid_dir):
     ids = torch.randint(0, 96, (1, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(loaded.model(ids), model(ids))
+
+
+def test_info_says_why_the_engine_has_no_prefix_caching(capsys):
+    code, out, _ = run_cli(capsys, "info", "nemotron-h-8b")
+    assert code == 0 and "prefix caching is off" in out
+
+
+def test_generate_and_chat_on_a_hybrid_checkpoint(capsys, tmp_path, monkeypatch):
+    """`nemotron generate` / `chat` stream from a Nemotron-H directory with a byte-level BPE tokenizer.json."""
+    pytest.importorskip("transformers")
+    import io
+
+    from nemotron.checkpoint.load import load_model
+    from nemotron.engine.generate import generate
+    from nemotron.engine.sampling import SamplingParams
+    from tests.engine.test_hybrid_engine import HYBRID_SHAPES, write_hybrid_dir
+
+    write_hybrid_dir(tmp_path, HYBRID_SHAPES[2], seed=14)
+    loaded = load_model(tmp_path, dtype="float32")
+    expected = generate(loaded.model, loaded.tokenizer, loaded.tokenizer.encode("The lazy dog"),
+                        SamplingParams(max_new_tokens=8, greedy=True)).text
+    code, out, err = run_cli(capsys, "generate", str(tmp_path), "The lazy dog", "--greedy", "-n", "8",
+                             "--dtype", "float32")
+    assert code == 0 and out == expected + "\n" and "tokens/s" in err
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n/exit\n"))
+    code, out, _ = run_cli(capsys, "chat", str(tmp_path), "--greedy", "-n", "4", "--dtype", "float32")
+    assert code == 0 and out.startswith("you> assistant> ")

@@ -124,9 +124,9 @@ def test_split_prefill_equals_one_shot(shape):
         whole = ours(ids, cache=one_shot)
         parts = torch.cat([ours(ids[:, a:b], cache=split) for a, b in ((0, 2), (2, 13), (13, 30))], dim=1)
     assert torch.allclose(parts, whole, atol=1e-5)
-    for layer in one_shot.ssm:
-        assert torch.allclose(split.ssm[layer], one_shot.ssm[layer], atol=1e-5)
-        assert torch.allclose(split.conv[layer], one_shot.conv[layer], atol=1e-6)
+    for i in range(len(one_shot.ssm)):
+        assert torch.allclose(split.ssm[i], one_shot.ssm[i], atol=1e-5)
+        assert torch.allclose(split.conv[i], one_shot.conv[i], atol=1e-6)
 
 
 def test_batch_equals_single():

@@ -154,7 +154,12 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     torch_dtype = torch_dtype or DTYPES[config.torch_dtype]
     with torch.device("meta"):
-        model = build_model(config)
+        if isinstance(config, NemotronHConfig):  # a Nemotron-H .nemo
+            from nemotron.model.nemotron_h import NemotronHForCausalLM
+
+            model = NemotronHForCausalLM(config)
+        else:
+            model = build_model(config)
     if config.quantization is None:
         hf.load_state_dict_into(model, tensors, torch_dtype, device, source.spec)
     else:  # a `nemotron quantize` checkpoint: quantized modules first, their tensors kept as stored
@@ -238,6 +243,9 @@ def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):
 def _nemo_tokenizer(checkpoint, spec: str) -> Tokenizer | None:
     if not checkpoint.tokenizer_model:
         return None
+    if checkpoint.tokenizer_filename.endswith(".json"):  # a Hugging Face tokenizer (Nemotron-H's byte-level BPE)
+        return Tokenizer.from_tokenizer_json_bytes(checkpoint.tokenizer_model,
+                                                   source=f"{spec}/{checkpoint.tokenizer_filename}")
     return Tokenizer.from_sentencepiece_bytes(checkpoint.tokenizer_model,
                                               source=f"{spec}/{checkpoint.tokenizer_filename}")
 

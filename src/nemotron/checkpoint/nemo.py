@@ -28,15 +28,16 @@ from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, TensorSt
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
-from nemotron.checkpoint import hf, megatron
+from nemotron.checkpoint import hf, megatron, megatron_hybrid
 from nemotron.checkpoint.archive import ArchiveFileSystem, ArchiveLimits, ArchivePath, open_archive
 from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
+from nemotron.model.nemotron_h_config import NemotronHConfig
 
 
 @dataclass(slots=True)
 class NemoCheckpoint:
-    config: ModelConfig
+    config: ModelConfig | NemotronHConfig
     state_dict: dict[str, Tensor]  # Hugging Face names
     tokenizer_model: bytes | None  # contents of the SentencePiece file
     tokenizer_filename: str | None
@@ -69,7 +70,7 @@ def read_nemo(path: str | Path, *, trust_pickle: bool = False, dtype: torch.dtyp
 
 
 def read_nemo_config(path: str | Path, *, trust_pickle: bool = False,
-                     limits: ArchiveLimits | None = None) -> ModelConfig:
+                     limits: ArchiveLimits | None = None) -> ModelConfig | NemotronHConfig:
     """The configuration alone: model_config.yaml and the tensor headers (the vocabulary size comes from
     the embedding's shape); no weights are read. PyTorch files are loaded under FakeTensorMode, which
     reads their pickled index and not their data."""
@@ -85,7 +86,7 @@ def read_nemo_config(path: str | Path, *, trust_pickle: bool = False,
         return _read_config(archive.root, str(path), trust_pickle)
 
 
-def _read_config(root: Path, origin: str, trust_pickle: bool) -> ModelConfig:
+def _read_config(root: Path, origin: str, trust_pickle: bool) -> ModelConfig | NemotronHConfig:
     raw = _read_yaml(root / "model_config.yaml", origin)
     return _config(raw, _open_weights(root, origin, raw, trust_pickle), origin)
 
@@ -95,8 +96,11 @@ def _read_root(root: Path, origin: str, trust_pickle: bool, dtype: torch.dtype |
     tokenizer_model, tokenizer_filename = _tokenizer(root, raw, origin)
     weights = _open_weights(root, origin, raw, trust_pickle)
     config = _config(raw, weights, origin)
-    megatron.check_stored_shapes(weights.shapes, config)  # before any tensor is read
-    state_dict = megatron.megatron_to_hf(weights.items(), config, dtype)
+    if isinstance(config, NemotronHConfig):
+        state_dict = megatron_hybrid.megatron_to_hf(weights.items(), config, dtype)
+    else:
+        megatron.check_stored_shapes(weights.shapes, config)  # before any tensor is read
+        state_dict = megatron.megatron_to_hf(weights.items(), config, dtype)
     return NemoCheckpoint(config, state_dict, tokenizer_model, tokenizer_filename)
 
 
@@ -119,7 +123,7 @@ def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
     return raw
 
 
-def _config(raw: dict[str, Any], weights: _Weights, origin: str) -> ModelConfig:
+def _config(raw: dict[str, Any], weights: _Weights, origin: str) -> ModelConfig | NemotronHConfig:
     shapes = {megatron.strip_prefix(name): shape for name, shape in weights.shapes.items()}
     embedding = next((n for n in shapes if n.endswith("embedding.word_embeddings.weight")), None)
     if embedding is None:
@@ -139,6 +143,10 @@ def _config(raw: dict[str, Any], weights: _Weights, origin: str) -> ModelConfig:
         attributes = _section(raw, "regression", origin).get("num_attributes", 1)
     else:
         attributes = 0
+    if megatron_hybrid.is_hybrid(raw):  # Nemotron-H (megatron-core MambaModel)
+        config = megatron_hybrid.config_from_nemo(raw, shapes[embedding][0], origin)
+        megatron_hybrid.check_layers(shapes, config, origin)
+        return config
     # NeMo pads the vocabulary for tensor parallelism: the embedding's rows are the model's vocab size.
     config = ModelConfig.from_nemo_dict(raw, shapes[embedding][0], num_reward_attributes=attributes,
                                         reward_head_bias=head is None or "rm_head.bias" in shapes)

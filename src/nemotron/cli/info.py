@@ -37,7 +37,10 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
         "cpu_features": cpu_features(),
     }
     if hybrid:
+        from nemotron.engine.mamba_state import PREFIX_CACHING_OFF
+
         info["mamba_state_bytes_per_sequence_fp32"] = config.mamba_state_bytes_per_sequence()
+        info["engine_prefix_caching"] = f"off: {PREFIX_CACHING_OFF}"
     if source.kind is SourceKind.HF_DIR and hf.safetensors_only(source.path):
         shapes = hf.tensor_shapes(source.path)
         info["weight_bytes"] = sum(math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
@@ -103,6 +106,7 @@ def _format_hybrid(info: dict, config: NemotronHConfig) -> str:
         f"Mamba state  {state / 1e6:.1f} MB per sequence in fp32, whatever its length",
         f"per sequence {config.sequence_state_bytes(context) / 1e9:.2f} GB for one {context}-token sequence "
         f"(KV cache + Mamba state)",
+        f"engine       a Mamba state slot per running sequence; {info['engine_prefix_caching']}",
     ])
 
 

@@ -16,7 +16,7 @@ from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import NemotronError
-from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.model.nemotron_h import CAUSAL_LMS
 from nemotron.tokenizer import CHAT_STOP_STRINGS, Tokenizer, render_chat
 
 
@@ -76,7 +76,7 @@ def _checked(loaded: LoadedModel, args: argparse.Namespace) -> LoadedModel:
         merge_adapter_into(loaded, args.lora)
     if loaded.tokenizer is None:
         raise NemotronError(f"{loaded.source.spec} comes without a tokenizer; pass --tokenizer FILE")
-    if not isinstance(loaded.model, NemotronForCausalLM):
+    if not isinstance(loaded.model, CAUSAL_LMS):
         raise NemotronError(f"{loaded.source.spec} is a reward model; it scores text, it does not generate")
     if loaded.tokenizer.vocab_size > loaded.config.vocab_size:
         raise NemotronError(f"the tokenizer has {loaded.tokenizer.vocab_size} pieces but the model only "

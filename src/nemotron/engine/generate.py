@@ -16,6 +16,7 @@ from nemotron.engine.sampling import SamplingParams, SamplingTensors, make_gener
 from nemotron.engine.output import OutputTracker
 from nemotron.errors import NemotronError
 from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.model.nemotron_h import HybridCache, NemotronHForCausalLM
 from nemotron.tokenizer import Tokenizer
 
 
@@ -40,7 +41,7 @@ class GenerationResult:
 
 
 @torch.inference_mode()
-def stream_generate(model: NemotronForCausalLM, tokenizer: Tokenizer, prompt_ids: list[int],
+def stream_generate(model: NemotronForCausalLM | NemotronHForCausalLM, tokenizer: Tokenizer, prompt_ids: list[int],
                     params: SamplingParams) -> Iterator[GenerationChunk]:
     config = model.config
     if not prompt_ids:
@@ -54,7 +55,10 @@ def stream_generate(model: NemotronForCausalLM, tokenizer: Tokenizer, prompt_ids
         return
 
     device = model.lm_head.weight.device
-    cache = ContiguousKVCache(config, 1, len(prompt_ids) + max_new, model.lm_head.weight.dtype, device)
+    if isinstance(model, NemotronHForCausalLM):  # Mamba states + its attention layers' growing K/V
+        cache = HybridCache(config, 1, model.lm_head.weight.dtype, device)
+    else:
+        cache = ContiguousKVCache(config, 1, len(prompt_ids) + max_new, model.lm_head.weight.dtype, device)
     tensors = SamplingTensors.from_params([params], config.vocab_size, device, eos_id=tokenizer.eos_id,
                                           token_ids=[prompt_ids])
     generators = [make_generator(params.seed)]

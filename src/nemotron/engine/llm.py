@@ -13,7 +13,7 @@ from nemotron.engine.generate import GenerationChunk
 from nemotron.engine.llm_engine import EngineConfig, LLMEngine, RequestOutput
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import NemotronError
-from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.model.nemotron_h import CAUSAL_LMS
 
 
 @dataclass(slots=True)
@@ -64,7 +64,7 @@ class LLM:
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             model = load_model(model, dtype=dtype, device=device, trust_pickle=trust_pickle)
         try:
-            if not isinstance(model.model, NemotronForCausalLM):
+            if not isinstance(model.model, CAUSAL_LMS):
                 raise NemotronError(f"{model.source.spec} is a reward model; it scores text, it does not generate")
             if model.tokenizer is None:
                 raise NemotronError(f"{model.source.spec} comes without a tokenizer")

@@ -9,6 +9,7 @@ import torch
 
 from nemotron.engine.block_manager import BlockManager
 from nemotron.engine.cuda_graphs import DecodeGraphs
+from nemotron.engine.mamba_state import PREFIX_CACHING_OFF, AttentionLayers, MambaStatePool, StateSlots
 from nemotron.engine.model_runner import ModelRunner, SampledToken
 from nemotron.engine.output import OutputTracker, TokenEntry
 from nemotron.engine.paged_cache import ATTENTION_BACKENDS, PagedKVCache
@@ -18,40 +19,71 @@ from nemotron.engine.sequence import Sequence
 from nemotron.errors import NemotronError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
+from nemotron.model.nemotron_h import NemotronHForCausalLM
+from nemotron.model.nemotron_h_config import NO_MODEL_PARALLEL, NemotronHConfig
 from nemotron.parallel.runtime import ParallelConfig, channel_for
 from nemotron.quant.cpu import use_cpu_kernels
 from nemotron.tokenizer import Tokenizer
 
 
-def make_runner(model: NemotronForCausalLM, config: EngineConfig, eos_id: int, channel=None) -> ModelRunner:
+def make_runner(model: NemotronForCausalLM | NemotronHForCausalLM, config: EngineConfig, eos_id: int,
+                channel=None) -> ModelRunner:
     """The model side of the engine, the same on every rank: the KV pool (this rank's heads of its
     stage's layers, sized from its free memory; all ranks take the smallest pool, as rank 0's block
-    ids address every one) and the runner. `channel`: nemotron.parallel.runtime.StepChannel."""
-    model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
-    if config.cpu_kernels and channel is None:  # (a split model's linears carry its collectives: left as they are)
-        use_cpu_kernels(model, config.cpu_fp32_kernels)  # in place: linear layers in their kernels' layouts
-    kv_config = model.config  # a sharded model's config is its rank's view: its stage's layers, its heads
-    norm = model.model.layers[0].input_layernorm.weight  # every stage has layers; norms are never quantized
+    ids address every one) and the runner. `channel`: nemotron.parallel.runtime.StepChannel.
+    A hybrid (Nemotron-H) model's pool is its attention layers' K/V plus the Mamba state slots."""
+    hybrid = isinstance(model, NemotronHForCausalLM)
+    if hybrid:
+        if channel is not None or config.parallel.world_size > 1:
+            raise NemotronError(NO_MODEL_PARALLEL)
+        kv_config = AttentionLayers.of(model.config)
+        norm = model.model.norm_f.weight
+    else:
+        model = fuse_qkv(model)  # in place: one QKV matmul per layer (state dict names change)
+        if config.cpu_kernels and channel is None:  # (a split model's linears carry its collectives: left as they are)
+            use_cpu_kernels(model, config.cpu_fp32_kernels)  # in place: linear layers in their kernels' layouts
+        kv_config = model.config  # a sharded model's config is its rank's view: its stage's layers, its heads
+        norm = model.model.layers[0].input_layernorm.weight  # every stage has layers; norms are never quantized
     device, dtype = norm.device, norm.dtype
-    num_blocks = config.num_blocks or _blocks_from_memory(kv_config, config, device, dtype)
+    num_slots = _state_slots(model.config, config, device) if hybrid else 0
+    state_bytes = num_slots * MambaStatePool.bytes_per_slot(model.config) if hybrid else 0
+    num_blocks = config.num_blocks or _blocks_from_memory(kv_config, config, device, dtype, state_bytes)
     if channel is not None:
         num_blocks = channel.ready(num_blocks)
     pipelined = channel is not None and channel.layout.pp > 1  # micro-batches: no shared decode lanes
     kv_cache = PagedKVCache(kv_config, num_blocks, config.block_size, dtype, device, config.attention_backend,
-                            decode_workspace=config.decode_workspace and not pipelined)
+                            decode_workspace=config.decode_workspace and not pipelined and kv_config.num_layers > 0)
+    if hybrid:
+        kv_cache.states = MambaStatePool(model.config, num_slots, device)
     return ModelRunner(model, kv_cache, eos_id, channel)
 
 
-def _blocks_from_memory(kv_config: ModelConfig, config: EngineConfig, device: torch.device, dtype: torch.dtype) -> int:
-    per_block = PagedKVCache.bytes_per_block(kv_config, config.block_size, dtype)
+def _memory_budget(config: EngineConfig, device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        budget = int(free * config.gpu_memory_fraction)
-    else:
-        budget = config.cpu_kv_cache_bytes
+        return int(free * config.gpu_memory_fraction)
+    return config.cpu_kv_cache_bytes
+
+
+def _blocks_from_memory(kv_config: ModelConfig | AttentionLayers, config: EngineConfig, device: torch.device,
+                        dtype: torch.dtype, reserved: int = 0) -> int:
+    """KV blocks that fit in the memory budget less `reserved` bytes (a hybrid model's state slots)."""
+    per_block = PagedKVCache.bytes_per_block(kv_config, config.block_size, dtype)
+    budget = _memory_budget(config, device) - reserved
     # No point in more blocks than max_num_seqs full-context sequences can use.
     ceiling = config.max_num_seqs * -(-kv_config.max_position_embeddings // config.block_size)
+    if per_block == 0:  # a hybrid stack without attention layers: blocks only count tokens
+        return ceiling
     return max(1, min(budget // per_block, ceiling))
+
+
+def _state_slots(model_config: NemotronHConfig, config: EngineConfig, device: torch.device) -> int:
+    """Mamba state slots, one per running sequence: max_num_seqs of them, or as many as half the
+    memory budget holds when that is fewer (the other half is for the attention layers' K/V)."""
+    per_slot = MambaStatePool.bytes_per_slot(model_config)
+    if per_slot == 0:
+        return config.max_num_seqs
+    return max(1, min(config.max_num_seqs, _memory_budget(config, device) // 2 // per_slot))
 
 
 class RequestError(NemotronError, ValueError):
@@ -111,7 +143,8 @@ class _Request:
 
 
 class LLMEngine:
-    def __init__(self, model: NemotronForCausalLM, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()) -> None:
+    def __init__(self, model: NemotronForCausalLM | NemotronHForCausalLM, tokenizer: Tokenizer,
+                 config: EngineConfig = EngineConfig()) -> None:
         self.tokenizer = tokenizer
         self.config = config
         self.context_len = model.config.max_position_embeddings
@@ -119,10 +152,18 @@ class LLMEngine:
         self.runner = make_runner(model, config, tokenizer.eos_id, channel)
         self.model = self.runner.model
         self.kv_cache = self.runner.kv_cache
-        self.blocks = BlockManager(self.kv_cache.num_blocks, config.block_size, config.enable_prefix_caching)
-        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
+        states = self.kv_cache.states  # a hybrid model's Mamba state slots, else None
+        # Why prefix caching is off although asked for (None when it is as configured).
+        self.prefix_caching_off_reason = PREFIX_CACHING_OFF if states is not None and config.enable_prefix_caching \
+            else None
+        prefix_caching = config.enable_prefix_caching and states is None
+        self.blocks = BlockManager(self.kv_cache.num_blocks, config.block_size, prefix_caching)
+        self.state_slots = StateSlots(states.num_slots) if states is not None else None
+        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks,
+                                   self.state_slots)
         device = self.kv_cache.keys.device
-        if config.cuda_graphs and device.type == "cuda" and self.kv_cache.backend == "triton" and channel is None:
+        if (config.cuda_graphs and device.type == "cuda" and self.kv_cache.backend == "triton" and channel is None
+                and states is None):  # (graphs capture no Mamba state updates: hybrid models decode eagerly)
             max_blocks = -(-self.context_len // config.block_size)
             self.runner.graphs = DecodeGraphs(self.model, self.kv_cache, min(config.max_num_seqs, 256), max_blocks)
         self._requests: dict[str, _Request] = {}
@@ -242,5 +283,9 @@ class LLMEngine:
             "prefix_cache_hit_tokens": self.blocks.prefix_hits,
             "prefix_cache_query_tokens": self.blocks.prefix_queries,
             "preemptions": self.scheduler.num_preemptions,
+            **({} if self.state_slots is None else {
+                "state_slots_total": self.state_slots.num_slots,
+                "state_slots_free": self.state_slots.num_free,
+            }),
             "time": time.time(),
         }

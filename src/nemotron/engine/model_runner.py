@@ -44,6 +44,7 @@ class StepPlan:
     prompt_rows: list[int]  # leading rows whose logits score the prompt (prompt log-probabilities)
     samples: list[bool]  # whether the last row's logits draw a token
     token_ids: list[int]  # the chunks' new tokens, concatenated
+    state_slots: list[int | None]  # hybrid models: the sequence's Mamba state slot (else None)
 
     def logit_rows(self, order: list[int]) -> list[int]:
         """Rows of the hidden states (chunks laid out in `order`) whose logits the driver reads:
@@ -116,7 +117,8 @@ class ModelRunner:
             ids += c.seq.token_ids[c.start:c.start + c.num_tokens]
         return StepPlan([self._seq_keys[c.seq] for c in chunks], [c.start for c in chunks],
                         [c.num_tokens for c in chunks], [c.seq.block_table for c in chunks],
-                        [_prompt_rows(c) for c in chunks], [c.samples for c in chunks], ids)
+                        [_prompt_rows(c) for c in chunks], [c.samples for c in chunks], ids,
+                        [c.seq.state_slot for c in chunks])
 
     # ---- every rank ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -170,6 +172,7 @@ class ModelRunner:
             layout = BatchLayout.build([plan.block_tables[i] for i in part], [plan.starts[i] for i in part],
                                        [plan.num_tokens[i] for i in part], position_ids, self.kv_cache.block_size)
             layout.lanes = lanes
+            layout.state_slots = [plan.state_slots[i] for i in part]
             batches.append((torch.tensor([ids], device=self.device), position_ids[None], layout))
         if len(batches) == 1 and (self.channel is None or self.channel.layout.pp == 1):
             input_ids, positions, layout = batches[0]

@@ -13,6 +13,7 @@ their keys there, so they never touch a sequence's blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,10 @@ from nemotron.engine.decode_workspace import DecodeWorkspace, LanePlan
 from nemotron.engine.sequence import Sequence
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import causal_attention
+
+if TYPE_CHECKING:
+    from nemotron.engine.mamba_state import MambaStatePool
+    from nemotron.model.nemotron_h import MixFn
 
 ATTENTION_BACKENDS = ("auto", "torch", "triton")
 
@@ -43,6 +48,7 @@ class BatchLayout:
     query_lens: list[int] | None = None  # new tokens per sequence (prefill path only)
     context_lens_host: list[int] | None = None  # the same as context_lens, on the host (prefill path)
     lanes: LanePlan | None = None  # the first lanes.num_lanes rows decode from workspace lanes 0..n-1
+    state_slots: list[int] | None = None  # hybrid models: each sequence's Mamba state slot (mamba_state.py)
 
     @classmethod
     def build(cls, block_tables: list[list[int]], starts: list[int], query_lens: list[int],
@@ -79,6 +85,7 @@ class PagedKVCache:
         self.scratch_slot = num_blocks * block_size  # first slot of the scratch block
         self.layout: BatchLayout | None = None
         self.workspace: DecodeWorkspace | None = None
+        self.states: MambaStatePool | None = None  # a hybrid model's Mamba states, set by the engine
         if self.backend == "torch" and decode_workspace:  # at most as much memory again as the pool
             self.workspace = DecodeWorkspace(config.num_layers, config.num_kv_heads, config.head_dim, dtype, device,
                                              block_size, max_bytes=2 * self.keys.numel() * self.keys.element_size())
@@ -95,6 +102,10 @@ class PagedKVCache:
 
     def use(self, layout: BatchLayout) -> None:
         self.layout = layout
+
+    def mamba(self, state_index: int, mix: MixFn, xbc: Tensor, dt: Tensor) -> Tensor:
+        """A hybrid model's Mamba layer over this step's batch, from and into the sequences' state slots."""
+        return self.states.run(self.layout, state_index, mix, xbc, dt)
 
     def attend(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q (1, T, Hq, D), k/v (1, T, Hkv, D) of all sequences' new tokens -> (1, T, Hq, D)."""

@@ -5,14 +5,19 @@ unfinished prefills (which continue with their next chunk), then waiting ones ar
 their prompts split into chunks so that long prefills never stall running decodes for long. When
 the KV pool runs out, the most recently arrived running sequence is preempted: its blocks are
 freed and it waits to be recomputed (its prefix blocks usually still sit in the cache).
+A hybrid model's sequences also hold a Mamba state slot from admission to finish or preemption.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nemotron.engine.block_manager import BlockManager
 from nemotron.engine.sequence import Sequence, SequenceStatus
+
+if TYPE_CHECKING:
+    from nemotron.engine.mamba_state import StateSlots
 
 
 @dataclass(slots=True, frozen=True)
@@ -39,9 +44,10 @@ class ScheduledChunk:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, blocks: BlockManager) -> None:
+    def __init__(self, config: SchedulerConfig, blocks: BlockManager, slots: StateSlots | None = None) -> None:
         self.config = config
         self.blocks = blocks
+        self.slots = slots  # hybrid models: one Mamba state slot per running sequence
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -96,6 +102,7 @@ class Scheduler:
             self.waiting.remove(seq)
         self.blocks.free(seq.block_table)
         seq.block_table = []
+        self._free_slot(seq)
         seq.status = SequenceStatus.FINISHED
 
     def register_computed_blocks(self, seq: Sequence) -> None:
@@ -115,8 +122,10 @@ class Scheduler:
         num_cached = len(cached) * self.blocks.block_size
         num_tokens = min(seq.num_tokens - num_cached, budget)
         needed = self.blocks.blocks_needed(num_cached + num_tokens) - len(cached)
-        if not self.blocks.can_allocate(needed, cached):
+        if not self.blocks.can_allocate(needed, cached) or (self.slots is not None and self.slots.num_free == 0):
             return None
+        if self.slots is not None:
+            seq.state_slot = self.slots.allocate()
         self.blocks.share(cached)
         self.blocks.record_lookup(seq.num_tokens, num_cached)
         seq.block_table = list(cached)
@@ -143,6 +152,7 @@ class Scheduler:
         self.running.remove(seq)
         self.blocks.free(seq.block_table)
         seq.block_table = []
+        self._free_slot(seq)  # recompute rebuilds the state from the first token, like the K/V
         seq.num_computed = 0
         seq.num_hashed_blocks = 0
         seq.last_block_hash = -1
@@ -152,3 +162,8 @@ class Scheduler:
         seq.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
+
+    def _free_slot(self, seq: Sequence) -> None:
+        if seq.state_slot is not None:
+            self.slots.free(seq.state_slot)
+            seq.state_slot = None

@@ -26,6 +26,7 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     num_computed: int = 0  # leading tokens whose K/V are in the cache
     block_table: list[int] = field(default_factory=list)
+    state_slot: int | None = None  # hybrid models: its Mamba state slot while running (engine/mamba_state.py)
     num_hashed_blocks: int = 0  # leading blocks registered for prefix sharing
     last_block_hash: int = -1  # hash of block num_hashed_blocks - 1 (chain input of the next)
     num_cached_prompt_tokens: int = 0  # served by prefix caching, for usage reports

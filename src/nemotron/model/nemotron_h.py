@@ -20,42 +20,59 @@ transformers whenever softplus(dt) >= time_step_min).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nemotron.model.nemotron import causal_attention
+from nemotron.model.nemotron import NemotronForCausalLM, causal_attention
 from nemotron.model.nemotron_h_config import ATTENTION, MAMBA, NemotronHConfig
 
 
 class HybridCache:
     """Decode state of a batch of equal-length sequences: conv window and SSM state (fp32) per Mamba
-    layer, keys and values per attention layer. Implements the `AttentionCache` protocol."""
+    layer, keys and values per attention layer. Implements the `AttentionCache` protocol, and the
+    `mamba` hook through which a Mamba mixer runs its recurrence from and into the cached state
+    (the engine's paged cache implements the same hook over per-sequence state slots)."""
 
     def __init__(self, config: NemotronHConfig, batch: int, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> None:
-        self.conv: dict[int, Tensor] = {}
-        self.ssm: dict[int, Tensor] = {}
-        self.keys: dict[int, Tensor] = {}
-        self.values: dict[int, Tensor] = {}
-        for i, kind in enumerate(config.layer_types):
-            if kind == MAMBA:
-                self.conv[i] = torch.zeros(batch, config.conv_dim, config.conv_kernel - 1, device=device)
-                self.ssm[i] = torch.zeros(batch, config.mamba_num_heads, config.mamba_head_dim,
-                                          config.ssm_state_size, device=device)
-            elif kind == ATTENTION:
-                empty = torch.zeros(batch, 0, config.num_kv_heads, config.head_dim, dtype=dtype, device=device)
-                self.keys[i], self.values[i] = empty, empty
+        num_mamba, num_attention = config.count(MAMBA), config.count(ATTENTION)
+        self.conv = [torch.zeros(batch, config.conv_dim, config.conv_kernel - 1, device=device)
+                     for _ in range(num_mamba)]
+        self.ssm = [torch.zeros(batch, config.mamba_num_heads, config.mamba_head_dim, config.ssm_state_size,
+                                device=device) for _ in range(num_mamba)]
+        empty = torch.zeros(batch, 0, config.num_kv_heads, config.head_dim, dtype=dtype, device=device)
+        self.keys = [empty] * num_attention
+        self.values = [empty] * num_attention
 
-    def attend(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        past = self.keys[layer_idx].shape[1]
-        self.keys[layer_idx] = torch.cat([self.keys[layer_idx], k], dim=1)  # (B, past + T, Hkv, D)
-        self.values[layer_idx] = torch.cat([self.values[layer_idx], v], dim=1)
-        return causal_attention(q, self.keys[layer_idx], self.values[layer_idx], past)
+    def attend(self, kv_index: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        past = self.keys[kv_index].shape[1]
+        self.keys[kv_index] = torch.cat([self.keys[kv_index], k], dim=1)  # (B, past + T, Hkv, D)
+        self.values[kv_index] = torch.cat([self.values[kv_index], v], dim=1)
+        return causal_attention(q, self.keys[kv_index], self.values[kv_index], past)
+
+    def mamba(self, state_index: int, mix: MixFn, xbc: Tensor, dt: Tensor) -> Tensor:
+        y, self.conv[state_index], self.ssm[state_index] = mix(xbc, dt, self.conv[state_index],
+                                                               self.ssm[state_index])
+        return y
+
+    def advance(self, num_tokens: int) -> None:
+        """ContiguousKVCache's protocol (the reference decoder): the states already moved on."""
+
+    def positions(self, num_tokens: int, batch_size: int) -> None:
+        """No positional encoding: nothing to give the model."""
+        return None
 
     def state_bytes(self) -> int:
-        tensors = [*self.conv.values(), *self.ssm.values(), *self.keys.values(), *self.values.values()]
+        tensors = [*self.conv, *self.ssm, *self.keys, *self.values]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+# (xbc (b, T, conv_dim), raw dt (b, T, H), conv state (b, conv_dim, K - 1) or None, SSM state
+#  (b, H, P, N) or None) -> (y (b, T, H, P) fp32, conv state, SSM state): one Mamba layer's recurrence.
+MixFn = Callable[[Tensor, Tensor, "Tensor | None", "Tensor | None"], tuple[Tensor, Tensor, Tensor]]
 
 
 class RMSNorm(nn.Module):
@@ -129,13 +146,15 @@ def ssd_step(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tens
     """One token of the recurrence, fp32: x (b, H, P), dt (b, H), B/C (b, H, N), state (b, H, P, N)."""
     decay = (dt * A).exp()[:, :, None, None]  # (b, H, 1, 1)
     state = state * decay + (dt[:, :, None] * x)[..., None] * B[:, :, None, :]  # (b, H, P, N)
-    return torch.einsum("bhpn,bhn->bhp", state, C), state
+    # (a product and a sum: on CPUs many times faster than einsum's batched matmul of these shapes)
+    return (state * C[:, :, None, :]).sum(-1), state
 
 
 class Mamba2Mixer(nn.Module):
     def __init__(self, config: NemotronHConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
+        self.state_index = config.layer_types[:layer_idx].count(MAMBA)  # its state among the Mamba layers'
         self.num_heads, self.head_dim = config.mamba_num_heads, config.mamba_head_dim
         self.n_groups, self.state_size = config.n_groups, config.ssm_state_size
         self.inner, self.conv_dim = config.mamba_inner, config.conv_dim
@@ -152,37 +171,52 @@ class Mamba2Mixer(nn.Module):
     def forward(self, hidden: Tensor, cache: HybridCache | None) -> Tensor:
         b, t, _ = hidden.shape
         gate, xbc, dt = self.in_proj(hidden).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
-        xbc = self._conv(xbc.transpose(1, 2), cache).transpose(1, 2)  # (B, T, conv_dim)
-        bc = self.n_groups * self.state_size
-        x, B, C = xbc.float().split([self.inner, bc, bc], dim=-1)
-        x = x.view(b, t, self.num_heads, self.head_dim)  # (B, T, H, P)
-        per_group = self.num_heads // self.n_groups
-        B = B.view(b, t, self.n_groups, self.state_size).repeat_interleave(per_group, dim=2)  # (B, T, H, N)
-        C = C.view(b, t, self.n_groups, self.state_size).repeat_interleave(per_group, dim=2)
-        dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(min=self.time_step_min)  # (B, T, H)
-        A = -self.A_log.float().exp()  # (H,)
-        state = cache.ssm[self.layer_idx] if cache is not None else x.new_zeros(
-            b, self.num_heads, self.head_dim, self.state_size)
-        if cache is not None and t == 1:
-            y, state = ssd_step(x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], state)
-            y = y[:, None]
-        else:
-            y, state = ssd_chunked(x, dt, A, B, C, self.chunk_size, state)
-        if cache is not None:
-            cache.ssm[self.layer_idx] = state
-        y = y + x * self.D.float()[:, None]  # (B, T, H, P)
+        if cache is None:
+            y = self.mix(xbc, dt, None, None)[0]
+        else:  # the cache decides how the rows' states are kept (and, in the engine, which rows are whose)
+            y = cache.mamba(self.state_index, self.mix, xbc, dt)
         y = self.norm(y.reshape(b, t, self.inner), gate)
         return self.out_proj(y.to(hidden.dtype))
 
-    def _conv(self, xbc: Tensor, cache: HybridCache | None) -> Tensor:
-        """Causal depthwise conv + SiLU over (B, conv_dim, T), continuing from the cached window."""
+    def mix(self, xbc: Tensor, dt: Tensor, conv_state: Tensor | None,
+            ssm_state: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """The recurrent core over (b, T) rows continuing from the given states (None: zeros): causal
+        conv, the selective scan (one step for a single token after a state, else chunked SSD) and
+        the D skip -> y (b, T, H, P) fp32 and both states after the last row (fp32). See `MixFn`."""
+        b, t, _ = xbc.shape
+        xbc, conv_state = self._conv(xbc.transpose(1, 2), conv_state)
+        bc = self.n_groups * self.state_size
+        x, B, C = xbc.transpose(1, 2).float().split([self.inner, bc, bc], dim=-1)
+        x = x.reshape(b, t, self.num_heads, self.head_dim)  # (b, T, H, P)
+        per_group = self.num_heads // self.n_groups
+        B = B.reshape(b, t, self.n_groups, self.state_size).repeat_interleave(per_group, dim=2)  # (b, T, H, N)
+        C = C.reshape(b, t, self.n_groups, self.state_size).repeat_interleave(per_group, dim=2)
+        dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(min=self.time_step_min)  # (b, T, H)
+        A = -self.A_log.float().exp()  # (H,)
+        if ssm_state is not None and t == 1:
+            y, ssm_state = ssd_step(x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], ssm_state)
+            y = y[:, None]
+        else:
+            if ssm_state is None:
+                ssm_state = x.new_zeros(b, self.num_heads, self.head_dim, self.state_size)
+            y, ssm_state = ssd_chunked(x, dt, A, B, C, self.chunk_size, ssm_state)
+        return y + x * self.D.float()[:, None], conv_state, ssm_state
+
+    def _conv(self, xbc: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Causal depthwise conv + SiLU over (b, conv_dim, T) continuing from the window `state`
+        (b, conv_dim, K - 1) (None: zeros) -> output (b, conv_dim, T), the new window (fp32)."""
         width = self.conv1d.kernel_size[0] - 1
-        if cache is None:
+        if state is None:
             window = F.pad(xbc, (width, 0))
         else:
-            window = torch.cat([cache.conv[self.layer_idx].to(xbc.dtype), xbc], dim=-1)  # (B, C, K - 1 + T)
-            cache.conv[self.layer_idx] = window[:, :, -width:].float()
-        return F.silu(F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim))
+            window = torch.cat([state.to(xbc.dtype), xbc], dim=-1)  # (b, C, K - 1 + T)
+        if xbc.shape[-1] == 1:  # one token (decoding): a product and a sum, far cheaper than conv1d's setup
+            out = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True)
+            if self.conv1d.bias is not None:
+                out = out + self.conv1d.bias[:, None]
+        else:
+            out = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)
+        return F.silu(out), window[:, :, window.shape[-1] - width:].float()
 
 
 class Attention(nn.Module):
@@ -191,6 +225,7 @@ class Attention(nn.Module):
     def __init__(self, config: NemotronHConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
+        self.kv_index = config.layer_types[:layer_idx].count(ATTENTION)  # its K/V among the attention layers'
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         h = config.hidden_size
         self.q_proj = nn.Linear(h, self.num_heads * self.head_dim, bias=False)
@@ -203,7 +238,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)  # (B, T, Hq, D)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
-        out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer_idx, q, k, v)
+        out = causal_attention(q, k, v) if cache is None else cache.attend(self.kv_index, q, k, v)
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
 
 
@@ -239,7 +274,9 @@ class NemotronHModel(nn.Module):
         self.layers = nn.ModuleList(NemotronHBlock(config, i) for i in range(config.num_layers))
         self.norm_f = RMSNorm(config.hidden_size, config.norm_eps)
 
-    def forward(self, input_ids: Tensor, cache: HybridCache | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, positions: Tensor | None = None, cache: HybridCache | None = None) -> Tensor:
+        """input_ids (B, T) -> final-normed hidden (B, T, H). `positions` is unused (no positional
+        encoding; the caches know how far each sequence has read): the engine's call signature."""
         x = self.embeddings(input_ids)  # (B, T, H)
         for layer in self.layers:
             x = layer(x, cache)
@@ -259,10 +296,14 @@ class NemotronHForCausalLM(nn.Module):
 
         `positions` is accepted for the engine's call signature and unused: there is no positional
         encoding, and the cache knows how far each layer has read."""
-        hidden = self.model(input_ids, cache)
+        hidden = self.model(input_ids, positions, cache)
         if last_only:
             hidden = hidden[:, -1:]
         return self.lm_head(hidden)
+
+
+# The language models: what generates text (the rest are reward models).
+CAUSAL_LMS = (NemotronForCausalLM, NemotronHForCausalLM)
 
 
 def sanitize_name(name: str) -> str:

@@ -20,6 +20,8 @@ MAMBA, ATTENTION, MLP, MOE = "mamba", "attention", "mlp", "moe"
 _PATTERN = {"M": MAMBA, "*": ATTENTION, "-": MLP, "E": MOE}
 _BLOCK_NAMES = {"mamba": MAMBA, "linear_attention": MAMBA, "attention": ATTENTION, "full_attention": ATTENTION,
                 "mlp": MLP, "moe": MOE}
+NO_MODEL_PARALLEL = ("Nemotron-H models run on one device: tensor / pipeline parallelism is not implemented "
+                     "for their Mamba layers")
 _STATE_BYTES = 4  # conv and SSM states are kept in fp32
 _KV_BYTES = 2  # attention K/V in 16 bit, as for Nemotron-4
 
@@ -81,6 +83,11 @@ class NemotronHConfig:
     @property
     def num_layers(self) -> int:
         return len(self.layer_types)
+
+    @property
+    def kv_group_size(self) -> int:
+        """Query heads per KV head (attention layers)."""
+        return self.num_heads // self.num_kv_heads
 
     @property
     def mamba_inner(self) -> int:

@@ -18,10 +18,12 @@ import torch
 from torch import Tensor
 
 from nemotron.checkpoint import hf
-from nemotron.checkpoint.load import DTYPES, LoadedModel, SourceKind, _optional_tokenizer, parse_dtype, resolve
-from nemotron.errors import CheckpointError
+from nemotron.checkpoint.load import (DTYPES, LoadedModel, SourceKind, _optional_tokenizer, load_config, parse_dtype,
+                                      resolve)
+from nemotron.errors import CheckpointError, ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import build_model
+from nemotron.model.nemotron_h_config import NO_MODEL_PARALLEL, NemotronHConfig
 from nemotron.model.presets import get_preset
 from nemotron.parallel.layout import ParallelLayout
 from nemotron.parallel.pipeline import global_layer_name, pipeline_stage
@@ -46,6 +48,8 @@ def load_sharded(spec: str | Path, layout: ParallelLayout, *, dtype: str | torch
     is called after each tensor."""
     source = resolve(spec)
     torch_dtype = parse_dtype(dtype)
+    if isinstance(load_config(spec, trust_pickle), NemotronHConfig):
+        raise ConfigError(NO_MODEL_PARALLEL)
     if source.kind is SourceKind.NEMO:
         from nemotron.checkpoint.megatron_slices import open_nemo_slices
 

@@ -81,6 +81,8 @@ _ENGINE_GAUGES = {
     "prefix_cache_hit_tokens_total": ("counter", "Prompt tokens served from the prefix cache."),
     "prefix_cache_query_tokens_total": ("counter", "Prompt tokens looked up in the prefix cache."),
     "preemptions_total": ("counter", "Requests preempted because the KV pool ran out."),
+    "state_slots_total": ("gauge", "Mamba state slots of a hybrid model (one per running request)."),
+    "state_slots_free": ("gauge", "Mamba state slots free."),
     "reward_batches_total": ("counter", "Forward passes of the reward model."),
 }
 

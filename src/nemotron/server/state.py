@@ -16,7 +16,7 @@ from nemotron.engine.async_llm import AsyncLLM
 from nemotron.engine.llm_engine import LLMEngine
 from nemotron.engine.reward_scorer import RewardScorer
 from nemotron.errors import NemotronError
-from nemotron.model.nemotron import NemotronForCausalLM
+from nemotron.model.nemotron_h import CAUSAL_LMS
 from nemotron.parallel.runtime import channel_for
 from nemotron.server.config import ServerConfig
 from nemotron.server.drain import Drain
@@ -58,7 +58,7 @@ class ServedModel:
         longest = max(len(loaded.tokenizer.id_to_piece(i)) for i in range(loaded.tokenizer.vocab_size))
         served = cls(config.model_name, loaded, loaded.tokenizer, context, int(time.time()),
                      config.max_prompt_chars or 2 * context * max(longest, 1))
-        if isinstance(loaded.model, NemotronForCausalLM):
+        if isinstance(loaded.model, CAUSAL_LMS):
             engine = LLMEngine(loaded.model, loaded.tokenizer, config.engine)
             served.llm, served.sequences = AsyncLLM(engine), SequenceScorer(engine.runner)
         else:
@@ -130,6 +130,9 @@ class ServerState:
         self.model = served
         self._settled.set()
         log.info("model %s is ready", served.name)
+        reason = served.llm.engine.prefix_caching_off_reason if served.llm is not None else None
+        if reason:
+            log.info("%s", reason)
 
     def _failed(self, err: BaseException, on_error: Callable[[BaseException], None] | None) -> None:
         self.load_error = str(err) or type(err).__name__

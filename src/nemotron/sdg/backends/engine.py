@@ -64,10 +64,10 @@ class EngineChat(_InProcess):
     def load(cls, spec: str | Path, engine: EngineConfig = EngineConfig(), *, dtype: str | None = None,
              device: str | None = None, model: str | None = None,
              concurrency: ConcurrencyConfig = ConcurrencyConfig(adaptive=False)) -> EngineChat:
-        from nemotron.model.nemotron import NemotronForCausalLM
+        from nemotron.model.nemotron_h import CAUSAL_LMS
 
         loaded = _load(spec, dtype, device)
-        if not isinstance(loaded.model, NemotronForCausalLM):
+        if not isinstance(loaded.model, CAUSAL_LMS):
             raise NemotronError(f"{spec} is a reward model; use it as the pipeline's reward model")
         llm = AsyncLLM(LLMEngine(loaded.model, loaded.tokenizer, engine))
         return cls(llm, loaded.tokenizer, model or Path(spec).name, concurrency)
@@ -112,10 +112,10 @@ class EngineReward(_InProcess):
     def load(cls, spec: str | Path, scorer: ScorerConfig = ScorerConfig(), *, dtype: str | None = None,
              device: str | None = None, model: str | None = None,
              concurrency: ConcurrencyConfig = ConcurrencyConfig(adaptive=False)) -> EngineReward:
-        from nemotron.model.nemotron import NemotronForCausalLM
+        from nemotron.model.nemotron_h import CAUSAL_LMS
 
         loaded = _load(spec, dtype, device)
-        if isinstance(loaded.model, NemotronForCausalLM):
+        if isinstance(loaded.model, CAUSAL_LMS):
             raise NemotronError(f"{spec} is a language model, not a reward model")
         return cls(RewardScorer(loaded.model, scorer, pad_id=loaded.tokenizer.pad_id or 0), loaded.tokenizer,
                    model or Path(spec).name, concurrency)
