@@ -240,13 +240,15 @@ def test_random_failures_within_the_error_budget_keep_the_window():
     clock = Clock()
     limiter = AdaptiveLimiter(ConcurrencyConfig(max_concurrency=16), clock)
     rng = random.Random(0)
-    for _ in range(2000):
+    overloaded = 0
+    for _ in range(10000):
         clock.now += 0.01
         if rng.random() < 0.3:
             limiter.on_failure("503")
         else:
             limiter.on_success(0.2)
-    assert limiter.limit == 16 and limiter.decreases == 0 and not limiter.overloaded()
+        overloaded += limiter.overloaded()  # would back retries off exponentially
+    assert limiter.limit == 16 and limiter.decreases == 0 and overloaded == 0
     for _ in range(200):  # most calls failing: the server is in trouble
         clock.now += 0.01
         limiter.on_failure("503" if rng.random() < 0.8 else "timeout")
@@ -263,9 +265,48 @@ def test_random_503s_retry_after_the_base_delay_but_a_dead_server_backs_off():
         asyncio.run(_one(chat(server.url, retry)))
         assert time.monotonic() - start < 1.0  # one retry after about the base delay
     dead = chat(f"http://127.0.0.1:{free_port()}/v1", RetryConfig(max_attempts=4, base_delay=0.05, timeout=5.0))
-    for _ in range(30):
+    for _ in range(100):
         dead.client.limiter.on_failure("connection")  # a run of failures: trouble
     start = time.monotonic()
     with pytest.raises(BackendError, match="gave up after 4 attempts"):
         asyncio.run(_one(dead))
     assert time.monotonic() - start > 0.15  # 0.05 + 0.1 + 0.2, jittered down to half at least
+
+
+def test_loop_lag_counts_how_late_the_loop_ran():
+    from nemotron.sdg.backends.limiter import LoopLag
+
+    async def scenario():
+        lag = LoopLag(interval=0.01)
+        lag.watch()
+        await asyncio.sleep(0.05)
+        quiet = lag.stalled
+        time.sleep(0.25)  # a callback that holds the loop
+        await asyncio.sleep(0.05)
+        lag.stop()
+        return quiet, lag.stalled
+
+    quiet, stalled = asyncio.run(scenario())
+    assert 0.2 < stalled - quiet < 0.45
+
+
+def test_a_client_that_runs_late_does_not_shrink_its_own_window():
+    """The event loop held for 0.3 s at a time (a CPU-starved client) delays every reply in flight;
+    the server answered in 50 ms throughout, so the adaptive window keeps its size."""
+    fake = FakeOpenAI(delay=0.05)
+    with ThreadServer(fake.app) as server:
+        backend = chat(server.url, concurrency=ConcurrencyConfig(4, baseline_window=10))
+
+        async def scenario():
+            calls = [backend.chat(USER, Sampling(max_tokens=8, seed=i)) for i in range(60)]
+            loop = asyncio.get_running_loop()
+            for k in range(4):
+                loop.call_later(0.5 + 0.4 * k, time.sleep, 0.3)
+            try:
+                await asyncio.gather(*calls)
+            finally:
+                await backend.aclose()
+
+        asyncio.run(scenario())
+    limiter = backend.client.limiter
+    assert fake.requests == 60 and limiter.decreases == 0 and limiter.limit == 4

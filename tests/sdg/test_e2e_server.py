@@ -89,11 +89,21 @@ def answered(app) -> Counter:
                     if endpoint == CHAT})
 
 
+def settled(app) -> Counter:
+    """`answered` once it stops changing: the server counts a request after its reply has left,
+    so a client can have its answer a moment before the count moves."""
+    last = None
+    while (now := answered(app)) != last:
+        last = now
+        time.sleep(0.2)
+    return now
+
+
 def test_pipeline_over_http_then_resume_without_calls(servers, tmp_path):
     chat, chat_app, reward, reward_app = servers
     config = parse_config(pipeline(chat.url, reward.url))
     summary = asyncio.run(run_pipeline(config, tmp_path, progress=False))
-    chat_answered, reward_answered = answered(chat_app), answered(reward_app)
+    chat_answered, reward_answered = settled(chat_app), settled(reward_app)
 
     # Requests flowed: every call the pipeline counted was answered by the servers.
     made = sum(s["usage"]["calls"] for s in summary["stages"].values())
@@ -127,10 +137,10 @@ def test_pipeline_over_http_then_resume_without_calls(servers, tmp_path):
     for dialogue in read_jsonl(tmp_path / "chat.jsonl"):
         assert [m["role"] for m in dialogue["messages"]] == ["user", "assistant"] * 2
 
-    before = (answered(chat_app), answered(reward_app))
+    before = (settled(chat_app), settled(reward_app))
     datasets = {n: (tmp_path / f"{n}.jsonl").read_text() for n in ("sft", "dpo", "chat")}
     asyncio.run(run_pipeline(config, tmp_path, progress=False))
-    assert (answered(chat_app), answered(reward_app)) == before  # resumed: nothing left to ask
+    assert (settled(chat_app), settled(reward_app)) == before  # resumed: nothing left to ask
     assert {n: (tmp_path / f"{n}.jsonl").read_text() for n in datasets} == datasets
 
 

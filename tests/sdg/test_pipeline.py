@@ -215,3 +215,56 @@ def test_a_stage_alone_through_the_python_api(tmp_path):
     again = ScriptedChat()
     assert asyncio.run(run_stage("preference", [{"prompt": "2+2?", "answer": "4"}], tmp_path,
                                  {"generator": again}, n=6)) == pairs and again.calls == []
+
+
+def test_checker_libraries_load_before_the_first_call_and_the_collector_skips_them(tmp_path, monkeypatch):
+    """NLTK and langdetect (seconds to load) are loaded before any unit runs, not inside a call in
+    flight; a pipeline without constraint checks does not load them; what existed before the run is
+    out of the garbage collector's view during it, young objects are collected less often, and
+    both come back after."""
+    import gc
+
+    from nemotron.sdg import constraints
+    from nemotron.sdg.stages import conversation
+
+    events = []
+    monkeypatch.setattr(conversation, "load_checkers", lambda: events.append("load"))
+
+    class Recording(ScriptedChat):
+        async def chat(self, messages, sampling):
+            events.append(("call", gc.get_freeze_count() > 0 and gc.get_threshold()[0] >= 50_000))
+            return await super().chat(messages, sampling)
+
+    thresholds = gc.get_threshold()
+    run(tmp_path / "a", chat=Recording())
+    assert events[0] == "load" and events.count("load") == 1
+    assert all(frozen for _, frozen in events[1:]) and gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
+    events.clear()
+    run(tmp_path / "b", config([STAGES[0], STAGES[1], {**STAGES[2], "check_constraints": False}]), chat=Recording())
+    assert "load" not in events and events
+    constraints.load_checkers()
+    from nemotron.sdg.constraints import language, text
+    assert all(f.cache_info().currsize == 1 for f in (text._sentence_tokenizer, text._word_tokenizer, language._factory))
+
+
+def test_a_stage_data_file_that_cannot_be_written_fails_the_run_and_a_rerun_completes(tmp_path, monkeypatch):
+    """Finished stages' data files are written off the event loop; a failure there still ends the
+    run with the one-line output error, and the same run again completes as a clean one."""
+    from nemotron.sdg import scheduler
+    from nemotron.sdg.store import OutputError
+
+    real = scheduler.write_atomic
+
+    def failing(path, records):
+        if path.parent.name == "data" and path.stem == "qs":
+            raise OutputError(f"cannot write {path}: No space left on device")
+        return real(path, records)
+
+    monkeypatch.setattr(scheduler, "write_atomic", failing)
+    with pytest.raises(OutputError, match="qs.jsonl: No space left"):
+        run(tmp_path / "out")
+    monkeypatch.setattr(scheduler, "write_atomic", real)
+    run(tmp_path / "out")
+    run(tmp_path / "clean")
+    assert dataset(tmp_path / "out") == dataset(tmp_path / "clean")
+    assert (tmp_path / "out" / "data" / "qs.jsonl").read_text() == (tmp_path / "clean" / "data" / "qs.jsonl").read_text()

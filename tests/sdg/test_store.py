@@ -2,8 +2,10 @@
 real SIGKILL in the middle of writing."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -123,4 +125,59 @@ def test_sigkill_while_writing_loses_nothing_committed(tmp_path, delay):
     for i in range(len(cache)):
         assert cache.get(f"k{i}") == {"text": "x" * 5000, "i": i}
     assert max(batches) <= len(cache)  # a batch is written only after its call was cached
+    cache.close()
+
+
+def test_cache_commits_answers_together_inside_a_loop_and_at_once_outside(tmp_path):
+    path = tmp_path / "c.sqlite"
+    cache = CallCache(path)
+    committed = lambda: sqlite3.connect(path).execute("SELECT COUNT(*) FROM calls").fetchone()[0]  # noqa: E731
+    cache.put("a", {"text": "1"})
+    assert committed() == 1  # no event loop: at once
+
+    async def in_loop():
+        cache.put("b", {"text": "2"})
+        cache.put("c", {"text": "3"})
+        seen = [committed(), cache.get("c")]  # the cache itself sees its open transaction
+        await asyncio.sleep(cache.commit_interval * 3)
+        seen.append(committed())
+        cache.put("d", {"text": "4"})
+        cache.commit()  # what the scheduler calls before writing results that used it
+        seen.append(committed())
+        return seen
+
+    assert asyncio.run(in_loop()) == [1, {"text": "3"}, 3, 4]
+    cache.close()
+
+
+def test_a_timed_commit_that_fails_is_raised_by_the_next_put(tmp_path):
+    from nemotron.sdg.store import OutputError
+
+    cache = CallCache(tmp_path / "c.sqlite")
+
+    class Failing:
+        """The connection on a disk that fills up: every commit fails."""
+
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+        def close(self):
+            self.db.close()
+
+    cache._db = Failing(cache._db)
+
+    async def in_loop():
+        cache.put("a", {"text": "1"})
+        await asyncio.sleep(cache.commit_interval * 3)
+        with pytest.raises(OutputError, match="disk is full"):
+            cache.put("b", {"text": "2"})
+        with pytest.raises(OutputError, match="disk is full"):
+            cache.commit()
+
+    asyncio.run(in_loop())
     cache.close()

@@ -1,6 +1,7 @@
-"""The lean HTTP/1.1 transport against raw local servers that answer with exact bytes: framing
-(Content-Length, chunked, close-delimited), gzip, keep-alive reuse, stale kept-alive connections,
-and the choice of transport by URL."""
+"""The lean HTTP/1.1 client (under httpx as a transport, and on its own as the SDG client uses it)
+against raw local servers that answer with exact bytes: framing (Content-Length, chunked,
+close-delimited, 1xx), gzip, keep-alive reuse, stale kept-alive connections, timeouts and broken
+replies as httpx's errors, and the choice of client by URL."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,8 @@ import pytest
 
 from nemotron.sdg.backends import ConcurrencyConfig, Sampling
 from nemotron.sdg.backends.http import HttpClient, OpenAIChat, RetryConfig, _lean_ok
-from nemotron.sdg.backends.transport import LeanTransport
-from tests.sdg.fake_server import FakeOpenAI, ThreadServer
+from nemotron.sdg.backends.transport import LeanClient, LeanTransport
+from tests.sdg.fake_server import FakeOpenAI, ThreadServer, free_port
 
 REPLY = json.dumps({"choices": [{"message": {"role": "assistant", "content": "hello"}}],
                     "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
@@ -144,3 +145,78 @@ def test_chat_backend_with_either_transport(transport):
 
         first, second = asyncio.run(twice())
     assert first.text == second.text and first.text.startswith("Reply ")
+
+
+def lean(respond, scenario_body):
+    """Run `scenario_body(client, state)` against a raw server, with a LeanClient on its /v1."""
+    async def scenario():
+        server, url, state = await raw_server(respond)
+        client = LeanClient(url + "/v1", {"Authorization": "Bearer k"}, timeout=0.5, connect_timeout=1)
+        try:
+            return await scenario_body(client, state), state
+        finally:
+            await client.aclose()
+            server.close()
+
+    return asyncio.run(scenario())
+
+
+def test_lean_client_posts_json_and_reads_replies_as_httpx_would():
+    zipped = gzip.compress(REPLY)
+
+    async def respond(n, writer):
+        if n == 1:
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(zipped) + zipped)
+        else:
+            writer.write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"4\r\nbusy\r\n0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def body(client, state):
+        return [await client.post("/chat/completions", json={"q": "é"}), await client.post("/x", json={})]
+
+    (ok, busy), state = lean(respond, body)
+    assert ok.status_code == 200 and ok.json() == json.loads(REPLY)
+    assert busy.status_code == 429 and busy.headers["retry-after"] == "3" and busy.text == "busy"
+    head, sent = state["bodies"][0]
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"\r\nAuthorization: Bearer k\r\n" in head
+    assert json.loads(sent) == {"q": "é"} and state["connections"] == 1
+
+
+def test_lean_client_timeouts_refusals_and_broken_replies_are_httpx_errors():
+    async def respond(n, writer):
+        if n == 1:
+            await asyncio.sleep(2)  # longer than the client's 0.5 s
+        elif n == 2:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short")
+            await writer.drain()
+            return False
+        elif n == 3:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+        else:
+            writer.write(b"NOT HTTP\r\n\r\n")
+            await writer.drain()
+        return True
+
+    async def body(client, state):
+        errors = []
+        for _ in range(4):
+            try:
+                await client.post("/x", json={})
+            except httpx.TransportError as err:
+                errors.append(type(err))
+        return errors
+
+    errors, _ = lean(respond, body)
+    assert errors == [httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.RemoteProtocolError]
+    port = free_port()
+
+    async def refused():
+        client = LeanClient(f"http://127.0.0.1:{port}/v1")
+        with pytest.raises(httpx.ConnectError):
+            await client.get("/models")
+
+    asyncio.run(refused())

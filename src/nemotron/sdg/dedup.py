@@ -65,7 +65,10 @@ def normalize_text(text: str) -> str:
 
 def shingles(text: str, size: int) -> set[str]:
     """Word n-grams of the normalised text; a text shorter than `size` words is one shingle."""
-    tokens = normalize_text(text).split()
+    return _shingles(normalize_text(text).split(), size)
+
+
+def _shingles(tokens: list[str], size: int) -> set[str]:
     if len(tokens) <= size:
         return {" ".join(tokens)} if tokens else set()
     return {" ".join(tokens[i:i + size]) for i in range(len(tokens) - size + 1)}
@@ -90,11 +93,8 @@ class MinHasher:
         if not shingle_set:
             return np.full(self.a.shape, _EMPTY, dtype=np.uint32)
         # blake2b, not hash(): Python's str hash is salted per process and would break resumes.
-        x = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") % _PRIME
-             for s in shingle_set),
-            dtype=np.uint64, count=len(shingle_set),
-        )
+        digests = b"".join([hashlib.blake2b(s.encode(), digest_size=8).digest() for s in shingle_set])
+        x = np.frombuffer(digests, dtype="<u8") % np.uint64(_PRIME)  # each digest as a little-endian integer
         hashed = (x[:, None] * self.a[None, :] + self.b[None, :]) % _PRIME  # (S, num_perm)
         return hashed.min(axis=0).astype(np.uint32)
 
@@ -113,7 +113,7 @@ class Deduplicator:
         self._ids: list[RecordId] = []  # kept records with a signature, row i of _sigs
         self._sigs = np.empty((0, self.config.num_perm), dtype=np.uint32)
         self._sig_rows: list[np.ndarray] = []  # appended rows not yet stacked into _sigs
-        self._buckets: dict[tuple[int, bytes], list[int]] = {}
+        self._buckets: list[dict[bytes, int | list[int]]] = [{} for _ in range(self.config.bands)]  # per band
         self.kept = 0
 
     def __len__(self) -> int:
@@ -122,10 +122,11 @@ class Deduplicator:
 
     def add(self, record_id: RecordId, text: str) -> DedupDecision:
         cfg = self.config
-        digest = hashlib.blake2b(normalize_text(text).encode(), digest_size=16).hexdigest()
+        normal = normalize_text(text)
+        digest = hashlib.blake2b(normal.encode(), digest_size=16).hexdigest()
         if cfg.exact and digest in self._exact:
             return DedupDecision(False, "exact", self._exact[digest], 1.0)
-        sig = self._hasher.signature(shingles(text, cfg.shingle_size)) if cfg.near else None
+        sig = self._hasher.signature(_shingles(normal.split(), cfg.shingle_size)) if cfg.near else None
         if sig is not None:
             keys = self._band_keys(sig)
             match = self._best_candidate(sig, keys)
@@ -138,15 +139,20 @@ class Deduplicator:
         self.kept += 1
         return DedupDecision(True)
 
-    def _band_keys(self, sig: np.ndarray) -> list[tuple[int, bytes]]:
-        width = self.config.rows * sig.itemsize
-        raw = sig.tobytes()  # slicing bytes is far cheaper than slicing the array per band
-        return [(band, raw[band * width:(band + 1) * width]) for band in range(self.config.bands)]
+    def _band_keys(self, sig: np.ndarray) -> list[bytes]:
+        """Each band's rows as bytes (slicing bytes is far cheaper than slicing the array per band)."""
+        raw, width = sig.tobytes(), self.config.rows * sig.itemsize
+        return [raw[start:start + width] for start in range(0, len(raw), width)]
 
-    def _best_candidate(self, sig: np.ndarray, keys: list[tuple[int, bytes]]) -> tuple[int, float] | None:
-        rows = sorted({row for key in keys for row in self._buckets.get(key, ())})
-        if not rows:
+    def _best_candidate(self, sig: np.ndarray, keys: list[bytes]) -> tuple[int, float] | None:
+        found: set[int] = set()
+        for bucket, key in zip(self._buckets, keys):
+            rows = bucket.get(key)
+            if rows is not None:
+                found.update(rows) if isinstance(rows, list) else found.add(rows)
+        if not found:
             return None
+        rows = sorted(found)
         sigs = self._signatures()
         sims = np.mean(sigs[rows] == sig[None, :], axis=1)  # (len(rows),)
         best = int(np.argmax(sims))  # ties go to the earliest kept record
@@ -154,12 +160,18 @@ class Deduplicator:
             return None
         return rows[best], float(sims[best])
 
-    def _index(self, record_id: RecordId, sig: np.ndarray, keys: list[tuple[int, bytes]] | None = None) -> None:
+    def _index(self, record_id: RecordId, sig: np.ndarray, keys: list[bytes] | None = None) -> None:
         row = len(self._ids)
         self._ids.append(record_id)
         self._sig_rows.append(sig)
-        for key in keys or self._band_keys(sig):
-            self._buckets.setdefault(key, []).append(row)
+        for bucket, key in zip(self._buckets, keys or self._band_keys(sig)):
+            rows = bucket.get(key)  # one row as an int, a list only once a band is shared (most are not)
+            if rows is None:
+                bucket[key] = row
+            elif isinstance(rows, list):
+                rows.append(row)
+            else:
+                bucket[key] = [rows, row]
 
     def _signatures(self) -> np.ndarray:
         if self._sig_rows:  # stack lazily: one concatenate per lookup burst, not per record

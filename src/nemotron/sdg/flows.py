@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,8 @@ class StageFlow:
         self._cursor = (0, 0)  # (input, unit) collection has reached
         self._first_start: float | None = None
         self._seconds = 0.0
+        # How a finished stage's data files are written (the scheduler writes them off its loop).
+        self.write_file: Callable[[Path, list[dict]], object] = write_atomic
 
     # ---- counts for progress ----
     @property
@@ -190,8 +193,8 @@ class StageFlow:
         if self._first_start is not None:
             self._seconds = time.monotonic() - self._first_start
         out, name = self.collector.out, self.stage.name
-        write_atomic(self.out / "data" / f"{name}.jsonl", out.kept)
-        write_atomic(self.out / "rejected" / f"{name}.jsonl", out.rejected)
+        self.write_file(self.out / "data" / f"{name}.jsonl", list(out.kept))
+        self.write_file(self.out / "rejected" / f"{name}.jsonl", list(out.rejected))
         for flow, slot in self.downstream:
             flow.input_complete(slot)
 

@@ -5,7 +5,8 @@ the model backends always have the next calls ready. A unit sleeping in backoff 
 (`backends.base.waiting` pauses its ticket) and another unit takes its place; units coming back
 from backoff get the next free places before new units start. New units are taken downstream
 first, so finished records reach the output early and memory stays bounded. Results are written
-in batches (write + fsync off the event loop) every `flush_every` units or `flush_interval` seconds.
+in batches (write + fsync off the event loop) every `flush_every` units or `flush_interval` seconds,
+and a finished stage's data files off the loop too.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from nemotron.sdg.config import PipelineConfig
 from nemotron.sdg.flows import StageFlow
 from nemotron.sdg.progress import Progress
 from nemotron.sdg.stages import Unit
-from nemotron.sdg.store import append_line
+from nemotron.sdg.store import append_line, write_atomic
 
 
 class UnitWindow:
@@ -80,22 +81,26 @@ RunUnit = Callable[[StageFlow, Unit], Awaitable["dict | str"]]
 
 class Scheduler:
     def __init__(self, config: PipelineConfig, flows: list[StageFlow], used: list, run_unit: RunUnit, out: Path,
-                 progress: Progress) -> None:
+                 progress: Progress, before_write: Callable[[], None] = lambda: None) -> None:
         """`used`: the distinct model backends (their windows size ours); `run_unit` returns a unit's
-        result line, or the error (a string) that failed it for this run."""
+        result line, or the error (a string) that failed it for this run; `before_write` runs before
+        results are written (the call cache commits the answers they used)."""
         self.config, self.flows, self.run_unit, self.out, self.progress = config, flows, run_unit, out, progress
+        self.before_write = before_write
         self.window = UnitWindow(config.unit_window or max(4, 2 * sum(m.concurrency for m in used)))
         self.tasks: set[asyncio.Task] = set()
         self.finished = asyncio.Event()
         self.crash: list[BaseException] = []
         self.writing = asyncio.Lock()
         self.writes: list[asyncio.Future] = []
+        self.files: list[asyncio.Future] = []  # finished stages' data files being written
         self.last_flush = time.monotonic()
 
     async def run(self) -> None:
         flows = self.flows
         for flow in flows:
             flow.load()
+            flow.write_file = self._write_file
         for flow in flows:
             flow.start()
         self.progress.grow(self._known())
@@ -105,14 +110,16 @@ class Scheduler:
             if not all(f.done for f in flows):
                 self._fill()
                 await self.finished.wait()
+            await asyncio.gather(*self.files, return_exceptions=True)  # a failed one is in self.crash
             if self.crash:
                 raise self.crash[0]
         finally:
             for task in (*self.tasks, tick):
                 task.cancel()
             await asyncio.gather(*self.tasks, tick, return_exceptions=True)
-            await asyncio.gather(*self.writes, return_exceptions=True)  # one append at a time on each file
+            await asyncio.gather(*self.writes, *self.files, return_exceptions=True)  # one append at a time on each file
             try:
+                self.before_write()
                 for flow, batch in self._pending():
                     flow.store.append(batch)
             except NemotronError:
@@ -166,11 +173,23 @@ class Scheduler:
         self._fill()
         if all(f.done for f in self.flows):
             self.finished.set()
-        elif not self.tasks - {asyncio.current_task()} and not any(f.ready for f in self.flows):
+        elif self.tasks <= {asyncio.current_task()} and not any(f.ready for f in self.flows):
             raise RuntimeError("the pipeline stalled: no unit runs or waits, but stages are unfinished "
                                f"({[f.stage.name for f in self.flows if not f.done]})")
 
     # ---- writing results ----
+    def _write_file(self, path: Path, records: list[dict]) -> None:
+        """A finished stage's data file, written off the event loop: write + fsync of a whole file
+        take tens of milliseconds, which every call in flight would otherwise wait for."""
+        task = asyncio.ensure_future(asyncio.to_thread(write_atomic, path, records))
+        self.files.append(task)
+        task.add_done_callback(self._file_written)
+
+    def _file_written(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None and not self.crash:
+            self.crash.append(task.exception())
+            self.finished.set()
+
     def _pending(self) -> list[tuple[StageFlow, list[dict]]]:
         return [(f, f.take_pending()) for f in self.flows if f.pending]
 
@@ -180,6 +199,7 @@ class Scheduler:
         async with self.writing:
             batches = self._pending()
             if batches:
+                self.before_write()
                 self.writes.append(asyncio.ensure_future(asyncio.to_thread(
                     lambda: [f.store.append(batch) for f, batch in batches])))
                 await asyncio.shield(self.writes[-1])

@@ -5,8 +5,8 @@ between attempts, when its pipeline unit gives its place up too). 429, 5xx, time
 connection errors are retried with exponential backoff and jitter, waiting at least what a
 Retry-After header asks; other errors (a prompt too long, a bad parameter) fail the call at once.
 A model may have several endpoints (replicas): they share one window, weighted, with failover
-and health probes (pool.py). Plain-HTTP endpoints (a local server) go through the lean
-transport of transport.py; HTTPS and proxied ones through httpx's own.
+and health probes (pool.py). Plain-HTTP endpoints (a local server) go through the lean client of
+transport.py; HTTPS and proxied ones (and tests giving a transport) through httpx.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling, waiting
-from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig
+from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig, LoopLag
 from nemotron.sdg.backends.pool import Endpoint, EndpointPool, normalize_base_url, parse_endpoints
-from nemotron.sdg.backends.transport import LeanTransport
+from nemotron.sdg.backends.transport import LeanClient, Reply
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 REWARD_ATTRIBUTES_REPORTED = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -78,7 +78,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def _lean_ok(base_url: str) -> bool:
-    """Plain HTTP that no proxy setting routes elsewhere gets the lean transport (see transport.py)."""
+    """Plain HTTP that no proxy setting routes elsewhere gets the lean client (see transport.py)."""
     parts = urlsplit(base_url)
     return parts.scheme == "http" and (not urllib.request.getproxies().get("http")
                                        or bool(urllib.request.proxy_bypass(parts.hostname or "")))
@@ -100,17 +100,20 @@ class HttpClient:
         concurrency = dataclasses.replace(concurrency, max_concurrency=sum(shares))
         self.base_url = pairs[0][0]
         self.limiter = AdaptiveLimiter(concurrency)
+        self.lag = LoopLag()  # the client's own lateness, which is not the server's latency
         self.retry = retry
         self.stats = BackendStats()
         self._rng = random.Random(seed)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         endpoints = []
         for (url, weight), share in zip(pairs, shares):
-            chosen = transport if transport is not None else LeanTransport() if _lean_ok(url) else None
-            client = httpx.AsyncClient(
-                base_url=url, headers=headers, transport=chosen,
-                timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
-                limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
+            if transport is None and _lean_ok(url):
+                client = LeanClient(url, headers, retry.timeout, min(30.0, retry.timeout), max_idle=share)
+            else:
+                client = httpx.AsyncClient(
+                    base_url=url, headers=headers, transport=transport,
+                    timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
+                    limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
             endpoints.append(Endpoint(url, share, client))
         self.pool = EndpointPool(endpoints, self.limiter, probe_timeout=min(10.0, retry.timeout))
 
@@ -121,6 +124,8 @@ class HttpClient:
     async def post(self, path: str, body: dict) -> dict:
         last = "no attempt made"
         failed_on: Endpoint | None = None
+        if self.limiter.config.adaptive:
+            self.lag.watch()
         for attempt in range(self.retry.max_attempts):
             retry_after = None
             async with self.limiter.slot():
@@ -128,7 +133,7 @@ class HttpClient:
                 endpoint.in_flight += 1
                 endpoint.requests += 1
                 self.stats.requests += 1
-                start = time.perf_counter()
+                start, stalled = time.perf_counter(), self.lag.stalled
                 try:
                     response = await endpoint.client.post(path, json=body)
                 except httpx.TimeoutException:
@@ -136,7 +141,7 @@ class HttpClient:
                 except httpx.TransportError as err:
                     last, kind = f"connection failed: {type(err).__name__}: {err}", "connection"
                 else:
-                    latency = time.perf_counter() - start
+                    latency = self.lag.server_time(time.perf_counter() - start, stalled)
                     if response.status_code == 200:
                         data = self._json(response)
                         if data is not None:
@@ -175,7 +180,7 @@ class HttpClient:
         raise BackendError(f"{path}: gave up after {self.retry.max_attempts} attempts; last error: {last}")
 
     @staticmethod
-    def _json(response: httpx.Response) -> dict | None:
+    def _json(response: httpx.Response | Reply) -> dict | None:
         try:
             data = response.json()
         except ValueError:
@@ -183,6 +188,7 @@ class HttpClient:
         return data if isinstance(data, dict) else None
 
     async def aclose(self) -> None:
+        self.lag.stop()
         await self.pool.aclose()
 
 
@@ -192,7 +198,7 @@ def _completion_tokens(data: dict) -> int:
     return tokens if isinstance(tokens, int) else 0
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: httpx.Response | Reply) -> str:
     try:
         data = response.json()
     except ValueError:

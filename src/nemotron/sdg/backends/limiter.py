@@ -8,6 +8,11 @@ of calls at random is not overloaded (backing off would only slow the run: the f
 retried anyway), which is why single failures do not shrink the window and 429s do. A burst of
 failures from calls that were all in flight together counts as one overload: after a decrease the
 window holds still for one round trip.
+
+Latency is the server's only: a client whose event loop ran late (short of CPU on a shared
+machine, a long callback) reads every reply in flight late. That delay (`LoopLag`) is taken off
+the calls it overlapped, and a call it made up more than a quarter of is not compared at all (the
+server may have answered at any time during the delay), or a busy client would shrink its own window.
 """
 from __future__ import annotations
 
@@ -116,10 +121,14 @@ class AdaptiveLimiter:
         self._busy, self._since, self._last = 0.0, self._clock(), self._clock()
 
     # ---- adaptation ----
-    def on_success(self, latency: float, work: float = 1.0) -> None:
-        """A call that succeeded after `latency` seconds, having produced `work` (1 + tokens)."""
+    def on_success(self, latency: float | None, work: float = 1.0) -> None:
+        """A call that succeeded after `latency` seconds, having produced `work` (1 + tokens);
+        `latency` None: the call's time says nothing of the server (the client was late)."""
         self._count_outcome(failed=False)
         if not self.config.adaptive:
+            return
+        if latency is None:
+            self._grow()
             return
         self._rtt = latency if self._rtt == 0.0 else 0.8 * self._rtt + 0.2 * latency
         # Latency grows with reply length, but not in proportion (a fixed cost per request), so
@@ -136,6 +145,9 @@ class AdaptiveLimiter:
             if self._slowdown > self.config.slowdown:
                 self._decrease()
                 return
+        self._grow()
+
+    def _grow(self) -> None:
         self._healthy += 1
         if self._healthy >= self.limit and self.limit < self.ceiling:
             self._set_limit(self.limit + 1)
@@ -156,7 +168,9 @@ class AdaptiveLimiter:
         return self.error_rate > self.config.error_budget
 
     def _count_outcome(self, failed: bool) -> None:
-        self.error_rate += 0.05 * (failed - self.error_rate)
+        # Over about two windows' worth of calls: steady enough that a server failing 30% of calls at
+        # random never reads as one failing most of them (which would back every retry off for seconds).
+        self.error_rate += (failed - self.error_rate) / max(2 * self.limit, 64)
         if not self.config.adaptive:
             return
         self._outcomes[0] += 1
@@ -208,3 +222,44 @@ class WindowMin:
         best = min(self.mins, default=self.current)
         best = min(best, self.current)
         return None if best == float("inf") else best
+
+
+class LoopLag:
+    """How late the running event loop has been, in total: a timer asks to run every `interval`
+    seconds, and whatever it wakes up later than asked adds to `stalled`."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.stalled = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def server_time(self, elapsed: float, stalled_before: float) -> float | None:
+        """What the server took of a call that lasted `elapsed` s, `stalled_before` being `stalled`
+        when it started; None when the loop's lateness made up more than a quarter of it."""
+        late = self.stalled - stalled_before
+        return elapsed - late if late <= 0.25 * elapsed else None
+
+    def watch(self) -> None:
+        """Start timing the running loop (again, if the loop changed)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop and self._handle is not None:
+            return
+        self.stop()
+        self._loop = loop
+        self._schedule(loop.time())
+
+    def _schedule(self, now: float) -> None:
+        self._due = now + self.interval
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        self.stalled += max(0.0, now - self._due)
+        self._schedule(now)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop = None

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from nemotron.sdg.backends.limiter import AdaptiveLimiter
+from nemotron.sdg.backends.transport import LeanClient
 
 DOWN_AFTER = 3
 MAX_COOLDOWN = 30.0
@@ -39,7 +40,7 @@ class Endpoint:
 
     url: str
     weight: float
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient | LeanClient
     in_flight: int = 0
     failures_in_a_row: int = 0
     down: bool = False

@@ -24,8 +24,18 @@ from nemotron.sdg.constraints.language import LANGUAGE_NAMES, detect_language
 from nemotron.sdg.constraints.sampling import CONFLICTS, conflicts, sample_constraint, sample_constraints
 from nemotron.sdg.constraints.text import count_sentences, word_tokens, words
 
+
+def load_checkers() -> None:
+    """Load what the checkers use (NLTK with its Punkt model, langdetect's 55 profiles) now: a few
+    seconds of CPU once per process, which a pipeline spends before its run starts rather than
+    inside it, where it would stall every call in flight."""
+    from nemotron.sdg.constraints.language import _factory
+    from nemotron.sdg.constraints.text import _sentence_tokenizer, _word_tokenizer
+
+    _sentence_tokenizer(), _word_tokenizer(), _factory()
+
 __all__ = [
     "AT_LEAST", "CONFLICTS", "CONSTRAINT_TYPES", "LANGUAGE_NAMES", "LESS_THAN", "RELATIONS", "Constraint",
-    "ConstraintType", "apply_constraints", "check_all", "conflicts", "count_sentences", "detect_language",
+    "ConstraintType", "apply_constraints", "check_all", "conflicts", "count_sentences", "detect_language", "load_checkers",
     "sample_constraint", "sample_constraints", "word_tokens", "words",
 ]

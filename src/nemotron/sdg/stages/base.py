@@ -184,6 +184,9 @@ class Stage:
     async def run(self, unit: Unit, ctx: UnitContext) -> list[dict]:
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Load what the stage's checks need (slow imports, models) before the run starts."""
+
     def text(self, record: dict) -> str:
         return str(record[self.text_field])
 

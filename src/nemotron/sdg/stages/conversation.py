@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nemotron.sdg.constraints import CONSTRAINT_TYPES, Constraint, apply_constraints, check_all, sample_constraints
+from nemotron.sdg.constraints import (CONSTRAINT_TYPES, Constraint, apply_constraints, check_all, load_checkers,
+                                     sample_constraints)
 from nemotron.sdg.prompts import DEFAULT_PERSONAS, transcript
 from nemotron.sdg.stages.base import Stage, StageInputError, Unit, UnitContext, last_user_messages, require_text
 from nemotron.sdg.stages.filler import strip_polite_filler
@@ -42,6 +43,10 @@ class InstructionFollowing(Stage):
         if unknown:
             raise StageInputError(f"stage {self.name}: unknown constraint types {unknown}; known: "
                                   f"{sorted(CONSTRAINT_TYPES)}")
+
+    def prepare(self) -> None:
+        if self.opts["multi_turn"]:  # the first reply is checked
+            load_checkers()
 
     async def run(self, unit: Unit, ctx: UnitContext) -> list[dict]:
         prompt = require_text(unit.input, self.opts["field"], self.name)
@@ -93,6 +98,10 @@ class Responses(Stage):
     kind = "responses"
     options = {"n": 1, "check_constraints": True}
     uses_reward = True
+
+    def prepare(self) -> None:
+        if self.opts["check_constraints"]:
+            load_checkers()
 
     def text(self, record: dict) -> str:
         return record["messages"][-1]["content"]

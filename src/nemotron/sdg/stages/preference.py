@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from nemotron.sdg.answers import check_answer
-from nemotron.sdg.constraints import Constraint, check_all
+from nemotron.sdg.constraints import Constraint, check_all, load_checkers
 from nemotron.sdg.filters import reward_scalar
 from nemotron.sdg.prompts import transcript
 from nemotron.sdg.stages.base import Stage, StageInputError, Unit, UnitContext, last_user_messages
@@ -47,6 +47,10 @@ class Preference(Stage):
             raise StageInputError(f"stage {self.name}: judges must be a non-empty list from {JUDGES}, got {unknown}")
         if self.opts["n"] < 2:
             raise StageInputError(f"stage {self.name}: n must be >= 2 to form pairs")
+
+    def prepare(self) -> None:
+        if "ground_truth" in self.opts["judges"]:  # records with constraints are judged by them
+            load_checkers()
 
     def text(self, record: dict) -> str:
         return transcript(record["prompt"])
