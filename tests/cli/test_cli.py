@@ -47,6 +47,27 @@ def test_seeded_sampling_is_reproducible(capsys, tiny_model_dir):
     assert run_cli(capsys, *args)[1] == run_cli(capsys, *args)[1]
 
 
+@pytest.mark.parametrize("options", [("--greedy",), ("--seed", "7", "--top-k", "20", "--temperature", "0.9")])
+def test_generate_runs_the_engine_and_equals_the_reference_decoder(capsys, monkeypatch, tiny_model_dir, options):
+    from nemotron.checkpoint.load import load_model
+    from nemotron.engine import llm
+    from nemotron.engine.generate import stream_generate
+    from nemotron.engine.sampling import SamplingParams
+
+    steps = []
+    step = llm.LLMEngine.step
+    monkeypatch.setattr(llm.LLMEngine, "step", lambda engine: steps.append(1) or step(engine))
+    code, out, _ = run_cli(capsys, "generate", str(tiny_model_dir), "The cat sees the moon", "-n", "16",
+                             "--dtype", "float32", *options)
+    loaded = load_model(tiny_model_dir, dtype="float32")
+    greedy = options[0] == "--greedy"
+    params = SamplingParams(max_tokens=16, temperature=0.0 if greedy else 0.9, top_k=0 if greedy else 20,
+                            top_p=0.9, seed=None if greedy else 7)  # --top-p defaults to 0.9
+    ids = loaded.tokenizer.encode("The cat sees the moon")
+    reference = "".join(chunk.text for chunk in stream_generate(loaded.model, loaded.tokenizer, ids, params))
+    assert code == 0 and len(steps) >= 16 and out == reference + "\n"
+
+
 def test_chat_mode_stops_at_the_chat_stop_string(capsys, tiny_model_dir):
     code, out, err = run_cli(capsys, "generate", str(tiny_model_dir), "hello", "--chat", "-n", "5", "--greedy")
     assert code == 0 and "<extra_id_1>" not in out

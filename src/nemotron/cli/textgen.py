@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +10,7 @@ import torch
 
 from nemotron.assets import default_model_dir
 from nemotron.checkpoint.load import LoadedModel, load_model
-from nemotron.engine.generate import GenerationChunk, stream_generate
+from nemotron.engine.generate import GenerationChunk
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
@@ -31,9 +30,9 @@ def run(args: argparse.Namespace) -> None:
     else:
         spec, prompt = args.model, None
     launch = _parallel_launch(spec, args)
-    if launch is None:
+    if launch is None:  # one process: the engine with one sequence (chat turns reuse their prefix's K/V)
         loaded = _checked(_load(spec, args), args)
-        _talk(loaded, functools.partial(stream_generate, loaded.model, loaded.tokenizer), prompt, args)
+        _talk(loaded, LLM(loaded, EngineConfig(max_num_seqs=1)).stream, prompt, args)
         return
     if launch.is_worker:  # a torchrun rank other than 0
         launch.serve_steps()
