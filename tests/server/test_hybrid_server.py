@@ -70,9 +70,8 @@ def test_openai_and_put_generate_on_a_hybrid_model(hybrid_server, hybrid_dir):
 
 def test_nemotron_serve_command_on_a_hybrid_checkpoint(hybrid_dir):
     """`nemotron serve DIR` as a user starts it, on the Nemotron-H directory."""
-    import time
-
     from tests.server.test_serve_command import free_port, start, stop
+    from tests.server.test_shutdown import wait_ready
 
     loaded = load_model(hybrid_dir, dtype="float32")
     prompt = "hello world"
@@ -81,15 +80,7 @@ def test_nemotron_serve_command_on_a_hybrid_checkpoint(hybrid_dir):
     port = free_port()
     server = start(hybrid_dir, port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
+        wait_ready(server, f"http://127.0.0.1:{port}")
         body = requests.put(f"http://127.0.0.1:{port}/generate", json={
             "sentences": [prompt], "tokens_to_generate": 6, "greedy": True, "end_strings": []}, timeout=60).json()
         assert body["sentences"][0] == prompt + expected

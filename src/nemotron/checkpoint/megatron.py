@@ -13,7 +13,8 @@ Facts about the Megatron side (Megatron-LM / NeMo):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -198,18 +199,32 @@ def megatron_to_hf(tensors: Iterable[tuple[str, Tensor]], config: ModelConfig,
             _check_shape(name, tensor, expected[hf_name])
             parts = [(hf_name, tensor if dtype is None else tensor.to(dtype))]
         del tensor  # the split copies are all that stays alive
-        for part_name, part in parts:
-            if part_name not in expected:
-                raise CheckpointError(f"checkpoint tensor {name!r} ({part_name}) does not fit the config "
-                                      f"({config.num_layers} layers)")
-            if part_name in out:
-                raise CheckpointError(f"checkpoint holds {part_name} twice (second time as {name!r})")
-            out[part_name] = part
+        place_parts(out, expected, name, parts, f"{config.num_layers} layers")
+    require_all(out, expected, lambda hf_name: to_megatron_name(hf_name, legacy))
+    return out
+
+
+def place_parts(out: dict[str, Tensor], expected: dict, name: str, parts: Iterable[tuple[str, Tensor]],
+                config_summary: str, check: Callable[[str, Tensor, Any], None] | None = None) -> None:
+    """Put the parts of checkpoint tensor `name` into `out` under our names: a part the config does not
+    expect, or one seen twice, is an error; `check(name, part, expected[part_name])` checks its shape."""
+    for part_name, part in parts:
+        if part_name not in expected:
+            raise CheckpointError(f"checkpoint tensor {name!r} ({part_name}) does not fit the config "
+                                  f"({config_summary})")
+        if check is not None:
+            check(name, part, expected[part_name])
+        if part_name in out:
+            raise CheckpointError(f"checkpoint holds {part_name} twice (second time as {name!r})")
+        out[part_name] = part
+
+
+def require_all(out: dict[str, Tensor], expected: dict, checkpoint_name: Callable[[str], str]) -> None:
+    """Every expected tensor arrived; else name the first missing one as the checkpoint spells it."""
     missing = [name for name in expected if name not in out]
     if missing:
-        raise CheckpointError(f"checkpoint has no tensor {to_megatron_name(missing[0], legacy)!r} (for {missing[0]}); "
+        raise CheckpointError(f"checkpoint has no tensor {checkpoint_name(missing[0])!r} (for {missing[0]}); "
                               f"{len(missing)} tensor(s) missing in all")
-    return out
 
 
 def check_stored_shapes(shapes: dict[str, tuple[int, ...]], config: ModelConfig) -> None:

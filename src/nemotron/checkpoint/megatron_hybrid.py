@@ -137,18 +137,8 @@ def megatron_to_hf(tensors: Iterable[tuple[str, Tensor]], config: NemotronHConfi
             parts = list(zip((f"{stem}mixer.{p}_proj.weight" for p in "qkv"), megatron.split_qkv(tensor, config)))
         else:
             parts = [(hf_name, tensor)]
-        for part_name, part in parts:
-            if part_name not in expected:
-                raise CheckpointError(f"checkpoint tensor {name!r} ({part_name}) does not fit the config "
-                                      f"(layer pattern {config.pattern})")
-            _check(name, part, expected[part_name])
-            if part_name in out:
-                raise CheckpointError(f"checkpoint holds {part_name} twice (second time as {name!r})")
-            out[part_name] = part
-    missing = [name for name in expected if name not in out]
-    if missing:
-        raise CheckpointError(f"checkpoint has no tensor {to_megatron_name(missing[0], config)!r} "
-                              f"(for {missing[0]}); {len(missing)} tensor(s) missing in all")
+        megatron.place_parts(out, expected, name, parts, f"layer pattern {config.pattern}", _check)
+    megatron.require_all(out, expected, lambda hf_name: to_megatron_name(hf_name, config))
     return out
 
 
