@@ -19,7 +19,7 @@ import torch
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
-from tests.server.test_serve_command import CARD_PROMPT, free_port
+from tests.server.test_serve_command import CARD_PROMPT, CARD_REQUEST, free_port
 
 START_TIMEOUT_S = 120
 
@@ -55,9 +55,7 @@ def test_tp2_pp2_serves_the_model_card_client_and_openai(scripted_model_dir):
     expected = one.generate([prompt], SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))[0].outputs[0].token_ids
     process, url = serve(scripted_model_dir, "--tp", "2", "--pp", "2")
     try:
-        data = {"sentences": [CARD_PROMPT], "tokens_to_generate": 50, "temperature": 1.0, "add_BOS": False,
-                "top_k": 0, "top_p": 1.0, "greedy": True, "all_probs": False, "repetition_penalty": 1.0,
-                "min_tokens_to_generate": 1, "end_strings": ["<|endoftext|>", "<extra_id_1>", "\x11"]}
+        data = CARD_REQUEST
         response = requests.put(f"{url}/generate", data=json.dumps(data),
                                 headers={"Content-Type": "application/json"}).json()["sentences"][0]
         assert response[len(CARD_PROMPT):] == "Hi.\n<extra_id_1>"

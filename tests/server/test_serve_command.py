@@ -15,6 +15,10 @@ import requests
 from nemotron.cli.main import main
 
 CARD_PROMPT = "<extra_id_0>System\n\n<extra_id_1>User\nWrite a poem\n<extra_id_1>Assistant\n"
+# The model card's request body, as its client sends it.
+CARD_REQUEST = {"sentences": [CARD_PROMPT], "tokens_to_generate": 50, "temperature": 1.0, "add_BOS": False,
+                "top_k": 0, "top_p": 1.0, "greedy": True, "all_probs": False, "repetition_penalty": 1.0,
+                "min_tokens_to_generate": 1, "end_strings": ["<|endoftext|>", "<extra_id_1>", "\x11"]}
 # The model card's depends_on loop: curl -X PUT until its exit status is 0.
 WAIT_FOR_SERVER = """
 STATUS=$(curl -X PUT http://$HOST:$PORT >/dev/null 2>/dev/null; echo $?)
@@ -55,9 +59,7 @@ def test_serve_with_the_model_card_probe_and_client(scripted_model_dir):
             probe = subprocess.run(["bash", "-c", WAIT_FOR_SERVER], env={"HOST": "127.0.0.1", "PORT": str(port),
                                                                          "PATH": os.environ["PATH"]}, timeout=120)
             assert probe.returncode == 0
-        data = {"sentences": [CARD_PROMPT], "tokens_to_generate": 50, "temperature": 1.0, "add_BOS": False,
-                "top_k": 0, "top_p": 1.0, "greedy": True, "all_probs": False, "repetition_penalty": 1.0,
-                "min_tokens_to_generate": 1, "end_strings": ["<|endoftext|>", "<extra_id_1>", "\x11"]}
+        data = CARD_REQUEST
         response = requests.put(f"http://127.0.0.1:{open_port}/generate", data=json.dumps(data),
                                 headers={"Content-Type": "application/json"}).json()["sentences"][0]
         assert response[len(CARD_PROMPT):] == "Hi.\n<extra_id_1>"
