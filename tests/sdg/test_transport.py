@@ -13,7 +13,7 @@ import pytest
 
 from nemotron.sdg.backends import ConcurrencyConfig, Sampling
 from nemotron.sdg.backends.http import HttpClient, OpenAIChat, RetryConfig, _lean_ok
-from nemotron.sdg.backends.transport import LeanClient, LeanTransport
+from nemotron.sdg.backends.transport import LeanClient
 from tests.sdg.fake_server import FakeOpenAI, ThreadServer, free_port
 
 REPLY = json.dumps({"choices": [{"message": {"role": "assistant", "content": "hello"}}],
@@ -48,11 +48,14 @@ async def raw_server(respond):
 def run(respond, requests=3, sequential=True):
     async def scenario():
         server, url, state = await raw_server(respond)
-        async with httpx.AsyncClient(base_url=url, transport=LeanTransport(), timeout=5) as client:
+        client = LeanClient(url, timeout=5)
+        try:
             if sequential:
-                responses = [await client.post("/x", json={"n": i}) for i in range(requests)]
+                responses = [await client.post("/x", {"n": i}) for i in range(requests)]
             else:
-                responses = await asyncio.gather(*(client.post("/x", json={"n": i}) for i in range(requests)))
+                responses = await asyncio.gather(*(client.post("/x", {"n": i}) for i in range(requests)))
+        finally:
+            await client.aclose()
         server.close()
         return responses, state
 

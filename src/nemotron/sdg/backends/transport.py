@@ -10,8 +10,8 @@ close-delimited body. Idle connections are kept per origin in a stack (O(1) per 
 attempt has one timer for its timeout, and errors are httpx's exception types, so callers handle
 both clients alike.
 
-`LeanClient` is what `HttpClient` uses per endpoint; `LeanTransport` puts the same connections
-under an `httpx.AsyncClient`. HTTPS endpoints and proxies keep httpx's own transport.
+`LeanClient` is what `HttpClient` uses per plain-HTTP endpoint. HTTPS endpoints and proxies keep
+httpx's own transport.
 """
 from __future__ import annotations
 
@@ -293,38 +293,3 @@ class LeanClient:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-class LeanTransport(httpx.AsyncBaseTransport):
-    """The same connections under an `httpx.AsyncClient` (requests and responses as httpx builds
-    and reads them, content decoding included)."""
-
-    def __init__(self, max_idle_per_origin: int = 256) -> None:
-        self.pool = ConnectionPool(max_idle_per_origin)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme != "http":
-            raise httpx.UnsupportedProtocol(f"LeanTransport speaks plain http, not {request.url.scheme}")
-        timeout = request.extensions.get("timeout", {})
-        body = await request.aread()
-        try:
-            status, headers, content = await self.pool.exchange(
-                (request.url.host, request.url.port or 80), self._head(request, body) + body,
-                timeout.get("read"), timeout.get("connect"))
-        except httpx.TransportError as err:
-            err.request = request
-            raise
-        return httpx.Response(status, headers=headers, content=content)
-
-    @staticmethod
-    def _head(request: httpx.Request, body: bytes) -> bytes:
-        target = request.url.raw_path.decode("ascii")
-        lines = [f"{request.method} {target} HTTP/1.1"]
-        for name, value in request.headers.multi_items():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    async def aclose(self) -> None:
-        self.pool.close()
