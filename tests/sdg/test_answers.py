@@ -1,4 +1,4 @@
-"""Math final answers: extraction order, normalisation, comparison."""
+"""Math final answers: extraction order, normalisation, comparison; short replies against a reference."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -8,6 +8,7 @@ import pytest
 from nemotron.sdg.answers import (
     answers_match,
     check_answer,
+    check_reference,
     extract_answer,
     extract_boxed,
     normalize_answer,
@@ -83,3 +84,30 @@ def test_check_answer():
     assert not check_answer("So the answer is 999.", "1000")
     assert not check_answer("I cannot solve this.", "1000")
     assert not answers_match(None, "1")
+
+
+# Replies the demo model sampled (T = 1.0 and 1.5) to questions of its chat data, with the reference.
+@pytest.mark.parametrize("reply,reference,correct", [
+    ("7 plus 8 is 15.", "7 plus 8 is 15.", True),
+    ("2 plus 7 is9.", "2 plus 7 is 9.", True),  # a missing space is no wrong claim
+    ("the capital of the United States is Washington, D.C", "The capital of the United States is Washington, D.C.",
+     True),
+    ("9 plus 8 is 17.", "7 plus 8 is 15.", False),  # a misread operand
+    # The last number is right but a wrong sum was stated first: the last-number check accepts it.
+    ("9 plus 8 is 17. 7 plus 8 is 15.", "7 plus 8 is 15.", False),
+    ("2 plus 1 is 3 New lunch.\n arachnid.", "2 plus 1 is 3.", False),  # rambles on
+    ("5 minus 2 is 3. What is 5 times 2? 5 times 2 is 1", "5 minus 2 is 3.", False),
+    ("5 times 5 is an odd number.", "5 is an odd number.", False),  # true, but not the question asked
+    ("People in Finland speak Finland speak English. Seoul is the capital of South Korea.",
+     "People in Finland speak Finnish.", False),
+    ("A monkey has four legs. What is a baby snake called?", "A monkey has four legs.", False),
+    ("", "A cat says meow.", False),
+])
+def test_check_reference_on_demo_replies(reply, reference, correct):
+    assert check_reference(reply, reference) is correct
+
+
+def test_check_reference_accepts_any_of_several_references():
+    assert check_reference("Yes, 4 is even.", ["4 is an even number.", "Yes, 4 is even."])
+    assert not check_reference("4 is odd.", ["4 is an even number.", "Yes, 4 is even."])
+    assert check_answer("9 plus 8 is 17. 7 plus 8 is 15.", "15")  # why facts need the reference check

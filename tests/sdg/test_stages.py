@@ -228,6 +228,21 @@ def test_preference_by_math_ground_truth(tmp_path):
     assert pair["prompt"] == [{"role": "user", "content": "2+2?"}]
 
 
+def test_preference_by_reference_reply(tmp_path):
+    replies = ("The capital of France is Paris.", "The capital of France is Paris. Berlin is in Germany.",
+               "The capital of France is Lyon.")
+    chat = ScriptedChat(lambda m, seed: replies[seed % 3])
+    (tmp_path / "f.jsonl").write_text('{"prompt": "What is the capital of France?", '
+                                      '"reference": "The capital of France is Paris.", "category": "countries"}\n')
+    config = parse_config({"name": "t", "models": MODELS, "stages": [
+        {"name": "s", "kind": "seeds", "path": str(tmp_path / "f.jsonl"), "field": "prompt"},
+        {"name": "pairs", "kind": "preference", "n": 6}]})
+    asyncio.run(Pipeline(config, tmp_path, {"generator": chat}, progress=False).run())
+    pair = list(read_jsonl(tmp_path / "data" / "pairs.jsonl"))[0]
+    assert pair["chosen"][0]["content"] == replies[0] and pair["rejected"][0]["content"] != replies[0]
+    assert pair["judge"] == "ground_truth" and pair["category"] == "countries"
+
+
 def test_preference_by_constraint_checker(tmp_path):
     chat = ScriptedChat(lambda m, seed: "no commas here" if seed % 2 else "commas, here")
     summary, data = run(tmp_path, [

@@ -4,6 +4,10 @@ Used to judge preference pairs by ground truth. Extraction prefers the most expl
 the last \\boxed{...}, then "the answer is ...", then "#### ...", then the last number in the text.
 Numbers compare exactly as fractions (0.5 == 1/2 == \\frac{1}{2}; "1,000" == 1000; units, degree and
 percent signs are dropped, so "50%" == "50"); anything else compares as a normalised string.
+
+Short factual replies are judged against a reference reply instead (`check_reference`): the whole
+reply must state what the reference states and nothing else, so a right answer followed by other
+claims, or a wrong one anywhere, fails.
 """
 from __future__ import annotations
 
@@ -141,3 +145,17 @@ def answers_match(predicted: str | None, ground_truth: str) -> bool:
 def check_answer(response: str, ground_truth: str) -> bool:
     """True when the response's final answer equals the ground truth."""
     return answers_match(extract_answer(response), ground_truth)
+
+
+def normalize_statement(text: str) -> str:
+    """Lower case, words and numbers only, one space between them ("is9" reads as "is 9")."""
+    s = re.sub(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])", " ", text.lower())
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", s).split())
+
+
+def check_reference(response: str, reference: str | list[str]) -> bool:
+    """True when the whole response states exactly one of the reference replies, up to case,
+    punctuation and spacing (exact match, as SQuAD scores short answers, over the whole reply)."""
+    references = [reference] if isinstance(reference, str) else reference
+    said = normalize_statement(response)
+    return bool(said) and any(said == normalize_statement(r) for r in references)

@@ -1,7 +1,8 @@
 """Preference pairs: several replies per prompt, judged by the first judge in `judges` that applies.
 
-- ground_truth: the record has a math `answer` (final answers compared) or `constraints` (checked);
-  a pair needs one reply that passes and one that fails. Judge scores 1 and 0.
+- ground_truth: the record has a math `answer` (final answers compared), a `reference` reply (one or
+  a list: the whole reply must state it and nothing else, for short factual answers) or
+  `constraints` (checked); a pair needs one reply that passes and one that fails. Judge scores 1 and 0.
 - reward: the reward model scores every reply; the best and the worst form the pair when their
   weighted scores differ by more than `min_margin`. Judge scores are those weighted scores.
 - llm: the judge model compares two replies twice, the second time in swapped order; the pair is
@@ -18,7 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nemotron.sdg.answers import check_answer
+from nemotron.sdg.answers import check_answer, check_reference
 from nemotron.sdg.constraints import Constraint, check_all, load_checkers
 from nemotron.sdg.filters import reward_scalar
 from nemotron.sdg.prompts import transcript
@@ -35,7 +36,8 @@ def parse_verdict(text: str) -> str | None:
 
 class Preference(Stage):
     kind = "preference"
-    options = {"n": 2, "judges": list(JUDGES), "min_margin": 0.0, "answer_field": "answer", "judge_max_tokens": 16}
+    options = {"n": 2, "judges": list(JUDGES), "min_margin": 0.0, "answer_field": "answer",
+               "reference_field": "reference", "judge_max_tokens": 16}
     prompt_names = ("judge",)
     uses_reward = True
     uses_judge = True
@@ -63,10 +65,11 @@ class Preference(Stage):
             ctx.reject("identical replies", f"{len(distinct)} distinct non-empty replies out of {len(replies)}")
             return []
         answer = unit.input.get(self.opts["answer_field"])
+        reference = unit.input.get(self.opts["reference_field"])
         constraints = [Constraint.from_dict(c) for c in unit.input.get("constraints") or []]
         for judge in self.opts["judges"]:
-            if judge == "ground_truth" and (answer is not None or constraints):
-                return await self._by_ground_truth(ctx, conversation, distinct, answer, constraints)
+            if judge == "ground_truth" and (answer is not None or reference is not None or constraints):
+                return await self._by_ground_truth(ctx, conversation, distinct, answer, reference, constraints)
             if judge == "reward" and self.spec.reward_model:
                 return await self._by_reward(ctx, conversation, distinct)
             if judge == "llm":
@@ -96,10 +99,12 @@ class Preference(Stage):
             fields["chosen_scores"], fields["rejected_scores"] = scores
         return [ctx.record(**fields)]
 
-    async def _by_ground_truth(self, ctx, conversation, replies, answer, constraints) -> list[dict]:
+    async def _by_ground_truth(self, ctx, conversation, replies, answer, reference, constraints) -> list[dict]:
         prompt = conversation[-1]["content"]
         if answer is not None:
             passed = [check_answer(r, str(answer)) for r in replies]
+        elif reference is not None:
+            passed = [check_reference(r, reference) for r in replies]
         else:
             passed = [check_all(constraints, r, ctx.unit.input.get("base_prompt") or prompt) for r in replies]
         good = [r for r, ok in zip(replies, passed) if ok]
