@@ -128,3 +128,16 @@ def test_added_layers_need_add_layers_and_no_lora(tmp_path, capsys, base_dir):
         assert "--train-added-only needs --add-layers" in capsys.readouterr().err
     assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out", str(tmp_path / "x"),
                  "--add-layers", "-1", *LOOP]) == 2
+
+
+def test_reward_model_with_an_lm_loss_logs_it_and_needs_a_language_model(tmp_path, capsys, base_dir):
+    pairs = _pairs(tmp_path / "pairs.jsonl", 8)
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out", str(tmp_path / "rm"),
+                 "--lm-weight", "0.5", "--add-layers", "1", *LOOP]) == 0
+    records = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["lm_loss"] > 0 for r in records if "loss" in r)
+    assert isinstance(load_model(tmp_path / "rm" / "final").model, NemotronForRewardModel)  # no LM head kept
+    capsys.readouterr()
+    assert main(["train", "reward", "--model", str(tmp_path / "rm" / "final"), "--data", str(pairs), "--out",
+                 str(tmp_path / "again"), "--lm-weight", "0.5", *LOOP]) == 2
+    assert "--lm-weight needs a language model" in capsys.readouterr().err

@@ -218,3 +218,53 @@ def test_a_turn_forged_in_training_data_stays_text(tokenizer):
     sft_ids, mask = encode_chat([{"role": "user", "content": forged}, {"role": "assistant", "content": "Ok."}],
                                 tokenizer)
     assert sft_ids.count(turn) == 3 and any(mask)
+
+
+def _reward_dataset(tokenizer):
+    from nemotron.train.preference_data import RewardDataset
+
+    rows = [PreferenceRow([{"role": "user", "content": p}], c, r) for p, c, r in PAIRS]
+    return RewardDataset.from_rows(rows, tokenizer, BatchConfig(batch_size=4, seq_len=64, seed=0))
+
+
+def test_reward_lm_loss_is_the_language_models_loss_on_the_chosen_sequences(tokenizer):
+    import torch.nn.functional as F
+
+    from nemotron.model.heads import reward_model_from
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+
+    lm = tiny_model(tokenizer.vocab_size, std=0.05)
+    expected_model = copy.deepcopy(lm)
+    batch = _reward_dataset(tokenizer).batch(0)
+    objective = RewardModeling(RewardConfig("bt", lm_weight=0.5), lm.lm_head)
+    reward = reward_model_from(lm)
+    loss, metrics = objective.loss(reward, batch, batch.totals())
+    p, nll, count = batch.num_pairs, 0.0, 0
+    for row, length in zip(batch.inputs[:p], batch.lengths[:p].tolist()):  # one chosen sequence at a time
+        logits = expected_model(row[None, :length])[0, :-1]
+        nll += F.cross_entropy(logits, row[1:length], reduction="sum").item()
+        count += length - 1
+    assert metrics["lm_loss"] == pytest.approx(nll / count, rel=1e-5)
+    assert loss.item() == pytest.approx(math.log(2) + 0.5 * nll / count, rel=1e-5)  # the zero head: BT = log 2
+    loss.backward()
+    assert lm.lm_head.weight.grad is None  # the output layer stays frozen; the trunk learns from it
+    assert reward.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+
+    grads = []  # micro-batches add up to the whole batch, the LM term included
+    for parts in ([batch], batch.split(2)):
+        reward.zero_grad()
+        for micro in parts:
+            objective.loss(reward, micro, batch.totals())[0].backward()
+        grads.append([q.grad.clone() for q in reward.parameters() if q.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_reward_lm_loss_needs_the_output_layer():
+    from nemotron.errors import ConfigError
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+
+    with pytest.raises(ConfigError, match="lm_head"):
+        RewardModeling(RewardConfig("bt", lm_weight=1.0))
+    with pytest.raises(ConfigError, match=">= 0"):
+        RewardConfig("bt", lm_weight=-1.0)

@@ -107,6 +107,9 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         help="MSE on attribute ratings, Bradley-Terry on pairs, or both summed")
     reward.add_argument("--bt-weight", type=float, default=1.0)
     reward.add_argument("--regression-weight", type=float, default=1.0)
+    reward.add_argument("--lm-weight", type=float, default=0.0,
+                        help="auxiliary next-token loss on the chosen sequences through the language model's "
+                             "frozen output layer (keeps the trunk's knowledge; needs a language model)")
     reward.add_argument("--add-layers", type=int, default=0,
                         help="grow a language model's trunk by this many identity-initialised decoder layers first")
     reward.add_argument("--train-added-only", action="store_true",
@@ -297,11 +300,15 @@ def _reward(args: argparse.Namespace) -> None:
     from nemotron.train.objectives import RewardConfig, RewardModeling
     from nemotron.train.preference_data import RewardDataset, read_preference_data
     from nemotron.model.heads import add_identity_layers, reward_model_from
+    from nemotron.model.nemotron import NemotronForCausalLM
     from nemotron.train.reward import evaluate_reward_model
 
     if args.add_layers < 0:
         raise ConfigError(f"--add-layers must be >= 0, got {args.add_layers}")
     loaded = _load_for_training(args.model)
+    lm_head = loaded.model.lm_head if isinstance(loaded.model, NemotronForCausalLM) else None
+    if args.lm_weight and lm_head is None:
+        raise ConfigError("--lm-weight needs a language model to start from (its output layer scores the tokens)")
     model = reward_model_from(loaded.model)
     if args.train_added_only:
         if not args.add_layers or args.lora_r:
@@ -319,7 +326,8 @@ def _reward(args: argparse.Namespace) -> None:
     valid = RewardDataset.from_rows(valid_rows, loaded.tokenizer, dataclasses.replace(batches, seed=args.seed + 7),
                                     n) if valid_rows else None
     objective = RewardModeling(RewardConfig(args.loss, bt_weight=args.bt_weight,
-                                            regression_weight=args.regression_weight))
+                                            regression_weight=args.regression_weight, lm_weight=args.lm_weight),
+                               lm_head)
     torch.manual_seed(args.seed)
     trainer = _loop(args, _with_lora(args, model.train(), heads=("rm_head",)), loaded.tokenizer, train=train,
                     valid=valid, objective=objective)

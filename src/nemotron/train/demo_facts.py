@@ -160,6 +160,20 @@ class Relation:
     answer: Callable[[object], str]
     mention: Callable[[object], str]  # "Germany" in "And what about Germany?"
 
+    def wordings(self, entity: object) -> list[str]:
+        """Every way the chat data asks this question about `entity`, in the order `ask` lists them."""
+        return list(dict.fromkeys(self.ask(_Nth(k), entity) for k in range(8)))
+
+
+class _Nth:
+    """Stands in for the Random that `Relation.ask` picks a wording with: always the k-th option."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def choice(self, options):
+        return options[min(self.k, len(options) - 1)]
+
 
 def _pick(rng: Random, *options: str) -> str:
     return rng.choice(options)

@@ -158,25 +158,34 @@ class RewardConfig:
     loss: str = "combined"  # regression (MSE on ratings), bt (Bradley-Terry on pairs), or both summed
     bt_weight: float = 1.0
     regression_weight: float = 1.0
+    lm_weight: float = 0.0  # auxiliary next-token loss on the chosen sequences, through the LM's output layer
     scalar_weights: tuple[float, ...] = REWARD_WEIGHTS  # attributes -> the scalar reward pairs compare
 
     def __post_init__(self) -> None:
         if self.loss not in REWARD_LOSSES:
             raise ConfigError(f"RewardConfig.loss must be one of {REWARD_LOSSES}, got {self.loss!r}")
-        if self.bt_weight < 0 or self.regression_weight < 0:
+        if self.bt_weight < 0 or self.regression_weight < 0 or self.lm_weight < 0:
             raise ConfigError("RewardConfig weights must be >= 0")
 
 
 class RewardModeling:
     """Nemotron-4 340B Reward's head over the attributes: MSE on rated responses (SteerLM
     regression), Bradley-Terry on pairs of the scalar reward (scaled by the preference strength
-    when the data has one, as HelpSteer2-Preference's Scaled BT), or the two summed."""
+    when the data has one, as HelpSteer2-Preference's Scaled BT), or the two summed.
 
-    def __init__(self, config: RewardConfig) -> None:
+    With `lm_weight`, the trunk also keeps predicting the next token of the chosen sequences (prompt
+    and correct reply) through `lm_head`, the frozen output layer of the language model it came from:
+    a regulariser that keeps the trunk's knowledge while the head learns (not part of the result)."""
+
+    def __init__(self, config: RewardConfig, lm_head: nn.Linear | None = None) -> None:
+        if config.lm_weight and lm_head is None:
+            raise ConfigError("RewardConfig.lm_weight needs the language model's output layer (lm_head)")
         self.config = config
+        self.lm_head = lm_head.requires_grad_(False) if lm_head is not None and config.lm_weight else None
 
     def prepare(self, model, out_dir, device, autocast) -> None:
-        pass
+        if self.lm_head is not None:
+            self.lm_head.to(device)
 
     def scalar(self, scores: Tensor) -> Tensor:
         weights = torch.tensor(self.config.scalar_weights[:scores.shape[-1]], device=scores.device)
@@ -184,6 +193,8 @@ class RewardModeling:
 
     def loss(self, model: nn.Module, batch: RewardBatch, totals: dict[str, int]) -> tuple[Tensor, Metrics]:
         cfg, p = self.config, batch.num_pairs
+        hidden: list[Tensor] = []
+        hook = model.model.register_forward_hook(lambda _m, _i, out: hidden.append(out)) if self.lm_head else None
         scores = model(batch.inputs, lengths=batch.lengths)  # (N, A) fp32
         loss = scores.new_zeros(())
         # The same metric keys on every micro-batch and rank (they are summed across ranks), set by
@@ -199,8 +210,21 @@ class RewardModeling:
             mse = ((rated - batch.ratings).square() * batch.rated).sum() / totals["ratings"]
             loss = loss + cfg.regression_weight * mse
             metrics["mse"] = mse.item()
+        if hook is not None:
+            hook.remove()
+            if totals["pairs"]:
+                lm = self._chosen_nll(hidden[0][:p], batch.inputs[:p], batch.lengths[:p]) / totals["lm_tokens"]
+                loss = loss + cfg.lm_weight * lm
+                metrics["lm_loss"] = lm.item()
         metrics["loss"] = loss.item()
         return loss, metrics
+
+    def _chosen_nll(self, hidden: Tensor, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """Summed next-token loss of right-padded sequences: hidden (P, T, H), inputs (P, T)."""
+        logits = self.lm_head(hidden[:, :-1]).float()  # (P, T-1, V)
+        targets = inputs[:, 1:].masked_fill(
+            torch.arange(inputs.shape[1] - 1, device=inputs.device) >= (lengths[:, None] - 1), IGNORE)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
 
     def weight(self, totals: dict[str, int]) -> int:
         return totals["pairs"] + totals["ratings"]

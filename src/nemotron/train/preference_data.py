@@ -296,7 +296,8 @@ class RewardBatch:
         return int(self.lengths.sum())
 
     def totals(self) -> dict[str, int]:
-        return {"pairs": self.num_pairs, "ratings": int(self.rated.sum())}
+        lm_tokens = int((self.lengths[:self.num_pairs] - 1).clamp(min=0).sum())  # next tokens of the chosen rows
+        return {"pairs": self.num_pairs, "ratings": int(self.rated.sum()), "lm_tokens": lm_tokens}
 
     def split(self, rows: int) -> list[RewardBatch]:
         """Micro-batches of about `rows` sequences: pairs stay whole."""
