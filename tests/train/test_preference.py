@@ -227,7 +227,12 @@ def _reward_dataset(tokenizer):
     return RewardDataset.from_rows(rows, tokenizer, BatchConfig(batch_size=4, seq_len=64, seed=0))
 
 
-def test_reward_lm_loss_is_the_language_models_loss_on_the_chosen_sequences(tokenizer):
+def batch_first_pair(batch, tokenizer) -> int:
+    text = tokenizer.decode(batch.inputs[0, :batch.lengths[0]].tolist())
+    return next(k for k, (prompt, _, _) in enumerate(PAIRS) if prompt in text)
+
+
+def test_reward_lm_loss_is_the_language_models_loss_on_the_chosen_replies(tokenizer):
     import torch.nn.functional as F
 
     from nemotron.model.heads import reward_model_from
@@ -240,10 +245,15 @@ def test_reward_lm_loss_is_the_language_models_loss_on_the_chosen_sequences(toke
     reward = reward_model_from(lm)
     loss, metrics = objective.loss(reward, batch, batch.totals())
     p, nll, count = batch.num_pairs, 0.0, 0
-    for row, length in zip(batch.inputs[:p], batch.lengths[:p].tolist()):  # one chosen sequence at a time
-        logits = expected_model(row[None, :length])[0, :-1]
-        nll += F.cross_entropy(logits, row[1:length], reduction="sum").item()
-        count += length - 1
+    turn = tokenizer.token_to_id("<extra_id_2>")
+    for row, start, length in zip(batch.inputs[:p], batch.starts[:p].tolist(), batch.lengths[:p].tolist()):
+        assert row[length - 1] == turn and 0 < start < length - 1
+        # The reply and its closing newline, predicted one chosen sequence at a time.
+        logits = expected_model(row[None, :length])[0, start - 1:length - 2]
+        nll += F.cross_entropy(logits, row[start:length - 1], reduction="sum").item()
+        count += length - 1 - start
+    reply = batch.inputs[0, batch.starts[0]:batch.lengths[0] - 1].tolist()
+    assert tokenizer.decode(reply).strip() == PAIRS[batch_first_pair(batch, tokenizer)][1]
     assert metrics["lm_loss"] == pytest.approx(nll / count, rel=1e-5)
     assert loss.item() == pytest.approx(math.log(2) + 0.5 * nll / count, rel=1e-5)  # the zero head: BT = log 2
     loss.backward()

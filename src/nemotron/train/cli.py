@@ -108,7 +108,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     reward.add_argument("--bt-weight", type=float, default=1.0)
     reward.add_argument("--regression-weight", type=float, default=1.0)
     reward.add_argument("--lm-weight", type=float, default=0.0,
-                        help="auxiliary next-token loss on the chosen sequences through the language model's "
+                        help="auxiliary next-token loss on the chosen replies through the language model's "
                              "frozen output layer (keeps the trunk's knowledge; needs a language model)")
     reward.add_argument("--add-layers", type=int, default=0,
                         help="grow a language model's trunk by this many identity-initialised decoder layers first")

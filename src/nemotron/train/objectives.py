@@ -158,7 +158,7 @@ class RewardConfig:
     loss: str = "combined"  # regression (MSE on ratings), bt (Bradley-Terry on pairs), or both summed
     bt_weight: float = 1.0
     regression_weight: float = 1.0
-    lm_weight: float = 0.0  # auxiliary next-token loss on the chosen sequences, through the LM's output layer
+    lm_weight: float = 0.0  # auxiliary next-token loss on the chosen replies, through the LM's output layer
     scalar_weights: tuple[float, ...] = REWARD_WEIGHTS  # attributes -> the scalar reward pairs compare
 
     def __post_init__(self) -> None:
@@ -173,8 +173,8 @@ class RewardModeling:
     regression), Bradley-Terry on pairs of the scalar reward (scaled by the preference strength
     when the data has one, as HelpSteer2-Preference's Scaled BT), or the two summed.
 
-    With `lm_weight`, the trunk also keeps predicting the next token of the chosen sequences (prompt
-    and correct reply) through `lm_head`, the frozen output layer of the language model it came from:
+    With `lm_weight`, the trunk also keeps predicting the tokens of the chosen (correct) replies
+    through `lm_head`, the frozen output layer of the language model it came from:
     a regulariser that keeps the trunk's knowledge while the head learns (not part of the result)."""
 
     def __init__(self, config: RewardConfig, lm_head: nn.Linear | None = None) -> None:
@@ -213,17 +213,20 @@ class RewardModeling:
         if hook is not None:
             hook.remove()
             if totals["pairs"]:
-                lm = self._chosen_nll(hidden[0][:p], batch.inputs[:p], batch.lengths[:p]) / totals["lm_tokens"]
+                lm = self._reply_nll(hidden[0][:p], batch.inputs[:p], batch.starts[:p], batch.lengths[:p])
+                lm = lm / max(totals["lm_tokens"], 1)
                 loss = loss + cfg.lm_weight * lm
                 metrics["lm_loss"] = lm.item()
         metrics["loss"] = loss.item()
         return loss, metrics
 
-    def _chosen_nll(self, hidden: Tensor, inputs: Tensor, lengths: Tensor) -> Tensor:
-        """Summed next-token loss of right-padded sequences: hidden (P, T, H), inputs (P, T)."""
+    def _reply_nll(self, hidden: Tensor, inputs: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
+        """Summed next-token loss of the replies (from `starts` to the newline before the final
+        <extra_id_2>) in right-padded rows: hidden (P, T, H), inputs (P, T)."""
         logits = self.lm_head(hidden[:, :-1]).float()  # (P, T-1, V)
-        targets = inputs[:, 1:].masked_fill(
-            torch.arange(inputs.shape[1] - 1, device=inputs.device) >= (lengths[:, None] - 1), IGNORE)
+        position = torch.arange(1, inputs.shape[1], device=inputs.device)  # of each target token
+        inside = (position >= starts[:, None]) & (position < lengths[:, None] - 1)  # (P, T-1)
+        targets = inputs[:, 1:].masked_fill(~inside, IGNORE)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
 
     def weight(self, totals: dict[str, int]) -> int:

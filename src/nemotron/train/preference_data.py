@@ -275,6 +275,7 @@ class PreferenceDataset:
 @dataclass(slots=True)
 class RewardExample:
     ids: list[list[int]]  # one sequence for a rated response, two (chosen, rejected) for a pair
+    starts: list[int]  # where each sequence's reply begins
     ratings: list[float | None] | None  # per attribute, None where unrated
     margin: float | None
     category: str | None
@@ -286,6 +287,7 @@ class RewardBatch:
 
     inputs: Tensor  # (2P + R, T)
     lengths: Tensor  # (2P + R,)
+    starts: Tensor  # (2P + R,) where each reply begins
     num_pairs: int
     margin: Tensor | None  # (P,)
     ratings: Tensor  # (R, A), 0 where unrated
@@ -296,7 +298,8 @@ class RewardBatch:
         return int(self.lengths.sum())
 
     def totals(self) -> dict[str, int]:
-        lm_tokens = int((self.lengths[:self.num_pairs] - 1).clamp(min=0).sum())  # next tokens of the chosen rows
+        # The chosen replies' tokens and the newline closing them (not the final <extra_id_2>).
+        lm_tokens = int((self.lengths[:self.num_pairs] - 1 - self.starts[:self.num_pairs]).clamp(min=0).sum())
         return {"pairs": self.num_pairs, "ratings": int(self.rated.sum()), "lm_tokens": lm_tokens}
 
     def split(self, rows: int) -> list[RewardBatch]:
@@ -305,13 +308,13 @@ class RewardBatch:
         pair_chunks = [(s, min(s + max(rows // 2, 1), p)) for s in range(0, p, max(rows // 2, 1))]
         for s, e in pair_chunks:
             take = torch.cat([torch.arange(s, e), torch.arange(p + s, p + e)])
-            out.append(RewardBatch(self.inputs[take], self.lengths[take], e - s,
+            out.append(RewardBatch(self.inputs[take], self.lengths[take], self.starts[take], e - s,
                                    None if self.margin is None else self.margin[s:e],
                                    self.ratings[:0], self.rated[:0]))
         for s in range(0, r, rows):
-            e = min(s + rows, r)
-            out.append(RewardBatch(self.inputs[2 * p + s:2 * p + e], self.lengths[2 * p + s:2 * p + e], 0, None,
-                                   self.ratings[s:e], self.rated[s:e]))
+            rated = slice(2 * p + s, 2 * p + min(s + rows, r))
+            out.append(RewardBatch(self.inputs[rated], self.lengths[rated], self.starts[rated], 0, None,
+                                   self.ratings[s:s + rows], self.rated[s:s + rows]))
         return out
 
     def shard(self, rank: int, world_size: int) -> RewardBatch:
@@ -323,11 +326,11 @@ class RewardBatch:
         rated = slice(max(units.start - p, 0), max(units.stop - p, 0))
         take = torch.cat([torch.arange(pairs.start, pairs.stop), torch.arange(p + pairs.start, p + pairs.stop),
                           torch.arange(2 * p + rated.start, 2 * p + rated.stop)])
-        return RewardBatch(self.inputs[take], self.lengths[take], pairs.stop - pairs.start,
+        return RewardBatch(self.inputs[take], self.lengths[take], self.starts[take], pairs.stop - pairs.start,
                            None if self.margin is None else self.margin[pairs], self.ratings[rated], self.rated[rated])
 
     def to(self, device) -> RewardBatch:
-        return RewardBatch(self.inputs.to(device), self.lengths.to(device), self.num_pairs,
+        return RewardBatch(self.inputs.to(device), self.lengths.to(device), self.starts.to(device), self.num_pairs,
                            None if self.margin is None else self.margin.to(device), self.ratings.to(device),
                            self.rated.to(device))
 
@@ -349,14 +352,12 @@ class RewardDataset:
         names = REWARD_ATTRIBUTES[:num_attributes]
         examples = []
         for row in rows:
-            if isinstance(row, RatedRow):
-                ratings = [row.ratings.get(a) for a in names]
-                ids = [_keep_end(encode_scored(row.prompt, row.response, tokenizer), config.seq_len)]
-                examples.append(RewardExample(ids, ratings, None, row.category))
-            else:
-                ids = [_keep_end(encode_scored(row.prompt, r, tokenizer), config.seq_len)
-                       for r in (row.chosen, row.rejected)]
-                examples.append(RewardExample(ids, None, row.margin, row.category))
+            replies = [row.response] if isinstance(row, RatedRow) else [row.chosen, row.rejected]
+            ids, starts = zip(*(_keep_end(*_encode_scored_reply(row.prompt, r, tokenizer), config.seq_len)
+                                for r in replies))
+            ratings = [row.ratings.get(a) for a in names] if isinstance(row, RatedRow) else None
+            examples.append(RewardExample(list(ids), list(starts), ratings,
+                                          None if isinstance(row, RatedRow) else row.margin, row.category))
         return cls(examples, tokenizer.pad_id if tokenizer.pad_id is not None else 0, config, num_attributes)
 
     def __len__(self) -> int:
@@ -375,15 +376,25 @@ class RewardDataset:
         for r, s in enumerate(seqs):
             inputs[r, :len(s)] = torch.tensor(s)
         lengths = torch.tensor([len(s) for s in seqs])
+        starts = torch.tensor([e.starts[0] for e in pairs] + [e.starts[1] for e in pairs] + [e.starts[0] for e in rated])
         margins = [e.margin for e in pairs]
         margin = None if not pairs or any(m is None for m in margins) else torch.tensor(margins)
         values = [[0.0 if v is None else v for v in e.ratings] for e in rated]
         ratings = torch.tensor(values, dtype=torch.float32).reshape(len(rated), self.num_attributes)
         mask = torch.tensor([[v is not None for v in e.ratings] for e in rated],
                             dtype=torch.bool).reshape(len(rated), self.num_attributes)
-        return RewardBatch(inputs, lengths, len(pairs), margin, ratings, mask)
+        return RewardBatch(inputs, lengths, starts, len(pairs), margin, ratings, mask)
 
 
-def _keep_end(ids: list[int], seq_len: int) -> list[int]:
+def _encode_scored_reply(prompt: Messages, reply: str, tokenizer: Tokenizer) -> tuple[list[int], int]:
+    """encode_scored's ids and where the reply begins: where they stop agreeing with the ids of the
+    same conversation with an empty reply (a token merged across the boundary counts as reply)."""
+    ids, empty = encode_scored(prompt, reply, tokenizer), encode_scored(prompt, "", tokenizer)
+    start = next((k for k, (a, b) in enumerate(zip(ids, empty)) if a != b), min(len(ids), len(empty)))
+    return ids, start
+
+
+def _keep_end(ids: list[int], start: int, seq_len: int) -> tuple[list[int], int]:
     """The reward model reads its scores at the last token: cut long inputs from the front."""
-    return ids[-seq_len:]
+    cut = max(len(ids) - seq_len, 0)
+    return ids[cut:], max(start - cut, 0)
