@@ -1,16 +1,19 @@
 """The Nemotron-4 340B alignment loop end to end on the embedded demo model, with this project alone:
 
-1. `nemotron sdg` samples several replies to arithmetic questions from the demo model (the SFT
-   policy) and pairs a correct reply with a wrong one (ground truth judges). The facts are split
-   three ways: training (asked in several wordings), validation (hyperparameters were chosen on
-   these) and held-out (reported only; no held-out fact is in any training or validation prompt);
+1. `nemotron sdg` samples several replies to questions from the demo model (the SFT policy): the
+   facts it was taught (train/demo_facts.py: arithmetic, countries, animals, numbers, calendar,
+   colours, science), in the relations it knows (its greedy answers to the training facts are right at
+   least half the time). Ground truth judges: a reply is correct when it states the fact's reference
+   reply and nothing else. The facts are split by fact within each family: training (asked in several
+   wordings), validation (hyperparameters were chosen on these) and held-out (reported only; no
+   held-out fact is in any training or validation prompt);
 2. `nemotron train reward` trains a reward model (Bradley-Terry) on the training pairs; its
-   pairwise accuracy is measured on the validation and on the held-out pairs;
+   pairwise accuracy is measured on the validation and on the held-out pairs, per family;
 3. `nemotron sdg` runs again with that reward model judging (`judges: [reward]`, the model run
    in-process exactly as a served reward model would be), so the pairs carry reward-model scores;
 4. `nemotron train dpo` on the ground-truth pairs, `nemotron train rpo` on the reward-judged pairs;
 5. on validation and held-out questions, the SFT, DPO and RPO policies answer, greedily and
-   sampled: the share of correct final answers and the mean reward-model score, side by side.
+   sampled: the share of correct replies and the mean reward-model score, side by side.
 
     python benchmarks/alignment_loop.py --work build/alignment
 
@@ -32,35 +35,71 @@ from nemotron.assets import default_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
-OPS = {"plus": lambda x, y: x + y, "minus": lambda x, y: x - y, "times": lambda x, y: x * y}
-# The ways the demo model's chat data asks each kind of question (train/demo_facts.py); the first is
-# the one validation and held-out questions use.
-PHRASINGS = {
-    "plus": ("What is {x} plus {y}?", "What is {x} + {y}?", "How much is {x} plus {y}?", "Can you add {x} and {y}?",
-             "{x} + {y} = ?", "What do you get if you add {x} and {y}?"),
-    "minus": ("What is {x} minus {y}?", "What is {x} - {y}?", "How much is {x} minus {y}?",
-              "What is {y} taken away from {x}?", "{x} - {y} = ?"),
-    "times": ("What is {x} times {y}?", "What is {x} x {y}?", "How much is {x} times {y}?",
-              "What is {x} multiplied by {y}?", "{x} * {y} = ?"),
-}
+# The demo model's question relations (train/demo_facts.py) by family: the categories of the tables.
+FAMILIES = {"arithmetic": ("add", "sub", "mul"), "countries": ("capital", "capital_of", "continent", "language"),
+            "animals": ("sound", "baby", "legs", "home", "food", "class"), "colours": ("colour", "mix"),
+            "calendar": ("day_after", "day_before", "month_number", "month_after"),
+            "numbers": ("number_word", "next_number", "even"), "science": ("science",)}
+# Questions of two relations that state one fact ("the capital of France is Paris" answers both
+# "capital of France?" and "Paris is the capital of which country?") go to the same split.
+SAME_FACT = {"capital_of": lambda e: ("capital", e), "day_before": lambda i: ("day_after", (i - 1) % 7)}
 
 
-def questions(seed: int, held_out: int, valid: int, phrasings: int) -> tuple[list[dict], list[dict], list[dict]]:
-    """Every arithmetic fact the demo model was taught (sums to 10 + 10, differences to 20 - 10,
-    tables to 10 x 10), split by fact into training, validation and held-out questions: no fact is
-    asked in two splits. Training facts are asked in `phrasings` of the chat data's wordings (more,
-    more varied prompts for the same facts); validation and held-out ones in the first wording."""
-    space = [("plus", x, y) for x in range(11) for y in range(11)]
-    space += [("minus", x, y) for x in range(21) for y in range(11) if y <= x]
-    space += [("times", x, y) for x in range(1, 11) for y in range(1, 11)]
+def facts() -> dict[str, list[list[tuple]]]:
+    """Every fact the demo model was taught, by family: each fact a list of the (relation, entity)
+    questions that state it."""
+    from nemotron.train.demo_facts import relations
+
+    family_of = {name: family for family, names in FAMILIES.items() for name in names}
+    grouped: dict[str, dict[tuple, list[tuple]]] = {family: {} for family in FAMILIES}
+    for rel in relations():
+        for entity in rel.entities:
+            key = SAME_FACT[rel.name](entity) if rel.name in SAME_FACT else (rel.name, entity)
+            grouped[family_of[rel.name]].setdefault(key, []).append((rel, entity))
+    return {family: list(found.values()) for family, found in grouped.items()}
+
+
+def questions(seed: int, held_out: float, valid: float, phrasings: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """The facts split within each family into training, validation and held-out questions: no fact
+    is asked in two splits. Training facts are asked in `phrasings` of the chat data's wordings (more,
+    more varied prompts for the same facts); validation and held-out ones in the first wording. Each
+    question carries its reference reply (the chat data's answer), category and relation."""
     rng = random.Random(seed)
-    rng.shuffle(space)
-    ask = lambda op, x, y, k: {"prompt": PHRASINGS[op][k].format(x=x, y=y), "answer": str(OPS[op](x, y))}  # noqa: E731
-    held = [ask(*fact, 0) for fact in space[:held_out]]
-    checks = [ask(*fact, 0) for fact in space[held_out:held_out + valid]]
-    train = [ask(op, x, y, k) for op, x, y in space[held_out + valid:]
-             for k in sorted(rng.sample(range(len(PHRASINGS[op])), min(phrasings, len(PHRASINGS[op]))))]
+    ask = lambda rel, e, family, wording: {"prompt": wording, "reference": rel.answer(e),  # noqa: E731
+                                           "category": family, "relation": rel.name}
+    train, checks, held = [], [], []
+    for family, found in facts().items():
+        rng.shuffle(found)
+        n_held, n_valid = round(held_out * len(found)), round(valid * len(found))
+        for split, group in ((held, found[:n_held]), (checks, found[n_held:n_held + n_valid])):
+            split += [ask(rel, e, family, rel.wordings(e)[0]) for fact in group for rel, e in fact]
+        for rel, e in (pair for fact in found[n_held + n_valid:] for pair in fact):
+            wordings = rel.wordings(e)
+            train += [ask(rel, e, family, wordings[k])
+                      for k in sorted(rng.sample(range(len(wordings)), min(phrasings, len(wordings))))]
     return train, checks, held
+
+
+def known_relations(work: Path, policy: Path, train: list[dict], threshold: float) -> list[str]:
+    """The relations the demo model knows: its greedy answers to the first wording of each training
+    fact are right at least `threshold` of the time (measured on training facts only; cached)."""
+    cache = work / "known_relations.json"
+    if not cache.is_file():
+        from nemotron.engine.llm import LLM
+        from nemotron.engine.sampling import SamplingParams
+        from nemotron.sdg.answers import check_reference
+        from nemotron.tokenizer import CHAT_STOP_STRINGS, render_chat
+
+        first = list({(q["relation"], q["reference"]): q for q in reversed(train)}.values())
+        outputs = LLM(str(policy)).generate([render_chat([{"role": "user", "content": q["prompt"]}]) for q in first],
+                                            SamplingParams(max_tokens=24, temperature=0, stop=list(CHAT_STOP_STRINGS)))
+        right: dict[str, list[bool]] = {}
+        for q, out in zip(first, outputs):
+            right.setdefault(q["relation"], []).append(check_reference(out.outputs[0].text.strip(), q["reference"]))
+        cache.write_text(json.dumps({name: sum(v) / len(v) for name, v in right.items()}, indent=1))
+    shares = json.loads(cache.read_text())
+    print("   greedy correctness on training facts: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+    return [name for name, share in shares.items() if share >= threshold]
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -93,14 +132,16 @@ def sdg_pairs(work: Path, name: str, seeds: Path, policy: Path, replies: int, re
 def _sdg_round(work: Path, name: str, seeds: Path, policy: Path, replies: int, reward: Path | None,
                temperature: float, seed: int) -> Path:
     models = {"generator": {"model": "demo", "engine": str(policy), "max_concurrency": 64}}
+    # No dedup: "What is 9 plus 4?" and "What is 9 plus 7?" are near duplicates as text, not as questions.
     pairs = {"name": "pairs", "kind": "preference", "input": "questions", "n": replies,
-             "judges": ["reward"] if reward else ["ground_truth"]}
+             "judges": ["reward"] if reward else ["ground_truth"], "filters": {"dedup": False}}
     if reward:
         models["reward"] = {"model": "demo-reward", "kind": "reward", "engine": str(reward), "max_concurrency": 64}
         pairs["reward_model"] = "reward"
     config = {"name": name, "seed": seed, "models": models,
               "sampling": {"temperature": temperature, "top_p": 1.0, "max_tokens": 24},
-              "stages": [{"name": "questions", "kind": "seeds", "path": str(seeds), "field": "prompt"}, pairs],
+              "stages": [{"name": "questions", "kind": "seeds", "path": str(seeds), "field": "prompt",
+                          "filters": {"dedup": False}}, pairs],
               "outputs": {"dpo": ["pairs"]}}
     path = work / f"{name}.yaml"
     path.write_text(json.dumps(config, indent=1))  # JSON is YAML
@@ -108,51 +149,75 @@ def _sdg_round(work: Path, name: str, seeds: Path, policy: Path, replies: int, r
     return work / name / "dpo.jsonl"
 
 
-def evaluate(policy: Path, reward: Path, held_out: list[dict], samples: int) -> dict[str, float]:
-    """Share of correct final answers, greedy and sampled (T = 1, `samples` per question), and the
-    mean reward-model scalar of the greedy answers."""
+def evaluate(policy: Path, reward: Path, qs: list[dict], samples: int) -> dict[str, dict[str, float]]:
+    """Share of correct replies (the reference check), greedy and sampled (T = 1, `samples` per
+    question), overall ("all") and per category, and the mean reward-model scalar of the greedy replies."""
     import torch
 
     from nemotron.checkpoint.load import load_model
     from nemotron.engine.llm import LLM
     from nemotron.engine.sampling import SamplingParams
     from nemotron.model.config import REWARD_WEIGHTS
-    from nemotron.sdg.answers import check_answer
+    from nemotron.sdg.answers import check_reference
     from nemotron.tokenizer import CHAT_STOP_STRINGS, render_chat
     from nemotron.train.preference_data import encode_scored
     from nemotron.train.reward import score
 
     llm = LLM(str(policy))
-    prompts = [render_chat([{"role": "user", "content": q["prompt"]}]) for q in held_out]
+    prompts = [render_chat([{"role": "user", "content": q["prompt"]}]) for q in qs]
     stops = list(CHAT_STOP_STRINGS)
     greedy = [r.outputs[0].text.strip() for r in llm.generate(prompts, SamplingParams(max_tokens=24, temperature=0,
                                                                            stop=stops))]
     sampled = llm.generate([p for p in prompts for _ in range(samples)],
                            [SamplingParams(max_tokens=24, temperature=1.0, top_p=1.0, top_k=0, seed=k,
                                            stop=stops) for k in range(len(prompts) * samples)])
-    right = lambda replies, qs: sum(check_answer(r, q["answer"]) for r, q in zip(replies, qs)) / len(qs)
+    sampled_qs = [q for q in qs for _ in range(samples)]
+
+    def right(replies: list[str], asked: list[dict]) -> dict[str, float]:
+        groups: dict[str, list[bool]] = {"all": []}
+        for reply, q in zip(replies, asked):
+            ok = check_reference(reply, q["reference"])
+            groups["all"].append(ok)
+            groups.setdefault(q["category"], []).append(ok)
+        return {k: sum(v) / len(v) for k, v in groups.items()}
+
     rm = load_model(str(reward))
-    sequences = [encode_scored([{"role": "user", "content": q["prompt"]}], r, rm.tokenizer)
-                 for q, r in zip(held_out, greedy)]
+    sequences = [encode_scored([{"role": "user", "content": q["prompt"]}], r, rm.tokenizer) for q, r in zip(qs, greedy)]
     scalar = score(rm.model, sequences, rm.tokenizer.pad_id or 0) @ torch.tensor(REWARD_WEIGHTS)
-    return {"greedy": right(greedy, held_out),
-            "sampled": right([r.outputs[0].text.strip() for r in sampled],
-                             [q for q in held_out for _ in range(samples)]),
-            "reward": scalar.mean().item()}
+    return {"greedy": right(greedy, qs), "sampled": right([r.outputs[0].text.strip() for r in sampled], sampled_qs),
+            "reward": {"all": scalar.mean().item()}}
+
+
+def reward_table(evaluations: dict[str, dict]) -> str:
+    """RewardBench-style table: pairwise accuracy per category, one column per evaluated split."""
+    names = list(evaluations)
+    categories = sorted({c for e in evaluations.values() for c in e["by_category"]})
+    cell = lambda e, c: (f"{e['by_category'][c]['accuracy']:.1%} ({e['by_category'][c]['pairs']})"  # noqa: E731
+                         if c in e["by_category"] else "-")
+    lines = ["| category | " + " | ".join(f"{n}: accuracy (pairs)" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    lines += [f"| {c} | " + " | ".join(cell(evaluations[n], c) for n in names) + " |" for c in categories]
+    lines += ["| **all** | " + " | ".join(f"**{e['accuracy']:.1%}** ({e['pairs']})" for e in evaluations.values())
+              + " |"]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="build/alignment", help="working directory (reruns resume SDG)")
-    parser.add_argument("--held-out", type=int, default=80, help="held-out facts (reported only)")
-    parser.add_argument("--valid", type=int, default=40, help="validation facts (hyperparameters are chosen on them)")
+    parser.add_argument("--held-out", type=float, default=0.2, help="share of each family's facts held out "
+                        "(reported only)")
+    parser.add_argument("--valid", type=float, default=0.1, help="share of each family's facts for validation "
+                        "(hyperparameters are chosen on them)")
+    parser.add_argument("--min-known", type=float, default=0.5, help="keep the relations the demo model answers "
+                        "right (greedy) at least this often on the training facts")
     parser.add_argument("--phrasings", type=int, default=3, help="wordings of each training fact")
     parser.add_argument("--replies", type=int, default=8, help="sampled replies per prompt")
     parser.add_argument("--temperature", type=float, default=1.5, help="sampling temperature of the replies the "
                         "reward model learns from (the demo model is rarely wrong at 1.0)")
     parser.add_argument("--policy-temperature", type=float, default=1.0,
                         help="sampling temperature of the replies DPO and RPO learn from (on-policy)")
-    parser.add_argument("--rounds", type=int, default=8, help="SDG runs with different seeds, pooled")
+    parser.add_argument("--rounds", type=int, default=4, help="SDG runs with different seeds, pooled")
     parser.add_argument("--eval-rounds", type=int, default=4, help="SDG runs for validation and held-out pairs")
     parser.add_argument("--rpo-rounds", type=int, default=4, help="SDG runs judged by the reward model, for RPO")
     parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
@@ -161,6 +226,8 @@ def main() -> None:
     parser.add_argument("--rm-batch", type=int, default=16)
     parser.add_argument("--rm-add-layers", type=int, default=2,
                         help="identity-initialised layers on top of the reward model's trunk")
+    parser.add_argument("--rm-lm-weight", type=float, default=1.0,
+                        help="auxiliary next-token loss on the chosen replies (keeps the trunk's knowledge)")
     parser.add_argument("--po-steps", type=int, default=100, help="DPO / RPO steps")
     parser.add_argument("--po-lr", type=float, default=2e-5)
     parser.add_argument("--beta", type=float, default=1.0)
@@ -173,10 +240,14 @@ def main() -> None:
     work = Path(args.work).resolve()
     demo = default_model_dir()
     train_q, valid_q, held_q = questions(args.seed, args.held_out, args.valid, args.phrasings)
+    work.mkdir(parents=True, exist_ok=True)
+    known = set(known_relations(work, demo, train_q, args.min_known))
+    train_q, valid_q, held_q = ([q for q in qs if q["relation"] in known] for qs in (train_q, valid_q, held_q))
+    print(f"   relations kept: {', '.join(sorted(known))}", flush=True)
     train_seeds = write_jsonl(work / "train_questions.jsonl", train_q)
     valid_seeds = write_jsonl(work / "valid_questions.jsonl", valid_q)
     held_seeds = write_jsonl(work / "held_out_questions.jsonl", held_q)
-    print(f"{len(train_q)} training questions, {len(valid_q)} validation and {len(held_q)} held-out facts", flush=True)
+    print(f"{len(train_q)} training questions, {len(valid_q)} validation and {len(held_q)} held-out ones", flush=True)
 
     print("1. preference pairs from the demo (SFT) model, judged by ground truth", flush=True)
     def pairs(name: str, seeds: Path, temperature: float, rounds: int) -> Path:
@@ -202,16 +273,15 @@ def main() -> None:
     nemotron("train", "reward", "--model", str(demo), "--data", str(gt_pairs), str(policy_pairs), "--valid",
              str(valid_pairs), "--out", str(work / "reward"), "--loss", "bt", "--steps", str(args.rm_steps),
              "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch),
-             "--add-layers", str(args.rm_add_layers), *loop)
+             "--add-layers", str(args.rm_add_layers), "--lm-weight", str(args.rm_lm_weight), *loop)
     reward = work / "reward" / "final"
-    valid_accuracy = json.loads((work / "reward" / "reward_eval.json").read_text())["accuracy"]
     held_eval = work / "reward" / "held_out_eval.json"
     with held_eval.open("w") as out:
         subprocess.run([sys.executable, "-m", "nemotron", "train", "reward-eval", str(reward), "--data",
                         str(held_pairs), "--json", "--threads", "1"], check=True, cwd=ROOT, stdout=out)
-    accuracy = json.loads(held_eval.read_text())["accuracy"]
-    print(f"   reward model pairwise accuracy: validation {valid_accuracy:.3f} ({count(valid_pairs)} pairs), "
-          f"held-out {accuracy:.3f} ({count(held_pairs)} pairs)", flush=True)
+    rm_evals = {"validation": json.loads((work / "reward" / "reward_eval.json").read_text()),
+                "held-out": json.loads(held_eval.read_text())}
+    print("   reward model pairwise accuracy:\n" + reward_table(rm_evals), flush=True)
     if args.stop_after == "reward":
         return
 
@@ -238,14 +308,21 @@ def main() -> None:
     policies = (("SFT (demo model)", demo), ("DPO", work / "dpo" / "final"), ("RPO", work / "rpo" / "final"))
     for title, qs in (("validation", valid_q), ("held-out", held_q)):
         rows = [(name, evaluate(path, reward, qs, args.samples)) for name, path in policies]
+        (work / f"policies_{title}.json").write_text(json.dumps(dict(rows), indent=1))
         print(f"\n{title}: {len(qs)} questions\n")
         print(f"| policy | correct, greedy | correct, sampled at T = 1 ({args.samples} per question) "
               "| mean reward (greedy answers) |")
         print("|---|---|---|---|")
         for name, r in rows:
-            print(f"| {name} | {r['greedy']:.1%} | {r['sampled']:.1%} | {r['reward']:.3f} |", flush=True)
-    print(f"\nreward model pairwise accuracy: validation {valid_accuracy:.1%} ({count(valid_pairs)} pairs), "
-          f"held-out {accuracy:.1%} ({count(held_pairs)} pairs)")
+            print(f"| {name} | {r['greedy']['all']:.1%} | {r['sampled']['all']:.1%} | {r['reward']['all']:.3f} |")
+        categories = sorted({c for _, r in rows for c in r["greedy"]} - {"all"})
+        print("\n| category (questions) | " + " | ".join(f"{name}: greedy / sampled" for name, _ in rows) + " |")
+        print("|---|" + "---|" * len(rows))
+        for c in categories:
+            n = sum(q["category"] == c for q in qs)
+            print(f"| {c} ({n}) | " + " | ".join(f"{r['greedy'][c]:.1%} / {r['sampled'][c]:.1%}" for _, r in rows)
+                  + " |", flush=True)
+    print("\nreward model pairwise accuracy:\n" + reward_table(rm_evals))
 
 
 if __name__ == "__main__":
