@@ -47,3 +47,14 @@ def test_answers_are_correct_by_construction():
             found = re.fullmatch(r"The capital of (.+) is .+", message["content"])
             if message["role"] == "assistant" and found:
                 assert message["content"] == end(f"The capital of {found[1]} is {capitals[found[1]]}")
+
+
+def test_wordings_list_every_way_the_chat_data_asks():
+    for relation in relations():
+        entity = relation.entities[0]
+        wordings = relation.wordings(entity)
+        asked = {relation.ask(Random(seed), entity) for seed in range(200)}
+        assert set(wordings) == asked, relation.name  # no more and no fewer than the data uses
+        assert len(wordings) == len(set(wordings))
+    add = next(r for r in relations() if r.name == "add")
+    assert add.wordings((7, 8))[0] == "What is 7 plus 8?"  # in the order `ask` lists them
