@@ -223,11 +223,10 @@ class RewardModeling:
     def _reply_nll(self, hidden: Tensor, inputs: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
         """Summed next-token loss of the replies (from `starts` to the newline before the final
         <extra_id_2>) in right-padded rows: hidden (P, T, H), inputs (P, T)."""
-        logits = self.lm_head(hidden[:, :-1]).float()  # (P, T-1, V)
         position = torch.arange(1, inputs.shape[1], device=inputs.device)  # of each target token
         inside = (position >= starts[:, None]) & (position < lengths[:, None] - 1)  # (P, T-1)
-        targets = inputs[:, 1:].masked_fill(~inside, IGNORE)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+        logits = self.lm_head(hidden[:, :-1][inside]).float()  # (N, V): only the reply positions
+        return F.cross_entropy(logits, inputs[:, 1:][inside], reduction="sum")
 
     def weight(self, totals: dict[str, int]) -> int:
         return totals["pairs"] + totals["ratings"]
