@@ -81,7 +81,7 @@ def questions(seed: int, held_out: float, valid: float, phrasings: int) -> tuple
 
 
 def known_relations(work: Path, policy: Path, train: list[dict], threshold: float) -> list[str]:
-    """The relations the demo model knows: its greedy answers to the first wording of each training
+    """The relations the demo model knows: its greedy answers to one wording of each training
     fact are right at least `threshold` of the time (measured on training facts only; cached)."""
     cache = work / "known_relations.json"
     if not cache.is_file():
