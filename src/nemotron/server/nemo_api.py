@@ -52,7 +52,7 @@ def _sampling_fields(req: GenerateBody) -> dict:
     return dict(
         temperature=0.0 if req.greedy else req.temperature, top_k=req.top_k,
         top_p=req.top_p or 1.0,  # NeMo: 0 switches top-p off
-        repetition_penalty=req.repetition_penalty,
+        repetition_penalty=1.0 if req.greedy else req.repetition_penalty,  # NeMo's greedy ignores it (vLLM's not)
         # NeMo never complains about a minimum above the maximum; it just stops at the maximum.
         min_tokens=min(req.min_tokens_to_generate, req.tokens_to_generate),
         stop=[s for s in req.end_strings if s],
