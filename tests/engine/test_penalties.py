@@ -96,7 +96,7 @@ def test_sampling_stream_with_the_features_off_is_unchanged():
               SamplingParams(temperature=0.9, top_k=50, top_p=0.95, repetition_penalty=1.1, seed=2**63 + 5),
               SamplingParams(temperature=1.2)]
     tensors = SamplingTensors.from_params(params, 300, eos_id=7, token_ids=[[7, 8, 9]] * 6)
-    assert tensors.output_counts is None and not tensors.use_min_p  # off: no extra work
+    assert tensors.output_counts is tensors.presence_penalty is tensors.min_p is None  # off: no extra work
     generators = [make_generator(p.seed) for p in params]
     torch.manual_seed(77)
     out: list[list[int]] = [[] for _ in params]

@@ -240,9 +240,9 @@ class SamplingTensors:
     top_k: Tensor  # (B,) int64, 0 = off
     top_p: Tensor  # (B,) float32, 1 = off
     repetition_penalty: Tensor  # (B,) float32
-    presence_penalty: Tensor  # (B,) float32
-    frequency_penalty: Tensor  # (B,) float32
-    min_p: Tensor  # (B,) float32, 0 = off
+    presence_penalty: Tensor | None  # (B,) float32; None (like the two below) when no row uses it
+    frequency_penalty: Tensor | None  # (B,) float32
+    min_p: Tensor | None  # (B,) float32, 0 = off
     min_new_tokens: Tensor  # (B,) int64
     generated_counts: Tensor  # (B,) int64, advanced by record()
     stop_mask: Tensor | None  # (B, V) bool: tokens blocked before min_new_tokens
@@ -251,7 +251,6 @@ class SamplingTensors:
     all_greedy: bool
     max_top_k: int  # 0 when no sampled row uses top-k
     use_top_p: bool
-    use_min_p: bool
     max_logprobs: int  # most alternatives any row asked for; -1 when no row wants logprobs
 
     @classmethod
@@ -306,9 +305,9 @@ class SamplingTensors:
             top_k=per_row(top_ks, torch.int64),
             top_p=per_row(top_ps, torch.float32),
             repetition_penalty=per_row(penalties, torch.float32),
-            presence_penalty=per_row([p.presence_penalty for p in params], torch.float32),
-            frequency_penalty=per_row([p.frequency_penalty for p in params], torch.float32),
-            min_p=per_row(min_ps, torch.float32),
+            presence_penalty=per_row([p.presence_penalty for p in params], torch.float32) if additive else None,
+            frequency_penalty=per_row([p.frequency_penalty for p in params], torch.float32) if additive else None,
+            min_p=per_row(min_ps, torch.float32) if any(p > 0 for p in min_ps) else None,
             min_new_tokens=per_row([p.min_tokens for p in params], torch.int64),
             generated_counts=per_row(counts, torch.int64),
             stop_mask=stop_mask,
@@ -317,7 +316,6 @@ class SamplingTensors:
             all_greedy=not any(sampled),
             max_top_k=max(top_ks),
             use_top_p=any(p < 1 for p in top_ps),
-            use_min_p=any(p > 0 for p in min_ps),
             max_logprobs=max(wanted),
         )
 
@@ -504,7 +502,7 @@ def process_logits(logits: Tensor, tensors: SamplingTensors) -> Tensor:
     logits = apply_temperature(logits, t.temperature)
     if t.seen_mask is not None:
         logits = apply_repetition_penalty(logits, t.repetition_penalty, t.seen_mask)
-    if t.use_min_p:
+    if t.min_p is not None:
         logits = min_p_filter(logits, t.min_p)
     if t.max_top_k:
         logits = top_k_filter(logits, t.top_k, t.max_top_k)
