@@ -54,7 +54,17 @@ def test_record_counts_each_new_token():
         tensors.record(ids)
         chosen.append(int(ids))
     assert chosen == [0, 1, 2, 3, 4, 5]  # the prompt's 3 does not count
-    assert tensors.output_counts.tolist() == [[1.0] * 6]
+    assert tensors.output_penalty.tolist() == [[1.5] * 6]  # one occurrence each: 1 × 1.0 + 0.5
+    # A favourite repeats until its penalty (count × 1.0 + 0.5) outweighs its lead of 3.2.
+    logits = torch.tensor([[3.2, 0.0, -1.0]])
+    tensors = SamplingTensors.from_params(params, 3, token_ids=[[0, 0]])
+    chosen = []
+    for _ in range(5):
+        ids, _ = sample(logits, tensors, [None])
+        tensors.record(ids)
+        chosen.append(int(ids))
+    assert chosen == [0, 0, 0, 1, 0]  # 3.2 → 1.7 → 0.7 → -0.3 < 0: token 1; then 0 (-0.3) beats 1 (-1.5)
+    assert tensors.output_penalty.tolist() == [[4 * 1.0 + 0.5, 1.5, 0.0]]
 
 
 def test_greedy_argmax_comes_after_the_penalties():
@@ -96,7 +106,7 @@ def test_sampling_stream_with_the_features_off_is_unchanged():
               SamplingParams(temperature=0.9, top_k=50, top_p=0.95, repetition_penalty=1.1, seed=2**63 + 5),
               SamplingParams(temperature=1.2)]
     tensors = SamplingTensors.from_params(params, 300, eos_id=7, token_ids=[[7, 8, 9]] * 6)
-    assert tensors.output_counts is tensors.presence_penalty is tensors.min_p is None  # off: no extra work
+    assert tensors.output_penalty is tensors.presence_penalty is tensors.min_p is None  # off: no extra work
     generators = [make_generator(p.seed) for p in params]
     torch.manual_seed(77)
     out: list[list[int]] = [[] for _ in params]

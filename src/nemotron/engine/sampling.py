@@ -247,7 +247,10 @@ class SamplingTensors:
     generated_counts: Tensor  # (B,) int64, advanced by record()
     stop_mask: Tensor | None  # (B, V) bool: tokens blocked before min_new_tokens
     seen_mask: Tensor | None  # (B, V) bool: tokens of prompt + output, for the repetition penalty
-    output_counts: Tensor | None  # (B, V) float32: times each token was generated, for presence / frequency
+    # Presence / frequency: each token's penalty so far, count × frequency + (count > 0) × presence,
+    # kept up to date by record() so that a step subtracts it in one pass; and which tokens were generated.
+    output_penalty: Tensor | None  # (B, V) float32
+    generated_mask: Tensor | None  # (B, V) bool
     all_greedy: bool
     max_top_k: int  # 0 when no sampled row uses top-k
     use_top_p: bool
@@ -284,10 +287,14 @@ class SamplingTensors:
         if (additive or any(x > 1 for x in penalties)) and (token_ids is None or len(token_ids) != len(params)):
             raise ValueError("penalties need token_ids (prompt + output) for every row")
         seen_mask = _row_mask(token_ids, vocab_size, device, "token_ids") if any(x > 1 for x in penalties) else None
-        output_counts = None
+        presence = per_row([p.presence_penalty for p in params], torch.float32) if additive else None
+        frequency = per_row([p.frequency_penalty for p in params], torch.float32) if additive else None
+        output_penalty = generated_mask = None
         if additive:
             outputs = [row[len(row) - c:] if c else [] for row, c in zip(token_ids, counts)]
-            output_counts = _row_counts(outputs, vocab_size, device)
+            output_counts = _row_counts(outputs, vocab_size, device)  # (B, V)
+            generated_mask = output_counts > 0
+            output_penalty = output_counts * frequency.unsqueeze(1) + generated_mask * presence.unsqueeze(1)
         min_ps = [p.min_p if s else 0.0 for p, s in zip(params, sampled)]
         stop_mask = None
         if any(p.min_tokens > 0 for p in params):
@@ -305,14 +312,15 @@ class SamplingTensors:
             top_k=per_row(top_ks, torch.int64),
             top_p=per_row(top_ps, torch.float32),
             repetition_penalty=per_row(penalties, torch.float32),
-            presence_penalty=per_row([p.presence_penalty for p in params], torch.float32) if additive else None,
-            frequency_penalty=per_row([p.frequency_penalty for p in params], torch.float32) if additive else None,
+            presence_penalty=presence,
+            frequency_penalty=frequency,
             min_p=per_row(min_ps, torch.float32) if any(p > 0 for p in min_ps) else None,
             min_new_tokens=per_row([p.min_tokens for p in params], torch.int64),
             generated_counts=per_row(counts, torch.int64),
             stop_mask=stop_mask,
             seen_mask=seen_mask,
-            output_counts=output_counts,
+            output_penalty=output_penalty,
+            generated_mask=generated_mask,
             all_greedy=not any(sampled),
             max_top_k=max(top_ks),
             use_top_p=any(p < 1 for p in top_ps),
@@ -327,9 +335,12 @@ class SamplingTensors:
         self.generated_counts += 1
         if self.seen_mask is not None:
             self.seen_mask.scatter_(1, token_ids.view(-1, 1).to(self.seen_mask.device), True)
-        if self.output_counts is not None:
-            ids = token_ids.view(-1, 1).to(self.output_counts.device)
-            self.output_counts.scatter_add_(1, ids, torch.ones(ids.shape, device=ids.device))
+        if self.output_penalty is not None:  # O(B): only the new tokens' entries change
+            ids = token_ids.view(-1, 1).to(self.output_penalty.device)  # (B, 1)
+            first = ~self.generated_mask.gather(1, ids)  # (B, 1): presence counts once
+            added = self.frequency_penalty.unsqueeze(1) + first * self.presence_penalty.unsqueeze(1)
+            self.output_penalty.scatter_add_(1, ids, added)
+            self.generated_mask.scatter_(1, ids, True)
 
 
 def _row_mask(ids: Sequence[Sequence[int]], vocab_size: int, device: torch.device | str, what: str) -> Tensor:
@@ -367,11 +378,11 @@ def block_eos_before_min_tokens(
     return logits.masked_fill(blocked, _NEG_INF)
 
 
-def apply_presence_frequency_penalties(logits: Tensor, presence: Tensor, frequency: Tensor,
-                                       output_counts: Tensor) -> Tensor:
+def apply_presence_frequency_penalties(logits: Tensor, output_penalty: Tensor) -> Tensor:
     """OpenAI's penalties on raw logits: logit[j] -= count_j × frequency + (count_j > 0) × presence,
-    count_j being how often token j was generated so far. presence, frequency: (B,); counts: (B, V)."""
-    return logits - output_counts * frequency.unsqueeze(1) - (output_counts > 0) * presence.unsqueeze(1)
+    count_j being how often token j was generated so far; output_penalty (B, V) holds that sum
+    (SamplingTensors keeps it)."""
+    return logits - output_penalty
 
 
 def apply_temperature(logits: Tensor, temperature: Tensor) -> Tensor:
@@ -493,8 +504,8 @@ def process_logits(logits: Tensor, tensors: SamplingTensors) -> Tensor:
     t = tensors
     if t.stop_mask is not None:
         logits = block_eos_before_min_tokens(logits, t.generated_counts, t.min_new_tokens, t.stop_mask)
-    if t.output_counts is not None:
-        logits = apply_presence_frequency_penalties(logits, t.presence_penalty, t.frequency_penalty, t.output_counts)
+    if t.output_penalty is not None:
+        logits = apply_presence_frequency_penalties(logits, t.output_penalty)
     if t.all_greedy:
         if t.seen_mask is not None:
             logits = apply_repetition_penalty(logits, t.repetition_penalty, t.seen_mask)
