@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument("--rpo-rounds", type=int, default=4, help="SDG runs judged by the reward model, for RPO")
     parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
     parser.add_argument("--rm-steps", type=int, default=400)
-    parser.add_argument("--rm-lr", type=float, default=5e-4)
+    parser.add_argument("--rm-lr", type=float, default=1e-3)
     parser.add_argument("--rm-batch", type=int, default=16)
     parser.add_argument("--rm-add-layers", type=int, default=2,
                         help="identity-initialised layers on top of the reward model's trunk")
