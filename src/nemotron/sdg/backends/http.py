@@ -5,8 +5,7 @@ between attempts, when its pipeline unit gives its place up too). 429, 5xx, time
 connection errors are retried with exponential backoff and jitter, waiting at least what a
 Retry-After header asks; other errors (a prompt too long, a bad parameter) fail the call at once.
 A model may have several endpoints (replicas): they share one window, weighted, with failover
-and health probes (pool.py). Plain-HTTP endpoints (a local server) go through the lean client of
-transport.py; HTTPS and proxied ones (and tests giving a transport) through httpx.
+and health probes (pool.py). Requests go through aiohttp (transport.py).
 """
 from __future__ import annotations
 
@@ -18,15 +17,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-import urllib.request
-from urllib.parse import urlsplit
-
-import httpx
 
 from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling, waiting
 from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig, LoopLag
 from nemotron.sdg.backends.pool import Endpoint, EndpointPool, normalize_base_url, parse_endpoints
-from nemotron.sdg.backends.transport import LeanClient, Reply
+from nemotron.sdg.backends.transport import Client, Reply, ReplyTimeout, TransportError
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 REWARD_ATTRIBUTES_REPORTED = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -77,13 +72,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
-def _lean_ok(base_url: str) -> bool:
-    """Plain HTTP that no proxy setting routes elsewhere gets the lean client (see transport.py)."""
-    parts = urlsplit(base_url)
-    return parts.scheme == "http" and (not urllib.request.getproxies().get("http")
-                                       or bool(urllib.request.proxy_bypass(parts.hostname or "")))
-
-
 class HttpClient:
     """POSTs JSON to a model's endpoints with one adaptive window, retries and counters.
 
@@ -93,7 +81,7 @@ class HttpClient:
 
     def __init__(self, base_url: str | Sequence, api_key: str | None = None,
                  concurrency: ConcurrencyConfig = ConcurrencyConfig(), retry: RetryConfig = RetryConfig(),
-                 transport: httpx.AsyncBaseTransport | None = None, seed: int = 0) -> None:
+                 seed: int = 0) -> None:
         pairs = parse_endpoints(base_url)
         per_endpoint = concurrency.max_concurrency
         shares = [max(1, round(per_endpoint * w)) for _, w in pairs]
@@ -105,16 +93,8 @@ class HttpClient:
         self.stats = BackendStats()
         self._rng = random.Random(seed)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        endpoints = []
-        for (url, weight), share in zip(pairs, shares):
-            if transport is None and _lean_ok(url):
-                client = LeanClient(url, headers, retry.timeout, min(30.0, retry.timeout), max_idle=share)
-            else:
-                client = httpx.AsyncClient(
-                    base_url=url, headers=headers, transport=transport,
-                    timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
-                    limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
-            endpoints.append(Endpoint(url, share, client))
+        endpoints = [Endpoint(url, share, Client(url, headers, retry.timeout, min(30.0, retry.timeout)))
+                     for (url, _), share in zip(pairs, shares)]
         self.pool = EndpointPool(endpoints, self.limiter, probe_timeout=min(10.0, retry.timeout))
 
     def endpoint_stats(self) -> dict:
@@ -136,9 +116,9 @@ class HttpClient:
                 start, stalled = time.perf_counter(), self.lag.stalled
                 try:
                     response = await endpoint.client.post(path, json=body)
-                except httpx.TimeoutException:
+                except ReplyTimeout:
                     last, kind = f"timed out after {self.retry.timeout:g} s", "timeout"
-                except httpx.TransportError as err:
+                except TransportError as err:
                     last, kind = f"connection failed: {type(err).__name__}: {err}", "connection"
                 else:
                     latency = self.lag.server_time(time.perf_counter() - start, stalled)
@@ -180,7 +160,7 @@ class HttpClient:
         raise BackendError(f"{path}: gave up after {self.retry.max_attempts} attempts; last error: {last}")
 
     @staticmethod
-    def _json(response: httpx.Response | Reply) -> dict | None:
+    def _json(response: Reply) -> dict | None:
         try:
             data = response.json()
         except ValueError:
@@ -198,7 +178,7 @@ def _completion_tokens(data: dict) -> int:
     return tokens if isinstance(tokens, int) else 0
 
 
-def _error_text(response: httpx.Response | Reply) -> str:
+def _error_text(response: Reply) -> str:
     try:
         data = response.json()
     except ValueError:
