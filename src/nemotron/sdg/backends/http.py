@@ -2,8 +2,10 @@
 
 Every call takes a slot of the adaptive window for each attempt on the wire (not while it sleeps
 between attempts, when its pipeline unit gives its place up too). 429, 5xx, timeouts and
-connection errors are retried with exponential backoff and jitter, waiting at least what a
-Retry-After header asks; other errors (a prompt too long, a bad parameter) fail the call at once.
+connection errors are retried: after about one round trip while the server answers most calls
+(a random 503), with exponential backoff and jitter while it is in trouble (429s, most calls
+failing), and never sooner than a Retry-After header asks (`retry_delay`); other errors (a prompt
+too long, a bad parameter) fail the call at once.
 A model may have several endpoints (replicas): they share one window, weighted, with failover
 and health probes (pool.py). Requests go through aiohttp (transport.py).
 """
@@ -52,6 +54,23 @@ def backoff_delay(attempt: int, config: RetryConfig, rng: random.Random, retry_a
     if retry_after is not None:
         delay = max(delay, min(retry_after, config.max_retry_after))
     return delay
+
+
+def retry_delay(attempt: int, config: RetryConfig, rng: random.Random, *, trouble: bool,
+                round_trip: float | None, retry_after: float | None = None) -> float:
+    """Seconds to wait after failed attempt `attempt` (0-based) of a call.
+
+    A server in trouble (a 429, most recent calls failing: an outage, an overload) or asking for a
+    wait (Retry-After) gets exponential backoff. One answering most calls that failed this one at
+    random (a 503 from a busy moment, a dropped connection) is asked again after about one round
+    trip, `round_trip` (the median latency of recent calls): by then the calls it held when it
+    refused have left, and a longer wait only leaves the window without work at the end of a run.
+    That wait never exceeds the base delay (a server answering in seconds gets the base delay),
+    and is the base delay while no call has succeeded yet. Jitter in [0.5, 1) throughout, so
+    calls that failed together do not come back together."""
+    if trouble or retry_after is not None or round_trip is None:
+        return backoff_delay(attempt if trouble or retry_after is not None else 0, config, rng, retry_after)
+    return min(round_trip, config.base_delay) * (0.5 + 0.5 * rng.random())
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -149,11 +168,11 @@ class HttpClient:
                 failed_on = endpoint
                 if retry_after is None and self.pool.another_up(endpoint):
                     continue  # failover: another server takes the retry at once
-                # Exponential backoff protects a server in trouble (a 429, most calls failing). A
-                # server failing a share of calls at random is already held to the window: its
-                # failed calls are retried after the base delay, not after ever longer waits.
-                trouble = kind == "429" or self.limiter.overloaded() or retry_after is not None
-                delay = backoff_delay(attempt if trouble else 0, self.retry, self._rng, retry_after)
+                # Exponential backoff protects a server in trouble; one failing a share of calls at
+                # random is already held to the window, and is asked again after a round trip.
+                delay = retry_delay(attempt, self.retry, self._rng, retry_after=retry_after,
+                                    trouble=kind == "429" or self.limiter.overloaded(),
+                                    round_trip=self.limiter.round_trip())
                 async with waiting():  # the unit gives its place in the pipeline up while it sleeps
                     await asyncio.sleep(delay)
         self.stats.failures += 1
