@@ -257,3 +257,16 @@ def test_timeouts_refusals_and_broken_replies_are_the_three_error_kinds():
             await client.aclose()
 
     asyncio.run(refused())
+
+
+def test_one_client_serves_one_event_loop_after_another():
+    """A client used under one asyncio.run and then another (a CLI that runs twice, a test) opens a
+    new session in the new loop instead of reusing connections of a closed one."""
+    fake = FakeOpenAI()
+    with ThreadServer(fake.app) as server:
+        client = Client(server.url, timeout=5)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}
+        first = asyncio.run(client.post("/chat/completions", json=body))
+        second = asyncio.run(client.post("/chat/completions", json=body))
+        asyncio.run(client.aclose())
+    assert first.status_code == second.status_code == 200 and first.json() == second.json()

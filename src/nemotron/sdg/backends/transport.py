@@ -82,6 +82,7 @@ class Client:
             # Plain HTTP goes to the proxy as the request itself; HTTPS through its CONNECT tunnel.
             self.headers.update(self.proxy_headers)
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._urls: dict[str, URL] = {}
 
     def _url(self, path: str) -> URL:
@@ -91,11 +92,12 @@ class Client:
         return url
 
     def _open(self) -> aiohttp.ClientSession:
-        # Made in the running loop on first use: a session belongs to the loop it was made in.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
+        # A session belongs to the loop it was made in: made on first use, again in a new loop.
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session, self._loop = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), headers=self.headers, timeout=self.timeout,
-                cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
+                cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False), loop
         return self._session
 
     async def post(self, path: str, json: dict) -> Reply:
@@ -133,9 +135,9 @@ class Client:
             raise BrokenReply(f"{type(err).__name__}: {err}") from None
 
     async def aclose(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._loop is asyncio.get_running_loop():
             await self._session.close()
-            self._session = None
+        self._session = self._loop = None
 
 
 def env_proxy(url: URL) -> tuple[URL | None, dict[str, str] | None]:
