@@ -25,7 +25,7 @@ from urllib.request import getproxies, proxy_bypass
 import aiohttp
 from yarl import URL
 
-# What aiohttp decodes (it asks for these); any other Content-Encoding was not asked for.
+# What the client asks for (whatever else aiohttp could decode where Brotli or zstd is installed).
 _DECODED = frozenset({"", "identity", "gzip", "deflate"})
 _JSON = {"Content-Type": "application/json"}
 
@@ -75,7 +75,8 @@ class Client:
         self.base = URL(base_url.rstrip("/"))
         if self.base.scheme not in ("http", "https") or not self.base.host:
             raise ValueError(f"endpoint must be an http(s) URL, got {base_url!r}")
-        self.headers = {"User-Agent": "nemotron-sdg", "Accept": "application/json", **(headers or {})}
+        self.headers = {"User-Agent": "nemotron-sdg", "Accept": "application/json",
+                        "Accept-Encoding": "gzip, deflate", **(headers or {})}
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self.proxy, self.proxy_headers = env_proxy(self.base)
         if self.proxy_headers and self.base.scheme == "http":
