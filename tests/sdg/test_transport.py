@@ -216,6 +216,7 @@ def test_client_posts_json_and_reads_replies():
     assert busy.status_code == 429 and busy.headers["retry-after"] == "3" and busy.text == "busy"
     head, sent = state["bodies"][0]
     assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"\r\nAuthorization: Bearer k\r\n" in head
+    assert b"\r\nAccept-Encoding: gzip, deflate\r\n" in head
     assert json.loads(sent) == {"q": "é"} and state["connections"] == 1
 
 
