@@ -231,6 +231,9 @@ def test_timeouts_refusals_and_broken_replies_are_the_three_error_kinds():
         elif n == 3:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}")
             await writer.drain()
+        elif n == 4:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!")
+            await writer.drain()
         else:
             writer.write(b"NOT HTTP\r\n\r\n")
             await writer.drain()
@@ -238,7 +241,7 @@ def test_timeouts_refusals_and_broken_replies_are_the_three_error_kinds():
 
     async def body(client, state):
         errors = []
-        for _ in range(4):
+        for _ in range(5):
             try:
                 await client.post("/x", json={})
             except (ReplyTimeout, ConnectFailed, BrokenReply) as err:
@@ -246,7 +249,7 @@ def test_timeouts_refusals_and_broken_replies_are_the_three_error_kinds():
         return errors
 
     errors, _ = lean(respond, body)
-    assert errors == [ReplyTimeout, BrokenReply, BrokenReply, BrokenReply]
+    assert errors == [ReplyTimeout, BrokenReply, BrokenReply, BrokenReply, BrokenReply]
     port = free_port()
 
     async def refused():

@@ -132,7 +132,7 @@ class Client:
             raise ConnectFailed(f"cannot connect to {url.host}:{url.port}: {err}") from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:  # before any reply
             raise _Disconnected(f"the connection closed without a reply: {type(err).__name__}: {err}") from None
-        except (aiohttp.ClientError, ValueError) as err:  # ValueError: a body that does not decompress
+        except aiohttp.ClientError as err:  # a body cut short or not decodable, a reply that is not HTTP
             raise BrokenReply(f"{type(err).__name__}: {err}") from None
 
     async def aclose(self) -> None:
