@@ -301,33 +301,49 @@ def test_round_trip_is_the_median_latency_of_recent_successes():
         assert limiter.round_trip() == 0.05
 
 
-def test_a_random_503_is_retried_after_a_round_trip_but_a_dead_server_backs_off():
-    fake = FakeOpenAI(delay=lambda n: 0.0 if n == 5 else 0.05,
-                      fault=lambda n, body: JSONResponse({"error": {"message": "busy"}}, 503) if n == 5 else None)
+def test_a_random_503_is_retried_after_a_round_trip_and_a_429_backs_off():
+    faults = {5: JSONResponse({"error": {"message": "busy"}}, 503),
+              8: JSONResponse({"error": {"message": "slow down"}}, 429)}
+    fake = FakeOpenAI(delay=lambda n: 0.0 if n in faults else 0.05, fault=lambda n, body: faults.get(n))
     retry = RetryConfig(max_attempts=4, base_delay=1.0, max_delay=8.0, timeout=5.0)
     with ThreadServer(fake.app) as server:
         backend = chat(server.url, retry)
 
         async def calls():
             try:
-                return [await backend.chat(USER, Sampling(max_tokens=8, seed=i)) for i in range(5)]
+                return [await backend.chat(USER, Sampling(max_tokens=8, seed=i)) for i in range(7)]
             finally:
                 await backend.aclose()
 
         asyncio.run(calls())
-    # Request 5 was the 503; its retry came one round trip (50 ms, jittered to 25-50) later, where the
-    # first backoff step would have waited 0.5-1 s.
-    assert fake.requests == 6 and backend.stats.retries == 1
+    assert fake.requests == 9 and backend.stats.retries == 2
+    # Request 5, a 503, was asked again one round trip (50 ms, jittered to 25-50) later, where the
+    # first backoff step waits 0.5-1 s; request 8, a 429 from the same healthy server, did wait that.
     assert 0.02 < fake.times[5] - fake.times[4] < 0.3
-    dead = chat(f"http://127.0.0.1:{free_port()}/v1", RetryConfig(max_attempts=4, base_delay=0.05, timeout=5.0))
-    for _ in range(100):
+    assert fake.times[8] - fake.times[7] >= 0.5
+
+
+def test_an_outage_turns_round_trip_retries_into_backoff():
+    """A server that answered in 10 ms stops answering at all: the first retries come a round trip
+    apart, and once most recent calls fail, the later ones back off exponentially."""
+    dead = chat(f"http://127.0.0.1:{free_port()}/v1", RetryConfig(max_attempts=8, base_delay=0.05, max_delay=0.4,
+                                                                  timeout=5.0), ConcurrencyConfig(16))
+    for _ in range(200):
         dead.client.limiter.on_success(0.01)
-    for _ in range(100):
-        dead.client.limiter.on_failure("connection")  # a run of failures: trouble
+
+    async def many():
+        try:
+            return await asyncio.gather(*(dead.chat(USER, Sampling(seed=i)) for i in range(16)),
+                                        return_exceptions=True)
+        finally:
+            await dead.aclose()
+
     start = time.monotonic()
-    with pytest.raises(BackendError, match="gave up after 4 attempts"):
-        asyncio.run(_one(dead))
-    assert time.monotonic() - start > 0.15  # 0.05 + 0.1 + 0.2, jittered down to half at least, not 3 x 0.01
+    results = asyncio.run(many())
+    elapsed = time.monotonic() - start
+    assert all(isinstance(r, BackendError) for r in results) and dead.stats.requests == 16 * 8
+    assert dead.client.limiter.overloaded() and dead.client.limiter.limit < 16
+    assert elapsed > 0.5  # seven round trips would be 70 ms; attempts 4 to 8 wait 0.2-0.4 s each
 
 
 def test_loop_lag_counts_how_late_the_loop_ran():
