@@ -5,8 +5,8 @@ requests a second or more at high concurrency, and on a small machine the client
 decides whether the window stays full. Client CPU per request, 64 workers posting back to back to
 the stand-in of `benchmarks/sdg_overhead.py`: aiohttp 0.11-0.14 ms, the hand-written HTTP/1.1
 client this replaced 0.03-0.04 ms, httpx 4.4 ms (1.2 ms in other runs). On a 2-core machine shared
-with other work, the whole pipeline kept 93-95% of a 64-call window in flight with aiohttp where
-the hand-written client kept 96-97% (69-84% against 86-95% at 256; README, SDG): aiohttp is kept
+with other work, the whole pipeline kept 89-95% of a 64-call window in flight with aiohttp where
+the hand-written client kept 96-97% (69-86% against 86-95% at 256; README, SDG): aiohttp is kept
 for one maintained client serving HTTP, HTTPS and proxies alike, at the price of about 0.1 ms of
 CPU a request. The window of calls in flight is the limiter's (limiter.py), so the connector
 itself is unbounded.
