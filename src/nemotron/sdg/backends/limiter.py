@@ -7,7 +7,8 @@ It grows back by one slot per window's worth of healthy calls. A server that fai
 of calls at random is not overloaded (backing off would only slow the run: the failed calls are
 retried anyway), which is why single failures do not shrink the window and 429s do. A burst of
 failures from calls that were all in flight together counts as one overload: after a decrease the
-window holds still for one round trip.
+window holds still for one round trip. The median latency of recent calls (`round_trip`) is what
+a retry of such a random failure waits (http.py).
 
 Latency is the server's only: a client whose event loop ran late (short of CPU on a shared
 machine, a long callback) reads every reply in flight late. That delay (`LoopLag`) is taken off
