@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> None:
 
     best: dict[tuple[str, str], float] = {}
     best_cpu: dict[tuple[str, str], float] = {}  # CPU seconds per token: the work, whatever the machine's load
+    best_share: dict[tuple[str, str], float] = {}  # CPU seconds / (wall seconds x threads) of the best run
     tokens: dict[str, list[int]] = {}
     for _, runner in runners:  # warm-up: first-call allocations and weight packing outside the timings
         runner([list(range(4, 4 + PROMPT_LEN))], 4)
@@ -194,11 +195,12 @@ def run(args: argparse.Namespace) -> None:
         for figure, (prompts, new_tokens, counted) in workloads.items():
             for name, runner in runners:
                 seconds, cpu, out = runner(prompts, new_tokens)
-                rate = counted / seconds
-                best[name, figure] = max(best.get((name, figure), 0.0), rate)
+                rate, share = counted / seconds, cpu / (seconds * args.threads)
+                if rate > best.get((name, figure), 0.0):
+                    best[name, figure], best_share[name, figure] = rate, share
                 best_cpu[name, figure] = min(best_cpu.get((name, figure), float("inf")), cpu / counted)
-                print(f"  {figure:8} {name:26} {rate:9.1f} tok/s  {cpu / counted * 1e3:8.2f} CPU ms/token",
-                      flush=True)
+                print(f"  {figure:8} {name:26} {rate:9.1f} tok/s  {cpu / counted * 1e3:8.2f} CPU ms/token  "
+                      f"CPU share {share:4.0%}", flush=True)
                 if figure == "decode":
                     tokens[name] = out[0]
         bandwidth = max(bandwidth, copy_bandwidth())
@@ -211,11 +213,13 @@ def run(args: argparse.Namespace) -> None:
     per_token = {name: gguf_bytes_per_token(ggufs[name.split()[1]], args.llama_cpp) if name.startswith("llama")
                  else sizes[name] for name, _ in runners}
     report(best, tokens, bandwidth, per_token, args.ours, args.wait_policies)
-    print(f"\nCPU ms per token (best; {args.threads} thread(s), spinning threads count too; "
-          f"load average {min(loads):.1f}-{max(loads):.1f} over the rounds)")
-    print(f"{'':32}" + "".join(f"{f:>12}" for f in FIGURES if any(key[1] == f for key in best_cpu)))
+    figures = [f for f in FIGURES if any(key[1] == f for key in best_cpu)]
+    print(f"\nCPU ms per token (best; {args.threads} thread(s), spinning threads count too; load average "
+          f"{min(loads):.1f}-{max(loads):.1f} over the rounds), and the CPU share of the fastest run (CPU seconds "
+          f"over wall seconds x threads: below 100% the engine waited, for the cores or for its own threads)")
+    print(f"{'':32}" + "".join(f"{f:>12}{'share':>7}" for f in figures))
     for name, _ in runners:
-        print(f"{name:32}" + "".join(f"{best_cpu[name, f] * 1e3:12.2f}" for f in FIGURES if (name, f) in best_cpu))
+        print(f"{name:32}" + "".join(f"{best_cpu[name, f] * 1e3:12.2f}{best_share[name, f]:7.0%}" for f in figures))
 
 
 def make_workloads(seed: int) -> dict[str, tuple[list[list[int]], int, int]]:
