@@ -68,3 +68,19 @@ def test_int4_refuses_shards_that_cut_a_group():
         model = quantize(build_model(config), "int4")
     with pytest.raises(ConfigError, match="128-aligned"):
         shard_plan(model, ParallelLayout(tp=2, rank=0))
+
+
+def test_int4_shards_follow_the_layers_group_size():
+    """GGML's Q4_0 blocks load as int4 groups of 32: a row-parallel shard is cut on those groups."""
+    from nemotron.quant.linear import Int4Linear
+    from nemotron.quant.transform import decoder_linears
+
+    config = CONFIG.replace(head_dim=32)  # o_proj input 128, halves of 64 columns: two 32-groups each
+    with torch.device("meta"):
+        model = build_model(config)
+    for parent, name, linear in list(decoder_linears(model)):
+        setattr(parent, name, Int4Linear.empty(linear.in_features, linear.out_features, "meta", group_size=32))
+    plan = shard_plan(model, ParallelLayout(tp=2, rank=1))
+    scale = plan["model.layers.0.self_attn.o_proj.weight_scale"]
+    packed = plan["model.layers.0.self_attn.o_proj.weight_packed"]
+    assert scale.cols == (2, 4) and packed.cols == (32, 64)

@@ -30,7 +30,7 @@ from nemotron.errors import ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronAttention, NemotronDecoderLayer, NemotronMLP
 from nemotron.parallel.layout import ParallelLayout
-from nemotron.quant.linear import GROUP_SIZE, Int4Linear, QuantizedLinear
+from nemotron.quant.linear import Int4Linear, QuantizedLinear
 
 Ranges = tuple[tuple[int, int], ...]
 
@@ -113,12 +113,13 @@ def _column(prefix: str, module: nn.Module, rows: Ranges) -> dict[str, Shard]:
 def _row(prefix: str, module: nn.Module, cols: tuple[int, int]) -> dict[str, Shard]:
     """Input columns [a, b) of a linear layer, in each stored tensor's own units."""
     a, b = cols
-    if isinstance(module, Int4Linear):  # two columns per packed byte, one scale per 128-column group
-        if a % GROUP_SIZE or b % GROUP_SIZE:
-            raise ConfigError(f"int4 row-parallel layers need {GROUP_SIZE}-aligned shards; {prefix} would be "
+    if isinstance(module, Int4Linear):  # two columns per packed byte, one scale per group of columns
+        group = module.group_size
+        if a % group or b % group:
+            raise ConfigError(f"int4 row-parallel layers need {group}-aligned shards; {prefix} would be "
                               f"cut at input columns {a}..{b}")
         return {f"{prefix}.weight_packed": Shard(cols=(a // 2, b // 2)),
-                f"{prefix}.weight_scale": Shard(cols=(a // GROUP_SIZE, b // GROUP_SIZE))}
+                f"{prefix}.weight_scale": Shard(cols=(a // group, b // group))}
     plan = {f"{prefix}.weight": Shard(cols=cols)}
     if isinstance(module, QuantizedLinear):  # int8 / fp8: one scale per output channel, whole on every rank
         plan[f"{prefix}.weight_scale"] = REPLICATED
