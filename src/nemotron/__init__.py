@@ -13,6 +13,7 @@ _EXPORTS = {
     "LLMEngine": "nemotron.engine.llm_engine",
     "EngineConfig": "nemotron.engine.llm_engine",
     "SamplingParams": "nemotron.engine.sampling",
+    "RequestOutputKind": "nemotron.engine.sampling",
     "RequestOutput": "nemotron.engine.request_output",
     "CompletionOutput": "nemotron.engine.request_output",
     "Logprob": "nemotron.engine.request_output",

@@ -47,7 +47,12 @@ def test_seeded_sampling_is_reproducible(capsys, tiny_model_dir):
     assert run_cli(capsys, *args)[1] == run_cli(capsys, *args)[1]
 
 
-@pytest.mark.parametrize("options", [("--greedy",), ("--seed", "7", "--top-k", "20", "--temperature", "0.9")])
+PENALISED = ("--seed", "7", "--temperature", "0.9", "--min-p", "0.05", "--presence-penalty", "0.5",
+             "--frequency-penalty", "1.5")
+
+
+@pytest.mark.parametrize("options", [("--greedy",), ("--seed", "7", "--top-k", "20", "--temperature", "0.9"),
+                                     PENALISED])
 def test_generate_runs_the_engine_and_equals_the_reference_decoder(capsys, monkeypatch, tiny_model_dir, options):
     from nemotron.checkpoint.load import load_model
     from nemotron.engine import llm
@@ -63,6 +68,9 @@ def test_generate_runs_the_engine_and_equals_the_reference_decoder(capsys, monke
     greedy = options[0] == "--greedy"
     params = SamplingParams(max_tokens=16, temperature=0.0 if greedy else 0.9, top_k=0 if greedy else 20,
                             top_p=0.9, seed=None if greedy else 7)  # --top-p defaults to 0.9
+    if options == PENALISED:
+        params = SamplingParams(max_tokens=16, temperature=0.9, top_p=0.9, seed=7, min_p=0.05, presence_penalty=0.5,
+                                frequency_penalty=1.5)
     ids = loaded.tokenizer.encode("The cat sees the moon")
     reference = "".join(chunk.text for chunk in stream_generate(loaded.model, loaded.tokenizer, ids, params))
     assert code == 0 and len(steps) >= 16 and out == reference + "\n"

@@ -1,4 +1,4 @@
-"""The streaming API: concurrent requests, early exits, errors."""
+"""The streaming API (vLLM's AsyncLLM.generate): concurrent requests, output kinds, n > 1, early exits, errors."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +10,7 @@ from nemotron.checkpoint.load import load_model
 from nemotron.engine.async_llm import AsyncLLM
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig, LLMEngine, RequestError
-from nemotron.engine.sampling import SamplingParams
+from nemotron.engine.sampling import RequestOutputKind, SamplingParams
 from tests.engine.test_engine import prompts
 
 
@@ -33,9 +33,11 @@ def test_concurrent_streams_equal_offline_batch(loaded):
 
     async def collect(prompt, p):
         text, ids = "", []
-        async for output in llm.generate(prompt, p):
-            text += output.text
-            ids += output.token_ids
+        async for output in llm.generate(prompt, p):  # cumulative: each output extends the one before
+            [completion] = output.outputs
+            assert completion.text.startswith(text) and completion.token_ids[:len(ids)] == ids
+            assert len(completion.token_ids) == len(ids) + 1 and output.finished == completion.finished()
+            text, ids = completion.text, completion.token_ids
         return text, ids
 
     async def main():
@@ -80,5 +82,80 @@ def test_bad_request_raises_before_streaming(loaded):
     try:
         with pytest.raises(RequestError, match="empty"):
             asyncio.run(main())
+    finally:
+        llm.close()
+
+
+def run(llm: AsyncLLM, *calls, one_by_one: bool = False):
+    """Drain each (prompt, params, request_id) call of llm.generate, concurrently or one after the
+    other (batches of one, as the offline run of one prompt: the same numbers to the bit)."""
+    async def drain(prompt, params, request_id):
+        return [output async for output in llm.generate(prompt, params, request_id)]
+
+    async def main():
+        if one_by_one:
+            return [await drain(*call) for call in calls]
+        return await asyncio.gather(*(drain(*call) for call in calls))
+
+    return asyncio.run(main())
+
+
+def test_output_kinds_agree_with_the_offline_batch(loaded):
+    prompt = prompts(1, seed=21)[0]
+    base = dict(max_tokens=9, ignore_eos=True, seed=5, top_k=30, logprobs=2, prompt_logprobs=1)
+    [expected] = LLM(loaded).generate([prompt], SamplingParams(**base))
+    llm = AsyncLLM(LLMEngine(loaded.model, loaded.tokenizer, EngineConfig()))
+    try:
+        cumulative, delta, final = run(llm, *((prompt, SamplingParams(**base, output_kind=kind), f"r{kind}")
+                                              for kind in RequestOutputKind), one_by_one=True)
+    finally:
+        llm.close()
+    want = expected.outputs[0]
+    for outputs in (cumulative, delta, final):
+        assert outputs[-1].finished and not any(o.finished for o in outputs[:-1])
+        assert all(o.prompt_token_ids == prompt and o.prompt is None for o in outputs)
+    assert [o.request_id for o in delta] == ["r1"] * 9
+    assert cumulative[-1].outputs == final[0].outputs == [want] and len(final) == 1
+    assert len(cumulative) == len(delta) == 9
+    pieces = [o.outputs[0] for o in delta]
+    assert "".join(p.text for p in pieces) == want.text
+    assert sum((p.token_ids for p in pieces), []) == want.token_ids
+    assert sum((p.logprobs for p in pieces), []) == want.logprobs and all(len(p.token_ids) == 1 for p in pieces)
+    assert pieces[-1].cumulative_logprob == want.cumulative_logprob  # the sum so far, also in a delta
+    assert delta[0].prompt_logprobs == expected.prompt_logprobs and all(o.prompt_logprobs is None for o in delta[1:])
+    assert all(o.prompt_logprobs == expected.prompt_logprobs for o in cumulative + final)
+
+
+def test_n_completions_stream_one_at_a_time_and_finish_together(loaded):
+    params = dict(n=3, max_tokens=6, ignore_eos=True, seed=8, temperature=0.9)
+    [expected] = LLM(loaded).generate(["The cat sees"], SamplingParams(**params))
+    llm = AsyncLLM(LLMEngine(loaded.model, loaded.tokenizer, EngineConfig()))
+    try:
+        streamed, final = run(llm, ("The cat sees", SamplingParams(**params), "a"),
+                              ({"prompt": "The cat sees"}, SamplingParams(**params, best_of=3,
+                                                                          output_kind=RequestOutputKind.FINAL_ONLY), "b"))
+    finally:
+        llm.close()
+    assert len(streamed) == 18 and all(len(o.outputs) == 1 for o in streamed)
+    assert [o.finished for o in streamed] == [False] * 17 + [True]
+    last = {o.outputs[0].index: o.outputs[0] for o in streamed}  # each completion's final cumulative output
+    assert [last[j] for j in range(3)] == expected.outputs
+    assert len(final) == 1 and final[0].outputs == expected.outputs and final[0].prompt == "The cat sees"
+    assert len({tuple(c.token_ids) for c in expected.outputs}) > 1
+    assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks
+
+
+def test_leaving_an_n_stream_early_aborts_every_completion(loaded):
+    engine = LLMEngine(loaded.model, loaded.tokenizer, EngineConfig())
+    llm = AsyncLLM(engine)
+
+    async def main():
+        async for _ in llm.generate(prompts(1, seed=13)[0], SamplingParams(n=4, max_tokens=200, ignore_eos=True)):
+            break
+
+    try:
+        asyncio.run(main())
+        wait_until_idle(engine)
+        assert engine.num_requests == 0 and engine.blocks.num_free_blocks == engine.blocks.num_blocks
     finally:
         llm.close()

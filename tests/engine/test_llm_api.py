@@ -30,7 +30,8 @@ def reference(tiny_model_dir):
 
 def test_import_is_cheap_and_exports_the_api():
     code = ("import sys, nemotron; assert 'torch' not in sys.modules; "
-            "from nemotron import LLM, SamplingParams, AsyncLLM, EngineConfig, RequestOutput; print(LLM.__name__)")
+            "from nemotron import LLM, SamplingParams, AsyncLLM, EngineConfig, RequestOutput, RequestOutputKind; "
+            "print(LLM.__name__)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "LLM\n"
 
 

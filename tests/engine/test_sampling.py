@@ -122,22 +122,28 @@ def test_min_new_tokens_also_blocks_stop_token_ids():
     assert int(sample(logits, tensors, [None])[0]) == 2
 
 
-def test_greedy_ignores_every_sampling_knob():
+def test_greedy_ignores_the_filters_and_keeps_the_penalty():
     logits = torch.tensor([[1.0, 3.0, 2.9, -5.0]])
-    params = SamplingParams(temperature=0, top_k=1, top_p=0.01, repetition_penalty=10.0)
-    tensors = SamplingTensors.from_params([params], 4, token_ids=[[1, 1]])
+    params = SamplingParams(temperature=0, top_k=1, top_p=0.01, min_p=0.99)
+    tensors = SamplingTensors.from_params([params], 4)
     for seed in range(5):
         ids, lp = sample(logits, tensors, [make_generator(seed)])
         assert int(ids) == 1
         assert torch.allclose(lp, logits.log_softmax(-1)[:, 1])
+    # vLLM's greedy: the repetition penalty applies before the argmax (NeMo's greedy sends none).
+    tensors = SamplingTensors.from_params([SamplingParams(temperature=0, repetition_penalty=10.0)], 4,
+                                          token_ids=[[1, 1]])
+    ids, lp = sample(logits, tensors, [None])
+    assert int(ids) == 2 and torch.allclose(lp, logits.log_softmax(-1)[:, 2])  # of the unprocessed distribution
 
 
 def test_greedy_and_sampled_rows_mix():
-    logits = torch.tensor([[0.0, 5.0, 4.0], [0.0, 5.0, 4.0]])
-    params = [SamplingParams(temperature=0), SamplingParams(top_k=1, repetition_penalty=100.0)]
-    tensors = SamplingTensors.from_params(params, 3, token_ids=[[1], [1]])
-    ids, _ = sample(logits, tensors, [None, None])
-    assert ids.tolist() == [1, 2]  # the penalty reaches only the sampled row
+    logits = torch.tensor([[0.0, 5.0, 4.0], [0.0, 5.0, 4.0], [0.0, 5.0, 4.0]])
+    params = [SamplingParams(temperature=0), SamplingParams(top_k=1, repetition_penalty=100.0),
+              SamplingParams(temperature=0, repetition_penalty=100.0)]
+    tensors = SamplingTensors.from_params(params, 3, token_ids=[[1], [1], [1]])
+    ids, _ = sample(logits, tensors, [None, None, None])
+    assert ids.tolist() == [1, 2, 2]  # each row's own penalty, greedy or not
 
 
 @pytest.mark.parametrize("vocab", [5, 512, 1000, 4096, 32000, 32003])

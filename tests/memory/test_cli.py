@@ -25,7 +25,7 @@ def test_340b_q4_k_m(capsys):
 def test_text_report_lists_terms_and_setups(capsys):
     code, out, _ = run_cli(capsys, "memory", "nemotron-4-340b", "--dtype", "fp8", "--tp", "8")
     assert code == 0
-    for word in ("weights", "KV cache", "activations", "overhead", "total", "per GPU (TP 8 x PP 1 = 8 GPUs)"):
+    for word in ("weights", "KV cache", "activations", "prompt logprobs", "overhead", "total", "per GPU (TP 8 x PP 1 = 8 GPUs)"):
         assert word in out
     h100 = next(line for line in out.splitlines() if line.strip().startswith("H100 80GB"))
     a100 = next(line for line in out.splitlines() if line.strip().startswith("A100 80GB"))

@@ -1,6 +1,7 @@
 """The memory planner against MISSION.md's planning table and hardware statements, and its parts."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -38,6 +39,15 @@ def test_the_table_terms():
     assert result.whole.weights == NEMOTRON_340B.num_parameters() * 2
     # one 2,048-token prefill chunk: residual, normed input, up-projection and its square, 16 bit
     assert result.whole.activations == 2048 * (2 * 18432 + 2 * 73728) * 2 + 256000 * 8
+    # the engine's prompt-scoring workspace: 512 rows of 16-bit logits, 64 of them in fp32 twice
+    assert result.whole.prompt_logprobs == 512 * 256000 * 2 + 64 * 256000 * 8
+
+
+def test_prompt_logprobs_sit_with_the_head():
+    split = totals(NEMOTRON_340B, Precision("bf16"), tp=8, pp=2)
+    assert split.per_gpu.prompt_logprobs == split.whole.prompt_logprobs  # the busiest GPU: the last stage, with the head
+    reward = totals(dataclasses.replace(NEMOTRON_340B, num_reward_attributes=9), Precision("bf16"))
+    assert reward.whole.prompt_logprobs == 0  # a reward model has no logits
 
 
 def test_prefill_chunk_is_the_engines():

@@ -50,7 +50,8 @@ any_roles = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "
 SAMPLING = {"temperature": st.floats(0, 3), "top_p": st.floats(0.01, 1), "n": st.integers(1, 3),
             "seed": st.integers(), "stop": st.one_of(text, st.lists(text, max_size=3)), "stream": st.booleans(),
             "top_k": st.integers(-1, 50), "repetition_penalty": st.floats(1, 2), "min_tokens": st.integers(0, 2),
-            "ignore_eos": st.booleans(), "model": text, "frequency_penalty": st.just(0),
+            "ignore_eos": st.booleans(), "model": text, "frequency_penalty": st.floats(-2, 2),
+            "presence_penalty": st.floats(-2, 2), "min_p": st.floats(0, 1),
             "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()})}
 
 GENERATE = body({"sentences": st.lists(text, min_size=1, max_size=3), "tokens_to_generate": st.integers(1, 8),

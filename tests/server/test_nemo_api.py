@@ -88,6 +88,12 @@ def test_defaults_follow_nemo(lm_server, tiny_model_dir):
     assert with_bos["token_ids"][0][0] == tokenizer.bos_id and with_bos["sentences"][0].startswith("The river")
 
 
+def test_greedy_ignores_the_repetition_penalty_as_nemo(lm_server):
+    data = {"sentences": ["The cat sees the moon and the"], "tokens_to_generate": 24, "greedy": True}
+    plain = put(lm_server.url, data).json()["token_ids"]
+    assert put(lm_server.url, {**data, "repetition_penalty": 5.0}).json()["token_ids"] == plain
+
+
 @torch.no_grad()
 def test_logprobs_are_those_of_a_plain_forward_pass(lm_server, tiny_model_dir):
     model = load_model(tiny_model_dir, dtype="float32").model

@@ -50,6 +50,23 @@ def test_greedy_completion_equals_nemo_greedy(lm_server, tokenizer):
     assert as_ids.choices[0].text == choice.text
 
 
+def test_penalties_follow_openais_formula(lm_server, tokenizer, tiny_model_dir):
+    from tests.engine.test_penalties import recompute_penalised_greedy
+
+    model = load_model(tiny_model_dir, dtype="float32").model
+    prompt = tokenizer.encode("The cat sees the moon and the")
+    expected = recompute_penalised_greedy(model, prompt, 12, presence=0.7, frequency=1.3)
+    assert expected != recompute_penalised_greedy(model, prompt, 12, presence=0.0, frequency=0.0)
+    text = tokenizer.decode(prompt + expected)[len(tokenizer.decode(prompt)):]
+    oai = client(lm_server)
+    completion = oai.completions.create(model="x", prompt=prompt, max_tokens=12, temperature=0, presence_penalty=0.7,
+                                        frequency_penalty=1.3, extra_body={"ignore_eos": True, "min_p": 0.5})
+    assert completion.choices[0].text == text  # min_p does nothing to a greedy choice
+    chat = oai.chat.completions.create(model="x", messages=[{"role": "user", "content": "a b"}], max_tokens=4,
+                                       seed=1, presence_penalty=-1.0, frequency_penalty=0.5, extra_body={"min_p": 0.1})
+    assert chat.choices[0].message.role == "assistant"
+
+
 def test_prompt_lists_n_and_seeds(lm_server, tokenizer):
     oai = client(lm_server)
     many = oai.completions.create(model="x", prompt=["A bird", "The moon"], n=3, max_tokens=8, seed=5, top_p=0.95)
@@ -155,7 +172,10 @@ def test_async_client_runs_requests_concurrently(lm_server):
     (lambda c: c.completions.create(model="x", prompt=[], max_tokens=3), "prompt must be"),
     (lambda c: c.completions.create(model="x", prompt="hi", logprobs=21), "logprobs must be <= 20"),
     (lambda c: c.completions.create(model="x", prompt="hi", temperature=-1), "temperature must be >= 0"),
-    (lambda c: c.completions.create(model="x", prompt="hi", frequency_penalty=0.5), "repetition_penalty"),
+    (lambda c: c.completions.create(model="x", prompt="hi", frequency_penalty=2.5), "frequency_penalty must be <= 2"),
+    (lambda c: c.completions.create(model="x", prompt="hi", extra_body={"min_p": 1.5}), "min_p must be <= 1"),
+    (lambda c: c.completions.create(model="x", prompt="hi", n=2, best_of=3), "best_of"),
+    (lambda c: c.completions.create(model="x", prompt="hi", extra_body={"use_beam_search": True}), "use_beam_search"),
     (lambda c: c.completions.create(model="x", prompt="hi", n=200), "n must be <= 128"),
     (lambda c: c.completions.create(model="x", prompt=[[5, 999]]), "prompt token ids must be in [0, 320)"),
     (lambda c: c.chat.completions.create(model="x", messages=[{"role": "assistant", "content": "hi"}]),

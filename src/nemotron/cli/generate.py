@@ -9,11 +9,18 @@ from nemotron.cli.main import add_model_loading, add_parallel
 
 def add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--max-new-tokens", type=int, default=256)
-    parser.add_argument("--greedy", action="store_true", help="argmax decoding; ignores every sampling knob")
+    parser.add_argument("--greedy", action="store_true", help="argmax decoding (NeMo's); ignores every sampling knob "
+                        "and penalty (--temperature 0 is vLLM's greedy: the penalties still apply)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0, help="0 = off")
     parser.add_argument("--top-p", type=float, default=0.9, help="1.0 = off")
+    parser.add_argument("--min-p", type=float, default=0.0,
+                        help="drop tokens less likely than this times the most likely one; 0 = off")
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--presence-penalty", type=float, default=0.0,
+                        help="-2..2: subtracted from the logit of every token generated so far")
+    parser.add_argument("--frequency-penalty", type=float, default=0.0,
+                        help="-2..2: subtracted from a generated token's logit once per occurrence")
     parser.add_argument("--seed", type=int, default=None)
 
 

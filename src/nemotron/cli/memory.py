@@ -6,12 +6,14 @@ import dataclasses
 import json
 
 FORMULA = """\
-total = weights + KV cache + activations + runtime overhead, where
+total = weights + KV cache + activations + prompt logprobs + runtime overhead, where
   weights      = parameters x bits per weight / 8 (a Hugging Face directory without --dtype/--quant:
                  the real tensor sizes of its safetensors files, quantized checkpoints included)
   KV cache     = batch x context x 2 x layers x KV heads x head_dim x 2 bytes (16-bit K/V)
   activations  = min(batch x context, 2048) x (2 hidden + 2 ffn) x 2 bytes  (one prefill chunk)
                  + batch x vocab x 8 bytes (fp32 logits of the sampled rows)
+  prompt logprobs = 512 x vocab x 2 + 64 x vocab x 8 bytes (the engine's workspace for scoring prompt
+                 tokens: logits of up to 512 of them per step, 64 at a time in fp32; none for reward models)
   overhead     = 0.5 GB per GPU (CUDA context, cuBLAS workspace, allocator slack)
   Nemotron-H: KV cache over the attention layers only, plus a Mamba state per sequence of
   Mamba layers x ((conv kernel - 1) x conv channels + heads x head_dim x state) x 4 bytes
@@ -81,15 +83,15 @@ def run(args: argparse.Namespace) -> None:
     print(f"weights as   {weights.source}")
     print(f"context      {result.context} tokens x batch {result.batch}")
     split = f"per GPU (TP {result.tp} x PP {result.pp} = {result.num_gpus} GPUs)" if result.num_gpus > 1 else ""
-    print(f"\n{'':13}{'whole model':>12}   {split}".rstrip())
+    print(f"\n{'':16}{'whole model':>12}   {split}".rstrip())
     rows = [("weights", "weights"), ("KV cache", "kv_cache"), ("activations", "activations"),
-            ("overhead", "overhead")]
+            ("prompt logprobs", "prompt_logprobs"), ("overhead", "overhead")]
     if result.whole.mamba_state:  # Nemotron-H: constant per sequence, whatever the context
         rows.insert(2, ("Mamba state", "mamba_state"))
     for name, field in rows:
         per_gpu = f"{_gb(getattr(result.per_gpu, field)):>12}" if split else ""
-        print(f"{name:13}{_gb(getattr(result.whole, field)):>12}   {per_gpu}".rstrip())
-    print(f"{'total':13}{_gb(result.whole.total):>12}   {_gb(result.per_gpu.total) if split else '':>12}".rstrip())
+        print(f"{name:16}{_gb(getattr(result.whole, field)):>12}   {per_gpu}".rstrip())
+    print(f"{'total':16}{_gb(result.whole.total):>12}   {_gb(result.per_gpu.total) if split else '':>12}".rstrip())
     title = (f"on TP {result.tp} x PP {result.pp}:" if result.num_gpus > 1 else
              "smallest setup per GPU (TP within an 8-GPU node, PP across nodes):")
     print(f"\n{title}")

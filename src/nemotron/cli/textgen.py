@@ -84,10 +84,12 @@ def _checked(loaded: LoadedModel, args: argparse.Namespace) -> LoadedModel:
 
 
 def _sampling_params(args: argparse.Namespace, stop_strings: list[str]) -> SamplingParams:
+    penalties = {} if args.greedy else dict(  # --greedy is NeMo's: no penalty either
+        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+        frequency_penalty=args.frequency_penalty)
     return SamplingParams(
         max_tokens=args.max_new_tokens, temperature=0.0 if args.greedy else args.temperature,
-        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        seed=args.seed, stop=stop_strings)
+        top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed, stop=stop_strings, **penalties)
 
 
 def _stream(stream: Streamer, prompt_ids: list[int], params: SamplingParams) -> str:

@@ -1,8 +1,16 @@
 """The engine behind an asyncio server: requests stream their outputs while others join and leave.
 
-The engine runs in one background thread (a model step holds no Python-level lock users wait on);
-requests and aborts are handed to it through a locked inbox, outputs come back through each
-request's asyncio queue on the event loop that asked.
+    llm = AsyncLLM(LLMEngine(loaded.model, loaded.tokenizer))
+    async for out in llm.generate("The capital of France is", SamplingParams(max_tokens=8), "req-1"):
+        print(out.outputs[0].text)  # everything so far (vLLM's default RequestOutputKind.CUMULATIVE)
+
+`generate` is vLLM's: RequestOutputs, cumulative unless SamplingParams.output_kind says DELTA (what
+each step added) or FINAL_ONLY (one output when the request is done); n > 1 runs n engine requests
+and, streamed, each output carries the one completion that moved (vLLM's parallel sampling).
+`stream` is the engine's own increments (StepOutput, with the tokens each step shows), which the
+servers use. The engine runs in one background thread (a model step holds no Python-level lock
+users wait on); requests and aborts are handed to it through a locked inbox, outputs come back
+through each request's asyncio queue on the event loop that asked.
 """
 from __future__ import annotations
 
@@ -11,14 +19,19 @@ import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import TypeVar
 
+from nemotron.engine.llm import Prompt, check_choices, prompt_text, prompt_token_ids
 from nemotron.engine.llm_engine import LLMEngine, EngineRequest, StepOutput
-from nemotron.engine.sampling import SamplingParams
+from nemotron.engine.request_output import CompletionBuilder, RequestOutput, prompt_logprob_dicts
+from nemotron.engine.sampling import RequestOutputKind, SamplingParams
 from nemotron.errors import EngineDeadError, NemotronError
 
-__all__ = ["AsyncLLM", "EngineDeadError"]
+__all__ = ["AsyncLLM", "EngineDeadError", "merge"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class AsyncLLM:
@@ -35,12 +48,50 @@ class AsyncLLM:
         self._thread = threading.Thread(target=self._run, name="nemotron-engine", daemon=True)
         self._thread.start()
 
-    async def generate(self, prompt: list[int] | EngineRequest, params: SamplingParams | None = None,
-                       request_id: str | None = None) -> AsyncIterator[StepOutput]:
-        """Stream a request's outputs: prompt token ids with their params, or an EngineRequest the engine
-        already checked (servers check every choice up front, to answer 400 before streaming). Leaving
-        the loop early (or cancellation) aborts the request and frees its KV blocks. Bad requests
-        raise RequestError before anything is queued."""
+    async def generate(self, prompt: Prompt, sampling_params: SamplingParams | None = None,
+                       request_id: str | None = None, *, add_bos: bool = False) -> AsyncIterator[RequestOutput]:
+        """vLLM's AsyncLLM.generate: a prompt (text, token ids, or vLLM's {"prompt": ...} /
+        {"prompt_token_ids": ...}) and its SamplingParams in, RequestOutputs out as
+        sampling_params.output_kind says. All n completions are checked before any runs (bad ones
+        raise RequestError); leaving the loop early (or cancellation) aborts them and frees their KV blocks."""
+        params = sampling_params or SamplingParams()
+        ids = prompt_token_ids(self.engine.tokenizer, prompt, add_bos)
+        requests = check_choices(self.engine, ids, params)
+        request_id = request_id or f"async-{next(self._ids)}"
+        child_ids = [request_id] if params.n == 1 else [f"{j}_{request_id}" for j in range(params.n)]  # vLLM's
+        eos_id = self.engine.tokenizer.eos_id
+        builders = [CompletionBuilder(j, params, eos_id, self.engine.tokenizer) for j in range(params.n)]
+        kind, prompt_logprobs = params.output_kind, None
+
+        async def tagged(j: int) -> AsyncIterator[tuple[int, StepOutput]]:
+            async with aclosing(self.stream(requests[j], request_id=child_ids[j])) as outputs:
+                async for output in outputs:
+                    yield j, output
+
+        streams = [tagged(j) for j in range(params.n)]
+        async with aclosing(streams[0] if params.n == 1 else merge(streams)) as outputs:
+            async for j, output in outputs:
+                builders[j].add(output)
+                if output.prompt_logprobs is not None:
+                    prompt_logprobs = prompt_logprob_dicts(output.prompt_logprobs, self.engine.tokenizer)
+                finished = all(b.finished for b in builders)
+                if kind is RequestOutputKind.FINAL_ONLY:
+                    if not finished:
+                        continue
+                    completions = [b.output() for b in builders]
+                else:
+                    completions = [builders[j].output(kind)]
+                yield RequestOutput(request_id, prompt_text(prompt), ids, prompt_logprobs, completions, finished,
+                                    num_cached_tokens=output.num_cached_tokens)
+                if kind is RequestOutputKind.DELTA:
+                    prompt_logprobs = None  # as vLLM: a delta stream carries them once
+
+    async def stream(self, prompt: list[int] | EngineRequest, params: SamplingParams | None = None,
+                     request_id: str | None = None) -> AsyncIterator[StepOutput]:
+        """Stream what each engine step adds to one request: prompt token ids with their params, or an
+        EngineRequest the engine already checked (servers check every choice up front, to answer 400
+        before streaming). Leaving the loop early (or cancellation) aborts the request and frees its
+        KV blocks. Bad requests raise RequestError before anything is queued."""
         if self._closed:
             raise EngineDeadError("the engine is shut down")
         request = prompt if isinstance(prompt, EngineRequest) else self.engine.check_request(prompt, params)
@@ -129,3 +180,36 @@ class AsyncLLM:
             self.engine.abort(request_id)
             failure = err if isinstance(err, NemotronError) else EngineDeadError(f"engine step failed: {err!r}")
             self._deliver(request_id, failure)
+
+
+async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:
+    """The items of several streams in the order they come. An error in one ends the merged stream;
+    closing the merged stream cancels (and so aborts) all of them."""
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(stream: AsyncIterator[T]) -> None:
+        try:
+            async with aclosing(stream):
+                async for item in stream:
+                    queue.put_nowait(item)
+        except Exception as err:  # handed to the consumer, which raises it
+            queue.put_nowait(err)
+        finally:
+            queue.put_nowait(done)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is done:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -124,7 +124,7 @@ class LLM:
         in order, with sampling_params.n completions each. Every prompt and parameter set is checked
         before anything runs. use_tqdm is accepted for vLLM's callers and ignored."""
         prompts = _prompt_list(prompts)
-        texts = [p if isinstance(p, str) else p.get("prompt") if isinstance(p, Mapping) else None for p in prompts]
+        texts = [prompt_text(p) for p in prompts]
         ids = [self._prompt_ids(p, add_bos) for p in prompts]
         if sampling_params is None or isinstance(sampling_params, SamplingParams):
             sampling_params = [sampling_params or SamplingParams()] * len(ids)
@@ -148,24 +148,15 @@ class LLM:
         return self._run(texts, [self.tokenizer.encode(t) for t in texts], params)
 
     def _prompt_ids(self, prompt: Prompt, add_bos: bool) -> list[int]:
-        if isinstance(prompt, Mapping):
-            if "prompt_token_ids" in prompt:
-                return list(prompt["prompt_token_ids"])
-            if "prompt" not in prompt:
-                raise NemotronError(f"a prompt dict holds 'prompt' or 'prompt_token_ids', got {sorted(prompt)}")
-            prompt = prompt["prompt"]
-        return self.tokenizer.encode(prompt, add_bos=add_bos) if isinstance(prompt, str) else list(prompt)
+        return prompt_token_ids(self.tokenizer, prompt, add_bos)
 
     def _run(self, texts: list[str | None], prompt_ids: list[list[int]],
              params: list[SamplingParams]) -> list[RequestOutput]:
         # Every choice is checked before any runs: a bad prompt leaves no half-submitted batch behind.
-        checked: list[tuple[int, int, EngineRequest]] = []
-        for i, (ids, p) in enumerate(zip(prompt_ids, params)):
-            for j in range(p.n):  # the prompt is scored once, by the first completion
-                choice = dataclasses.replace(p, n=1, seed=derive_seed(p.seed, j),
-                                             prompt_logprobs=p.prompt_logprobs if j == 0 else None)
-                checked.append((i, j, self.engine.check_request(ids, choice)))
-        builders = [[CompletionBuilder(j, p, self.tokenizer.eos_id) for j in range(p.n)] for p in params]
+        checked = [(i, j, request) for i, (ids, p) in enumerate(zip(prompt_ids, params))
+                   for j, request in enumerate(check_choices(self.engine, ids, p))]
+        builders = [[CompletionBuilder(j, p, self.tokenizer.eos_id, self.tokenizer) for j in range(p.n)]
+                    for p in params]
         prompt_logprobs: list = [None] * len(prompt_ids)
         owners = {self.engine.add_request(request): (i, j) for i, j, request in checked}
         try:
@@ -180,11 +171,35 @@ class LLM:
                 self.engine.abort(request_id)
         results = []
         for i, (text, ids) in enumerate(zip(texts, prompt_ids)):
-            outputs = [b.build(self.tokenizer) for b in builders[i]]
+            outputs = [b.output() for b in builders[i]]
             results.append(RequestOutput(str(next(self._ids)), text, ids,
                                          prompt_logprob_dicts(prompt_logprobs[i], self.tokenizer), outputs,
                                          finished=True, num_cached_tokens=builders[i][0].last.num_cached_tokens))
         return results
+
+
+def prompt_token_ids(tokenizer: Tokenizer, prompt: Prompt, add_bos: bool = False) -> list[int]:
+    """A prompt's token ids: text (encoded), token ids, or vLLM's {"prompt": ...} / {"prompt_token_ids": ...}."""
+    if isinstance(prompt, Mapping):
+        if "prompt_token_ids" in prompt:
+            return list(prompt["prompt_token_ids"])
+        if "prompt" not in prompt:
+            raise NemotronError(f"a prompt dict holds 'prompt' or 'prompt_token_ids', got {sorted(prompt)}")
+        prompt = prompt["prompt"]
+    return tokenizer.encode(prompt, add_bos=add_bos) if isinstance(prompt, str) else list(prompt)
+
+
+def prompt_text(prompt: Prompt) -> str | None:
+    """The prompt's text as RequestOutput.prompt reports it (None when given as token ids)."""
+    return prompt if isinstance(prompt, str) else prompt.get("prompt") if isinstance(prompt, Mapping) else None
+
+
+def check_choices(engine: LLMEngine, prompt_ids: list[int], params: SamplingParams) -> list[EngineRequest]:
+    """The params.n completions of one prompt as checked engine requests: completion j seeded with
+    derive_seed(seed, j); the prompt is scored once, by the first."""
+    return [engine.check_request(prompt_ids, dataclasses.replace(
+        params, n=1, best_of=None, seed=derive_seed(params.seed, j),
+        prompt_logprobs=params.prompt_logprobs if j == 0 else None)) for j in range(params.n)]
 
 
 def _prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:

@@ -10,13 +10,14 @@ import torch
 from nemotron.engine.block_manager import BlockManager
 from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.mamba_state import PREFIX_CACHING_OFF, AttentionLayers, MambaStatePool, StateSlots
-from nemotron.engine.model_runner import ModelRunner, SampledToken
+from nemotron.engine.model_runner import PROMPT_ROWS, ModelRunner, SampledToken
 from nemotron.engine.output import OutputTracker, Token
 from nemotron.engine.paged_cache import ATTENTION_BACKENDS, PagedKVCache
 from nemotron.engine.sampling import SamplingParams
 from nemotron.engine.scheduler import Scheduler, SchedulerConfig
 from nemotron.engine.sequence import Sequence
 from nemotron.errors import ConfigError, NemotronError
+from nemotron.memory.planner import prompt_logprobs_workspace_bytes
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
 from nemotron.model.nemotron_h import NemotronHForCausalLM
@@ -47,7 +48,8 @@ def make_runner(model: NemotronForCausalLM | NemotronHForCausalLM, config: Engin
     device, dtype = norm.device, norm.dtype
     num_slots = _state_slots(model.config, config, device) if hybrid else 0
     state_bytes = num_slots * MambaStatePool.bytes_per_slot(model.config) if hybrid else 0
-    num_blocks = config.num_blocks or _blocks_from_memory(kv_config, config, device, dtype, state_bytes)
+    num_blocks = config.num_blocks or _blocks_from_memory(
+        kv_config, config, device, dtype, state_bytes + _step_workspace(model.config.vocab_size, config, device, dtype))
     if channel is not None:
         num_blocks = channel.ready(num_blocks)
     pipelined = channel is not None and channel.layout.pp > 1  # micro-batches: no shared decode lanes
@@ -56,6 +58,16 @@ def make_runner(model: NemotronForCausalLM | NemotronHForCausalLM, config: Engin
     if hybrid:
         kv_cache.states = MambaStatePool(model.config, num_slots, device)
     return ModelRunner(model, kv_cache, eos_id, channel)
+
+
+def _step_workspace(vocab_size: int, config: EngineConfig, device: torch.device, dtype: torch.dtype) -> int:
+    """GPU memory a step takes beside the KV pool that grows with the vocabulary: the logits of the
+    prompt tokens it scores (prompt log-probabilities), at most the scheduler's max_scored_tokens
+    of them. On CPU the pool is cpu_kv_cache_bytes as configured, so nothing is taken from it."""
+    if device.type != "cuda":
+        return 0
+    rows = min(config.scheduler.max_scored_tokens, config.max_num_batched_tokens)
+    return prompt_logprobs_workspace_bytes(vocab_size, dtype.itemsize, rows, PROMPT_ROWS)
 
 
 def _memory_budget(config: EngineConfig, device: torch.device) -> int:
@@ -117,6 +129,10 @@ class EngineConfig:
             raise ConfigError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ConfigError(f"max_model_len must be >= 2, got {self.max_model_len}")
+
+    @property
+    def scheduler(self) -> SchedulerConfig:
+        return SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens)
 
 
 @dataclass(slots=True, frozen=True)
@@ -180,8 +196,7 @@ class LLMEngine:
         prefix_caching = config.enable_prefix_caching and states is None
         self.blocks = BlockManager(self.kv_cache.num_blocks, config.block_size, prefix_caching)
         self.state_slots = StateSlots(states.num_slots) if states is not None else None
-        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks,
-                                   self.state_slots)
+        self.scheduler = Scheduler(config.scheduler, self.blocks, self.state_slots)
         device = self.kv_cache.keys.device
         if (config.cuda_graphs and device.type == "cuda" and self.kv_cache.backend == "triton" and channel is None
                 and states is None):  # (graphs capture no Mamba state updates: hybrid models decode eagerly)

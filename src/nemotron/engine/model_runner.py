@@ -185,7 +185,7 @@ class ModelRunner:
         if self._last_batch == seqs and self._last_counts == counts:
             return self._last_tensors
         params = [s.params for s in seqs]
-        needs_history = any(p.repetition_penalty > 1 and not p.greedy for p in params)
+        needs_history = any(p.repetition_penalty > 1 or p.presence_penalty or p.frequency_penalty for p in params)
         return SamplingTensors.from_params(
             params, self.vocab_size, self.device, eos_id=self.eos_id,
             token_ids=[s.token_ids for s in seqs] if needs_history else None, generated_counts=counts)

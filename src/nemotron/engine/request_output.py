@@ -1,9 +1,9 @@
-"""What `LLM.generate` and `LLM.chat` return, shaped as vLLM's `vllm.outputs` so code written for vLLM
-reads our results unchanged: `RequestOutput.outputs[i]` is a `CompletionOutput` with `.text`,
-`.token_ids`, `.cumulative_logprob`, `.logprobs` (per token, {token id: Logprob}), `.finish_reason`
-("stop" or "length") and `.stop_reason` (the stop string or stop token id; None for EOS).
+"""What `LLM.generate`, `LLM.chat` and `AsyncLLM.generate` return, shaped as vLLM's `vllm.outputs` so
+code written for vLLM reads our results unchanged: `RequestOutput.outputs[i]` is a `CompletionOutput`
+with `.text`, `.token_ids`, `.cumulative_logprob`, `.logprobs` (per token, {token id: Logprob}),
+`.finish_reason` ("stop" or "length") and `.stop_reason` (the stop string or stop token id; None for EOS).
 
-Built from the engine's `Token`s once a request is done; nothing here runs per step.
+Built from the engine's step outputs by a `CompletionBuilder` per completion, as they come.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from nemotron.engine.llm_engine import StepOutput
 from nemotron.engine.output import Token
-from nemotron.engine.sampling import SamplingParams
+from nemotron.engine.sampling import RequestOutputKind, SamplingParams
 from nemotron.tokenizer import Tokenizer
 
 _SPACE = "\u2581"
@@ -82,30 +82,43 @@ def _ranks(token: Token) -> list[int]:
 
 
 class CompletionBuilder:
-    """Collects one completion's step outputs."""
+    """Collects one completion's step outputs; `output()` is the completion so far (or, with
+    RequestOutputKind.DELTA, what the latest step added). Each token's logprob dict is built once."""
 
-    def __init__(self, index: int, params: SamplingParams, eos_id: int) -> None:
-        self.index, self.params, self.eos_id = index, params, eos_id
+    def __init__(self, index: int, params: SamplingParams, eos_id: int, tokenizer: Tokenizer) -> None:
+        self.index, self.params, self.eos_id, self.tokenizer = index, params, eos_id, tokenizer
         self.pieces: list[str] = []
-        self.tokens: list[Token] = []
+        self.token_ids: list[int] = []
+        # As vLLM: logprobs and their sum only when log-probabilities were asked for.
+        self.logprobs: SampleLogprobs | None = [] if params.logprobs is not None else None
+        self.cumulative: float | None = 0.0 if params.logprobs is not None else None
         self.last: StepOutput | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.last is not None and self.last.finished
 
     def add(self, output: StepOutput) -> None:
         self.pieces.append(output.text)
-        self.tokens += output.tokens
+        self.token_ids += [t.id for t in output.tokens]
+        if self.logprobs is not None:
+            self.logprobs += [logprob_dict(t, self.tokenizer) for t in output.tokens]
+            self.cumulative += sum(t.logprob for t in output.tokens)
         self.last = output
 
-    def build(self, tokenizer: Tokenizer) -> CompletionOutput:
-        last, params = self.last, self.params
+    def output(self, kind: RequestOutputKind = RequestOutputKind.CUMULATIVE) -> CompletionOutput:
+        last = self.last
         stop = last.stop
-        if stop == self.eos_id and stop not in params.stop_token_ids:
+        if stop == self.eos_id and stop not in self.params.stop_token_ids:
             stop = None  # as vLLM: EOS is no stop reason
-        logprobs, cumulative = None, None  # as vLLM: both only when log-probabilities were asked for
-        if params.logprobs is not None:
-            logprobs = [logprob_dict(t, tokenizer) for t in self.tokens]
-            cumulative = sum(t.logprob for t in self.tokens)
-        return CompletionOutput(self.index, "".join(self.pieces), [t.id for t in self.tokens], cumulative, logprobs,
-                                last.finish_reason, stop)
+        if kind is RequestOutputKind.DELTA:
+            new = len(last.tokens)
+            logprobs = None if self.logprobs is None else self.logprobs[len(self.logprobs) - new:]
+            text, ids = last.text, self.token_ids[len(self.token_ids) - new:]
+        else:  # copies: an output handed out earlier does not change under its holder
+            logprobs = None if self.logprobs is None else list(self.logprobs)
+            text, ids = "".join(self.pieces), list(self.token_ids)
+        return CompletionOutput(self.index, text, ids, self.cumulative, logprobs, last.finish_reason, stop)
 
 
 def prompt_logprob_dicts(tokens: list[Token | None] | None, tokenizer: Tokenizer) -> PromptLogprobs | None:

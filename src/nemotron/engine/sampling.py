@@ -1,16 +1,26 @@
 """Next-token sampling for a batch whose rows each carry their own knobs.
 
-The steps and their order follow NeMo's `sample_sequence_batch`
-(nemo/collections/nlp/modules/common/text_generation_utils.py): block EOS before the minimum
-length → (greedy rows: argmax here) → temperature → repetition penalty → top-k (ties with the k-th
-value kept) → top-p (the token whose cumulative probability first exceeds p is kept) → draw.
-Each step is a pure (B, V) → (B, V) function of per-row tensors, so one call serves a batch that
-mixes greedy and sampled requests with different settings. All arithmetic is float32.
+The steps and their order follow vLLM's sampler, with NeMo's steps (`sample_sequence_batch`,
+nemo/collections/nlp/modules/common/text_generation_utils.py) where both have them: block EOS
+before the minimum length → presence / frequency penalties → (greedy rows: repetition penalty,
+argmax here) → temperature → repetition penalty → min-p → top-k (ties with the k-th value kept) →
+top-p (the token whose cumulative probability first exceeds p is kept) → draw. Each step is a pure
+(B, V) → (B, V) function of per-row tensors, so one call serves a batch that mixes greedy and
+sampled requests with different settings. All arithmetic is float32.
+
+Penalties, as vLLM and OpenAI define them: presence and frequency penalties count the tokens
+generated so far (not the prompt) and move raw logits before temperature,
+logit[j] -= count_j × frequency + (count_j > 0) × presence; the repetition penalty covers prompt and
+output. All three apply to greedy rows too (vLLM's, and OpenAI's temperature 0). The repetition
+penalty divides, so it commutes with temperature: applying it after temperature (NeMo's place)
+draws exactly what vLLM's order would. min_p drops tokens whose probability (after temperature) is
+below min_p × the most likely token's.
 
 Deliberate differences from NeMo:
 - repetition penalty always applies (NeMo only tracks used tokens when compute_logprob is on),
   covers the whole prompt plus everything generated (NeMo skips the first prompt position) and
-  moves negative logits down too (NeMo divides every logit, raising negative ones);
+  moves negative logits down too (NeMo divides every logit, raising negative ones); NeMo's greedy
+  ignores it, so the NeMo server sends greedy requests without one;
 - the minimum length also blocks the row's stop_token_ids, not only EOS (as vLLM's min_tokens);
 - top-p keeps every token tied with the last kept one, where NeMo splits ties by sort order;
 - logits beyond `vocab_size` (padding of the output layer) are dropped, not set to -inf, so
@@ -24,6 +34,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from numbers import Integral, Real
 
 import torch
@@ -32,9 +43,11 @@ from torch import Tensor
 from nemotron.errors import NemotronError
 
 __all__ = [
+    "RequestOutputKind",
     "SamplingParams",
     "SamplingParamsError",
     "SamplingTensors",
+    "apply_presence_frequency_penalties",
     "apply_repetition_penalty",
     "apply_temperature",
     "block_eos_before_min_tokens",
@@ -43,6 +56,7 @@ __all__ = [
     "draw_uniforms",
     "log_probs",
     "make_generator",
+    "min_p_filter",
     "process_logits",
     "sample",
     "top_k_filter",
@@ -50,11 +64,21 @@ __all__ = [
 ]
 
 MAX_TEMPERATURE = 100.0
+MAX_ADDITIVE_PENALTY = 2.0  # presence / frequency penalties: OpenAI's and vLLM's range is [-2, 2]
 _NEG_INF = float("-inf")
 
 
 class SamplingParamsError(NemotronError, ValueError):
     """A sampling parameter is out of range; the message names the field."""
+
+
+class RequestOutputKind(IntEnum):
+    """What each output `AsyncLLM.generate` yields holds (vLLM's enum, same values):
+    CUMULATIVE everything generated so far, DELTA what this step added, FINAL_ONLY one output at the end."""
+
+    CUMULATIVE = 0
+    DELTA = 1
+    FINAL_ONLY = 2
 
 
 @dataclass(slots=True)
@@ -64,15 +88,19 @@ class SamplingParams:
     Defaults are the plain model distribution (temperature 1, no top-k, no top-p, no penalty), as in
     vLLM and OpenAI's API; servers map their own defaults onto these (the NeMo server's top_p 0.9).
 
-    n: completions per prompt (`LLM.generate` and the servers run each as an engine request of its
-        own, seeded from `seed` and its index).
-    temperature: 0 ≤ t ≤ 100; 0 is greedy (argmax): top_k, top_p and repetition_penalty are then
-        ignored (NeMo's greedy; vLLM still applies the penalty), min_tokens still applies.
+    n: completions per prompt (`LLM.generate`, `AsyncLLM.generate` and the servers run each as an
+        engine request of its own, seeded from `seed` and its index).
+    temperature: 0 ≤ t ≤ 100; 0 is greedy (argmax): top_k, top_p and min_p are then ignored, the
+        penalties and min_tokens still apply (as vLLM; NeMo's greedy ignores its repetition penalty).
     top_p: keep the most likely tokens up to and including the one whose cumulative probability
         first exceeds p; 1 = off.
     top_k: keep the k most likely tokens and any tied with the k-th; 0 (or vLLM's -1) = off.
+    min_p: 0 ≤ min_p ≤ 1; tokens less likely than min_p × the most likely token are dropped; 0 = off.
     repetition_penalty: ≥ 1; tokens already in prompt or output have positive logits divided and
         negative logits multiplied by it.
+    presence_penalty, frequency_penalty: in [-2, 2] (OpenAI's); each token generated so far (the
+        prompt does not count) has its logit lowered by frequency_penalty × its count plus
+        presence_penalty once; negative values encourage repeats.
     max_tokens: at most this many tokens are generated (vLLM's default 16); None: up to the end of
         the model's context.
     min_tokens: EOS and stop_token_ids are blocked until this many tokens were generated.
@@ -85,6 +113,10 @@ class SamplingParams:
         its k most likely alternatives; -1 = the whole vocabulary.
     prompt_logprobs: the same for every prompt token after the first (scoring, OpenAI `echo`),
         computed during prefill; such requests do not reuse prefix-cached blocks.
+    output_kind: what `AsyncLLM.generate` yields (RequestOutputKind); `LLM.generate` returns finished
+        outputs whatever it says.
+    best_of, use_beam_search: refused unless best_of == n and use_beam_search is false (vLLM V1 dropped
+        both); run n completions and rank them by cumulative_logprob instead.
     """
 
     n: int = 1
@@ -100,11 +132,27 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    best_of: int | None = None
+    use_beam_search: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore_eos, bool):
             raise SamplingParamsError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
         self.n = _integer("n", self.n, minimum=1)
+        if self.best_of is not None and self.best_of != self.n:
+            raise SamplingParamsError(f"best_of={self.best_of} is not supported (vLLM V1 dropped it); ask for "
+                                      "n completions and rank them by cumulative_logprob")
+        if self.use_beam_search:
+            raise SamplingParamsError("use_beam_search is not supported: this engine samples (vLLM V1 dropped beam "
+                                      "search from SamplingParams)")
+        try:
+            self.output_kind = RequestOutputKind(self.output_kind)
+        except ValueError:
+            raise SamplingParamsError(f"output_kind must be a RequestOutputKind, got {self.output_kind!r}") from None
         if self.max_tokens is not None:
             self.max_tokens = _integer("max_tokens", self.max_tokens, minimum=0)
         self.min_tokens = _integer("min_tokens", self.min_tokens, minimum=0)
@@ -122,6 +170,14 @@ class SamplingParams:
         self.repetition_penalty = _real("repetition_penalty", self.repetition_penalty)
         if self.repetition_penalty < 1:
             raise SamplingParamsError(f"repetition_penalty must be >= 1.0, got {self.repetition_penalty}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            setattr(self, name, _real(name, getattr(self, name)))
+            if abs(getattr(self, name)) > MAX_ADDITIVE_PENALTY:
+                raise SamplingParamsError(f"{name} must be in [-{MAX_ADDITIVE_PENALTY:g}, {MAX_ADDITIVE_PENALTY:g}], "
+                                          f"got {getattr(self, name)}")
+        self.min_p = _real("min_p", self.min_p)
+        if not 0 <= self.min_p <= 1:
+            raise SamplingParamsError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.stop is None:
             self.stop = []
         elif isinstance(self.stop, str):  # vLLM takes one string too
@@ -172,9 +228,10 @@ def _real(name: str, value: object) -> float:
 class SamplingTensors:
     """The knobs of one batch composition as (B,) tensors, plus the per-step state they need.
 
-    Greedy rows get neutral knobs (temperature 1, no filter, no penalty), so their processed
-    logits equal their EOS-masked logits and one argmax serves them. The `use_*` flags are host
-    booleans that let `sample` skip steps no row needs without a device sync.
+    Greedy rows get neutral sampling knobs (temperature 1, no filter) but keep their penalties, so
+    their processed logits are their penalised, EOS-masked logits and one argmax serves them. The
+    `use_*` flags and the optional tensors (None when no row needs them) let `sample` skip steps no
+    row needs without a device sync.
     """
 
     vocab_size: int
@@ -183,10 +240,17 @@ class SamplingTensors:
     top_k: Tensor  # (B,) int64, 0 = off
     top_p: Tensor  # (B,) float32, 1 = off
     repetition_penalty: Tensor  # (B,) float32
+    presence_penalty: Tensor | None  # (B,) float32; None (like the two below) when no row uses it
+    frequency_penalty: Tensor | None  # (B,) float32
+    min_p: Tensor | None  # (B,) float32, 0 = off
     min_new_tokens: Tensor  # (B,) int64
     generated_counts: Tensor  # (B,) int64, advanced by record()
     stop_mask: Tensor | None  # (B, V) bool: tokens blocked before min_new_tokens
-    seen_mask: Tensor | None  # (B, V) bool: tokens of prompt + output, for the penalty
+    seen_mask: Tensor | None  # (B, V) bool: tokens of prompt + output, for the repetition penalty
+    # Presence / frequency: each token's penalty so far, count × frequency + (count > 0) × presence,
+    # kept up to date by record() so that a step subtracts it in one pass; and which tokens were generated.
+    output_penalty: Tensor | None  # (B, V) float32
+    generated_mask: Tensor | None  # (B, V) bool
     all_greedy: bool
     max_top_k: int  # 0 when no sampled row uses top-k
     use_top_p: bool
@@ -203,8 +267,9 @@ class SamplingTensors:
         token_ids: Sequence[Sequence[int]] | None = None,
         generated_counts: Sequence[int] | None = None,
     ) -> SamplingTensors:
-        """Pack per-row params. token_ids (prompt + tokens generated so far, per row) is needed
-        when a sampled row has repetition_penalty > 1; generated_counts defaults to zeros."""
+        """Pack per-row params. token_ids (prompt + tokens generated so far, per row) is needed when a
+        row has a penalty; generated_counts (defaults to zeros) says how many of a row's token_ids
+        are output, which the presence and frequency penalties count."""
         if not params:
             raise ValueError("from_params needs at least one row")
         if eos_id is not None and not 0 <= eos_id < vocab_size:
@@ -217,12 +282,20 @@ class SamplingTensors:
         def per_row(values: list, dtype: torch.dtype) -> Tensor:
             return torch.tensor(values, dtype=dtype, device=device)
 
-        penalties = [p.repetition_penalty if s else 1.0 for p, s in zip(params, sampled)]
-        seen_mask = None
-        if any(x > 1 for x in penalties):
-            if token_ids is None or len(token_ids) != len(params):
-                raise ValueError("repetition_penalty > 1 needs token_ids (prompt + output) for every row")
-            seen_mask = _row_mask(token_ids, vocab_size, device, "token_ids")
+        penalties = [p.repetition_penalty for p in params]
+        additive = any(p.presence_penalty or p.frequency_penalty for p in params)
+        if (additive or any(x > 1 for x in penalties)) and (token_ids is None or len(token_ids) != len(params)):
+            raise ValueError("penalties need token_ids (prompt + output) for every row")
+        seen_mask = _row_mask(token_ids, vocab_size, device, "token_ids") if any(x > 1 for x in penalties) else None
+        presence = per_row([p.presence_penalty for p in params], torch.float32) if additive else None
+        frequency = per_row([p.frequency_penalty for p in params], torch.float32) if additive else None
+        output_penalty = generated_mask = None
+        if additive:
+            outputs = [row[len(row) - c:] if c else [] for row, c in zip(token_ids, counts)]
+            output_counts = _row_counts(outputs, vocab_size, device)  # (B, V)
+            generated_mask = output_counts > 0
+            output_penalty = output_counts * frequency.unsqueeze(1) + generated_mask * presence.unsqueeze(1)
+        min_ps = [p.min_p if s else 0.0 for p, s in zip(params, sampled)]
         stop_mask = None
         if any(p.min_tokens > 0 for p in params):
             stops = [
@@ -239,10 +312,15 @@ class SamplingTensors:
             top_k=per_row(top_ks, torch.int64),
             top_p=per_row(top_ps, torch.float32),
             repetition_penalty=per_row(penalties, torch.float32),
+            presence_penalty=presence,
+            frequency_penalty=frequency,
+            min_p=per_row(min_ps, torch.float32) if any(p > 0 for p in min_ps) else None,
             min_new_tokens=per_row([p.min_tokens for p in params], torch.int64),
             generated_counts=per_row(counts, torch.int64),
             stop_mask=stop_mask,
             seen_mask=seen_mask,
+            output_penalty=output_penalty,
+            generated_mask=generated_mask,
             all_greedy=not any(sampled),
             max_top_k=max(top_ks),
             use_top_p=any(p < 1 for p in top_ps),
@@ -257,6 +335,12 @@ class SamplingTensors:
         self.generated_counts += 1
         if self.seen_mask is not None:
             self.seen_mask.scatter_(1, token_ids.view(-1, 1).to(self.seen_mask.device), True)
+        if self.output_penalty is not None:  # O(B): only the new tokens' entries change
+            ids = token_ids.view(-1, 1).to(self.output_penalty.device)  # (B, 1)
+            first = ~self.generated_mask.gather(1, ids)  # (B, 1): presence counts once
+            added = self.frequency_penalty.unsqueeze(1) + first * self.presence_penalty.unsqueeze(1)
+            self.output_penalty.scatter_add_(1, ids, added)
+            self.generated_mask.scatter_(1, ids, True)
 
 
 def _row_mask(ids: Sequence[Sequence[int]], vocab_size: int, device: torch.device | str, what: str) -> Tensor:
@@ -270,7 +354,20 @@ def _row_mask(ids: Sequence[Sequence[int]], vocab_size: int, device: torch.devic
     return mask
 
 
-# --- the steps, in NeMo's order ---------------------------------------------------------------
+def _row_counts(ids: Sequence[Sequence[int]], vocab_size: int, device: torch.device | str) -> Tensor:
+    """(B, V) float32 with counts[b, t] = how often t occurs in ids[b]."""
+    counts = torch.zeros(len(ids), vocab_size, dtype=torch.float32, device=device)
+    rows = [b for b, row in enumerate(ids) for _ in row]
+    cols = [t for row in ids for t in row]
+    if cols:
+        if not 0 <= min(cols) <= max(cols) < vocab_size:
+            raise ValueError(f"token_ids holds a token id outside the vocabulary of {vocab_size}")
+        index = (torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device))
+        counts.index_put_(index, torch.ones(len(cols), device=device), accumulate=True)
+    return counts
+
+
+# --- the steps, in order -------------------------------------------------------------------------
 
 
 def block_eos_before_min_tokens(
@@ -279,6 +376,13 @@ def block_eos_before_min_tokens(
     """-inf on a row's stop tokens (EOS, stop_token_ids) while it has fewer than min_new_tokens."""
     blocked = (generated_counts < min_new_tokens).unsqueeze(1) & stop_mask  # (B, V)
     return logits.masked_fill(blocked, _NEG_INF)
+
+
+def apply_presence_frequency_penalties(logits: Tensor, output_penalty: Tensor) -> Tensor:
+    """OpenAI's penalties on raw logits: logit[j] -= count_j × frequency + (count_j > 0) × presence,
+    count_j being how often token j was generated so far; output_penalty (B, V) holds that sum
+    (SamplingTensors keeps it)."""
+    return logits - output_penalty
 
 
 def apply_temperature(logits: Tensor, temperature: Tensor) -> Tensor:
@@ -292,6 +396,13 @@ def apply_repetition_penalty(logits: Tensor, penalty: Tensor, seen_token_mask: T
     p = penalty.unsqueeze(1)  # (B, 1)
     penalised = torch.where(logits > 0, logits / p, logits * p)
     return torch.where(seen_token_mask, penalised, logits)
+
+
+def min_p_filter(logits: Tensor, min_p: Tensor) -> Tensor:
+    """Drop tokens whose probability is below min_p × the row's largest probability (vLLM's min_p),
+    compared in log space: logit < max logit + log(min_p). min_p 0 = off (log 0 = -inf keeps all)."""
+    threshold = logits.amax(dim=-1, keepdim=True) + min_p.log().unsqueeze(1)  # (B, 1)
+    return logits.masked_fill(logits < threshold, _NEG_INF)
 
 
 def top_k_filter(logits: Tensor, top_k: Tensor, max_k: int | None = None) -> Tensor:
@@ -388,15 +499,22 @@ def make_generator(seed: int | None) -> torch.Generator | None:
 
 
 def process_logits(logits: Tensor, tensors: SamplingTensors) -> Tensor:
-    """The logits each row is drawn from (float32, (B, V)); greedy rows only get the EOS mask."""
+    """The logits each row is drawn from (float32, (B, V)); greedy rows only get the EOS mask and
+    their penalties (their temperature is 1 and their filters off)."""
     t = tensors
     if t.stop_mask is not None:
         logits = block_eos_before_min_tokens(logits, t.generated_counts, t.min_new_tokens, t.stop_mask)
+    if t.output_penalty is not None:
+        logits = apply_presence_frequency_penalties(logits, t.output_penalty)
     if t.all_greedy:
+        if t.seen_mask is not None:
+            logits = apply_repetition_penalty(logits, t.repetition_penalty, t.seen_mask)
         return logits
     logits = apply_temperature(logits, t.temperature)
     if t.seen_mask is not None:
         logits = apply_repetition_penalty(logits, t.repetition_penalty, t.seen_mask)
+    if t.min_p is not None:
+        logits = min_p_filter(logits, t.min_p)
     if t.max_top_k:
         logits = top_k_filter(logits, t.top_k, t.max_top_k)
     if t.use_top_p:

@@ -6,6 +6,9 @@
                  one forward step (residual, normed input, up-projection and its squared ReLU) over one
                  prefill chunk of the engine's default 2,048 tokens; plus batch × vocab × 8 bytes of fp32
                  logits and probabilities for the sampled rows
+    prompt logprobs  512 × vocab × 2 + 64 × vocab × 8 bytes: a step that scores prompt tokens (prompt
+                 log-probabilities, OpenAI echo) holds logits for up to 512 of them, 64 at a time through
+                 an fp32 log-softmax (prompt_logprobs_workspace_bytes; the engine reserves the same)
     overhead     0.5 GB per GPU: CUDA context, cuBLAS workspace, allocator slack
     total        the sum
 
@@ -34,6 +37,8 @@ from nemotron.model.nemotron_h_config import ATTENTION, MAMBA, NemotronHConfig
 
 RUNTIME_OVERHEAD_BYTES = 500_000_000  # per GPU (MISSION.md: "about 0.5 GB of runtime overhead")
 PREFILL_CHUNK_TOKENS = 2048  # the engine's EngineConfig.max_num_batched_tokens
+SCORED_TOKENS = 512  # the engine's SchedulerConfig.max_scored_tokens: prompt positions scored in one step
+SCORED_CHUNK_ROWS = 64  # the engine's model_runner.PROMPT_ROWS: scored rows through the fp32 log-softmax at once
 KV_BYTES = ACTIVATION_BYTES = 2
 
 DTYPE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8}
@@ -169,6 +174,14 @@ class WeightBytes:
                    f"tensor sizes of {directory} ({config.quantization or config.torch_dtype})")
 
 
+def prompt_logprobs_workspace_bytes(vocab_size: int, logits_bytes: int, scored_rows: int = SCORED_TOKENS,
+                                    chunk_rows: int = SCORED_CHUNK_ROWS) -> int:
+    """Memory a step scoring prompt tokens holds beside the KV cache: scored_rows rows of logits in the
+    model's dtype (logits_bytes each), and chunk_rows of them in fp32 twice over (the float copy and its
+    log-softmax, alive together). The engine sizes its KV pool with it, the planner reports it."""
+    return scored_rows * vocab_size * logits_bytes + 2 * chunk_rows * vocab_size * 4
+
+
 @dataclass(slots=True, frozen=True)
 class Breakdown:
     weights: float
@@ -176,10 +189,11 @@ class Breakdown:
     activations: float
     overhead: float
     mamba_state: float = 0.0  # Nemotron-H: constant per sequence
+    prompt_logprobs: float = 0.0  # the engine's workspace for scoring prompt tokens (on the GPU holding the head)
 
     @property
     def total(self) -> float:
-        return self.weights + self.kv_cache + self.activations + self.overhead + self.mamba_state
+        return self.weights + self.kv_cache + self.activations + self.overhead + self.mamba_state + self.prompt_logprobs
 
 
 @dataclass(slots=True, frozen=True)
@@ -220,9 +234,10 @@ def plan(config: ModelConfig, weights: WeightBytes, *, context: int | None = Non
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     check_split(config, tp, pp)
     everything = range(config.num_layers)
+    scoring = _prompt_logprobs_bytes(config)
     whole = Breakdown(weights.total, _kv_bytes(config, batch, context, everything, 1),
                       _activation_bytes(config, batch, context, 1, True), RUNTIME_OVERHEAD_BYTES,
-                      _mamba_state_bytes(config, batch, everything, 1))
+                      _mamba_state_bytes(config, batch, everything, 1), scoring)
     stages, start = [], 0
     for s in range(pp):
         count = config.num_layers // pp + (s < config.num_layers % pp)
@@ -231,7 +246,7 @@ def plan(config: ModelConfig, weights: WeightBytes, *, context: int | None = Non
         extra = (weights.first.per_rank(tp) if s == 0 else 0) + (weights.last.per_rank(tp) if s == pp - 1 else 0)
         stages.append(Breakdown(layer_bytes + extra, _kv_bytes(config, batch, context, layers, tp),
                                 _activation_bytes(config, batch, context, tp, s == pp - 1), RUNTIME_OVERHEAD_BYTES,
-                                _mamba_state_bytes(config, batch, layers, tp)))
+                                _mamba_state_bytes(config, batch, layers, tp), scoring if s == pp - 1 else 0.0))
         start += count
     return MemoryPlan(context, batch, tp, pp, whole, max(stages, key=lambda b: b.total))
 
@@ -241,6 +256,13 @@ def _kv_bytes(config: ModelConfig | NemotronHConfig, batch: int, context: int, l
     if isinstance(config, NemotronHConfig):
         layers = [i for i in layers if config.layer_types[i] == ATTENTION]
     return batch * context * 2 * len(layers) * kv_heads * config.head_dim * KV_BYTES
+
+
+def _prompt_logprobs_bytes(config: ModelConfig | NemotronHConfig) -> float:
+    """The engine's prompt-scoring workspace at 16-bit logits, gathered over the whole vocabulary."""
+    if isinstance(config, ModelConfig) and config.is_reward_model:  # scores through its own head: no logits
+        return 0.0
+    return prompt_logprobs_workspace_bytes(config.vocab_size, ACTIVATION_BYTES, min(SCORED_TOKENS, PREFILL_CHUNK_TOKENS))
 
 
 def _mamba_state_bytes(config: ModelConfig | NemotronHConfig, batch: int, layers: range, tp: int) -> float:

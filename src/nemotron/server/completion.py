@@ -6,16 +6,13 @@ outputs are only tagged with their choice, merged across choices and checked aga
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import TypeVar
 
 from nemotron.engine.async_llm import AsyncLLM
 from nemotron.engine.llm_engine import EngineRequest, StepOutput
 from nemotron.server.errors import bad_request
 
-T = TypeVar("T")
 LOGPROB_FLOOR = -9999.0  # JSON has no -Infinity; a token the model rules out is reported with this
 
 
@@ -28,42 +25,9 @@ Choice = tuple[int, StepOutput]  # a choice's index and what one engine step add
 
 async def choice_stream(llm: AsyncLLM, index: int, request: EngineRequest) -> AsyncIterator[Choice]:
     """Generate one choice (a request the engine checked). Leaving early (or cancelling) aborts it."""
-    async with aclosing(llm.generate(request)) as outputs:
+    async with aclosing(llm.stream(request)) as outputs:
         async for output in outputs:
             yield index, output
-
-
-async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:
-    """The items of several streams in the order they come. An error in one ends the merged stream;
-    closing the merged stream cancels (and so aborts) all of them."""
-    queue: asyncio.Queue = asyncio.Queue()
-    done = object()
-
-    async def pump(stream: AsyncIterator[T]) -> None:
-        try:
-            async with aclosing(stream):
-                async for item in stream:
-                    queue.put_nowait(item)
-        except Exception as err:  # handed to the consumer, which raises it
-            queue.put_nowait(err)
-        finally:
-            queue.put_nowait(done)
-
-    tasks = [asyncio.create_task(pump(s)) for s in streams]
-    try:
-        running = len(tasks)
-        while running:
-            item = await queue.get()
-            if item is done:
-                running -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def check_context(prompt_tokens: int, new_tokens: int, context: int, field_name: str) -> None:

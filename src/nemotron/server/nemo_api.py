@@ -34,11 +34,12 @@ from contextlib import aclosing
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nemotron.engine.async_llm import merge
 from nemotron.engine.llm_engine import EngineRequest, RequestError
 from nemotron.engine.output import Token
 from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.errors import TokenizerError
-from nemotron.server.completion import check_context, choice_stream, finite, merge
+from nemotron.server.completion import check_context, choice_stream, finite
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, until_done_or_gone
 from nemotron.server.schemas import GenerateBody
@@ -52,7 +53,7 @@ def _sampling_fields(req: GenerateBody) -> dict:
     return dict(
         temperature=0.0 if req.greedy else req.temperature, top_k=req.top_k,
         top_p=req.top_p or 1.0,  # NeMo: 0 switches top-p off
-        repetition_penalty=req.repetition_penalty,
+        repetition_penalty=1.0 if req.greedy else req.repetition_penalty,  # NeMo's greedy ignores it (vLLM's not)
         # NeMo never complains about a minimum above the maximum; it just stops at the maximum.
         min_tokens=min(req.min_tokens_to_generate, req.tokens_to_generate),
         stop=[s for s in req.end_strings if s],

@@ -1,10 +1,11 @@
 """The OpenAI-compatible API: /v1/models, /v1/completions and /v1/chat/completions (streamed as
 server-sent events ending in `data: [DONE]`).
 
-Beyond OpenAI: `top_k`, `repetition_penalty`, `min_tokens` and `ignore_eos` are accepted (as vLLM
-does) and temperature goes up to 100 (NeMo's limit); temperature 0 is greedy decoding. Features the
-engine does not have (frequency/presence penalties, logit_bias, tools, JSON mode) are refused with
-HTTP 400 rather than ignored. Any `model` value is accepted; responses name the served model.
+Beyond OpenAI: `top_k`, `min_p`, `repetition_penalty`, `min_tokens` and `ignore_eos` are accepted (as
+vLLM does) and temperature goes up to 100 (NeMo's limit); temperature 0 is greedy decoding, after the
+penalties (frequency, presence and repetition apply then too, as in OpenAI's API and vLLM). Features
+the engine does not have (logit_bias, tools, JSON mode, beam search, best_of other than n) are
+refused with HTTP 400 rather than ignored. Any `model` value is accepted; responses name the served model.
 Chat messages are rendered in the Nemotron chat format and the reply ends at `<extra_id_1>`, which
 is not part of the content, nor is the template's newline before it. With `echo`, the prompt is
 returned as decoded from its tokens and `text_offset` counts from the start of the returned text.
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from nemotron.engine.async_llm import merge
 from nemotron.engine.llm_engine import EngineRequest, RequestError, StepOutput
 from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.server import reward_api
-from nemotron.server.completion import Choice, check_context, choice_stream, finite, merge
+from nemotron.server.completion import Choice, check_context, choice_stream, finite
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, sse_response, until_done_or_gone
 from nemotron.server.openai_format import (CompletionLogprobs, Envelope, add_generated, chat_logprob_content,
@@ -66,6 +68,9 @@ def sampling(body: SamplingBody, max_choices: int, extra_stops: tuple[str, ...] 
         top_p=1.0 if body.top_p is None else body.top_p,
         top_k=max(body.top_k or 0, 0),  # vLLM spells "off" as -1
         repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        min_p=body.min_p or 0.0,
         min_tokens=body.min_tokens or 0,
         ignore_eos=bool(body.ignore_eos),
         stop=body.stop_strings + list(extra_stops),

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from nemotron.engine.sampling import MAX_TEMPERATURE
+from nemotron.engine.sampling import MAX_ADDITIVE_PENALTY, MAX_TEMPERATURE
 from nemotron.server.errors import bad_request
 from nemotron.server.params import EXPECTS
 
@@ -94,8 +94,10 @@ class SamplingBody(Body):
     stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="only 0 is supported")
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="only 0 is supported")
+    frequency_penalty: float | None = Field(None, ge=-MAX_ADDITIVE_PENALTY, le=MAX_ADDITIVE_PENALTY,
+                                            description="minus this times each generated token's count")
+    presence_penalty: float | None = Field(None, ge=-MAX_ADDITIVE_PENALTY, le=MAX_ADDITIVE_PENALTY,
+                                           description="minus this for each token generated at least once")
     logit_bias: dict[str, float] | None = Field(None, description=NOT_SUPPORTED,
                                                 json_schema_extra={"maxProperties": 0})
     tools: list[dict[str, Any]] | None = Field(None, description=NOT_SUPPORTED, json_schema_extra={"maxItems": 0})
@@ -105,15 +107,14 @@ class SamplingBody(Body):
     # vLLM's extensions
     top_k: integer(-1, TOKEN_LIMIT) | None = Field(None, description="0 or -1: off")
     repetition_penalty: float | None = Field(None, ge=1.0, le=MAX_REPETITION_PENALTY)
+    min_p: float | None = Field(None, ge=0.0, le=1.0, description="0: off")
+    use_beam_search: bool | None = Field(None, description="not supported: must be false")
     min_tokens: integer(0, TOKEN_LIMIT) | None = None
     ignore_eos: bool | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> SamplingBody:
-        for name in ("frequency_penalty", "presence_penalty"):
-            if getattr(self, name):
-                raise bad_request(f"{name} is not supported; use repetition_penalty (>= 1) instead", name)
-        for name in ("logit_bias", "tools", "functions"):
+        for name in ("logit_bias", "tools", "functions", "use_beam_search"):
             if getattr(self, name):
                 raise bad_request(f"{name} is not supported by this server", name)
         return self

@@ -10,7 +10,7 @@ from pathlib import Path
 from nemotron.engine.async_llm import AsyncLLM
 from nemotron.engine.llm_engine import EngineConfig, LLMEngine
 from nemotron.engine.reward_scorer import RewardScorer, ScorerConfig
-from nemotron.engine.sampling import SamplingParams
+from nemotron.engine.sampling import RequestOutputKind, SamplingParams
 from nemotron.errors import NemotronError
 from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling
 from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig
@@ -80,15 +80,15 @@ class EngineChat(_InProcess):
             raise BackendError(str(err)) from None
         stops = (*CHAT_STOP_STRINGS, *sampling.stop)
         params = SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,  # 0: greedy
-                                top_p=sampling.top_p, seed=sampling.seed, stop=list(stops))
+                                top_p=sampling.top_p, seed=sampling.seed, stop=list(stops),
+                                output_kind=RequestOutputKind.FINAL_ONLY)
         text, produced, reason = "", 0, None
         async with self.limiter.slot():
             self.stats.requests += 1
             try:
-                async for output in self.llm.generate(ids, params):
-                    text += output.text
-                    produced += len(output.token_ids)
-                    reason = output.finish_reason
+                async for result in self.llm.generate(ids, params):
+                    completion = result.outputs[0]
+                    text, produced, reason = completion.text, len(completion.token_ids), completion.finish_reason
             except NemotronError as err:  # a prompt too long, an engine shut down
                 self.stats.failures += 1
                 raise BackendError(str(err)) from None
