@@ -167,6 +167,7 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
+    torch.set_num_threads(args.threads)  # the copy bandwidth, measured here, with the engines' threads
     checkpoint = make_checkpoint(args.workdir / "hf")
     ggufs = {kind: convert(args.llama_cpp, checkpoint, args.workdir, kind) for kind in args.llama}
     llama_args = ["--worker", *[f"{k}={p}" for k, p in ggufs.items()]]
