@@ -13,7 +13,7 @@ reaches (weight bytes read per token x tok/s / the copy bandwidth measured in th
 Greedy tokens of nemotron fp32 and llama.cpp f32 are compared (random weights give close calls,
 so a late divergence is float rounding, an early one a bug).
 
-llama.cpp runs in a worker process under its own interpreter, from its own virtual environment
+llama.cpp runs in worker processes under their own interpreter, from its own virtual environment
 (not a project dependency: llama-cpp-python builds llama.cpp from source, ~25 minutes on 2 cores):
 
     python -m venv .venv-llama
@@ -31,7 +31,9 @@ waiting cost it a third of its batch-1 speed on a quiet machine, while spinning 
 engines when other work shares the cores), so each engine runs in a worker process per policy
 (--wait-policies) and is credited with its best; the targets are printed for every policy (both
 engines under it) and for best against best. On a shared machine compare the CPU ms per token
-printed last as well (with 1 thread: the work itself), and the load average printed with them.
+printed last as well (with 1 thread: the work itself), and the load average printed with them; there
+the spinning runs crawl (a full run took 15 minutes at a load of 2-5), `--wait-policies PASSIVE`
+skips them.
 
 The converter runs under this interpreter (it needs torch, numpy and sentencepiece; its gguf-py
 comes from the same folder). GGUF files and the checkpoint are kept in --workdir between runs.
