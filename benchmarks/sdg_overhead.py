@@ -31,16 +31,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
-
-import httpx
 
 from nemotron.sdg.backends import BackendStats, ChatResult
 from nemotron.sdg.backends.http import HttpClient, OpenAIChat, RetryConfig
@@ -153,7 +153,8 @@ class StandIn:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log(self) -> list[tuple[float, float]]:
-        return httpx.get(self.url.removesuffix("/v1") + "/log", timeout=60).json()
+        with urllib.request.urlopen(self.url.removesuffix("/v1") + "/log", timeout=60) as reply:
+            return json.loads(reply.read())
 
     def __enter__(self) -> StandIn:
         return self

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from nemotron.sdg.backends import BackendError, ConcurrencyConfig, Sampling
 from nemotron.sdg.backends.http import (HttpClient, OpenAIChat, OpenAIReward, RetryConfig, backoff_delay,
-                                        normalize_base_url, parse_reward_choice, parse_retry_after)
+                                        normalize_base_url, parse_reward_choice, parse_retry_after, retry_delay)
 from nemotron.sdg.backends.limiter import AdaptiveLimiter
 from tests.sdg.fake_server import FakeOpenAI, ThreadServer, free_port, reward_scores
 
@@ -257,20 +257,93 @@ def test_random_failures_within_the_error_budget_keep_the_window():
     assert limiter.decreases >= 2
 
 
-def test_random_503s_retry_after_the_base_delay_but_a_dead_server_backs_off():
-    fake = FakeOpenAI(fault=lambda n, body: JSONResponse({"error": {"message": "busy"}}, 503) if n % 3 == 1 else None)
-    retry = RetryConfig(max_attempts=4, base_delay=0.05, max_delay=5.0, timeout=5.0)
+class FixedRandom:
+    """An rng whose every draw is `value` (0: the shortest jitter, just under 1: the longest)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_retry_delay_is_a_round_trip_for_random_failures_and_backs_off_in_trouble():
+    config = RetryConfig(base_delay=0.5, max_delay=30.0, max_retry_after=60.0)
+    low, high = FixedRandom(0.0), FixedRandom(0.999)
+    # A server answering most calls in 200 ms: every retry of a random failure after 0.1-0.2 s.
+    for attempt in range(6):
+        assert retry_delay(attempt, config, low, trouble=False, round_trip=0.2) == pytest.approx(0.1)
+        assert retry_delay(attempt, config, high, trouble=False, round_trip=0.2) == pytest.approx(0.1999)
+    # Answering in seconds: the base delay at most; no round trip known yet: the base delay.
+    assert retry_delay(3, config, high, trouble=False, round_trip=8.0) == pytest.approx(0.49975)
+    assert retry_delay(3, config, low, trouble=False, round_trip=None) == pytest.approx(0.25)
+    # In trouble (429, most calls failing): exponential backoff, capped; the round trip is ignored.
+    assert [retry_delay(a, config, low, trouble=True, round_trip=0.2) for a in range(8)] == \
+        pytest.approx([0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0])
+    # Retry-After is honoured whatever the server's state, and backs off with the attempts too.
+    assert retry_delay(0, config, low, trouble=False, round_trip=0.2, retry_after=2.0) == 2.0
+    assert retry_delay(4, config, low, trouble=False, round_trip=0.2, retry_after=0.0) == pytest.approx(4.0)
+    assert retry_delay(0, config, low, trouble=True, round_trip=0.2, retry_after=500.0) == 60.0
+
+
+def test_round_trip_is_the_median_latency_of_recent_successes():
+    clock = Clock()
+    for adaptive in (True, False):
+        limiter = AdaptiveLimiter(ConcurrencyConfig(max_concurrency=8, adaptive=adaptive), clock)
+        assert limiter.round_trip() is None
+        for latency in [0.2] * 40 + [9.0] * 20:  # a few long generations do not move it
+            limiter.on_success(latency)
+        limiter.on_success(None)  # a call the client itself delayed says nothing
+        limiter.on_failure("503")
+        assert limiter.round_trip() == 0.2
+        for _ in range(64):
+            limiter.on_success(0.05)  # only recent calls count
+        assert limiter.round_trip() == 0.05
+
+
+def test_a_random_503_is_retried_after_a_round_trip_and_a_429_backs_off():
+    faults = {5: JSONResponse({"error": {"message": "busy"}}, 503),
+              8: JSONResponse({"error": {"message": "slow down"}}, 429)}
+    fake = FakeOpenAI(delay=lambda n: 0.0 if n in faults else 0.05, fault=lambda n, body: faults.get(n))
+    retry = RetryConfig(max_attempts=4, base_delay=1.0, max_delay=8.0, timeout=5.0)
     with ThreadServer(fake.app) as server:
-        start = time.monotonic()
-        asyncio.run(_one(chat(server.url, retry)))
-        assert time.monotonic() - start < 1.0  # one retry after about the base delay
-    dead = chat(f"http://127.0.0.1:{free_port()}/v1", RetryConfig(max_attempts=4, base_delay=0.05, timeout=5.0))
-    for _ in range(100):
-        dead.client.limiter.on_failure("connection")  # a run of failures: trouble
+        backend = chat(server.url, retry)
+
+        async def calls():
+            try:
+                return [await backend.chat(USER, Sampling(max_tokens=8, seed=i)) for i in range(7)]
+            finally:
+                await backend.aclose()
+
+        asyncio.run(calls())
+    assert fake.requests == 9 and backend.stats.retries == 2
+    # Request 5, a 503, was asked again one round trip (50 ms, jittered to 25-50) later, where the
+    # first backoff step waits 0.5-1 s; request 8, a 429 from the same healthy server, did wait that.
+    assert 0.02 < fake.times[5] - fake.times[4] < 0.3
+    assert fake.times[8] - fake.times[7] >= 0.5
+
+
+def test_an_outage_turns_round_trip_retries_into_backoff():
+    """A server that answered in 10 ms stops answering at all: the first retries come a round trip
+    apart, and once most recent calls fail, the later ones back off exponentially."""
+    dead = chat(f"http://127.0.0.1:{free_port()}/v1", RetryConfig(max_attempts=8, base_delay=0.05, max_delay=0.4,
+                                                                  timeout=5.0), ConcurrencyConfig(16))
+    for _ in range(200):
+        dead.client.limiter.on_success(0.01)
+
+    async def many():
+        try:
+            return await asyncio.gather(*(dead.chat(USER, Sampling(seed=i)) for i in range(16)),
+                                        return_exceptions=True)
+        finally:
+            await dead.aclose()
+
     start = time.monotonic()
-    with pytest.raises(BackendError, match="gave up after 4 attempts"):
-        asyncio.run(_one(dead))
-    assert time.monotonic() - start > 0.15  # 0.05 + 0.1 + 0.2, jittered down to half at least
+    results = asyncio.run(many())
+    elapsed = time.monotonic() - start
+    assert all(isinstance(r, BackendError) for r in results) and dead.stats.requests == 16 * 8
+    assert dead.client.limiter.overloaded() and dead.client.limiter.limit < 16
+    assert elapsed > 0.5  # seven round trips would be 70 ms; attempts 4 to 8 wait 0.2-0.4 s each
 
 
 def test_loop_lag_counts_how_late_the_loop_ran():

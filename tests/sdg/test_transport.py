@@ -1,19 +1,19 @@
-"""The lean HTTP/1.1 client (under httpx as a transport, and on its own as the SDG client uses it)
-against raw local servers that answer with exact bytes: framing (Content-Length, chunked,
-close-delimited, 1xx), gzip, keep-alive reuse, stale kept-alive connections, timeouts and broken
-replies as httpx's errors, and the choice of client by URL."""
+"""The SDG client's transport (aiohttp) against raw local servers that answer with exact bytes:
+framing (Content-Length, chunked, close-delimited, 1xx), gzip, keep-alive reuse, kept-alive
+connections the server closed, timeouts, refusals and broken replies as the three error kinds the
+retry code tells apart, and the proxy the environment names."""
 from __future__ import annotations
 
 import asyncio
 import gzip
 import json
 
-import httpx
 import pytest
+from yarl import URL
 
 from nemotron.sdg.backends import ConcurrencyConfig, Sampling
-from nemotron.sdg.backends.http import HttpClient, OpenAIChat, RetryConfig, _lean_ok
-from nemotron.sdg.backends.transport import LeanClient
+from nemotron.sdg.backends.http import HttpClient, OpenAIChat, RetryConfig
+from nemotron.sdg.backends.transport import BrokenReply, Client, ConnectFailed, ReplyTimeout, env_proxy
 from tests.sdg.fake_server import FakeOpenAI, ThreadServer, free_port
 
 REPLY = json.dumps({"choices": [{"message": {"role": "assistant", "content": "hello"}}],
@@ -48,7 +48,7 @@ async def raw_server(respond):
 def run(respond, requests=3, sequential=True):
     async def scenario():
         server, url, state = await raw_server(respond)
-        client = LeanClient(url, timeout=5)
+        client = Client(url, timeout=5)
         try:
             if sequential:
                 responses = [await client.post("/x", {"n": i}) for i in range(requests)]
@@ -123,21 +123,52 @@ def test_concurrent_requests_open_parallel_connections():
     assert len(responses) == 6 and state["connections"] == 6
 
 
-def test_lean_transport_only_for_plain_http_without_proxy(monkeypatch):
-    monkeypatch.delenv("http_proxy", raising=False)
-    monkeypatch.delenv("HTTP_PROXY", raising=False)
-    assert _lean_ok("http://127.0.0.1:8000/v1") and not _lean_ok("https://api.example.com/v1")
-    monkeypatch.setenv("http_proxy", "http://proxy:3128")
+def test_the_proxy_is_the_one_the_environment_names(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy(URL("http://127.0.0.1:8000/v1")) == (None, None)
+    monkeypatch.setenv("https_proxy", "http://user:pw@proxy:3128")
     monkeypatch.setenv("no_proxy", "localhost")
-    assert not _lean_ok("http://10.0.0.5:8000/v1") and _lean_ok("http://localhost:8000/v1")
+    proxy, headers = env_proxy(URL("https://api.example.com/v1"))
+    assert proxy == URL("http://proxy:3128") and headers == {"Proxy-Authorization": "Basic dXNlcjpwdw=="}
+    assert env_proxy(URL("http://10.0.0.5:8000/v1")) == (None, None)  # no http_proxy
+    monkeypatch.setenv("http_proxy", "http://proxy:3128")
+    assert env_proxy(URL("http://localhost:8000/v1")) == (None, None)
+    assert env_proxy(URL("http://10.0.0.5:8000/v1"))[0] == URL("http://proxy:3128")
 
 
-@pytest.mark.parametrize("transport", [None, "httpx"])
-def test_chat_backend_with_either_transport(transport):
+def test_requests_go_through_the_proxy_from_the_environment(monkeypatch):
+    """A plain-HTTP endpoint behind HTTP_PROXY: the request goes to the proxy in absolute form,
+    with the proxy's credentials; the endpoint's host need not resolve from here."""
+    async def respond(n, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(REPLY) + REPLY)
+        await writer.drain()
+        return True
+
+    async def scenario():
+        server, url, state = await raw_server(respond)
+        monkeypatch.setenv("http_proxy", url.replace("http://", "http://me:secret@"))
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        client = Client("http://upstream.invalid:8000/v1", timeout=5)
+        try:
+            reply = await client.post("/chat/completions", json={"q": 1})
+        finally:
+            await client.aclose()
+            server.close()
+        return reply, state
+
+    reply, state = asyncio.run(scenario())
+    head, body = state["bodies"][0]
+    assert reply.json() == json.loads(REPLY) and json.loads(body) == {"q": 1}
+    assert head.startswith(b"POST http://upstream.invalid:8000/v1/chat/completions HTTP/1.1\r\n")
+    assert b"\r\nProxy-Authorization: Basic bWU6c2VjcmV0\r\n" in head
+
+
+def test_chat_backend_end_to_end():
     fake = FakeOpenAI()
     with ThreadServer(fake.app) as server:
-        client = HttpClient(server.url, concurrency=ConcurrencyConfig(2), retry=RetryConfig(timeout=5),
-                            transport=httpx.AsyncHTTPTransport() if transport else None)
+        client = HttpClient(server.url, concurrency=ConcurrencyConfig(2), retry=RetryConfig(timeout=5))
         backend = OpenAIChat(client, "m")
 
         async def twice():
@@ -151,10 +182,10 @@ def test_chat_backend_with_either_transport(transport):
 
 
 def lean(respond, scenario_body):
-    """Run `scenario_body(client, state)` against a raw server, with a LeanClient on its /v1."""
+    """Run `scenario_body(client, state)` against a raw server, with a client on its /v1."""
     async def scenario():
         server, url, state = await raw_server(respond)
-        client = LeanClient(url + "/v1", {"Authorization": "Bearer k"}, timeout=0.5, connect_timeout=1)
+        client = Client(url + "/v1", {"Authorization": "Bearer k"}, timeout=0.5, connect_timeout=1)
         try:
             return await scenario_body(client, state), state
         finally:
@@ -164,7 +195,7 @@ def lean(respond, scenario_body):
     return asyncio.run(scenario())
 
 
-def test_lean_client_posts_json_and_reads_replies_as_httpx_would():
+def test_client_posts_json_and_reads_replies():
     zipped = gzip.compress(REPLY)
 
     async def respond(n, writer):
@@ -185,10 +216,11 @@ def test_lean_client_posts_json_and_reads_replies_as_httpx_would():
     assert busy.status_code == 429 and busy.headers["retry-after"] == "3" and busy.text == "busy"
     head, sent = state["bodies"][0]
     assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"\r\nAuthorization: Bearer k\r\n" in head
+    assert b"\r\nAccept-Encoding: gzip, deflate\r\n" in head
     assert json.loads(sent) == {"q": "é"} and state["connections"] == 1
 
 
-def test_lean_client_timeouts_refusals_and_broken_replies_are_httpx_errors():
+def test_timeouts_refusals_and_broken_replies_are_the_three_error_kinds():
     async def respond(n, writer):
         if n == 1:
             await asyncio.sleep(2)  # longer than the client's 0.5 s
@@ -199,6 +231,9 @@ def test_lean_client_timeouts_refusals_and_broken_replies_are_httpx_errors():
         elif n == 3:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}")
             await writer.drain()
+        elif n == 4:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!")
+            await writer.drain()
         else:
             writer.write(b"NOT HTTP\r\n\r\n")
             await writer.drain()
@@ -206,20 +241,36 @@ def test_lean_client_timeouts_refusals_and_broken_replies_are_httpx_errors():
 
     async def body(client, state):
         errors = []
-        for _ in range(4):
+        for _ in range(5):
             try:
                 await client.post("/x", json={})
-            except httpx.TransportError as err:
+            except (ReplyTimeout, ConnectFailed, BrokenReply) as err:
                 errors.append(type(err))
         return errors
 
     errors, _ = lean(respond, body)
-    assert errors == [httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.RemoteProtocolError]
+    assert errors == [ReplyTimeout, BrokenReply, BrokenReply, BrokenReply, BrokenReply]
     port = free_port()
 
     async def refused():
-        client = LeanClient(f"http://127.0.0.1:{port}/v1")
-        with pytest.raises(httpx.ConnectError):
-            await client.get("/models")
+        client = Client(f"http://127.0.0.1:{port}/v1")
+        try:
+            with pytest.raises(ConnectFailed, match=f"cannot connect to 127.0.0.1:{port}"):
+                await client.get("/models")
+        finally:
+            await client.aclose()
 
     asyncio.run(refused())
+
+
+def test_one_client_serves_one_event_loop_after_another():
+    """A client used under one asyncio.run and then another (a CLI that runs twice, a test) opens a
+    new session in the new loop instead of reusing connections of a closed one."""
+    fake = FakeOpenAI()
+    with ThreadServer(fake.app) as server:
+        client = Client(server.url, timeout=5)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}
+        first = asyncio.run(client.post("/chat/completions", json=body))
+        second = asyncio.run(client.post("/chat/completions", json=body))
+        asyncio.run(client.aclose())
+    assert first.status_code == second.status_code == 200 and first.json() == second.json()

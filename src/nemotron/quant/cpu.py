@@ -21,8 +21,9 @@ quantized to uint8 with its own scale and zero point (min/max over the row, like
 dot product quantizing activations per block of 32, here per row), multiplied in int32, scaled by
 the row's and the channels' scales. Only a lone row takes this path (fbgemm quantizes a whole
 input with one scale, which several rows would share); the extra error is the activations' 8-bit
-rounding (~0.5-1% relative per layer; greedy agreement with fp32 as `_weight_int8pack_mm`'s on the
-quality probe's decisive models, `benchmarks/quant_quality.py --batch-1`).
+rounding (~0.5-1% relative per layer): greedy agreement with fp32 95.5-97.4% on the quality probe's
+decisive models, as bf16's (`benchmarks/quant_quality.py --batch-1`); on the less decisive ones it
+falls with bf16, a few points below weight-only int8 (README, CPU path).
 Its prepacked copy of the weight (1 byte per weight) is held beside the plain one, which the
 batched paths read: a CPU int8 model holds 2 bytes per weight, as bf16 does, and reads 1 per step.
 The CPU must have VNNI (AVX512-VNNI / AVX-VNNI): without it fbgemm's 16-bit pair sums can saturate,

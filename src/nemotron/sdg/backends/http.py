@@ -2,11 +2,12 @@
 
 Every call takes a slot of the adaptive window for each attempt on the wire (not while it sleeps
 between attempts, when its pipeline unit gives its place up too). 429, 5xx, timeouts and
-connection errors are retried with exponential backoff and jitter, waiting at least what a
-Retry-After header asks; other errors (a prompt too long, a bad parameter) fail the call at once.
+connection errors are retried: after about one round trip while the server answers most calls
+(a random 503), with exponential backoff and jitter while it is in trouble (429s, most calls
+failing), and never sooner than a Retry-After header asks (`retry_delay`); other errors (a prompt
+too long, a bad parameter) fail the call at once.
 A model may have several endpoints (replicas): they share one window, weighted, with failover
-and health probes (pool.py). Plain-HTTP endpoints (a local server) go through the lean client of
-transport.py; HTTPS and proxied ones (and tests giving a transport) through httpx.
+and health probes (pool.py). Requests go through aiohttp (transport.py).
 """
 from __future__ import annotations
 
@@ -18,15 +19,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-import urllib.request
-from urllib.parse import urlsplit
-
-import httpx
 
 from nemotron.sdg.backends.base import BackendError, BackendStats, ChatResult, Messages, Sampling, waiting
 from nemotron.sdg.backends.limiter import AdaptiveLimiter, ConcurrencyConfig, LoopLag
 from nemotron.sdg.backends.pool import Endpoint, EndpointPool, normalize_base_url, parse_endpoints
-from nemotron.sdg.backends.transport import LeanClient, Reply
+from nemotron.sdg.backends.transport import Client, Reply, ReplyTimeout, TransportError
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 REWARD_ATTRIBUTES_REPORTED = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -59,6 +56,23 @@ def backoff_delay(attempt: int, config: RetryConfig, rng: random.Random, retry_a
     return delay
 
 
+def retry_delay(attempt: int, config: RetryConfig, rng: random.Random, *, trouble: bool,
+                round_trip: float | None, retry_after: float | None = None) -> float:
+    """Seconds to wait after failed attempt `attempt` (0-based) of a call.
+
+    A server in trouble (a 429, most recent calls failing: an outage, an overload) or asking for a
+    wait (Retry-After) gets exponential backoff. One answering most calls that failed this one at
+    random (a 503 from a busy moment, a dropped connection) is asked again after about one round
+    trip, `round_trip` (the median latency of recent calls): by then the calls it held when it
+    refused have left, and a longer wait only leaves the window without work at the end of a run.
+    That wait never exceeds the base delay (a server answering in seconds gets the base delay),
+    and is the base delay while no call has succeeded yet. Jitter in [0.5, 1) throughout, so
+    calls that failed together do not come back together."""
+    if trouble or retry_after is not None or round_trip is None:
+        return backoff_delay(attempt if trouble or retry_after is not None else 0, config, rng, retry_after)
+    return min(round_trip, config.base_delay) * (0.5 + 0.5 * rng.random())
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Retry-After as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
     if not value:
@@ -77,13 +91,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
-def _lean_ok(base_url: str) -> bool:
-    """Plain HTTP that no proxy setting routes elsewhere gets the lean client (see transport.py)."""
-    parts = urlsplit(base_url)
-    return parts.scheme == "http" and (not urllib.request.getproxies().get("http")
-                                       or bool(urllib.request.proxy_bypass(parts.hostname or "")))
-
-
 class HttpClient:
     """POSTs JSON to a model's endpoints with one adaptive window, retries and counters.
 
@@ -93,7 +100,7 @@ class HttpClient:
 
     def __init__(self, base_url: str | Sequence, api_key: str | None = None,
                  concurrency: ConcurrencyConfig = ConcurrencyConfig(), retry: RetryConfig = RetryConfig(),
-                 transport: httpx.AsyncBaseTransport | None = None, seed: int = 0) -> None:
+                 seed: int = 0) -> None:
         pairs = parse_endpoints(base_url)
         per_endpoint = concurrency.max_concurrency
         shares = [max(1, round(per_endpoint * w)) for _, w in pairs]
@@ -105,16 +112,8 @@ class HttpClient:
         self.stats = BackendStats()
         self._rng = random.Random(seed)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        endpoints = []
-        for (url, weight), share in zip(pairs, shares):
-            if transport is None and _lean_ok(url):
-                client = LeanClient(url, headers, retry.timeout, min(30.0, retry.timeout), max_idle=share)
-            else:
-                client = httpx.AsyncClient(
-                    base_url=url, headers=headers, transport=transport,
-                    timeout=httpx.Timeout(retry.timeout, connect=min(30.0, retry.timeout)),
-                    limits=httpx.Limits(max_connections=share, max_keepalive_connections=share))
-            endpoints.append(Endpoint(url, share, client))
+        endpoints = [Endpoint(url, share, Client(url, headers, retry.timeout, min(30.0, retry.timeout)))
+                     for (url, _), share in zip(pairs, shares)]
         self.pool = EndpointPool(endpoints, self.limiter, probe_timeout=min(10.0, retry.timeout))
 
     def endpoint_stats(self) -> dict:
@@ -136,9 +135,9 @@ class HttpClient:
                 start, stalled = time.perf_counter(), self.lag.stalled
                 try:
                     response = await endpoint.client.post(path, json=body)
-                except httpx.TimeoutException:
+                except ReplyTimeout:
                     last, kind = f"timed out after {self.retry.timeout:g} s", "timeout"
-                except httpx.TransportError as err:
+                except TransportError as err:
                     last, kind = f"connection failed: {type(err).__name__}: {err}", "connection"
                 else:
                     latency = self.lag.server_time(time.perf_counter() - start, stalled)
@@ -169,18 +168,18 @@ class HttpClient:
                 failed_on = endpoint
                 if retry_after is None and self.pool.another_up(endpoint):
                     continue  # failover: another server takes the retry at once
-                # Exponential backoff protects a server in trouble (a 429, most calls failing). A
-                # server failing a share of calls at random is already held to the window: its
-                # failed calls are retried after the base delay, not after ever longer waits.
-                trouble = kind == "429" or self.limiter.overloaded() or retry_after is not None
-                delay = backoff_delay(attempt if trouble else 0, self.retry, self._rng, retry_after)
+                # Exponential backoff protects a server in trouble; one failing a share of calls at
+                # random is already held to the window, and is asked again after a round trip.
+                delay = retry_delay(attempt, self.retry, self._rng, retry_after=retry_after,
+                                    trouble=kind == "429" or self.limiter.overloaded(),
+                                    round_trip=self.limiter.round_trip())
                 async with waiting():  # the unit gives its place in the pipeline up while it sleeps
                     await asyncio.sleep(delay)
         self.stats.failures += 1
         raise BackendError(f"{path}: gave up after {self.retry.max_attempts} attempts; last error: {last}")
 
     @staticmethod
-    def _json(response: httpx.Response | Reply) -> dict | None:
+    def _json(response: Reply) -> dict | None:
         try:
             data = response.json()
         except ValueError:
@@ -198,7 +197,7 @@ def _completion_tokens(data: dict) -> int:
     return tokens if isinstance(tokens, int) else 0
 
 
-def _error_text(response: httpx.Response | Reply) -> str:
+def _error_text(response: Reply) -> str:
     try:
         data = response.json()
     except ValueError:

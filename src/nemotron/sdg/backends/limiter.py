@@ -7,7 +7,8 @@ It grows back by one slot per window's worth of healthy calls. A server that fai
 of calls at random is not overloaded (backing off would only slow the run: the failed calls are
 retried anyway), which is why single failures do not shrink the window and 429s do. A burst of
 failures from calls that were all in flight together counts as one overload: after a decrease the
-window holds still for one round trip.
+window holds still for one round trip. The median latency of recent calls (`round_trip`) is what
+a retry of such a random failure waits (http.py).
 
 Latency is the server's only: a client whose event loop ran late (short of CPU on a shared
 machine, a long callback) reads every reply in flight late. That delay (`LoopLag`) is taken off
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+ROUND_TRIP_CALLS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class AdaptiveLimiter:
         self._clock = clock
         self._waiters: deque[asyncio.Future] = deque()
         self._rtt = 0.0  # smoothed seconds per call
+        self._recent: deque[float] = deque(maxlen=ROUND_TRIP_CALLS)  # latencies, for `round_trip`
         self._baselines: dict[int, WindowMin] = {}  # best recent latency, by reply size class
         self._slowdown: float | None = None  # smoothed latency / baseline
         self._healthy = 0  # healthy calls since the window last changed
@@ -125,6 +130,8 @@ class AdaptiveLimiter:
         """A call that succeeded after `latency` seconds, having produced `work` (1 + tokens);
         `latency` None: the call's time says nothing of the server (the client was late)."""
         self._count_outcome(failed=False)
+        if latency is not None:
+            self._recent.append(latency)
         if not self.config.adaptive:
             return
         if latency is None:
@@ -146,6 +153,11 @@ class AdaptiveLimiter:
                 self._decrease()
                 return
         self._grow()
+
+    def round_trip(self) -> float | None:
+        """The median latency of the last `ROUND_TRIP_CALLS` successful calls (None before any):
+        a typical round trip, which one slow reply or a few long generations do not move."""
+        return statistics.median(self._recent) if self._recent else None
 
     def _grow(self) -> None:
         self._healthy += 1

@@ -16,10 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import httpx
-
 from nemotron.sdg.backends.limiter import AdaptiveLimiter
-from nemotron.sdg.backends.transport import LeanClient
+from nemotron.sdg.backends.transport import Client, TransportError
 
 DOWN_AFTER = 3
 MAX_COOLDOWN = 30.0
@@ -40,7 +38,7 @@ class Endpoint:
 
     url: str
     weight: float
-    client: httpx.AsyncClient | LeanClient
+    client: Client
     in_flight: int = 0
     failures_in_a_row: int = 0
     down: bool = False
@@ -111,7 +109,7 @@ class EndpointPool:
             try:
                 response = await endpoint.client.get("/models", timeout=self.probe_timeout)
                 alive = response.status_code < 500
-            except httpx.HTTPError:
+            except TransportError:
                 alive = False
             if alive:
                 endpoint.down, endpoint.failures_in_a_row, endpoint.cooldown = False, 0, 1.0
