@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.2
 JOIN_TIMEOUT_S = 30.0
+IDLE_WAIT_S = 5.0  # for a step in flight to fail out once the other ranks are gone
 
 
 @dataclass(slots=True, frozen=True)
@@ -118,8 +119,18 @@ class Ranks:
         set_current(None)
         if not healthy:
             log.warning("stopped the other ranks without a clean shutdown")
-        if healthy or dist.get_backend() == "gloo":  # NCCL may block tearing down a broken communicator
+        if not (healthy or dist.get_backend() == "gloo"):  # NCCL may block tearing down a broken communicator
+            return
+        # The engine thread may still be inside a collective with a rank just killed: tearing the group
+        # down under it aborts the process, so wait for the step to fail out (the peer's sockets are
+        # closed now) and leave the group to the process's exit if it does not.
+        if not self.channel.wait_idle(timeout=IDLE_WAIT_S):
+            log.warning("a step is still waiting on the other ranks; leaving the process group as it is")
+            return
+        try:
             dist.destroy_process_group()
+        finally:
+            self.channel.release_idle()
 
 
 # ---- starting -----------------------------------------------------------------------------------

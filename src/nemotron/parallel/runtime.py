@@ -126,6 +126,14 @@ class StepChannel:
         except RuntimeError as err:
             raise self.fail(f"rank {self.layout.rank}: {doing} failed: {_first_line(err)}") from err
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether no step is in flight, waiting up to `timeout` s for one to end (rank 0). While the
+        caller holds the answer True, no step can start: call `release_idle` after."""
+        return self._step_lock.acquire(timeout=timeout)
+
+    def release_idle(self) -> None:
+        self._step_lock.release()
+
     @contextmanager
     def step(self) -> Iterator[None]:
         """Rank 0, around a whole step: the watchdog reads how long it has run, and an error anywhere
