@@ -353,8 +353,11 @@ class RewardDataset:
         examples = []
         for row in rows:
             replies = [row.response] if isinstance(row, RatedRow) else [row.chosen, row.rejected]
-            ids, starts = zip(*(_keep_end(*_encode_scored_reply(row.prompt, r, tokenizer), config.seq_len)
-                                for r in replies))
+            # A reply begins where its ids stop agreeing with the same conversation's with an empty reply
+            # (a token merged across the boundary counts as reply).
+            empty = encode_scored(row.prompt, "", tokenizer)
+            scored = [encode_scored(row.prompt, r, tokenizer) for r in replies]
+            ids, starts = zip(*(_keep_end(s, common_prefix(s, empty), config.seq_len) for s in scored))
             ratings = [row.ratings.get(a) for a in names] if isinstance(row, RatedRow) else None
             examples.append(RewardExample(list(ids), list(starts), ratings,
                                           None if isinstance(row, RatedRow) else row.margin, row.category))
@@ -384,14 +387,6 @@ class RewardDataset:
         mask = torch.tensor([[v is not None for v in e.ratings] for e in rated],
                             dtype=torch.bool).reshape(len(rated), self.num_attributes)
         return RewardBatch(inputs, lengths, starts, len(pairs), margin, ratings, mask)
-
-
-def _encode_scored_reply(prompt: Messages, reply: str, tokenizer: Tokenizer) -> tuple[list[int], int]:
-    """encode_scored's ids and where the reply begins: where they stop agreeing with the ids of the
-    same conversation with an empty reply (a token merged across the boundary counts as reply)."""
-    ids, empty = encode_scored(prompt, reply, tokenizer), encode_scored(prompt, "", tokenizer)
-    start = next((k for k, (a, b) in enumerate(zip(ids, empty)) if a != b), min(len(ids), len(empty)))
-    return ids, start
 
 
 def _keep_end(ids: list[int], start: int, seq_len: int) -> tuple[list[int], int]:
