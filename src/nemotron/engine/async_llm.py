@@ -63,12 +63,7 @@ class AsyncLLM:
         builders = [CompletionBuilder(j, params, eos_id, self.engine.tokenizer) for j in range(params.n)]
         kind, prompt_logprobs = params.output_kind, None
 
-        async def tagged(j: int) -> AsyncIterator[tuple[int, StepOutput]]:
-            async with aclosing(self.stream(requests[j], request_id=child_ids[j])) as outputs:
-                async for output in outputs:
-                    yield j, output
-
-        streams = [tagged(j) for j in range(params.n)]
+        streams = [choice_stream(self, j, requests[j], child_ids[j]) for j in range(params.n)]
         async with aclosing(streams[0] if params.n == 1 else merge(streams)) as outputs:
             async for j, output in outputs:
                 builders[j].add(output)
@@ -180,6 +175,15 @@ class AsyncLLM:
             self.engine.abort(request_id)
             failure = err if isinstance(err, NemotronError) else EngineDeadError(f"engine step failed: {err!r}")
             self._deliver(request_id, failure)
+
+
+async def choice_stream(llm: AsyncLLM, index: int, request: EngineRequest,
+                        request_id: str | None = None) -> AsyncIterator[tuple[int, StepOutput]]:
+    """One choice (a request the engine checked) as (index, what each step added). Leaving early (or
+    cancelling) aborts it."""
+    async with aclosing(llm.stream(request, request_id=request_id)) as outputs:
+        async for output in outputs:
+            yield index, output
 
 
 async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:

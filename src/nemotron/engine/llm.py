@@ -197,9 +197,10 @@ def prompt_text(prompt: Prompt) -> str | None:
 def check_choices(engine: LLMEngine, prompt_ids: list[int], params: SamplingParams) -> list[EngineRequest]:
     """The params.n completions of one prompt as checked engine requests: completion j seeded with
     derive_seed(seed, j); the prompt is scored once, by the first."""
-    return [engine.check_request(prompt_ids, dataclasses.replace(
-        params, n=1, best_of=None, seed=derive_seed(params.seed, j),
-        prompt_logprobs=params.prompt_logprobs if j == 0 else None)) for j in range(params.n)]
+    first = engine.check_request(prompt_ids, dataclasses.replace(params, n=1, best_of=None))
+    # The others differ only in their seed and in not scoring the prompt: what the first passed, they pass.
+    return [first] + [dataclasses.replace(first, params=dataclasses.replace(
+        first.params, seed=derive_seed(params.seed, j), prompt_logprobs=None)) for j in range(1, params.n)]
 
 
 def _prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:

@@ -23,6 +23,7 @@ from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
 from nemotron.engine.sampling import SamplingTensors, sample
 from nemotron.engine.scheduler import ScheduledChunk
 from nemotron.engine.sequence import Sequence
+from nemotron.memory.planner import SCORED_CHUNK_ROWS
 from nemotron.model.nemotron import NemotronForCausalLM
 
 
@@ -197,12 +198,13 @@ class ModelRunner:
         tensors.record(token_ids)  # counts and seen tokens now match the sequences after this step
         self._last_batch, self._last_tensors = seqs, tensors
         self._last_counts = [s.num_output_tokens + 1 for s in seqs]
-        tokens = [Token(t, lp) for t, lp in zip(token_ids.tolist(), logprobs.tolist())]
-        if tensors.max_logprobs >= 0:  # some row asked for log-probabilities: ranks and alternatives
+        described = tensors.max_logprobs >= 0  # some row asked for log-probabilities: ranks and alternatives
+        if described:
             logp = logits[:, :self.vocab_size].float().log_softmax(-1)  # (B, V)
             chosen = logp.gather(1, token_ids[:, None])  # (B, 1): from the row the alternatives come from
-            for token, value in zip(tokens, chosen[:, 0].tolist()):
-                token.logprob = value
+            logprobs = chosen[:, 0]
+        tokens = [Token(t, lp) for t, lp in zip(token_ids.tolist(), logprobs.tolist())]
+        if described:
             _describe(tokens, [s.params.logprobs for s in seqs], logp, (logp > chosen).sum(-1) + 1)
         return [SampledToken(c, t) for c, t in zip(chunks, tokens)]
 
@@ -230,7 +232,7 @@ class ModelRunner:
             first += count
 
 
-PROMPT_ROWS = 64  # prompt positions whose float32 log-probabilities are materialised at once
+PROMPT_ROWS = SCORED_CHUNK_ROWS  # prompt positions whose float32 log-probabilities are materialised at once
 
 
 def _describe(tokens: list[Token], wanted: list[int | None], logp: Tensor, ranks: Tensor) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from nemotron.engine.block_manager import BlockManager
 from nemotron.engine.sequence import Sequence, SequenceStatus
+from nemotron.memory.planner import SCORED_TOKENS
 
 if TYPE_CHECKING:
     from nemotron.engine.mamba_state import StateSlots
@@ -25,7 +26,7 @@ class SchedulerConfig:
     max_num_seqs: int = 256  # sequences in one step
     max_num_batched_tokens: int = 2048  # tokens computed in one step (prefill chunk budget)
     # Prompt tokens scored (prompt log-probabilities) in one step: each needs a row of logits.
-    max_scored_tokens: int = 512
+    max_scored_tokens: int = SCORED_TOKENS
 
     def __post_init__(self) -> None:
         if min(self.max_num_seqs, self.max_num_batched_tokens, self.max_scored_tokens) < 1:

@@ -37,8 +37,8 @@ from nemotron.model.nemotron_h_config import ATTENTION, MAMBA, NemotronHConfig
 
 RUNTIME_OVERHEAD_BYTES = 500_000_000  # per GPU (MISSION.md: "about 0.5 GB of runtime overhead")
 PREFILL_CHUNK_TOKENS = 2048  # the engine's EngineConfig.max_num_batched_tokens
-SCORED_TOKENS = 512  # the engine's SchedulerConfig.max_scored_tokens: prompt positions scored in one step
-SCORED_CHUNK_ROWS = 64  # the engine's model_runner.PROMPT_ROWS: scored rows through the fp32 log-softmax at once
+SCORED_TOKENS = 512  # the engine's default SchedulerConfig.max_scored_tokens: prompt positions scored in one step
+SCORED_CHUNK_ROWS = 64  # the engine's model_runner.PROMPT_ROWS (imported there): scored rows through the fp32 log-softmax at once
 KV_BYTES = ACTIVATION_BYTES = 2
 
 DTYPE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8}

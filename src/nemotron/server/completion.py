@@ -6,11 +6,7 @@ outputs are only tagged with their choice, merged across choices and checked aga
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-
-from nemotron.engine.async_llm import AsyncLLM
-from nemotron.engine.llm_engine import EngineRequest, StepOutput
+from nemotron.engine.llm_engine import StepOutput
 from nemotron.server.errors import bad_request
 
 LOGPROB_FLOOR = -9999.0  # JSON has no -Infinity; a token the model rules out is reported with this
@@ -21,13 +17,6 @@ def finite(logprob: float) -> float:
 
 
 Choice = tuple[int, StepOutput]  # a choice's index and what one engine step added to it
-
-
-async def choice_stream(llm: AsyncLLM, index: int, request: EngineRequest) -> AsyncIterator[Choice]:
-    """Generate one choice (a request the engine checked). Leaving early (or cancelling) aborts it."""
-    async with aclosing(llm.stream(request)) as outputs:
-        async for output in outputs:
-            yield index, output
 
 
 def check_context(prompt_tokens: int, new_tokens: int, context: int, field_name: str) -> None:

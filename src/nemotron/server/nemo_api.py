@@ -34,12 +34,12 @@ from contextlib import aclosing
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nemotron.engine.async_llm import merge
+from nemotron.engine.async_llm import choice_stream, merge
 from nemotron.engine.llm_engine import EngineRequest, RequestError
 from nemotron.engine.output import Token
 from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.errors import TokenizerError
-from nemotron.server.completion import check_context, choice_stream, finite
+from nemotron.server.completion import check_context, finite
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, until_done_or_gone
 from nemotron.server.schemas import GenerateBody

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from nemotron.engine.async_llm import merge
+from nemotron.engine.async_llm import choice_stream, merge
 from nemotron.engine.llm_engine import EngineRequest, RequestError, StepOutput
 from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.server import reward_api
-from nemotron.server.completion import Choice, check_context, choice_stream, finite
+from nemotron.server.completion import Choice, check_context, finite
 from nemotron.server.errors import bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, sse_response, until_done_or_gone
 from nemotron.server.openai_format import (CompletionLogprobs, Envelope, add_generated, chat_logprob_content,
