@@ -302,6 +302,9 @@ def main() -> None:
     parser.add_argument("--rm-distill-weight", type=float, default=0.0,
                         help="pull the reward margin towards the demo model's own log-likelihood margin")
     parser.add_argument("--rm-distill-scale", type=float, default=0.1)
+    parser.add_argument("--rm-keep-best", type=int, default=0, metavar="N",
+                        help="evaluate the reward model on every validation pair each N steps and keep the "
+                             "weights of the best accuracy (0: the last weights)")
     parser.add_argument("--po-steps", type=int, default=100, help="DPO / RPO steps")
     parser.add_argument("--po-lr", type=float, default=2e-5)
     parser.add_argument("--beta", type=float, default=1.0)
@@ -344,6 +347,9 @@ def main() -> None:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     loop = ["--seq-len", "96", "--log-every", "20", "--checkpoint-every", "0", "--no-progress", "--threads", "1",
             "--no-resume"]
+    every_valid_pair = str(-(-count(valid_pairs) // args.rm_batch))  # batches
+    keep_best = ["--eval-every", str(args.rm_keep_best), "--eval-batches", every_valid_pair, "--keep-best"] \
+        if args.rm_keep_best else []
     rm_data = [gt_pairs, policy_pairs]
     if args.swap_negatives:
         rm_data.append(write_jsonl(work / "swap_negatives.jsonl", swap_negatives(train_q, args.swap_negatives,
@@ -353,7 +359,8 @@ def main() -> None:
              str(valid_pairs), "--out", str(work / "reward"), "--loss", "bt", "--steps", str(args.rm_steps),
              "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch),
              "--add-layers", str(args.rm_add_layers), "--lm-weight", str(args.rm_lm_weight),
-             "--distill-weight", str(args.rm_distill_weight), "--distill-scale", str(args.rm_distill_scale), *loop)
+             "--distill-weight", str(args.rm_distill_weight), "--distill-scale", str(args.rm_distill_scale),
+             *keep_best, *loop)
     reward = work / "reward" / "final"
     held_eval = work / "reward" / "held_out_eval.json"
     with held_eval.open("w") as out:

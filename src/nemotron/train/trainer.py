@@ -336,7 +336,7 @@ def _format(record: dict, total: int, elapsed: float, eta: float = 0.0) -> str:
     parts = [f"step {record['step']}/{total}"]
     if "loss" in record:
         parts += [f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}", f"{record['tokens_per_s']:,} tok/s"]
-    for key in ("accuracy", "margin", "mse", "lm_loss"):
+    for key in ("accuracy", "margin", "mse", "lm_loss", "distill"):
         if key in record:
             parts.append(f"{key} {record[key]:.3f}")
     if "valid_loss" in record:
