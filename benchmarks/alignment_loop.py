@@ -94,7 +94,7 @@ def _answer_slot(name: str):
     value of the same relation's answers given the entities), or None."""
     from nemotron.train import demo_facts as f
 
-    fields = {"capital": 1, "language": 3, "sound": 2, "baby": 6, "class": 7, "mix": 2, "colour": 2, "continent": 2,
+    fields = {"capital": 1, "capital_of": 0, "language": 3, "sound": 2, "baby": 6, "class": 7, "mix": 2, "colour": 2, "continent": 2,
               "home": 3, "food": 4}
     if name in fields:
         k = fields[name]
@@ -299,9 +299,9 @@ def main() -> None:
     parser.add_argument("--swap-negatives", type=int, default=0,
                         help="per training question, pairs of the reference reply against it with the answer "
                              "swapped for another value of the relation, added to the reward model's data")
-    parser.add_argument("--rm-distill-weight", type=float, default=0.0,
+    parser.add_argument("--rm-distill-weight", type=float, default=3.0,
                         help="pull the reward margin towards the demo model's own log-likelihood margin")
-    parser.add_argument("--rm-distill-scale", type=float, default=0.1)
+    parser.add_argument("--rm-distill-scale", type=float, default=0.3)
     parser.add_argument("--rm-keep-best", type=int, default=0, metavar="N",
                         help="evaluate the reward model on every validation pair each N steps and keep the "
                              "weights of the best accuracy (0: the last weights)")
