@@ -7,7 +7,8 @@
    reply and nothing else. The facts are split by fact within each family: training (asked in several
    wordings), validation (hyperparameters were chosen on these) and held-out (reported only; no
    held-out fact is in any training or validation prompt);
-2. `nemotron train reward` trains a reward model (Bradley-Terry) on the training pairs; its
+2. `nemotron train reward` trains a reward model (Bradley-Terry, plus the demo model's own
+   log-likelihood margin distilled; optionally exact swapped-answer pairs) on the training pairs; its
    pairwise accuracy is measured on the validation and on the held-out pairs, per family;
 3. `nemotron sdg` runs again with that reward model judging (`judges: [reward]`, the model run
    in-process exactly as a served reward model would be), so the pairs carry reward-model scores;
