@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from nemotron.engine.async_llm import AsyncLLM
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig, LLMEngine, RequestError
 from nemotron.engine.sampling import RequestOutputKind, SamplingParams
+from nemotron.errors import NemotronError
 from tests.engine.test_engine import prompts
 
 
@@ -206,3 +208,85 @@ def test_from_pretrained_loads_like_llm_and_generates_the_same(tiny_model_dir):
         llm.close()
     assert llm.engine.config.max_num_seqs == 4
     assert final.outputs == expected.outputs and final.request_id == "x"
+
+
+def test_abort_right_after_submitting_and_a_reused_id(loaded):
+    """An abort that reaches the engine thread with its request still stops it; an n > 1 request
+    aborted before its completions stream ends them all; a reused id gets only its own outputs."""
+    engine = LLMEngine(loaded.model, loaded.tokenizer, EngineConfig())
+    llm = AsyncLLM(engine)
+    prompt = prompts(1, seed=15)[0]
+
+    async def first_output(request_id, params):
+        stream = llm.generate(prompt, params, request_id)
+        first = await stream.__anext__()  # the request is queued; abort it at once
+        await llm.abort(request_id)
+        return [first] + [o async for o in stream]
+
+    async def main():
+        one = await first_output("x", SamplingParams(max_tokens=300, ignore_eos=True))
+        many = llm.generate(prompt, SamplingParams(n=3, max_tokens=300, ignore_eos=True, seed=1), "m")
+        pending = asyncio.ensure_future(many.__anext__())
+        await asyncio.sleep(0)  # generate has registered "m"; its completions may not stream yet
+        await llm.abort("m")
+        many_outputs = [await pending] + [o async for o in many]
+        again = [o async for o in llm.generate(prompt, SamplingParams(max_tokens=3, ignore_eos=True), "x")]
+        return one, many_outputs, again
+
+    try:
+        one, many, again = asyncio.run(main())
+        wait_until_idle(engine)
+        assert engine.num_requests == 0 and engine.blocks.num_free_blocks == engine.blocks.num_blocks
+    finally:
+        llm.close()
+    assert one[-1].outputs[0].finish_reason == "abort" and len(one[-1].outputs[0].token_ids) < 300
+    assert many[-1].finished and all(o.outputs[0].finish_reason in (None, "abort") for o in many)
+    assert again[-1].outputs[0].finish_reason == "length" and len(again[-1].outputs[0].token_ids) == 3
+    assert [len(o.outputs[0].token_ids) for o in again] == [1, 2, 3]  # none of the aborted request's tokens
+
+
+def test_a_stream_id_in_use_is_refused_across_n(loaded):
+    llm = AsyncLLM(LLMEngine(loaded.model, loaded.tokenizer, EngineConfig()))
+
+    async def main():
+        single = llm.generate("The cat", SamplingParams(max_tokens=50, ignore_eos=True), "x")
+        await single.__anext__()
+        with pytest.raises(NemotronError, match="already in use"):
+            await llm.generate("The cat", SamplingParams(n=2, max_tokens=5), "x").__anext__()
+        await single.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        llm.close()
+
+
+def test_an_abort_taken_in_with_its_request_stops_it_before_any_step(loaded):
+    """The engine thread takes a request and its abort in one go (both queued while it slept): the
+    request is added, then aborted; no step runs for it."""
+    engine = LLMEngine(loaded.model, loaded.tokenizer, EngineConfig())
+    llm = AsyncLLM(engine)
+    steps = []
+    step = engine.step
+    engine.step = lambda: steps.append(1) or step()
+
+    async def main():
+        asleep, llm._wake = llm._wake, threading.Event()  # the engine thread waits on the old event
+        stream = llm.generate(prompts(1, seed=16)[0], SamplingParams(max_tokens=300, ignore_eos=True), "x")
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)  # the request is in the inbox
+        await llm.abort("x")
+        llm._wake = asleep
+        asleep.set()
+        return [await first] + [o async for o in stream]
+
+    try:
+        outputs = asyncio.run(main())
+        while llm._inbox or llm._aborts:  # the engine thread has taken both in
+            time.sleep(0.01)
+        time.sleep(0.2)  # and handled them (a request it kept would be stepping by now)
+        wait_until_idle(engine)
+    finally:
+        llm.close()
+    assert [o.outputs[0].finish_reason for o in outputs] == ["abort"] and outputs[0].outputs[0].token_ids == []
+    assert steps == [] and engine.num_requests == 0

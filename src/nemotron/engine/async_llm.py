@@ -39,17 +39,23 @@ T = TypeVar("T")
 
 
 ABORTED = "abort"  # vLLM's finish reason for a request stopped by abort()
+_ABORT = object()  # what abort() puts in a stream's queue
 
 
 class AsyncLLM:
     def __init__(self, engine: LLMEngine, owner: LLM | None = None) -> None:
         self.engine = engine
         self._owner = owner  # the LLM that loaded the model (its ranks stop on close)
-        self._children: dict[str, list[str]] = {}  # generate()'s request id -> its engine requests
-        self._lock = threading.Lock()
-        self._inbox: list[tuple[str, EngineRequest]] = []
-        self._aborts: list[str] = []
-        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._lock = threading.Lock()  # guards everything below but the flags
+        self._children: dict[str, list[str]] = {}  # generate()'s request id with n > 1 -> its completions' ids
+        # A stream's id (the caller's) -> the engine's id for it, unique per stream, so that a reused id
+        # never receives what an earlier request of that id still produces.
+        self._engine_ids: dict[str, str] = {}
+        self._pending_aborts: set[str] = set()  # completions aborted before their stream started
+        self._inbox: list[tuple[str, EngineRequest]] = []  # by engine id
+        self._aborts: list[str] = []  # engine ids
+        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}  # by engine id
+        self._serials = itertools.count()
         self._wake = threading.Event()
         self._closed = False
         self._failed = False
@@ -76,9 +82,10 @@ class AsyncLLM:
         request_id = request_id or f"async-{next(self._ids)}"
         child_ids = [request_id] if params.n == 1 else [f"{j}_{request_id}" for j in range(params.n)]  # vLLM's
         if params.n > 1:
-            if request_id in self._children:
-                raise NemotronError(f"request id {request_id!r} is already in use")
-            self._children[request_id] = child_ids
+            with self._lock:
+                if request_id in self._children or request_id in self._engine_ids:
+                    raise NemotronError(f"request id {request_id!r} is already in use")
+                self._children[request_id] = child_ids
         eos_id = self.engine.tokenizer.eos_id
         builders = [CompletionBuilder(j, params, eos_id, self.engine.tokenizer) for j in range(params.n)]
 
@@ -89,7 +96,9 @@ class AsyncLLM:
                     yield output
         finally:
             if params.n > 1:
-                self._children.pop(request_id, None)
+                with self._lock:
+                    del self._children[request_id]
+                    self._pending_aborts.difference_update(child_ids)
 
     async def _outputs(self, prompt: Prompt, ids: list[int], params: SamplingParams, request_id: str,
                        streams: list[AsyncIterator[tuple[int, StepOutput]]],
@@ -117,33 +126,46 @@ class AsyncLLM:
         """Stream what each engine step adds to one request: prompt token ids with their params, or an
         EngineRequest the engine already checked (servers check every choice up front, to answer 400
         before streaming). Leaving the loop early (or cancellation) aborts the request and frees its
-        KV blocks. Bad requests raise RequestError before anything is queued."""
+        KV blocks. Bad requests raise RequestError before anything is queued. The outputs' request_id
+        is the engine's: the id given here with a serial number ("id#7")."""
         if self._closed:
             raise EngineDeadError("the engine is shut down")
         request = prompt if isinstance(prompt, EngineRequest) else self.engine.check_request(prompt, params)
         request_id = request_id or f"async-{next(self._ids)}"
+        engine_id = f"{request_id}#{next(self._serials)}"
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:
-            if request_id in self._streams:
+            if request_id in self._engine_ids or request_id in self._children:
                 raise NemotronError(f"request id {request_id!r} is already in use")
-            self._streams[request_id] = (asyncio.get_running_loop(), queue)
-            self._inbox.append((request_id, request))
+            aborted = request_id in self._pending_aborts
+            if aborted:  # one of n completions whose generate() was aborted before this stream began
+                self._pending_aborts.discard(request_id)
+            else:
+                self._engine_ids[request_id] = engine_id
+                self._streams[engine_id] = (asyncio.get_running_loop(), queue)
+                self._inbox.append((engine_id, request))
+        if aborted:
+            yield aborted_output(engine_id, None, len(request.prompt_ids))
+            return
         self._wake.set()
-        finished = False
+        finished, last = False, None
         try:
             while True:
                 item = await queue.get()
-                if isinstance(item, BaseException):
+                if item is _ABORT:
+                    item = aborted_output(engine_id, last, len(request.prompt_ids))
+                elif isinstance(item, BaseException):
                     raise item
-                finished = item.finished
+                finished, last = item.finished, item
                 yield item
                 if finished:
                     return
         finally:
             with self._lock:
-                self._streams.pop(request_id, None)
+                self._streams.pop(engine_id, None)
+                del self._engine_ids[request_id]
                 if not finished:
-                    self._aborts.append(request_id)
+                    self._aborts.append(engine_id)
             self._wake.set()
 
     async def abort(self, request_id: str | Iterable[str]) -> None:
@@ -151,16 +173,18 @@ class AsyncLLM:
         ignored, as in vLLM): each stream ends with a finished output saying finish_reason "abort",
         and the engine frees their KV blocks."""
         ids = [request_id] if isinstance(request_id, str) else list(request_id)
-        engine_ids = [child for rid in ids for child in self._children.get(rid, [rid])]
         with self._lock:
-            for rid in engine_ids:
-                target = self._streams.get(rid)
-                if target is None:
-                    continue
-                self._aborts.append(rid)
-                loop, queue = target
-                loop.call_soon_threadsafe(queue.put_nowait, StepOutput(rid, "", [], finished=True,
-                                                                       finish_reason=ABORTED))
+            for rid in ids:
+                children = self._children.get(rid)
+                for stream_id in children or [rid]:
+                    engine_id = self._engine_ids.get(stream_id)
+                    if engine_id is None:  # a completion not streaming yet ends as soon as it starts
+                        if children is not None:
+                            self._pending_aborts.add(stream_id)
+                        continue
+                    self._aborts.append(engine_id)
+                    loop, queue = self._streams[engine_id]
+                    loop.call_soon_threadsafe(queue.put_nowait, _ABORT)
         self._wake.set()
 
     def close(self) -> None:
@@ -186,13 +210,13 @@ class AsyncLLM:
             with self._lock:
                 inbox, self._inbox = self._inbox, []
                 aborts, self._aborts = self._aborts, []
-            for request_id in aborts:
-                self.engine.abort(request_id)
-            for request_id, request in inbox:
+            for engine_id, request in inbox:  # first: an abort may follow its request at once
                 try:
-                    self.engine.add_request(request, request_id)
+                    self.engine.add_request(request, engine_id)
                 except NemotronError as err:
-                    self._deliver(request_id, err)
+                    self._deliver(engine_id, err)
+            for engine_id in aborts:
+                self.engine.abort(engine_id)
             if not self.engine.has_unfinished():
                 self._wake.wait()
                 self._wake.clear()
@@ -225,6 +249,14 @@ class AsyncLLM:
             self.engine.abort(request_id)
             failure = err if isinstance(err, NemotronError) else EngineDeadError(f"engine step failed: {err!r}")
             self._deliver(request_id, failure)
+
+
+def aborted_output(engine_id: str, last: StepOutput | None, num_prompt_tokens: int) -> StepOutput:
+    """The last output of a stream stopped by abort(): nothing new, finish_reason "abort", the counts so far."""
+    if last is None:
+        return StepOutput(engine_id, "", [], finished=True, finish_reason=ABORTED, num_prompt_tokens=num_prompt_tokens)
+    return StepOutput(engine_id, "", [], finished=True, finish_reason=ABORTED, num_prompt_tokens=last.num_prompt_tokens,
+                      num_output_tokens=last.num_output_tokens, num_cached_tokens=last.num_cached_tokens)
 
 
 async def choice_stream(llm: AsyncLLM, index: int, request: EngineRequest,
