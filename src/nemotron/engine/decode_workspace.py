@@ -45,6 +45,7 @@ class DecodeWorkspace:
         self.dtype, self.device, self.block_size, self.max_bytes = dtype, torch.device(device), block_size, max_bytes
         self.keys: Tensor | None = None  # (layers, lanes, Hkv, length, D)
         self.values: Tensor | None = None
+        self.flat: list[tuple[Tensor, Tensor]] = []  # per layer: its keys and values as (lanes * Hkv * length, D)
         self.lane_of: dict[Sequence, int] = {}
         self.lane_len: list[int] = []  # valid tokens mirrored in each lane
 
@@ -131,6 +132,7 @@ class DecodeWorkspace:
             keys[:, :have_lanes, :, :have_length] = self.keys
             values[:, :have_lanes, :, :have_length] = self.values
         self.keys, self.values = keys, values
+        self.flat = [(k.view(-1, self.head_dim), v.view(-1, self.head_dim)) for k, v in zip(keys, values)]
         self.lane_len += [0] * (new_lanes - len(self.lane_len))
         return True
 

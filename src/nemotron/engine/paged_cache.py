@@ -111,8 +111,10 @@ class PagedKVCache:
     def attend(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q (1, T, Hq, D), k/v (1, T, Hkv, D) of all sequences' new tokens -> (1, T, Hq, D)."""
         layout = self.layout
-        keys, values = self.keys[layer_idx], self.values[layer_idx]  # (S, Hkv, D)
         first = 0 if layout.lanes is None else layout.lanes.num_lanes
+        if first == q.shape[1]:  # every row decodes from its lane (the pool is written after the step)
+            return self._decode_lanes(layer_idx, q, k[0], v[0], layout.lanes)
+        keys, values = self.keys[layer_idx], self.values[layer_idx]  # (S, Hkv, D)
         if first < q.shape[1]:  # lane rows reach the pool after the step, all layers at once (store_lane_tokens)
             slots = layout.slot_mapping if first == 0 else layout.slot_mapping[first:]
             keys.index_copy_(0, slots, k[0, first:])
@@ -126,8 +128,6 @@ class PagedKVCache:
         outputs = []
         if layout.lanes is not None:
             outputs.append(self._decode_lanes(layer_idx, q[:, :first], k[0, :first], v[0, :first], layout.lanes))
-            if first == q.shape[1]:
-                return outputs[0]
         # Whole blocks are gathered (B x W indices, not B x W x block_size): far fewer index ops.
         key_blocks = keys.view(-1, self.block_size, *keys.shape[1:])  # (N, bs, Hkv, D)
         value_blocks = values.view(-1, self.block_size, *values.shape[1:])
@@ -159,11 +159,12 @@ class PagedKVCache:
 
     def _decode_lanes(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor, plan: LanePlan) -> Tensor:
         """q (1, n, Hq, D), new k/v (n, Hkv, D) of rows in lane order -> (1, n, Hq, D)."""
-        n, dim = q.shape[1], q.shape[3]
-        lane_keys, lane_values = self.workspace.keys[layer_idx], self.workspace.values[layer_idx]  # (L, Hkv, len, D)
-        lane_keys.view(-1, dim).index_copy_(0, plan.write_index, k.reshape(-1, dim))
-        lane_values.view(-1, dim).index_copy_(0, plan.write_index, v.reshape(-1, dim))
-        return decode_attention(q, lane_keys[:n, :, :plan.width], lane_values[:n, :, :plan.width], plan.mask)
+        n, dim, width, workspace = q.shape[1], q.shape[3], plan.width, self.workspace
+        flat_keys, flat_values = workspace.flat[layer_idx]  # (L * Hkv * len, D) views of the layer's lanes
+        flat_keys.index_copy_(0, plan.write_index, k.reshape(-1, dim))
+        flat_values.index_copy_(0, plan.write_index, v.reshape(-1, dim))
+        return decode_attention(q, workspace.keys[layer_idx, :n, :, :width], workspace.values[layer_idx, :n, :, :width],
+                                plan.mask)
 
     def _decode(self, q: Tensor, key_blocks: Tensor, value_blocks: Tensor, layout: BatchLayout) -> Tensor:
         k = key_blocks[layout.block_tables].flatten(1, 2).transpose(1, 2)  # (B, Hkv, W * bs, D)

@@ -168,7 +168,7 @@ class OneOpLayerNorm1p(LayerNorm1p):
 
     def forward(self, x: Tensor) -> Tensor:
         scale, bias = self._scale_and_bias()
-        return F.layer_norm(x, (x.shape[-1],), scale, bias, self.eps)
+        return torch.layer_norm(x, scale.shape, scale, bias, self.eps)  # F.layer_norm's op, minus its Python checks
 
     @classmethod
     def sharing(cls, norm: LayerNorm1p) -> OneOpLayerNorm1p:
