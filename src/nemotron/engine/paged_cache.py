@@ -174,7 +174,7 @@ class PagedKVCache:
         return decode_attention(q, k, v, mask[:, None, None, :])
 
 
-SERIAL_DECODE_KEYS = 1024  # CPU decode attention over at most this many keys (B x W) runs on one thread
+SERIAL_DECODE_KEYS = 512  # CPU decode attention over at most this many keys (B x W) runs on one thread
 
 
 class OneThread:
