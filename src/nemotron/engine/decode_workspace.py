@@ -5,8 +5,8 @@ paged-attention kernel that gather runs in every layer of every step: at batch 3
 than the attention itself. Here each decoding sequence owns a *lane*: a contiguous copy of its
 keys and values, head-major (Hkv, length, D) as SDPA reads them best. A lane is filled from the
 pool once, when its sequence starts decoding (or after it was dropped), and from then on each step
-appends the new token to the pool (the source of truth, for prefix sharing and preemption) and to
-the lane. Lanes are kept dense: the step's decoding sequences occupy lanes 0..B-1, and the runner
+appends the new token to the lane, layer by layer, and once the step's layers have run to the pool
+(the source of truth, for prefix sharing and preemption), every layer in one op. Lanes are kept dense: the step's decoding sequences occupy lanes 0..B-1, and the runner
 orders its decode rows by lane, so attention runs on a plain view of the first B lanes.
 
 Memory: lanes x longest context, bounded by `max_bytes`; a step that would need more falls back
@@ -45,6 +45,7 @@ class DecodeWorkspace:
         self.dtype, self.device, self.block_size, self.max_bytes = dtype, torch.device(device), block_size, max_bytes
         self.keys: Tensor | None = None  # (layers, lanes, Hkv, length, D)
         self.values: Tensor | None = None
+        self.flat: list[tuple[Tensor, Tensor]] = []  # per layer: its keys and values as (lanes * Hkv * length, D)
         self.lane_of: dict[Sequence, int] = {}
         self.lane_len: list[int] = []  # valid tokens mirrored in each lane
 
@@ -131,6 +132,7 @@ class DecodeWorkspace:
             keys[:, :have_lanes, :, :have_length] = self.keys
             values[:, :have_lanes, :, :have_length] = self.values
         self.keys, self.values = keys, values
+        self.flat = [(k.view(-1, self.head_dim), v.view(-1, self.head_dim)) for k, v in zip(keys, values)]
         self.lane_len += [0] * (new_lanes - len(self.lane_len))
         return True
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.decode_workspace import LanePlan
 from nemotron.engine.output import Token
-from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
+from nemotron.engine.paged_cache import BatchLayout, OneThread, PagedKVCache
 from nemotron.engine.sampling import SamplingTensors, sample
 from nemotron.engine.scheduler import ScheduledChunk
 from nemotron.engine.sequence import Sequence
@@ -120,7 +120,11 @@ class ModelRunner:
         rows = plan.logit_rows(order)
         logits = None
         if hidden is not None:
-            logits = self.model.lm_head(hidden[torch.tensor(rows, dtype=torch.long, device=self.device)])
+            if rows and rows == list(range(rows[0], rows[0] + len(rows))):  # decoding: the last rows, a view
+                picked = hidden[rows[0]:rows[0] + len(rows)]
+            else:
+                picked = hidden[torch.tensor(rows, dtype=torch.long, device=self.device)]
+            logits = self.model.lm_head(picked)
         if self.channel is not None:
             logits = self.channel.to_driver(logits, (len(rows), self.vocab_size), self.kv_cache.keys.dtype)
         return logits
@@ -148,7 +152,9 @@ class ModelRunner:
         if len(batches) == 1 and (self.channel is None or self.channel.layout.pp == 1):
             input_ids, positions, layout = batches[0]
             self.kv_cache.use(layout)
-            return self.model.model(input_ids, positions, self.kv_cache)[0]
+            hidden = self.model.model(input_ids, positions, self.kv_cache)[0]
+            self.kv_cache.store_lane_tokens()
+            return hidden
         from nemotron.parallel.pipeline import MicroBatch, pipeline_forward
 
         micro = [MicroBatch(positions, input_ids, self.kv_cache, functools.partial(self.kv_cache.use, layout))
@@ -194,7 +200,11 @@ class ModelRunner:
     def _sample(self, chunks: list[ScheduledChunk], logits: Tensor) -> list[SampledToken]:
         seqs = [c.seq for c in chunks]
         tensors = self._sampling_tensors(seqs)
-        token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs])
+        if self.device.type == "cpu" and logits.numel() <= SERIAL_SAMPLING_LOGITS:  # reductions: 3 parallel regions
+            with OneThread():
+                token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs])
+        else:
+            token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs])
         tensors.record(token_ids)  # counts and seen tokens now match the sequences after this step
         self._last_batch, self._last_tensors = seqs, tensors
         self._last_counts = [s.num_output_tokens + 1 for s in seqs]
@@ -232,6 +242,7 @@ class ModelRunner:
             first += count
 
 
+SERIAL_SAMPLING_LOGITS = 1 << 16  # CPU sampling over at most this many logits (B x V) runs on one thread
 PROMPT_ROWS = SCORED_CHUNK_ROWS  # prompt positions whose float32 log-probabilities are materialised at once
 
 

@@ -59,9 +59,10 @@ class BatchLayout:
         width = max(len(t) for t in block_tables)
         tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.int32,
                               device=device)  # (B, W)
-        owner = torch.repeat_interleave(torch.arange(len(query_lens), device=device),
-                                        torch.tensor(query_lens, device=device))  # (T,) sequence of each token
-        slot_mapping = tables[owner, positions // block_size].long() * block_size + positions % block_size
+        # Slots worked out on the host: one tensor made, not eight ops per step (T is small when decoding).
+        slots = [table[p // block_size] * block_size + p % block_size
+                 for table, start, n in zip(block_tables, starts, query_lens) for p in range(start, start + n)]
+        slot_mapping = torch.tensor(slots, dtype=torch.long, device=device)  # (T,)
         return cls(slot_mapping, tables, torch.tensor(context_lens, dtype=torch.int32, device=device),
                    all(n == 1 for n in query_lens), query_lens, context_lens)
 
@@ -110,21 +111,23 @@ class PagedKVCache:
     def attend(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q (1, T, Hq, D), k/v (1, T, Hkv, D) of all sequences' new tokens -> (1, T, Hq, D)."""
         layout = self.layout
+        first = 0 if layout.lanes is None else layout.lanes.num_lanes
+        if first == q.shape[1]:  # every row decodes from its lane (the pool is written after the step)
+            return self._decode_lanes(layer_idx, q, k[0], v[0], layout.lanes)
         keys, values = self.keys[layer_idx], self.values[layer_idx]  # (S, Hkv, D)
-        keys.index_copy_(0, layout.slot_mapping, k[0])
-        values.index_copy_(0, layout.slot_mapping, v[0])
+        if first < q.shape[1]:  # lane rows reach the pool after the step, all layers at once (store_lane_tokens)
+            slots = layout.slot_mapping if first == 0 else layout.slot_mapping[first:]
+            keys.index_copy_(0, slots, k[0, first:])
+            values.index_copy_(0, slots, v[0, first:])
         if layout.all_decode and self.backend == "triton":
             from nemotron.engine.triton_attention import paged_decode_attention
 
             out = paged_decode_attention(q[0], keys, values, layout.block_tables, layout.context_lens,
                                          self.block_size)  # (B, Hq, D)
             return out[None]
-        outputs, first = [], 0
+        outputs = []
         if layout.lanes is not None:
-            first = layout.lanes.num_lanes
             outputs.append(self._decode_lanes(layer_idx, q[:, :first], k[0, :first], v[0, :first], layout.lanes))
-            if first == q.shape[1]:
-                return outputs[0]
         # Whole blocks are gathered (B x W indices, not B x W x block_size): far fewer index ops.
         key_blocks = keys.view(-1, self.block_size, *keys.shape[1:])  # (N, bs, Hkv, D)
         value_blocks = values.view(-1, self.block_size, *values.shape[1:])
@@ -140,13 +143,28 @@ class PagedKVCache:
             start += num_new
         return torch.cat(outputs, dim=1)
 
+    def store_lane_tokens(self) -> None:
+        """Copy the step's lane rows' new keys and values from the lanes into the pool, every layer in
+        one op each (the pool is the source of truth: prefix sharing, preemption, refilled lanes).
+        Nothing reads those slots during the step: a decoding sequence's attention reads its lane."""
+        layout = self.layout
+        if layout is None or layout.lanes is None:
+            return
+        plan, dim = layout.lanes, self.keys.shape[-1]
+        layers, n, kv_heads = self.keys.shape[0], plan.num_lanes, self.keys.shape[2]
+        slots = layout.slot_mapping[:n]
+        for pool, lanes in ((self.keys, self.workspace.keys), (self.values, self.workspace.values)):
+            new = lanes.view(layers, -1, dim).index_select(1, plan.write_index)  # (layers, n * Hkv, D)
+            pool.index_copy_(1, slots, new.view(layers, n, kv_heads, dim))
+
     def _decode_lanes(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor, plan: LanePlan) -> Tensor:
         """q (1, n, Hq, D), new k/v (n, Hkv, D) of rows in lane order -> (1, n, Hq, D)."""
-        n, dim = q.shape[1], q.shape[3]
-        lane_keys, lane_values = self.workspace.keys[layer_idx], self.workspace.values[layer_idx]  # (L, Hkv, len, D)
-        lane_keys.view(-1, dim).index_copy_(0, plan.write_index, k.reshape(-1, dim))
-        lane_values.view(-1, dim).index_copy_(0, plan.write_index, v.reshape(-1, dim))
-        return decode_attention(q, lane_keys[:n, :, :plan.width], lane_values[:n, :, :plan.width], plan.mask)
+        n, dim, width, workspace = q.shape[1], q.shape[3], plan.width, self.workspace
+        flat_keys, flat_values = workspace.flat[layer_idx]  # (L * Hkv * len, D) views of the layer's lanes
+        flat_keys.index_copy_(0, plan.write_index, k.reshape(-1, dim))
+        flat_values.index_copy_(0, plan.write_index, v.reshape(-1, dim))
+        return decode_attention(q, workspace.keys[layer_idx, :n, :, :width], workspace.values[layer_idx, :n, :, :width],
+                                plan.mask)
 
     def _decode(self, q: Tensor, key_blocks: Tensor, value_blocks: Tensor, layout: BatchLayout) -> Tensor:
         k = key_blocks[layout.block_tables].flatten(1, 2).transpose(1, 2)  # (B, Hkv, W * bs, D)
@@ -154,6 +172,26 @@ class PagedKVCache:
         width = k.shape[2]
         mask = torch.arange(width, device=q.device)[None, :] < layout.context_lens[:, None]  # (B, W * bs)
         return decode_attention(q, k, v, mask[:, None, None, :])
+
+
+SERIAL_DECODE_KEYS = 512  # CPU decode attention over at most this many keys (B x W) runs on one thread
+
+
+class OneThread:
+    """Runs a block on one intra-op thread (a no-op with one already). The CPU SDPA kernel opens ~9
+    OpenMP parallel regions per call, for microseconds of work at batch 1; each costs a fork/join
+    of the thread team, more than the second thread saves."""
+
+    __slots__ = ("threads",)
+
+    def __enter__(self) -> None:
+        self.threads = torch.get_num_threads()
+        if self.threads > 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc) -> None:
+        if self.threads > 1:
+            torch.set_num_threads(self.threads)
 
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
@@ -166,5 +204,9 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     batch, heads, dim = q.shape[1], q.shape[2], q.shape[3]
     kv_heads = k.shape[1]
     rows = q[0].reshape(batch, kv_heads, heads // kv_heads, dim)
-    out = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)  # (B, Hkv, G, D)
+    if q.device.type == "cpu" and batch * k.shape[2] <= SERIAL_DECODE_KEYS:
+        with OneThread():
+            out = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)  # (B, Hkv, G, D)
+    else:
+        out = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)
     return out.reshape(1, batch, heads, dim)

@@ -184,14 +184,31 @@ class NemotronModel(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(NemotronDecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = LayerNorm1p(config.hidden_size, config.norm_eps)
+        self._rotary_table: Tensor | None = None  # (context, 2, rotary_dim): cos, signed sin of every position
+
+    def rotary(self, positions: Tensor, dtype: torch.dtype, longest: int | None = None) -> tuple[Tensor, Tensor]:
+        """rotary_cos_sin of positions (B, T), all below `longest` when known. Without autograd, rows of
+        a table made once for the model's context (which the engine never exceeds): one index op per
+        decode step instead of a dozen, the same numbers."""
+        table = self._rotary_table
+        if torch.is_grad_enabled() or (longest is not None and longest > self.config.max_position_embeddings):
+            return rotary_cos_sin(positions, self.config.rotary_dim, self.config.rope_theta, dtype)
+        if table is None or table.dtype != dtype or table.device != positions.device:
+            every = torch.arange(self.config.max_position_embeddings, device=positions.device)[None]
+            cos, sin = rotary_cos_sin(every, self.config.rotary_dim, self.config.rope_theta, dtype)
+            table = self._rotary_table = torch.cat((cos, sin), dim=2)[0]  # (context, 2, rotary_dim)
+        rows = table[positions]  # (B, T, 2, rotary_dim)
+        return rows[:, :, 0:1], rows[:, :, 1:2]
 
     def forward(self, input_ids: Tensor, positions: Tensor | None = None,
                 cache: AttentionCache | None = None) -> Tensor:
         """input_ids (B, T), positions (B, T) (default 0..T-1) -> final-normed hidden (B, T, H)."""
+        longest = None
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+            longest = input_ids.shape[1]
         x = self.embed_tokens(input_ids)  # (B, T, H)
-        cos, sin = rotary_cos_sin(positions, self.config.rotary_dim, self.config.rope_theta, x.dtype)
+        cos, sin = self.rotary(positions, x.dtype, longest)
         for layer in self.layers:
             x = layer(x, cos, sin, cache)
         return self.norm(x)

@@ -122,9 +122,9 @@ class CpuInt8Linear(CpuLinear):
         return self.weight.to(self.scale.dtype) * self.scale[:, None]
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, self.in_features)  # (M, K)
-        if rows.shape[0] == 1 and self.packed is not None:  # reduce_range=False: full 8 bits (VNNI)
+        if x.numel() == self.in_features and self.packed is not None:  # one row; reduce_range=False: 8 bits (VNNI)
             return torch.ops.quantized.linear_dynamic(x.float(), self.packed, False).to(x.dtype)
+        rows = x.reshape(-1, self.in_features)  # (M, K)
         if rows.shape[0] > GEMV_MAX_ROWS:  # scales applied to the output: one pass over the weight, not two
             return F.linear(x, self.weight.to(x.dtype)) * self.scale
         return torch._weight_int8pack_mm(rows, self.weight, self.scale).view(*x.shape[:-1], self.out_features)
@@ -168,7 +168,7 @@ class OneOpLayerNorm1p(LayerNorm1p):
 
     def forward(self, x: Tensor) -> Tensor:
         scale, bias = self._scale_and_bias()
-        return F.layer_norm(x, (x.shape[-1],), scale, bias, self.eps)
+        return torch.layer_norm(x, scale.shape, scale, bias, self.eps)  # F.layer_norm's op, minus its Python checks
 
     @classmethod
     def sharing(cls, norm: LayerNorm1p) -> OneOpLayerNorm1p:
