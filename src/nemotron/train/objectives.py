@@ -214,9 +214,9 @@ class RewardModeling:
         for start in range(0, len(pairs), self.chunk):
             picks = pairs[start:start + self.chunk]
             batch = dataset.collate(picks).to(device)
-            with autocast():
+            with autocast():  # lm_head too: under bf16 the trunk's output is bf16 and lm_head's weights fp32
                 hidden = model.model(batch.inputs)  # (2P, T, H)
-            logps = self._reply_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()  # (2P,)
+                logps = self._reply_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()  # (2P,)
             gaps[picks] = logps[:len(picks)] - logps[len(picks):]
         model.train(was_training)
         return gaps
