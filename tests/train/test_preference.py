@@ -345,6 +345,41 @@ def test_reward_distillation_with_micro_batches_of_pairs_and_ratings(tokenizer, 
     assert parts == pytest.approx(whole, rel=1e-5)
 
 
+def test_reward_validation_weights_each_metric_by_its_own_count(tokenizer, tmp_path):
+    from nemotron.model.heads import reward_model_from
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+    from nemotron.train.preference_data import RatedRow, RewardDataset
+    from nemotron.train.trainer import evaluate_metrics
+
+    rows = [PreferenceRow([{"role": "user", "content": p}], c, r) for p, c, r in PAIRS[:2]]
+    rows += [RatedRow([{"role": "user", "content": p}], c, {"helpfulness": 3.0}) for p, c, _ in PAIRS[2:4]]
+    dataset = RewardDataset.from_rows(rows, tokenizer, BatchConfig(batch_size=4, seq_len=64, seed=0))
+    lm = tiny_model(tokenizer.vocab_size, std=0.05)
+    objective = RewardModeling(RewardConfig("combined", distill_weight=1.0), lm.lm_head, [dataset])
+    torch.manual_seed(0)
+    reward = reward_model_from(lm)
+    with torch.no_grad():
+        for q in reward.parameters():
+            q.add_(0.05 * torch.randn_like(q))  # a head that prefers one reply
+    objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
+
+    class Fixed:  # validation batches of a pair and both ratings, then the other pair
+        def __init__(self, picks):
+            self.picks = picks
+
+        def batch(self, i):
+            return dataset.collate(self.picks[i])
+
+    def metrics(picks):
+        return evaluate_metrics(reward, Fixed(picks), len(picks), torch.device("cpu"), contextlib.nullcontext,
+                                objective)
+
+    mixed, pairs, rated = metrics([[0, 2, 3], [1]]), metrics([[0, 1]]), metrics([[2, 3]])
+    for key in ("accuracy", "distill"):
+        assert mixed[key] == pytest.approx(pairs[key], rel=1e-5)
+    assert mixed["mse"] == pytest.approx(rated["mse"], rel=1e-5)
+
+
 def _examples(tokenizer, rows):
     from nemotron.train.preference_data import RewardDataset
 

@@ -108,24 +108,25 @@ def evaluate(model: nn.Module, data: BatchSource, num_batches: int, device: torc
 def evaluate_metrics(model: nn.Module, data: BatchSource, num_batches: int, device: torch.device,
                      autocast: Callable[[], contextlib.AbstractContextManager],
                      objective: Objective | None = None, parallel: DataParallel | None = None) -> dict[str, float]:
-    """Every metric the objective reports (loss, accuracy, ...), averaged as `evaluate` does the loss."""
+    """Every metric the objective reports (loss, accuracy, ...), each averaged over batches weighted by
+    its own count (the objective's `weight`: pairs for accuracy, rated attributes for MSE, ...)."""
     objective = objective or LanguageModeling()
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, int] = {}  # each metric's own: a batch without pairs reports no accuracy
     for i in range(num_batches):
         batch = data.batch(i)
         totals = batch.totals()
         local = batch.shard(parallel.rank, parallel.world_size) if parallel else batch
         with autocast():
             _, metrics = objective.loss(model, local.to(device), totals)
-        n = objective.weight(totals)
         for key, value in sum_across(metrics, parallel).items():
+            n = objective.weight(totals, key)
             sums[key] = sums.get(key, 0.0) + value * n
-        count += n
+            counts[key] = counts.get(key, 0) + n
     model.train(was_training)
-    return {key: value / max(count, 1) for key, value in sums.items()}
+    return {key: value / max(counts[key], 1) for key, value in sums.items()}
 
 
 def checkpoint_activations(model: nn.Module) -> nn.Module:
