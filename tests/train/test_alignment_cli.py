@@ -172,7 +172,12 @@ def test_reward_model_keeps_the_weights_of_its_best_validation(tmp_path, capsys,
     capsys.readouterr()
     assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out", str(tmp_path / "x"),
                  "--keep-best", "--eval-every", "1", *LOOP]) == 2
-    assert "--keep-best needs --valid and --eval-every" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "keep_best needs validation data (--valid)" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--valid", str(held_out),
+                 "--out", str(tmp_path / "x"), "--keep-best", *LOOP]) == 2
+    err = capsys.readouterr().err
+    assert "keep_best needs eval_every > 0" in err and len(err.strip().splitlines()) == 1
 
 
 def test_reward_model_distilling_the_language_model_logs_it_and_needs_one(tmp_path, capsys, base_dir):

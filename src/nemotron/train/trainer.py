@@ -167,6 +167,8 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
         self.step = 0
         self._best: tuple | None = None  # (score, step, weights, validation metrics) with keep_best
+        if config.keep_best and valid_data is None:
+            raise ConfigError("TrainConfig.keep_best needs validation data (--valid) to choose among")
         if config.keep_best and parallel is not None:
             raise ConfigError("keeping the best validation's weights is single-process only (not under torchrun)")
 
