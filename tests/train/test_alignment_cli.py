@@ -172,7 +172,47 @@ def test_reward_model_keeps_the_weights_of_its_best_validation(tmp_path, capsys,
     capsys.readouterr()
     assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out", str(tmp_path / "x"),
                  "--keep-best", "--eval-every", "1", *LOOP]) == 2
-    assert "--keep-best needs --valid and --eval-every" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "keep_best needs validation data (--valid)" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--valid", str(held_out),
+                 "--out", str(tmp_path / "x"), "--keep-best", *LOOP]) == 2
+    err = capsys.readouterr().err
+    assert "keep_best needs eval_every > 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_reward_model_keeps_its_best_across_an_interruption(tmp_path, base_dir, monkeypatch):
+    import functools
+
+    from nemotron.checkpoint.hf import iter_tensors
+    from nemotron.train import trainer as trainer_module
+
+    pairs, held_out = _pairs(tmp_path / "pairs.jsonl", 12), _pairs(tmp_path / "held_out.jsonl", 4, offset=50)
+
+    def train(out: str) -> int:
+        return main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--valid", str(held_out),
+                     "--out", str(tmp_path / out), "--eval-every", "1", "--eval-batches", "1", "--keep-best",
+                     *LOOP, "--lr", "5e-2"])
+
+    def weights(directory):
+        return dict(iter_tensors(tmp_path / directory))
+
+    assert train("whole") == 0
+    records = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    best_step = [r for r in records if "best_step" in r][-1]["best_step"]
+    assert best_step <= 2  # this setup's best comes before the interruption below: what a resume must remember
+    with monkeypatch.context() as patch:  # interrupted after step 2 (and its checkpoint)
+        patch.setattr(trainer_module, "TrainConfig", functools.partial(trainer_module.TrainConfig, stop_at_step=2))
+        assert train("resumed") == 0
+    assert train("resumed") == 0
+    records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if "best_step" in r][-1]["best_step"] == best_step
+    best, last = weights("whole/final"), weights("whole/checkpoint-0000004")
+    for name, tensor in weights("resumed/final").items():
+        torch.testing.assert_close(tensor, best[name])
+    # The step-4 checkpoint holds the last weights (those its optimizer state belongs to), not the kept ones.
+    assert any(not torch.equal(tensor, last[name]) for name, tensor in best.items())
+    for name, tensor in weights("resumed/checkpoint-0000004").items():
+        torch.testing.assert_close(tensor, last[name])
 
 
 def test_reward_model_distilling_the_language_model_logs_it_and_needs_one(tmp_path, capsys, base_dir):

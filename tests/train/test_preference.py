@@ -319,6 +319,66 @@ def test_reward_distillation_pulls_the_margin_towards_the_language_models_own(to
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
+    # Under bf16 autocast (CUDA's default) the teacher's margins are the same, to bf16's precision.
+    fp32_teacher = dataset.teacher
+    objective.prepare(reward, tmp_path, torch.device("cpu"), lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert dataset.teacher.dtype == torch.float32
+    torch.testing.assert_close(dataset.teacher, fp32_teacher, rtol=0.05, atol=0.5)
+
+
+def test_reward_distillation_with_micro_batches_of_pairs_and_ratings(tokenizer, tmp_path):
+    from nemotron.model.heads import reward_model_from
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+    from nemotron.train.preference_data import RatedRow, RewardDataset
+
+    rows = [PreferenceRow([{"role": "user", "content": p}], c, r) for p, c, r in PAIRS[:2]]
+    rows += [RatedRow([{"role": "user", "content": p}], c, {"helpfulness": 3.0}) for p, c, _ in PAIRS[2:4]]
+    dataset = RewardDataset.from_rows(rows, tokenizer, BatchConfig(batch_size=4, seq_len=64, seed=0))
+    lm = tiny_model(tokenizer.vocab_size, std=0.05)
+    objective = RewardModeling(RewardConfig("combined", distill_weight=1.0), lm.lm_head, [dataset])
+    reward = reward_model_from(lm)
+    objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
+    batch = dataset.batch(0)
+    assert (batch.num_pairs, batch.ratings.shape[0]) == (2, 2)
+    whole = objective.loss(reward, batch, batch.totals())[0].item()
+    parts = sum(objective.loss(reward, m, batch.totals())[0].item() for m in batch.split(2))
+    assert parts == pytest.approx(whole, rel=1e-5)
+
+
+def test_reward_validation_weights_each_metric_by_its_own_count(tokenizer, tmp_path):
+    from nemotron.model.heads import reward_model_from
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+    from nemotron.train.preference_data import RatedRow, RewardDataset
+    from nemotron.train.trainer import evaluate_metrics
+
+    rows = [PreferenceRow([{"role": "user", "content": p}], c, r) for p, c, r in PAIRS[:2]]
+    rows += [RatedRow([{"role": "user", "content": p}], c, {"helpfulness": 3.0}) for p, c, _ in PAIRS[2:4]]
+    dataset = RewardDataset.from_rows(rows, tokenizer, BatchConfig(batch_size=4, seq_len=64, seed=0))
+    lm = tiny_model(tokenizer.vocab_size, std=0.05)
+    objective = RewardModeling(RewardConfig("combined", distill_weight=1.0), lm.lm_head, [dataset])
+    torch.manual_seed(0)
+    reward = reward_model_from(lm)
+    with torch.no_grad():
+        for q in reward.parameters():
+            q.add_(0.05 * torch.randn_like(q))  # a head that prefers one reply
+    objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
+
+    class Fixed:  # validation batches of a pair and both ratings, then the other pair
+        def __init__(self, picks):
+            self.picks = picks
+
+        def batch(self, i):
+            return dataset.collate(self.picks[i])
+
+    def metrics(picks):
+        return evaluate_metrics(reward, Fixed(picks), len(picks), torch.device("cpu"), contextlib.nullcontext,
+                                objective)
+
+    mixed, pairs, rated = metrics([[0, 2, 3], [1]]), metrics([[0, 1]]), metrics([[2, 3]])
+    for key in ("accuracy", "distill"):
+        assert mixed[key] == pytest.approx(pairs[key], rel=1e-5)
+    assert mixed["mse"] == pytest.approx(rated["mse"], rel=1e-5)
+
 
 def _examples(tokenizer, rows):
     from nemotron.train.preference_data import RewardDataset

@@ -69,25 +69,33 @@ def save_checkpoint(out_dir: str | Path, step: int, model: nn.Module, tokenizer:
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict, bool]:
     """(weights by name on the CPU, trainer state, whether the weights are a LoRA adapter's)."""
-    path = Path(path)
-    if (path / WEIGHTS_FILE).is_file():
-        from safetensors.torch import load_file
-
-        weights, adapter = {k.removeprefix(PREFIX): t for k, t in load_file(path / WEIGHTS_FILE).items()}, True
-    else:
-        weights, adapter = dict(iter_tensors(path)), False
-    return weights, torch.load(path / STATE_FILE, map_location="cpu", weights_only=True), adapter
+    weights, adapter = _read_weights(Path(path))
+    return weights, torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=True), adapter
 
 
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore weights, optimizer and RNG states in place; returns the saved state (step, ...)."""
-    weights, state, adapter = read_checkpoint(path)
+def load_weights(path: str | Path, model: nn.Module) -> None:
+    """The weights of a directory written by `save_model_dir` (or a LoRA run's adapter), in place."""
+    weights, adapter = _read_weights(Path(path))
     device = next(model.parameters()).device
     weights = {name: tensor.to(device) for name, tensor in weights.items()}
     if adapter:
         load_adapter_weights(model, weights, path)
     else:
         model.load_state_dict(weights, strict=True)
+
+
+def _read_weights(path: Path) -> tuple[dict, bool]:
+    if (path / WEIGHTS_FILE).is_file():
+        from safetensors.torch import load_file
+
+        return {k.removeprefix(PREFIX): t for k, t in load_file(path / WEIGHTS_FILE).items()}, True
+    return dict(iter_tensors(path)), False
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights, optimizer and RNG states in place; returns the saved state (step, ...)."""
+    load_weights(path, model)
+    state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     restore_rng(state)
     return state

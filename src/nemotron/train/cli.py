@@ -194,8 +194,6 @@ def _loop(args: argparse.Namespace, model, tokenizer, source_cls=None, *, train=
         train = source_cls.from_files(args.data, tokenizer, batches)
         valid = source_cls.from_files(args.valid, tokenizer, dataclasses.replace(batches, seed=args.seed + 7)) \
             if args.valid else None
-    if args.keep_best and (valid is None or not args.eval_every):
-        raise ConfigError("--keep-best needs --valid and --eval-every N (the evaluations it chooses among)")
     schedule = ScheduleConfig(args.lr, args.steps, min(args.warmup, args.steps), args.min_lr_ratio)
     optim = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     config = TrainConfig(args.out, log_every=args.log_every, checkpoint_every=args.checkpoint_every,

@@ -34,8 +34,8 @@ class Objective(Protocol):
 
     def loss(self, model: nn.Module, batch, totals: dict[str, int]) -> tuple[Tensor, Metrics]: ...
 
-    def weight(self, totals: dict[str, int]) -> int:
-        """How much one batch counts in a mean over batches (validation)."""
+    def weight(self, totals: dict[str, int], metric: str) -> int:
+        """How much one batch counts in a mean of `metric` over batches (validation)."""
         ...
 
 
@@ -52,7 +52,7 @@ class LanguageModeling:
         loss = nll / max(totals["tokens"], 1)
         return loss, {"loss": loss.item()}
 
-    def weight(self, totals: dict[str, int]) -> int:
+    def weight(self, totals: dict[str, int], metric: str) -> int:
         return totals["tokens"]
 
 
@@ -120,7 +120,7 @@ class PreferenceOptimization:
         return loss, {"loss": loss.item(), "accuracy": (margin > 0).float().mean().item() * share,
                       "margin": margin.mean().item() * cfg.beta * share}
 
-    def weight(self, totals: dict[str, int]) -> int:
+    def weight(self, totals: dict[str, int], metric: str) -> int:
         return totals["pairs"]
 
 
@@ -214,9 +214,9 @@ class RewardModeling:
         for start in range(0, len(pairs), self.chunk):
             picks = pairs[start:start + self.chunk]
             batch = dataset.collate(picks).to(device)
-            with autocast():
+            with autocast():  # lm_head too: under bf16 the trunk's output is bf16 and lm_head's weights fp32
                 hidden = model.model(batch.inputs)  # (2P, T, H)
-            logps = self._reply_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()  # (2P,)
+                logps = self._reply_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()  # (2P,)
             gaps[picks] = logps[:len(picks)] - logps[len(picks):]
         model.train(was_training)
         return gaps
@@ -276,5 +276,7 @@ class RewardModeling:
         row = torch.arange(inputs.shape[0], device=inputs.device)[:, None].expand_as(inside)[inside]
         return torch.zeros(inputs.shape[0], device=inputs.device).index_add(0, row, picked)
 
-    def weight(self, totals: dict[str, int]) -> int:
-        return totals["pairs"] + totals["ratings"]
+    def weight(self, totals: dict[str, int], metric: str) -> int:
+        # Each metric is a mean over what it measures: pairs, rated attributes, or the chosen replies' tokens.
+        counts = {"accuracy": "pairs", "distill": "pairs", "mse": "ratings", "lm_loss": "lm_tokens"}
+        return totals[counts[metric]] if metric in counts else totals["pairs"] + totals["ratings"]

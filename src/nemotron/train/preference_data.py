@@ -315,7 +315,8 @@ class RewardBatch:
         for s in range(0, r, rows):
             rated = slice(2 * p + s, 2 * p + min(s + rows, r))
             out.append(RewardBatch(self.inputs[rated], self.lengths[rated], self.starts[rated], 0, None,
-                                   self.ratings[s:s + rows], self.rated[s:s + rows]))
+                                   self.ratings[s:s + rows], self.rated[s:s + rows],
+                                   _cut(self.teacher, slice(0, 0))))  # no pairs, but distillation still runs
         return out
 
     def shard(self, rank: int, world_size: int) -> RewardBatch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,12 +22,15 @@ from torch import nn
 
 from nemotron.errors import ConfigError
 from nemotron.tokenizer import Tokenizer
-from nemotron.train.checkpoint import (latest_checkpoint, load_checkpoint, read_checkpoint, restore_rng,
-                                       save_checkpoint, save_model_dir)
+from nemotron.train.checkpoint import (latest_checkpoint, load_checkpoint, load_weights, read_checkpoint,
+                                       restore_rng, save_checkpoint, save_model_dir)
 from nemotron.train.data import BatchSource
 from nemotron.train.distributed import DataParallel, full_state, load_full_state, shard_model, sum_across
 from nemotron.train.objectives import LanguageModeling, Objective
 from nemotron.train.schedule import ScheduleConfig, learning_rate
+
+
+BEST, BEST_FILE = "best", "best.json"  # keep_best: OUT/best holds the weights of the best validation
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,24 +112,25 @@ def evaluate(model: nn.Module, data: BatchSource, num_batches: int, device: torc
 def evaluate_metrics(model: nn.Module, data: BatchSource, num_batches: int, device: torch.device,
                      autocast: Callable[[], contextlib.AbstractContextManager],
                      objective: Objective | None = None, parallel: DataParallel | None = None) -> dict[str, float]:
-    """Every metric the objective reports (loss, accuracy, ...), averaged as `evaluate` does the loss."""
+    """Every metric the objective reports (loss, accuracy, ...), each averaged over batches weighted by
+    its own count (the objective's `weight`: pairs for accuracy, rated attributes for MSE, ...)."""
     objective = objective or LanguageModeling()
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, int] = {}  # each metric's own: a batch without pairs reports no accuracy
     for i in range(num_batches):
         batch = data.batch(i)
         totals = batch.totals()
         local = batch.shard(parallel.rank, parallel.world_size) if parallel else batch
         with autocast():
             _, metrics = objective.loss(model, local.to(device), totals)
-        n = objective.weight(totals)
         for key, value in sum_across(metrics, parallel).items():
+            n = objective.weight(totals, key)
             sums[key] = sums.get(key, 0.0) + value * n
-        count += n
+            counts[key] = counts.get(key, 0) + n
     model.train(was_training)
-    return {key: value / max(count, 1) for key, value in sums.items()}
+    return {key: value / max(counts[key], 1) for key, value in sums.items()}
 
 
 def checkpoint_activations(model: nn.Module) -> nn.Module:
@@ -165,7 +170,9 @@ class Trainer:
             else contextlib.nullcontext
         self.out_dir = Path(config.out_dir)
         self.step = 0
-        self._best: tuple | None = None  # (score, step, weights, validation metrics) with keep_best
+        self._best: tuple | None = None  # keep_best: (score, step, validation metrics) of the weights in OUT/best
+        if config.keep_best and valid_data is None:
+            raise ConfigError("TrainConfig.keep_best needs validation data (--valid) to choose among")
         if config.keep_best and parallel is not None:
             raise ConfigError("keeping the best validation's weights is single-process only (not under torchrun)")
 
@@ -183,6 +190,7 @@ class Trainer:
             load_full_state(self.model, self.optimizer, weights, state["optimizer"], strict=not adapter)
             restore_rng(state)
         self.step = state["step"]
+        self._best = self._read_best() if self.config.keep_best else None
         self.log(f"resumed from {found} at step {self.step}")
 
     def _save(self) -> Path:
@@ -212,12 +220,23 @@ class Trainer:
                                 self.objective, self.parallel)
 
     def _remember_if_best(self, valid: dict[str, float]) -> None:
-        """Keep (in memory) the weights of the best validation so far: highest accuracy when the
-        objective reports one, then lowest loss; the first of equals."""
-        score = (valid.get("accuracy", 0.0), -valid["loss"])
-        if self._best is None or score > self._best[0]:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            self._best = (score, self.step, state, valid)
+        """Keep the weights of the best validation so far in OUT/best (a resume goes on from them):
+        highest accuracy when the objective reports one, then lowest loss; the first of equals."""
+        if self._best is None or _score(valid) > self._best[0]:
+            self._best = (_score(valid), self.step, valid)
+            best, tmp = self.out_dir / BEST, self.out_dir / f".tmp-{BEST}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_model_dir(self.model, self.tokenizer, tmp, dtype=torch.float32)
+            (tmp / BEST_FILE).write_text(json.dumps({"step": self.step, "valid": valid}), encoding="utf-8")
+            shutil.rmtree(best, ignore_errors=True)
+            tmp.rename(best)  # weights and their score replace the old ones together
+
+    def _read_best(self) -> tuple | None:
+        path = self.out_dir / BEST / BEST_FILE
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return _score(record["valid"]), record["step"], record["valid"]
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step on batch number self.step -> (loss, trained tokens)."""
@@ -309,9 +328,8 @@ class Trainer:
                     record["valid_accuracy"] = round(valid["accuracy"], 4)
                 if cfg.keep_best:
                     self._remember_if_best(valid)
-                    if self.step == total:  # not at a time-boxed stop: the run goes on from its last weights
-                        _, step, state, best = self._best
-                        self.model.load_state_dict(state)
+                    if self.step == total:
+                        _, step, best = self._best
                         record["best_step"], valid_loss = step, best["loss"]
             if record and metrics is not None:
                 metrics.write(json.dumps(record) + "\n")
@@ -322,8 +340,16 @@ class Trainer:
                 saved = self._save()
         if bar is not None:
             bar.close()
+        if cfg.keep_best and self.step == total and self._best is not None:
+            # After the last checkpoint (the last weights, which a time-boxed stop would go on from):
+            # the model the run hands over (OUT/final) is the best one.
+            load_weights(self.out_dir / BEST, self.model)
         return TrainResult(self.step, last_loss, valid_loss, run_tokens / max(time.perf_counter() - started, 1e-9),
                            saved)
+
+
+def _score(valid: dict[str, float]) -> tuple[float, float]:
+    return valid.get("accuracy", 0.0), -valid["loss"]
 
 
 def _progress_bar(step: int, end: int):
