@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 
@@ -261,6 +262,17 @@ def test_a_stream_id_in_use_is_refused_across_n(loaded):
         llm.close()
 
 
+def engine_sleeps(llm: AsyncLLM, timeout: float = 10.0) -> None:
+    """Wait until the engine thread is blocked waiting for work (in threading's Event.wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(llm._thread.ident)
+        if frame is not None and frame.f_code.co_name == "wait" and frame.f_code.co_filename == threading.__file__:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the engine thread never went idle")
+
+
 def test_an_abort_taken_in_with_its_request_stops_it_before_any_step(loaded):
     """The engine thread takes a request and its abort in one go (both queued while it slept): the
     request is added, then aborted; no step runs for it."""
@@ -271,6 +283,7 @@ def test_an_abort_taken_in_with_its_request_stops_it_before_any_step(loaded):
     engine.step = lambda: steps.append(1) or step()
 
     async def main():
+        engine_sleeps(llm)
         asleep, llm._wake = llm._wake, threading.Event()  # the engine thread waits on the old event
         stream = llm.generate(prompts(1, seed=16)[0], SamplingParams(max_tokens=300, ignore_eos=True), "x")
         first = asyncio.ensure_future(stream.__anext__())

@@ -81,15 +81,14 @@ class AsyncLLM:
         requests = check_choices(self.engine, ids, params)
         request_id = request_id or f"async-{next(self._ids)}"
         child_ids = [request_id] if params.n == 1 else [f"{j}_{request_id}" for j in range(params.n)]  # vLLM's
+        eos_id = self.engine.tokenizer.eos_id
+        builders = [CompletionBuilder(j, params, eos_id, self.engine.tokenizer) for j in range(params.n)]
+        streams = [choice_stream(self, j, requests[j], child_ids[j]) for j in range(params.n)]
         if params.n > 1:
             with self._lock:
                 if request_id in self._children or request_id in self._engine_ids:
                     raise NemotronError(f"request id {request_id!r} is already in use")
                 self._children[request_id] = child_ids
-        eos_id = self.engine.tokenizer.eos_id
-        builders = [CompletionBuilder(j, params, eos_id, self.engine.tokenizer) for j in range(params.n)]
-
-        streams = [choice_stream(self, j, requests[j], child_ids[j]) for j in range(params.n)]
         try:
             async with aclosing(self._outputs(prompt, ids, params, request_id, streams, builders)) as outputs:
                 async for output in outputs:
