@@ -166,10 +166,10 @@ def test_a_timed_commit_that_fails_is_raised_by_the_next_put(tmp_path):
                 raise sqlite3.OperationalError("database or disk is full")
             return self.db.execute(sql, *args)
 
-        def close(self):
-            self.db.close()
+        def __getattr__(self, name):
+            return getattr(self.db, name)
 
-    cache._db = Failing(cache._db)
+    cache._db = Failing(cache._db)  # the writer thread's connection
 
     async def in_loop():
         cache.put("a", {"text": "1"})
@@ -179,5 +179,10 @@ def test_a_timed_commit_that_fails_is_raised_by_the_next_put(tmp_path):
         with pytest.raises(OutputError, match="disk is full"):
             cache.commit()
 
+        with pytest.raises(OutputError, match="disk is full"):  # nor are results written after it
+            cache.after_commit(lambda: None)
+        assert cache.get("a") == {"text": "1"}  # still answered from memory in this run
+
     asyncio.run(in_loop())
     cache.close()
+    assert len(CallCache(tmp_path / "c.sqlite")) == 0  # nothing half-committed
