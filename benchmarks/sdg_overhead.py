@@ -21,6 +21,9 @@ no task per request; its CPU per request is printed. It logs when each request a
    time (call cache, fsync'd result files, collection with filters and MinHash dedup, progress)
    divided by the number of model calls.
 
+Every run uses the event loop `sdg run` uses (sdg/loop.py: uvloop where installed, aiohttp's request
+bodies written at once on Python < 3.12); `--event-loop asyncio` measures asyncio's own.
+
 Client and server share the machine: at concurrency C and latency L the pipeline must turn
 C / L requests a second around (1,280 at 256 and 200 ms), and each costs the client's CPU per
 request (printed, with the server's). The CPU this process actually gets is measured (a busy loop
