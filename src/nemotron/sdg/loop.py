@@ -64,8 +64,16 @@ def new_loop(choice: str = "auto") -> asyncio.AbstractEventLoop:
 
 def run(main: Coroutine[Any, Any, T], choice: str = "auto") -> T:
     """`asyncio.run(main)` on a loop from `new_loop(choice)`."""
-    loop_name(choice)  # an unknown or missing loop is an error before anything starts
-    if sys.version_info < (3, 11):  # no asyncio.Runner: the loop as asyncio.run makes it
+    try:
+        name = loop_name(choice)  # an unknown or missing loop is an error before anything starts
+    except NemotronError:
+        main.close()
+        raise
+    if sys.version_info < (3, 11):  # no asyncio.Runner (nor eager request writes)
+        if name == "uvloop":
+            import uvloop
+
+            return uvloop.run(main)
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=lambda: new_loop(choice)) as runner:
         return runner.run(main)
