@@ -7,7 +7,8 @@
    reply and nothing else. The facts are split by fact within each family: training (asked in several
    wordings), validation (hyperparameters were chosen on these) and held-out (reported only; no
    held-out fact is in any training or validation prompt);
-2. `nemotron train reward` trains a reward model (Bradley-Terry) on the training pairs; its
+2. `nemotron train reward` trains a reward model (Bradley-Terry, plus the demo model's own
+   log-likelihood margin distilled; optionally exact swapped-answer pairs) on the training pairs; its
    pairwise accuracy is measured on the validation and on the held-out pairs, per family;
 3. `nemotron sdg` runs again with that reward model judging (`judges: [reward]`, the model run
    in-process exactly as a served reward model would be), so the pairs carry reward-model scores;
@@ -66,7 +67,7 @@ def questions(seed: int, held_out: float, valid: float, phrasings: int) -> tuple
     question carries its reference reply (the chat data's answer), category and relation."""
     rng = random.Random(seed)
     ask = lambda rel, e, family, wording: {"prompt": wording, "reference": rel.answer(e),  # noqa: E731
-                                           "category": family, "relation": rel.name}
+                                           "category": family, "relation": rel.name, "entity": e}
     train, checks, held = [], [], []
     for family, found in facts().items():
         rng.shuffle(found)
@@ -78,6 +79,69 @@ def questions(seed: int, held_out: float, valid: float, phrasings: int) -> tuple
             train += [ask(rel, e, family, wordings[k])
                       for k in sorted(rng.sample(range(len(wordings)), min(phrasings, len(wordings))))]
     return train, checks, held
+
+
+def _arithmetic_slips(e: tuple, value: int) -> list[int]:
+    """Wrong results a reader could mistake for `value`: off by one, two or ten, digits swapped, or
+    another operation on the same operands."""
+    x, y = e
+    found = {value - 2, value - 1, value + 1, value + 2, value - 10, value + 10, int(str(value)[::-1]),
+             x + y, x - y, x * y}
+    return sorted(v for v in found if v >= 0 and v != value)
+
+
+def _answer_slot(name: str):
+    """For the relations that swap well: e -> (the answer's text in the reference reply, and every
+    value of the same relation's answers given the entities), or None."""
+    from nemotron.train import demo_facts as f
+
+    fields = {"capital": 1, "capital_of": 0, "language": 3, "sound": 2, "baby": 6, "class": 7, "mix": 2, "colour": 2, "continent": 2,
+              "home": 3, "food": 4}
+    if name in fields:
+        k = fields[name]
+        show = (lambda v: f.a_or_an(v)) if name in ("baby", "class") else str  # noqa: E731
+        return lambda e, pool: (show(e[k]), [show(o[k]) for o in pool])
+    if name == "legs":
+        return lambda e, pool: (f._legs(e[5]), [f._legs(o[5]) for o in pool])
+    if name in ("add", "sub", "mul"):
+        op = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y}[name]
+        return lambda e, pool: (str(op(*e)), [str(v) for v in _arithmetic_slips(e, op(*e))])
+    named = {"day_before": lambda i: f.DAYS[(i - 1) % 7], "day_after": lambda i: f.DAYS[(i + 1) % 7],
+             "month_number": lambda i: f.MONTHS[i], "month_after": lambda i: f.MONTHS[(i + 1) % 12],
+             "number_word": lambda n: f.NUMBER_WORDS[n], "next_number": lambda n: str(n + 1),
+             "even": lambda n: "an even" if n % 2 == 0 else "an odd"}
+    if name in named:
+        value = named[name]
+        return lambda e, pool: (value(e), [value(o) for o in pool] + (["an even", "an odd"] if name == "even" else []))
+    return None
+
+
+def swap_negatives(train: list[dict], per_question: int, seed: int) -> list[dict]:
+    """Exact hard negatives for the training questions: the reference reply against the same reply
+    with its answer swapped for another value of the same relation ("7 plus 8 is 15." against
+    "7 plus 8 is 16."; "The capital of France is Paris." against "... is Rome."), `per_question`
+    each. Ground truth decides, so these pairs cost nothing and are never wrong; they make the reward
+    model compare the stated answer with what the trunk knows rather than the look of a reply.
+    The swapped values are those of the training facts (and arithmetic slips), never held-out ones."""
+    rng = random.Random(seed)
+    pools: dict[str, list] = {}
+    for q in train:
+        pools.setdefault(q["relation"], []).append(q["entity"])
+    rows = []
+    for q in train:
+        slot = _answer_slot(q["relation"])
+        if slot is None:
+            continue
+        answer, values = slot(q["entity"], pools[q["relation"]])
+        at = q["reference"].rfind(answer)
+        wrong = sorted(set(values) - {answer})
+        if at < 0 or not wrong:
+            continue
+        for value in rng.sample(wrong, min(per_question, len(wrong))):
+            rejected = q["reference"][:at] + value + q["reference"][at + len(answer):]
+            rows.append({"prompt": [{"role": "user", "content": q["prompt"]}], "chosen": q["reference"],
+                         "rejected": rejected, "category": q["category"], "judge": "swap"})
+    return rows
 
 
 def known_relations(work: Path, policy: Path, train: list[dict], threshold: float) -> list[str]:
@@ -106,6 +170,11 @@ def write_jsonl(path: Path, rows) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def write_seeds(path: Path, qs: list[dict]) -> Path:
+    """The questions as `nemotron sdg` seed records (without the entity, which only this script uses)."""
+    return write_jsonl(path, ({k: v for k, v in q.items() if k != "entity"} for q in qs))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -228,6 +297,15 @@ def main() -> None:
                         help="identity-initialised layers on top of the reward model's trunk")
     parser.add_argument("--rm-lm-weight", type=float, default=1.0,
                         help="auxiliary next-token loss on the chosen replies (keeps the trunk's knowledge)")
+    parser.add_argument("--swap-negatives", type=int, default=0,
+                        help="per training question, pairs of the reference reply against it with the answer "
+                             "swapped for another value of the relation, added to the reward model's data")
+    parser.add_argument("--rm-distill-weight", type=float, default=3.0,
+                        help="pull the reward margin towards the demo model's own log-likelihood margin")
+    parser.add_argument("--rm-distill-scale", type=float, default=0.3)
+    parser.add_argument("--rm-keep-best", type=int, default=0, metavar="N",
+                        help="evaluate the reward model on every validation pair each N steps and keep the "
+                             "weights of the best accuracy (0: the last weights)")
     parser.add_argument("--po-steps", type=int, default=100, help="DPO / RPO steps")
     parser.add_argument("--po-lr", type=float, default=2e-5)
     parser.add_argument("--beta", type=float, default=1.0)
@@ -244,9 +322,9 @@ def main() -> None:
     known = set(known_relations(work, demo, train_q, args.min_known))
     train_q, valid_q, held_q = ([q for q in qs if q["relation"] in known] for qs in (train_q, valid_q, held_q))
     print(f"   relations kept: {', '.join(sorted(known))}", flush=True)
-    train_seeds = write_jsonl(work / "train_questions.jsonl", train_q)
-    valid_seeds = write_jsonl(work / "valid_questions.jsonl", valid_q)
-    held_seeds = write_jsonl(work / "held_out_questions.jsonl", held_q)
+    train_seeds = write_seeds(work / "train_questions.jsonl", train_q)
+    valid_seeds = write_seeds(work / "valid_questions.jsonl", valid_q)
+    held_seeds = write_seeds(work / "held_out_questions.jsonl", held_q)
     print(f"{len(train_q)} training questions, {len(valid_q)} validation and {len(held_q)} held-out ones", flush=True)
 
     print("1. preference pairs from the demo (SFT) model, judged by ground truth", flush=True)
@@ -270,10 +348,20 @@ def main() -> None:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     loop = ["--seq-len", "96", "--log-every", "20", "--checkpoint-every", "0", "--no-progress", "--threads", "1",
             "--no-resume"]
-    nemotron("train", "reward", "--model", str(demo), "--data", str(gt_pairs), str(policy_pairs), "--valid",
+    every_valid_pair = str(-(-count(valid_pairs) // args.rm_batch))  # batches
+    keep_best = ["--eval-every", str(args.rm_keep_best), "--eval-batches", every_valid_pair, "--keep-best"] \
+        if args.rm_keep_best else []
+    rm_data = [gt_pairs, policy_pairs]
+    if args.swap_negatives:
+        rm_data.append(write_jsonl(work / "swap_negatives.jsonl", swap_negatives(train_q, args.swap_negatives,
+                                                                                  args.seed)))
+        print(f"   {count(rm_data[-1])} swapped-answer pairs from the training questions")
+    nemotron("train", "reward", "--model", str(demo), "--data", *map(str, rm_data), "--valid",
              str(valid_pairs), "--out", str(work / "reward"), "--loss", "bt", "--steps", str(args.rm_steps),
              "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch),
-             "--add-layers", str(args.rm_add_layers), "--lm-weight", str(args.rm_lm_weight), *loop)
+             "--add-layers", str(args.rm_add_layers), "--lm-weight", str(args.rm_lm_weight),
+             "--distill-weight", str(args.rm_distill_weight), "--distill-scale", str(args.rm_distill_scale),
+             *keep_best, *loop)
     reward = work / "reward" / "final"
     held_eval = work / "reward" / "held_out_eval.json"
     with held_eval.open("w") as out:

@@ -159,3 +159,50 @@ def test_leaving_an_n_stream_early_aborts_every_completion(loaded):
         assert engine.num_requests == 0 and engine.blocks.num_free_blocks == engine.blocks.num_blocks
     finally:
         llm.close()
+
+
+def test_abort_ends_streams_with_finish_reason_abort_and_frees_blocks(loaded):
+    """vLLM's `await llm.abort(request_id)`: from another task, by the id given to generate (n > 1:
+    every completion), the stream ends with a finished output whose running completions say "abort"."""
+    engine = LLMEngine(loaded.model, loaded.tokenizer, EngineConfig())
+    llm = AsyncLLM(engine)
+    long = SamplingParams(max_tokens=400, ignore_eos=True)
+
+    async def collect(request_id, params):
+        return [o async for o in llm.generate(prompts(1, seed=14)[0], params, request_id)]
+
+    async def main():
+        one = asyncio.create_task(collect("one", long))
+        many = asyncio.create_task(collect("many", SamplingParams(n=3, max_tokens=400, ignore_eos=True, seed=2)))
+        short = asyncio.create_task(collect("short", SamplingParams(max_tokens=2, ignore_eos=True)))
+        while engine.num_requests < 4 or not short.done():  # "one" and the 3 of "many" running, "short" done
+            await asyncio.sleep(0.01)
+        await llm.abort(["one", "many", "short", "unknown"])  # finished and unknown ids are ignored
+        return await asyncio.wait_for(asyncio.gather(one, many, short), 30)
+
+    try:
+        one, many, short = asyncio.run(main())
+        wait_until_idle(engine)
+        assert engine.num_requests == 0 and engine.blocks.num_free_blocks == engine.blocks.num_blocks
+    finally:
+        llm.close()
+    assert one[-1].finished and one[-1].outputs[0].finish_reason == "abort"
+    assert 0 < len(one[-1].outputs[0].token_ids) < 400
+    assert many[-1].finished and {o.outputs[0].index for o in many if o.outputs[0].finish_reason == "abort"} == {0, 1, 2}
+    assert short[-1].outputs[0].finish_reason == "length" and len(short[-1].outputs[0].token_ids) == 2
+
+
+def test_from_pretrained_loads_like_llm_and_generates_the_same(tiny_model_dir):
+    params = SamplingParams(max_tokens=6, seed=3, temperature=0.8)
+    [expected] = LLM(tiny_model_dir, dtype="float32").generate(["The dog"], params)
+    llm = AsyncLLM.from_pretrained(tiny_model_dir, dtype="float32", max_num_seqs=4)
+
+    async def main():
+        return [o async for o in llm.generate("The dog", params, "x")][-1]
+
+    try:
+        final = asyncio.run(main())
+    finally:
+        llm.close()
+    assert llm.engine.config.max_num_seqs == 4
+    assert final.outputs == expected.outputs and final.request_id == "x"

@@ -140,4 +140,48 @@ def test_reward_model_with_an_lm_loss_logs_it_and_needs_a_language_model(tmp_pat
     capsys.readouterr()
     assert main(["train", "reward", "--model", str(tmp_path / "rm" / "final"), "--data", str(pairs), "--out",
                  str(tmp_path / "again"), "--lm-weight", "0.5", *LOOP]) == 2
-    assert "--lm-weight needs a language model" in capsys.readouterr().err
+    assert "--lm-weight and --distill-weight need a language model" in capsys.readouterr().err
+
+
+def test_reward_model_keeps_the_weights_of_its_best_validation(tmp_path, capsys, base_dir):
+    import torch.nn.functional as F
+
+    from nemotron.model.config import REWARD_WEIGHTS
+    from nemotron.train.preference_data import encode_scored, read_preference_data
+    from nemotron.train.reward import score
+
+    pairs, held_out = _pairs(tmp_path / "pairs.jsonl", 12), _pairs(tmp_path / "held_out.jsonl", 4, offset=50)
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--valid", str(held_out),
+                 "--out", str(tmp_path / "rm"), "--eval-every", "1", "--eval-batches", "1", "--keep-best",
+                 *LOOP, "--lr", "5e-2"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if "valid_accuracy" in r]
+    assert [r["step"] for r in evaluations] == [1, 2, 3, 4]
+    ranked = sorted(evaluations, key=lambda r: (-r["valid_accuracy"], r["valid_loss"], r["step"]))
+    assert evaluations[-1]["best_step"] == ranked[0]["step"]
+    # OUT/final holds the kept weights: their validation loss over the 4 pairs (one batch) is the one logged.
+    final = load_model(tmp_path / "rm" / "final")
+    rows = read_preference_data([held_out])
+    sequences = [encode_scored(r.prompt, reply, final.tokenizer)[-64:]  # --seq-len 64 keeps the end
+                 for r in rows for reply in (r.chosen, r.rejected)]
+    reward = score(final.model, sequences, final.tokenizer.pad_id) @ torch.tensor(REWARD_WEIGHTS)
+    loss = -F.logsigmoid(reward[0::2] - reward[1::2]).mean().item()
+    assert loss == pytest.approx(ranked[0]["valid_loss"], abs=2e-4)
+    assert ranked[0]["step"] != 4 and abs(loss - evaluations[-1]["valid_loss"]) > 1e-2  # not the last weights
+
+    capsys.readouterr()
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out", str(tmp_path / "x"),
+                 "--keep-best", "--eval-every", "1", *LOOP]) == 2
+    assert "--keep-best needs --valid and --eval-every" in capsys.readouterr().err
+
+
+def test_reward_model_distilling_the_language_model_logs_it_and_needs_one(tmp_path, capsys, base_dir):
+    pairs = _pairs(tmp_path / "pairs.jsonl", 8)
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--out", str(tmp_path / "rm"),
+                 "--distill-weight", "1", "--distill-scale", "0.05", "--add-layers", "1", *LOOP]) == 0
+    records = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["distill"] > 0 for r in records if "loss" in r)
+    capsys.readouterr()
+    assert main(["train", "reward", "--model", str(tmp_path / "rm" / "final"), "--data", str(pairs), "--out",
+                 str(tmp_path / "x"), "--distill-weight", "1", *LOOP]) == 2
+    assert "--distill-weight need a language model" in capsys.readouterr().err

@@ -278,3 +278,59 @@ def test_reward_lm_loss_needs_the_output_layer():
         RewardModeling(RewardConfig("bt", lm_weight=1.0))
     with pytest.raises(ConfigError, match=">= 0"):
         RewardConfig("bt", lm_weight=-1.0)
+
+
+def test_reward_distillation_pulls_the_margin_towards_the_language_models_own(tokenizer, tmp_path):
+    import torch.nn.functional as F
+
+    from nemotron.model.heads import add_identity_layers, reward_model_from
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+
+    lm = tiny_model(tokenizer.vocab_size, std=0.05)
+    expected_model = copy.deepcopy(lm)
+    dataset = _reward_dataset(tokenizer)
+    objective = RewardModeling(RewardConfig("bt", distill_weight=2.0, distill_scale=0.05), lm.lm_head, [dataset])
+    reward = add_identity_layers(reward_model_from(lm), 1)  # the added layer leaves the trunk's output as it was
+    objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
+
+    def reply_logp(prompt: str, reply: str) -> float:
+        row = PreferenceRow([{"role": "user", "content": prompt}], reply, reply)
+        (ids, start), = [(e.ids[0], e.starts[0]) for e in _examples(tokenizer, [row])]
+        ids = torch.tensor(ids)
+        logits = expected_model(ids[None, :-1])[0, start - 1:len(ids) - 2]  # up to the newline before <extra_id_2>
+        return -F.cross_entropy(logits, ids[start:-1], reduction="sum").item()
+
+    expected = torch.tensor([reply_logp(p, c) - reply_logp(p, r) for p, c, r in PAIRS])
+    torch.testing.assert_close(dataset.teacher, expected, rtol=1e-4, atol=1e-4)
+
+    batch = dataset.batch(0)
+    loss, metrics = objective.loss(reward, batch, batch.totals())
+    target = torch.sigmoid(0.05 * batch.teacher)  # the zero head prefers neither reply: KL(target ‖ 1/2)
+    kl = (torch.special.xlogy(target, 2 * target) + torch.special.xlogy(1 - target, 2 * (1 - target))).mean()
+    assert metrics["distill"] == pytest.approx(kl.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(math.log(2) + 2.0 * kl.item(), rel=1e-5)
+
+    grads = []  # micro-batches add up to the whole batch, the distillation term included
+    for parts in ([batch], batch.split(2)):
+        reward.zero_grad()
+        for micro in parts:
+            objective.loss(reward, micro, batch.totals())[0].backward()
+        grads.append([q.grad.clone() for q in reward.parameters() if q.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _examples(tokenizer, rows):
+    from nemotron.train.preference_data import RewardDataset
+
+    return RewardDataset.from_rows(rows, tokenizer, BatchConfig(batch_size=1, seq_len=64, seed=0)).examples
+
+
+def test_reward_distillation_needs_the_output_layer_and_a_positive_scale():
+    from nemotron.errors import ConfigError
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+
+    with pytest.raises(ConfigError, match="lm_head"):
+        RewardModeling(RewardConfig("bt", distill_weight=1.0))
+    with pytest.raises(ConfigError, match="distill_scale"):
+        RewardConfig("bt", distill_weight=1.0, distill_scale=0.0)

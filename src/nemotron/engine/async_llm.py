@@ -8,7 +8,10 @@
 each step added) or FINAL_ONLY (one output when the request is done); n > 1 runs n engine requests
 and, streamed, each output carries the one completion that moved (vLLM's parallel sampling).
 `stream` is the engine's own increments (StepOutput, with the tokens each step shows), which the
-servers use. The engine runs in one background thread (a model step holds no Python-level lock
+servers use. `await abort(request_id)` stops a request from anywhere on the loop (vLLM's abort): its
+stream ends with a finished output whose completions that were still running say finish_reason
+"abort". `AsyncLLM.from_pretrained(path, ...)` loads a model as `LLM(path, ...)` does (same keywords,
+tensor-parallel ranks included; close() stops them). The engine runs in one background thread (a model step holds no Python-level lock
 users wait on); requests and aborts are handed to it through a locked inbox, outputs come back
 through each request's asyncio queue on the event loop that asked.
 """
@@ -18,12 +21,13 @@ import asyncio
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
+from pathlib import Path
 from typing import TypeVar
 
-from nemotron.engine.llm import Prompt, check_choices, prompt_text, prompt_token_ids
-from nemotron.engine.llm_engine import LLMEngine, EngineRequest, StepOutput
+from nemotron.engine.llm import LLM, Prompt, check_choices, prompt_text, prompt_token_ids
+from nemotron.engine.llm_engine import EngineConfig, EngineRequest, LLMEngine, StepOutput
 from nemotron.engine.request_output import CompletionBuilder, RequestOutput, prompt_logprob_dicts
 from nemotron.engine.sampling import RequestOutputKind, SamplingParams
 from nemotron.errors import EngineDeadError, NemotronError
@@ -34,9 +38,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+ABORTED = "abort"  # vLLM's finish reason for a request stopped by abort()
+
+
 class AsyncLLM:
-    def __init__(self, engine: LLMEngine) -> None:
+    def __init__(self, engine: LLMEngine, owner: LLM | None = None) -> None:
         self.engine = engine
+        self._owner = owner  # the LLM that loaded the model (its ranks stop on close)
+        self._children: dict[str, list[str]] = {}  # generate()'s request id -> its engine requests
         self._lock = threading.Lock()
         self._inbox: list[tuple[str, EngineRequest]] = []
         self._aborts: list[str] = []
@@ -47,6 +56,13 @@ class AsyncLLM:
         self._ids = itertools.count()
         self._thread = threading.Thread(target=self._run, name="nemotron-engine", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, config: EngineConfig | None = None, **llm_options) -> AsyncLLM:
+        """Load `model` as `LLM(model, config, **llm_options)` does (dtype, tensor_parallel_size,
+        max_model_len, ...) and serve it asynchronously."""
+        llm = LLM(model, config, **llm_options)
+        return cls(llm.engine, owner=llm)
 
     async def generate(self, prompt: Prompt, sampling_params: SamplingParams | None = None,
                        request_id: str | None = None, *, add_bos: bool = False) -> AsyncIterator[RequestOutput]:
@@ -59,11 +75,26 @@ class AsyncLLM:
         requests = check_choices(self.engine, ids, params)
         request_id = request_id or f"async-{next(self._ids)}"
         child_ids = [request_id] if params.n == 1 else [f"{j}_{request_id}" for j in range(params.n)]  # vLLM's
+        if params.n > 1:
+            if request_id in self._children:
+                raise NemotronError(f"request id {request_id!r} is already in use")
+            self._children[request_id] = child_ids
         eos_id = self.engine.tokenizer.eos_id
         builders = [CompletionBuilder(j, params, eos_id, self.engine.tokenizer) for j in range(params.n)]
-        kind, prompt_logprobs = params.output_kind, None
 
         streams = [choice_stream(self, j, requests[j], child_ids[j]) for j in range(params.n)]
+        try:
+            async with aclosing(self._outputs(prompt, ids, params, request_id, streams, builders)) as outputs:
+                async for output in outputs:
+                    yield output
+        finally:
+            if params.n > 1:
+                self._children.pop(request_id, None)
+
+    async def _outputs(self, prompt: Prompt, ids: list[int], params: SamplingParams, request_id: str,
+                       streams: list[AsyncIterator[tuple[int, StepOutput]]],
+                       builders: list[CompletionBuilder]) -> AsyncIterator[RequestOutput]:
+        kind, prompt_logprobs = params.output_kind, None
         async with aclosing(streams[0] if params.n == 1 else merge(streams)) as outputs:
             async for j, output in outputs:
                 builders[j].add(output)
@@ -115,10 +146,29 @@ class AsyncLLM:
                     self._aborts.append(request_id)
             self._wake.set()
 
+    async def abort(self, request_id: str | Iterable[str]) -> None:
+        """Stop requests by the ids given to generate() or stream() (unknown or finished ones are
+        ignored, as in vLLM): each stream ends with a finished output saying finish_reason "abort",
+        and the engine frees their KV blocks."""
+        ids = [request_id] if isinstance(request_id, str) else list(request_id)
+        engine_ids = [child for rid in ids for child in self._children.get(rid, [rid])]
+        with self._lock:
+            for rid in engine_ids:
+                target = self._streams.get(rid)
+                if target is None:
+                    continue
+                self._aborts.append(rid)
+                loop, queue = target
+                loop.call_soon_threadsafe(queue.put_nowait, StepOutput(rid, "", [], finished=True,
+                                                                       finish_reason=ABORTED))
+        self._wake.set()
+
     def close(self) -> None:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=1 if self._failed else 10)  # after fail() a step may never return
+        if self._owner is not None:
+            self._owner.close()
 
     def fail(self, err: EngineDeadError) -> None:
         """Answer every request in flight with `err` and refuse new ones: the engine cannot go on (a

@@ -28,6 +28,10 @@ def _add_loop_options(parser: argparse.ArgumentParser, steps: int, lr: float) ->
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--eval-every", type=int, default=0, help="0: at the end only")
+    parser.add_argument("--eval-batches", type=int, default=8, help="validation batches per evaluation")
+    parser.add_argument("--keep-best", action="store_true",
+                        help="end with the weights of the best evaluation (every --eval-every steps): the highest "
+                             "validation accuracy where the stage reports one (DPO, RPO, reward), else the lowest loss")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
@@ -110,6 +114,11 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     reward.add_argument("--lm-weight", type=float, default=0.0,
                         help="auxiliary next-token loss on the chosen replies through the language model's "
                              "frozen output layer (keeps the trunk's knowledge; needs a language model)")
+    reward.add_argument("--distill-weight", type=float, default=0.0,
+                        help="soft Bradley-Terry towards the starting language model's own preference between the "
+                             "replies, σ(S × its log-likelihood margin) (needs a language model)")
+    reward.add_argument("--distill-scale", type=float, default=0.1, metavar="S",
+                        help="scale of the language model's log-likelihood margin in --distill-weight's target")
     reward.add_argument("--add-layers", type=int, default=0,
                         help="grow a language model's trunk by this many identity-initialised decoder layers first")
     reward.add_argument("--train-added-only", action="store_true",
@@ -185,10 +194,13 @@ def _loop(args: argparse.Namespace, model, tokenizer, source_cls=None, *, train=
         train = source_cls.from_files(args.data, tokenizer, batches)
         valid = source_cls.from_files(args.valid, tokenizer, dataclasses.replace(batches, seed=args.seed + 7)) \
             if args.valid else None
+    if args.keep_best and (valid is None or not args.eval_every):
+        raise ConfigError("--keep-best needs --valid and --eval-every N (the evaluations it chooses among)")
     schedule = ScheduleConfig(args.lr, args.steps, min(args.warmup, args.steps), args.min_lr_ratio)
     optim = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     config = TrainConfig(args.out, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                         eval_every=args.eval_every, device=args.device, precision=args.precision,
+                         eval_every=args.eval_every, eval_batches=args.eval_batches, keep_best=args.keep_best,
+                         device=args.device, precision=args.precision,
                          resume=not args.no_resume, micro_batch_size=args.micro_batch_size,
                          activation_checkpointing=args.activation_checkpointing,
                          progress=not args.no_progress and sys.stderr.isatty())
@@ -307,8 +319,9 @@ def _reward(args: argparse.Namespace) -> None:
         raise ConfigError(f"--add-layers must be >= 0, got {args.add_layers}")
     loaded = _load_for_training(args.model)
     lm_head = loaded.model.lm_head if isinstance(loaded.model, NemotronForCausalLM) else None
-    if args.lm_weight and lm_head is None:
-        raise ConfigError("--lm-weight needs a language model to start from (its output layer scores the tokens)")
+    if (args.lm_weight or args.distill_weight) and lm_head is None:
+        raise ConfigError("--lm-weight and --distill-weight need a language model to start from (its output layer "
+                          "scores the tokens)")
     model = reward_model_from(loaded.model)
     if args.train_added_only:
         if not args.add_layers or args.lora_r:
@@ -325,9 +338,10 @@ def _reward(args: argparse.Namespace) -> None:
     train = RewardDataset.from_rows(train_rows, loaded.tokenizer, batches, n)
     valid = RewardDataset.from_rows(valid_rows, loaded.tokenizer, dataclasses.replace(batches, seed=args.seed + 7),
                                     n) if valid_rows else None
-    objective = RewardModeling(RewardConfig(args.loss, bt_weight=args.bt_weight,
-                                            regression_weight=args.regression_weight, lm_weight=args.lm_weight),
-                               lm_head)
+    config = RewardConfig(args.loss, bt_weight=args.bt_weight, regression_weight=args.regression_weight,
+                          lm_weight=args.lm_weight, distill_weight=args.distill_weight,
+                          distill_scale=args.distill_scale)
+    objective = RewardModeling(config, lm_head, [d for d in (train, valid) if d is not None])
     torch.manual_seed(args.seed)
     trainer = _loop(args, _with_lora(args, model.train(), heads=("rm_head",)), loaded.tokenizer, train=train,
                     valid=valid, objective=objective)

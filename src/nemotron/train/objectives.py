@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +23,7 @@ from nemotron.errors import ConfigError
 from nemotron.model.config import REWARD_WEIGHTS
 from nemotron.train.data import IGNORE
 from nemotron.train.losses import bradley_terry_loss, dpo_loss, rpo_loss, token_logps
-from nemotron.train.preference_data import PreferenceBatch, PreferenceDataset, RewardBatch
+from nemotron.train.preference_data import PreferenceBatch, PreferenceDataset, RewardBatch, RewardDataset
 
 Metrics = dict[str, float]
 
@@ -159,13 +159,17 @@ class RewardConfig:
     bt_weight: float = 1.0
     regression_weight: float = 1.0
     lm_weight: float = 0.0  # auxiliary next-token loss on the chosen replies, through the LM's output layer
+    distill_weight: float = 0.0  # soft Bradley-Terry towards the frozen LM's preference between the replies
+    distill_scale: float = 0.1  # the LM's preference is σ(distill_scale × its log-likelihood margin)
     scalar_weights: tuple[float, ...] = REWARD_WEIGHTS  # attributes -> the scalar reward pairs compare
 
     def __post_init__(self) -> None:
         if self.loss not in REWARD_LOSSES:
             raise ConfigError(f"RewardConfig.loss must be one of {REWARD_LOSSES}, got {self.loss!r}")
-        if self.bt_weight < 0 or self.regression_weight < 0 or self.lm_weight < 0:
+        if min(self.bt_weight, self.regression_weight, self.lm_weight, self.distill_weight) < 0:
             raise ConfigError("RewardConfig weights must be >= 0")
+        if self.distill_scale <= 0:
+            raise ConfigError(f"RewardConfig.distill_scale must be positive, got {self.distill_scale}")
 
 
 class RewardModeling:
@@ -175,17 +179,47 @@ class RewardModeling:
 
     With `lm_weight`, the trunk also keeps predicting the tokens of the chosen (correct) replies
     through `lm_head`, the frozen output layer of the language model it came from:
-    a regulariser that keeps the trunk's knowledge while the head learns (not part of the result)."""
+    a regulariser that keeps the trunk's knowledge while the head learns (not part of the result).
 
-    def __init__(self, config: RewardConfig, lm_head: nn.Linear | None = None) -> None:
-        if config.lm_weight and lm_head is None:
-            raise ConfigError("RewardConfig.lm_weight needs the language model's output layer (lm_head)")
-        self.config = config
-        self.lm_head = lm_head.requires_grad_(False) if lm_head is not None and config.lm_weight else None
+    With `distill_weight`, the reward margin of each pair is also pulled towards the language model's
+    own preference: before training, the model as given (the LM's trunk, with `lm_head`) sums the
+    log-probabilities of both replies of every pair of `datasets` once, and the loss adds
+    KL(Bernoulli(σ(s Δlog p)) ‖ Bernoulli(σ(Δr))) (RPO's loss with the LM as the judge): the head
+    learns to read what the trunk already knows about the reply instead of its surface."""
+
+    def __init__(self, config: RewardConfig, lm_head: nn.Linear | None = None,
+                 datasets: Sequence[RewardDataset] = (), chunk: int = 16) -> None:
+        if (config.lm_weight or config.distill_weight) and lm_head is None:
+            raise ConfigError("RewardConfig.lm_weight and distill_weight need the language model's output layer "
+                              "(lm_head)")
+        self.config, self.datasets, self.chunk = config, datasets, chunk
+        uses_head = config.lm_weight or config.distill_weight
+        self.lm_head = lm_head.requires_grad_(False) if lm_head is not None and uses_head else None
 
     def prepare(self, model, out_dir, device, autocast) -> None:
         if self.lm_head is not None:
             self.lm_head.to(device)
+        if self.config.distill_weight:
+            for dataset in self.datasets:
+                dataset.teacher = self._teacher_gaps(model, dataset, device, autocast)
+
+    @torch.no_grad()
+    def _teacher_gaps(self, model: nn.Module, dataset: RewardDataset, device: torch.device,
+                      autocast: Callable) -> Tensor:
+        """log p(chosen) − log p(rejected) of every pair under the model as given (NaN for rated rows)."""
+        was_training = model.training
+        model.eval()
+        gaps = torch.full((len(dataset),), float("nan"))
+        pairs = [i for i, e in enumerate(dataset.examples) if e.ratings is None]
+        for start in range(0, len(pairs), self.chunk):
+            picks = pairs[start:start + self.chunk]
+            batch = dataset.collate(picks).to(device)
+            with autocast():
+                hidden = model.model(batch.inputs)  # (2P, T, H)
+            logps = self._reply_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()  # (2P,)
+            gaps[picks] = logps[:len(picks)] - logps[len(picks):]
+        model.train(was_training)
+        return gaps
 
     def scalar(self, scores: Tensor) -> Tensor:
         weights = torch.tensor(self.config.scalar_weights[:scores.shape[-1]], device=scores.device)
@@ -194,7 +228,8 @@ class RewardModeling:
     def loss(self, model: nn.Module, batch: RewardBatch, totals: dict[str, int]) -> tuple[Tensor, Metrics]:
         cfg, p = self.config, batch.num_pairs
         hidden: list[Tensor] = []
-        hook = model.model.register_forward_hook(lambda _m, _i, out: hidden.append(out)) if self.lm_head else None
+        hook = model.model.register_forward_hook(lambda _m, _i, out: hidden.append(out)) \
+            if cfg.lm_weight else None
         scores = model(batch.inputs, lengths=batch.lengths)  # (N, A) fp32
         loss = scores.new_zeros(())
         # The same metric keys on every micro-batch and rank (they are summed across ranks), set by
@@ -205,6 +240,13 @@ class RewardModeling:
             bt = bradley_terry_loss(reward[:p], reward[p:], batch.margin).sum() / totals["pairs"]
             loss = loss + cfg.bt_weight * bt
             metrics["accuracy"] = (reward[:p] > reward[p:]).float().sum().item() / totals["pairs"]
+        if totals["pairs"] and cfg.distill_weight:
+            if batch.teacher is None:
+                raise RuntimeError("the teacher's margins were not computed; the trainer calls prepare() first")
+            reward = self.scalar(scores[:2 * p])
+            distill = rpo_loss(reward[:p], reward[p:], batch.teacher, 1.0, cfg.distill_scale).sum() / totals["pairs"]
+            loss = loss + cfg.distill_weight * distill
+            metrics["distill"] = distill.item()
         if totals["ratings"] and cfg.loss != "bt":
             rated = scores[2 * p:]
             mse = ((rated - batch.ratings).square() * batch.rated).sum() / totals["ratings"]
@@ -221,12 +263,18 @@ class RewardModeling:
         return loss, metrics
 
     def _reply_nll(self, hidden: Tensor, inputs: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
-        """Summed next-token loss of the replies (from `starts` to the newline before the final
-        <extra_id_2>) in right-padded rows: hidden (P, T, H), inputs (P, T)."""
+        """Summed next-token loss of the replies in right-padded rows: hidden (P, T, H), inputs (P, T)."""
+        return -self._reply_logps(hidden, inputs, starts, lengths).sum()
+
+    def _reply_logps(self, hidden: Tensor, inputs: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
+        """Each row's summed log-probability of its reply (from `starts` to the newline before the final
+        <extra_id_2>) through `lm_head`: hidden (N, T, H), inputs (N, T) -> (N,)."""
         position = torch.arange(1, inputs.shape[1], device=inputs.device)  # of each target token
-        inside = (position >= starts[:, None]) & (position < lengths[:, None] - 1)  # (P, T-1)
-        logits = self.lm_head(hidden[:, :-1][inside]).float()  # (N, V): only the reply positions
-        return F.cross_entropy(logits, inputs[:, 1:][inside], reduction="sum")
+        inside = (position >= starts[:, None]) & (position < lengths[:, None] - 1)  # (N, T-1)
+        logits = self.lm_head(hidden[:, :-1][inside]).float()  # (M, V): only the reply positions
+        picked = -F.cross_entropy(logits, inputs[:, 1:][inside], reduction="none")  # (M,)
+        row = torch.arange(inputs.shape[0], device=inputs.device)[:, None].expand_as(inside)[inside]
+        return torch.zeros(inputs.shape[0], device=inputs.device).index_add(0, row, picked)
 
     def weight(self, totals: dict[str, int]) -> int:
         return totals["pairs"] + totals["ratings"]

@@ -292,6 +292,7 @@ class RewardBatch:
     margin: Tensor | None  # (P,)
     ratings: Tensor  # (R, A), 0 where unrated
     rated: Tensor  # (R, A) bool: which ratings exist
+    teacher: Tensor | None = None  # (P,) a frozen language model's log p(chosen) - log p(rejected)
 
     @property
     def num_target_tokens(self) -> int:
@@ -310,7 +311,7 @@ class RewardBatch:
             take = torch.cat([torch.arange(s, e), torch.arange(p + s, p + e)])
             out.append(RewardBatch(self.inputs[take], self.lengths[take], self.starts[take], e - s,
                                    None if self.margin is None else self.margin[s:e],
-                                   self.ratings[:0], self.rated[:0]))
+                                   self.ratings[:0], self.rated[:0], _cut(self.teacher, slice(s, e))))
         for s in range(0, r, rows):
             rated = slice(2 * p + s, 2 * p + min(s + rows, r))
             out.append(RewardBatch(self.inputs[rated], self.lengths[rated], self.starts[rated], 0, None,
@@ -327,12 +328,13 @@ class RewardBatch:
         take = torch.cat([torch.arange(pairs.start, pairs.stop), torch.arange(p + pairs.start, p + pairs.stop),
                           torch.arange(2 * p + rated.start, 2 * p + rated.stop)])
         return RewardBatch(self.inputs[take], self.lengths[take], self.starts[take], pairs.stop - pairs.start,
-                           None if self.margin is None else self.margin[pairs], self.ratings[rated], self.rated[rated])
+                           None if self.margin is None else self.margin[pairs], self.ratings[rated], self.rated[rated],
+                           _cut(self.teacher, pairs))
 
     def to(self, device) -> RewardBatch:
         return RewardBatch(self.inputs.to(device), self.lengths.to(device), self.starts.to(device), self.num_pairs,
                            None if self.margin is None else self.margin.to(device), self.ratings.to(device),
-                           self.rated.to(device))
+                           self.rated.to(device), None if self.teacher is None else self.teacher.to(device))
 
 
 class RewardDataset:
@@ -345,6 +347,7 @@ class RewardDataset:
         self.examples, self.pad_id, self.config = examples, pad_id, config
         self.num_attributes = num_attributes
         self.order = EpochOrder(len(examples), config.seed)
+        self.teacher: Tensor | None = None  # (N,) per example, set by a distilling objective (NaN: rated)
 
     @classmethod
     def from_rows(cls, rows: Iterable[PreferenceRow | RatedRow], tokenizer: Tokenizer, config: BatchConfig,
@@ -371,7 +374,8 @@ class RewardDataset:
 
     def collate(self, picks: Sequence[int]) -> RewardBatch:
         chosen = [self.examples[i] for i in picks]
-        pairs = [e for e in chosen if e.ratings is None]
+        pair_picks = [i for i in picks if self.examples[i].ratings is None]
+        pairs = [self.examples[i] for i in pair_picks]
         rated = [e for e in chosen if e.ratings is not None]
         seqs = [e.ids[0] for e in pairs] + [e.ids[1] for e in pairs] + [e.ids[0] for e in rated]
         width = max(len(s) for s in seqs)
@@ -386,7 +390,12 @@ class RewardDataset:
         ratings = torch.tensor(values, dtype=torch.float32).reshape(len(rated), self.num_attributes)
         mask = torch.tensor([[v is not None for v in e.ratings] for e in rated],
                             dtype=torch.bool).reshape(len(rated), self.num_attributes)
-        return RewardBatch(inputs, lengths, starts, len(pairs), margin, ratings, mask)
+        teacher = None if self.teacher is None else self.teacher[torch.tensor(pair_picks, dtype=torch.long)]
+        return RewardBatch(inputs, lengths, starts, len(pairs), margin, ratings, mask, teacher)
+
+
+def _cut(t: Tensor | None, rows: slice) -> Tensor | None:
+    return None if t is None else t[rows]
 
 
 def _keep_end(ids: list[int], start: int, seq_len: int) -> tuple[list[int], int]:

@@ -59,6 +59,7 @@ class TrainConfig:
     micro_batch_size: int | None = None  # rows per forward; a smaller value accumulates gradients
     activation_checkpointing: bool = False  # recompute each layer's activations in backward (less memory)
     progress: bool = False  # a tqdm bar with loss, tokens/s and ETA (the CLI turns it on for terminals)
+    keep_best: bool = False  # end with the weights of the best validation (accuracy if reported, else loss)
 
     def __post_init__(self) -> None:
         for name in ("log_every", "keep_checkpoints", "eval_batches"):
@@ -69,6 +70,8 @@ class TrainConfig:
         for name in ("checkpoint_every", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_best and not self.eval_every:
+            raise ConfigError("TrainConfig.keep_best needs eval_every > 0 (the evaluations to choose among)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"TrainConfig.precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -93,27 +96,36 @@ def optimizer_for(model: nn.Module, config: OptimConfig, lr: float) -> torch.opt
     return torch.optim.AdamW(groups, lr=lr, betas=(config.beta1, config.beta2), eps=config.eps)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: BatchSource, num_batches: int, device: torch.device,
              autocast: Callable[[], contextlib.AbstractContextManager],
              objective: Objective | None = None, parallel: DataParallel | None = None) -> float:
     """Mean loss over the first num_batches batches of `data`, each weighted by its size
     (target tokens for language modelling, pairs for preferences)."""
+    return evaluate_metrics(model, data, num_batches, device, autocast, objective, parallel)["loss"]
+
+
+@torch.no_grad()
+def evaluate_metrics(model: nn.Module, data: BatchSource, num_batches: int, device: torch.device,
+                     autocast: Callable[[], contextlib.AbstractContextManager],
+                     objective: Objective | None = None, parallel: DataParallel | None = None) -> dict[str, float]:
+    """Every metric the objective reports (loss, accuracy, ...), averaged as `evaluate` does the loss."""
     objective = objective or LanguageModeling()
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    sums: dict[str, float] = {}
+    count = 0
     for i in range(num_batches):
         batch = data.batch(i)
         totals = batch.totals()
         local = batch.shard(parallel.rank, parallel.world_size) if parallel else batch
         with autocast():
-            loss, _ = objective.loss(model, local.to(device), totals)
-        loss = sum_across({"loss": loss.item()}, parallel)["loss"]
+            _, metrics = objective.loss(model, local.to(device), totals)
         n = objective.weight(totals)
-        total, count = total + loss * n, count + n
+        for key, value in sum_across(metrics, parallel).items():
+            sums[key] = sums.get(key, 0.0) + value * n
+        count += n
     model.train(was_training)
-    return total / max(count, 1)
+    return {key: value / max(count, 1) for key, value in sums.items()}
 
 
 def checkpoint_activations(model: nn.Module) -> nn.Module:
@@ -153,6 +165,9 @@ class Trainer:
             else contextlib.nullcontext
         self.out_dir = Path(config.out_dir)
         self.step = 0
+        self._best: tuple | None = None  # (score, step, weights, validation metrics) with keep_best
+        if config.keep_best and parallel is not None:
+            raise ConfigError("keeping the best validation's weights is single-process only (not under torchrun)")
 
     def _resume(self) -> None:
         found = latest_checkpoint(self.out_dir) if self.config.resume else None
@@ -192,9 +207,17 @@ class Trainer:
             torch.distributed.barrier()
         return Path(directory)
 
-    def _evaluate(self) -> float:
-        return evaluate(self.model, self.valid_data, self.config.eval_batches, self.device, self._autocast,
-                        self.objective, self.parallel)
+    def _evaluate(self) -> dict[str, float]:
+        return evaluate_metrics(self.model, self.valid_data, self.config.eval_batches, self.device, self._autocast,
+                                self.objective, self.parallel)
+
+    def _remember_if_best(self, valid: dict[str, float]) -> None:
+        """Keep (in memory) the weights of the best validation so far: highest accuracy when the
+        objective reports one, then lowest loss; the first of equals."""
+        score = (valid.get("accuracy", 0.0), -valid["loss"])
+        if self._best is None or score > self._best[0]:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self._best = (score, self.step, state, valid)
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step on batch number self.step -> (loss, trained tokens)."""
@@ -279,8 +302,17 @@ class Trainer:
                 window, window_steps, window_tokens, window_start = {}, 0, 0, time.perf_counter()
             if self.valid_data is not None and ((cfg.eval_every and self.step % cfg.eval_every == 0)
                                                 or self.step == end):
-                valid_loss = self._evaluate()
+                valid = self._evaluate()
+                valid_loss = valid["loss"]
                 record = {**record, "step": self.step, "valid_loss": round(valid_loss, 4)}
+                if "accuracy" in valid:
+                    record["valid_accuracy"] = round(valid["accuracy"], 4)
+                if cfg.keep_best:
+                    self._remember_if_best(valid)
+                    if self.step == total:  # not at a time-boxed stop: the run goes on from its last weights
+                        _, step, state, best = self._best
+                        self.model.load_state_dict(state)
+                        record["best_step"], valid_loss = step, best["loss"]
             if record and metrics is not None:
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
@@ -304,11 +336,15 @@ def _format(record: dict, total: int, elapsed: float, eta: float = 0.0) -> str:
     parts = [f"step {record['step']}/{total}"]
     if "loss" in record:
         parts += [f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}", f"{record['tokens_per_s']:,} tok/s"]
-    for key in ("accuracy", "margin", "mse", "lm_loss"):
+    for key in ("accuracy", "margin", "mse", "lm_loss", "distill"):
         if key in record:
             parts.append(f"{key} {record[key]:.3f}")
     if "valid_loss" in record:
         parts.append(f"valid loss {record['valid_loss']:.4f}")
+    if "valid_accuracy" in record:
+        parts.append(f"valid accuracy {record['valid_accuracy']:.3f}")
+    if "best_step" in record:
+        parts.append(f"kept step {record['best_step']}")
     parts.append(f"{elapsed / 60:.1f} min")
     if eta:
         parts.append(f"ETA {eta / 60:.1f} min")
