@@ -21,6 +21,9 @@ no task per request; its CPU per request is printed. It logs when each request a
    time (call cache, fsync'd result files, collection with filters and MinHash dedup, progress)
    divided by the number of model calls.
 
+Every run uses the event loop `sdg run` uses (sdg/loop.py: uvloop where installed, aiohttp's request
+bodies written at once on Python < 3.12); `--event-loop asyncio` measures asyncio's own.
+
 Client and server share the machine: at concurrency C and latency L the pipeline must turn
 C / L requests a second around (1,280 at 256 and 200 ms), and each costs the client's CPU per
 request (printed, with the server's). The CPU this process actually gets is measured (a busy loop
@@ -47,6 +50,7 @@ from nemotron.sdg.backends.http import HttpClient, OpenAIChat, RetryConfig
 from nemotron.sdg.backends.limiter import ConcurrencyConfig
 from nemotron.sdg.config import parse_config
 from nemotron.sdg.configs import load
+from nemotron.sdg import loop as event_loop
 from nemotron.sdg.constraints import load_checkers
 from nemotron.sdg.pipeline import Pipeline
 
@@ -186,6 +190,11 @@ def sft_config(calls: int, concurrency: int, topics: int = 20):
 
 
 ADAPTIVE = [True]
+LOOP = ["auto"]  # the event loop every run uses (`event_loop` of a config): auto, uvloop, asyncio
+
+
+def run(main):
+    return event_loop.run(main, LOOP[0])
 
 
 def backend(urls: list[str], concurrency: int) -> OpenAIChat:
@@ -252,7 +261,7 @@ def occupancy(latency: float, concurrency: int, calls: int, error_rate: float, r
         if reference:
             server.log()
             before, server_before = cpu(), server.cpu()
-            asyncio.run(bare_client(server.url, 6 * concurrency, concurrency))
+            run(bare_client(server.url, 6 * concurrency, concurrency))
             log = server.log()
             average, window, rate = held(log, concurrency)
             print(f"   {label:<24} bare client loop (reference): in flight {average:7.2f} / {concurrency} = "
@@ -261,7 +270,7 @@ def occupancy(latency: float, concurrency: int, calls: int, error_rate: float, r
         server.log()
         share = cpu_share()
         before, server_before = cpu(), server.cpu()
-        elapsed, chat = asyncio.run(pipeline_over_http([server.url], calls, concurrency))
+        elapsed, chat = run(pipeline_over_http([server.url], calls, concurrency))
         used, server_used = cpu() - before, server.cpu() - server_before
         log = server.log()
         average, window, rate = held(log, concurrency)
@@ -297,7 +306,7 @@ def endpoints_scaling(latency: float, concurrency: int, count: int) -> None:
         for n in (1, count):
             for s in servers:
                 s.log()
-            elapsed, chat = asyncio.run(pipeline_over_http([s.url for s in servers[:n]], 1, concurrency, topics=4))
+            elapsed, chat = run(pipeline_over_http([s.url for s in servers[:n]], 1, concurrency, topics=4))
             logs = [s.log() for s in servers[:n]]
             rate = sum(len(log) for log in logs) / elapsed
             rates.append(rate)
@@ -363,7 +372,7 @@ def scheduling(latency: float, concurrency: int, calls: int) -> None:
     chat = Sleepy(latency, concurrency)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        asyncio.run(Pipeline(sft_config(calls, concurrency), out, {"generator": chat}, progress=False).run())
+        run(Pipeline(sft_config(calls, concurrency), out, {"generator": chat}, progress=False).run())
         elapsed = time.perf_counter() - start
     average, window, _ = held(chat.log, concurrency)
     body, body_window, _ = held(chat.log, concurrency, drain=False)
@@ -379,7 +388,7 @@ def overhead(calls: int) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as out:
         before = cpu()
         start = time.perf_counter()
-        summary = asyncio.run(Pipeline(sft_config(calls, 32), out, {"generator": Instant()}, progress=False).run())
+        summary = run(Pipeline(sft_config(calls, 32), out, {"generator": Instant()}, progress=False).run())
         wall = time.perf_counter() - start
         used = cpu() - before
     made = sum(s["usage"]["calls"] for s in summary["stages"].values())
@@ -397,10 +406,13 @@ def main() -> None:
                         help="answer time in the endpoints test (long enough that the CPU is no limit)")
     parser.add_argument("--endpoint-concurrency", type=int, default=16)
     parser.add_argument("--no-reference", action="store_true", help="skip the bare client loop")
+    parser.add_argument("--event-loop", choices=event_loop.EVENT_LOOPS, default="auto",
+                        help="the client's event loop, as a config's `event_loop` (auto: uvloop where installed)")
     parser.add_argument("--fixed-window", action="store_true",
                         help="no adaptive window (the default adapts, as `sdg run` does)")
     args = parser.parse_args()
     ADAPTIVE[0] = not args.fixed_window
+    LOOP[0] = args.event_loop
     latency = args.latency_ms / 1000
     levels = [int(c) for c in args.concurrency.split(",")]
     with StandIn(latency) as probe:
@@ -410,7 +422,8 @@ def main() -> None:
     print(f"loading the constraint checkers' libraries (NLTK, langdetect), once per process before a run: "
           f"{time.perf_counter() - start:.1f} s ({cpu() - before:.1f} s CPU)")
     print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} (shared machine: other work competes); "
-          f"this process gets {cpu_share():.0%} of a core; stand-in ({loop} event loop) answers after "
+          f"this process gets {cpu_share():.0%} of a core; client on {event_loop.loop_name(LOOP[0])}'s event loop, "
+          f"stand-in on {loop}'s, answering after "
           f"{args.latency_ms:g} ms")
     # One macro-topic call of sft_prompts makes about 4,300 model calls against the stand-in.
     scale = lambda c, s: max(1, round(s * c / latency / 4300))  # noqa: E731

@@ -263,15 +263,15 @@ def test_a_full_disk_under_the_call_cache_is_one_line_too(tmp_path, capsys, monk
             def __init__(self, db):
                 self.db = db
 
-            def execute(self, sql, *args):
-                if sql.startswith("INSERT"):
-                    inserts.append(1)
-                    if len(inserts) > 5:
-                        raise sqlite3.OperationalError("database or disk is full")
-                return self.db.execute(sql, *args)
+            def executemany(self, sql, rows):
+                rows = list(rows)
+                inserts.extend(rows)
+                if len(inserts) > 5:
+                    raise sqlite3.OperationalError("database or disk is full")
+                return self.db.executemany(sql, rows)
 
-            def close(self):
-                self.db.close()
+            def __getattr__(self, name):
+                return getattr(self.db, name)
 
         def init(self, path):
             real_init(self, path)

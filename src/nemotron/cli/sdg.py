@@ -171,8 +171,7 @@ def _api_keys(config, args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import asyncio
-
+    from nemotron.sdg import loop
     from nemotron.sdg.config import parse_config, read_config
     from nemotron.sdg.pipeline import run_pipeline
     from nemotron.sdg.report import format_report
@@ -180,8 +179,9 @@ def _run(args: argparse.Namespace) -> int:
     path = _resolve_pipeline(args.pipeline)
     data = apply_sets(read_config(path), args.set)
     config = apply_overrides(parse_config(data, where=str(path)), args)
-    summary = asyncio.run(run_pipeline(config, args.out, _api_keys(config, args), base_dir=path.resolve().parent,
-                                       progress=not args.no_progress))
+    loop.loop_name(config.event_loop)  # a missing uvloop is an error before anything starts
+    summary = loop.run(run_pipeline(config, args.out, _api_keys(config, args), base_dir=path.resolve().parent,
+                                    progress=not args.no_progress), config.event_loop)
     print(format_report(args.out))
     status = summary["status"]
     if status["exit"]:

@@ -94,8 +94,10 @@ def run(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(load, config, on_load_error=stop)
+    # loop="asyncio": the server as measured and tested (uvicorn's "auto" would take uvloop, which
+    # is installed for the SDG client).
     server = DrainingServer(app, uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                                timeout_graceful_shutdown=5))
+                                                timeout_graceful_shutdown=5, loop="asyncio"))
     print(f"serving {spec} as {config.model_name!r} on http://{args.host}:{args.port} "
           f"(playground at /, OpenAI API at /v1, NeMo API at PUT /generate)"
           + ("; API key required" if config.api_key else "")

@@ -3,11 +3,17 @@
 A resumed run asks the same questions (same prompts, same per-record seeds), finds the answers
 here and spends no tokens on them. SQLite in WAL mode: a process killed at any moment leaves every
 committed answer readable and nothing half-written (`synchronous=NORMAL` skips the per-commit
-fsync, which only a power loss would need). Inside an event loop, answers are committed together
-at most `commit_interval` seconds after the first of them (a transaction per answer cost more CPU
-than the rest of the cache at a thousand calls a second), and `commit` is called before any result
-that used them is written: a kill loses at most the answers of that last fraction of a second,
-which the resumed run asks again. Outside an event loop every answer is committed at once.
+fsync, which only a power loss would need).
+
+Writes leave the caller's thread: `put` keeps the answer in memory (where `get` finds it at once),
+and one writer thread inserts what was put, one `executemany` and one commit per batch. Inside an
+event loop a batch goes at most `commit_interval` seconds after its first answer (at a thousand
+calls a second, an INSERT and a share of a commit per call on the loop were a tenth of its time);
+outside one, `put` waits for its answer's commit. `after_commit(write)` runs `write` on that same
+thread once every answer put before it is committed: the scheduler writes results through it, so
+a result is on disk only after the answers it used, and a kill loses at most the answers of the
+last fraction of a second, which the resumed run asks again. Reads use their own connection, so a
+commit in progress never blocks one (WAL readers do not wait for the writer).
 """
 from __future__ import annotations
 
@@ -15,9 +21,14 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from nemotron.sdg.store import OutputError
+
+T = TypeVar("T")
 
 
 def call_key(kind: str, model: str, payload: dict) -> str:
@@ -32,75 +43,113 @@ class CallCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # isolation_level=None: autocommit, each INSERT is one durable transaction.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # isolation_level=None: transactions are ours (BEGIN ... COMMIT per batch).
+            self._db = self._connect()  # the writer thread's
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._reader = self._connect()  # the caller's
         except sqlite3.OperationalError as err:
             raise self._error(err) from None
         self.hits = 0
         self.misses = 0
         self.commit_interval = 0.05
-        self._open = False  # a transaction holds answers not yet committed
+        self._unsaved: dict[str, str] = {}  # put, not yet handed to the writer
+        self._saving: dict[str, str] = {}  # handed to the writer, not yet committed (it removes them)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sdg-cache")
+        self._last: Future | None = None  # the writer's latest task
         self._timer: asyncio.TimerHandle | None = None
-        self._failed: OutputError | None = None  # a timed commit's error, raised by the next put or commit
+        self._failed: OutputError | None = None  # a write's error, raised by every later put, commit or write
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
 
     def get(self, key: str) -> dict | None:
-        row = self._db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            self.misses += 1
-            return None
+        value = self._unsaved.get(key) or self._saving.get(key)
+        if value is None:
+            row = self._reader.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                self.misses += 1
+                return None
+            value = row[0]
         self.hits += 1
-        return json.loads(row[0])
+        return json.loads(value)
 
     def put(self, key: str, value: dict) -> None:
         """First answer wins: a key already present keeps its value (a resumed run stays the same)."""
         if self._failed is not None:
             raise self._failed
-        try:
-            if not self._open:
-                self._db.execute("BEGIN")
-                self._open = True
-            self._db.execute("INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)",
-                             (key, json.dumps(value, ensure_ascii=False)))
-        except sqlite3.OperationalError as err:  # full disk, read-only file system
-            raise self._error(err) from None
+        if key in self._unsaved or key in self._saving:
+            return
+        self._unsaved[key] = json.dumps(value, ensure_ascii=False)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.commit()
             return
         if self._timer is None:
-            self._timer = loop.call_later(self.commit_interval, self._timed_commit)
+            self._timer = loop.call_later(self.commit_interval, self._hand_over)
 
-    def commit(self) -> None:
-        """Make every answer put so far durable (against a killed process)."""
+    def _hand_over(self) -> Future | None:
+        """Give the answers put so far to the writer; its task, or None when there were none."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not self._unsaved:
+            return None
+        batch, self._unsaved = self._unsaved, {}
+        self._saving.update(batch)
+        self._last = self._writer.submit(self._insert, batch)
+        return self._last
+
+    def _insert(self, batch: dict[str, str]) -> None:  # on the writer thread
         if self._failed is not None:
             raise self._failed
-        if self._open:
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as err:
-                raise self._error(err) from None
-            self._open = False
-
-    def _timed_commit(self) -> None:
-        self._timer = None
         try:
-            self.commit()
-        except OutputError as err:
-            self._failed = err
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)", batch.items())
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as err:  # full disk, read-only file system
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # the error is the one below
+            self._failed = self._error(err)
+            raise self._failed from None
+        for key in batch:
+            self._saving.pop(key, None)
+
+    def after_commit(self, write: Callable[[], T]) -> Future:
+        """Run `write` on the writer thread once every answer put so far is committed (not at all
+        if a commit failed: its future then holds that error)."""
+        if self._failed is not None:
+            raise self._failed
+        self._hand_over()
+
+        def then() -> T:
+            if self._failed is not None:
+                raise self._failed
+            return write()
+
+        self._last = self._writer.submit(then)
+        return self._last
+
+    def commit(self) -> None:
+        """Make every answer put so far durable (against a killed process); waits for it."""
+        if self._failed is not None:
+            raise self._failed
+        self._hand_over()
+        if self._last is not None:
+            self._last.result()  # tasks run in order: the last done, all are
 
     def _error(self, err: sqlite3.OperationalError) -> OutputError:
         return OutputError(f"cannot write {self.path}: {err}; the answers already cached are kept, rerun the same "
                            f"command to resume once it is writable")
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+        """Answers committed (and so readable by another process)."""
+        return self._reader.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
     def close(self) -> None:
         """Commit what is left (an error here was already raised by a put or commit) and close."""
@@ -108,4 +157,6 @@ class CallCache:
             self.commit()
         except OutputError:
             pass
+        self._writer.shutdown(wait=True)
+        self._reader.close()
         self._db.close()

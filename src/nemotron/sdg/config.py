@@ -32,6 +32,7 @@ from nemotron.errors import NemotronError
 from nemotron.model.config import REWARD_ATTRIBUTES
 from nemotron.sdg.backends.base import Sampling
 from nemotron.sdg.filters import LENGTH_UNITS
+from nemotron.sdg.loop import EVENT_LOOPS
 from nemotron.sdg.prompts import PromptBook
 
 MODEL_KINDS = ("chat", "reward")
@@ -120,6 +121,7 @@ class PipelineConfig:
     unit_window: int | None = None  # units worked on at once, whole pipeline (default: 2 x the models' windows)
     flush_every: int = 64  # finished units written per fsync'd batch ...
     flush_interval: float = 1.0  # ... or after this many seconds
+    event_loop: str = "auto"  # auto (uvloop where installed) | uvloop | asyncio (loop.py)
 
     def stage(self, name: str) -> StageSpec:
         for spec in self.stages:
@@ -256,7 +258,7 @@ def _model(name: str, data: Any) -> ModelSpec:
 
 def parse_config(data: Any, where: str = "config") -> PipelineConfig:
     data = _keys(data, where, ("name", "seed", "models", "sampling", "stages", "outputs", "unit_window",
-                               "flush_every", "flush_interval"), ("stages",))
+                               "flush_every", "flush_interval", "event_loop"), ("stages",))
     models = {name: _model(name, spec) for name, spec in (data.get("models") or {}).items()}
     if not isinstance(data["stages"], list) or not data["stages"]:
         raise PipelineConfigError(f"{where}: 'stages' must be a non-empty list")
@@ -283,12 +285,15 @@ def parse_config(data: Any, where: str = "config") -> PipelineConfig:
     flush_interval = data.get("flush_interval", 1.0)
     if not isinstance(flush_interval, (int, float)) or flush_interval <= 0:
         raise PipelineConfigError(f"flush_interval must be > 0, got {flush_interval!r}")
+    event_loop = data.get("event_loop", "auto")
+    if event_loop not in EVENT_LOOPS:
+        raise PipelineConfigError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, got {event_loop!r}")
     return PipelineConfig(
         name=str(data.get("name", "pipeline")), stages=tuple(stages), models=models, seed=seed,
         sampling=check_sampling(data.get("sampling"), "sampling"), outputs=outputs,
         unit_window=_positive_int(data.get("unit_window"), "unit_window"),
         flush_every=_positive_int(data.get("flush_every", 64), "flush_every", allow_none=False),
-        flush_interval=float(flush_interval),
+        flush_interval=float(flush_interval), event_loop=event_loop,
     )
 
 

@@ -111,8 +111,9 @@ class Deduplicator:
         self._hasher = MinHasher(self.config.num_perm, self.config.seed)
         self._exact: dict[str, RecordId] = {}
         self._ids: list[RecordId] = []  # kept records with a signature, row i of _sigs
-        self._sigs = np.empty((0, self.config.num_perm), dtype=np.uint32)
-        self._sig_rows: list[np.ndarray] = []  # appended rows not yet stacked into _sigs
+        # Rows 0 .. len(_ids) - 1 are used; capacity doubles, so indexing a record is O(1) amortized
+        # (stacking all signatures again at each lookup made a stage's dedup quadratic).
+        self._sigs = np.empty((64, self.config.num_perm), dtype=np.uint32)
         self._buckets: list[dict[bytes, int | list[int]]] = [{} for _ in range(self.config.bands)]  # per band
         self.kept = 0
 
@@ -153,8 +154,7 @@ class Deduplicator:
         if not found:
             return None
         rows = sorted(found)
-        sigs = self._signatures()
-        sims = np.mean(sigs[rows] == sig[None, :], axis=1)  # (len(rows),)
+        sims = np.count_nonzero(self._sigs[rows] == sig[None, :], axis=1) / sig.shape[0]  # (len(rows),)
         best = int(np.argmax(sims))  # ties go to the earliest kept record
         if sims[best] < self.config.threshold:
             return None
@@ -162,8 +162,10 @@ class Deduplicator:
 
     def _index(self, record_id: RecordId, sig: np.ndarray, keys: list[bytes] | None = None) -> None:
         row = len(self._ids)
+        if row == len(self._sigs):
+            self._sigs = np.concatenate([self._sigs, np.empty_like(self._sigs)])
+        self._sigs[row] = sig
         self._ids.append(record_id)
-        self._sig_rows.append(sig)
         for bucket, key in zip(self._buckets, keys or self._band_keys(sig)):
             rows = bucket.get(key)  # one row as an int, a list only once a band is shared (most are not)
             if rows is None:
@@ -174,10 +176,7 @@ class Deduplicator:
                 bucket[key] = [rows, row]
 
     def _signatures(self) -> np.ndarray:
-        if self._sig_rows:  # stack lazily: one concatenate per lookup burst, not per record
-            self._sigs = np.concatenate([self._sigs, np.stack(self._sig_rows)])
-            self._sig_rows = []
-        return self._sigs
+        return self._sigs[:len(self._ids)]
 
     # ---- persistence ----
 

@@ -14,8 +14,9 @@ All stages run at once: a unit starts as soon as its input record exists (flows.
 collects its units in input order, and hands records on as they come); one window bounds the
 units at work across the pipeline, a unit sleeping in backoff giving its place up (scheduler.py).
 A unit's result line is appended, batched, with write + fsync, after the cache has committed the
-answers it used; a kill loses at most the units not yet written, whose calls the cache then answers
-at once (but those of the last 50 ms, which are asked again).
+answers it used (both on the cache's writer thread): a kill loses at most the units not yet
+written, whose calls the cache then answers at once (but those of the last 50 ms, which are asked
+again).
 """
 from __future__ import annotations
 
@@ -167,7 +168,7 @@ class Pipeline:
         gauges = lambda: (sum(m.in_flight for m in used), sum(m.concurrency for m in used),  # noqa: E731
                           sum(m.stats.completion_tokens for m in used))
         progress = Progress(self.config.name, 0, 0, gauges, enabled=self.progress, stream=self.stream)
-        await Scheduler(self.config, flows, used, self._run_unit, self.out, progress, cache.commit).run()
+        await Scheduler(self.config, flows, used, self._run_unit, self.out, progress, cache.after_commit).run()
 
 
 def config_hash(config: PipelineConfig) -> str:

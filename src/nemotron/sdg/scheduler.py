@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from nemotron.errors import NemotronError
@@ -77,16 +78,23 @@ class _Ticket:
 
 
 RunUnit = Callable[[StageFlow, Unit], Awaitable["dict | str"]]
+AfterCommit = Callable[[Callable[[], object]], Future]
+
+
+def _at_once(write: Callable[[], object]) -> Future:
+    future: Future = Future()
+    future.set_result(write())
+    return future
 
 
 class Scheduler:
     def __init__(self, config: PipelineConfig, flows: list[StageFlow], used: list, run_unit: RunUnit, out: Path,
-                 progress: Progress, before_write: Callable[[], None] = lambda: None) -> None:
+                 progress: Progress, after_commit: AfterCommit = _at_once) -> None:
         """`used`: the distinct model backends (their windows size ours); `run_unit` returns a unit's
-        result line, or the error (a string) that failed it for this run; `before_write` runs before
-        results are written (the call cache commits the answers they used)."""
+        result line, or the error (a string) that failed it for this run; results are written through
+        `after_commit` (the call cache's: on its writer thread, after the answers they used)."""
         self.config, self.flows, self.run_unit, self.out, self.progress = config, flows, run_unit, out, progress
-        self.before_write = before_write
+        self.after_commit = after_commit
         self.window = UnitWindow(config.unit_window or max(4, 2 * sum(m.concurrency for m in used)))
         self.tasks: set[asyncio.Task] = set()
         self.finished = asyncio.Event()
@@ -119,9 +127,8 @@ class Scheduler:
             await asyncio.gather(*self.tasks, tick, return_exceptions=True)
             await asyncio.gather(*self.writes, *self.files, return_exceptions=True)  # one append at a time on each file
             try:
-                self.before_write()
-                for flow, batch in self._pending():
-                    flow.store.append(batch)
+                batches = self._pending()
+                self.after_commit(lambda: [f.store.append(batch) for f, batch in batches]).result()
             except NemotronError:
                 if not self.crash:
                     raise
@@ -199,8 +206,7 @@ class Scheduler:
         async with self.writing:
             batches = self._pending()
             if batches:
-                self.before_write()
-                self.writes.append(asyncio.ensure_future(asyncio.to_thread(
+                self.writes.append(asyncio.wrap_future(self.after_commit(
                     lambda: [f.store.append(batch) for f, batch in batches])))
                 await asyncio.shield(self.writes[-1])
             self.last_flush = time.monotonic()

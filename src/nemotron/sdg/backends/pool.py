@@ -81,6 +81,8 @@ class EndpointPool:
 
     def pick(self, avoid: Endpoint | None = None) -> Endpoint:
         """The up endpoint with the lowest load for its weight (not `avoid`, where another is up)."""
+        if len(self.endpoints) == 1:
+            return self.endpoints[0]
         up = [e for e in self.endpoints if not e.down and e is not avoid] or \
             [e for e in self.endpoints if not e.down] or self.endpoints
         return min(up, key=lambda e: (e.in_flight + 1) / e.weight)

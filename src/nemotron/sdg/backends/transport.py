@@ -4,13 +4,12 @@ A pipeline against a local server answering in tens to hundreds of milliseconds 
 requests a second or more at high concurrency, and on a small machine the client's CPU per request
 decides whether the window stays full. Client CPU per request, 64 workers posting back to back to
 the stand-in of `benchmarks/sdg_overhead.py`: aiohttp 0.11-0.14 ms, the hand-written HTTP/1.1
-client this replaced 0.03-0.04 ms, httpx 4.4 ms (1.2 ms in other runs). On a 2-core machine shared
-with other work, the whole pipeline kept 89-95% of a 64-call window in flight with aiohttp where
-the hand-written client kept 96-97% (69-86% against 86-95% at 256); in a quiet moment 94.6-96.3%
-against 97.2% at 64 and 93.5-93.8% against 95.3% at 256 (README, SDG). aiohttp is kept for one
-maintained client serving HTTP, HTTPS and proxies alike, at the price of about 0.1 ms of CPU and
-one more event-loop turn a request. The window of calls in flight is the limiter's (limiter.py), so the connector
-itself is unbounded.
+client this replaced 0.03-0.04 ms, httpx 4.4 ms (1.2 ms in other runs). aiohttp is kept for one
+maintained client serving HTTP, HTTPS and proxies alike, at the price of about 0.1 ms of CPU a
+request. Before Python 3.12 it also wrote each request body one event-loop turn late (behind every
+reply that arrived with it), which cost the pipeline several points of its window at concurrency
+256: `sdg run`'s loop starts that write at once, as aiohttp does from 3.12 on (loop.py). The
+window of calls in flight is the limiter's (limiter.py), so the connector itself is unbounded.
 
 What the retry code needs from an attempt is whether it timed out, could not connect, or got no
 usable reply: `ReplyTimeout`, `ConnectFailed` and `BrokenReply`, all `TransportError`. A request on a

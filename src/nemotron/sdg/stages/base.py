@@ -65,11 +65,18 @@ class UnitContext:
         self.models = models
         self.seed = seed
         self.sampling = sampling
-        self.rng = random.Random(seed)
+        self._rng: random.Random | None = None
         self.usage = {"calls": 0, "cached_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "reward_calls": 0}
         self.parse = ParseStats()
         self.rejected: list[dict] = []
         self._calls = 0
+
+    @property
+    def rng(self) -> random.Random:
+        """The unit's random source, seeded from its seed (made when first used: most units draw nothing)."""
+        if self._rng is None:
+            self._rng = random.Random(self.seed)
+        return self._rng
 
     # ---- model calls ----
     async def chat(self, messages: Messages, *, judge: bool = False, user: bool = False, **overrides: Any) -> str:
