@@ -15,6 +15,8 @@ from nemotron.model.nemotron import causal_attention
 class ContiguousKVCache:
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int,
                  dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
+        if max_len > config.max_position_embeddings:  # the model reads rotary rows of its context only
+            raise ValueError(f"KV cache of {max_len} tokens; the model's context is {config.max_position_embeddings}")
         shape = (config.num_layers, batch_size, max_len, config.num_kv_heads, config.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)

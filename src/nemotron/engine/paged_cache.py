@@ -180,7 +180,12 @@ SERIAL_DECODE_KEYS = 512  # CPU decode attention over at most this many keys (B 
 class OneThread:
     """Runs a block on one intra-op thread (a no-op with one already). The CPU SDPA kernel opens ~9
     OpenMP parallel regions per call, for microseconds of work at batch 1; each costs a fork/join
-    of the thread team, more than the second thread saves."""
+    of the thread team, more than the second thread saves.
+
+    torch.set_num_threads is process-global as well as per thread: a thread whose first torch work
+    falls inside this window keeps one thread for good. Threads the engine starts (AsyncLLM's,
+    RewardScorer's) call torch.get_num_threads() first thing, which fixes their count at start;
+    a thread of your own that shares the process with a decoding engine should do the same."""
 
     __slots__ = ("threads",)
 

@@ -126,6 +126,7 @@ class RewardScorer:
 
     # ---- the worker thread -------------------------------------------------------------------
     def _run(self) -> None:
+        torch.get_num_threads()  # fixes this thread's count now, not inside another thread's OneThread
         while not self._closed:
             self._wake.wait()
             self._wake.clear()

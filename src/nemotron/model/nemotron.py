@@ -184,31 +184,38 @@ class NemotronModel(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(NemotronDecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = LayerNorm1p(config.hidden_size, config.norm_eps)
-        self._rotary_table: Tensor | None = None  # (context, 2, rotary_dim): cos, signed sin of every position
+        # (context, 2, rotary_dim): cos, signed sin of every position, per (dtype, device). Never
+        # dropped: a captured CUDA graph keeps reading the table it was captured with.
+        self._rotary_tables: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
-    def rotary(self, positions: Tensor, dtype: torch.dtype, longest: int | None = None) -> tuple[Tensor, Tensor]:
-        """rotary_cos_sin of positions (B, T), all below `longest` when known. Without autograd, rows of
-        a table made once for the model's context (which the engine never exceeds): one index op per
-        decode step instead of a dozen, the same numbers."""
-        table = self._rotary_table
-        if torch.is_grad_enabled() or (longest is not None and longest > self.config.max_position_embeddings):
+    def rotary(self, positions: Tensor, dtype: torch.dtype, bounded: bool) -> tuple[Tensor, Tensor]:
+        """rotary_cos_sin of positions (B, T). When all are `bounded` by the model's context and autograd
+        is off, rows of a table made once per model: one index op per decode step instead of a dozen,
+        the same numbers. Past the context the computed path extrapolates, as it always did."""
+        if torch.is_grad_enabled() or not bounded:
             return rotary_cos_sin(positions, self.config.rotary_dim, self.config.rope_theta, dtype)
-        if table is None or table.dtype != dtype or table.device != positions.device:
+        table = self._rotary_tables.get((dtype, positions.device))
+        if table is None:
             every = torch.arange(self.config.max_position_embeddings, device=positions.device)[None]
             cos, sin = rotary_cos_sin(every, self.config.rotary_dim, self.config.rope_theta, dtype)
-            table = self._rotary_table = torch.cat((cos, sin), dim=2)[0]  # (context, 2, rotary_dim)
+            table = self._rotary_tables[(dtype, positions.device)] = torch.cat((cos, sin), dim=2)[0]
         rows = table[positions]  # (B, T, 2, rotary_dim)
         return rows[:, :, 0:1], rows[:, :, 1:2]
 
     def forward(self, input_ids: Tensor, positions: Tensor | None = None,
                 cache: AttentionCache | None = None) -> Tensor:
         """input_ids (B, T), positions (B, T) (default 0..T-1) -> final-normed hidden (B, T, H)."""
-        longest = None
+        context = self.config.max_position_embeddings
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-            longest = input_ids.shape[1]
+            bounded = input_ids.shape[1] <= context
+        else:
+            # A KV cache holds at most the context (the engine's, ContiguousKVCache). Other explicit
+            # positions are checked on the CPU only: on a GPU the check would cost a host sync.
+            bounded = cache is not None or (positions.device.type == "cpu"
+                                            and (positions.numel() == 0 or int(positions.max()) < context))
         x = self.embed_tokens(input_ids)  # (B, T, H)
-        cos, sin = self.rotary(positions, x.dtype, longest)
+        cos, sin = self.rotary(positions, x.dtype, bounded)
         for layer in self.layers:
             x = layer(x, cos, sin, cache)
         return self.norm(x)
