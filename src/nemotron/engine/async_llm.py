@@ -26,6 +26,8 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import TypeVar
 
+import torch
+
 from nemotron.engine.llm import LLM, Prompt, check_choices, prompt_text, prompt_token_ids
 from nemotron.engine.llm_engine import EngineConfig, EngineRequest, LLMEngine, StepOutput
 from nemotron.engine.request_output import CompletionBuilder, RequestOutput, prompt_logprob_dicts
@@ -205,6 +207,7 @@ class AsyncLLM:
 
     # ---- the engine thread -------------------------------------------------------------------
     def _run(self) -> None:
+        torch.get_num_threads()  # fixes this thread's OpenMP count now, not inside another thread's OneThread
         while not self._closed:
             with self._lock:
                 inbox, self._inbox = self._inbox, []
