@@ -57,9 +57,13 @@ async def _fails() -> None:
     raise OSError("broken pipe")
 
 
+async def _cancels_itself() -> None:
+    raise asyncio.CancelledError
+
+
 def _eager_loop() -> asyncio.AbstractEventLoop:
     event_loop = asyncio.new_event_loop()
-    event_loop.set_task_factory(loop.eager_writes(frozenset({_writes.__code__, _fails.__code__})))
+    event_loop.set_task_factory(loop.eager_writes(frozenset({_writes.__code__, _fails.__code__, _cancels_itself.__code__})))
     return event_loop
 
 
@@ -70,6 +74,8 @@ def test_eager_writes_runs_a_first_step_at_once_and_returns_a_done_future():
         assert log == ["first step"] and task.done() and task.result() == "written"  # no loop turn taken
         failed = asyncio.get_running_loop().create_task(_fails())
         assert failed.done() and isinstance(failed.exception(), OSError)
+        cancelled = asyncio.get_running_loop().create_task(_cancels_itself())
+        assert cancelled.done() and cancelled.cancelled()  # as a task's would be, not a failure
         other = asyncio.ensure_future(asyncio.sleep(0, "other"))  # any other coroutine: a task as usual
         assert isinstance(other, asyncio.Task) and not other.done() and await other == "other"
 
@@ -94,6 +100,7 @@ def test_eager_writes_drives_a_waiting_coroutine_to_its_end_and_passes_cancellat
         with pytest.raises(asyncio.CancelledError):
             await task
         assert log == ["first step", "cancelled inside"]
+        assert gate.cancelled()  # the future it awaited is cancelled too, as Task.cancel does
 
     event_loop = _eager_loop()
     try:

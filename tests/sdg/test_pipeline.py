@@ -268,3 +268,30 @@ def test_a_stage_data_file_that_cannot_be_written_fails_the_run_and_a_rerun_comp
     run(tmp_path / "clean")
     assert dataset(tmp_path / "out") == dataset(tmp_path / "clean")
     assert (tmp_path / "out" / "data" / "qs.jsonl").read_text() == (tmp_path / "clean" / "data" / "qs.jsonl").read_text()
+
+
+def test_a_timed_flush_that_fails_fails_the_run(tmp_path, monkeypatch):
+    """The ticker's flush (every `flush_interval` seconds) is awaited by no unit: its error must
+    still end the run with the one-line output error, not be dropped with its journal batch."""
+    from nemotron.sdg.store import OutputError, RecordStore
+
+    real, calls = RecordStore.append, []
+
+    def failing_once(self, records):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OutputError(f"cannot write {self.path}: No space left on device")
+        return real(self, records)
+
+    class Slow(ScriptedChat):
+        async def chat(self, messages, sampling):
+            await asyncio.sleep(0.01)
+            return await super().chat(messages, sampling)
+
+    monkeypatch.setattr(RecordStore, "append", failing_once)
+    with pytest.raises(OutputError, match="No space left"):
+        run(tmp_path / "out", config(flush_every=10_000, flush_interval=0.02), chat=Slow())
+    monkeypatch.setattr(RecordStore, "append", real)
+    run(tmp_path / "out")
+    run(tmp_path / "clean")
+    assert dataset(tmp_path / "out") == dataset(tmp_path / "clean")

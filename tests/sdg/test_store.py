@@ -139,7 +139,7 @@ def test_cache_commits_answers_together_inside_a_loop_and_at_once_outside(tmp_pa
         cache.put("b", {"text": "2"})
         cache.put("c", {"text": "3"})
         seen = [committed(), cache.get("c")]  # the cache itself sees its open transaction
-        await asyncio.sleep(cache.commit_interval * 3)
+        await asyncio.wrap_future(cache.after_commit(lambda: None))  # the timed commit, however slow
         seen.append(committed())
         cache.put("d", {"text": "4"})
         cache.commit()  # what the scheduler calls before writing results that used it
@@ -148,6 +148,31 @@ def test_cache_commits_answers_together_inside_a_loop_and_at_once_outside(tmp_pa
 
     assert asyncio.run(in_loop()) == [1, {"text": "3"}, 3, 4]
     cache.close()
+
+
+def test_first_answer_wins_after_its_commit_too(tmp_path):
+    """A duplicate put after the first answer's commit (this run's or an earlier one's) changes
+    nothing: get() keeps answering the first, before and after the next commit."""
+    path = tmp_path / "c.sqlite"
+    cache = CallCache(path)
+    cache.put("old", {"text": "earlier run"})
+    cache.close()
+    cache = CallCache(path)
+
+    async def in_loop():
+        cache.put("a", {"text": "first"})
+        await asyncio.wrap_future(cache.after_commit(lambda: None))
+        cache.put("a", {"text": "second"})
+        cache.put("old", {"text": "this run"})
+        seen = [cache.get("a"), cache.get("old")]
+        await asyncio.wrap_future(cache.after_commit(lambda: None))
+        return seen + [cache.get("a"), cache.get("old")]
+
+    assert asyncio.run(in_loop()) == [{"text": "first"}, {"text": "earlier run"}] * 2
+    cache.close()
+    reopened = CallCache(path)
+    assert reopened.get("a") == {"text": "first"} and reopened.get("old") == {"text": "earlier run"}
+    reopened.close()
 
 
 def test_a_timed_commit_that_fails_is_raised_by_the_next_put(tmp_path):
@@ -173,7 +198,8 @@ def test_a_timed_commit_that_fails_is_raised_by_the_next_put(tmp_path):
 
     async def in_loop():
         cache.put("a", {"text": "1"})
-        await asyncio.sleep(cache.commit_interval * 3)
+        with pytest.raises(OutputError, match="disk is full"):  # waits for the commit, however slow
+            await asyncio.wrap_future(cache.after_commit(lambda: None))
         with pytest.raises(OutputError, match="disk is full"):
             cache.put("b", {"text": "2"})
         with pytest.raises(OutputError, match="disk is full"):
@@ -185,7 +211,75 @@ def test_a_timed_commit_that_fails_is_raised_by_the_next_put(tmp_path):
 
     asyncio.run(in_loop())
     cache.close()
-    assert len(CallCache(tmp_path / "c.sqlite")) == 0  # nothing half-committed
+    reopened = CallCache(tmp_path / "c.sqlite")
+    assert len(reopened) == 0  # nothing half-committed
+    reopened.close()
+
+
+def test_any_insert_error_rolls_back_and_stops_later_writes(tmp_path):
+    """Not only a full disk: whatever the writer thread's insert raises, the batch is rolled back,
+    no result written after it runs, and every later put or commit raises one OutputError line."""
+    from nemotron.sdg.store import OutputError
+
+    cache = CallCache(tmp_path / "c.sqlite")
+
+    class Corrupt:
+        def __init__(self, db):
+            self.db = db
+
+        def executemany(self, sql, *args):
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+    cache._db = Corrupt(cache._db)
+    written = []
+
+    async def in_loop():
+        cache.put("a", {"text": "1"})
+        future = cache.after_commit(lambda: written.append(1))
+        with pytest.raises(OutputError, match="malformed") as info:
+            await asyncio.wrap_future(future)
+        assert isinstance(info.value.__cause__, sqlite3.DatabaseError)  # the cause is kept
+        with pytest.raises(OutputError, match="malformed"):
+            cache.put("b", {"text": "2"})
+        with pytest.raises(OutputError, match="malformed"):
+            cache.commit()
+
+    asyncio.run(in_loop())
+    assert written == [] and not cache._db.in_transaction  # rolled back, the write never ran
+    cache.close()
+    reopened = CallCache(tmp_path / "c.sqlite")
+    assert len(reopened) == 0
+    reopened.close()
+
+
+def test_commit_ignores_a_failed_write_and_close_always_closes(tmp_path):
+    """A result write's own error is its future's, not commit()'s: commit and close still finish,
+    and close shuts the writer thread and both connections down."""
+    cache = CallCache(tmp_path / "c.sqlite")
+
+    def write():
+        raise ValueError("the result file's own problem")
+
+    async def in_loop():
+        cache.put("a", {"text": "1"})
+        future = cache.after_commit(write)
+        cache.commit()  # does not raise the write's error
+        with pytest.raises(ValueError):
+            await asyncio.wrap_future(future)
+
+    asyncio.run(in_loop())
+    assert cache._writer.submit(write).exception() is not None  # still running before close
+    cache.close()
+    with pytest.raises(RuntimeError):  # shut down
+        cache._writer.submit(lambda: None)
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        cache._reader.execute("SELECT 1")
+    reopened = CallCache(tmp_path / "c.sqlite")
+    assert len(reopened) == 1
+    reopened.close()
 
 
 def test_a_write_after_commit_sees_every_answer_put_before_it(tmp_path):
@@ -206,4 +300,6 @@ def test_a_write_after_commit_sees_every_answer_put_before_it(tmp_path):
 
     assert asyncio.run(in_loop()) == [50, 100, 150]
     cache.close()
-    assert len(CallCache(path)) == 150
+    reopened = CallCache(path)
+    assert len(reopened) == 150
+    reopened.close()

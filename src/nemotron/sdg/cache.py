@@ -57,7 +57,6 @@ class CallCache:
         self._unsaved: dict[str, str] = {}  # put, not yet handed to the writer
         self._saving: dict[str, str] = {}  # handed to the writer, not yet committed (it removes them)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sdg-cache")
-        self._last: Future | None = None  # the writer's latest task
         self._timer: asyncio.TimerHandle | None = None
         self._failed: OutputError | None = None  # a write's error, raised by every later put, commit or write
 
@@ -81,6 +80,10 @@ class CallCache:
             raise self._failed
         if key in self._unsaved or key in self._saving:
             return
+        # Not buffered: maybe already committed (this run, then popped from `_saving`, or an earlier
+        # one). The writer pops a key only after its commit, so this read sees it then.
+        if self._reader.execute("SELECT 1 FROM calls WHERE key = ?", (key,)).fetchone() is not None:
+            return
         self._unsaved[key] = json.dumps(value, ensure_ascii=False)
         try:
             loop = asyncio.get_running_loop()
@@ -99,8 +102,7 @@ class CallCache:
             return None
         batch, self._unsaved = self._unsaved, {}
         self._saving.update(batch)
-        self._last = self._writer.submit(self._insert, batch)
-        return self._last
+        return self._writer.submit(self._insert, batch)
 
     def _insert(self, batch: dict[str, str]) -> None:  # on the writer thread
         if self._failed is not None:
@@ -109,14 +111,16 @@ class CallCache:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)", batch.items())
             self._db.execute("COMMIT")
-        except sqlite3.OperationalError as err:  # full disk, read-only file system
-            if self._db.in_transaction:
-                try:
+        except BaseException as err:  # full disk, read-only file system, a corrupt file, no memory...
+            # Whatever it was, nothing of the batch may count as committed: roll back, and fail every
+            # later put, commit and write (a result must never reference an uncommitted answer).
+            try:
+                if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                except sqlite3.OperationalError:
-                    pass  # the error is the one below
+            except BaseException:
+                pass  # the error is the one below
             self._failed = self._error(err)
-            raise self._failed from None
+            raise self._failed from err
         for key in batch:
             self._saving.pop(key, None)
 
@@ -132,19 +136,21 @@ class CallCache:
                 raise self._failed
             return write()
 
-        self._last = self._writer.submit(then)
-        return self._last
+        return self._writer.submit(then)
 
     def commit(self) -> None:
-        """Make every answer put so far durable (against a killed process); waits for it."""
+        """Make every answer put so far durable (against a killed process); waits for it. Raises only
+        a failed commit's error, never one of an `after_commit` write (its own future holds that)."""
         if self._failed is not None:
             raise self._failed
         self._hand_over()
-        if self._last is not None:
-            self._last.result()  # tasks run in order: the last done, all are
+        self._writer.submit(_barrier).result()  # tasks run in order: the barrier done, all before it are
+        if self._failed is not None:
+            raise self._failed
 
-    def _error(self, err: sqlite3.OperationalError) -> OutputError:
-        return OutputError(f"cannot write {self.path}: {err}; the answers already cached are kept, rerun the same "
+    def _error(self, err: BaseException) -> OutputError:
+        reason = str(err) or type(err).__name__
+        return OutputError(f"cannot write {self.path}: {reason}; the answers already cached are kept, rerun the same "
                            f"command to resume once it is writable")
 
     def __len__(self) -> int:
@@ -157,6 +163,13 @@ class CallCache:
             self.commit()
         except OutputError:
             pass
-        self._writer.shutdown(wait=True)
-        self._reader.close()
-        self._db.close()
+        finally:
+            try:
+                self._writer.shutdown(wait=True)
+            finally:
+                self._reader.close()
+                self._db.close()
+
+
+def _barrier() -> None:
+    """A writer task that does nothing: done, every task submitted before it is."""

@@ -109,6 +109,9 @@ def eager_writes(codes: frozenset[CodeType]) -> TaskFactory:
             return future
         except (KeyboardInterrupt, SystemExit):
             raise
+        except asyncio.CancelledError:  # a task that cancelled itself is cancelled, not failed
+            future.cancel()
+            return future
         except BaseException as err:  # noqa: BLE001 - the task's outcome, as a task would hold it
             future.set_exception(err)
             return future
@@ -129,6 +132,8 @@ async def _drive(coro: Coroutine, waiting: Any) -> Any:
                 await asyncio.wait((waiting,))  # its outcome is the coroutine's to read
         except asyncio.CancelledError as err:
             cancel = err
+            if waiting is not None:
+                waiting.cancel()  # as Task.cancel does with the future its coroutine awaits
         try:
             waiting = coro.send(None) if cancel is None else coro.throw(cancel)
         except StopIteration as done:

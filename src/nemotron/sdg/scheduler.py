@@ -114,6 +114,7 @@ class Scheduler:
         self.progress.grow(self._known())
         self.progress.advance(sum(f.units_finished for f in flows))
         tick = asyncio.ensure_future(self._ticker())
+        tick.add_done_callback(self._crashed)  # a timed flush that fails fails the run, like a unit's
         try:
             if not all(f.done for f in flows):
                 self._fill()
@@ -190,9 +191,10 @@ class Scheduler:
         take tens of milliseconds, which every call in flight would otherwise wait for."""
         task = asyncio.ensure_future(asyncio.to_thread(write_atomic, path, records))
         self.files.append(task)
-        task.add_done_callback(self._file_written)
+        task.add_done_callback(self._crashed)
 
-    def _file_written(self, task: asyncio.Future) -> None:
+    def _crashed(self, task: asyncio.Future) -> None:
+        """Done callback of the tasks no unit awaits (data files, the ticker): their error ends the run."""
         if not task.cancelled() and task.exception() is not None and not self.crash:
             self.crash.append(task.exception())
             self.finished.set()
