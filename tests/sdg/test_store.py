@@ -150,6 +150,31 @@ def test_cache_commits_answers_together_inside_a_loop_and_at_once_outside(tmp_pa
     cache.close()
 
 
+def test_first_answer_wins_after_its_commit_too(tmp_path):
+    """A duplicate put after the first answer's commit (this run's or an earlier one's) changes
+    nothing: get() keeps answering the first, before and after the next commit."""
+    path = tmp_path / "c.sqlite"
+    cache = CallCache(path)
+    cache.put("old", {"text": "earlier run"})
+    cache.close()
+    cache = CallCache(path)
+
+    async def in_loop():
+        cache.put("a", {"text": "first"})
+        await asyncio.wrap_future(cache.after_commit(lambda: None))
+        cache.put("a", {"text": "second"})
+        cache.put("old", {"text": "this run"})
+        seen = [cache.get("a"), cache.get("old")]
+        await asyncio.wrap_future(cache.after_commit(lambda: None))
+        return seen + [cache.get("a"), cache.get("old")]
+
+    assert asyncio.run(in_loop()) == [{"text": "first"}, {"text": "earlier run"}] * 2
+    cache.close()
+    reopened = CallCache(path)
+    assert reopened.get("a") == {"text": "first"} and reopened.get("old") == {"text": "earlier run"}
+    reopened.close()
+
+
 def test_a_timed_commit_that_fails_is_raised_by_the_next_put(tmp_path):
     from nemotron.sdg.store import OutputError
 

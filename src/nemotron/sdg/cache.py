@@ -80,6 +80,10 @@ class CallCache:
             raise self._failed
         if key in self._unsaved or key in self._saving:
             return
+        # Not buffered: maybe already committed (this run, then popped from `_saving`, or an earlier
+        # one). The writer pops a key only after its commit, so this read sees it then.
+        if self._reader.execute("SELECT 1 FROM calls WHERE key = ?", (key,)).fetchone() is not None:
+            return
         self._unsaved[key] = json.dumps(value, ensure_ascii=False)
         try:
             loop = asyncio.get_running_loop()
