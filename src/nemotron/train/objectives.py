@@ -23,6 +23,7 @@ from nemotron.errors import ConfigError
 from nemotron.model.config import REWARD_WEIGHTS
 from nemotron.train.data import IGNORE
 from nemotron.train.losses import bradley_terry_loss, dpo_loss, rpo_loss, token_logps
+from nemotron.train.modes import eval_mode
 from nemotron.train.preference_data import PreferenceBatch, PreferenceDataset, RewardBatch, RewardDataset
 
 Metrics = dict[str, float]
@@ -128,17 +129,15 @@ class PreferenceOptimization:
 def reference_logps(model: nn.Module, dataset: PreferenceDataset, device: torch.device, autocast: Callable,
                     chunk: int) -> Tensor:
     """Summed reply log-probabilities of every pair under `model`: (N, 2) for (chosen, rejected)."""
-    was_training = model.training
-    model.eval()
     out = torch.empty(len(dataset), 2)
-    for start in range(0, len(dataset), chunk):
-        picks = list(range(start, min(start + chunk, len(dataset))))
-        batch = dataset.collate(picks).to(device)
-        with autocast():
-            logps, _ = token_logps(model(batch.inputs), batch.targets)
-        sums = logps.sum(-1).float().cpu()
-        out[picks, 0], out[picks, 1] = sums[:len(picks)], sums[len(picks):]
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(dataset), chunk):
+            picks = list(range(start, min(start + chunk, len(dataset))))
+            batch = dataset.collate(picks).to(device)
+            with autocast():
+                logps, _ = token_logps(model(batch.inputs), batch.targets)
+            sums = logps.sum(-1).float().cpu()
+            out[picks, 0], out[picks, 1] = sums[:len(picks)], sums[len(picks):]
     return out
 
 
@@ -207,18 +206,16 @@ class RewardModeling:
     def _teacher_gaps(self, model: nn.Module, dataset: RewardDataset, device: torch.device,
                       autocast: Callable) -> Tensor:
         """log p(chosen) − log p(rejected) of every pair under the model as given (NaN for rated rows)."""
-        was_training = model.training
-        model.eval()
         gaps = torch.full((len(dataset),), float("nan"))
         pairs = [i for i, e in enumerate(dataset.examples) if e.ratings is None]
-        for start in range(0, len(pairs), self.chunk):
-            picks = pairs[start:start + self.chunk]
-            batch = dataset.collate(picks).to(device)
-            with autocast():  # lm_head too: under bf16 the trunk's output is bf16 and lm_head's weights fp32
-                hidden = model.model(batch.inputs)  # (2P, T, H)
-                logps = self._reply_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()  # (2P,)
-            gaps[picks] = logps[:len(picks)] - logps[len(picks):]
-        model.train(was_training)
+        with eval_mode(model):
+            for start in range(0, len(pairs), self.chunk):
+                picks = pairs[start:start + self.chunk]
+                batch = dataset.collate(picks).to(device)
+                with autocast():  # lm_head too: under bf16 the trunk's output is bf16 and lm_head's weights fp32
+                    hidden = model.model(batch.inputs)  # (2P, T, H)
+                    logps = self._reply_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()  # (2P,)
+                gaps[picks] = logps[:len(picks)] - logps[len(picks):]
         return gaps
 
     def scalar(self, scores: Tensor) -> Tensor:

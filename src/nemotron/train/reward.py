@@ -15,6 +15,7 @@ from torch import Tensor
 from nemotron.model.config import REWARD_ATTRIBUTES, REWARD_WEIGHTS
 from nemotron.model.nemotron import NemotronForRewardModel
 from nemotron.tokenizer import Tokenizer
+from nemotron.train.modes import eval_mode
 from nemotron.train.preference_data import PreferenceRow, RatedRow, encode_scored
 
 
@@ -22,19 +23,17 @@ from nemotron.train.preference_data import PreferenceRow, RatedRow, encode_score
 def score(model: NemotronForRewardModel, sequences: Sequence[list[int]], pad_id: int, batch_size: int = 16,
           device: torch.device | str = "cpu") -> Tensor:
     """Attribute scores (N, A) of token sequences, batched by similar length."""
-    was_training = model.training
-    model.eval()
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out = torch.empty(len(sequences), model.config.num_reward_attributes)
-    for start in range(0, len(order), batch_size):
-        picks = order[start:start + batch_size]
-        width = max(len(sequences[i]) for i in picks)
-        inputs = torch.full((len(picks), width), pad_id, dtype=torch.long)
-        for r, i in enumerate(picks):
-            inputs[r, :len(sequences[i])] = torch.tensor(sequences[i])
-        lengths = torch.tensor([len(sequences[i]) for i in picks])
-        out[picks] = model(inputs.to(device), lengths=lengths.to(device)).float().cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            picks = order[start:start + batch_size]
+            width = max(len(sequences[i]) for i in picks)
+            inputs = torch.full((len(picks), width), pad_id, dtype=torch.long)
+            for r, i in enumerate(picks):
+                inputs[r, :len(sequences[i])] = torch.tensor(sequences[i])
+            lengths = torch.tensor([len(sequences[i]) for i in picks])
+            out[picks] = model(inputs.to(device), lengths=lengths.to(device)).float().cpu()
     return out
 
 

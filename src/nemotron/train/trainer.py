@@ -26,6 +26,7 @@ from nemotron.train.checkpoint import (latest_checkpoint, load_checkpoint, load_
                                        restore_rng, save_checkpoint, save_model_dir)
 from nemotron.train.data import BatchSource
 from nemotron.train.distributed import DataParallel, full_state, load_full_state, shard_model, sum_across
+from nemotron.train.modes import eval_mode
 from nemotron.train.objectives import LanguageModeling, Objective
 from nemotron.train.schedule import ScheduleConfig, learning_rate
 
@@ -115,21 +116,19 @@ def evaluate_metrics(model: nn.Module, data: BatchSource, num_batches: int, devi
     """Every metric the objective reports (loss, accuracy, ...), each averaged over batches weighted by
     its own count (the objective's `weight`: pairs for accuracy, rated attributes for MSE, ...)."""
     objective = objective or LanguageModeling()
-    was_training = model.training
-    model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}  # each metric's own: a batch without pairs reports no accuracy
-    for i in range(num_batches):
-        batch = data.batch(i)
-        totals = batch.totals()
-        local = batch.shard(parallel.rank, parallel.world_size) if parallel else batch
-        with autocast():
-            _, metrics = objective.loss(model, local.to(device), totals)
-        for key, value in sum_across(metrics, parallel).items():
-            n = objective.weight(totals, key)
-            sums[key] = sums.get(key, 0.0) + value * n
-            counts[key] = counts.get(key, 0) + n
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(num_batches):
+            batch = data.batch(i)
+            totals = batch.totals()
+            local = batch.shard(parallel.rank, parallel.world_size) if parallel else batch
+            with autocast():
+                _, metrics = objective.loss(model, local.to(device), totals)
+            for key, value in sum_across(metrics, parallel).items():
+                n = objective.weight(totals, key)
+                sums[key] = sums.get(key, 0.0) + value * n
+                counts[key] = counts.get(key, 0) + n
     return {key: value / max(counts[key], 1) for key, value in sums.items()}
 
 
