@@ -326,8 +326,8 @@ def test_reward_distillation_pulls_the_margin_towards_the_language_models_own(to
     torch.testing.assert_close(dataset.teacher, fp32_teacher, rtol=0.05, atol=0.5)
 
 
-def test_reward_distillation_with_micro_batches_of_pairs_and_ratings(tokenizer, tmp_path):
-    from nemotron.model.heads import reward_model_from
+def mixed_distilled(tokenizer):
+    """Two pairs and two rated rows in one batch of 4, a tiny LM and a distilling reward objective."""
     from nemotron.train.objectives import RewardConfig, RewardModeling
     from nemotron.train.preference_data import RatedRow, RewardDataset
 
@@ -336,6 +336,13 @@ def test_reward_distillation_with_micro_batches_of_pairs_and_ratings(tokenizer, 
     dataset = RewardDataset.from_rows(rows, tokenizer, BatchConfig(batch_size=4, seq_len=64, seed=0))
     lm = tiny_model(tokenizer.vocab_size, std=0.05)
     objective = RewardModeling(RewardConfig("combined", distill_weight=1.0), lm.lm_head, [dataset])
+    return dataset, lm, objective
+
+
+def test_reward_distillation_with_micro_batches_of_pairs_and_ratings(tokenizer, tmp_path):
+    from nemotron.model.heads import reward_model_from
+
+    dataset, lm, objective = mixed_distilled(tokenizer)
     reward = reward_model_from(lm)
     objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
     batch = dataset.batch(0)
@@ -347,15 +354,9 @@ def test_reward_distillation_with_micro_batches_of_pairs_and_ratings(tokenizer, 
 
 def test_reward_validation_weights_each_metric_by_its_own_count(tokenizer, tmp_path):
     from nemotron.model.heads import reward_model_from
-    from nemotron.train.objectives import RewardConfig, RewardModeling
-    from nemotron.train.preference_data import RatedRow, RewardDataset
     from nemotron.train.trainer import evaluate_metrics
 
-    rows = [PreferenceRow([{"role": "user", "content": p}], c, r) for p, c, r in PAIRS[:2]]
-    rows += [RatedRow([{"role": "user", "content": p}], c, {"helpfulness": 3.0}) for p, c, _ in PAIRS[2:4]]
-    dataset = RewardDataset.from_rows(rows, tokenizer, BatchConfig(batch_size=4, seq_len=64, seed=0))
-    lm = tiny_model(tokenizer.vocab_size, std=0.05)
-    objective = RewardModeling(RewardConfig("combined", distill_weight=1.0), lm.lm_head, [dataset])
+    dataset, lm, objective = mixed_distilled(tokenizer)
     torch.manual_seed(0)
     reward = reward_model_from(lm)
     with torch.no_grad():
