@@ -232,15 +232,14 @@ class RewardModeling:
         # The same metric keys on every micro-batch and rank (they are summed across ranks), set by
         # what the whole batch holds.
         metrics: Metrics = {}
+        reward = self.scalar(scores[:2 * p])  # (2P,): chosen rows, then rejected
         if totals["pairs"] and cfg.loss != "regression":
-            reward = self.scalar(scores[:2 * p])
             bt = bradley_terry_loss(reward[:p], reward[p:], batch.margin).sum() / totals["pairs"]
             loss = loss + cfg.bt_weight * bt
             metrics["accuracy"] = (reward[:p] > reward[p:]).float().sum().item() / totals["pairs"]
         if totals["pairs"] and cfg.distill_weight:
             if batch.teacher is None:
                 raise RuntimeError("the teacher's margins were not computed; the trainer calls prepare() first")
-            reward = self.scalar(scores[:2 * p])
             distill = rpo_loss(reward[:p], reward[p:], batch.teacher, 1.0, cfg.distill_scale).sum() / totals["pairs"]
             loss = loss + cfg.distill_weight * distill
             metrics["distill"] = distill.item()
