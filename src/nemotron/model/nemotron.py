@@ -130,7 +130,8 @@ class NemotronAttention(nn.Module):
         else:
             qkv = self.qkv_proj(x).view(b, t, hq + 2 * hkv, self.head_dim)  # (B, T, Hq + 2 Hkv, D)
             rotate = apply_partial_rotary if torch.is_grad_enabled() else apply_partial_rotary_
-            q, k = rotate(qkv[:, :, :hq + hkv], cos, sin).split([hq, hkv], dim=2)
+            # split_with_sizes: Tensor.split's op without its Python wrapper (an AttributeError per call)
+            q, k = rotate(qkv[:, :, :hq + hkv], cos, sin).split_with_sizes([hq, hkv], dim=2)
             v = qkv[:, :, hq + hkv:]
         out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer_idx, q, k, v)
         return self.o_proj(out.reshape(b, t, hq * self.head_dim))
