@@ -44,6 +44,7 @@ no fast CPU path.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -138,6 +139,14 @@ class CpuInt8Linear(CpuLinear):
         return torch._weight_int8pack_mm(rows, self.weight, self.scale).view(*x.shape[:-1], self.out_features)
 
 
+@functools.cache
+def range_row(width: int) -> Tensor:
+    """[1, -1, 0, ...]: the row that pins fbgemm's dynamic range to [-1, 1] (`rowwise_int8_linear`)."""
+    row = torch.zeros(width)
+    row[:2] = torch.tensor((1.0, -1.0))
+    return row
+
+
 def rowwise_int8_linear(rows: Tensor, packed) -> Tensor:
     """rows (M, K) -> (M, N) in rows' dtype through fbgemm's int8 x int8 matmul, each row quantized to
     8 bits with its own scale (as llama.cpp's q8_0 quantizes activations per block of 32).
@@ -152,8 +161,7 @@ def rowwise_int8_linear(rows: Tensor, packed) -> Tensor:
     # (the fused vector_norm(inf) and a multiply writing bf16 take 5-10x longer than these ops on CPU)
     magnitude = rows.abs().amax(dim=1, keepdim=True).float().clamp_min_(torch.finfo(torch.float32).tiny)
     unit = torch.empty(count + 1, width)
-    unit[0, :2] = torch.tensor((1.0, -1.0))
-    unit[0, 2:] = 0.0
+    unit[0] = range_row(width)
     torch.div(rows, magnitude, out=unit[1:])
     out = torch.ops.quantized.linear_dynamic(unit, packed, False)[1:]  # (M, N) fp32, weight scales applied
     return out.mul_(magnitude).to(rows.dtype)
