@@ -55,6 +55,7 @@ from nemotron.model.nemotron import LayerNorm1p
 from nemotron.quant.linear import Int4Linear, Int8Linear
 
 GEMV_MAX_ROWS = 8  # int8 / int4 kernels up to this many rows; dequantize + oneDNN above
+LINEAR_DYNAMIC = torch.ops.quantized.linear_dynamic.default  # the overload: no per-call overload resolution
 INT4_BLOCK_N = 64  # the CPU int4 layout interleaves output channels in blocks of 64
 
 
@@ -93,9 +94,11 @@ class PackedLinear(CpuLinear):
 
     def __init__(self, weight: Tensor) -> None:
         super().__init__(weight.shape[1], weight.shape[0])
+        self.dtype = weight.dtype
         self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)  # opaque
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x if x.dtype is self.dtype else x.to(self.dtype)  # fp32 from an int8 layer's one-row output
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [None], "")
 
 
@@ -123,6 +126,9 @@ class CpuInt8Linear(CpuLinear):
         self.weight = module.weight  # (N, K) int8: the kernel's layout already
         self.scale = module.weight_scale.to(dtype)  # (N,)
         self.packed = fbgemm_pack(module.weight, module.weight_scale.float()) if int8_dot_products() else None
+        # fbgemm takes and returns fp32: where the next op takes fp32 too (residual adds, norms, squared
+        # ReLU, the next int8 layer), `use_cpu_kernels` sets fp32 here and two conversions go.
+        self.one_row_dtype = dtype
 
     def dequantize(self) -> Tensor:
         return self.weight.to(self.scale.dtype) * self.scale[:, None]
@@ -130,9 +136,15 @@ class CpuInt8Linear(CpuLinear):
     def forward(self, x: Tensor) -> Tensor:
         if self.packed is not None:  # VNNI: int8 x int8 dot products (reduce_range=False: all 8 bits)
             if x.numel() == self.in_features:  # one row: fbgemm quantizes it over its own range
-                return torch.ops.quantized.linear_dynamic(x.float(), self.packed, False).to(x.dtype)
-            rows = rowwise_int8_linear(x.reshape(-1, self.in_features), self.packed)
+                x = x if x.dtype is torch.float32 else x.float()
+                # The packed weight is a ScriptObject: outside this context the op's __torch_function__ check
+                # looks the attribute up on it, which throws and catches two C++ exceptions per call (~10 us).
+                with torch._C.DisableTorchFunctionSubclass():
+                    out = LINEAR_DYNAMIC(x, self.packed, False)
+                return out if self.one_row_dtype is torch.float32 else out.to(self.one_row_dtype)
+            rows = rowwise_int8_linear(x.reshape(-1, self.in_features), self.packed, self.scale.dtype)
             return rows.view(*x.shape[:-1], self.out_features)
+        x = x if x.dtype is self.scale.dtype else x.to(self.scale.dtype)
         rows = x.reshape(-1, self.in_features)  # (M, K)
         if rows.shape[0] > GEMV_MAX_ROWS:  # scales applied to the output: one pass over the weight, not two
             return F.linear(x, self.weight.to(x.dtype)) * self.scale
@@ -147,8 +159,8 @@ def range_row(width: int) -> Tensor:
     return row
 
 
-def rowwise_int8_linear(rows: Tensor, packed) -> Tensor:
-    """rows (M, K) -> (M, N) in rows' dtype through fbgemm's int8 x int8 matmul, each row quantized to
+def rowwise_int8_linear(rows: Tensor, packed, dtype: torch.dtype) -> Tensor:
+    """rows (M, K) -> (M, N) in `dtype` through fbgemm's int8 x int8 matmul, each row quantized to
     8 bits with its own scale (as llama.cpp's q8_0 quantizes activations per block of 32).
 
     fbgemm quantizes its whole input with one scale, which the rows of a batch would share: a row
@@ -163,8 +175,9 @@ def rowwise_int8_linear(rows: Tensor, packed) -> Tensor:
     unit = torch.empty(count + 1, width)
     unit[0] = range_row(width)
     torch.div(rows, magnitude, out=unit[1:])
-    out = torch.ops.quantized.linear_dynamic(unit, packed, False)[1:]  # (M, N) fp32, weight scales applied
-    return out.mul_(magnitude).to(rows.dtype)
+    with torch._C.DisableTorchFunctionSubclass():  # (see CpuInt8Linear.forward)
+        out = LINEAR_DYNAMIC(unit, packed, False)[1:]  # (M, N) fp32, weight scales applied
+    return out.mul_(magnitude).to(dtype)
 
 
 class CpuInt4Linear(CpuLinear):
@@ -192,6 +205,7 @@ class CpuInt4Linear(CpuLinear):
         return self.codes().to(scale.dtype) * scale
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x if x.dtype is self.scales_and_zeros.dtype else x.to(self.scales_and_zeros.dtype)
         rows = x.reshape(-1, self.in_features)  # (M, K)
         if rows.shape[0] > GEMV_MAX_ROWS:
             return F.linear(x, self.dequantize())
@@ -201,11 +215,15 @@ class CpuInt4Linear(CpuLinear):
 
 class OneOpLayerNorm1p(LayerNorm1p):
     """LayerNorm1p on bf16 in one op instead of three (to fp32, normalise, back): the CPU layer norm
-    takes bf16 input with fp32 scale and bias, computes in fp32 and rounds once, bitwise the same."""
+    takes bf16 input with fp32 scale and bias, computes in fp32 and rounds once, bitwise the same.
+    fp32 input (an int8 model's residual stream at one row) stays fp32, except with `out_dtype`."""
+
+    out_dtype: torch.dtype | None = None  # the final norm's: the trunk's output keeps the model's dtype
 
     def forward(self, x: Tensor) -> Tensor:
         scale, bias = self._scale_and_bias()
-        return torch.layer_norm(x, scale.shape, scale, bias, self.eps)  # F.layer_norm's op, minus its Python checks
+        out = torch.layer_norm(x, scale.shape, scale, bias, self.eps)  # F.layer_norm's op, minus its Python checks
+        return out if self.out_dtype is None or out.dtype is self.out_dtype else out.to(self.out_dtype)
 
     @classmethod
     def sharing(cls, norm: LayerNorm1p) -> OneOpLayerNorm1p:
@@ -254,4 +272,18 @@ def use_cpu_kernels(model: nn.Module, fp32: bool = False) -> nn.Module:
             replacement = cpu_module(child, dtype, fp32)
             if replacement is not None:
                 setattr(parent, name, replacement)
+    fp32_residual_stream(model, dtype)
     return model
+
+
+def fp32_residual_stream(model: nn.Module, dtype: torch.dtype) -> None:
+    """int8 layers at one row leave fp32 as fbgemm returns it: o_proj and down_proj into the
+    residual adds, up_proj into the squared ReLU, so the stream and the norms run in fp32 and each
+    layer converts twice (qkv_proj's output to the KV cache's dtype, the attention output back)
+    instead of eight times. The final norm returns `dtype`: the trunk's output dtype is the model's."""
+    for layer in model.model.layers:
+        for linear in (layer.self_attn.o_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+            if isinstance(linear, CpuInt8Linear):
+                linear.one_row_dtype = torch.float32
+    if isinstance(model.model.norm, OneOpLayerNorm1p):
+        model.model.norm.out_dtype = dtype
