@@ -48,8 +48,8 @@ def test_quantized_kernels_equal_the_dequantized_matmul(scheme, rows):
     reference_cls, cpu_cls = scheme
     reference = reference_cls.from_float(linear())
     module = cpu_cls(reference, torch.bfloat16)
-    if rows == 1 and getattr(module, "packed", None) is not None:
-        pytest.skip("one int8 row goes through fbgemm's int8 activations: test_int8_one_row_quantizes_the_row")
+    if getattr(module, "packed", None) is not None:
+        module.packed = None  # the weight-only kernels of CPUs without VNNI (int8 activations: tests below)
     x = torch.randn(1, rows, 256).bfloat16()
     expected = F.linear(x.float(), reference.dequantize())  # fp32 scales, fp32 arithmetic
     out = module(x)
@@ -114,6 +114,38 @@ def test_the_transform_pins_submodules_and_parameters_and_setattr_replaces_them(
     weight = nn.Parameter(torch.zeros_like(layer.input_layernorm.weight))
     layer.input_layernorm.weight = weight
     assert layer.input_layernorm.weight is weight
+
+
+def quantized_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Rows as rowwise_int8_linear quantizes them: each over [-max |x|, max |x|] in 255 steps, zero point 128."""
+    magnitude = rows.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    step = 2 / 255
+    return (torch.clamp(torch.round(rows / magnitude / step) + 128, 0, 255) - 128) * step * magnitude
+
+
+@pytest.mark.skipif(not int8_dot_products(), reason="fbgemm's int8 path needs VNNI")
+def test_int8_rows_are_quantized_row_by_row_whatever_their_neighbours():
+    reference = Int8Linear.from_float(linear())
+    module = CpuInt8Linear(reference, torch.bfloat16)
+    torch.manual_seed(5)
+    x = (torch.randn(1, GEMV_MAX_ROWS + 7, 256) * 2 + 0.3).bfloat16()
+    x[0, 2] *= 500  # a row of large activations must not cost the others their precision
+    x[0, 4] = 0  # a row of zeros gives zeros
+    x[0, 6, 11] = -60  # an outlier channel: its row's scale follows it
+    out = module(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (1, GEMV_MAX_ROWS + 7, 192)
+    rows = x[0].float()
+    exact = F.linear(rows, reference.dequantize())
+    emulated = F.linear(quantized_rows(rows), reference.dequantize())
+    assert torch.equal(out[0, 4], torch.zeros(192, dtype=torch.bfloat16))
+    for i in range(rows.shape[0]):
+        if i != 4:
+            assert relative_error(out[0, i], emulated[i]) < 4e-3  # int32 products, fp32 scales, bf16 output
+            assert 1e-3 < relative_error(out[0, i], exact[i]) < 3e-2  # the 8-bit rounding of its own row only
+    # Each row's result is its own: the same rows in another batch (more than the kernel threshold) agree bitwise.
+    others = torch.cat([x[0, 5:], torch.randn(GEMV_MAX_ROWS, 256).bfloat16() * 100, x[0, :5]])
+    shuffled = module(others)
+    assert torch.equal(shuffled[:x.shape[1] - 5], out[0, 5:]) and torch.equal(shuffled[-5:], out[0, :5])
 
 
 def test_int4_kernel_layout_unpacks_to_the_stored_codes():
@@ -214,14 +246,15 @@ def test_engine_with_fp32_kernels_equals_the_reference_decoder_on_them():
 
 
 def test_cpu_bf16_and_int8_keep_95_percent_of_fp32_greedy_tokens():
-    """On the decisive planted-map model, decoding through the CPU kernels (bf16 oneDNN, int8 GEMV)
-    stays with the fp32 reference: the bar benchmarks/quant_quality.py reports for the issue."""
+    """On the decisive planted-map model, decoding through the CPU kernels (bf16 oneDNN; int8 by
+    fbgemm with each row's activations in 8 bits) stays with the fp32 reference: the bar benchmarks/quant_quality.py reports for the issue."""
     probe = QualityProbe(planted_map_model(), PROMPTS, 32)
-    for scheme in (None, "int8"):
+    # bf16 ~0.01 relative; int8 rounds each activation row to 8 bits as well (~0.022); int4 through
+    # the same kernels: ~0.12, KL ~1e-2; a broken kernel is far worse
+    for scheme, bound in ((None, 0.02), ("int8", 0.03)):
         report = probe.compare(bf16_model(scheme))
         assert report.prefix_agreement >= 0.95, (scheme, report.summary())
-        # int4 through the same kernels: relative error ~0.12, KL ~1e-2; a broken kernel is far worse
-        assert report.logits_relative_error < 0.02 and report.mean_kl < 1e-3, (scheme, report.summary())
+        assert report.logits_relative_error < bound and report.mean_kl < 1e-3, (scheme, report.summary())
 
 
 @pytest.mark.skipif(not int8_dot_products(), reason="the one-row int8 path needs VNNI")

@@ -3,7 +3,8 @@
 | weights | one row (batch-1 decode)        | up to `GEMV_MAX_ROWS` rows (decode) | more rows (prefill, batches)    |
 |---------|---------------------------------|-------------------------------------|---------------------------------|
 | bf16    | oneDNN matmul on a weight reordered once | the same                   | the same                        |
-| int8    | fbgemm int8 x int8 (VNNI), row quantized at run time | `torch._weight_int8pack_mm` | dequantized to bf16, oneDNN |
+| int8, VNNI | fbgemm int8 x int8, the row quantized at run time | the same, each row with its own scale | the same |
+| int8    | `torch._weight_int8pack_mm`      | the same                            | dequantized to bf16, oneDNN     |
 | int4    | `torch._weight_int4pack_mm_for_cpu` | the same                        | dequantized to bf16, oneDNN     |
 | fp32    | `F.linear` (MKL); oneDNN prepacked when asked | the same              | the same                        |
 
@@ -23,11 +24,15 @@ the row's and the channels' scales. Only a lone row takes this path (fbgemm quan
 input with one scale, which several rows would share); the extra error is the activations' 8-bit
 rounding (~0.5-1% relative per layer): greedy agreement with fp32 95.5-97.4% on the quality probe's
 decisive models, as bf16's (`benchmarks/quant_quality.py --batch-1`); on the less decisive ones it
-falls with bf16, a few points below weight-only int8 (README, CPU path).
-Its prepacked copy of the weight (1 byte per weight) is held beside the plain one, which the
-batched paths read: a CPU int8 model holds 2 bytes per weight, as bf16 does, and reads 1 per step.
+falls with bf16, a few points below weight-only int8 (README, CPU path). Several rows take the same
+kernel with each row quantized over its own range (`rowwise_int8_linear`): at 32 rows fbgemm's int8
+products run ~1.5x oneDNN's bf16 ones, which at that size are bound by arithmetic, not by the weight's
+bytes; at 2-8 rows it reads the weight faster than `_weight_int8pack_mm` (greedy agreement of a batched
+decode 96.3-96.6% on the decisive models, against 97.0-97.3% with weight-only int8).
+Its prepacked copy of the weight (1 byte per weight) is held beside the plain one (which `dequantize`
+and CPUs without VNNI read): a CPU int8 model holds 2 bytes per weight, as bf16 does, and reads 1 per step.
 The CPU must have VNNI (AVX512-VNNI / AVX-VNNI): without it fbgemm's 16-bit pair sums can saturate,
-and the one-row path stays on `_weight_int8pack_mm`.
+and int8 stays on `_weight_int8pack_mm` and the dequantized matmul.
 
 fp32 linear layers can be prepacked for oneDNN too (`EngineConfig(cpu_fp32_kernels=True)`): `F.linear`
 in fp32 goes to MKL, which reads a one-row weight at ~17 GB/s per core against oneDNN's ~33 (a
@@ -39,6 +44,7 @@ no fast CPU path.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -113,7 +119,7 @@ def fbgemm_pack(weight: Tensor, scale: Tensor):
 
 class CpuInt8Linear(CpuLinear):
     """int8 weight (N, K) as stored, with its per-channel scales in bf16; plus, on CPUs with VNNI,
-    fbgemm's packed copy for one-row decoding."""
+    fbgemm's packed copy, which then computes every call with int8 activations."""
 
     def __init__(self, module: Int8Linear, dtype: torch.dtype) -> None:
         super().__init__(module.in_features, module.out_features)
@@ -128,18 +134,50 @@ class CpuInt8Linear(CpuLinear):
         return self.weight.to(self.scale.dtype) * self.scale[:, None]
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.numel() == self.in_features and self.packed is not None:  # one row; reduce_range=False: 8 bits (VNNI)
-            x = x if x.dtype is torch.float32 else x.float()
-            # The packed weight is a ScriptObject: outside this context the op's __torch_function__ check
-            # looks the attribute up on it, which throws and catches two C++ exceptions per call (~10 us).
-            with torch._C.DisableTorchFunctionSubclass():
-                out = LINEAR_DYNAMIC(x, self.packed, False)
-            return out if self.one_row_dtype is torch.float32 else out.to(self.one_row_dtype)
+        if self.packed is not None:  # VNNI: int8 x int8 dot products (reduce_range=False: all 8 bits)
+            if x.numel() == self.in_features:  # one row: fbgemm quantizes it over its own range
+                x = x if x.dtype is torch.float32 else x.float()
+                # The packed weight is a ScriptObject: outside this context the op's __torch_function__ check
+                # looks the attribute up on it, which throws and catches two C++ exceptions per call (~10 us).
+                with torch._C.DisableTorchFunctionSubclass():
+                    out = LINEAR_DYNAMIC(x, self.packed, False)
+                return out if self.one_row_dtype is torch.float32 else out.to(self.one_row_dtype)
+            rows = rowwise_int8_linear(x.reshape(-1, self.in_features), self.packed, self.scale.dtype)
+            return rows.view(*x.shape[:-1], self.out_features)
         x = x if x.dtype is self.scale.dtype else x.to(self.scale.dtype)
         rows = x.reshape(-1, self.in_features)  # (M, K)
         if rows.shape[0] > GEMV_MAX_ROWS:  # scales applied to the output: one pass over the weight, not two
             return F.linear(x, self.weight.to(x.dtype)) * self.scale
         return torch._weight_int8pack_mm(rows, self.weight, self.scale).view(*x.shape[:-1], self.out_features)
+
+
+@functools.cache
+def range_row(width: int) -> Tensor:
+    """[1, -1, 0, ...]: the row that pins fbgemm's dynamic range to [-1, 1] (`rowwise_int8_linear`)."""
+    row = torch.zeros(width)
+    row[:2] = torch.tensor((1.0, -1.0))
+    return row
+
+
+def rowwise_int8_linear(rows: Tensor, packed, dtype: torch.dtype) -> Tensor:
+    """rows (M, K) -> (M, N) in `dtype` through fbgemm's int8 x int8 matmul, each row quantized to
+    8 bits with its own scale (as llama.cpp's q8_0 quantizes activations per block of 32).
+
+    fbgemm quantizes its whole input with one scale, which the rows of a batch would share: a row
+    of large activations would cost its neighbours their precision, and a sequence's results would
+    depend on what it is batched with. So each row is divided by its largest magnitude first, and a
+    first row [1, -1, 0, ...] pins the input's range to exactly [-1, 1]: fbgemm's one scale is then
+    2 / 255 for every batch, i.e. each row's own; the outputs are multiplied back by the magnitudes.
+    """
+    count, width = rows.shape
+    # (the fused vector_norm(inf) and a multiply writing bf16 take 5-10x longer than these ops on CPU)
+    magnitude = rows.abs().amax(dim=1, keepdim=True).float().clamp_min_(torch.finfo(torch.float32).tiny)
+    unit = torch.empty(count + 1, width)
+    unit[0] = range_row(width)
+    torch.div(rows, magnitude, out=unit[1:])
+    with torch._C.DisableTorchFunctionSubclass():  # (see CpuInt8Linear.forward)
+        out = LINEAR_DYNAMIC(unit, packed, False)[1:]  # (M, N) fp32, weight scales applied
+    return out.mul_(magnitude).to(dtype)
 
 
 class CpuInt4Linear(CpuLinear):
