@@ -309,6 +309,9 @@ def main() -> None:
     parser.add_argument("--rm-seeds", type=int, nargs="+", metavar="SEED",
                         help="WARM: train one reward model per seed (batch order) and average their weights into "
                              "one (nemotron train reward --seeds); default: one model, seed 0")
+    parser.add_argument("--rm-resume", action="store_true",
+                        help="continue the reward model(s) in --work from their checkpoints instead of starting "
+                             "over (a finished one is reused; only with unchanged --rm-* settings and data)")
     parser.add_argument("--po-steps", type=int, default=100, help="DPO / RPO steps")
     parser.add_argument("--po-lr", type=float, default=2e-5)
     parser.add_argument("--beta", type=float, default=1.0)
@@ -364,7 +367,8 @@ def main() -> None:
              "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch),
              "--add-layers", str(args.rm_add_layers), "--lm-weight", str(args.rm_lm_weight),
              "--distill-weight", str(args.rm_distill_weight), "--distill-scale", str(args.rm_distill_scale),
-             *keep_best, *(["--seeds", *map(str, args.rm_seeds)] if args.rm_seeds else []), *loop)
+             *keep_best, *(["--seeds", *map(str, args.rm_seeds)] if args.rm_seeds else []),
+             *(a for a in loop if not (args.rm_resume and a == "--no-resume")))
     reward = work / "reward" / "final"
     held_eval = work / "reward" / "held_out_eval.json"
     with held_eval.open("w") as out:
