@@ -328,6 +328,8 @@ def _reward_warm(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
+    import torch
+
     from nemotron.checkpoint.load import load_model
     from nemotron.train.averaging import average_model_dirs
     from nemotron.train.distributed import from_environment
@@ -349,9 +351,10 @@ def _reward_warm(args: argparse.Namespace) -> None:
     final = average_model_dirs([m / "final" for m in members.values()], out / "final")
     report = {"seeds": args.seeds, "members": {}, "average": None}
     if args.valid:
-        loaded = load_model(final)
+        device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+        loaded = load_model(final, device=device)
         evaluation = evaluate_reward_model(loaded.model, read_preference_data(args.valid), loaded.tokenizer,
-                                           args.seq_len)
+                                           args.seq_len, device=device)
         (out / "reward_eval.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
         for seed, member in members.items():
             report["members"][str(seed)] = json.loads((member / "reward_eval.json").read_text())["accuracy"]
