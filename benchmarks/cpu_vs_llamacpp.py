@@ -122,7 +122,8 @@ class LlamaRunner:
         return time.perf_counter() - start, time.process_time() - cpu, outputs
 
 
-POLICIES = ("PASSIVE", "default")  # OMP_WAIT_POLICY of a worker; "default": unset, libgomp's spin-then-sleep
+# OMP_WAIT_POLICY of a worker: "default" leaves it unset (libgomp spins a while, then sleeps), ACTIVE spins.
+POLICIES = ("PASSIVE", "default", "ACTIVE")
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -82,6 +82,40 @@ def test_int8_one_row_quantizes_the_row_and_matches_the_dequantized_matmul():
         assert 1e-3 < relative_error(out, exact) < 3e-2  # the activations' 8-bit rounding, no more
 
 
+@pytest.mark.skipif(not int8_dot_products(), reason="fbgemm's int8 path needs VNNI")
+def test_int8_one_row_keeps_fp32_between_layers_and_the_trunk_returns_the_model_dtype():
+    """fbgemm returns fp32: o_proj, up_proj and down_proj leave it so (residual stream and norms in
+    fp32), qkv_proj's output goes to the KV cache in the model's dtype, the final norm returns it."""
+    model = bf16_model("int8").model
+    use_cpu_kernels(model)
+    layer = model.model.layers[0]
+    assert layer.self_attn.qkv_proj.one_row_dtype == torch.bfloat16
+    assert {m.one_row_dtype for m in (layer.self_attn.o_proj, layer.mlp.up_proj, layer.mlp.down_proj)} == {torch.float32}
+    seen = {}
+    layer.mlp.register_forward_hook(lambda module, args, out: seen.update(mlp_in=args[0].dtype, mlp_out=out.dtype))
+    with torch.inference_mode():
+        for ids in ([[5]], [[5, 17, 33]]):  # one row: fp32 inside; several: bf16 throughout
+            hidden = model.model(torch.tensor(ids))
+            assert hidden.dtype == torch.bfloat16
+            assert seen == ({"mlp_in": torch.float32, "mlp_out": torch.float32} if len(ids[0]) == 1
+                            else {"mlp_in": torch.bfloat16, "mlp_out": torch.bfloat16})
+        x = torch.randn(1, 3, layer.mlp.up_proj.in_features)  # fp32 rows on the batched path: converted
+        assert layer.mlp.up_proj(x).dtype == torch.bfloat16
+
+
+def test_the_transform_pins_submodules_and_parameters_and_setattr_replaces_them():
+    model = bf16_model(None).model
+    use_cpu_kernels(model)
+    layer = model.model.layers[0]
+    assert vars(layer)["mlp"] is layer._modules["mlp"] and vars(layer.input_layernorm)["weight"] is layer.input_layernorm._parameters["weight"]
+    replacement = nn.Identity()
+    layer.mlp = replacement  # nn.Module.__setattr__ drops the pinned copy
+    assert layer.mlp is replacement and "mlp" not in vars(layer)
+    weight = nn.Parameter(torch.zeros_like(layer.input_layernorm.weight))
+    layer.input_layernorm.weight = weight
+    assert layer.input_layernorm.weight is weight
+
+
 def test_int4_kernel_layout_unpacks_to_the_stored_codes():
     reference = Int4Linear.from_float(linear())
     module = CpuInt4Linear(reference, torch.bfloat16)

@@ -60,11 +60,12 @@ class LayerNorm1p(nn.Module):
         self._frozen: tuple[tuple, Tensor, Tensor] | None = None  # (parameter versions, scale, bias)
 
     def _scale_and_bias(self) -> tuple[Tensor, Tensor]:
+        weight, bias = self.weight, self.bias  # each read goes through nn.Module.__getattr__ (~1 us): once
         if torch.is_grad_enabled():
-            return self.weight.float() + 1.0, self.bias.float()
-        key = (self.weight._version, self.bias._version, self.weight.data_ptr(), self.bias.data_ptr())
+            return weight.float() + 1.0, bias.float()
+        key = (weight._version, bias._version, weight.data_ptr(), bias.data_ptr())
         if self._frozen is None or self._frozen[0] != key:
-            self._frozen = (key, self.weight.float() + 1.0, self.bias.float().clone())
+            self._frozen = (key, weight.float() + 1.0, bias.float().clone())
         return self._frozen[1], self._frozen[2]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -129,7 +130,8 @@ class NemotronAttention(nn.Module):
         else:
             qkv = self.qkv_proj(x).view(b, t, hq + 2 * hkv, self.head_dim)  # (B, T, Hq + 2 Hkv, D)
             rotate = apply_partial_rotary if torch.is_grad_enabled() else apply_partial_rotary_
-            q, k = rotate(qkv[:, :, :hq + hkv], cos, sin).split([hq, hkv], dim=2)
+            # split_with_sizes: Tensor.split's op without its Python wrapper (an AttributeError per call)
+            q, k = rotate(qkv[:, :, :hq + hkv], cos, sin).split_with_sizes([hq, hkv], dim=2)
             v = qkv[:, :, hq + hkv:]
         out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer_idx, q, k, v)
         return self.o_proj(out.reshape(b, t, hq * self.head_dim))
