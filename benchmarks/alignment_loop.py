@@ -8,7 +8,8 @@
    wordings), validation (hyperparameters were chosen on these) and held-out (reported only; no
    held-out fact is in any training or validation prompt);
 2. `nemotron train reward` trains a reward model (Bradley-Terry, plus the demo model's own
-   log-likelihood margin distilled; optionally exact swapped-answer pairs) on the training pairs; its
+   log-likelihood margin distilled; optionally exact swapped-answer pairs) on the training pairs, one
+   per seed, and averages their weights into one (WARM); its
    pairwise accuracy is measured on the validation and on the held-out pairs, per family;
 3. `nemotron sdg` runs again with that reward model judging (`judges: [reward]`, the model run
    in-process exactly as a served reward model would be), so the pairs carry reward-model scores;
@@ -306,6 +307,12 @@ def main() -> None:
     parser.add_argument("--rm-keep-best", type=int, default=0, metavar="N",
                         help="evaluate the reward model on every validation pair each N steps and keep the "
                              "weights of the best accuracy (0: the last weights)")
+    parser.add_argument("--rm-seeds", type=int, nargs="+", metavar="SEED", default=[0, 1, 2, 3],
+                        help="WARM: train one reward model per seed (batch order) and average their weights into "
+                             "one (nemotron train reward --seeds); a single seed trains one model")
+    parser.add_argument("--rm-resume", action="store_true",
+                        help="continue the reward model(s) in --work from their checkpoints instead of starting "
+                             "over (a finished one is reused; only with unchanged --rm-* settings and data)")
     parser.add_argument("--po-steps", type=int, default=100, help="DPO / RPO steps")
     parser.add_argument("--po-lr", type=float, default=2e-5)
     parser.add_argument("--beta", type=float, default=1.0)
@@ -361,7 +368,9 @@ def main() -> None:
              "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch),
              "--add-layers", str(args.rm_add_layers), "--lm-weight", str(args.rm_lm_weight),
              "--distill-weight", str(args.rm_distill_weight), "--distill-scale", str(args.rm_distill_scale),
-             *keep_best, *loop)
+             *keep_best, *(["--seeds", *map(str, args.rm_seeds)] if len(args.rm_seeds) > 1
+                           else ["--seed", str(args.rm_seeds[0])]),
+             *(a for a in loop if not (args.rm_resume and a == "--no-resume")))
     reward = work / "reward" / "final"
     held_eval = work / "reward" / "held_out_eval.json"
     with held_eval.open("w") as out:

@@ -1,4 +1,4 @@
-"""`nemotron train tokenizer | pretrain | sft | dpo | rpo | reward | reward-eval | report | demo`:
+"""`nemotron train tokenizer | pretrain | sft | dpo | rpo | reward | reward-eval | average | report | demo`:
 argparse wiring for the training package.
 
 `add_train_commands(subparsers)` adds the `train` command to the main parser; `run_train(args)` runs it.
@@ -27,6 +27,8 @@ def _add_loop_options(parser: argparse.ArgumentParser, steps: int, lr: float) ->
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument("--keep-checkpoints", type=int, default=2,
+                        help="how many of the newest checkpoints to keep (e.g. to average the last ones)")
     parser.add_argument("--eval-every", type=int, default=0, help="0: at the end only")
     parser.add_argument("--eval-batches", type=int, default=8, help="validation batches per evaluation")
     parser.add_argument("--keep-best", action="store_true",
@@ -123,6 +125,10 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         help="grow a language model's trunk by this many identity-initialised decoder layers first")
     reward.add_argument("--train-added-only", action="store_true",
                         help="with --add-layers: train only the added layers, the final norm and the head")
+    reward.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="WARM: train one reward model per seed (its batch order) from the same start into "
+                             "OUT/seed-SEED, then average their weights into OUT/final (one model of the same "
+                             "shape); each member's and the average's validation accuracy go to OUT/warm.json")
     _add_lora_options(reward)
     reward.epilog = "DATA: " + pairs_help + ", and/or HelpSteer2 rated responses (prompt, response, helpfulness, ...)"
 
@@ -133,6 +139,14 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     rev.add_argument("--seq-len", type=int, default=1024)
     rev.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     _add_threads(rev)
+
+    avg = commands.add_parser("average", help="average the weights of models of one shape (WARM; the last "
+                              "checkpoints of a run) into one model")
+    avg.add_argument("out", help="directory for the averaged model")
+    avg.add_argument("models", nargs="+", help="model directories fine-tuned from one start (OUT/final, "
+                     "OUT/checkpoint-N, ...); the first one's config and tokenizer are kept")
+    avg.add_argument("--weights", type=float, nargs="+", help="each model's share (normalised; default equal)")
+    avg.set_defaults(threads=0)
 
     report = commands.add_parser("report", help="draw a run's curves (loss, validation loss, ...) as PNG")
     report.add_argument("out", help="a training OUT directory (reads OUT/metrics.jsonl)")
@@ -158,7 +172,7 @@ def run_train(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     stages = {"tokenizer": _tokenizer, "pretrain": _pretrain, "sft": _sft, "dpo": _preference, "rpo": _preference,
-              "reward": _reward, "reward-eval": _reward_eval, "report": _report, "demo": _demo}
+              "reward": _reward, "reward-eval": _reward_eval, "average": _average, "report": _report, "demo": _demo}
     stages[args.train_command](args)
 
 
@@ -197,6 +211,7 @@ def _loop(args: argparse.Namespace, model, tokenizer, source_cls=None, *, train=
     schedule = ScheduleConfig(args.lr, args.steps, min(args.warmup, args.steps), args.min_lr_ratio)
     optim = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     config = TrainConfig(args.out, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                         keep_checkpoints=args.keep_checkpoints,
                          eval_every=args.eval_every, eval_batches=args.eval_batches, keep_best=args.keep_best,
                          device=args.device, precision=args.precision,
                          resume=not args.no_resume, micro_batch_size=args.micro_batch_size,
@@ -301,6 +316,58 @@ def _preference(args: argparse.Namespace) -> None:
 
 
 def _reward(args: argparse.Namespace) -> None:
+    if args.seeds:
+        _reward_warm(args)
+    else:
+        _reward_member(args)
+
+
+def _reward_warm(args: argparse.Namespace) -> None:
+    """WARM: one reward model per seed from the same start (the head starts at zero and added layers
+    are copies, so only the batch order differs), their weights averaged into OUT/final."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from nemotron.checkpoint.load import load_model
+    from nemotron.train.averaging import average_model_dirs
+    from nemotron.train.distributed import from_environment
+    from nemotron.train.preference_data import read_preference_data
+    from nemotron.train.reward import evaluate_reward_model
+
+    if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
+        raise ConfigError(f"--seeds needs at least 2 different seeds, got {args.seeds}")
+    if args.lora_r:
+        raise ConfigError("--seeds averages full weights; it does not combine with LoRA (--lora-r)")
+    if from_environment() is not None:
+        raise ConfigError("--seeds runs in one process; under torchrun train each seed (--seed N --out OUT/seed-N) "
+                          "and merge them with `nemotron train average`")
+    out = Path(args.out)
+    members = {seed: out / f"seed-{seed}" for seed in args.seeds}
+    for seed, member in members.items():
+        print(f"WARM member seed {seed} -> {member}", flush=True)
+        _reward_member(argparse.Namespace(**{**vars(args), "seed": seed, "out": str(member), "seeds": None}))
+    final = average_model_dirs([m / "final" for m in members.values()], out / "final")
+    report = {"seeds": args.seeds, "members": {}, "average": None}
+    if args.valid:
+        device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+        loaded = load_model(final, device=device)
+        evaluation = evaluate_reward_model(loaded.model, read_preference_data(args.valid), loaded.tokenizer,
+                                           args.seq_len, device=device)
+        (out / "reward_eval.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+        for seed, member in members.items():
+            report["members"][str(seed)] = json.loads((member / "reward_eval.json").read_text())["accuracy"]
+        report["average"] = evaluation.accuracy
+        print(evaluation.table())
+    (out / "warm.json").write_text(json.dumps(report) + "\n")
+    accuracy = lambda a: "n/a" if a is None else f"{a:.3f}"  # noqa: E731
+    print(f"WARM: {len(members)} members averaged into {final}; validation accuracy of the members "
+          + ", ".join(f"seed {k} {accuracy(a)}" for k, a in report["members"].items())
+          + f"; of the average {accuracy(report['average'])}")
+
+
+def _reward_member(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
@@ -366,6 +433,13 @@ def _reward_eval(args: argparse.Namespace) -> None:
     model = load_adapter(loaded.model, args.lora) if args.lora else loaded.model
     evaluation = evaluate_reward_model(model, read_preference_data(args.data), loaded.tokenizer, args.seq_len)
     print(json.dumps(evaluation.to_dict(), indent=2) if args.json else evaluation.table())
+
+
+def _average(args: argparse.Namespace) -> None:
+    from nemotron.train.averaging import average_model_dirs
+
+    out = average_model_dirs(args.models, args.out, args.weights)
+    print(f"averaged {len(args.models)} models into {out}")
 
 
 def _report(args: argparse.Namespace) -> None:
