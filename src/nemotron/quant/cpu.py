@@ -154,7 +154,7 @@ class CpuInt8Linear(CpuLinear):
 @functools.cache
 def range_row(width: int) -> Tensor:
     """[1, -1, 0, ...]: the row that pins fbgemm's dynamic range to [-1, 1] (`rowwise_int8_linear`)."""
-    row = torch.zeros(width)
+    row = torch.zeros(width, dtype=torch.float32, device="cpu")  # not the process's default dtype / device
     row[:2] = torch.tensor((1.0, -1.0))
     return row
 
@@ -168,11 +168,13 @@ def rowwise_int8_linear(rows: Tensor, packed, dtype: torch.dtype) -> Tensor:
     depend on what it is batched with. So each row is divided by its largest magnitude first, and a
     first row [1, -1, 0, ...] pins the input's range to exactly [-1, 1]: fbgemm's one scale is then
     2 / 255 for every batch, i.e. each row's own; the outputs are multiplied back by the magnitudes.
+    This holds between batches of two rows or more: a lone row (batch-1 decode) goes to fbgemm as it
+    is, over its own asymmetric range, so its rounding differs from the same row's in a batch.
     """
     count, width = rows.shape
     # (the fused vector_norm(inf) and a multiply writing bf16 take 5-10x longer than these ops on CPU)
     magnitude = rows.abs().amax(dim=1, keepdim=True).float().clamp_min_(torch.finfo(torch.float32).tiny)
-    unit = torch.empty(count + 1, width)
+    unit = torch.empty(count + 1, width, dtype=torch.float32, device=rows.device)
     unit[0] = range_row(width)
     torch.div(rows, magnitude, out=unit[1:])
     with torch._C.DisableTorchFunctionSubclass():  # (see CpuInt8Linear.forward)
@@ -283,7 +285,10 @@ def pin_submodules(model: nn.Module) -> None:
     `__getattr__`, which Python calls only after its own lookup failed and made an AttributeError:
     ~0.7 us per read, ~170 reads per batch-1 step of the 140M shape (layers, attention, MLP, norms).
     Replacing one through setattr, as every transform does, drops the copy (nn.Module's `__setattr__`
-    does); setting one to None or deleting one afterwards would leave it stale."""
+    does; `load_state_dict` and `.to()` keep the same objects); setting one to None, deleting one,
+    `register_parameter` / `add_module` over an existing name, `torch.func.functional_call` and
+    parametrizations afterwards would see or leave the stale copy. Only the engine's CPU runner
+    calls this, on a model it then only runs."""
     for module in model.modules():
         vars(module).update(module._modules)
         vars(module).update(module._parameters)
