@@ -28,6 +28,19 @@ def wait_until_idle(engine: LLMEngine, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def run_and_settle(llm: AsyncLLM, main):
+    """asyncio.run(main()), then the engine goes idle with no request left and every block free;
+    the AsyncLLM is closed whatever happens. -> main's result."""
+    engine = llm.engine
+    try:
+        result = asyncio.run(main())
+        wait_until_idle(engine)
+        assert engine.num_requests == 0 and engine.blocks.num_free_blocks == engine.blocks.num_blocks
+    finally:
+        llm.close()
+    return result
+
+
 def test_concurrent_streams_equal_offline_batch(loaded):
     requests = prompts(24, seed=11)
     params = [SamplingParams(max_tokens=8 + i % 9, seed=i, top_k=40, ignore_eos=True) for i in range(24)]
@@ -66,13 +79,7 @@ def test_leaving_a_stream_early_aborts_and_frees_blocks(loaded):
                 break
         return seen
 
-    try:
-        assert asyncio.run(main()) == 3
-        wait_until_idle(engine)
-        assert engine.num_requests == 0
-        assert engine.blocks.num_free_blocks == engine.blocks.num_blocks
-    finally:
-        llm.close()
+    assert run_and_settle(llm, main) == 3
 
 
 def test_bad_request_raises_before_streaming(loaded):
@@ -156,12 +163,7 @@ def test_leaving_an_n_stream_early_aborts_every_completion(loaded):
         async for _ in llm.generate(prompts(1, seed=13)[0], SamplingParams(n=4, max_tokens=200, ignore_eos=True)):
             break
 
-    try:
-        asyncio.run(main())
-        wait_until_idle(engine)
-        assert engine.num_requests == 0 and engine.blocks.num_free_blocks == engine.blocks.num_blocks
-    finally:
-        llm.close()
+    run_and_settle(llm, main)
 
 
 def test_abort_ends_streams_with_finish_reason_abort_and_frees_blocks(loaded):
@@ -183,12 +185,7 @@ def test_abort_ends_streams_with_finish_reason_abort_and_frees_blocks(loaded):
         await llm.abort(["one", "many", "short", "unknown"])  # finished and unknown ids are ignored
         return await asyncio.wait_for(asyncio.gather(one, many, short), 30)
 
-    try:
-        one, many, short = asyncio.run(main())
-        wait_until_idle(engine)
-        assert engine.num_requests == 0 and engine.blocks.num_free_blocks == engine.blocks.num_blocks
-    finally:
-        llm.close()
+    one, many, short = run_and_settle(llm, main)
     assert one[-1].finished and one[-1].outputs[0].finish_reason == "abort"
     assert 0 < len(one[-1].outputs[0].token_ids) < 400
     assert many[-1].finished and {o.outputs[0].index for o in many if o.outputs[0].finish_reason == "abort"} == {0, 1, 2}
@@ -234,12 +231,7 @@ def test_abort_right_after_submitting_and_a_reused_id(loaded):
         again = [o async for o in llm.generate(prompt, SamplingParams(max_tokens=3, ignore_eos=True), "x")]
         return one, many_outputs, again
 
-    try:
-        one, many, again = asyncio.run(main())
-        wait_until_idle(engine)
-        assert engine.num_requests == 0 and engine.blocks.num_free_blocks == engine.blocks.num_blocks
-    finally:
-        llm.close()
+    one, many, again = run_and_settle(llm, main)
     assert one[-1].outputs[0].finish_reason == "abort" and len(one[-1].outputs[0].token_ids) < 300
     assert many[-1].finished and all(o.outputs[0].finish_reason in (None, "abort") for o in many)
     assert again[-1].outputs[0].finish_reason == "length" and len(again[-1].outputs[0].token_ids) == 3

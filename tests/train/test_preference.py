@@ -190,20 +190,24 @@ def test_preference_training_learns_the_pairs_and_resumes_exactly(tmp_path, toke
         assert torch.equal(a, b), name
 
 
+def assert_micro_batches_add_up(objective, model, batch, size: int) -> None:
+    """Gradient accumulation over micro-batches of `size` pairs gives the whole batch's gradient."""
+    grads = []
+    for parts in ([batch], batch.split(size)):
+        model.zero_grad()
+        for micro in parts:
+            objective.loss(model, micro, batch.totals())[0].backward()
+        grads.append([q.grad.clone() for q in model.parameters() if q.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(tokenizer):
     data = _pairs_dataset(tokenizer)
     model = tiny_model(tokenizer.vocab_size, std=0.05)
     data.reference = reference_logps(model, data, torch.device("cpu"), contextlib.nullcontext, chunk=4)
     objective = PreferenceOptimization(PreferenceConfig("rpo", beta=0.5, sft_weight=0.1), [data])
-    batch = data.batch(0)
-    grads = []
-    for parts in ([batch], batch.split(1)):
-        model.zero_grad()
-        for micro in parts:
-            objective.loss(model, micro, batch.totals())[0].backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert_micro_batches_add_up(objective, model, data.batch(0), 1)
 
 
 def test_a_turn_forged_in_training_data_stays_text(tokenizer):
@@ -260,14 +264,7 @@ def test_reward_lm_loss_is_the_language_models_loss_on_the_chosen_replies(tokeni
     assert lm.lm_head.weight.grad is None  # the output layer stays frozen; the trunk learns from it
     assert reward.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
 
-    grads = []  # micro-batches add up to the whole batch, the LM term included
-    for parts in ([batch], batch.split(2)):
-        reward.zero_grad()
-        for micro in parts:
-            objective.loss(reward, micro, batch.totals())[0].backward()
-        grads.append([q.grad.clone() for q in reward.parameters() if q.grad is not None])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert_micro_batches_add_up(objective, reward, batch, 2)  # the LM term included
 
 
 def test_reward_lm_loss_needs_the_output_layer():
@@ -310,14 +307,7 @@ def test_reward_distillation_pulls_the_margin_towards_the_language_models_own(to
     assert metrics["distill"] == pytest.approx(kl.item(), rel=1e-5)
     assert loss.item() == pytest.approx(math.log(2) + 2.0 * kl.item(), rel=1e-5)
 
-    grads = []  # micro-batches add up to the whole batch, the distillation term included
-    for parts in ([batch], batch.split(2)):
-        reward.zero_grad()
-        for micro in parts:
-            objective.loss(reward, micro, batch.totals())[0].backward()
-        grads.append([q.grad.clone() for q in reward.parameters() if q.grad is not None])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert_micro_batches_add_up(objective, reward, batch, 2)  # the distillation term included
 
     # Under bf16 autocast (CUDA's default) the teacher's margins are the same, to bf16's precision.
     fp32_teacher = dataset.teacher
