@@ -328,13 +328,12 @@ def _reward_warm(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    import torch
-
     from nemotron.checkpoint.load import load_model
     from nemotron.train.averaging import average_model_dirs
     from nemotron.train.distributed import from_environment
     from nemotron.train.preference_data import read_preference_data
     from nemotron.train.reward import evaluate_reward_model
+    from nemotron.train.trainer import training_device
 
     if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
         raise ConfigError(f"--seeds needs at least 2 different seeds, got {args.seeds}")
@@ -351,7 +350,7 @@ def _reward_warm(args: argparse.Namespace) -> None:
     final = average_model_dirs([m / "final" for m in members.values()], out / "final")
     report = {"seeds": args.seeds, "members": {}, "average": None}
     if args.valid:
-        device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+        device = training_device(args.device)
         loaded = load_model(final, device=device)
         evaluation = evaluate_reward_model(loaded.model, read_preference_data(args.valid), loaded.tokenizer,
                                            args.seq_len, device=device)

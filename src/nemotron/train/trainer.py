@@ -132,6 +132,11 @@ def evaluate_metrics(model: nn.Module, data: BatchSource, num_batches: int, devi
     return {key: value / max(counts[key], 1) for key, value in sums.items()}
 
 
+def training_device(name: str) -> torch.device:
+    """TrainConfig.device as a device: "auto" is CUDA when there is one, else the CPU."""
+    return torch.device(name if name != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+
+
 def checkpoint_activations(model: nn.Module) -> nn.Module:
     """Training transform: each decoder layer keeps only its input and recomputes the rest in
     backward (memory of one layer's activations instead of all of them, for ~1/3 more compute)."""
@@ -151,8 +156,7 @@ class Trainer:
                  valid_data: BatchSource | None = None, log: Callable[[str], None] = print,
                  objective: Objective | None = None, parallel: DataParallel | None = None) -> None:
         self.parallel = parallel
-        self.device = parallel.device if parallel else torch.device(
-            config.device if config.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = parallel.device if parallel else training_device(config.device)
         self.model = model.to(self.device).train()
         if config.activation_checkpointing:
             checkpoint_activations(self.model)
