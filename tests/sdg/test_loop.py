@@ -109,10 +109,16 @@ def test_eager_writes_drives_a_waiting_coroutine_to_its_end_and_passes_cancellat
         event_loop.close()
 
 
+# More than loopback TCP can take in one write while the server (on the same loop) reads nothing: the
+# send buffer plus the receiver's, which autotuning grows up to tcp_rmem's maximum (32 MB on some
+# hosts: a 4 MB body then went out at once and the test failed there).
+LARGE_BODY = 64_000_000
+
+
 @pytest.mark.parametrize("choice", ["asyncio", "auto"])
 def test_posts_small_and_large_on_the_pipelines_loop(choice, monkeypatch):
     """Through the SDG transport on the loop `sdg run` uses: a small body leaves in the first step,
-    a 4 MB one fills the socket buffer and is finished by the task driving the rest."""
+    a large one fills the socket buffers and is finished by the task driving the rest."""
     from tests.sdg.test_transport import raw_server
 
     from nemotron.sdg.backends.transport import Client
@@ -124,7 +130,7 @@ def test_posts_small_and_large_on_the_pipelines_loop(choice, monkeypatch):
         client = Client(url, timeout=10)
         try:
             small = await client.post("/x", {"n": 1})
-            large = await client.post("/x", {"text": "y" * 4_000_000})
+            large = await client.post("/x", {"text": "y" * LARGE_BODY})
         finally:
             await client.aclose()
         server.close()
@@ -146,4 +152,4 @@ def test_posts_small_and_large_on_the_pipelines_loop(choice, monkeypatch):
     small, large, state = loop.run(scenario(), choice)
     assert len(driven) == (1 if sys.version_info < (3, 12) else 0)  # the large body's rest, only
     assert small.status_code == large.status_code == 200 and state["requests"] == 2
-    assert len(state["bodies"][1][1]) > 4_000_000
+    assert len(state["bodies"][1][1]) > LARGE_BODY
