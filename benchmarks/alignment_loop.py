@@ -307,6 +307,7 @@ def main() -> None:
     parser.add_argument("--rm-dense-weight", type=float, default=0.0,
                         help="dense distillation: the reward head at every reply token towards the demo model's "
                              "log-likelihood of the reply so far (× --rm-distill-scale)")
+    parser.add_argument("--rm-dense-target", choices=["so-far", "per-token"], default="so-far")
     parser.add_argument("--rm-train-added-only", action="store_true",
                         help="freeze the demo model's trunk: train only the added layers, final norm and head")
     parser.add_argument("--rm-keep-best", type=int, default=0, metavar="N",
@@ -373,7 +374,8 @@ def main() -> None:
              "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch),
              "--add-layers", str(args.rm_add_layers), "--lm-weight", str(args.rm_lm_weight),
              "--distill-weight", str(args.rm_distill_weight), "--distill-scale", str(args.rm_distill_scale),
-             "--dense-weight", str(args.rm_dense_weight), *(["--train-added-only"] if args.rm_train_added_only else []),
+             "--dense-weight", str(args.rm_dense_weight), "--dense-target", args.rm_dense_target,
+             *(["--train-added-only"] if args.rm_train_added_only else []),
              *keep_best, *(["--seeds", *map(str, args.rm_seeds)] if len(args.rm_seeds) > 1
                            else ["--seed", str(args.rm_seeds[0])]),
              *(a for a in loop if not (args.rm_resume and a == "--no-resume")))

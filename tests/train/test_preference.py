@@ -341,16 +341,19 @@ def test_dense_distillation_regresses_the_head_at_every_reply_token_on_the_log_l
     # The zero head predicts 0 everywhere: the loss is the mean of (s × log p(reply up to t))² over every
     # reply position and the final token of all 8 replies.
     batch = dataset.batch(0)
-    squares, count = 0.0, 0
+    squares, steps, count = 0.0, 0.0, 0
     for row, start, length in zip(batch.teacher_logps, batch.starts.tolist(), batch.lengths.tolist()):
         so_far = 0.0
         for t in range(start, length):
             so_far += row[t].item()
-            squares, count = squares + (0.05 * so_far) ** 2, count + 1
+            squares, steps, count = squares + (0.05 * so_far) ** 2, steps + (0.05 * row[t].item()) ** 2, count + 1
     assert count == batch.totals()["dense_tokens"] == int((batch.lengths - batch.starts).sum())
     loss, metrics = objective.loss(reward, batch, batch.totals())
     assert metrics["dense"] == pytest.approx(squares / count, rel=1e-5)
     assert loss.item() == pytest.approx(math.log(2) + 1.5 * squares / count, rel=1e-5)
+    per_token = RewardModeling(RewardConfig("bt", dense_weight=1.5, distill_scale=0.05, dense_target="per-token"),
+                               lm.lm_head, [dataset])
+    assert per_token.loss(reward, batch, batch.totals())[1]["dense"] == pytest.approx(steps / count, rel=1e-5)
 
     # The head on the prompt alone is the offset: a constant reward changes nothing.
     with torch.no_grad():
@@ -366,6 +369,14 @@ def test_dense_distillation_regresses_the_head_at_every_reply_token_on_the_log_l
     assert lm.lm_head.weight.grad is None
     # (the head's bias gets no gradient, up to rounding: the anchor and the pairs cancel it)
     assert_micro_batches_add_up(objective, reward, batch, 2, atol=1e-6)
+    assert_micro_batches_add_up(per_token, reward, batch, 2, atol=1e-6)
+    # Both targets agree where the head fits them exactly: r(t) = r(start - 1) + s × log p(reply up to t).
+    fitted = torch.zeros(batch.inputs.shape)
+    for r, (start, length) in enumerate(zip(batch.starts.tolist(), batch.lengths.tolist())):
+        fitted[r, start - 1] = 0.3
+        fitted[r, start:length] = 0.3 + 0.05 * batch.teacher_logps[r, start:length].cumsum(0)
+    assert objective._dense_error(fitted, batch).item() == pytest.approx(0.0, abs=1e-9)
+    assert per_token._dense_error(fitted, batch).item() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_dense_distillation_also_reads_rated_responses_and_the_pair_margins_come_from_the_same_pass(tokenizer,
@@ -462,3 +473,5 @@ def test_reward_distillation_needs_the_output_layer_and_a_positive_scale():
         RewardModeling(RewardConfig("bt", distill_weight=1.0))
     with pytest.raises(ConfigError, match="distill_scale"):
         RewardConfig("bt", distill_weight=1.0, distill_scale=0.0)
+    with pytest.raises(ConfigError, match="dense_target"):
+        RewardConfig("bt", dense_weight=1.0, dense_target="sum")

@@ -126,6 +126,9 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         help="dense distillation: the head at every reply token regresses towards S × the starting "
                              "language model's log-likelihood of the reply so far, relative to the head on the prompt "
                              "alone (needs a language model)")
+    reward.add_argument("--dense-target", choices=["so-far", "per-token"], default="so-far",
+                        help="so-far: r(t) − r(reply start − 1) towards S × log p(reply up to t); per-token: each step "
+                             "r(t) − r(t − 1) towards S × log p(token t)")
     reward.add_argument("--add-layers", type=int, default=0,
                         help="grow a language model's trunk by this many identity-initialised decoder layers first")
     reward.add_argument("--train-added-only", action="store_true",
@@ -409,7 +412,8 @@ def _reward_member(args: argparse.Namespace) -> None:
                                     n) if valid_rows else None
     config = RewardConfig(args.loss, bt_weight=args.bt_weight, regression_weight=args.regression_weight,
                           lm_weight=args.lm_weight, distill_weight=args.distill_weight,
-                          distill_scale=args.distill_scale, dense_weight=args.dense_weight)
+                          distill_scale=args.distill_scale, dense_weight=args.dense_weight,
+                          dense_target=args.dense_target)
     objective = RewardModeling(config, lm_head, [d for d in (train, valid) if d is not None])
     torch.manual_seed(args.seed)
     trainer = _loop(args, _with_lora(args, model.train(), heads=("rm_head",)), loaded.tokenizer, train=train,

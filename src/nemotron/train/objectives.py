@@ -150,6 +150,7 @@ def _fingerprint(dataset: PreferenceDataset) -> str:
 
 
 REWARD_LOSSES = ("regression", "bt", "combined")
+DENSE_TARGETS = ("so-far", "per-token")
 
 
 @dataclass(slots=True, frozen=True)
@@ -161,6 +162,7 @@ class RewardConfig:
     distill_weight: float = 0.0  # soft Bradley-Terry towards the frozen LM's preference between the replies
     distill_scale: float = 0.1  # the LM's preference is σ(distill_scale × its log-likelihood margin)
     dense_weight: float = 0.0  # the head at every reply token towards distill_scale × the LM's log p(reply so far)
+    dense_target: str = "so-far"  # r(t) − r(start − 1) ≈ s log p(x_start..t), or "per-token": r(t) − r(t − 1) ≈ s log p(x_t)
     scalar_weights: tuple[float, ...] = REWARD_WEIGHTS  # attributes -> the scalar reward pairs compare
 
     def __post_init__(self) -> None:
@@ -168,6 +170,8 @@ class RewardConfig:
             raise ConfigError(f"RewardConfig.loss must be one of {REWARD_LOSSES}, got {self.loss!r}")
         if min(self.bt_weight, self.regression_weight, self.lm_weight, self.distill_weight, self.dense_weight) < 0:
             raise ConfigError("RewardConfig weights must be >= 0")
+        if self.dense_target not in DENSE_TARGETS:
+            raise ConfigError(f"RewardConfig.dense_target must be one of {DENSE_TARGETS}, got {self.dense_target!r}")
         if self.distill_scale <= 0:
             raise ConfigError(f"RewardConfig.distill_scale must be positive, got {self.distill_scale}")
 
@@ -191,7 +195,10 @@ class RewardModeling:
     both replies and rated responses) and r(t) − r(start − 1) is regressed (MSE) towards
     s × Σ_{start ≤ u ≤ t} log p(x_u | x_<u), the LM's log-likelihood of the reply so far; r(start − 1),
     the head on the prompt alone, is the free per-prompt offset (it cancels in a pair). At the last
-    token the target margin of a pair is `distill_weight`'s s Δlog p. Every token supervises one skill,
+    token the target margin of a pair is `distill_weight`'s s Δlog p. With `dense_target="per-token"`
+    each step r(t) − r(t − 1) is regressed towards s log p(x_t | x_<t) instead: the same sums when
+    fitted exactly, each token's error counted once rather than at every later position. Every token
+    supervises one skill,
     "how plausible is the reply so far to the model itself", which memorising the training facts
     cannot give and the trunk's predictions carry to unseen facts."""
 
@@ -291,8 +298,14 @@ class RewardModeling:
         return loss, metrics
 
     def _dense_error(self, rewards: Tensor, batch: RewardBatch) -> Tensor:
-        """Σ over rows and reply positions of (r(t) − r(start − 1) − s × log p(reply up to t))²; rewards (N, T)."""
-        target, inside = dense_targets(batch.teacher_logps, batch.starts, batch.lengths, self.config.distill_scale)
+        """Σ over rows and reply positions of (r(t) − r(start − 1) − s × log p(reply up to t))², or per token
+        (r(t) − r(t − 1) − s × log p(x_t | x_<t))²; rewards (N, T)."""
+        scale = self.config.distill_scale
+        if self.config.dense_target == "per-token":
+            _, inside = dense_targets(batch.teacher_logps, batch.starts, batch.lengths, scale)
+            steps = rewards[:, 1:] - rewards[:, :-1]  # (N, T-1): r(t) − r(t − 1) for t ≥ 1
+            return ((steps - scale * batch.teacher_logps[:, 1:]).square() * inside[:, 1:]).sum()
+        target, inside = dense_targets(batch.teacher_logps, batch.starts, batch.lengths, scale)
         anchor = rewards.gather(1, (batch.starts - 1).clamp(min=0)[:, None])  # (N, 1): the prompt alone
         return ((rewards - anchor - target).square() * inside).sum()
 
