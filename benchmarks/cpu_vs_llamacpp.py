@@ -30,7 +30,8 @@ each engine differently (llama.cpp's OpenMP build meets an OpenMP barrier after 
 waiting cost it a third of its batch-1 speed on a quiet machine, while spinning collapses both
 engines when other work shares the cores), so each engine runs in a worker process per policy
 (--wait-policies) and is credited with its best; the targets are printed for every policy (both
-engines under it) and for best against best. On a shared machine compare the CPU ms per token
+engines under it) and for best against best. Workers not running a request are stopped (SIGSTOP),
+as an idle worker's threads spin for good under ACTIVE. On a shared machine compare the CPU ms per token
 printed last as well (with 1 thread: the work itself), and the load average printed with them; there
 the spinning runs crawl (a full run took 15 minutes at a load of 2-5), `--wait-policies PASSIVE`
 skips them.
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import signal
 import os
 import subprocess
 import sys
@@ -274,7 +276,12 @@ def convert(llama_cpp: Path, checkpoint: Path, workdir: Path, kind: str) -> Path
 
 
 class Worker:
-    """A worker process (llama.cpp's, or this project's engine) under one OMP_WAIT_POLICY."""
+    """A worker process (llama.cpp's, or this project's engine) under one OMP_WAIT_POLICY.
+
+    It is stopped (SIGSTOP) whenever it is not running a request: under ACTIVE an idle worker's OpenMP
+    threads spin at their barrier for good (libgomp's spin count is then ~forever), so two idle
+    spinning workers held the cores while a third was timed (each timed engine got 50-70% of its two
+    cores, which earlier runs blamed on the host)."""
 
     def __init__(self, python: str, worker_args: list[str], policy: str, threads: int) -> None:
         command = [python, __file__, "--llama-python", python, "--llama-cpp", ".", "--threads", str(threads),
@@ -288,16 +295,20 @@ class Worker:
         if not ready.get("ready"):
             raise SystemExit(f"the worker {command[1:]} did not start")
         self.bytes_per_token: dict[str, int] = ready["bytes_per_token"]
+        self.process.send_signal(signal.SIGSTOP)
 
     def runner(self, kind: str):
         def run(prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
+            self.process.send_signal(signal.SIGCONT)
             self.process.stdin.write(json.dumps({"model": kind, "prompts": prompts, "new_tokens": new_tokens}) + "\n")
             self.process.stdin.flush()
             answer = json.loads(self.process.stdout.readline())
+            self.process.send_signal(signal.SIGSTOP)
             return answer["seconds"], answer["cpu"], answer["tokens"]
         return run
 
     def close(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
         self.process.stdin.close()
         self.process.wait(timeout=60)
 
@@ -342,6 +353,8 @@ def weight_bytes_per_token(model) -> int:
                 continue
             seen.add(id(tensor))
             total += tensor.numel() * tensor.element_size()
+        if getattr(module, "packed", None) is not None:  # fbgemm's packed int8 weight (not a tensor): 1 byte each
+            total += module.in_features * module.out_features
     return total
 
 

@@ -44,12 +44,12 @@ def test_packed_bf16_is_bitwise_f_linear(rows):
 @pytest.mark.parametrize("rows", ROWS)
 @pytest.mark.parametrize("scheme", [(Int8Linear, CpuInt8Linear), (Int4Linear, CpuInt4Linear)],
                          ids=["int8", "int4"])
-def test_quantized_kernels_equal_the_dequantized_matmul(scheme, rows):
+def test_quantized_kernels_equal_the_dequantized_matmul(scheme, rows, monkeypatch):
     reference_cls, cpu_cls = scheme
     reference = reference_cls.from_float(linear())
+    # the weight-only kernels of CPUs without VNNI (int8 activations: tests below)
+    monkeypatch.setattr("nemotron.quant.cpu.int8_dot_products", lambda: False)
     module = cpu_cls(reference, torch.bfloat16)
-    if getattr(module, "packed", None) is not None:
-        module.packed = None  # the weight-only kernels of CPUs without VNNI (int8 activations: tests below)
     x = torch.randn(1, rows, 256).bfloat16()
     expected = F.linear(x.float(), reference.dequantize())  # fp32 scales, fp32 arithmetic
     out = module(x)
@@ -80,6 +80,17 @@ def test_int8_one_row_quantizes_the_row_and_matches_the_dequantized_matmul():
         emulated = F.linear(quantized_row(x.float().flatten()).reshape(shape), reference.dequantize())
         assert relative_error(out, emulated) < 4e-3  # int32 products, then fp32 scales, bf16 output
         assert 1e-3 < relative_error(out, exact) < 3e-2  # the activations' 8-bit rounding, no more
+
+
+@pytest.mark.skipif(not int8_dot_products(), reason="fbgemm's int8 path needs VNNI")
+def test_int8_with_vnni_holds_one_copy_of_the_codes_and_dequantizes_from_it():
+    """fbgemm's packed weight replaces the plain int8 one: 1 byte per weight, as the kernel reads."""
+    reference = Int8Linear.from_float(linear())
+    module = CpuInt8Linear(reference, torch.bfloat16)
+    assert module.weight is None and module.packed is not None
+    assert not any(t.dtype == torch.int8 for t in [*module.parameters(), *module.buffers()])
+    assert torch.equal(module.codes(), reference.weight)
+    assert torch.equal(module.dequantize(), reference.weight.bfloat16() * reference.weight_scale.bfloat16()[:, None])
 
 
 @pytest.mark.skipif(not int8_dot_products(), reason="fbgemm's int8 path needs VNNI")

@@ -101,7 +101,8 @@ def auto_dtype(device: str | None) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="nemotron", description="Run Nemotron-family models. MODEL is a Hugging Face directory, a .nemo "
-        "file or directory, or a preset name (random weights); omitted, the embedded demo model is used.")
+        "file or directory, a GGUF file, or a preset name (random weights); omitted, the embedded demo model "
+        "is used.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)

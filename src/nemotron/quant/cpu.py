@@ -29,8 +29,8 @@ kernel with each row quantized over its own range (`rowwise_int8_linear`): at 32
 products run ~1.5x oneDNN's bf16 ones, which at that size are bound by arithmetic, not by the weight's
 bytes; at 2-8 rows it reads the weight faster than `_weight_int8pack_mm` (greedy agreement of a batched
 decode 96.3-96.6% on the decisive models, against 97.0-97.3% with weight-only int8).
-Its prepacked copy of the weight (1 byte per weight) is held beside the plain one (which `dequantize`
-and CPUs without VNNI read): a CPU int8 model holds 2 bytes per weight, as bf16 does, and reads 1 per step.
+Its prepacked copy of the weight (1 byte per weight) replaces the plain one (`dequantize` unpacks it):
+a CPU int8 model holds and reads 1 byte per weight.
 The CPU must have VNNI (AVX512-VNNI / AVX-VNNI): without it fbgemm's 16-bit pair sums can saturate,
 and int8 stays on `_weight_int8pack_mm` and the dequantized matmul.
 
@@ -118,20 +118,28 @@ def fbgemm_pack(weight: Tensor, scale: Tensor):
 
 
 class CpuInt8Linear(CpuLinear):
-    """int8 weight (N, K) as stored, with its per-channel scales in bf16; plus, on CPUs with VNNI,
-    fbgemm's packed copy, which then computes every call with int8 activations."""
+    """On CPUs with VNNI, fbgemm's packed int8 weight, which computes every call with int8
+    activations; elsewhere the int8 weight (N, K) as stored. Per-channel scales in bf16 either way.
+    One copy of the codes: 1 byte per weight, not the 2 of bf16."""
 
     def __init__(self, module: Int8Linear, dtype: torch.dtype) -> None:
         super().__init__(module.in_features, module.out_features)
-        self.weight = module.weight  # (N, K) int8: the kernel's layout already
         self.scale = module.weight_scale.to(dtype)  # (N,)
         self.packed = fbgemm_pack(module.weight, module.weight_scale.float()) if int8_dot_products() else None
+        # (N, K) int8, the weight-only kernels' layout already; fbgemm's packed copy replaces it.
+        self.weight: Tensor | None = module.weight if self.packed is None else None
         # fbgemm takes and returns fp32: where the next op takes fp32 too (residual adds, norms, squared
         # ReLU, the next int8 layer), `use_cpu_kernels` sets fp32 here and two conversions go.
         self.one_row_dtype = dtype
 
+    def codes(self) -> Tensor:
+        """(N, K) int8 as quantized, from whichever copy this layer holds."""
+        if self.weight is not None:
+            return self.weight
+        return torch.ops.quantized.linear_unpack(self.packed)[0].int_repr()
+
     def dequantize(self) -> Tensor:
-        return self.weight.to(self.scale.dtype) * self.scale[:, None]
+        return self.codes().to(self.scale.dtype) * self.scale[:, None]
 
     def forward(self, x: Tensor) -> Tensor:
         if self.packed is not None:  # VNNI: int8 x int8 dot products (reduce_range=False: all 8 bits)
