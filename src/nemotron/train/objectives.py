@@ -162,7 +162,7 @@ class RewardConfig:
     distill_weight: float = 0.0  # soft Bradley-Terry towards the frozen LM's preference between the replies
     distill_scale: float = 0.1  # the LM's preference is σ(distill_scale × its log-likelihood margin)
     dense_weight: float = 0.0  # the head at every reply token towards distill_scale × the LM's log p(reply so far)
-    dense_target: str = "so-far"  # r(t) − r(start − 1) ≈ s log p(x_start..t), or "per-token": r(t) − r(t − 1) ≈ s log p(x_t)
+    dense_target: str = "so-far"  # or "per-token": each step r(t) − r(t − 1) towards s log p(x_t)
     scalar_weights: tuple[float, ...] = REWARD_WEIGHTS  # attributes -> the scalar reward pairs compare
 
     def __post_init__(self) -> None:
@@ -198,9 +198,8 @@ class RewardModeling:
     token the target margin of a pair is `distill_weight`'s s Δlog p. With `dense_target="per-token"`
     each step r(t) − r(t − 1) is regressed towards s log p(x_t | x_<t) instead: the same sums when
     fitted exactly, each token's error counted once rather than at every later position. Every token
-    supervises one skill,
-    "how plausible is the reply so far to the model itself", which memorising the training facts
-    cannot give and the trunk's predictions carry to unseen facts."""
+    supervises one skill, "how plausible is the reply so far to the model itself", which memorising
+    the training facts cannot give and the trunk's predictions carry to unseen facts."""
 
     def __init__(self, config: RewardConfig, lm_head: nn.Linear | None = None,
                  datasets: Sequence[RewardDataset] = (), chunk: int = 16) -> None:
