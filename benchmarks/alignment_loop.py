@@ -8,7 +8,8 @@
    wordings), validation (hyperparameters were chosen on these) and held-out (reported only; no
    held-out fact is in any training or validation prompt);
 2. `nemotron train reward` trains a reward model (Bradley-Terry, plus the demo model's own
-   log-likelihood margin distilled; optionally exact swapped-answer pairs) on the training pairs, one
+   log-likelihood distilled: the pair margins, and per reply token; optionally exact swapped-answer
+   pairs) on the training pairs, one
    per seed, and averages their weights into one (WARM); its
    pairwise accuracy is measured on the validation and on the held-out pairs, per family;
 3. `nemotron sdg` runs again with that reward model judging (`judges: [reward]`, the model run
@@ -291,7 +292,7 @@ def main() -> None:
     parser.add_argument("--eval-rounds", type=int, default=4, help="SDG runs for validation and held-out pairs")
     parser.add_argument("--rpo-rounds", type=int, default=4, help="SDG runs judged by the reward model, for RPO")
     parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
-    parser.add_argument("--rm-steps", type=int, default=400)
+    parser.add_argument("--rm-steps", type=int, default=800)
     parser.add_argument("--rm-lr", type=float, default=1e-3)
     parser.add_argument("--rm-batch", type=int, default=16)
     parser.add_argument("--rm-add-layers", type=int, default=2,
@@ -304,6 +305,12 @@ def main() -> None:
     parser.add_argument("--rm-distill-weight", type=float, default=3.0,
                         help="pull the reward margin towards the demo model's own log-likelihood margin")
     parser.add_argument("--rm-distill-scale", type=float, default=0.3)
+    parser.add_argument("--rm-dense-weight", type=float, default=0.3,
+                        help="dense distillation: the reward head at every reply token towards the demo model's "
+                             "log-likelihood of the reply so far (× --rm-distill-scale)")
+    parser.add_argument("--rm-dense-target", choices=["so-far", "per-token"], default="per-token")
+    parser.add_argument("--rm-train-added-only", action="store_true",
+                        help="freeze the demo model's trunk: train only the added layers, final norm and head")
     parser.add_argument("--rm-keep-best", type=int, default=0, metavar="N",
                         help="evaluate the reward model on every validation pair each N steps and keep the "
                              "weights of the best accuracy (0: the last weights)")
@@ -368,6 +375,8 @@ def main() -> None:
              "--lr", str(args.rm_lr), "--warmup", "20", "--batch-size", str(args.rm_batch),
              "--add-layers", str(args.rm_add_layers), "--lm-weight", str(args.rm_lm_weight),
              "--distill-weight", str(args.rm_distill_weight), "--distill-scale", str(args.rm_distill_scale),
+             "--dense-weight", str(args.rm_dense_weight), "--dense-target", args.rm_dense_target,
+             *(["--train-added-only"] if args.rm_train_added_only else []),
              *keep_best, *(["--seeds", *map(str, args.rm_seeds)] if len(args.rm_seeds) > 1
                            else ["--seed", str(args.rm_seeds[0])]),
              *(a for a in loop if not (args.rm_resume and a == "--no-resume")))

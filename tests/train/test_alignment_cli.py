@@ -98,6 +98,16 @@ def test_reward_model_from_a_language_model_evaluates_and_reports(tmp_path, caps
     assert isinstance(reward.model, NemotronForRewardModel) and reward.config.num_reward_attributes == 9
     evaluation = json.loads((tmp_path / "rm" / "reward_eval.json").read_text())
     assert evaluation["pairs"] == 6 and set(evaluation["by_category"]) == {"math", "chat"}
+    from nemotron.model.config import REWARD_WEIGHTS
+    from nemotron.train.preference_data import encode_scored, read_preference_data
+    from nemotron.train.reward import score
+
+    rows = read_preference_data([held_out])
+    sequences = [encode_scored(r.prompt, reply, reward.tokenizer)[-64:] for r in rows for reply in (r.chosen, r.rejected)]
+    margin = (score(reward.model, sequences, reward.tokenizer.pad_id or 0) @ torch.tensor(REWARD_WEIGHTS)).view(-1, 2)
+    margin = margin[:, 0] - margin[:, 1]
+    assert evaluation["accuracy"] == pytest.approx((margin > 0).float().mean().item())
+    assert evaluation["bt_loss"] == pytest.approx(-torch.nn.functional.logsigmoid(margin).mean().item(), rel=1e-4)
     capsys.readouterr()
     assert main(["train", "reward-eval", str(tmp_path / "rm" / "final"), "--data", str(held_out), str(rated),
                  "--json"]) == 0
@@ -140,7 +150,7 @@ def test_reward_model_with_an_lm_loss_logs_it_and_needs_a_language_model(tmp_pat
     capsys.readouterr()
     assert main(["train", "reward", "--model", str(tmp_path / "rm" / "final"), "--data", str(pairs), "--out",
                  str(tmp_path / "again"), "--lm-weight", "0.5", *LOOP]) == 2
-    assert "--lm-weight and --distill-weight need a language model" in capsys.readouterr().err
+    assert "--lm-weight, --distill-weight and --dense-weight need a language model" in capsys.readouterr().err
 
 
 def test_reward_model_keeps_the_weights_of_its_best_validation(tmp_path, capsys, base_dir):
@@ -221,7 +231,11 @@ def test_reward_model_distilling_the_language_model_logs_it_and_needs_one(tmp_pa
                  "--distill-weight", "1", "--distill-scale", "0.05", "--add-layers", "1", *LOOP]) == 0
     records = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["distill"] > 0 for r in records if "loss" in r)
+    assert main(["train", "reward", "--model", str(base_dir), "--data", str(pairs), "--valid", str(pairs), "--out",
+                 str(tmp_path / "dense"), "--dense-weight", "1", "--distill-scale", "0.05", *LOOP]) == 0
+    records = [json.loads(line) for line in (tmp_path / "dense" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["dense"] > 0 for r in records if "loss" in r) and records[-1]["valid_dense"] > 0
     capsys.readouterr()
     assert main(["train", "reward", "--model", str(tmp_path / "rm" / "final"), "--data", str(pairs), "--out",
                  str(tmp_path / "x"), "--distill-weight", "1", *LOOP]) == 2
-    assert "--distill-weight need a language model" in capsys.readouterr().err
+    assert "--dense-weight need a language model" in capsys.readouterr().err

@@ -190,7 +190,7 @@ def test_preference_training_learns_the_pairs_and_resumes_exactly(tmp_path, toke
         assert torch.equal(a, b), name
 
 
-def assert_micro_batches_add_up(objective, model, batch, size: int) -> None:
+def assert_micro_batches_add_up(objective, model, batch, size: int, atol: float = 1e-7) -> None:
     """Gradient accumulation over micro-batches of `size` pairs gives the whole batch's gradient."""
     grads = []
     for parts in ([batch], batch.split(size)):
@@ -199,7 +199,7 @@ def assert_micro_batches_add_up(objective, model, batch, size: int) -> None:
             objective.loss(model, micro, batch.totals())[0].backward()
         grads.append([q.grad.clone() for q in model.parameters() if q.grad is not None])
     for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=atol)
 
 
 def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(tokenizer):
@@ -316,6 +316,94 @@ def test_reward_distillation_pulls_the_margin_towards_the_language_models_own(to
     torch.testing.assert_close(dataset.teacher, fp32_teacher, rtol=0.05, atol=0.5)
 
 
+def test_dense_distillation_regresses_the_head_at_every_reply_token_on_the_log_likelihood_so_far(tokenizer, tmp_path):
+    from nemotron.model.heads import add_identity_layers, reward_model_from
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+
+    lm = tiny_model(tokenizer.vocab_size, std=0.05)
+    expected_model = copy.deepcopy(lm)
+    dataset = _reward_dataset(tokenizer)
+    objective = RewardModeling(RewardConfig("bt", dense_weight=1.5, distill_scale=0.05), lm.lm_head, [dataset])
+    reward = add_identity_layers(reward_model_from(lm), 1)
+    objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
+    assert dataset.teacher is None  # no pair distillation asked for
+
+    # The teacher's log-prob of each reply token, by hand: the LM's prediction one position earlier.
+    for example, sequences in zip(dataset.examples, dataset.teacher_logps):
+        for ids, start, found in zip(example.ids, example.starts, sequences):
+            ids_t = torch.tensor(ids)
+            logps = torch.log_softmax(expected_model(ids_t[None, :-1])[0], -1)  # (L-1, V)
+            expected = torch.zeros(len(ids))
+            for t in range(start, len(ids) - 1):  # the reply and its newline, not the final <extra_id_2>
+                expected[t] = logps[t - 1, ids[t]]
+            torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-5)
+
+    # The zero head predicts 0 everywhere: the loss is the mean of (s × log p(reply up to t))² over every
+    # reply position and the final token of all 8 replies.
+    batch = dataset.batch(0)
+    squares, steps, count = 0.0, 0.0, 0
+    for row, start, length in zip(batch.teacher_logps, batch.starts.tolist(), batch.lengths.tolist()):
+        so_far = 0.0
+        for t in range(start, length):
+            so_far += row[t].item()
+            squares, steps, count = squares + (0.05 * so_far) ** 2, steps + (0.05 * row[t].item()) ** 2, count + 1
+    assert count == batch.totals()["dense_tokens"] == int((batch.lengths - batch.starts).sum())
+    loss, metrics = objective.loss(reward, batch, batch.totals())
+    assert metrics["dense"] == pytest.approx(squares / count, rel=1e-5)
+    assert loss.item() == pytest.approx(math.log(2) + 1.5 * squares / count, rel=1e-5)
+    per_token = RewardModeling(RewardConfig("bt", dense_weight=1.5, distill_scale=0.05, dense_target="per-token"),
+                               lm.lm_head, [dataset])
+    assert per_token.loss(reward, batch, batch.totals())[1]["dense"] == pytest.approx(steps / count, rel=1e-5)
+
+    # The head on the prompt alone is the offset: a constant reward changes nothing.
+    with torch.no_grad():
+        reward.rm_head.bias.fill_(0.7)
+    assert objective.loss(reward, batch, batch.totals())[1]["dense"] == pytest.approx(metrics["dense"], rel=1e-5)
+    # A head that reads the hidden state learns from every token, the trunk and added layer included.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        reward.rm_head.weight.normal_(0, 0.01)
+    reward.zero_grad()
+    objective.loss(reward, batch, batch.totals())[0].backward()
+    assert reward.model.layers[-1].mlp.down_proj.weight.grad.abs().sum() > 0
+    assert lm.lm_head.weight.grad is None
+    # (the head's bias gets no gradient, up to rounding: the anchor and the pairs cancel it)
+    assert_micro_batches_add_up(objective, reward, batch, 2, atol=1e-6)
+    assert_micro_batches_add_up(per_token, reward, batch, 2, atol=1e-6)
+    # Both targets agree where the head fits them exactly: r(t) = r(start - 1) + s × log p(reply up to t).
+    fitted = torch.zeros(batch.inputs.shape)
+    for r, (start, length) in enumerate(zip(batch.starts.tolist(), batch.lengths.tolist())):
+        fitted[r, start - 1] = 0.3
+        fitted[r, start:length] = 0.3 + 0.05 * batch.teacher_logps[r, start:length].cumsum(0)
+    assert objective._dense_error(fitted, batch).item() == pytest.approx(0.0, abs=1e-9)
+    assert per_token._dense_error(fitted, batch).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_dense_distillation_also_reads_rated_responses_and_the_pair_margins_come_from_the_same_pass(tokenizer,
+                                                                                                    tmp_path):
+    from nemotron.model.heads import reward_model_from
+    from nemotron.train.objectives import RewardConfig, RewardModeling
+
+    dataset, lm, _ = mixed_distilled(tokenizer)
+    objective = RewardModeling(RewardConfig("combined", distill_weight=1.0, dense_weight=2.0), lm.lm_head, [dataset])
+    reward = reward_model_from(lm)
+    objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
+    for example, sequences, gap in zip(dataset.examples, dataset.teacher_logps, dataset.teacher.tolist()):
+        if example.ratings is None:
+            assert gap == pytest.approx((sequences[0].sum() - sequences[1].sum()).item(), abs=1e-5)
+        else:
+            assert len(sequences) == 1 and math.isnan(gap) and sequences[0].sum() < 0
+    torch.manual_seed(0)
+    with torch.no_grad():
+        reward.rm_head.weight.normal_(0, 0.01)
+    batch = dataset.batch(0)
+    assert (batch.num_pairs, batch.ratings.shape[0]) == (2, 2)
+    assert batch.teacher_logps.shape == batch.inputs.shape
+    assert_micro_batches_add_up(objective, reward, batch, 2, atol=1e-6)  # a micro-batch of pairs, one of rated rows
+    rated_only = batch.split(2)[-1]
+    assert rated_only.num_pairs == 0 and "dense" in objective.loss(reward, rated_only, batch.totals())[1]
+
+
 def mixed_distilled(tokenizer):
     """Two pairs and two rated rows in one batch of 4, a tiny LM and a distilling reward objective."""
     from nemotron.train.objectives import RewardConfig, RewardModeling
@@ -385,3 +473,5 @@ def test_reward_distillation_needs_the_output_layer_and_a_positive_scale():
         RewardModeling(RewardConfig("bt", distill_weight=1.0))
     with pytest.raises(ConfigError, match="distill_scale"):
         RewardConfig("bt", distill_weight=1.0, distill_scale=0.0)
+    with pytest.raises(ConfigError, match="dense_target"):
+        RewardConfig("bt", dense_weight=1.0, dense_target="sum")

@@ -120,7 +120,15 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         help="soft Bradley-Terry towards the starting language model's own preference between the "
                              "replies, σ(S × its log-likelihood margin) (needs a language model)")
     reward.add_argument("--distill-scale", type=float, default=0.1, metavar="S",
-                        help="scale of the language model's log-likelihood margin in --distill-weight's target")
+                        help="scale of the language model's log-likelihood in --distill-weight's and --dense-weight's "
+                             "targets")
+    reward.add_argument("--dense-weight", type=float, default=0.0,
+                        help="dense distillation: the head at every reply token regresses towards S × the starting "
+                             "language model's log-likelihood of the reply so far, relative to the head on the prompt "
+                             "alone (needs a language model)")
+    reward.add_argument("--dense-target", choices=["so-far", "per-token"], default="so-far",
+                        help="so-far: r(t) − r(reply start − 1) towards S × log p(reply up to t); per-token: each step "
+                             "r(t) − r(t − 1) towards S × log p(token t)")
     reward.add_argument("--add-layers", type=int, default=0,
                         help="grow a language model's trunk by this many identity-initialised decoder layers first")
     reward.add_argument("--train-added-only", action="store_true",
@@ -383,9 +391,9 @@ def _reward_member(args: argparse.Namespace) -> None:
         raise ConfigError(f"--add-layers must be >= 0, got {args.add_layers}")
     loaded = _load_for_training(args.model)
     lm_head = loaded.model.lm_head if isinstance(loaded.model, NemotronForCausalLM) else None
-    if (args.lm_weight or args.distill_weight) and lm_head is None:
-        raise ConfigError("--lm-weight and --distill-weight need a language model to start from (its output layer "
-                          "scores the tokens)")
+    if (args.lm_weight or args.distill_weight or args.dense_weight) and lm_head is None:
+        raise ConfigError("--lm-weight, --distill-weight and --dense-weight need a language model to start from (its "
+                          "output layer scores the tokens)")
     model = reward_model_from(loaded.model)
     if args.train_added_only:
         if not args.add_layers or args.lora_r:
@@ -404,7 +412,8 @@ def _reward_member(args: argparse.Namespace) -> None:
                                     n) if valid_rows else None
     config = RewardConfig(args.loss, bt_weight=args.bt_weight, regression_weight=args.regression_weight,
                           lm_weight=args.lm_weight, distill_weight=args.distill_weight,
-                          distill_scale=args.distill_scale)
+                          distill_scale=args.distill_scale, dense_weight=args.dense_weight,
+                          dense_target=args.dense_target)
     objective = RewardModeling(config, lm_head, [d for d in (train, valid) if d is not None])
     torch.manual_seed(args.seed)
     trainer = _loop(args, _with_lora(args, model.train(), heads=("rm_head",)), loaded.tokenizer, train=train,

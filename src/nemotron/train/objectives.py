@@ -150,6 +150,7 @@ def _fingerprint(dataset: PreferenceDataset) -> str:
 
 
 REWARD_LOSSES = ("regression", "bt", "combined")
+DENSE_TARGETS = ("so-far", "per-token")
 
 
 @dataclass(slots=True, frozen=True)
@@ -160,13 +161,17 @@ class RewardConfig:
     lm_weight: float = 0.0  # auxiliary next-token loss on the chosen replies, through the LM's output layer
     distill_weight: float = 0.0  # soft Bradley-Terry towards the frozen LM's preference between the replies
     distill_scale: float = 0.1  # the LM's preference is σ(distill_scale × its log-likelihood margin)
+    dense_weight: float = 0.0  # the head at every reply token towards distill_scale × the LM's log p(reply so far)
+    dense_target: str = "so-far"  # or "per-token": each step r(t) − r(t − 1) towards s log p(x_t)
     scalar_weights: tuple[float, ...] = REWARD_WEIGHTS  # attributes -> the scalar reward pairs compare
 
     def __post_init__(self) -> None:
         if self.loss not in REWARD_LOSSES:
             raise ConfigError(f"RewardConfig.loss must be one of {REWARD_LOSSES}, got {self.loss!r}")
-        if min(self.bt_weight, self.regression_weight, self.lm_weight, self.distill_weight) < 0:
+        if min(self.bt_weight, self.regression_weight, self.lm_weight, self.distill_weight, self.dense_weight) < 0:
             raise ConfigError("RewardConfig weights must be >= 0")
+        if self.dense_target not in DENSE_TARGETS:
+            raise ConfigError(f"RewardConfig.dense_target must be one of {DENSE_TARGETS}, got {self.dense_target!r}")
         if self.distill_scale <= 0:
             raise ConfigError(f"RewardConfig.distill_scale must be positive, got {self.distill_scale}")
 
@@ -181,42 +186,64 @@ class RewardModeling:
     a regulariser that keeps the trunk's knowledge while the head learns (not part of the result).
 
     With `distill_weight`, the reward margin of each pair is also pulled towards the language model's
-    own preference: before training, the model as given (the LM's trunk, with `lm_head`) sums the
-    log-probabilities of both replies of every pair of `datasets` once, and the loss adds
-    KL(Bernoulli(σ(s Δlog p)) ‖ Bernoulli(σ(Δr))) (RPO's loss with the LM as the judge): the head
-    learns to read what the trunk already knows about the reply instead of its surface."""
+    own preference: before training, the model as given (the LM's trunk, with `lm_head`) scores every
+    reply token of `datasets` once, and the loss adds KL(Bernoulli(σ(s Δlog p)) ‖ Bernoulli(σ(Δr)))
+    with Δlog p the pair's log-likelihood margin (RPO's loss with the LM as the judge): the head
+    learns to read what the trunk already knows about the reply instead of its surface.
+
+    With `dense_weight`, the head is also applied at every reply token t of every sequence (pairs'
+    both replies and rated responses) and r(t) − r(start − 1) is regressed (MSE) towards
+    s × Σ_{start ≤ u ≤ t} log p(x_u | x_<u), the LM's log-likelihood of the reply so far; r(start − 1),
+    the head on the prompt alone, is the free per-prompt offset (it cancels in a pair). At the last
+    token the target margin of a pair is `distill_weight`'s s Δlog p. With `dense_target="per-token"`
+    each step r(t) − r(t − 1) is regressed towards s log p(x_t | x_<t) instead: the same sums when
+    fitted exactly, each token's error counted once rather than at every later position. Every token
+    supervises one skill, "how plausible is the reply so far to the model itself", which memorising
+    the training facts cannot give and the trunk's predictions carry to unseen facts."""
 
     def __init__(self, config: RewardConfig, lm_head: nn.Linear | None = None,
                  datasets: Sequence[RewardDataset] = (), chunk: int = 16) -> None:
-        if (config.lm_weight or config.distill_weight) and lm_head is None:
-            raise ConfigError("RewardConfig.lm_weight and distill_weight need the language model's output layer "
-                              "(lm_head)")
+        uses_head = config.lm_weight or config.distill_weight or config.dense_weight
+        if uses_head and lm_head is None:
+            raise ConfigError("RewardConfig.lm_weight, distill_weight and dense_weight need the language model's "
+                              "output layer (lm_head)")
         self.config, self.datasets, self.chunk = config, datasets, chunk
-        uses_head = config.lm_weight or config.distill_weight
         self.lm_head = lm_head.requires_grad_(False) if lm_head is not None and uses_head else None
 
     def prepare(self, model, out_dir, device, autocast) -> None:
         if self.lm_head is not None:
             self.lm_head.to(device)
-        if self.config.distill_weight:
+        if self.config.distill_weight or self.config.dense_weight:
             for dataset in self.datasets:
-                dataset.teacher = self._teacher_gaps(model, dataset, device, autocast)
+                tokens = self._teacher_logps(model, dataset, device, autocast)
+                if self.config.distill_weight:
+                    dataset.teacher = torch.tensor([float("nan") if e.ratings is not None else
+                                                    float(seqs[0].sum() - seqs[1].sum())
+                                                    for e, seqs in zip(dataset.examples, tokens)])
+                if self.config.dense_weight:
+                    dataset.teacher_logps = tokens
 
     @torch.no_grad()
-    def _teacher_gaps(self, model: nn.Module, dataset: RewardDataset, device: torch.device,
-                      autocast: Callable) -> Tensor:
-        """log p(chosen) − log p(rejected) of every pair under the model as given (NaN for rated rows)."""
-        gaps = torch.full((len(dataset),), float("nan"))
-        pairs = [i for i, e in enumerate(dataset.examples) if e.ratings is None]
+    def _teacher_logps(self, model: nn.Module, dataset: RewardDataset, device: torch.device,
+                       autocast: Callable) -> list[list[Tensor]]:
+        """Per example and sequence, each reply token's log-probability at its position (0 elsewhere)
+        under the model as given: one forward pass over the data, before training."""
+        found: list[list[Tensor]] = []
         with eval_mode(model):
-            for start in range(0, len(pairs), self.chunk):
-                picks = pairs[start:start + self.chunk]
+            for start in range(0, len(dataset), self.chunk):
+                picks = list(range(start, min(start + self.chunk, len(dataset))))
                 batch = dataset.collate(picks).to(device)
                 with autocast():  # lm_head too: under bf16 the trunk's output is bf16 and lm_head's weights fp32
-                    hidden = model.model(batch.inputs)  # (2P, T, H)
-                    logps = self._reply_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()  # (2P,)
-                gaps[picks] = logps[:len(picks)] - logps[len(picks):]
-        return gaps
+                    hidden = model.model(batch.inputs)  # (N, T, H)
+                    logps = self._token_logps(hidden, batch.inputs, batch.starts, batch.lengths).float().cpu()
+                rows = iter(zip(logps, batch.lengths.tolist()))  # pairs' chosen, their rejected, then rated rows
+                pairs = [i for i in picks if dataset.examples[i].ratings is None]
+                chosen = {i: next(rows) for i in pairs}
+                rejected = {i: next(rows) for i in pairs}
+                for i in picks:
+                    seqs = [chosen[i], rejected[i]] if i in chosen else [next(rows)]
+                    found.append([row[:n].clone() for row, n in seqs])
+        return found
 
     def scalar(self, scores: Tensor) -> Tensor:
         weights = torch.tensor(self.config.scalar_weights[:scores.shape[-1]], device=scores.device)
@@ -224,10 +251,17 @@ class RewardModeling:
 
     def loss(self, model: nn.Module, batch: RewardBatch, totals: dict[str, int]) -> tuple[Tensor, Metrics]:
         cfg, p = self.config, batch.num_pairs
-        hidden: list[Tensor] = []
-        hook = model.model.register_forward_hook(lambda _m, _i, out: hidden.append(out)) \
-            if cfg.lm_weight else None
+        seen: dict[str, Tensor] = {}
+
+        def keep(_module, _inputs, hidden: Tensor) -> None:  # hidden (N, T, H): the trunk's output
+            seen["hidden"] = hidden
+            if cfg.dense_weight:  # the head at every token, inside the forward (where FSDP gathers its weights)
+                seen["dense"] = model.rm_head(hidden)  # (N, T, A)
+
+        hook = model.model.register_forward_hook(keep) if cfg.lm_weight or cfg.dense_weight else None
         scores = model(batch.inputs, lengths=batch.lengths)  # (N, A) fp32
+        if hook is not None:
+            hook.remove()
         loss = scores.new_zeros(())
         # The same metric keys on every micro-batch and rank (they are summed across ranks), set by
         # what the whole batch holds.
@@ -248,31 +282,59 @@ class RewardModeling:
             mse = ((rated - batch.ratings).square() * batch.rated).sum() / totals["ratings"]
             loss = loss + cfg.regression_weight * mse
             metrics["mse"] = mse.item()
-        if hook is not None:
-            hook.remove()
-            if totals["pairs"]:
-                lm = self._reply_nll(hidden[0][:p], batch.inputs[:p], batch.starts[:p], batch.lengths[:p])
-                lm = lm / max(totals["lm_tokens"], 1)
-                loss = loss + cfg.lm_weight * lm
-                metrics["lm_loss"] = lm.item()
+        if totals["pairs"] and cfg.lm_weight:
+            lm = self._reply_nll(seen["hidden"][:p], batch.inputs[:p], batch.starts[:p], batch.lengths[:p])
+            lm = lm / max(totals["lm_tokens"], 1)
+            loss = loss + cfg.lm_weight * lm
+            metrics["lm_loss"] = lm.item()
+        if totals["dense_tokens"] and cfg.dense_weight:
+            if batch.teacher_logps is None:
+                raise RuntimeError("the teacher's token log-probs were not computed; the trainer calls prepare() first")
+            dense = self._dense_error(self.scalar(seen["dense"].float()), batch) / totals["dense_tokens"]
+            loss = loss + cfg.dense_weight * dense
+            metrics["dense"] = dense.item()
         metrics["loss"] = loss.item()
         return loss, metrics
 
+    def _dense_error(self, rewards: Tensor, batch: RewardBatch) -> Tensor:
+        """Σ over rows and reply positions of (r(t) − r(start − 1) − s × log p(reply up to t))², or per token
+        (r(t) − r(t − 1) − s × log p(x_t | x_<t))²; rewards (N, T)."""
+        scale = self.config.distill_scale
+        if self.config.dense_target == "per-token":
+            _, inside = dense_targets(batch.teacher_logps, batch.starts, batch.lengths, scale)
+            steps = rewards[:, 1:] - rewards[:, :-1]  # (N, T-1): r(t) − r(t − 1) for t ≥ 1
+            return ((steps - scale * batch.teacher_logps[:, 1:]).square() * inside[:, 1:]).sum()
+        target, inside = dense_targets(batch.teacher_logps, batch.starts, batch.lengths, scale)
+        anchor = rewards.gather(1, (batch.starts - 1).clamp(min=0)[:, None])  # (N, 1): the prompt alone
+        return ((rewards - anchor - target).square() * inside).sum()
+
     def _reply_nll(self, hidden: Tensor, inputs: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
         """Summed next-token loss of the replies in right-padded rows: hidden (P, T, H), inputs (P, T)."""
-        return -self._reply_logps(hidden, inputs, starts, lengths).sum()
+        return -self._token_logps(hidden, inputs, starts, lengths).sum()
 
-    def _reply_logps(self, hidden: Tensor, inputs: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
-        """Each row's summed log-probability of its reply (from `starts` to the newline before the final
-        <extra_id_2>) through `lm_head`: hidden (N, T, H), inputs (N, T) -> (N,)."""
+    def _token_logps(self, hidden: Tensor, inputs: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
+        """Each reply token's log-probability through `lm_head` at its own position, from `starts` to the
+        newline before the final <extra_id_2> (0 elsewhere): hidden (N, T, H), inputs (N, T) -> (N, T)."""
         position = torch.arange(1, inputs.shape[1], device=inputs.device)  # of each target token
         inside = (position >= starts[:, None]) & (position < lengths[:, None] - 1)  # (N, T-1)
         logits = self.lm_head(hidden[:, :-1][inside]).float()  # (M, V): only the reply positions
         picked = -F.cross_entropy(logits, inputs[:, 1:][inside], reduction="none")  # (M,)
-        row = torch.arange(inputs.shape[0], device=inputs.device)[:, None].expand_as(inside)[inside]
-        return torch.zeros(inputs.shape[0], device=inputs.device).index_add(0, row, picked)
+        out = torch.zeros(inputs.shape, device=inputs.device)
+        out[:, 1:][inside] = picked
+        return out
 
     def weight(self, totals: dict[str, int], metric: str) -> int:
-        # Each metric is a mean over what it measures: pairs, rated attributes, or the chosen replies' tokens.
-        counts = {"accuracy": "pairs", "distill": "pairs", "mse": "ratings", "lm_loss": "lm_tokens"}
+        # Each metric is a mean over what it measures: pairs, rated attributes, the chosen replies' tokens,
+        # or every reply position the dense distillation reads.
+        counts = {"accuracy": "pairs", "distill": "pairs", "mse": "ratings", "lm_loss": "lm_tokens",
+                  "dense": "dense_tokens"}
         return totals[counts[metric]] if metric in counts else totals["pairs"] + totals["ratings"]
+
+
+def dense_targets(teacher_logps: Tensor, starts: Tensor, lengths: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """The dense distillation's targets, scale × the teacher's log-likelihood of the reply up to each
+    position (N, T), and where they apply (N, T) bool: every reply token and the final <extra_id_2>
+    (which adds nothing to the sum), in rows whose prompt is in the window (start ≥ 1)."""
+    position = torch.arange(teacher_logps.shape[1], device=teacher_logps.device)
+    inside = (position >= starts[:, None]) & (position < lengths[:, None]) & (starts[:, None] >= 1)
+    return scale * teacher_logps.cumsum(-1), inside

@@ -293,6 +293,7 @@ class RewardBatch:
     ratings: Tensor  # (R, A), 0 where unrated
     rated: Tensor  # (R, A) bool: which ratings exist
     teacher: Tensor | None = None  # (P,) a frozen language model's log p(chosen) - log p(rejected)
+    teacher_logps: Tensor | None = None  # (2P + R, T) its log-prob of each reply token at its position, 0 elsewhere
 
     @property
     def num_target_tokens(self) -> int:
@@ -301,7 +302,10 @@ class RewardBatch:
     def totals(self) -> dict[str, int]:
         # The chosen replies' tokens and the newline closing them (not the final <extra_id_2>).
         lm_tokens = int((self.lengths[:self.num_pairs] - 1 - self.starts[:self.num_pairs]).clamp(min=0).sum())
-        return {"pairs": self.num_pairs, "ratings": int(self.rated.sum()), "lm_tokens": lm_tokens}
+        # Every row's reply positions and its final token, where the prompt is in the window (dense distillation).
+        dense_tokens = int(((self.lengths - self.starts).clamp(min=0) * (self.starts >= 1)).sum())
+        return {"pairs": self.num_pairs, "ratings": int(self.rated.sum()), "lm_tokens": lm_tokens,
+                "dense_tokens": dense_tokens}
 
     def split(self, rows: int) -> list[RewardBatch]:
         """Micro-batches of about `rows` sequences: pairs stay whole."""
@@ -311,12 +315,14 @@ class RewardBatch:
             take = torch.cat([torch.arange(s, e), torch.arange(p + s, p + e)])
             out.append(RewardBatch(self.inputs[take], self.lengths[take], self.starts[take], e - s,
                                    None if self.margin is None else self.margin[s:e],
-                                   self.ratings[:0], self.rated[:0], _cut(self.teacher, slice(s, e))))
+                                   self.ratings[:0], self.rated[:0], _cut(self.teacher, slice(s, e)),
+                                   _cut(self.teacher_logps, take)))
         for s in range(0, r, rows):
             rated = slice(2 * p + s, 2 * p + min(s + rows, r))
             out.append(RewardBatch(self.inputs[rated], self.lengths[rated], self.starts[rated], 0, None,
                                    self.ratings[s:s + rows], self.rated[s:s + rows],
-                                   _cut(self.teacher, slice(0, 0))))  # no pairs, but distillation still runs
+                                   _cut(self.teacher, slice(0, 0)),  # no pairs, but distillation still runs
+                                   _cut(self.teacher_logps, rated)))
         return out
 
     def shard(self, rank: int, world_size: int) -> RewardBatch:
@@ -330,12 +336,12 @@ class RewardBatch:
                           torch.arange(2 * p + rated.start, 2 * p + rated.stop)])
         return RewardBatch(self.inputs[take], self.lengths[take], self.starts[take], pairs.stop - pairs.start,
                            None if self.margin is None else self.margin[pairs], self.ratings[rated], self.rated[rated],
-                           _cut(self.teacher, pairs))
+                           _cut(self.teacher, pairs), _cut(self.teacher_logps, take))
 
     def to(self, device) -> RewardBatch:
         return RewardBatch(self.inputs.to(device), self.lengths.to(device), self.starts.to(device), self.num_pairs,
                            None if self.margin is None else self.margin.to(device), self.ratings.to(device),
-                           self.rated.to(device), None if self.teacher is None else self.teacher.to(device))
+                           self.rated.to(device), _move(self.teacher, device), _move(self.teacher_logps, device))
 
 
 class RewardDataset:
@@ -349,6 +355,8 @@ class RewardDataset:
         self.num_attributes = num_attributes
         self.order = EpochOrder(len(examples), config.seed)
         self.teacher: Tensor | None = None  # (N,) per example, set by a distilling objective (NaN: rated)
+        # Per example and sequence, a frozen LM's log-prob of each reply token (dense distillation).
+        self.teacher_logps: list[list[Tensor]] | None = None
 
     @classmethod
     def from_rows(cls, rows: Iterable[PreferenceRow | RatedRow], tokenizer: Tokenizer, config: BatchConfig,
@@ -392,11 +400,23 @@ class RewardDataset:
         mask = torch.tensor([[v is not None for v in e.ratings] for e in rated],
                             dtype=torch.bool).reshape(len(rated), self.num_attributes)
         teacher = None if self.teacher is None else self.teacher[torch.tensor(pair_picks, dtype=torch.long)]
-        return RewardBatch(inputs, lengths, starts, len(pairs), margin, ratings, mask, teacher)
+        teacher_logps = None
+        if self.teacher_logps is not None:  # the rows' order: pairs' chosen, their rejected, rated responses
+            found = [self.teacher_logps[i] for i in pair_picks]
+            rows = [s[0] for s in found] + [s[1] for s in found] + [self.teacher_logps[i][0] for i in picks
+                                                                      if self.examples[i].ratings is not None]
+            teacher_logps = torch.zeros(len(seqs), width)
+            for r, row in enumerate(rows):
+                teacher_logps[r, :len(row)] = row
+        return RewardBatch(inputs, lengths, starts, len(pairs), margin, ratings, mask, teacher, teacher_logps)
 
 
-def _cut(t: Tensor | None, rows: slice) -> Tensor | None:
+def _cut(t: Tensor | None, rows: slice | Tensor) -> Tensor | None:
     return None if t is None else t[rows]
+
+
+def _move(t: Tensor | None, device) -> Tensor | None:
+    return None if t is None else t.to(device)
 
 
 def _keep_end(ids: list[int], start: int, seq_len: int) -> tuple[list[int], int]:

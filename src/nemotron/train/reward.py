@@ -48,11 +48,12 @@ class AttributeFit:
 class RewardEvaluation:
     pairs: int = 0
     accuracy: float | None = None  # chosen scored above rejected (ties count as wrong)
+    bt_loss: float | None = None  # mean −log σ(r_chosen − r_rejected): how sure, not only how often right
     by_category: dict[str, tuple[int, float]] = field(default_factory=dict)  # category -> (pairs, accuracy)
     attributes: dict[str, AttributeFit] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"pairs": self.pairs, "accuracy": self.accuracy,
+        return {"pairs": self.pairs, "accuracy": self.accuracy, "bt_loss": self.bt_loss,
                 "by_category": {k: {"pairs": n, "accuracy": a} for k, (n, a) in self.by_category.items()},
                 "attributes": {k: {"count": f.count, "rmse": f.rmse, "pearson": f.pearson}
                                for k, f in self.attributes.items()}}
@@ -60,7 +61,8 @@ class RewardEvaluation:
     def table(self) -> str:
         lines = []
         if self.pairs:
-            lines += [f"pairwise accuracy: {self.accuracy:.3f} over {self.pairs} pairs"]
+            lines += [f"pairwise accuracy: {self.accuracy:.3f} over {self.pairs} pairs (Bradley-Terry loss "
+                      f"{self.bt_loss:.4f})"]
             if len(self.by_category) > 1 or (self.by_category and None not in self.by_category):
                 width = max(len(k) for k in self.by_category)
                 lines += [f"  {'category':<{width}}  pairs  accuracy"]
@@ -86,6 +88,7 @@ def evaluate_reward_model(model: NemotronForRewardModel, rows: Sequence[Preferen
         scalar = scores @ torch.tensor(list(weights[:scores.shape[1]]), dtype=scores.dtype)
         right = (scalar[0::2] > scalar[1::2]).tolist()
         result.pairs, result.accuracy = len(pairs), sum(right) / len(pairs)
+        result.bt_loss = float(torch.nn.functional.softplus(scalar[1::2] - scalar[0::2]).mean())
         groups: dict[str, list[bool]] = defaultdict(list)
         for row, ok in zip(pairs, right):
             groups[row.category or "all"].append(ok)

@@ -327,8 +327,7 @@ class Trainer:
                 valid = self._evaluate()
                 valid_loss = valid["loss"]
                 record = {**record, "step": self.step, "valid_loss": round(valid_loss, 4)}
-                if "accuracy" in valid:
-                    record["valid_accuracy"] = round(valid["accuracy"], 4)
+                record.update({f"valid_{k}": round(v, 4) for k, v in valid.items() if k != "loss"})  # accuracy, ...
                 if cfg.keep_best:
                     self._remember_if_best(valid)
                     if self.step == total:
