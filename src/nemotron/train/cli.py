@@ -362,11 +362,10 @@ def _reward_warm(args: argparse.Namespace) -> None:
         loaded = load_model(final, device=device)
         evaluation = evaluate_reward_model(loaded.model, read_preference_data(args.valid), loaded.tokenizer,
                                            args.seq_len, device=device)
-        (out / "reward_eval.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+        _report_reward_eval(out, evaluation)
         for seed, member in members.items():
             report["members"][str(seed)] = json.loads((member / "reward_eval.json").read_text())["accuracy"]
         report["average"] = evaluation.accuracy
-        print(evaluation.table())
     (out / "warm.json").write_text(json.dumps(report) + "\n")
     accuracy = lambda a: "n/a" if a is None else f"{a:.3f}"  # noqa: E731
     print(f"WARM: {len(members)} members averaged into {final}; validation accuracy of the members "
@@ -375,7 +374,6 @@ def _reward_warm(args: argparse.Namespace) -> None:
 
 
 def _reward_member(args: argparse.Namespace) -> None:
-    import json
     from pathlib import Path
 
     import torch
@@ -422,8 +420,15 @@ def _reward_member(args: argparse.Namespace) -> None:
         evaluation = evaluate_reward_model(trainer.model.eval(), valid_rows, loaded.tokenizer, args.seq_len,
                                            device=trainer.device)
         if trainer.is_main:
-            (Path(args.out) / "reward_eval.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
-            print(evaluation.table())
+            _report_reward_eval(Path(args.out), evaluation)
+
+
+def _report_reward_eval(out, evaluation) -> None:
+    """OUT/reward_eval.json (what WARM reads back for each member) and the table on the terminal."""
+    import json
+
+    (out / "reward_eval.json").write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    print(evaluation.table())
 
 
 def _reward_eval(args: argparse.Namespace) -> None:

@@ -300,11 +300,11 @@ class RewardModeling:
         """Σ over rows and reply positions of (r(t) − r(start − 1) − s × log p(reply up to t))², or per token
         (r(t) − r(t − 1) − s × log p(x_t | x_<t))²; rewards (N, T)."""
         scale = self.config.distill_scale
+        inside = dense_positions(batch.starts, batch.lengths, batch.teacher_logps.shape[1])
         if self.config.dense_target == "per-token":
-            _, inside = dense_targets(batch.teacher_logps, batch.starts, batch.lengths, scale)
             steps = rewards[:, 1:] - rewards[:, :-1]  # (N, T-1): r(t) − r(t − 1) for t ≥ 1
             return ((steps - scale * batch.teacher_logps[:, 1:]).square() * inside[:, 1:]).sum()
-        target, inside = dense_targets(batch.teacher_logps, batch.starts, batch.lengths, scale)
+        target = scale * batch.teacher_logps.cumsum(-1)  # (N, T): the reply's log-likelihood up to each position
         anchor = rewards.gather(1, (batch.starts - 1).clamp(min=0)[:, None])  # (N, 1): the prompt alone
         return ((rewards - anchor - target).square() * inside).sum()
 
@@ -331,10 +331,9 @@ class RewardModeling:
         return totals[counts[metric]] if metric in counts else totals["pairs"] + totals["ratings"]
 
 
-def dense_targets(teacher_logps: Tensor, starts: Tensor, lengths: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """The dense distillation's targets, scale × the teacher's log-likelihood of the reply up to each
-    position (N, T), and where they apply (N, T) bool: every reply token and the final <extra_id_2>
-    (which adds nothing to the sum), in rows whose prompt is in the window (start ≥ 1)."""
-    position = torch.arange(teacher_logps.shape[1], device=teacher_logps.device)
-    inside = (position >= starts[:, None]) & (position < lengths[:, None]) & (starts[:, None] >= 1)
-    return scale * teacher_logps.cumsum(-1), inside
+def dense_positions(starts: Tensor, lengths: Tensor, width: int) -> Tensor:
+    """Where the dense distillation applies, (N, width) bool: every reply token and the final
+    <extra_id_2> (which adds nothing to the log-likelihood), in rows whose prompt is in the window
+    (start ≥ 1)."""
+    position = torch.arange(width, device=starts.device)
+    return (position >= starts[:, None]) & (position < lengths[:, None]) & (starts[:, None] >= 1)
