@@ -2,7 +2,11 @@
 
 The issue's model by default: a 140M-parameter Nemotron (hidden 1024, 12 layers, 16 heads / 4 KV,
 FFN 4096, vocab 4096; random weights, the demo model's tokenizer), saved as a Hugging Face
-directory and converted to GGUF f32 / f16 / q8_0 by llama.cpp's own converter. Three figures per
+directory and converted to GGUF f32 / f16 / q8_0 by llama.cpp's own converter (or, where that
+source folder is absent, by `nemotron convert --to gguf`, whose files llama.cpp loads with the same
+greedy tokens: tests/checkpoint). `--shape 1b` runs the same on a 0.8B-parameter layout (hidden
+2048, 16 layers, 16 heads / 8 KV of 128, FFN 8192, same vocabulary), where the weights outweigh the
+per-step host work ten times as much as on the 140M one. Three figures per
 engine and precision, each the best of --rounds runs taken in turn (engines alternate within a
 round, so a busy machine disturbs both alike):
   decode   batch 1, a 16-token prompt and 128 new tokens, end to end (tok/s of new tokens);
@@ -52,6 +56,11 @@ import time
 from pathlib import Path
 
 PROMPT_LEN, NEW_TOKENS, PREFILL_LEN, CONCURRENT = 16, 128, 512, 32
+# --shape: ModelConfig fields of the benchmark's random-weight model (the demo tokenizer's 4,096 pieces).
+SHAPES = {"issue": dict(hidden_size=1024, intermediate_size=4096, num_layers=12, num_heads=16, num_kv_heads=4,
+                        head_dim=64),
+          "1b": dict(hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=16, num_kv_heads=8,
+                     head_dim=128)}
 LLAMA_TYPES = ("f32", "f16", "q8_0")
 FIGURES = ("decode", "prefill", "batch 32")
 OURS = ("fp32", "bf16", "int8")
@@ -152,8 +161,11 @@ def worker(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llama-python", required=True, help="interpreter of the environment holding llama_cpp")
-    parser.add_argument("--llama-cpp", required=True, type=Path, help="llama.cpp source folder (the converter)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/nemotron-vs-llamacpp"))
+    parser.add_argument("--llama-cpp", required=True, type=Path,
+                        help="llama.cpp source folder (its converter; without one, `nemotron convert --to gguf`)")
+    parser.add_argument("--shape", choices=list(SHAPES), default="issue", help="the model's layout (see above)")
+    parser.add_argument("--workdir", type=Path, help="checkpoint and GGUF files, kept between runs "
+                        "(default /tmp/nemotron-vs-llamacpp, with -SHAPE for other shapes)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="best of this many interleaved runs")
     parser.add_argument("--ours", nargs="+", default=list(OURS), choices=["fp32", "bf16", "int8", "int4"])
@@ -163,6 +175,8 @@ def main() -> None:
                         help="OMP_WAIT_POLICY of the workers (each engine runs under each)")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)  # run as a worker (NAME=PATH: llama.cpp)
     args = parser.parse_args()
+    if args.workdir is None:
+        args.workdir = Path("/tmp/nemotron-vs-llamacpp" + ("" if args.shape == "issue" else f"-{args.shape}"))
     if args.worker is not None:
         worker(args)
         return
@@ -173,7 +187,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)  # the copy bandwidth, measured here, with the engines' threads
-    checkpoint = make_checkpoint(args.workdir / "hf")
+    checkpoint = make_checkpoint(args.workdir / "hf", args.shape)
     ggufs = {kind: convert(args.llama_cpp, checkpoint, args.workdir, kind) for kind in args.llama}
     llama_args = ["--worker", *[f"{k}={p}" for k, p in ggufs.items()]]
     ours_args = ["--workdir", str(args.workdir), "--ours", *args.ours, "--worker"]
@@ -242,7 +256,7 @@ def make_workloads(seed: int) -> dict[str, tuple[list[list[int]], int, int]]:
             "batch 32": ([prompt(PROMPT_LEN) for _ in range(CONCURRENT)], NEW_TOKENS, CONCURRENT * NEW_TOKENS)}
 
 
-def make_checkpoint(directory: Path) -> Path:
+def make_checkpoint(directory: Path, shape: str) -> Path:
     import shutil
 
     import torch
@@ -254,8 +268,7 @@ def make_checkpoint(directory: Path) -> Path:
 
     if (directory / "config.json").is_file():
         return directory
-    config = ModelConfig(vocab_size=4096, hidden_size=1024, intermediate_size=4096, num_layers=12, num_heads=16,
-                         num_kv_heads=4, head_dim=64, max_position_embeddings=2048, torch_dtype="float32")
+    config = ModelConfig(vocab_size=4096, max_position_embeddings=2048, torch_dtype="float32", **SHAPES[shape])
     model = build_model(config)
     init_random_weights(model, seed=0)
     with torch.no_grad():  # LayerNorm1p weights away from zero, so that the +1 convention is exercised
@@ -269,9 +282,16 @@ def make_checkpoint(directory: Path) -> Path:
 
 def convert(llama_cpp: Path, checkpoint: Path, workdir: Path, kind: str) -> Path:
     out = workdir / f"model-{kind}.gguf"
-    if not out.is_file():
-        subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(checkpoint),
-                        "--outtype", kind, "--outfile", str(out)], check=True, capture_output=True)
+    if out.is_file():
+        return out
+    converter = llama_cpp / "convert_hf_to_gguf.py"
+    if converter.is_file():
+        command = [sys.executable, str(converter), str(checkpoint), "--outtype", kind, "--outfile", str(out)]
+    else:
+        print(f"no {converter}: {out.name} written by `nemotron convert --to gguf`", flush=True)
+        command = [sys.executable, "-m", "nemotron", "convert", str(checkpoint), str(out), "--to", "gguf",
+                   "--gguf-type", kind]
+    subprocess.run(command, check=True, capture_output=True)
     return out
 
 
@@ -360,7 +380,8 @@ def weight_bytes_per_token(model) -> int:
 
 def gguf_bytes_per_token(path: Path, llama_cpp: Path) -> int:
     """Bytes of every tensor but the token embedding table (llama.cpp reads one row of it per token)."""
-    sys.path.insert(0, str(llama_cpp / "gguf-py"))
+    if (llama_cpp / "gguf-py").is_dir():
+        sys.path.insert(0, str(llama_cpp / "gguf-py"))
     from gguf import GGUFReader
 
     return sum(int(t.n_bytes) for t in GGUFReader(path).tensors if t.name != "token_embd.weight")
