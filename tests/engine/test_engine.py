@@ -145,6 +145,27 @@ def test_top_logprobs_are_reported(loaded):
                                                                                            result.logprobs)))
 
 
+def test_reported_alternatives_cost_one_log_softmax_per_step(loaded):
+    """With logprobs asked for, a decode step's chosen log-probabilities, ranks and alternatives come
+    from one log-softmax of the step's logits (vocabulary-wide: at 256k x 256 rows, tens of ms)."""
+    from torch.overrides import TorchFunctionMode
+
+    class Count(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") == "log_softmax":
+                Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    llm = LLM(loaded, EngineConfig())
+    params = SamplingParams(max_tokens=4, temperature=0, logprobs=2, ignore_eos=True)
+    with Count():
+        [result] = llm.generate(prompts(1, seed=4), params)
+    assert len(result.outputs[0].token_ids) == 4
+    assert Count.calls == 4  # one per sampled token (the prefill's, then three decode steps)
+
+
 @pytest.mark.parametrize("prompt, message", [([], "empty"), ([5] * 300, "context"), ([999], "token ids")])
 def test_bad_requests_are_refused(loaded, prompt, message):
     llm = LLM(loaded, EngineConfig(num_blocks=4))

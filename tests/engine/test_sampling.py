@@ -179,6 +179,18 @@ def test_logprobs_are_of_the_unprocessed_distribution():
     assert torch.allclose(lp, log_probs(logits).gather(1, ids[:, None]).squeeze(1))
 
 
+def test_given_log_probs_are_the_ones_read():
+    """A caller that needs the whole rows (reported alternatives) passes them in: the chosen tokens'
+    log-probabilities are read from them, not from a second log_softmax."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 10)
+    tensors = SamplingTensors.from_params([SamplingParams(temperature=0)] * 2, 10)
+    ids, lp = sample(logits, tensors, [None, None])
+    shifted = log_probs(logits) - 1.0  # not a log-softmax of these logits: tells which rows were read
+    ids_given, lp_given = sample(logits, tensors, [None, None], shifted)
+    assert torch.equal(ids_given, ids) and torch.equal(lp_given, lp - 1.0)
+
+
 def test_padded_vocab_columns_are_never_sampled_nor_counted():
     logits = torch.tensor([[0.0, 1.0, 100.0]])
     tensors = SamplingTensors.from_params([SamplingParams()], 2)

@@ -20,7 +20,7 @@ from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.decode_workspace import LanePlan
 from nemotron.engine.output import Token
 from nemotron.engine.paged_cache import BatchLayout, OneThread, PagedKVCache
-from nemotron.engine.sampling import SamplingTensors, sample
+from nemotron.engine.sampling import SamplingTensors, log_probs, sample
 from nemotron.engine.scheduler import ScheduledChunk
 from nemotron.engine.sequence import Sequence
 from nemotron.memory.planner import SCORED_CHUNK_ROWS
@@ -200,22 +200,20 @@ class ModelRunner:
     def _sample(self, chunks: list[ScheduledChunk], logits: Tensor) -> list[SampledToken]:
         seqs = [c.seq for c in chunks]
         tensors = self._sampling_tensors(seqs)
+        described = tensors.max_logprobs >= 0  # some row asked for log-probabilities: ranks and alternatives
+        # (B, V): the rows the chosen tokens' log-probabilities, ranks and alternatives all come from
+        logp = log_probs(logits, self.vocab_size) if described else None
         if self.device.type == "cpu" and logits.numel() <= SERIAL_SAMPLING_LOGITS:  # reductions: 3 parallel regions
             with OneThread():
-                token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs])
+                token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs], logp)
         else:
-            token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs])
+            token_ids, logprobs = sample(logits, tensors, [s.generator for s in seqs], logp)
         tensors.record(token_ids)  # counts and seen tokens now match the sequences after this step
         self._last_batch, self._last_tensors = seqs, tensors
         self._last_counts = [s.num_output_tokens + 1 for s in seqs]
-        described = tensors.max_logprobs >= 0  # some row asked for log-probabilities: ranks and alternatives
-        if described:
-            logp = logits[:, :self.vocab_size].float().log_softmax(-1)  # (B, V)
-            chosen = logp.gather(1, token_ids[:, None])  # (B, 1): from the row the alternatives come from
-            logprobs = chosen[:, 0]
         tokens = [Token(t, lp) for t, lp in zip(token_ids.tolist(), logprobs.tolist())]
         if described:
-            _describe(tokens, [s.params.logprobs for s in seqs], logp, (logp > chosen).sum(-1) + 1)
+            _describe(tokens, [s.params.logprobs for s in seqs], logp, (logp > logprobs[:, None]).sum(-1) + 1)
         return [SampledToken(c, t) for c, t in zip(chunks, tokens)]
 
     def _record_prompt_logprobs(self, chunks: list[ScheduledChunk], plan: StepPlan, logits: Tensor) -> None:

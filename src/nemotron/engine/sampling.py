@@ -526,11 +526,13 @@ def process_logits(logits: Tensor, tensors: SamplingTensors) -> Tensor:
 
 
 def sample(
-    logits: Tensor, tensors: SamplingTensors, generators: Sequence[torch.Generator | None]
+    logits: Tensor, tensors: SamplingTensors, generators: Sequence[torch.Generator | None],
+    logp: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Next token per row and its log-probability under the unprocessed model distribution.
 
-    logits: (B, V') in any float dtype, V' ≥ tensors.vocab_size (extra columns are padding).
+    logits: (B, V') in any float dtype, V' ≥ tensors.vocab_size (extra columns are padding);
+    logp: their `log_probs`, when the caller needs the whole rows anyway (not computed twice).
     Returns token_ids (B,) int64 and logprobs (B,) float32.
     """
     if logits.dim() != 2 or logits.shape[0] != len(tensors) or len(generators) != len(tensors):
@@ -547,8 +549,8 @@ def sample(
         token_ids = torch.where(tensors.greedy, token_ids, drawn)
     # log_softmax is one kernel; logsumexp is composite (max, subtract, exp, sum, log, add: ~100 us a
     # step at batch 1 when its code is cold, against ~20 us).
-    chosen = logits.log_softmax(dim=-1).gather(1, token_ids.unsqueeze(1)).squeeze(1)
-    return token_ids, chosen
+    logp = logits.log_softmax(dim=-1) if logp is None else logp
+    return token_ids, logp.gather(1, token_ids.unsqueeze(1)).squeeze(1)
 
 
 def log_probs(logits: Tensor, vocab_size: int | None = None) -> Tensor:
