@@ -288,11 +288,13 @@ def main() -> None:
                         "reward model learns from (the demo model is rarely wrong at 1.0)")
     parser.add_argument("--policy-temperature", type=float, default=1.0,
                         help="sampling temperature of the replies DPO and RPO learn from (on-policy)")
-    parser.add_argument("--rounds", type=int, default=4, help="SDG runs with different seeds, pooled")
+    parser.add_argument("--rounds", type=int, default=16, help="SDG runs with different seeds, pooled, for the "
+                        "training pairs (~35 s each here; the reward model held out: 87.4%% / 89.3%% / 91.3%% from "
+                        "4 / 8 / 16 runs)")
     parser.add_argument("--eval-rounds", type=int, default=4, help="SDG runs for validation and held-out pairs")
     parser.add_argument("--rpo-rounds", type=int, default=4, help="SDG runs judged by the reward model, for RPO")
     parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
-    parser.add_argument("--rm-steps", type=int, default=800)
+    parser.add_argument("--rm-steps", type=int, default=2000)
     parser.add_argument("--rm-lr", type=float, default=1e-3)
     parser.add_argument("--rm-batch", type=int, default=16)
     parser.add_argument("--rm-add-layers", type=int, default=2,
@@ -314,7 +316,7 @@ def main() -> None:
     parser.add_argument("--rm-keep-best", type=int, default=0, metavar="N",
                         help="evaluate the reward model on every validation pair each N steps and keep the "
                              "weights of the best accuracy (0: the last weights)")
-    parser.add_argument("--rm-seeds", type=int, nargs="+", metavar="SEED", default=[0, 1, 2, 3],
+    parser.add_argument("--rm-seeds", type=int, nargs="+", metavar="SEED", default=[0],
                         help="WARM: train one reward model per seed (batch order) and average their weights into "
                              "one (nemotron train reward --seeds); a single seed trains one model")
     parser.add_argument("--rm-resume", action="store_true",
