@@ -9,9 +9,8 @@
    held-out fact is in any training or validation prompt);
 2. `nemotron train reward` trains a reward model (Bradley-Terry, plus the demo model's own
    log-likelihood distilled: the pair margins, and per reply token; optionally exact swapped-answer
-   pairs) on the training pairs, one
-   per seed, and averages their weights into one (WARM); its
-   pairwise accuracy is measured on the validation and on the held-out pairs, per family;
+   pairs) on the training pairs (one model by default; with several --rm-seeds one per seed, their
+   weights averaged into one: WARM); its pairwise accuracy is measured on the validation and on the held-out pairs, per family;
 3. `nemotron sdg` runs again with that reward model judging (`judges: [reward]`, the model run
    in-process exactly as a served reward model would be), so the pairs carry reward-model scores;
 4. `nemotron train dpo` on the ground-truth pairs, `nemotron train rpo` on the reward-judged pairs;
@@ -20,7 +19,7 @@
 
     python benchmarks/alignment_loop.py --work build/alignment
 
-Not a CI test (about half an hour on 2 busy cores); prints Markdown tables for the README.
+Not a CI test (about an hour on 2 busy cores); prints Markdown tables for the README.
 `--stop-after` ends after a stage; a rerun in the same --work reuses the SDG outputs.
 """
 from __future__ import annotations
