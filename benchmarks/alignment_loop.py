@@ -9,9 +9,8 @@
    held-out fact is in any training or validation prompt);
 2. `nemotron train reward` trains a reward model (Bradley-Terry, plus the demo model's own
    log-likelihood distilled: the pair margins, and per reply token; optionally exact swapped-answer
-   pairs) on the training pairs, one
-   per seed, and averages their weights into one (WARM); its
-   pairwise accuracy is measured on the validation and on the held-out pairs, per family;
+   pairs) on the training pairs (one model by default; with several --rm-seeds one per seed, their
+   weights averaged into one, WARM); its pairwise accuracy is measured on the validation and on the held-out pairs, per family;
 3. `nemotron sdg` runs again with that reward model judging (`judges: [reward]`, the model run
    in-process exactly as a served reward model would be), so the pairs carry reward-model scores;
 4. `nemotron train dpo` on the ground-truth pairs, `nemotron train rpo` on the reward-judged pairs;
@@ -292,7 +291,7 @@ def main() -> None:
     parser.add_argument("--eval-rounds", type=int, default=4, help="SDG runs for validation and held-out pairs")
     parser.add_argument("--rpo-rounds", type=int, default=4, help="SDG runs judged by the reward model, for RPO")
     parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
-    parser.add_argument("--rm-steps", type=int, default=800)
+    parser.add_argument("--rm-steps", type=int, default=1600)
     parser.add_argument("--rm-lr", type=float, default=1e-3)
     parser.add_argument("--rm-batch", type=int, default=16)
     parser.add_argument("--rm-add-layers", type=int, default=2,
@@ -314,9 +313,9 @@ def main() -> None:
     parser.add_argument("--rm-keep-best", type=int, default=0, metavar="N",
                         help="evaluate the reward model on every validation pair each N steps and keep the "
                              "weights of the best accuracy (0: the last weights)")
-    parser.add_argument("--rm-seeds", type=int, nargs="+", metavar="SEED", default=[0, 1, 2, 3],
-                        help="WARM: train one reward model per seed (batch order) and average their weights into "
-                             "one (nemotron train reward --seeds); a single seed trains one model")
+    parser.add_argument("--rm-seeds", type=int, nargs="+", metavar="SEED", default=[0],
+                        help="a single seed trains one model; several (WARM) train one reward model per seed (batch "
+                             "order) and average their weights into one (nemotron train reward --seeds)")
     parser.add_argument("--rm-resume", action="store_true",
                         help="continue the reward model(s) in --work from their checkpoints instead of starting "
                              "over (a finished one is reused; only with unchanged --rm-* settings and data)")
