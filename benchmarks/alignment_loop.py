@@ -10,7 +10,8 @@
 2. `nemotron train reward` trains a reward model (Bradley-Terry, plus the demo model's own
    log-likelihood distilled: the pair margins, and per reply token; optionally exact swapped-answer
    pairs) on the training pairs (one model by default; with several --rm-seeds one per seed, their
-   weights averaged into one: WARM); its pairwise accuracy is measured on the validation and on the held-out pairs, per family;
+   weights averaged into one: WARM); its pairwise accuracy is measured on the validation and on
+   the held-out pairs, per family;
 3. `nemotron sdg` runs again with that reward model judging (`judges: [reward]`, the model run
    in-process exactly as a served reward model would be), so the pairs carry reward-model scores;
 4. `nemotron train dpo` on the ground-truth pairs, `nemotron train rpo` on the reward-judged pairs;
@@ -316,8 +317,8 @@ def main() -> None:
                         help="evaluate the reward model on every validation pair each N steps and keep the "
                              "weights of the best accuracy (0: the last weights)")
     parser.add_argument("--rm-seeds", type=int, nargs="+", metavar="SEED", default=[0],
-                        help="WARM: train one reward model per seed (batch order) and average their weights into "
-                             "one (nemotron train reward --seeds); a single seed trains one model")
+                        help="a single seed trains one model; several (WARM) train one reward model per seed (batch "
+                             "order) and average their weights into one (nemotron train reward --seeds)")
     parser.add_argument("--rm-resume", action="store_true",
                         help="continue the reward model(s) in --work from their checkpoints instead of starting "
                              "over (a finished one is reused; only with unchanged --rm-* settings and data)")
