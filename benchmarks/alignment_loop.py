@@ -289,8 +289,8 @@ def main() -> None:
     parser.add_argument("--policy-temperature", type=float, default=1.0,
                         help="sampling temperature of the replies DPO and RPO learn from (on-policy)")
     parser.add_argument("--rounds", type=int, default=16, help="SDG runs with different seeds, pooled, for the "
-                        "training pairs (~35 s each here; the reward model held out: 87.4%% / 89.3%% / 91.3%% from "
-                        "4 / 8 / 16 runs)")
+                        "training pairs (~35 s each here; one reward model held out: 87.4%% / 89.3%% / 91.3%% from "
+                        "4 / 8 / 16 runs at 1,600 / 1,600 / 2,000 steps)")
     parser.add_argument("--eval-rounds", type=int, default=4, help="SDG runs for validation and held-out pairs")
     parser.add_argument("--rpo-rounds", type=int, default=4, help="SDG runs judged by the reward model, for RPO")
     parser.add_argument("--samples", type=int, default=8, help="sampled answers per held-out question")
