@@ -232,7 +232,7 @@ class ModelRunner:
                 # Row j predicts token chunk.start + j + 1.
                 ids = seq.token_ids[chunk.start + start + 1:chunk.start + start + 1 + n]
                 targets = torch.tensor(ids, device=logits.device)[:, None]  # (n, 1)
-                logp = logits[first + start:first + start + n, :self.vocab_size].float().log_softmax(-1)  # (n, V)
+                logp = log_probs(logits[first + start:first + start + n], self.vocab_size)  # (n, V)
                 chosen = logp.gather(1, targets)  # (n, 1)
                 tokens = [Token(t, lp) for t, lp in zip(ids, chosen[:, 0].tolist())]
                 _describe(tokens, [seq.params.prompt_logprobs] * n, logp, (logp > chosen).sum(-1) + 1)
