@@ -3,6 +3,9 @@ here; the same kernel runs compiled on GPUs). Skipped where triton is not instal
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ import torch
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton sees the kernel: run it on the CPU
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 from nemotron.engine.triton_attention import paged_decode_attention  # noqa: E402
 
@@ -34,7 +37,8 @@ def reference(q, keys, values, tables, lens, block_size):
     (8, 8, 16, torch.float32),
     (4, 1, 32, torch.float16),
 ])
-def test_kernel_matches_attention_over_gathered_blocks(heads, kv_heads, head_dim, dtype):
+@pytest.mark.parametrize("splits", [1, 3, 8])  # 8: more splits than any row has blocks (empty parts)
+def test_kernel_matches_attention_over_gathered_blocks(heads, kv_heads, head_dim, dtype, splits):
     gen = torch.Generator().manual_seed(0)
     block_size, num_blocks = 4, 24
     lens = torch.tensor([1, 7, 16, 0, 13], dtype=torch.int32)  # 0: a padding row of a graph bucket
@@ -44,10 +48,19 @@ def test_kernel_matches_attention_over_gathered_blocks(heads, kv_heads, head_dim
     values = torch.randn(num_blocks * block_size, kv_heads, head_dim, generator=gen).to(dtype)
     q = torch.randn(len(lens), heads, head_dim, generator=gen).to(dtype)
     out = paged_decode_attention(q.to(DEVICE), keys.to(DEVICE), values.to(DEVICE), tables.to(DEVICE),
-                                 lens.to(DEVICE), block_size).cpu()
+                                 lens.to(DEVICE), block_size, splits).cpu()
     expected = reference(q.float(), keys.float(), values.float(), tables.long(), lens, block_size)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-3
     assert torch.allclose(out.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_decode_splits_fill_the_processors_for_small_batches_only():
+    from nemotron.engine.triton_attention import decode_splits
+
+    cpu = torch.device("cpu")  # counted as 4 processors: 32 programs wanted
+    assert decode_splits(1, 2, 100, cpu) == 16
+    assert decode_splits(1, 2, 5, cpu) == 5  # no more splits than the table has blocks
+    assert decode_splits(64, 8, 100, cpu) == 1
 
 
 def test_engine_with_kernel_and_static_decode_buffers_matches_the_torch_path(tiny_model_dir):
@@ -58,7 +71,7 @@ def test_engine_with_kernel_and_static_decode_buffers_matches_the_torch_path(tin
     from nemotron.engine.sampling import SamplingParams
     from tests.engine.test_engine import prompts
 
-    loaded = load_model(tiny_model_dir, dtype="float32")
+    loaded = load_model(tiny_model_dir, dtype="float32", device=DEVICE)
     requests = prompts(5, seed=13, low=3, high=30)
     params = [SamplingParams(max_tokens=6 + 3 * i, seed=i, top_k=30, ignore_eos=True) for i in range(5)]
     expected = LLM(loaded, EngineConfig(attention_backend="torch")).generate(requests, params)
@@ -70,3 +83,64 @@ def test_engine_with_kernel_and_static_decode_buffers_matches_the_torch_path(tin
     results = llm.generate(requests, params)
     assert [r.outputs for r in results] == [r.outputs for r in expected]
     assert engine.blocks.num_free_blocks == engine.blocks.num_blocks
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs are captured on GPUs only")
+def test_engine_kernel_with_captured_cuda_graphs_matches_the_torch_path_on_cuda(tiny_model_dir):
+    """The GPU default (Triton kernel, decode steps replayed from captured CUDA graphs) against the
+    PyTorch path without graphs, on the same weights: same tokens, greedy and seeded sampling."""
+    from nemotron.checkpoint.load import load_model
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+    from tests.engine.test_engine import prompts
+
+    loaded = load_model(tiny_model_dir, dtype="float32", device="cuda")
+    requests = prompts(7, seed=5, low=3, high=40)
+    params = [SamplingParams(max_tokens=12 + 2 * i, seed=i, top_k=20 if i % 2 else 0, temperature=0 if i < 3 else 0.8,
+                             ignore_eos=True, logprobs=2) for i in range(7)]
+    expected = LLM(loaded, EngineConfig(attention_backend="torch", cuda_graphs=False)).generate(requests, params)
+    llm = LLM(loaded, EngineConfig())
+    assert llm.engine.kv_cache.backend == "triton" and llm.engine.runner.graphs is not None
+    results = llm.generate(requests, params)
+    assert [[o.token_ids for o in r.outputs] for r in results] == [[o.token_ids for o in r.outputs] for r in expected]
+    for got, want in zip(results, expected):
+        assert got.outputs[0].cumulative_logprob == pytest.approx(want.outputs[0].cumulative_logprob, abs=1e-3)
+    assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks
+
+
+PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+COMPILE_FOR_HOPPER = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from nemotron.engine import triton_attention as ta
+
+target, options = GPUTarget("cuda", 90, 32), {"num_warps": 4, "num_stages": 2}
+for write_parts in (False, True):
+    part = "*fp32" if write_parts else "*bf16"  # one split: the output tensor stands in, never written
+    signature = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "out_ptr": "*bf16", "block_tables_ptr": "*i32",
+                 "context_lens_ptr": "*i32", "part_max_ptr": part, "part_sum_ptr": part, "part_acc_ptr": part,
+                 "scale": "fp32", "splits": "i32", **dict.fromkeys(["stride_qb", "stride_qh", "stride_kslot",
+                 "stride_kh", "stride_ob", "stride_oh", "stride_bt"], "i32")}
+    meta = {"GROUP": 4, "GROUP_PAD": 4, "HEAD_DIM": 128, "DIM_PAD": 128, "BLOCK_SIZE": 16, "WRITE_PARTS": write_parts}
+    signature.update(dict.fromkeys(meta, "constexpr"))
+    source = ASTSource(ta._paged_decode_kernel, signature, constexprs=meta)
+    assert triton.compile(source, target=target, options=options).asm["cubin"]
+signature = {"part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_acc_ptr": "*fp32", "out_ptr": "*bf16",
+             "stride_ob": "i32", "stride_oh": "i32", "splits": "i32"}
+meta = {"SPLITS_PAD": 64, "HEAD_DIM": 128, "DIM_PAD": 128}
+signature.update(dict.fromkeys(meta, "constexpr"))
+source = ASTSource(ta._merge_splits_kernel, signature, constexprs=meta)
+assert triton.compile(source, target=target, options=options).asm["cubin"]
+"""
+
+
+@pytest.mark.skipif(DEVICE == "cuda" or not PTXAS.is_file(), reason="GPUs run the kernels; needs Triton's ptxas")
+def test_decode_kernels_compile_for_hopper_in_bfloat16():
+    """bfloat16 K/V compiled to an sm_90 binary (no GPU needed), both ways of ending a split, and the
+    merge. In a fresh process: the interpreter patches triton.language for the rest of this one."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

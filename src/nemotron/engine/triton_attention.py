@@ -1,9 +1,17 @@
 """Paged decode attention as a Triton kernel: one query token per sequence, keys and values read
 straight from the block pool through the block table (no gather copy), online softmax.
 
-Grid: one program per (sequence, KV head); it serves that KV head's whole group of query heads, so
-each K/V block is loaded once per group (GQA). Rows with context length 0 (padding of a CUDA-graph
-batch bucket) produce zeros. Runs on GPUs, and on CPU under TRITON_INTERPRET=1 for tests.
+Grid: one program per (sequence, KV head, context split); it serves that KV head's whole group of
+query heads, so each K/V block is loaded once per group (GQA). With one split a program walks the
+whole context and writes the output. A batch-1 step has only (KV heads) such programs, and each walks
+its blocks one dependent load after another: on an H200 the 8B shape's batch-1 step spent ~30 µs a
+layer in this kernel, for under 1 MB of K/V (gpu_suite.sh, profile-engine). So small batches split
+each context into several parts (flash-decoding): every program reduces its share of the blocks to a
+running max, sum and weighted value sum, and a second small kernel merges the parts. The share is
+computed from the context length inside the kernel, so one launch shape serves every length (CUDA
+graphs replay it unchanged), and the split count is a run-time argument: a step whose table widened
+needs no new compilation. Rows with context length 0 (padding of a CUDA-graph batch bucket)
+produce zeros. Runs on GPUs, and on CPU under TRITON_INTERPRET=1 for tests.
 """
 from __future__ import annotations
 
@@ -16,13 +24,15 @@ from torch import Tensor
 @triton.jit
 def _paged_decode_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, block_tables_ptr, context_lens_ptr,
-    scale,
+    part_max_ptr, part_sum_ptr, part_acc_ptr,
+    scale, splits,
     stride_qb, stride_qh, stride_kslot, stride_kh, stride_ob, stride_oh, stride_bt,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, WRITE_PARTS: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
+    split = tl.program_id(2)
     context_len = tl.load(context_lens_ptr + seq)
 
     heads = kv_head * GROUP + tl.arange(0, GROUP_PAD)  # query heads of this group
@@ -37,7 +47,10 @@ def _paged_decode_kernel(
     acc = tl.zeros((GROUP_PAD, DIM_PAD), tl.float32)
     offsets = tl.arange(0, BLOCK_SIZE)
     num_blocks = tl.cdiv(context_len, BLOCK_SIZE)
-    for j in range(0, num_blocks):
+    per_split = tl.cdiv(num_blocks, splits)
+    first_block = split * per_split
+    last_block = tl.minimum(first_block + per_split, num_blocks)
+    for j in range(first_block, last_block):
         block = tl.load(block_tables_ptr + seq * stride_bt + j)
         token_ok = j * BLOCK_SIZE + offsets < context_len
         slots = block * BLOCK_SIZE + offsets
@@ -54,25 +67,76 @@ def _paged_decode_kernel(
         acc = acc * correction[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
         running_max = new_max
 
-    out = acc / tl.where(running_sum > 0, running_sum, 1.0)[:, None]
-    tl.store(out_ptr + seq * stride_ob + heads[:, None] * stride_oh + dims[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=head_ok[:, None] & dim_ok[None, :])
+    if not WRITE_PARTS:  # one split: this program saw the whole context
+        out = acc / tl.where(running_sum > 0, running_sum, 1.0)[:, None]
+        tl.store(out_ptr + seq * stride_ob + heads[:, None] * stride_oh + dims[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=head_ok[:, None] & dim_ok[None, :])
+    else:  # partials, laid out (B, Hq, splits[, DIM_PAD]); a split with no blocks leaves max -inf, sum 0
+        part = (seq * tl.num_programs(1) * GROUP + heads) * splits + split  # (G,)
+        tl.store(part_max_ptr + part, running_max, mask=head_ok)
+        tl.store(part_sum_ptr + part, running_sum, mask=head_ok)
+        tl.store(part_acc_ptr + part[:, None] * DIM_PAD + dims[None, :], acc, mask=head_ok[:, None])
+
+
+@triton.jit
+def _merge_splits_kernel(part_max_ptr, part_sum_ptr, part_acc_ptr, out_ptr, stride_ob, stride_oh, splits,
+                         SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+                         DIM_PAD: tl.constexpr):
+    """One program per (sequence, query head): the splits' partial softmax sums rescaled to one max."""
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    parts = tl.arange(0, SPLITS_PAD)
+    split_ok = parts < splits
+    dims = tl.arange(0, DIM_PAD)
+    part = (seq * tl.num_programs(1) + head) * splits + parts  # (S,)
+    maxima = tl.load(part_max_ptr + part, mask=split_ok, other=float("-inf"))
+    sums = tl.load(part_sum_ptr + part, mask=split_ok, other=0.0)
+    accs = tl.load(part_acc_ptr + part[:, None] * DIM_PAD + dims[None, :], mask=split_ok[:, None], other=0.0)
+    top = tl.max(maxima, axis=0)
+    top = tl.where(top == float("-inf"), 0.0, top)  # an empty context: every weight below is 0
+    weights = tl.where(maxima == float("-inf"), 0.0, tl.exp(maxima - top))  # (S,)
+    total = tl.sum(sums * weights, axis=0)
+    out = tl.sum(accs * weights[:, None], axis=0) / tl.where(total > 0, total, 1.0)  # (D,)
+    tl.store(out_ptr + seq * stride_ob + head * stride_oh + dims, out.to(out_ptr.dtype.element_ty),
+             mask=dims < HEAD_DIM)
+
+
+def decode_splits(batch: int, num_kv_heads: int, table_width: int, device: torch.device) -> int:
+    """Context splits for a decode step: enough programs for ~8 per multiprocessor (a batch-1 step of the
+    8B shape: 8 KV heads -> 132 splits wanted on an H200), never more than the table has blocks, and
+    at most 64 partials to merge. Large batches fill the GPU as they are (1 split)."""
+    processors = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    wanted = triton.cdiv(8 * processors, batch * num_kv_heads)
+    return max(1, min(wanted, table_width, 64))
 
 
 def paged_decode_attention(q: Tensor, keys: Tensor, values: Tensor, block_tables: Tensor,
-                           context_lens: Tensor, block_size: int) -> Tensor:
+                           context_lens: Tensor, block_size: int, splits: int | None = None) -> Tensor:
     """q (B, Hq, D); keys/values (slots, Hkv, D) of one layer; block_tables (B, W) int;
-    context_lens (B,) int -> (B, Hq, D)."""
+    context_lens (B,) int -> (B, Hq, D). `splits`: parts each context is cut into (default:
+    decode_splits, from the batch and table width, both fixed for a CUDA-graph bucket)."""
     batch, num_heads, head_dim = q.shape
     num_kv_heads = keys.shape[1]
     group = num_heads // num_kv_heads
+    splits = splits or decode_splits(batch, num_kv_heads, block_tables.shape[1], q.device)
+    dim_pad = triton.next_power_of_2(head_dim)
     q = q.contiguous()
     out = torch.empty_like(q)
-    _paged_decode_kernel[(batch, num_kv_heads)](
-        q, keys, values, out, block_tables, context_lens, head_dim ** -0.5,
+    if splits > 1:
+        part_max = torch.empty(batch, num_heads, splits, dtype=torch.float32, device=q.device)
+        part_sum = torch.empty_like(part_max)
+        part_acc = torch.empty(batch, num_heads, splits, dim_pad, dtype=torch.float32, device=q.device)
+    else:  # never written: the kernel stores the output directly
+        part_max = part_sum = part_acc = out
+    _paged_decode_kernel[(batch, num_kv_heads, splits)](
+        q, keys, values, out, block_tables, context_lens, part_max, part_sum, part_acc, head_dim ** -0.5, splits,
         q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), out.stride(0), out.stride(1),
         block_tables.stride(0),
         GROUP=group, GROUP_PAD=max(triton.next_power_of_2(group), 1), HEAD_DIM=head_dim,
-        DIM_PAD=triton.next_power_of_2(head_dim), BLOCK_SIZE=block_size,
+        DIM_PAD=dim_pad, BLOCK_SIZE=block_size, WRITE_PARTS=splits > 1,
     )
+    if splits > 1:
+        _merge_splits_kernel[(batch, num_heads)](
+            part_max, part_sum, part_acc, out, out.stride(0), out.stride(1), splits,
+            SPLITS_PAD=triton.next_power_of_2(splits), HEAD_DIM=head_dim, DIM_PAD=dim_pad)
     return out
