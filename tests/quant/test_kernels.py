@@ -41,13 +41,13 @@ def test_int8_kernel(dtype, rows, out_features, in_features):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", [1, 5, 20])
-def test_int4_kernel(dtype, rows):
+@pytest.mark.parametrize("lead, rows", [((), 1), ((1,), 1), ((2,), 1), ((2,), 5), ((2,), 20)])  # one row: GEMV kernel
+def test_int4_kernel(dtype, lead, rows):
     q = quantized(Int4Linear, 40, 384)
-    x = torch.randn(2, rows, 384, device=DEVICE).to(dtype)  # leading dims are flattened and restored
+    x = torch.randn(*lead, rows, 384, device=DEVICE).to(dtype)  # leading dims are flattened and restored
     out = int4_matmul(x, q.weight_packed, q.weight_scale, TILES)
     expected = x.float() @ q.dequantize().t()
-    assert out.shape == (2, rows, 40)
+    assert out.shape == (*lead, rows, 40) and out.dtype == dtype
     assert torch.allclose(out.float(), expected, atol=2e-2, rtol=1e-2)
 
 
@@ -76,6 +76,10 @@ for kernel, weight, scale, meta in ((kernels._int8_kernel, "*i8", "*fp32", {"BLO
     source = ASTSource(kernel, signature, constexprs={"BLOCK_M": 16, "BLOCK_N": 64, **meta})
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3})
     assert compiled.asm["cubin"]
+signature = {"x_ptr": "*bf16", "w_ptr": "*u8", "scale_ptr": "*fp16", "out_ptr": "*bf16", "N": "i32", "K": "i32",
+             "BLOCK_N": "constexpr", "GROUP": "constexpr"}
+source = ASTSource(kernels._int4_gemv_kernel, signature, constexprs={"BLOCK_N": 16, "GROUP": 128})
+assert triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3}).asm["cubin"]
 """
 
 

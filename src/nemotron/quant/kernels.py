@@ -2,8 +2,9 @@
 
 out (M, N) = x (M, K) · dequant(W)ᵀ, reading W as stored: int8 (N, K) with one float32 scale per row,
 or int4 packed two per byte (N, K/2) with one float16 scale per group of 128 (layout: linear.py).
-A program computes one (BLOCK_M, BLOCK_N) output tile while streaming K; weights are converted to the
-activations' dtype in registers and fed to `tl.dot` (fp32 accumulation). Decode is bound by the bytes
+A program computes one (BLOCK_M, BLOCK_N) output tile while streaming K; weights are converted to
+the activations' dtype in registers and fed to `tl.dot` (fp32 accumulation). int4 at one input row
+takes a GEMV kernel instead (sums, no 16-row tile), measured faster there. Decode is bound by the bytes
 of W read, so reading 1 or ½ byte per weight instead of 2 is the whole speed-up. Tile sizes are
 autotuned per (N, K, BLOCK_M) on first use; the engine's CUDA-graph warm-up triggers that before
 capture. Runs on CPU under TRITON_INTERPRET=1 (tests pass fixed tile sizes there).
@@ -62,6 +63,30 @@ def _int4_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_xm, stride_om
              mask=row_ok[:, None] & col_ok[None, :])
 
 
+@triton.jit
+def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, GROUP: tl.constexpr):
+    """One input row (batch-1 decode): each program reads BLOCK_N whole rows of packed weights along K,
+    one group per iteration, and reduces with sums instead of a 16-row `tl.dot` tile of which one row
+    is real. On an H200 at the 8B shape it took 62-77% of `_int4_kernel`'s GPU time on every layer
+    (gpu_suite.sh, profile-kernels)."""
+    HALF: tl.constexpr = GROUP // 2
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    hs = tl.arange(0, HALF)
+    col_ok = cols < N
+    num_groups = K // GROUP
+    acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for g in range(0, num_groups):
+        x_lo = tl.load(x_ptr + g * GROUP + hs).to(tl.float32)  # (HALF,): the group's first half
+        x_hi = tl.load(x_ptr + g * GROUP + HALF + hs).to(tl.float32)
+        packed = tl.load(w_ptr + cols[:, None] * (K // 2) + (g * HALF + hs)[None, :], mask=col_ok[:, None], other=0)
+        lo = ((packed & 0xF).to(tl.int8) - 8).to(tl.float32)  # (BN, HALF)
+        hi = ((packed >> 4).to(tl.int8) - 8).to(tl.float32)
+        part = tl.sum(lo * x_lo[None, :] + hi * x_hi[None, :], axis=1)  # (BN,)
+        scale = tl.load(scale_ptr + cols * num_groups + g, mask=col_ok, other=0.0).to(tl.float32)
+        acc += part * scale
+    tl.store(out_ptr + cols, acc.to(out_ptr.dtype.element_ty), mask=col_ok)
+
+
 _WARPS_STAGES = ((4, 3), (4, 4), (8, 4))
 _int8_tuned = triton.autotune(
     [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
@@ -70,6 +95,10 @@ _int8_tuned = triton.autotune(
 _int4_tuned = triton.autotune(
     [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n in (32, 64, 128) for w, s in _WARPS_STAGES],
     key=["N", "K", "BLOCK_M"])(_int4_kernel)
+
+_int4_gemv_tuned = triton.autotune(
+    [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n in (8, 16, 32) for w, s in ((4, 3), (8, 4))],
+    key=["N", "K"])(_int4_gemv_kernel)
 
 
 def int8_matmul(x: Tensor, weight: Tensor, scale: Tensor, tiles: dict[str, int] | None = None) -> Tensor:
@@ -81,8 +110,16 @@ def int8_matmul(x: Tensor, weight: Tensor, scale: Tensor, tiles: dict[str, int] 
 
 def int4_matmul(x: Tensor, packed: Tensor, scale: Tensor, tiles: dict[str, int] | None = None) -> Tensor:
     """x (..., K) 16-bit, packed (N, K/2) uint8, scale (N, K/128) float16 -> (..., N)."""
-    kernel = _int4_kernel if tiles else _int4_tuned
     group = 2 * packed.shape[1] // scale.shape[1]
+    if x.numel() == x.shape[-1]:  # one row: the GEMV kernel
+        kernel = _int4_gemv_kernel if tiles else _int4_gemv_tuned
+        n, k = packed.shape[0], x.shape[-1]
+        out = torch.empty(n, dtype=x.dtype, device=x.device)
+        grid = lambda cfg: (triton.cdiv(n, cfg["BLOCK_N"]),)  # noqa: E731
+        kernel[grid](x.reshape(k).contiguous(), packed, scale, out, n, k, GROUP=group,
+                     **({"BLOCK_N": tiles["BLOCK_N"]} if tiles else {}))
+        return out.reshape(*x.shape[:-1], n)
+    kernel = _int4_kernel if tiles else _int4_tuned
     return _launch(kernel, x, packed, scale, packed.shape[0], {**(tiles or {}), "GROUP": group})
 
 
