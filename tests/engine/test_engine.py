@@ -217,3 +217,17 @@ def test_preempted_requests_keep_their_prompt_logprobs_once(loaded):
     for prompt, got, want in zip(requests, tight, roomy):
         assert len(got.prompt_logprobs) == len(prompt) and got.outputs[0].token_ids == want.outputs[0].token_ids
         assert [list(e) for e in got.prompt_logprobs[1:]] == [list(e) for e in want.prompt_logprobs[1:]]
+
+
+def test_engine_steps_on_cuda_leave_cudnn_attention_out():
+    """cuDNN's SDPA plans each new prompt shape on the host; the runner's CUDA forward goes without it.
+    Only torch's global backend flags are read here: no GPU is needed."""
+    from nemotron.engine.model_runner import attention_backends
+
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_backends(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_backends(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled()

@@ -8,6 +8,7 @@ other ranks only execute. On one device there is no channel and the same code ru
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.decode_workspace import LanePlan
@@ -63,6 +65,20 @@ class _LaneKey:
 
     def __init__(self) -> None:
         self.block_table: list[int] = []
+
+
+# Prompt attention on CUDA without cuDNN's SDPA kernel, which torch 2.11 chose on an H200: cuDNN
+# builds an execution plan on the host for each new shape, and chunked prefill of mixed-length
+# prompts meets new (query, key) lengths all the time. There, the 8B shape's fresh prefill of
+# 64 x 128 tokens took ~2.5 s of wall time for well under 0.2 s of GPU work, with cuDNN's kernel in
+# the profile (gpu_suite.sh, profile-engine). That cuDNN's plans are the cause is a suspicion until
+# gpu_profile.py's prefill comparison runs; flash and memory-efficient attention need no plan.
+_PROMPT_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def attention_backends(device: torch.device) -> contextlib.AbstractContextManager:
+    """The SDPA kernels a step's forward may use on `device` (every kernel torch has, off CUDA)."""
+    return sdpa_kernel(_PROMPT_ATTENTION) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class ModelRunner:
@@ -116,7 +132,8 @@ class ModelRunner:
     def execute(self, plan: StepPlan) -> Tensor | None:
         """This rank's part of the step; the logits of plan.logit_rows on rank 0, None elsewhere."""
         order, lanes = self._order_for_lanes(plan)
-        hidden = self._forward(plan, order, lanes)  # (T, H); None on pipeline stages before the last
+        with attention_backends(self.device):
+            hidden = self._forward(plan, order, lanes)  # (T, H); None on pipeline stages before the last
         rows = plan.logit_rows(order)
         logits = None
         if hidden is not None:
