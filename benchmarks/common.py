@@ -121,8 +121,11 @@ def matmul_floor(model: torch.nn.Module, batch: int, device: torch.device, repea
         return timed(one_pass, device, repeats)
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+def bytes_per_step(model: torch.nn.Module) -> int:
+    """Weights and scales a decode step reads: everything but the embedding table (one row per token)."""
+    embedding = model.model.embed_tokens.weight
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t is not embedding]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def copy_bandwidth(device: torch.device, nbytes: int = 2 * 1024**3) -> float:

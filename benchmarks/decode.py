@@ -2,7 +2,7 @@
 
 Batch 1 and batch B (default 32), P-token prompts, N new tokens each, greedy, EOS ignored.
 Prints tokens/s for both and the ratio; on a GPU also the fraction of the memory-bandwidth limit at
-batch 1 (weight bytes read per token / measured device copy bandwidth); on a CPU the fraction of the
+batch 1 (weight bytes read per token, the embedding table aside, over the measured device copy bandwidth); on a CPU the fraction of the
 matmul floor (the weight matmuls of one step timed alone, which bounds any decoder from above).
 
     python benchmarks/decode.py                      # CPU, ~30M-parameter shape
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (add_model_args, copy_bandwidth, make_setup, matmul_floor, timed,  # noqa: E402
-                    transformers_twin, weight_bytes)
+from common import (add_model_args, bytes_per_step, copy_bandwidth, make_setup, matmul_floor, timed,  # noqa: E402
+                    transformers_twin)
 
 from nemotron.engine.llm import LLM  # noqa: E402
 from nemotron.engine.llm_engine import EngineConfig  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
             ref_tps = batch * args.new_tokens / ref
             line += f" | transformers {ref_tps:9.1f} tok/s | ratio {ours_tps / ref_tps:5.2f}x"
         if setup.device.type == "cuda" and batch == 1:
-            limit = copy_bandwidth(setup.device) / weight_bytes(setup.loaded.model)
+            limit = copy_bandwidth(setup.device) / bytes_per_step(setup.loaded.model)
             line += f" | bandwidth limit {limit:7.1f} tok/s, achieved {ours_tps / limit:5.1%}"
         elif setup.device.type == "cpu":
             limit = batch / matmul_floor(setup.loaded.model, batch, setup.device)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_model_args, copy_bandwidth, make_setup, timed  # noqa: E402
+from common import add_model_args, bytes_per_step, copy_bandwidth, make_setup, timed  # noqa: E402
 
 from nemotron.engine.llm import LLM  # noqa: E402
 from nemotron.engine.llm_engine import EngineConfig  # noqa: E402
@@ -29,13 +29,6 @@ from nemotron.engine.sampling import SamplingParams  # noqa: E402
 from nemotron.quant import SCHEMES, quantize  # noqa: E402
 
 TARGETS = {"int8": 1.7, "int4": 2.5}
-
-
-def bytes_per_step(model: torch.nn.Module) -> int:
-    """Weights and scales a decode step reads: everything but the embedding table (one row per token)."""
-    embedding = model.model.embed_tokens.weight
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t is not embedding]
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def kernel_table(config, device: torch.device, repeats: int) -> None:

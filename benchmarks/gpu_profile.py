@@ -1,0 +1,248 @@
+"""Where a GPU decode step's time goes, on the 8B shape: the numbers the GPU targets are tuned from.
+
+1. Kernel table at one input row (batch-1 decode), timed as GPU time from CUDA-graph replays
+   (`triton.testing.do_bench_cudagraph`), so Python launch overhead (tens of microseconds per
+   Triton call) is not in it: bf16 cuBLAS; the int8 / int4 kernels as autotuned (and the config
+   the autotuner chose); every fixed tile config of them; and the GEMV-shaped kernels (weights read
+   along K, a reduction instead of `tl.dot`: int4's is the library's one-row path, int8's lives here
+   as the measured alternative) with their own configs. Each config is checked against
+   the dequantized reference before it is timed.
+2. Prefill alone for fresh mixed-length prompts, with the engine's prompt attention (no cuDNN on
+   CUDA) and with cuDNN's SDPA allowed again.
+3. Decode steps of the engine at batch 1 and 64 in bf16: tokens/s with and without CUDA graphs,
+   and a torch.profiler table of the kernels of 16 steps (GPU time per step by kernel; the 16
+   include the prompt's prefill).
+
+    python benchmarks/gpu_profile.py                  # GPU, 8B shape
+    TRITON_INTERPRET=1 python benchmarks/gpu_profile.py --check-only   # CPU: the variants' arithmetic
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import SHAPE_8B, add_model_args, make_setup, synchronize  # noqa: E402
+
+from nemotron.quant import kernels  # noqa: E402
+from nemotron.quant.linear import Int4Linear, Int8Linear  # noqa: E402
+
+
+@triton.jit
+def _int8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One input row: out[n] = scale[n] · Σ_k x[k] w[n, k], each program BLOCK_N whole rows of W read along K."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    col_ok = cols < N
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k_ok = k0 + ks < K
+        x = tl.load(x_ptr + k0 + ks, mask=k_ok, other=0.0).to(tl.float32)  # (BK,)
+        w = tl.load(w_ptr + cols[:, None] * K + (k0 + ks)[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0)
+        acc += w.to(tl.float32) * x[None, :]
+    scale = tl.load(scale_ptr + cols, mask=col_ok, other=0.0)
+    tl.store(out_ptr + cols, (tl.sum(acc, axis=1) * scale).to(out_ptr.dtype.element_ty), mask=col_ok)
+
+
+def gemv_int8(x, module: Int8Linear, cfg: dict):
+    n, k = module.weight.shape
+    out = torch.empty(n, dtype=x.dtype, device=x.device)
+    _int8_gemv[(triton.cdiv(n, cfg["BLOCK_N"]),)](x, module.weight, module.weight_scale, out, n, k,
+                                                  BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+                                                  num_warps=cfg.get("num_warps", 4),
+                                                  num_stages=cfg.get("num_stages", 3))
+    return out[None]
+
+
+def gemv_int4(x, module: Int4Linear, cfg: dict):
+    n = module.weight_packed.shape[0]
+    out = torch.empty(n, dtype=x.dtype, device=x.device)
+    kernels._int4_gemv_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](
+        x, module.weight_packed, module.weight_scale, out, n, module.in_features, BLOCK_N=cfg["BLOCK_N"],
+        GROUP=module.group_size, num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3))
+    return out[None]
+
+
+def gpu_time(fn, device: torch.device) -> float:
+    """Seconds per call: GPU time of graph replays on CUDA, a plain wall-clock loop elsewhere."""
+    if device.type == "cuda":
+        return triton.testing.do_bench_cudagraph(fn, rep=20, return_mode="median") / 1e3
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def close(out, ref) -> bool:
+    return bool(torch.isfinite(out).all()) and (out.float() - ref).norm() / ref.norm() < 2e-2
+
+
+def kernel_table(config, device: torch.device, check_only: bool) -> None:
+    h, f, d = config.hidden_size, config.intermediate_size, config.head_dim
+    shapes = {"qkv": ((config.num_heads + 2 * config.num_kv_heads) * d, h), "o": (h, config.num_heads * d),
+              "up": (f, h), "down": (h, f), "lm_head": (config.vocab_size, h)}
+    mm_cfgs = [{"BLOCK_N": n, "BLOCK_K": k, "num_warps": w, "num_stages": s}
+               for n in (16, 32, 64) for k in (128, 256) for w, s in ((4, 3), (8, 4))]
+    mm4_cfgs = [{"BLOCK_N": n, "num_warps": w, "num_stages": s} for n in (16, 32, 64) for w, s in ((4, 3), (8, 4))]
+    gemv_cfgs = [{"BLOCK_N": n, "BLOCK_K": k, "num_warps": w, "num_stages": s}
+                 for n in (4, 8, 16) for k in (512, 1024) for w, s in ((4, 3), (8, 3))]
+    gemv4_cfgs = [{"BLOCK_N": n, "num_warps": w, "num_stages": s} for n in (8, 16, 32, 64) for w, s in ((4, 3), (8, 4))]
+    if check_only:
+        mm_cfgs, mm4_cfgs, gemv_cfgs, gemv4_cfgs = mm_cfgs[:1], mm4_cfgs[:1], gemv_cfgs[:2], gemv4_cfgs[:2]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
+    print("GPU time per call at one input row, microseconds (GB/s of weights read); best config of each family")
+    for name, (n, k) in shapes.items():
+        linear = torch.nn.Linear(k, n, bias=False, device=device, dtype=dtype)
+        x = torch.randn(1, k, device=device, dtype=dtype)
+        ref = F.linear(x.float(), linear.weight.float())
+        line = f"{name} ({n} x {k}): bf16 {gpu_time(lambda: F.linear(x, linear.weight), device) * 1e6:.1f}"
+        line += f" ({n * k * 2 / gpu_time(lambda: F.linear(x, linear.weight), device) / 1e9:.0f})"
+        for label, module, tuned, family in (
+                ("int8", Int8Linear.from_float(linear), kernels.int8_matmul,
+                 [("mm", c, lambda x, m, c: kernels.int8_matmul(x, m.weight, m.weight_scale, c)) for c in mm_cfgs]
+                 + [("gemv", c, gemv_int8) for c in gemv_cfgs]),
+                ("int4", Int4Linear.from_float(linear), kernels.int4_matmul,
+                 [("mm", c, lambda x, m, c: kernels._launch(kernels._int4_kernel, x, m.weight_packed, m.weight_scale,
+                                                           m.out_features, {**c, "GROUP": m.group_size}))
+                  for c in mm4_cfgs]
+                 + [("gemv", c, gemv_int4) for c in gemv4_cfgs])):
+            qref = F.linear(x.float(), module.dequantize(torch.float32))
+            nbytes = sum(b.numel() * b.element_size() for b in module.buffers())
+            best: dict[str, tuple[float, dict]] = {}
+            if not check_only:
+                tensors = (module.weight, module.weight_scale) if label == "int8" else (module.weight_packed, module.weight_scale)
+                assert close(tuned(x, *tensors), qref), f"{label} autotuned kernel wrong on {name}"
+                seconds = gpu_time(lambda: tuned(x, *tensors), device)
+                chosen = getattr(kernels._int8_tuned if label == "int8" else kernels._int4_gemv_tuned, "best_config", None)
+                line += f" | {label} tuned {seconds * 1e6:.1f} ({nbytes / seconds / 1e9:.0f}) [{chosen}]"
+            for kind, cfg, fn in family:
+                try:
+                    out = fn(x, module, cfg)
+                except Exception as error:  # a config the compiler refuses (shared memory, registers)
+                    print(f"  {name} {label} {kind} {cfg}: {type(error).__name__}", flush=True)
+                    continue
+                assert close(out, qref), f"{label} {kind} {cfg} wrong on {name}"
+                seconds = gpu_time(lambda: fn(x, module, cfg), device)
+                if kind not in best or seconds < best[kind][0]:
+                    best[kind] = (seconds, cfg)
+            for kind, (seconds, cfg) in best.items():
+                line += f" | {label} {kind} {seconds * 1e6:.1f} ({nbytes / seconds / 1e9:.0f}) {cfg}"
+        print(line, flush=True)
+        del ref
+    print(f"(reference: {ref_bandwidth(device) / 1e9:.0f} GB/s device copy, read + write)" if device.type == "cuda" else "")
+
+
+def ref_bandwidth(device: torch.device) -> float:
+    src = torch.empty(2 * 1024**3 // 2, dtype=torch.float16, device=device)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 2 / gpu_time(lambda: dst.copy_(src), device)
+
+
+def prefill_timing(setup, on_gpu: bool, rounds: int = 3) -> None:
+    """Wall time of prefill alone (one new token) for fresh prompts of mixed lengths, with the engine's
+    prompt attention as it is (no cuDNN on CUDA) and, on CUDA, with cuDNN's SDPA allowed again: the
+    check of whether cuDNN's per-shape plans are what made fresh prompts slow."""
+    from torch.nn.attention import SDPBackend
+
+    from nemotron.engine import model_runner
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+
+    gen = torch.Generator().manual_seed(1)
+    default = list(model_runner._PROMPT_ATTENTION)
+    variants = [("engine default", default)] + ([("cuDNN allowed", [SDPBackend.CUDNN_ATTENTION, *default])] if on_gpu else [])
+    for label, backends in variants:
+        model_runner._PROMPT_ATTENTION[:] = backends
+        llm = LLM(setup.loaded, EngineConfig(max_num_seqs=32, cuda_graphs=False))
+        lengths = torch.randint(64, 512, (rounds, 32), generator=gen)
+        times = []
+        for r in range(rounds):  # fresh random prompts every round: no prefix-cache hits
+            prompts = [torch.randint(4, setup.config.vocab_size, (int(n),), generator=gen).tolist() for n in lengths[r]]
+            synchronize(setup.device)
+            start = time.perf_counter()
+            llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0))
+            synchronize(setup.device)
+            times.append(time.perf_counter() - start)
+        tokens = int(lengths.sum(dim=1).float().mean())
+        print(f"prefill, {label}: 32 fresh prompts of 64-511 tokens (~{tokens} tokens), seconds per round "
+              + " ".join(f"{t:.3f}" for t in times), flush=True)
+        del llm
+    model_runner._PROMPT_ATTENTION[:] = default
+
+
+def engine_profile(args, batches: list[int], new_tokens: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+
+    setup = make_setup(args)
+    device = setup.device
+    gen = torch.Generator().manual_seed(0)
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    kernel_kind = torch.autograd.DeviceType.CUDA if on_gpu else torch.autograd.DeviceType.CPU
+    prefill_timing(setup, on_gpu)
+    for graphs in (True, False):
+        llm = LLM(setup.loaded, EngineConfig(max_num_seqs=max(batches), cuda_graphs=graphs))
+        for batch in batches:
+            prompts = torch.randint(4, setup.config.vocab_size, (batch, 128), generator=gen).tolist()
+            llm.generate([p[:16] for p in prompts], SamplingParams(max_tokens=4, temperature=0))
+            synchronize(device)
+            start = time.perf_counter()
+            llm.generate(prompts, params)
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            print(f"engine {str(setup.dtype).removeprefix('torch.')} batch {batch:3d}, cuda graphs {'on ' if graphs else 'off'}: "
+                  f"{batch * new_tokens / seconds:8.1f} tok/s, {seconds / new_tokens * 1e3:6.2f} ms a step "
+                  f"(prefill included)", flush=True)
+            steps = 16
+            with profile(activities=activities) as prof:
+                llm.generate(prompts, SamplingParams(max_tokens=steps, temperature=0, ignore_eos=True))
+                synchronize(device)
+            events = [e for e in prof.key_averages() if e.device_type == kernel_kind]
+            time_of = (lambda e: e.self_device_time_total) if on_gpu else (lambda e: e.self_cpu_time_total)
+            total = sum(time_of(e) for e in events)
+            print(f"  profiled {steps} steps: kernel time {total / steps / 1e3:.2f} ms a step; top kernels "
+                  f"(ms a step, calls a step):")
+            for e in sorted(events, key=lambda e: -time_of(e))[:12]:
+                print(f"    {time_of(e) / steps / 1e3:7.3f}  {e.count / steps:6.1f}  {e.key[:110]}")
+        del llm
+        gc.collect()
+        if on_gpu:
+            torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.set_defaults(preset="8b")
+    parser.add_argument("--check-only", action="store_true", help="check a few configs of each variant (CPU)")
+    parser.add_argument("--skip-kernels", action="store_true")
+    parser.add_argument("--skip-engine", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    config = SHAPE_8B if args.preset == "8b" else make_setup(args).config
+    if args.check_only:
+        from dataclasses import replace
+        config = replace(config, hidden_size=256, intermediate_size=512, num_heads=4, num_kv_heads=2, head_dim=64,
+                         vocab_size=384)
+    if not args.skip_kernels:
+        kernel_table(config, device, args.check_only)
+    parser_batches = [1, 64] if device.type == "cuda" else [1, 4]
+    if not args.skip_engine:
+        engine_profile(args, parser_batches, 64 if device.type == "cuda" else 8)
+
+
+if __name__ == "__main__":
+    main()
