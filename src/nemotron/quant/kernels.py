@@ -67,7 +67,7 @@ def _int4_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_xm, stride_om
 def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, GROUP: tl.constexpr):
     """One input row (batch-1 decode): each program reads BLOCK_N whole rows of packed weights along K,
     one group per iteration, and reduces with sums instead of a 16-row `tl.dot` tile of which one row
-    is real. On an H200 at the 8B shape it took 62-77% of `_int4_kernel`'s GPU time on every layer
+    is real. On an H200 at the 8B shape it took 62-79% of `_int4_kernel`'s GPU time on every layer
     (gpu_suite.sh, profile-kernels)."""
     HALF: tl.constexpr = GROUP // 2
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
