@@ -122,10 +122,16 @@ def matmul_floor(model: torch.nn.Module, batch: int, device: torch.device, repea
 
 
 def bytes_per_step(model: torch.nn.Module) -> int:
-    """Weights and scales a decode step reads: everything but the embedding table (one row per token)."""
+    """Weights and scales a decode step reads: everything but the embedding table (one row per token).
+    A CPU kernel's layer (nemotron.quant.cpu) counts its own weight, which is no parameter."""
     embedding = model.model.embed_tokens.weight
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t is not embedding]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    total = 0
+    for module in model.modules():
+        if hasattr(module, "stored_bytes"):
+            total += module.stored_bytes()
+        tensors = (*module.parameters(recurse=False), *module.buffers(recurse=False))
+        total += sum(t.numel() * t.element_size() for t in tensors if t is not embedding)
+    return total
 
 
 def copy_bandwidth(device: torch.device, nbytes: int = 2 * 1024**3) -> float:

@@ -337,6 +337,9 @@ class OurRunner:
     """The engine (`LLM`) on the checkpoint in one precision; int8 / int4 quantize the bf16 model."""
 
     def __init__(self, checkpoint: Path, name: str) -> None:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from common import bytes_per_step
+
         from nemotron.checkpoint.load import load_model
         from nemotron.engine.llm import LLM
         from nemotron.engine.llm_engine import EngineConfig
@@ -350,7 +353,7 @@ class OurRunner:
                 param.data = param.data.bfloat16()
         # fp32 with oneDNN prepacking (EngineConfig.cpu_fp32_kernels), the fast CPU fp32 option.
         self.llm = LLM(loaded, EngineConfig(max_num_seqs=CONCURRENT, cpu_fp32_kernels=True))
-        self.bytes_per_token = weight_bytes_per_token(self.llm.engine.model)
+        self.bytes_per_token = bytes_per_step(self.llm.engine.model)  # 1 byte a weight for fbgemm's int8
 
     def generate(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, list[list[int]]]:
         from nemotron.engine.sampling import SamplingParams
@@ -359,23 +362,6 @@ class OurRunner:
         start, cpu = time.perf_counter(), time.process_time()
         results = self.llm.generate(prompts, params)
         return time.perf_counter() - start, time.process_time() - cpu, [r.outputs[0].token_ids for r in results]
-
-
-def weight_bytes_per_token(model) -> int:
-    """Bytes a batch-1 decode step reads: every weight but the embedding table (one row per token)."""
-    embedding = model.model.embed_tokens.weight
-    seen = set()
-    total = 0
-    for module in model.modules():
-        for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False),
-                       *(v for v in vars(module).values() if hasattr(v, "dtype") and hasattr(v, "numel"))):
-            if tensor is embedding or id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            total += tensor.numel() * tensor.element_size()
-        if getattr(module, "packed", None) is not None:  # fbgemm's packed int8 weight (not a tensor): 1 byte each
-            total += module.in_features * module.out_features
-    return total
 
 
 def gguf_bytes_per_token(path: Path, llama_cpp: Path) -> int:

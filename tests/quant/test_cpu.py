@@ -159,6 +159,19 @@ def test_int8_rows_are_quantized_row_by_row_whatever_their_neighbours():
     assert torch.equal(shuffled[:x.shape[1] - 5], out[0, 5:]) and torch.equal(shuffled[-5:], out[0, :5])
 
 
+def test_cpu_layers_count_the_bytes_of_their_kernel_layout(monkeypatch):
+    """What a decode step reads of each layer (the benchmarks' bandwidth figures): 1 byte a weight for
+    int8 in either copy, fbgemm's packed one (not a tensor) or the plain codes, ½ for int4."""
+    n, k = 192, 256
+    int8 = CpuInt8Linear(Int8Linear.from_float(linear()), torch.bfloat16)
+    assert int8.stored_bytes() == n * k + 2 * n  # codes + bf16 scales
+    monkeypatch.setattr("nemotron.quant.cpu.int8_dot_products", lambda: False)
+    assert CpuInt8Linear(Int8Linear.from_float(linear()), torch.bfloat16).stored_bytes() == n * k + 2 * n
+    int4 = CpuInt4Linear(Int4Linear.from_float(linear()), torch.bfloat16)
+    assert int4.stored_bytes() == n * k // 2 + (k // 128) * n * 2 * 2  # nibbles + bf16 scales and zeros
+    assert PackedLinear(linear().weight.bfloat16()).stored_bytes() == n * k * 2
+
+
 def test_int4_kernel_layout_unpacks_to_the_stored_codes():
     reference = Int4Linear.from_float(linear())
     module = CpuInt4Linear(reference, torch.bfloat16)

@@ -88,6 +88,12 @@ class CpuLinear(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
+    def stored_bytes(self) -> int:
+        """Bytes of the weight in its kernel layout (scales included): what one pass over it reads.
+        The tensors are plain attributes, not parameters, so `parameters()` does not see them."""
+        tensors = [v for v in vars(self).values() if isinstance(v, Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
 
 class PackedLinear(CpuLinear):
     """bf16 or fp32 weight reordered once into oneDNN's blocked layout."""
@@ -131,6 +137,10 @@ class CpuInt8Linear(CpuLinear):
         # fbgemm takes and returns fp32: where the next op takes fp32 too (residual adds, norms, squared
         # ReLU, the next int8 layer), `use_cpu_kernels` sets fp32 here and two conversions go.
         self.one_row_dtype = dtype
+
+    def stored_bytes(self) -> int:
+        packed = 0 if self.packed is None else self.in_features * self.out_features  # fbgemm's copy: 1 byte each
+        return super().stored_bytes() + packed
 
     def codes(self) -> Tensor:
         """(N, K) int8 as quantized, from whichever copy this layer holds."""
