@@ -1,6 +1,7 @@
 """Where a GPU decode step's time goes, on the 8B shape: the numbers the GPU targets are tuned from.
 
-1. Kernel table at one input row (batch-1 decode), timed as GPU time from CUDA-graph replays
+1. The paged decode-attention kernel with one program per (sequence, KV head) against the engine's
+   context splits, as GPU time. Then a kernel table at one input row (batch-1 decode), timed as GPU time from CUDA-graph replays
    (`triton.testing.do_bench_cudagraph`), so Python launch overhead (tens of microseconds per
    Triton call) is not in it: bf16 cuBLAS; the int8 / int4 kernels as autotuned (and the config
    the autotuner chose); every fixed tile config of them; and the GEMV-shaped kernels (weights read
@@ -139,6 +140,36 @@ def kernel_table(config, device: torch.device, check_only: bool) -> None:
     print(f"(reference: {ref_bandwidth(device) / 1e9:.0f} GB/s device copy, read + write)" if device.type == "cuda" else "")
 
 
+def attention_table(config, device: torch.device, check_only: bool) -> None:
+    """The paged decode-attention kernel as GPU time: one program per (sequence, KV head) against the
+    context split the engine now picks (decode_splits), at the graph table width of a 4,096-token
+    context, for short and long contexts. Each run is checked against the one-split output."""
+    from nemotron.engine.triton_attention import decode_splits, paged_decode_attention
+
+    block_size, dtype = 16, torch.bfloat16 if device.type == "cuda" else torch.float16
+    width = config.max_position_embeddings // block_size
+    heads, kv_heads, dim = config.num_heads, config.num_kv_heads, config.head_dim
+    cases = [(1, 200), (1, 2000), (8, 500), (64, 200), (64, 1000)] if not check_only else [(1, 40), (3, 20)]
+    print("paged decode attention, GPU time per call (µs): batch, context -> 1 split | engine's splits")
+    for batch, context in cases:
+        blocks_needed = -(-context // block_size)
+        pool = torch.randn(batch * blocks_needed * block_size + block_size, kv_heads, dim, device=device).to(dtype)
+        values = torch.randn_like(pool)
+        tables = torch.zeros(batch, width, dtype=torch.int32, device=device)
+        order = torch.randperm(batch * blocks_needed, device=device).to(torch.int32).view(batch, blocks_needed)
+        tables[:, :blocks_needed] = order
+        lens = torch.full((batch,), context, dtype=torch.int32, device=device)
+        q = torch.randn(batch, heads, dim, device=device).to(dtype)
+        splits = decode_splits(batch, kv_heads, width, device)
+        one = paged_decode_attention(q, pool, values, tables, lens, block_size, 1)
+        many = paged_decode_attention(q, pool, values, tables, lens, block_size, splits)
+        assert close(many, one.float()), f"split attention differs at batch {batch}, context {context}"
+        t_one = gpu_time(lambda: paged_decode_attention(q, pool, values, tables, lens, block_size, 1), device)
+        t_many = gpu_time(lambda: paged_decode_attention(q, pool, values, tables, lens, block_size, splits), device)
+        print(f"  batch {batch:3d}, context {context:5d}: {t_one * 1e6:8.1f} | {t_many * 1e6:8.1f} ({splits} splits)",
+              flush=True)
+
+
 def ref_bandwidth(device: torch.device) -> float:
     src = torch.empty(2 * 1024**3 // 2, dtype=torch.float16, device=device)
     dst = torch.empty_like(src)
@@ -238,6 +269,7 @@ def main() -> None:
         config = replace(config, hidden_size=256, intermediate_size=512, num_heads=4, num_kv_heads=2, head_dim=64,
                          vocab_size=384)
     if not args.skip_kernels:
+        attention_table(config, device, args.check_only)
         kernel_table(config, device, args.check_only)
     parser_batches = [1, 64] if device.type == "cuda" else [1, 4]
     if not args.skip_engine:

@@ -15,6 +15,8 @@ produce zeros. Runs on GPUs, and on CPU under TRITON_INTERPRET=1 for tests.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -101,12 +103,17 @@ def _merge_splits_kernel(part_max_ptr, part_sum_ptr, part_acc_ptr, out_ptr, stri
              mask=dims < HEAD_DIM)
 
 
+@functools.cache
+def _processors(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (4 stand-ins elsewhere: the interpreter in tests)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
 def decode_splits(batch: int, num_kv_heads: int, table_width: int, device: torch.device) -> int:
     """Context splits for a decode step: enough programs for ~8 per multiprocessor (a batch-1 step of the
     8B shape: 8 KV heads -> 132 splits wanted on an H200), never more than the table has blocks, and
     at most 64 partials to merge. Large batches fill the GPU as they are (1 split)."""
-    processors = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    wanted = triton.cdiv(8 * processors, batch * num_kv_heads)
+    wanted = triton.cdiv(8 * _processors(device), batch * num_kv_heads)
     return max(1, min(wanted, table_width, 64))
 
 
