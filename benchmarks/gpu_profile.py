@@ -1,9 +1,9 @@
 """Where a GPU decode step's time goes, on the 8B shape: the numbers the GPU targets are tuned from.
 
 1. The paged decode-attention kernel with one program per (sequence, KV head) against the engine's
-   context splits, as GPU time. Then a kernel table at one input row (batch-1 decode), timed as GPU time from CUDA-graph replays
-   (`triton.testing.do_bench_cudagraph`), so Python launch overhead (tens of microseconds per
-   Triton call) is not in it: bf16 cuBLAS; the int8 / int4 kernels as autotuned (and the config
+   context splits, as GPU time. Then a kernel table at one input row (batch-1 decode), timed as GPU
+   time from CUDA-graph replays (`triton.testing.do_bench_cudagraph`), so Python launch overhead
+   (tens of microseconds per Triton call) is not in it: bf16 cuBLAS; the int8 / int4 kernels as autotuned (and the config
    the autotuner chose); every fixed tile config of them; and the GEMV-shaped kernels (weights read
    along K, a reduction instead of `tl.dot`: int4's is the library's one-row path, int8's lives here
    as the measured alternative) with their own configs. Each config is checked against
@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHAPE_8B, add_model_args, make_setup, synchronize  # noqa: E402
+from common import SHAPE_8B, add_model_args, copy_bandwidth, make_setup, synchronize  # noqa: E402
 
 from nemotron.quant import kernels  # noqa: E402
 from nemotron.quant.linear import Int4Linear, Int8Linear  # noqa: E402
@@ -103,8 +103,8 @@ def kernel_table(config, device: torch.device, check_only: bool) -> None:
         linear = torch.nn.Linear(k, n, bias=False, device=device, dtype=dtype)
         x = torch.randn(1, k, device=device, dtype=dtype)
         ref = F.linear(x.float(), linear.weight.float())
-        line = f"{name} ({n} x {k}): bf16 {gpu_time(lambda: F.linear(x, linear.weight), device) * 1e6:.1f}"
-        line += f" ({n * k * 2 / gpu_time(lambda: F.linear(x, linear.weight), device) / 1e9:.0f})"
+        seconds = gpu_time(lambda: F.linear(x, linear.weight), device)
+        line = f"{name} ({n} x {k}): bf16 {seconds * 1e6:.1f} ({n * k * 2 / seconds / 1e9:.0f})"
         for label, module, tuned, family in (
                 ("int8", Int8Linear.from_float(linear), kernels.int8_matmul,
                  [("mm", c, lambda x, m, c: kernels.int8_matmul(x, m.weight, m.weight_scale, c)) for c in mm_cfgs]
@@ -137,7 +137,8 @@ def kernel_table(config, device: torch.device, check_only: bool) -> None:
                 line += f" | {label} {kind} {seconds * 1e6:.1f} ({nbytes / seconds / 1e9:.0f}) {cfg}"
         print(line, flush=True)
         del ref
-    print(f"(reference: {ref_bandwidth(device) / 1e9:.0f} GB/s device copy, read + write)" if device.type == "cuda" else "")
+    if device.type == "cuda":  # the same measurement as decode.py's and quant_decode.py's
+        print(f"(reference: {copy_bandwidth(device) / 1e9:.0f} GB/s device copy, read + write)")
 
 
 def attention_table(config, device: torch.device, check_only: bool) -> None:
@@ -168,12 +169,6 @@ def attention_table(config, device: torch.device, check_only: bool) -> None:
         t_many = gpu_time(lambda: paged_decode_attention(q, pool, values, tables, lens, block_size, splits), device)
         print(f"  batch {batch:3d}, context {context:5d}: {t_one * 1e6:8.1f} | {t_many * 1e6:8.1f} ({splits} splits)",
               flush=True)
-
-
-def ref_bandwidth(device: torch.device) -> float:
-    src = torch.empty(2 * 1024**3 // 2, dtype=torch.float16, device=device)
-    dst = torch.empty_like(src)
-    return 2 * src.numel() * 2 / gpu_time(lambda: dst.copy_(src), device)
 
 
 def prefill_timing(setup, on_gpu: bool, rounds: int = 3) -> None:
