@@ -57,6 +57,10 @@ def make_runner(model: NemotronForCausalLM | NemotronHForCausalLM, config: Engin
                             decode_workspace=config.decode_workspace and not pipelined and kv_config.num_layers > 0)
     if hybrid:
         kv_cache.states = MambaStatePool(model.config, num_slots, device)
+    elif kv_cache.backend == "triton" and device.type == "cuda":  # the GPU's Triton kernels: norms too
+        from nemotron.engine.triton_norm import use_triton_norms
+
+        use_triton_norms(model)
     return ModelRunner(model, kv_cache, eos_id, channel)
 
 
@@ -112,7 +116,7 @@ class EngineConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
     enable_prefix_caching: bool = True
-    attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs, "torch" SDPA (CPU)
+    attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs (and Triton norms), "torch" SDPA
     cuda_graphs: bool = True  # replay decode steps from CUDA graphs (GPU with the triton backend only)
     decode_workspace: bool = True  # torch backend: decode from contiguous per-sequence K/V lanes, not block gathers
     parallel: ParallelConfig = ParallelConfig()  # tensor x pipeline parallel ranks (started by nemotron.parallel.launch)

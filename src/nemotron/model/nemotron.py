@@ -72,6 +72,11 @@ class LayerNorm1p(nn.Module):
         scale, bias = self._scale_and_bias()
         return F.layer_norm(x.float(), (x.shape[-1],), scale, bias, self.eps).to(x.dtype)
 
+    def add_and_norm(self, x: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference: x += residual in place, then (x, norm(x)). One kernel on GPUs (engine.triton_norm)."""
+        total = x.add_(residual)
+        return total, self(total)
+
 
 def rotary_cos_sin(positions: Tensor, rotary_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """positions (B, T) -> cos, signed_sin (B, T, 1, rotary_dim) in the split-halves layout.
@@ -173,8 +178,9 @@ class NemotronDecoderLayer(nn.Module):
             h = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
             return h + self.mlp(self.post_attention_layernorm(h))
         # Inference: residual adds in place into the fresh sublayer outputs (same sums: a + b == b + a).
-        h = self.self_attn(self.input_layernorm(x), cos, sin, cache).add_(x)
-        return self.mlp(self.post_attention_layernorm(h)).add_(h)
+        attended = self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        h, normed = self.post_attention_layernorm.add_and_norm(attended, x)
+        return self.mlp(normed).add_(h)
 
 
 class NemotronModel(nn.Module):
