@@ -72,13 +72,6 @@ class TritonLayerNorm1p(LayerNorm1p):
         scale, bias = self._scale_and_bias()
         return layernorm1p(x, scale, bias, self.eps, residual)
 
-    @classmethod
-    def sharing(cls, norm: LayerNorm1p) -> TritonLayerNorm1p:
-        with torch.device("meta"):
-            module = cls(norm.weight.shape[0], norm.eps)
-        module.weight, module.bias = norm.weight, norm.bias
-        return module
-
 
 def use_triton_norms(model: nn.Module) -> nn.Module:
     """Inference transform, in place: every LayerNorm1p with 16-bit weights on CUDA (rows up to

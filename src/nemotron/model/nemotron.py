@@ -72,6 +72,14 @@ class LayerNorm1p(nn.Module):
         scale, bias = self._scale_and_bias()
         return F.layer_norm(x.float(), (x.shape[-1],), scale, bias, self.eps).to(x.dtype)
 
+    @classmethod
+    def sharing(cls, norm: LayerNorm1p) -> LayerNorm1p:
+        """A `cls` (a kernel's subclass) holding `norm`'s own parameters: nothing is copied."""
+        with torch.device("meta"):
+            module = cls(norm.weight.shape[0], norm.eps)
+        module.weight, module.bias = norm.weight, norm.bias
+        return module
+
     def add_and_norm(self, x: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
         """Inference: x += residual in place, then (x, norm(x)). One kernel on GPUs (engine.triton_norm)."""
         total = x.add_(residual)

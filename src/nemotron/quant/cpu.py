@@ -245,13 +245,6 @@ class OneOpLayerNorm1p(LayerNorm1p):
         out = torch.layer_norm(x, scale.shape, scale, bias, self.eps)  # F.layer_norm's op, minus its Python checks
         return out if self.out_dtype is None or out.dtype is self.out_dtype else out.to(self.out_dtype)
 
-    @classmethod
-    def sharing(cls, norm: LayerNorm1p) -> OneOpLayerNorm1p:
-        with torch.device("meta"):
-            module = cls(norm.weight.shape[0], norm.eps)
-        module.weight, module.bias = norm.weight, norm.bias
-        return module
-
 
 def cpu_module(module: nn.Module, dtype: torch.dtype, fp32: bool = False) -> nn.Module | None:
     """The CPU fast-path replacement of a layer computing in `dtype`, or None to keep it as it is."""
