@@ -58,6 +58,14 @@ def test_norms_are_normalised_in_fp32_from_the_rounded_sum():
     torch.testing.assert_close(normed.float(), reference, atol=2e-3, rtol=0)
 
 
+def test_with_autograd_on_the_norm_is_the_differentiable_three_op_one():
+    norm = norm_with_weights(96, 3).to(DEVICE, torch.float16)
+    fused = TritonLayerNorm1p.sharing(norm)
+    x = torch.randn(2, 96).half().to(DEVICE)
+    fused(x).float().sum().backward()
+    assert norm.weight.grad is not None and torch.isfinite(norm.weight.grad).all()
+
+
 def test_the_transform_takes_16_bit_norms_on_cuda_only():
     model = torch.nn.Sequential(LayerNorm1p(64, 1e-5), LayerNorm1p(64, 1e-5).half())
     use_triton_norms(model)  # on the CPU: nothing

@@ -62,13 +62,18 @@ def layernorm1p(x: Tensor, scale: Tensor, bias: Tensor, eps: float, residual: Te
 
 
 class TritonLayerNorm1p(LayerNorm1p):
-    """LayerNorm1p in one kernel, sharing the parameters of the norm it replaces (inference only)."""
+    """LayerNorm1p in one kernel, sharing the parameters of the norm it replaces. The kernel has no
+    backward: with autograd on (the engine's model trained afterwards) the three-op norm runs."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or x.numel() == 0:
+            return super().forward(x)
         scale, bias = self._scale_and_bias()
         return layernorm1p(x, scale, bias, self.eps)[1]
 
     def add_and_norm(self, x: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
+        if torch.is_grad_enabled() or x.numel() == 0:
+            return super().add_and_norm(x, residual)
         scale, bias = self._scale_and_bias()
         return layernorm1p(x, scale, bias, self.eps, residual)
 
