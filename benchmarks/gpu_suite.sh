@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the engine in one run (one device lease): kernel correctness compiled on
-# the GPU (attention, norms, the engine's captured CUDA graphs against the PyTorch path), then decode (batch 1
+# the GPU (attention, norms, rotary, the engine's captured CUDA graphs against the PyTorch path), then decode (batch 1
 # and 64, with the bandwidth fraction), quantized decode, throughput and prefix caching on the 8B
 # shape in bf16. Each step has its own time limit, so one that hangs leaves the rest their time.
 # Run from the repository root on a machine with a CUDA GPU:
@@ -26,7 +26,8 @@ step() {  # step NAME SECONDS COMMAND...: run it (if named) under a time limit a
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-step tests 120 python3 -m pytest -q -p no:cacheprovider tests/engine/test_triton_attention.py tests/engine/test_triton_norm.py
+step tests 120 python3 -m pytest -q -p no:cacheprovider tests/engine/test_triton_attention.py tests/engine/test_triton_norm.py \
+    tests/engine/test_triton_rotary.py
 step kernels 150 python3 -m pytest -q -p no:cacheprovider tests/quant/test_kernels.py
 step decode 150 python3 benchmarks/decode.py --preset 8b --batch-sizes 1 64 --prompt-len 128 --new-tokens 256 --repeats 2
 step quant 150 python3 benchmarks/quant_decode.py

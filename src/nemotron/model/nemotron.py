@@ -121,6 +121,9 @@ def apply_partial_rotary_(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
 
 
 class NemotronAttention(nn.Module):
+    # q / k rotation in place at inference; the engine sets a one-kernel version on GPUs (engine.triton_rotary)
+    rotate_ = staticmethod(apply_partial_rotary_)
+
     def __init__(self, config: ModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
@@ -142,7 +145,7 @@ class NemotronAttention(nn.Module):
             q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
         else:
             qkv = self.qkv_proj(x).view(b, t, hq + 2 * hkv, self.head_dim)  # (B, T, Hq + 2 Hkv, D)
-            rotate = apply_partial_rotary if torch.is_grad_enabled() else apply_partial_rotary_
+            rotate = apply_partial_rotary if torch.is_grad_enabled() else self.rotate_
             # split_with_sizes: Tensor.split's op without its Python wrapper (an AttributeError per call)
             q, k = rotate(qkv[:, :, :hq + hkv], cos, sin).split_with_sizes([hq, hkv], dim=2)
             v = qkv[:, :, hq + hkv:]
