@@ -3,9 +3,6 @@ here; the same kernel runs compiled on GPUs). Skipped where triton is not instal
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +13,7 @@ if DEVICE == "cpu":
 triton = pytest.importorskip("triton")
 
 from nemotron.engine.triton_attention import paged_decode_attention  # noqa: E402
+from tests.hopper_build import build_for_hopper, needs_ptxas  # noqa: E402
 
 
 def reference(q, keys, values, tables, lens, block_size):
@@ -109,7 +107,6 @@ def test_engine_kernel_with_captured_cuda_graphs_matches_the_torch_path_on_cuda(
     assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks
 
 
-PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 COMPILE_FOR_HOPPER = """
 import triton
 from triton.backends.compiler import GPUTarget
@@ -136,11 +133,8 @@ assert triton.compile(source, target=target, options=options).asm["cubin"]
 """
 
 
-@pytest.mark.skipif(DEVICE == "cuda" or not PTXAS.is_file(), reason="GPUs run the kernels; needs Triton's ptxas")
+@needs_ptxas
 def test_decode_kernels_compile_for_hopper_in_bfloat16():
     """bfloat16 K/V compiled to an sm_90 binary (no GPU needed), both ways of ending a split, and the
     merge. In a fresh process: the interpreter patches triton.language for the rest of this one."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    build_for_hopper(COMPILE_FOR_HOPPER)

@@ -3,8 +3,6 @@ interpreter here, compiled on GPUs. Skipped where triton is not installed."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,8 +14,8 @@ triton = pytest.importorskip("triton")
 
 from nemotron.engine.triton_norm import TritonLayerNorm1p, layernorm1p, use_triton_norms  # noqa: E402
 from nemotron.model.nemotron import LayerNorm1p  # noqa: E402
+from tests.hopper_build import build_for_hopper, needs_ptxas  # noqa: E402
 
-from tests.engine.test_triton_attention import PTXAS  # noqa: E402
 
 
 def norm_with_weights(hidden: int, seed: int) -> LayerNorm1p:
@@ -90,12 +88,9 @@ for residual in (False, True):
 """
 
 
-@pytest.mark.skipif(DEVICE == "cuda" or not PTXAS.is_file(), reason="GPUs run the kernel; needs Triton's ptxas")
+@needs_ptxas
 def test_norm_kernel_compiles_for_hopper_in_bfloat16():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    build_for_hopper(COMPILE_FOR_HOPPER)
 
 
 def test_a_model_on_triton_norms_gives_the_logits_of_the_plain_one():

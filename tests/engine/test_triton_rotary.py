@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,8 +16,8 @@ triton = pytest.importorskip("triton")
 from nemotron.engine.triton_rotary import rotary_, use_triton_rotary  # noqa: E402
 from nemotron.model.nemotron import NemotronModel, apply_partial_rotary_, build_model  # noqa: E402
 
-from tests.engine.test_triton_attention import PTXAS  # noqa: E402
 from tests.conftest import TINY_CONFIG  # noqa: E402
+from tests.hopper_build import build_for_hopper, needs_ptxas  # noqa: E402
 
 DTYPES = [torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
 
@@ -84,9 +82,6 @@ assert triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_wa
 """
 
 
-@pytest.mark.skipif(DEVICE == "cuda" or not PTXAS.is_file(), reason="GPUs run the kernel; needs Triton's ptxas")
+@needs_ptxas
 def test_rotary_kernel_compiles_for_hopper_in_bfloat16():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    build_for_hopper(COMPILE_FOR_HOPPER)

@@ -3,9 +3,6 @@ interpreter here, in float16: the interpreter mishandles bfloat16; on a GPU both
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ triton = pytest.importorskip("triton")
 
 from nemotron.quant.kernels import int4_matmul, int8_matmul  # noqa: E402
 from nemotron.quant.linear import Int4Linear, Int8Linear  # noqa: E402
+from tests.hopper_build import build_for_hopper, needs_ptxas  # noqa: E402
 
 DTYPES = [torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
 TILES = None if DEVICE == "cuda" else {"BLOCK_N": 16}  # autotuned on GPUs; small fixed tiles interpreted
@@ -60,7 +58,6 @@ def test_module_forward_uses_the_kernel_on_cuda(cls):
 
 
 
-PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 COMPILE_FOR_HOPPER = """
 import triton
 from triton.backends.compiler import GPUTarget
@@ -83,11 +80,8 @@ assert triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_wa
 """
 
 
-@pytest.mark.skipif(DEVICE == "cuda" or not PTXAS.is_file(), reason="GPUs run the kernels; needs Triton's ptxas")
+@needs_ptxas
 def test_kernels_compile_for_hopper_in_bfloat16():
     """What the interpreter cannot run: bfloat16, compiled to an sm_90 binary (no GPU needed). In a
     fresh process, because the interpreter patches triton.language for the rest of this one."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env={**env, "TRITON_DEFAULT_FP_FUSION": "1"},
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    build_for_hopper(COMPILE_FOR_HOPPER)
