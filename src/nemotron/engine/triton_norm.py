@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor, nn
 
-from nemotron.model.nemotron import LayerNorm1p
+from nemotron.model.nemotron import LayerNorm1p, replace_modules
 
 MAX_HIDDEN = 16384  # one program holds a row; wider rows (Nemotron-4 340B: 18,432) keep the torch norm
 
@@ -81,10 +81,12 @@ class TritonLayerNorm1p(LayerNorm1p):
 def use_triton_norms(model: nn.Module) -> nn.Module:
     """Inference transform, in place: every LayerNorm1p with 16-bit weights on CUDA (rows up to
     MAX_HIDDEN wide) -> TritonLayerNorm1p. Anything else is left as it is."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            weight = getattr(child, "weight", None)
-            if (type(child) is LayerNorm1p and weight.device.type == "cuda"
-                    and weight.dtype in (torch.bfloat16, torch.float16) and weight.shape[0] <= MAX_HIDDEN):
-                setattr(parent, name, TritonLayerNorm1p.sharing(child))
+    def triton_norm(name: str, module: nn.Module) -> TritonLayerNorm1p | None:
+        if type(module) is not LayerNorm1p:
+            return None
+        weight = module.weight
+        fits = weight.device.type == "cuda" and weight.dtype in (torch.bfloat16, torch.float16)
+        return TritonLayerNorm1p.sharing(module) if fits and weight.shape[0] <= MAX_HIDDEN else None
+
+    replace_modules(model, triton_norm)
     return model

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nemotron.errors import ConfigError
+from nemotron.model.nemotron import replace_modules
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
 
@@ -78,12 +79,8 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
     """Freeze `model` and wrap its target linears in place; returns the model. Only the adapters
     (and `trainable_heads`) require grad afterwards."""
     model.requires_grad_(False)
-    found = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if name in config.target_modules and type(child) is nn.Linear:
-                setattr(parent, name, LoraLinear(child, config))
-                found += 1
+    found = replace_modules(model, lambda name, module: LoraLinear(module, config)
+                            if name in config.target_modules and type(module) is nn.Linear else None)
     if not found:
         raise ConfigError(f"no linear layer named any of {', '.join(config.target_modules)} to adapt; "
                           "did fuse_qkv or quantization run first?")
@@ -95,10 +92,7 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weight (inference transform): plain nn.Linear layers again."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, LoraLinear):
-                setattr(parent, name, child.merged())
+    replace_modules(model, lambda name, module: module.merged() if isinstance(module, LoraLinear) else None)
     if hasattr(model, "lora_config"):
         del model.lora_config
     return model

@@ -12,6 +12,7 @@ KV cache without touching this file; with no cache the model runs plain causal s
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -282,6 +283,19 @@ NemotronLike = NemotronForCausalLM | NemotronForRewardModel
 def build_model(config: ModelConfig) -> NemotronLike:
     """The right head for the config; call under `torch.device("meta")` to allocate nothing."""
     return NemotronForRewardModel(config) if config.is_reward_model else NemotronForCausalLM(config)
+
+
+def replace_modules(model: nn.Module, replacement: Callable[[str, nn.Module], nn.Module | None]) -> int:
+    """In place: every submodule for which `replacement(name, module)` returns a module is swapped for
+    it on its parent (the transforms: LoRA, CPU kernels, Triton norms). Returns how many were."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            new = replacement(name, child)
+            if new is not None:
+                setattr(parent, name, new)
+                count += 1
+    return count
 
 
 def fuse_qkv(model: nn.Module) -> nn.Module:

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nemotron.model.nemotron import LayerNorm1p
+from nemotron.model.nemotron import LayerNorm1p, replace_modules
 from nemotron.quant.linear import Int4Linear, Int8Linear
 
 GEMV_MAX_ROWS = 8  # int8 / int4 kernels up to this many rows; dequantize + oneDNN above
@@ -280,11 +280,7 @@ def use_cpu_kernels(model: nn.Module, fp32: bool = False) -> nn.Module:
     dtype = model.model.embed_tokens.weight.dtype
     if model.model.embed_tokens.weight.device.type != "cpu":
         return model
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            replacement = cpu_module(child, dtype, fp32)
-            if replacement is not None:
-                setattr(parent, name, replacement)
+    replace_modules(model, lambda name, module: cpu_module(module, dtype, fp32))
     fp32_residual_stream(model, dtype)
     pin_submodules(model)
     return model
