@@ -2,9 +2,10 @@
 
 Batch 1 decode reads every weight once per token, so the speed-up is bounded by the ratio of bytes
 read per step; the script prints that ceiling beside the measured ratio and the issue's targets
-(8B shape on an H100: int8 >= 1.7x, int4 >= 2.5x bf16). First a kernel table: each linear shape of
-the model at one input row, bf16 cuBLAS against the Triton int8 / int4 kernels, in microseconds and
-achieved GB/s.
+(8B shape on an H100: int8 >= 1.7x, int4 >= 2.5x bf16). The LM head is int8 under every scheme, as
+`nemotron quantize` writes it (`--keep-head`: left in bf16, which caps the 8B shape at 1.73x / 2.67x).
+First a kernel table: each linear shape of the model at one input row, bf16 cuBLAS against the Triton
+int8 / int4 kernels, in microseconds and achieved GB/s.
 
     python benchmarks/quant_decode.py                 # GPU: the 8B shape, bf16 baseline
     python benchmarks/quant_decode.py --preset small  # any device: a quick run of the same code
@@ -34,7 +35,7 @@ TARGETS = {"int8": 1.7, "int4": 2.5}
 def kernel_table(config, device: torch.device, repeats: int) -> None:
     h, f, d = config.hidden_size, config.intermediate_size, config.head_dim
     shapes = {"qkv": ((config.num_heads + 2 * config.num_kv_heads) * d, h), "o": (h, config.num_heads * d),
-              "up": (f, h), "down": (h, f)}
+              "up": (f, h), "down": (h, f), "lm_head": (config.vocab_size, h)}
     columns = "".join(f"{s + ' us':>10}{s + ' GB/s':>11}" for s in ("int8", "int4"))
     print(f"{'linear (N x K)':22}{'bf16 us':>9}{columns}")
     for name, (n, k) in shapes.items():
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs is reported")
+    parser.add_argument("--keep-head", action="store_true", help="leave the LM head in the baseline dtype "
+                        "(by default it is int8 under every scheme, as `nemotron quantize` writes it)")
     args = parser.parse_args()
     setup = make_setup(args)
     device = setup.device
@@ -90,7 +93,7 @@ def main() -> None:
         line += f"  {base_tps * base_bytes / bandwidth:6.1%} of the bandwidth limit"
     print(line, flush=True)
     for scheme in schemes:
-        model = quantize(copy.deepcopy(setup.loaded.model), scheme)
+        model = quantize(copy.deepcopy(setup.loaded.model), scheme, head=not args.keep_head)
         loaded = copy.copy(setup.loaded)
         loaded.model = model
         nbytes = bytes_per_step(model)

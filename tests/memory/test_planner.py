@@ -67,12 +67,18 @@ def test_engine_schemes_count_their_scales_and_leave_the_rest_at_dtype():
     config = NEMOTRON_340B
     layer_linear = config.parameter_counts()["layers"] - config.num_layers * 4 * config.hidden_size
     rest = config.num_parameters() - layer_linear
-    int4 = WeightBytes.from_config(config, Precision("bf16", "int4")).total
+    int4 = WeightBytes.from_config(config, Precision("bf16", "int4", head=False)).total
     assert int4 == layer_linear / 2 + layer_linear / GROUP_SIZE * 2 + rest * 2  # packed nibbles, fp16 scales
-    int8 = WeightBytes.from_config(config, Precision("bf16", "int8")).total
     rows = config.num_layers * (2 * config.num_heads * config.head_dim + 2 * config.num_kv_heads * config.head_dim
                                 + config.intermediate_size + config.hidden_size)  # output channels: q o k v up down
-    assert int8 == layer_linear + rows * 4 + rest * 2
+    kept = WeightBytes.from_config(config, Precision("bf16", "int8", head=False)).total
+    assert kept == layer_linear + rows * 4 + rest * 2
+    # By default the LM head is int8 too (one float32 scale per vocabulary row), under int4 as well.
+    head = config.vocab_size * config.hidden_size
+    int8 = WeightBytes.from_config(config, Precision("bf16", "int8")).total
+    assert int8 == layer_linear + rows * 4 + head + config.vocab_size * 4 + (rest - head) * 2
+    assert WeightBytes.from_config(config, Precision("bf16", "int4")).total == int4 - head + config.vocab_size * 4
+    assert Precision("bf16", "int4").label == "int4 decoder-layer weights and an int8 LM head, the rest bf16"
 
 
 def smallest(precision: Precision) -> dict:

@@ -34,7 +34,9 @@ def _logits(rank, world, path):
         logits = model(IDS)
     shapes = {name: (m.out_features, m.in_features) for name, m in model.named_modules()
               if isinstance(m, QuantizedLinear)}
-    return {"logits": logits, "shapes": shapes}
+    head = model.lm_head  # the vocabulary-parallel head: this rank's int8 rows and their scales
+    return {"logits": logits, "shapes": shapes,
+            "head": (head.weight.dtype, tuple(head.weight.shape), tuple(head.weight_scale.shape))}
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int4", "fp8"])
@@ -45,8 +47,9 @@ def test_quantized_tensor_parallel_matches_one_process(tmp_path, float_dir, sche
     with torch.no_grad():
         expected = full(IDS)
     for result in results:
+        assert result["head"] == (torch.int8, (CONFIG.vocab_size // 2, CONFIG.hidden_size), (CONFIG.vocab_size // 2,))
         for name, module in full.named_modules():
-            if isinstance(module, QuantizedLinear):  # column-parallel outputs, row-parallel inputs halve
+            if isinstance(module, QuantizedLinear) and name != "lm_head":  # column-parallel outputs, row-parallel inputs halve
                 column = name.endswith(("qkv_proj", "up_proj"))
                 assert result["shapes"][name] == ((module.out_features // 2, module.in_features) if column else
                                                   (module.out_features, module.in_features // 2)), name
@@ -60,6 +63,20 @@ def test_quantized_tensor_parallel_matches_one_process(tmp_path, float_dir, sche
         reference = load_model(float_dir).model(IDS)
     one_process = (expected - reference).abs().max().item()
     assert (results[0]["logits"] - reference).abs().max().item() <= 1.5 * one_process
+
+
+def test_an_int8_head_over_a_vocabulary_tp_does_not_divide(tmp_path_factory, tmp_path, sp_tokenizer_file):
+    """321 rows over 2 ranks: the second rank's head is padded with a zero row and a zero scale,
+    whose logit the gather drops."""
+    odd = random_model_dir(tmp_path_factory, sp_tokenizer_file, CONFIG.replace(vocab_size=321), "tp_odd_vocab", seed=3)
+    quantized_dir = quantize_checkpoint(odd, tmp_path / "int8", "int8")
+    results = run_ranks(_logits, 2, tmp_path / "run", str(quantized_dir))
+    with torch.no_grad():
+        expected = load_model(quantized_dir).model(IDS)
+    assert expected.shape[-1] == 321
+    for result in results:
+        assert result["head"] == (torch.int8, (161, CONFIG.hidden_size), (161,))
+        assert (result["logits"] - expected).abs().max().item() <= 1e-5
 
 
 def test_int4_refuses_shards_that_cut_a_group():

@@ -13,7 +13,7 @@ from nemotron.cli.main import main
 from nemotron.engine.llm import LLM
 from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import CheckpointError, ConfigError
-from nemotron.quant import quantize
+from nemotron.quant import Int8Linear, quantize
 from nemotron.quant.checkpoint import quantize_checkpoint
 from tests.quant.test_transform import same_state
 
@@ -48,7 +48,10 @@ def test_tensors_keep_hugging_face_names_with_quantized_suffixes(quantized_dirs)
     int4 = load_file(quantized_dirs / "int4" / "model.safetensors")
     assert int4["model.layers.0.self_attn.q_proj.weight_packed"].dtype == torch.uint8
     assert int4["model.layers.1.mlp.down_proj.weight_scale"].shape == (128, 2)
-    assert int4["lm_head.weight"].dtype == torch.float32 and "model.layers.0.self_attn.q_proj.weight" not in int4
+    assert "model.layers.0.self_attn.q_proj.weight" not in int4
+    # The LM head is int8 under every scheme, one float32 scale per vocabulary row.
+    assert int4["lm_head.weight"].dtype == torch.int8 and int4["lm_head.weight_scale"].shape == (320,)  # vocabulary 320
+    assert int4["model.embed_tokens.weight"].dtype == torch.float32
     assert load_file(quantized_dirs / "fp8" / "model.safetensors")["model.layers.0.mlp.up_proj.weight"].dtype \
         == torch.float8_e4m3fn
 
@@ -61,6 +64,31 @@ def test_engine_and_cli_generate_from_the_quantized_directory(capsys, quantized_
     assert len(result.outputs[0].token_ids) == 8
     code = main(["generate", str(directory), "The cat", "-n", "4", "--greedy", "--device", "cpu"])
     assert code == 0 and capsys.readouterr().out
+
+
+def test_keep_head_leaves_the_lm_head_as_it_was(capsys, tmp_path, float_model_dir, quantized_dirs):
+    code, _ = run_cli(capsys, "quantize", float_model_dir, tmp_path / "kept", "--scheme", "int8", "--keep-head")
+    assert code == 0
+    tensors = load_file(tmp_path / "kept" / "model.safetensors")
+    assert tensors["lm_head.weight"].dtype == torch.float32 and "lm_head.weight_scale" not in tensors
+    assert json.loads((tmp_path / "kept" / "config.json").read_text())["quantization_config"]["lm_head"] is False
+    kept, quantized = load_model(tmp_path / "kept"), load_model(quantized_dirs / "int8")
+    assert type(kept.model.lm_head) is torch.nn.Linear and isinstance(quantized.model.lm_head, Int8Linear)
+    assert not kept.config.quantized_lm_head and quantized.config.quantized_lm_head
+    assert same_state(kept.model, quantize(load_model(float_model_dir).model, "int8", head=False))
+    # A checkpoint from before heads were quantized has no "lm_head" field: its head is unquantized.
+    older = copy_with(tmp_path, tmp_path / "kept", edit_config=lambda c: c["quantization_config"].pop("lm_head"))
+    assert type(load_model(older).model.lm_head) is torch.nn.Linear
+
+
+def test_a_head_that_does_not_match_the_config_is_refused(tmp_path, quantized_dirs):
+    unquantized_head = copy_with(tmp_path, quantized_dirs / "int8",
+                                 edit_config=lambda c: c["quantization_config"].__setitem__("lm_head", False))
+    with pytest.raises(CheckpointError, match="unexpected tensor 'lm_head.weight_scale'"):
+        load_model(unquantized_head)
+    with pytest.raises(ConfigError, match="lm_head must be true or false"):
+        load_model(copy_with(tmp_path / "b", quantized_dirs / "int8",
+                             edit_config=lambda c: c["quantization_config"].__setitem__("lm_head", "yes")))
 
 
 def test_shards_and_index_when_the_checkpoint_is_large(tmp_path, float_model_dir, quantized_dirs, capsys):

@@ -206,10 +206,13 @@ def test_the_transform_packs_bf16_linears_and_fp32_ones_when_asked():
     assert fp32.lm_head.weight.dtype == torch.float32
     assert isinstance(fp32.model.layers[0].input_layernorm, LayerNorm1p)  # fp32 norms: one op already
     assert not isinstance(fp32.model.layers[0].input_layernorm, OneOpLayerNorm1p)
+    kept_head = planted_map_model().model.bfloat16()
+    use_cpu_kernels(quantize(kept_head, "int8", head=False))
+    assert isinstance(kept_head.lm_head, PackedLinear) and kept_head.lm_head.weight.dtype == torch.bfloat16
     model = planted_map_model().model.bfloat16()
     quantize(model, "int8")
     use_cpu_kernels(model)
-    assert isinstance(model.lm_head, PackedLinear) and model.lm_head.weight.dtype == torch.bfloat16
+    assert isinstance(model.lm_head, CpuInt8Linear)  # the int8 head: fbgemm too
     layer = model.model.layers[0]
     assert isinstance(layer.self_attn.qkv_proj, CpuInt8Linear) and isinstance(layer.mlp.down_proj, CpuInt8Linear)
     assert not any(isinstance(m, nn.Linear) for m in model.modules())

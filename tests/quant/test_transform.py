@@ -14,7 +14,7 @@ from nemotron.engine.sampling import SamplingParams
 from nemotron.errors import ConfigError, NemotronError
 from nemotron.model.config import QUANTIZATION_SCHEMES
 from nemotron.model.nemotron import build_model, fuse_qkv, init_random_weights
-from nemotron.quant import QuantizedLinear, quantize
+from nemotron.quant import Int8Linear, QuantizedLinear, quantize
 from nemotron.quant.linear import SCHEMES as QUANTIZED_MODULES
 from nemotron.quant.transform import check_device
 from tests.quant.conftest import QUANT_CONFIG
@@ -29,18 +29,22 @@ def random_model(config=QUANT_CONFIG):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_decoder_linears_are_quantized_and_fused_the_rest_untouched(scheme):
+@pytest.mark.parametrize("head", [True, False])
+def test_decoder_linears_are_quantized_and_fused_the_rest_untouched(scheme, head):
     model = random_model()
     before = copy.deepcopy(model.state_dict())
-    quantize(model, scheme)
+    float_head = copy.deepcopy(model.lm_head)
+    quantize(model, scheme, head=head)
     for layer in model.model.layers:
         attention = layer.self_attn
-        assert attention.q_proj is None and isinstance(attention.qkv_proj, QuantizedLinear)
-        assert all(isinstance(m, QuantizedLinear) for m in (attention.o_proj, layer.mlp.up_proj, layer.mlp.down_proj))
+        assert attention.q_proj is None and isinstance(attention.qkv_proj, QUANTIZED_MODULES[scheme])
+        assert all(isinstance(m, QUANTIZED_MODULES[scheme]) for m in (attention.o_proj, layer.mlp.up_proj, layer.mlp.down_proj))
         assert not any(isinstance(m, nn.Linear) for m in layer.modules())
-    assert isinstance(model.lm_head, nn.Linear)
-    for name in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
-                 "model.layers.0.input_layernorm.bias"):
+    if head:  # int8 whatever the scheme
+        assert type(model.lm_head) is Int8Linear and same_state(model.lm_head, Int8Linear.from_float(float_head))
+    else:
+        assert type(model.lm_head) is nn.Linear and torch.equal(model.lm_head.weight, before["lm_head.weight"])
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.0.input_layernorm.bias"):
         assert torch.equal(model.state_dict()[name], before[name])
 
 

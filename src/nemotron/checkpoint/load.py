@@ -165,7 +165,8 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
     else:  # a `nemotron quantize` checkpoint: quantized modules first, their tensors kept as stored
         from nemotron.quant import load_quantized_into
 
-        load_quantized_into(model, config.quantization, tensors, torch_dtype, device, source.spec, **layout)
+        load_quantized_into(model, config.quantization, tensors, torch_dtype, device, source.spec,
+                            config.quantized_lm_head, **layout)
     return LoadedModel(model.eval(), config, tokenizer, source)
 
 

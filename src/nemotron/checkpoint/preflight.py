@@ -64,7 +64,7 @@ def weight_bytes(config: ModelConfig | NemotronHConfig, dtype: torch.dtype) -> i
 
     if isinstance(config, NemotronHConfig):
         return int(WeightBytes.from_config(config, Precision(_PLANNER_DTYPES.get(dtype, "bf16"))).total)
-    precision = Precision(_PLANNER_DTYPES.get(dtype, "bf16"), config.quantization)
+    precision = Precision(_PLANNER_DTYPES.get(dtype, "bf16"), config.quantization, config.quantized_lm_head)
     one = WeightBytes.from_config(config.replace(num_layers=1), precision)
     return int(one.total + (config.num_layers - 1) * one.layers[0].total)
 

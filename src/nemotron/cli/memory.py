@@ -23,7 +23,8 @@ head on the last); the per-GPU figure is the busiest GPU's. GPU memory is the no
 
 --quant: a planning-table name (Q4_K_M 4.5, Q5_K_M 5.5, Q6_K 6.5, Q8_0 8, FP16 16 bits, every
 weight), an engine scheme of `nemotron quantize` (int8, int4, fp8: decoder-layer linear weights
-with their scales, the rest at --dtype), or a number of bits per weight."""
+with their scales and the LM head in int8 unless --keep-head, the rest at --dtype), or a number of
+bits per weight."""
 
 _DTYPE_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -36,6 +37,8 @@ def register(commands) -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"],
                         help="weight dtype (default: the checkpoint's or preset's)")
     parser.add_argument("--quant", help="Q4_K_M | Q6_K | Q8_0 | ... | int8 | int4 | fp8 | bits per weight")
+    parser.add_argument("--keep-head", action="store_true",
+                        help="with an engine scheme: the LM head unquantized (`nemotron quantize --keep-head`)")
     parser.add_argument("--context", type=int, help="tokens per sequence (default: the model's context)")
     parser.add_argument("--batch", type=int, default=1, help="sequences served at once (default 1)")
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs")
@@ -51,8 +54,10 @@ def run(args: argparse.Namespace) -> None:
 
     source = resolve(args.model)
     config = load_config(args.model, trust_pickle=args.trust_pickle)
+    from_config = args.quant is None and not args.dtype
     precision = Precision(args.dtype or _DTYPE_KEYS[config.torch_dtype],
-                          args.quant if args.quant is not None or args.dtype else config.quantization)
+                          config.quantization if from_config else args.quant,
+                          config.quantized_lm_head if from_config else not args.keep_head)
     real_sizes = (source.kind is SourceKind.HF_DIR and args.dtype is None and args.quant is None
                   and _safetensors_only(source.path))
     if real_sizes:  # per-layer sizes are indexed by layer: the config must match the files

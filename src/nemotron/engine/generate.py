@@ -55,11 +55,14 @@ def stream_generate(model: NemotronForCausalLM | NemotronHForCausalLM, tokenizer
         yield GenerationChunk("", None, None, "length")
         return
 
-    device = model.lm_head.weight.device
+    # The embedding's device and compute dtype (the first parameter: quantized layers hold buffers, an int8
+    # head too, and a CPU kernel's packed int8 head no weight tensor at all).
+    embedding = next(model.parameters())
+    device, dtype = embedding.device, embedding.dtype
     if isinstance(model, NemotronHForCausalLM):  # Mamba states + its attention layers' growing K/V
-        cache = HybridCache(config, 1, model.lm_head.weight.dtype, device)
+        cache = HybridCache(config, 1, dtype, device)
     else:
-        cache = ContiguousKVCache(config, 1, len(prompt_ids) + max_new, model.lm_head.weight.dtype, device)
+        cache = ContiguousKVCache(config, 1, len(prompt_ids) + max_new, dtype, device)
     tensors = SamplingTensors.from_params([params], config.vocab_size, device, eos_id=tokenizer.eos_id,
                                           token_ids=[prompt_ids])
     generators = [make_generator(params.seed)]

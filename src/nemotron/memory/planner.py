@@ -53,10 +53,12 @@ _SAFETENSORS_ITEMSIZE = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "BF16": 2, "F16
 class Precision:
     """Weights at `dtype`, except what `quant` overrides: a planning-table name (every weight at its
     bits), an engine scheme int8 / int4 / fp8 (decoder-layer linear weights as `nemotron quantize`
-    stores them, scales included), or a number of bits per weight (every weight)."""
+    stores them, scales included; with `head`, as by default, the LM head in int8 as well), or a
+    number of bits per weight (every weight)."""
 
     dtype: str = "bf16"
     quant: str | None = None
+    head: bool = True  # engine schemes: the LM head quantized (int8) too
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPE_BITS:
@@ -83,7 +85,8 @@ class Precision:
             return f"{self.dtype} ({DTYPE_BITS[self.dtype]} bits per weight)"
         if self.table_bits is not None:
             return f"{self.quant} ({self.table_bits:g} bits per weight, every weight)"
-        return f"{self.quant} decoder-layer weights, the rest {self.dtype}"
+        head = " and an int8 LM head" if self.head else ""
+        return f"{self.quant} decoder-layer weights{head}, the rest {self.dtype}"
 
     @property
     def needs_fp8(self) -> bool:
@@ -100,6 +103,15 @@ class Precision:
             specs = SCHEMES[self.quant].tensor_specs(in_features, out_features).values()
             return sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs)
         return self.other_bytes(out_features * in_features)
+
+    def head_bytes(self, vocab_size: int, hidden_size: int) -> float:
+        """A language model's LM head: int8 as `nemotron quantize` stores it under an engine scheme."""
+        if self.quant in QUANTIZATION_SCHEMES and self.head:
+            from nemotron.quant.transform import HEAD_CLASS
+
+            specs = HEAD_CLASS.tensor_specs(hidden_size, vocab_size).values()
+            return sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs)
+        return self.other_bytes(vocab_size * hidden_size)
 
     def other_bytes(self, count: int) -> float:
         bits = self.table_bits if self.table_bits is not None else DTYPE_BITS[self.dtype]
@@ -141,9 +153,10 @@ class WeightBytes:
         kv = 2 * precision.linear_bytes(config.num_kv_heads * d, h)
         layer = Part(sum(precision.linear_bytes(n, k) for n, k in shapes), precision.other_bytes(4 * h), kv,
                      config.num_kv_heads)
-        head = config.num_reward_attributes * (h + int(config.reward_head_bias)) if config.is_reward_model else v * h
+        head = (precision.other_bytes(config.num_reward_attributes * (h + int(config.reward_head_bias)))
+                if config.is_reward_model else precision.head_bytes(v, h))
         return cls((layer,) * config.num_layers, Part(precision.other_bytes(v * h)),
-                   Part(precision.other_bytes(head), precision.other_bytes(2 * h)), precision.label)
+                   Part(head, precision.other_bytes(2 * h)), precision.label)
 
     @classmethod
     def _hybrid(cls, config: NemotronHConfig, precision: Precision) -> WeightBytes:

@@ -48,6 +48,7 @@ class ModelConfig:
     reward_head_bias: bool = True
     torch_dtype: str = "bfloat16"  # dtype the checkpoint is stored in
     quantization: str | None = None  # decoder-layer weights stored quantized (QUANTIZATION_SCHEMES)
+    quantized_lm_head: bool = False  # the LM head stored in int8 too (nemotron.quant.transform.HEAD_CLASS)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
@@ -83,6 +84,10 @@ class ModelConfig:
         if self.quantization is not None and self.quantization not in QUANTIZATION_SCHEMES:
             raise ConfigError(f"config field quantization must be one of {', '.join(QUANTIZATION_SCHEMES)} "
                               f"or unset, got {self.quantization!r}")
+        if not isinstance(self.quantized_lm_head, bool):
+            raise ConfigError(f"quantization_config field lm_head must be true or false, got {self.quantized_lm_head!r}")
+        if self.quantized_lm_head and (self.quantization is None or self.is_reward_model):
+            raise ConfigError("a quantized LM head needs a quantized language model (quantization set, no reward head)")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -160,6 +165,7 @@ class ModelConfig:
             reward_head_bias=raw.get("reward_head_bias", True),
             torch_dtype=_dtype_name(raw.get("dtype") or raw.get("torch_dtype") or "bfloat16"),
             quantization=_quantization_scheme(raw.get("quantization_config")),
+            quantized_lm_head=_quantized_head(raw.get("quantization_config")),
         )
 
     def to_hf_dict(self) -> dict[str, Any]:
@@ -194,7 +200,8 @@ class ModelConfig:
             out["reward_head_bias"] = self.reward_head_bias
             out["reward_attributes"] = list(REWARD_ATTRIBUTES[: self.num_reward_attributes])
         if self.quantization is not None:
-            out["quantization_config"] = {"quant_method": "nemotron", "scheme": self.quantization}
+            out["quantization_config"] = {"quant_method": "nemotron", "scheme": self.quantization,
+                                          "lm_head": self.quantized_lm_head}
         return out
 
     @classmethod
@@ -330,6 +337,11 @@ def _quantization_scheme(entry: Any) -> str | None:
     if not isinstance(entry.get("scheme"), str):
         raise ConfigError("config.json's quantization_config has no field 'scheme'")
     return entry["scheme"]
+
+
+def _quantized_head(entry: Any) -> Any:
+    """quantization_config's "lm_head": absent in checkpoints written before heads were quantized."""
+    return entry.get("lm_head", False) if isinstance(entry, dict) else False
 
 
 def _nemo_precision(value: Any) -> str:

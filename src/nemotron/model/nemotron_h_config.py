@@ -104,6 +104,10 @@ class NemotronHConfig:
         return None
 
     @property
+    def quantized_lm_head(self) -> bool:
+        return False
+
+    @property
     def pattern(self) -> str:
         reverse = {kind: char for char, kind in _PATTERN.items()}
         return "".join(reverse[kind] for kind in self.layer_types)

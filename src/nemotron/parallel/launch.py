@@ -292,7 +292,7 @@ def check_fits(options: RankOptions) -> None:
     stored = source.kind is SourceKind.HF_DIR and options.dtype is None and all(
         f.suffix == ".safetensors" for f in hf.weight_files(source.path))
     weights = (WeightBytes.from_checkpoint(source.path, config) if stored
-               else WeightBytes.from_config(config, Precision(dtype, config.quantization)))
+               else WeightBytes.from_config(config, Precision(dtype, config.quantization, config.quantized_lm_head)))
     need = plan(config, weights, tp=tp, pp=pp).per_gpu
     count = min(torch.cuda.device_count(), tp * pp)
     have = min(torch.cuda.get_device_properties(i).total_memory for i in range(count))

@@ -28,7 +28,6 @@ from nemotron.model.presets import get_preset
 from nemotron.parallel.layout import ParallelLayout
 from nemotron.parallel.pipeline import global_layer_name, pipeline_stage
 from nemotron.parallel.tensor import Shard, tensor_parallel
-from nemotron.quant.linear import QuantizedLinear
 
 
 class SliceSource(Protocol):
@@ -79,17 +78,13 @@ def shard_model(config: ModelConfig, layout: ParallelLayout, reader: SliceSource
     layout.check(config)
     with torch.device("meta"):
         model = build_model(config)
+    stored_as_is: set[str] = set()
     if config.quantization is not None:
-        from nemotron.quant.transform import check_device, decoder_linears, scheme_class
+        from nemotron.quant.transform import place_empty_quantized
 
-        cls = scheme_class(config.quantization)
-        check_device(config.quantization, device)
-        for parent, name, linear in list(decoder_linears(model)):
-            setattr(parent, name, cls.empty(linear.in_features, linear.out_features, "meta"))
+        stored_as_is = place_empty_quantized(model, config.quantization, config.quantized_lm_head, device)
     pipeline_stage(model, layout)
     expected = {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
-    stored_as_is = {f"{prefix}.{buffer}" for prefix, module in model.named_modules()
-                    if isinstance(module, QuantizedLinear) for buffer in module._buffers}
 
     done = 0
 

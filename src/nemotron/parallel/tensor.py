@@ -30,7 +30,7 @@ from nemotron.errors import ConfigError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronAttention, NemotronDecoderLayer, NemotronMLP
 from nemotron.parallel.layout import ParallelLayout
-from nemotron.quant.linear import Int4Linear, QuantizedLinear
+from nemotron.quant.linear import Int4Linear, Int8Linear, QuantizedLinear, int8_linear
 
 Ranges = tuple[tuple[int, int], ...]
 
@@ -95,7 +95,7 @@ def shard_plan(model: nn.Module, layout: ParallelLayout) -> dict[str, Shard]:
             plan.update(_row(f"{prefix}.down_proj", module.down_proj, (ffn.start, ffn.stop)))
     start, stop, per_rank = layout.vocab_rows(config.vocab_size)
     vocab = Shard(((start, stop),), None, per_rank - (stop - start))
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+    for name in ("model.embed_tokens.weight", "lm_head.weight", "lm_head.weight_scale"):  # (an int8 head's scales)
         if name in plan:
             plan[name] = vocab
     return plan
@@ -179,8 +179,9 @@ def _restructure(model: nn.Module, layout: ParallelLayout, config: ModelConfig) 
     start, stop, per_rank = layout.vocab_rows(config.vocab_size)
     if isinstance(inner.embed_tokens, nn.Embedding):
         inner.embed_tokens = VocabParallelEmbedding(start, stop, group)
-    if isinstance(getattr(model, "lm_head", None), nn.Linear):
-        model.lm_head = VocabParallelHead(config.vocab_size, group)
+    head = getattr(model, "lm_head", None)
+    if isinstance(head, (nn.Linear, Int8Linear)):
+        model.lm_head = VocabParallelHead(config.vocab_size, group, quantized=isinstance(head, Int8Linear))
 
 
 def _assign(model: nn.Module, name: str, tensor: Tensor) -> None:
@@ -223,16 +224,26 @@ class VocabParallelEmbedding(nn.Module):
 
 
 class VocabParallelHead(nn.Module):
-    """The LM head's rows of this rank's vocabulary partition. Forward gathers the full logits of
-    the given rows: on every rank (dst None) or only on group rank `dst` (the others get None)."""
+    """The LM head's rows of this rank's vocabulary partition, in the compute dtype or `quantized`
+    (int8 rows and their scales, as Int8Linear holds them). Forward gathers the full logits of the
+    given rows: on every rank (dst None) or only on group rank `dst` (the others get None)."""
 
-    def __init__(self, vocab_size: int, group: dist.ProcessGroup | None, dst: int | None = None) -> None:
+    def __init__(self, vocab_size: int, group: dist.ProcessGroup | None, dst: int | None = None,
+                 quantized: bool = False) -> None:
         super().__init__()
         self.vocab_size, self.group, self.dst = vocab_size, group, dst
-        self.weight = nn.Parameter(torch.empty(0), requires_grad=False)  # assigned by tensor_parallel
+        if quantized:  # buffers, as Int8Linear's: assigned by tensor_parallel
+            self.register_buffer("weight", torch.empty(0, dtype=torch.int8))
+            self.register_buffer("weight_scale", torch.empty(0))
+        else:
+            self.weight = nn.Parameter(torch.empty(0), requires_grad=False)  # assigned by tensor_parallel
+            self.weight_scale = None
 
     def forward(self, hidden: Tensor) -> Tensor | None:
-        local = F.linear(hidden, self.weight).contiguous()  # (..., V / tp)
+        if self.weight_scale is None:
+            local = F.linear(hidden, self.weight).contiguous()  # (..., V / tp)
+        else:
+            local = int8_linear(hidden, self.weight, self.weight_scale).contiguous()
         world = dist.get_world_size(self.group)
         parts = [torch.empty_like(local) for _ in range(world)]
         if self.dst is None:

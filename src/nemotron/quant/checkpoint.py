@@ -3,9 +3,11 @@
 Tensors of a Hugging Face source stream through one at a time (memory: one output shard), so a
 model larger than RAM can be quantized; a .nemo source is converted in memory first. The output
 keeps Hugging Face names; a quantized linear layer `X` is stored as `X.weight` (int8 /
-float8_e4m3fn) or `X.weight_packed` (int4, uint8) plus `X.weight_scale`.
-config.json gets `quantization_config` {"quant_method": "nemotron", "scheme": ...} (plus descriptive
-fields for people), which `load_model` reads to build the quantized modules before assigning tensors.
+float8_e4m3fn) or `X.weight_packed` (int4, uint8) plus `X.weight_scale`; the LM head, unless kept,
+as int8 `lm_head.weight` plus `lm_head.weight_scale` whatever the scheme.
+config.json gets `quantization_config` {"quant_method": "nemotron", "scheme": ..., "lm_head": ...}
+(plus descriptive fields for people), which `load_model` reads to build the quantized modules before
+assigning tensors. Checkpoints written before the head was quantized have no "lm_head": false.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from nemotron.errors import CheckpointError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import build_model
 from nemotron.quant.linear import GROUP_SIZE, QuantizedLinear
-from nemotron.quant.transform import decoder_linears, is_quantized_name, scheme_class
+from nemotron.quant.transform import HEAD_CLASS, HEAD_WEIGHT, is_quantized_name, quantized_linears, scheme_class
 from nemotron.tokenizer import Tokenizer
 
 DESCRIPTIONS = {
@@ -34,13 +36,18 @@ DESCRIPTIONS = {
     "fp8": {"weights": "float8_e4m3fn, one float32 scale per output channel",
             "activations": "float8_e4m3fn, scaled per token at run time (dynamic)"},
 }
-QUANTIZED_MODULES = "decoder-layer linear layers (q/k/v/o, up, down); embeddings, norms and heads unquantized"
+QUANTIZED_MODULES = {
+    True: "decoder-layer linear layers (q/k/v/o, up, down) in the scheme; the LM head in int8, one float32 scale "
+          "per vocabulary row; embeddings and norms unquantized",
+    False: "decoder-layer linear layers (q/k/v/o, up, down); embeddings, norms and heads unquantized",
+}
 
 
-def quantize_checkpoint(src: str | Path, dst: str | Path, scheme: str, *, trust_pickle: bool = False,
-                        max_shard_bytes: int = hf.DEFAULT_SHARD_BYTES,
+def quantize_checkpoint(src: str | Path, dst: str | Path, scheme: str, *, head: bool = True,
+                        trust_pickle: bool = False, max_shard_bytes: int = hf.DEFAULT_SHARD_BYTES,
                         progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write `src` (HF directory or .nemo) quantized with `scheme` to the directory `dst`.
+    """Write `src` (HF directory or .nemo) quantized with `scheme` to the directory `dst`; with
+    `head` a language model's LM head in int8 as well (a reward model's head stays as it is).
     `progress(layer, num_layers)` is called as each decoder layer starts."""
     cls = scheme_class(scheme)
     source = resolve(src)
@@ -68,22 +75,23 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, scheme: str, *, trust_
     dst = Path(dst)
     if (dst / "config.json").exists():
         raise CheckpointError(f"{dst} already holds a checkpoint; choose an empty directory")
+    head = head and not config.is_reward_model
     with torch.device("meta"):
         model = build_model(config)
-    for _, _, linear in decoder_linears(model):
-        cls.tensor_specs(linear.in_features, linear.out_features)  # shapes the scheme cannot hold fail now
+    for _, _, linear, layer_class in quantized_linears(model, scheme, head):
+        layer_class.tensor_specs(linear.in_features, linear.out_features)  # shapes a scheme cannot hold fail now
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
     with hf.writing(dst):  # a full disk or a file in the way: one line, the partial shards removed
         writer = _ShardWriter(dst, max_shard_bytes)
         try:
-            _write(tensors, expected, cls, writer, src, config.num_layers, progress)
+            _write(tensors, expected, cls, head, writer, src, config.num_layers, progress)
             writer.close()
         except BaseException:
             writer.abort()
             raise
-        config_dict = config.replace(quantization=scheme).to_hf_dict()
-        config_dict["quantization_config"].update(DESCRIPTIONS[scheme], modules=QUANTIZED_MODULES)
+        config_dict = config.replace(quantization=scheme, quantized_lm_head=head).to_hf_dict()
+        config_dict["quantization_config"].update(DESCRIPTIONS[scheme], modules=QUANTIZED_MODULES[head])
         (dst / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save(dst)
@@ -91,22 +99,25 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, scheme: str, *, trust_
 
 
 def _write(tensors: Iterable[tuple[str, Tensor]], expected: dict[str, tuple[int, ...]], cls: type[QuantizedLinear],
-           writer: _ShardWriter, src: str | Path, num_layers: int, progress: Callable[[int, int], None] | None) -> None:
-    """Check each tensor against the configuration, quantize the decoder linears' weights, write."""
+           head: bool, writer: _ShardWriter, src: str | Path, num_layers: int,
+           progress: Callable[[int, int], None] | None) -> None:
+    """Check each tensor against the configuration, quantize the decoder linears' weights (and with
+    `head` the LM head's), write."""
     layer = -1
     for raw_name, tensor in tensors:
         name = hf.normalise_name(raw_name)
         if expected.pop(name, None) != tuple(tensor.shape):
             raise CheckpointError(f"{src}: tensor {raw_name!r} (shape {tuple(tensor.shape)}) does not fit the "
                                   f"configuration")
-        if not is_quantized_name(name):
+        if not is_quantized_name(name, head):
             writer.add(name, tensor)
             continue
-        index = int(name.split(".")[2])
+        layer_class = HEAD_CLASS if name == HEAD_WEIGHT else cls
+        index = layer if name == HEAD_WEIGHT else int(name.split(".")[2])
         if progress is not None and index != layer:
             layer = index
             progress(index, num_layers)
-        for suffix, quantized in cls.quantize_weight(tensor).items():
+        for suffix, quantized in layer_class.quantize_weight(tensor).items():
             writer.add(name.removesuffix("weight") + suffix, quantized)
     if expected:
         raise CheckpointError(f"{src}: missing tensor(s) {', '.join(sorted(expected)[:3])}")

@@ -98,11 +98,17 @@ class Int8Linear(QuantizedLinear):
         return (self.weight.float() * self.weight_scale[:, None]).to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        if _use_kernel(x):
-            from nemotron.quant.kernels import int8_matmul
+        return int8_linear(x, self.weight, self.weight_scale)
 
-            return int8_matmul(x, self.weight, self.weight_scale)
-        return F.linear(x, self.dequantize(x.dtype))
+
+def int8_linear(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+    """x @ (weight · scale)ᵀ for int8 `weight` (N, K) and float32 `scale` (N,): Int8Linear's forward,
+    also the tensor-parallel LM head's over its vocabulary rows."""
+    if _use_kernel(x):
+        from nemotron.quant.kernels import int8_matmul
+
+        return int8_matmul(x, weight, scale)
+    return F.linear(x, (weight.float() * scale[:, None]).to(x.dtype))
 
 
 class Int4Linear(QuantizedLinear):

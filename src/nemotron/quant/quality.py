@@ -126,7 +126,7 @@ class QualityProbe:
     @staticmethod
     def _logits(loaded: LoadedModel, ids: list[int], prompt_len: int) -> torch.Tensor:
         """(new_tokens, V) float32 on the CPU: the positions that predict the continuation."""
-        device = loaded.model.lm_head.weight.device
+        device = next(loaded.model.parameters()).device  # (a CPU kernel's packed int8 head holds no weight tensor)
         return loaded.model(torch.tensor([ids], device=device))[0, prompt_len - 1:].float().cpu()
 
     @torch.inference_mode()
