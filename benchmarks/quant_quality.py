@@ -14,6 +14,7 @@ weaker maps give less decisive models and lower agreement for every scheme.
     python benchmarks/quant_quality.py --dtype float32                   # quantized weights, fp32 activations
     python benchmarks/quant_quality.py --model src/nemotron/assets/demo  # a trained checkpoint
     python benchmarks/quant_quality.py --batch-1 --schemes none int8     # batch-1 decoding (CPU one-row int8)
+    python benchmarks/quant_quality.py --schemes int8 int8:keep-head     # the LM head int8 (default) or kept
 """
 from __future__ import annotations
 
@@ -39,9 +40,13 @@ TEXT_PROMPTS = [
 
 
 def in_dtype(loaded, scheme: str, dtype: str):
-    """Quantized from the fp32 weights (unless `none`), then the remaining parameters cast to `dtype`."""
+    """Quantized from the fp32 weights (unless `none`), then the remaining parameters cast to `dtype`.
+    `scheme:keep-head` leaves the LM head unquantized (`nemotron quantize --keep-head`)."""
+    scheme, _, option = scheme.partition(":")
+    if option not in ("", "keep-head"):
+        raise SystemExit(f"unknown scheme option {option!r}: the one option is keep-head (e.g. int8:keep-head)")
     if scheme != "none":
-        quantize(loaded.model, scheme)
+        quantize(loaded.model, scheme, head=option != "keep-head")
     for param in loaded.model.parameters():
         param.data = param.data.to(getattr(torch, dtype))
     return loaded
@@ -54,14 +59,14 @@ def report_block(title: str, probe: QualityProbe, make_candidate, schemes: list[
         try:
             candidate = make_candidate(scheme)
         except ValueError as err:  # e.g. int4 needs widths divisible by 128
-            print(f"  {scheme:5} skipped: {err}")
+            print(f"  {scheme:14} skipped: {err}")
             continue
         start = time.perf_counter()
         report = probe.compare(candidate, batch_size)
         lines = report.summary().splitlines()
         if scheme == schemes[0]:
-            print(f"  {lines[0]}")
-        print(f"  {scheme:5} {lines[1]}  ({time.perf_counter() - start:.1f}s)", flush=True)
+            print(f"  {'':9}{lines[0]}")
+        print(f"  {scheme:14} {lines[1]}  ({time.perf_counter() - start:.1f}s)", flush=True)
 
 
 def main() -> None:
