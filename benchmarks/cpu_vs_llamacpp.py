@@ -180,6 +180,12 @@ def main() -> None:
     if args.worker is not None:
         worker(args)
         return
+    if "OMP_WAIT_POLICY" in os.environ:
+        # This process measures the copy bandwidth with OpenMP threads: under ACTIVE they spin for good
+        # afterwards and hold a core while the workers are timed (a run so started gave each engine 65-69%
+        # of its two cores and a third of its speed). Each worker sets its own policy; this one needs none.
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     run(args)
 
 
