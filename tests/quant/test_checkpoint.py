@@ -76,6 +76,10 @@ def test_keep_head_leaves_the_lm_head_as_it_was(capsys, tmp_path, float_model_di
     assert type(kept.model.lm_head) is torch.nn.Linear and isinstance(quantized.model.lm_head, Int8Linear)
     assert not kept.config.quantized_lm_head and quantized.config.quantized_lm_head
     assert same_state(kept.model, quantize(load_model(float_model_dir).model, "int8", head=False))
+    assert main(["info", str(quantized_dirs / "int8")]) == 0
+    assert "as stored (int8 decoder layers, the LM head in int8, the rest float32)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "kept")]) == 0
+    assert "as stored (int8 decoder layers, the rest float32)" in capsys.readouterr().out
     # A checkpoint from before heads were quantized has no "lm_head" field: its head is unquantized.
     older = copy_with(tmp_path, tmp_path / "kept", edit_config=lambda c: c["quantization_config"].pop("lm_head"))
     assert type(load_model(older).model.lm_head) is torch.nn.Linear
