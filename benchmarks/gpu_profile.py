@@ -10,9 +10,12 @@
    the dequantized reference before it is timed.
 2. Prefill alone for fresh mixed-length prompts, with the engine's prompt attention (no cuDNN on
    CUDA) and with cuDNN's SDPA allowed again.
-3. Decode steps of the engine at batch 1 and 64 in bf16: tokens/s with and without CUDA graphs,
-   and a torch.profiler table of the kernels of 16 steps (GPU time per step by kernel; the 16
-   include the prompt's prefill).
+3. Decode steps of the engine at batch 1 and 64 in bf16, with and without CUDA graphs: tokens/s
+   end to end (a fresh prompt's prefill included), the decode step alone (the prompts' prefill
+   cached by a 1-token run first, then (T(n steps) - T(1 step)) / (n - 1), with the weight bytes'
+   share of the copy bandwidth at batch 1), and a torch.profiler table of the kernels of 16 such
+   steps (GPU time per step by kernel) beside their wall time, whose difference is the time the
+   GPU waited for the host.
 
     python benchmarks/gpu_profile.py                  # GPU, 8B shape
     TRITON_INTERPRET=1 python benchmarks/gpu_profile.py --check-only   # CPU: the variants' arithmetic
@@ -31,7 +34,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHAPE_8B, add_model_args, copy_bandwidth, make_setup, synchronize  # noqa: E402
+from common import SHAPE_8B, add_model_args, bytes_per_step, copy_bandwidth, make_setup, synchronize  # noqa: E402
 
 from nemotron.quant import kernels  # noqa: E402
 from nemotron.quant.linear import Int4Linear, Int8Linear  # noqa: E402
@@ -204,6 +207,21 @@ def prefill_timing(setup, on_gpu: bool, rounds: int = 3) -> None:
     model_runner._PROMPT_ATTENTION[:] = default
 
 
+def timed_generate(llm, prompts: list[list[int]], new_tokens: int, device: torch.device, repeats: int = 2) -> float:
+    """Best wall time of generating new_tokens for every prompt (greedy, no early stop)."""
+    from nemotron.engine.sampling import SamplingParams
+
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        llm.generate(prompts, params)
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def engine_profile(args, batches: list[int], new_tokens: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -219,6 +237,7 @@ def engine_profile(args, batches: list[int], new_tokens: int) -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     kernel_kind = torch.autograd.DeviceType.CUDA if on_gpu else torch.autograd.DeviceType.CPU
     prefill_timing(setup, on_gpu)
+    bandwidth = copy_bandwidth(device) if on_gpu else None
     for graphs in (True, False):
         llm = LLM(setup.loaded, EngineConfig(max_num_seqs=max(batches), cuda_graphs=graphs))
         for batch in batches:
@@ -232,15 +251,26 @@ def engine_profile(args, batches: list[int], new_tokens: int) -> None:
             print(f"engine {str(setup.dtype).removeprefix('torch.')} batch {batch:3d}, cuda graphs {'on ' if graphs else 'off'}: "
                   f"{batch * new_tokens / seconds:8.1f} tok/s, {seconds / new_tokens * 1e3:6.2f} ms a step "
                   f"(prefill included)", flush=True)
+            # The same prompts again: their blocks are cached, so what is timed is the decode steps.
+            one = timed_generate(llm, prompts, 1, device)
+            step = (timed_generate(llm, prompts, new_tokens, device) - one) / (new_tokens - 1)
+            line = f"  decode step alone: {step * 1e3:6.2f} ms ({batch / step:8.1f} tok/s)"
+            if on_gpu and batch == 1:
+                line += f", weights at {bytes_per_step(llm.engine.model) / step / bandwidth:5.1%} of the copy bandwidth"
+            print(line, flush=True)
             steps = 16
+            llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0))  # (cached already: no prefill)
+            synchronize(device)
+            start = time.perf_counter()
             with profile(activities=activities) as prof:
                 llm.generate(prompts, SamplingParams(max_tokens=steps, temperature=0, ignore_eos=True))
                 synchronize(device)
+            wall = (time.perf_counter() - start) / steps
             events = [e for e in prof.key_averages() if e.device_type == kernel_kind]
             time_of = (lambda e: e.self_device_time_total) if on_gpu else (lambda e: e.self_cpu_time_total)
             total = sum(time_of(e) for e in events)
-            print(f"  profiled {steps} steps: kernel time {total / steps / 1e3:.2f} ms a step; top kernels "
-                  f"(ms a step, calls a step):")
+            print(f"  profiled {steps} steps (prefill cached): kernel time {total / steps / 1e3:.2f} ms a step of "
+                  f"{wall * 1e3:.2f} ms wall under the profiler; top kernels (ms a step, calls a step):")
             for e in sorted(events, key=lambda e: -time_of(e))[:12]:
                 print(f"    {time_of(e) / steps / 1e3:7.3f}  {e.count / steps:6.1f}  {e.key[:110]}")
         del llm
