@@ -71,7 +71,8 @@ def gemv_int4(x, module: Int4Linear, cfg: dict):
     out = torch.empty(n, dtype=x.dtype, device=x.device)
     kernels._int4_gemv_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](
         x, module.weight_packed, module.weight_scale, out, n, module.in_features, BLOCK_N=cfg["BLOCK_N"],
-        GROUP=module.group_size, num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3))
+        GROUP=module.group_size, STEP_GROUPS=cfg.get("STEP_GROUPS", 1), num_warps=cfg.get("num_warps", 4),
+        num_stages=cfg.get("num_stages", 3))
     return out[None]
 
 
@@ -97,9 +98,11 @@ def kernel_table(config, device: torch.device, check_only: bool) -> None:
     mm4_cfgs = [{"BLOCK_N": n, "num_warps": w, "num_stages": s} for n in (16, 32, 64) for w, s in ((4, 3), (8, 4))]
     gemv_cfgs = [{"BLOCK_N": n, "BLOCK_K": k, "num_warps": w, "num_stages": s}
                  for n in (4, 8, 16) for k in (512, 1024) for w, s in ((4, 3), (8, 3))]
-    gemv4_cfgs = [{"BLOCK_N": n, "num_warps": w, "num_stages": s} for n in (8, 16, 32, 64) for w, s in ((4, 3), (8, 4))]
+    gemv4_cfgs = [{"BLOCK_N": n, "STEP_GROUPS": g, "num_warps": w, "num_stages": s} for n in (4, 8, 16, 32, 64)
+                  for g in (1, 2, 4, 8, 16) if n * g <= 128 for w, s in ((4, 3), (8, 4))]
     if check_only:
-        mm_cfgs, mm4_cfgs, gemv_cfgs, gemv4_cfgs = mm_cfgs[:1], mm4_cfgs[:1], gemv_cfgs[:2], gemv4_cfgs[:2]
+        several = next(c for c in gemv4_cfgs if c["STEP_GROUPS"] == 4)
+        mm_cfgs, mm4_cfgs, gemv_cfgs, gemv4_cfgs = mm_cfgs[:1], mm4_cfgs[:1], gemv_cfgs[:2], [gemv4_cfgs[0], several]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
     print("GPU time per call at one input row, microseconds (GB/s of weights read); best config of each family")
     for name, (n, k) in shapes.items():

@@ -49,6 +49,26 @@ def test_int4_kernel(dtype, lead, rows):
     assert torch.allclose(out.float(), expected, atol=2e-2, rtol=1e-2)
 
 
+def q4_0_layout(out_features: int, in_features: int) -> Int4Linear:
+    """Random codes in GGUF Q4_0's layout (groups of 32: byte j holds element j low, j + 16 high)."""
+    torch.manual_seed(in_features)
+    halves = torch.randint(0, 16, (out_features, in_features // 32, 2, 16))
+    q = Int4Linear.empty(in_features, out_features, DEVICE, group_size=32)
+    q.weight_packed.copy_((halves[:, :, 0] | halves[:, :, 1] << 4).to(torch.uint8).reshape(out_features, -1))
+    q.weight_scale.copy_(torch.rand(out_features, in_features // 32) * 0.01 + 1e-3)
+    return q
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="fixed tiles: the interpreter's check of each GEMV step size")
+@pytest.mark.parametrize("step_groups", [1, 2, 4])
+@pytest.mark.parametrize("in_features, group", [(384, 128), (160, 32)])  # 3 / 5 groups: a last step part empty
+def test_int4_gemv_reads_several_groups_per_step(step_groups, in_features, group):
+    q = quantized(Int4Linear, 40, in_features) if group == 128 else q4_0_layout(40, in_features)
+    x = torch.randn(1, in_features, device=DEVICE).to(torch.float16)
+    out = int4_matmul(x, q.weight_packed, q.weight_scale, {"BLOCK_N": 16, "STEP_GROUPS": step_groups})
+    assert torch.allclose(out.float(), x.float() @ q.dequantize().t(), atol=2e-2, rtol=1e-2)
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="the module forward takes the kernel path on CUDA only")
 @pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
 def test_module_forward_uses_the_kernel_on_cuda(cls):
@@ -74,8 +94,8 @@ for kernel, weight, scale, meta in ((kernels._int8_kernel, "*i8", "*fp32", {"BLO
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3})
     assert compiled.asm["cubin"]
 signature = {"x_ptr": "*bf16", "w_ptr": "*u8", "scale_ptr": "*fp16", "out_ptr": "*bf16", "N": "i32", "K": "i32",
-             "BLOCK_N": "constexpr", "GROUP": "constexpr"}
-source = ASTSource(kernels._int4_gemv_kernel, signature, constexprs={"BLOCK_N": 16, "GROUP": 128})
+             "BLOCK_N": "constexpr", "GROUP": "constexpr", "STEP_GROUPS": "constexpr"}
+source = ASTSource(kernels._int4_gemv_kernel, signature, constexprs={"BLOCK_N": 16, "GROUP": 128, "STEP_GROUPS": 4})
 assert triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3}).asm["cubin"]
 """
 

@@ -64,26 +64,34 @@ def _int4_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_xm, stride_om
 
 
 @triton.jit
-def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, GROUP: tl.constexpr):
+def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, GROUP: tl.constexpr,
+                      STEP_GROUPS: tl.constexpr):
     """One input row (batch-1 decode): each program reads BLOCK_N whole rows of packed weights along K,
-    one group per iteration, and reduces with sums instead of a 16-row `tl.dot` tile of which one row
-    is real. On an H200 at the 8B shape it took 62-79% of `_int4_kernel`'s GPU time on every layer
-    (gpu_suite.sh, profile-kernels)."""
+    STEP_GROUPS groups per iteration, and reduces with sums instead of a 16-row `tl.dot` tile of which
+    one row is real. On an H200 at the 8B shape, one group per iteration took 62-79% of `_int4_kernel`'s
+    GPU time on every layer but read only 0.8-1.7 TB/s (gpu_suite.sh, profile-kernels): a program had
+    BLOCK_N x 64 bytes in flight per iteration. More groups per iteration put more loads in flight;
+    the autotuner picks how many."""
     HALF: tl.constexpr = GROUP // 2
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     hs = tl.arange(0, HALF)
+    steps = tl.arange(0, STEP_GROUPS)
     col_ok = cols < N
     num_groups = K // GROUP
     acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    for g in range(0, num_groups):
-        x_lo = tl.load(x_ptr + g * GROUP + hs).to(tl.float32)  # (HALF,): the group's first half
-        x_hi = tl.load(x_ptr + g * GROUP + HALF + hs).to(tl.float32)
-        packed = tl.load(w_ptr + cols[:, None] * (K // 2) + (g * HALF + hs)[None, :], mask=col_ok[:, None], other=0)
-        lo = ((packed & 0xF).to(tl.int8) - 8).to(tl.float32)  # (BN, HALF)
+    for g0 in range(0, num_groups, STEP_GROUPS):
+        g = g0 + steps  # (S,): this iteration's groups; past the last one masked
+        g_ok = g < num_groups
+        x_lo = tl.load(x_ptr + g[:, None] * GROUP + hs[None, :], mask=g_ok[:, None], other=0.0).to(tl.float32)  # (S, HALF)
+        x_hi = tl.load(x_ptr + g[:, None] * GROUP + HALF + hs[None, :], mask=g_ok[:, None], other=0.0).to(tl.float32)
+        offsets = cols[:, None, None] * (K // 2) + (g[:, None] * HALF + hs[None, :])[None, :, :]  # (BN, S, HALF)
+        packed = tl.load(w_ptr + offsets, mask=col_ok[:, None, None] & g_ok[None, :, None], other=0)
+        lo = ((packed & 0xF).to(tl.int8) - 8).to(tl.float32)
         hi = ((packed >> 4).to(tl.int8) - 8).to(tl.float32)
-        part = tl.sum(lo * x_lo[None, :] + hi * x_hi[None, :], axis=1)  # (BN,)
-        scale = tl.load(scale_ptr + cols * num_groups + g, mask=col_ok, other=0.0).to(tl.float32)
-        acc += part * scale
+        part = tl.sum(lo * x_lo[None, :, :] + hi * x_hi[None, :, :], axis=2)  # (BN, S)
+        scale = tl.load(scale_ptr + cols[:, None] * num_groups + g[None, :], mask=col_ok[:, None] & g_ok[None, :],
+                        other=0.0).to(tl.float32)  # (BN, S)
+        acc += tl.sum(part * scale, axis=1)
     tl.store(out_ptr + cols, acc.to(out_ptr.dtype.element_ty), mask=col_ok)
 
 
@@ -96,8 +104,11 @@ _int4_tuned = triton.autotune(
     [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n in (32, 64, 128) for w, s in _WARPS_STAGES],
     key=["N", "K", "BLOCK_M"])(_int4_kernel)
 
+# BLOCK_N x STEP_GROUPS at most 64: (BN, S, 64) bytes unpacked to two fp32 tiles stay in registers;
+# 8 warps for the larger tiles. Nine configs (the GPU's first call to each shape tries them all).
 _int4_gemv_tuned = triton.autotune(
-    [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n in (8, 16, 32) for w, s in ((4, 3), (8, 4))],
+    [triton.Config({"BLOCK_N": n, "STEP_GROUPS": g}, num_warps=4 if n * g <= 32 else 8, num_stages=3)
+     for n in (8, 16, 32) for g in (1, 2, 4, 8) if n * g <= 64],
     key=["N", "K"])(_int4_gemv_kernel)
 
 
@@ -109,15 +120,16 @@ def int8_matmul(x: Tensor, weight: Tensor, scale: Tensor, tiles: dict[str, int] 
 
 
 def int4_matmul(x: Tensor, packed: Tensor, scale: Tensor, tiles: dict[str, int] | None = None) -> Tensor:
-    """x (..., K) 16-bit, packed (N, K/2) uint8, scale (N, K/128) float16 -> (..., N)."""
+    """x (..., K) 16-bit, packed (N, K/2) uint8, scale (N, K/128) float16 -> (..., N). `tiles`: fixed
+    BLOCK_N (and for one row STEP_GROUPS, default 1) instead of autotuning."""
     group = 2 * packed.shape[1] // scale.shape[1]
     if x.numel() == x.shape[-1]:  # one row: the GEMV kernel
         kernel = _int4_gemv_kernel if tiles else _int4_gemv_tuned
         n, k = packed.shape[0], x.shape[-1]
         out = torch.empty(n, dtype=x.dtype, device=x.device)
         grid = lambda cfg: (triton.cdiv(n, cfg["BLOCK_N"]),)  # noqa: E731
-        kernel[grid](x.reshape(k).contiguous(), packed, scale, out, n, k, GROUP=group,
-                     **({"BLOCK_N": tiles["BLOCK_N"]} if tiles else {}))
+        fixed = {"BLOCK_N": tiles["BLOCK_N"], "STEP_GROUPS": tiles.get("STEP_GROUPS", 1)} if tiles else {}
+        kernel[grid](x.reshape(k).contiguous(), packed, scale, out, n, k, GROUP=group, **fixed)
         return out.reshape(*x.shape[:-1], n)
     kernel = _int4_kernel if tiles else _int4_tuned
     return _launch(kernel, x, packed, scale, packed.shape[0], {**(tiles or {}), "GROUP": group})
