@@ -5,8 +5,8 @@
    time from CUDA-graph replays (`triton.testing.do_bench_cudagraph`), so Python launch overhead
    (tens of microseconds per Triton call) is not in it: bf16 cuBLAS; the int8 / int4 kernels as autotuned (and the config
    the autotuner chose); every fixed tile config of them; and the GEMV-shaped kernels (weights read
-   along K, a reduction instead of `tl.dot`: int4's is the library's one-row path, int8's lives here
-   as the measured alternative) with their own configs. Each config is checked against
+   along K, a reduction instead of `tl.dot`: the library's one-row kernels, int4's always, int8's when
+   its autotuner prefers it to the tile) with their own configs. Each config is checked against
    the dequantized reference before it is timed.
 2. Prefill alone for fresh mixed-length prompts, with the engine's prompt attention (no cuDNN on
    CUDA) and with cuDNN's SDPA allowed again.
@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
-import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHAPE_8B, add_model_args, bytes_per_step, copy_bandwidth, make_setup, synchronize  # noqa: E402
@@ -40,29 +39,13 @@ from nemotron.quant import kernels  # noqa: E402
 from nemotron.quant.linear import Int4Linear, Int8Linear  # noqa: E402
 
 
-@triton.jit
-def _int8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One input row: out[n] = scale[n] · Σ_k x[k] w[n, k], each program BLOCK_N whole rows of W read along K."""
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    ks = tl.arange(0, BLOCK_K)
-    col_ok = cols < N
-    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k_ok = k0 + ks < K
-        x = tl.load(x_ptr + k0 + ks, mask=k_ok, other=0.0).to(tl.float32)  # (BK,)
-        w = tl.load(w_ptr + cols[:, None] * K + (k0 + ks)[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0)
-        acc += w.to(tl.float32) * x[None, :]
-    scale = tl.load(scale_ptr + cols, mask=col_ok, other=0.0)
-    tl.store(out_ptr + cols, (tl.sum(acc, axis=1) * scale).to(out_ptr.dtype.element_ty), mask=col_ok)
-
-
 def gemv_int8(x, module: Int8Linear, cfg: dict):
+    """The library's one-row int8 kernel with a fixed config (GEMV 1: its GEMV; 0: its 16-row tile)."""
     n, k = module.weight.shape
     out = torch.empty(n, dtype=x.dtype, device=x.device)
-    _int8_gemv[(triton.cdiv(n, cfg["BLOCK_N"]),)](x, module.weight, module.weight_scale, out, n, k,
-                                                  BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-                                                  num_warps=cfg.get("num_warps", 4),
-                                                  num_stages=cfg.get("num_stages", 3))
+    kernels._int8_row_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](
+        x, module.weight, module.weight_scale, out, n, k, BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+        GEMV=cfg.get("GEMV", 1), num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3))
     return out[None]
 
 
@@ -127,7 +110,7 @@ def kernel_table(config, device: torch.device, check_only: bool) -> None:
                 tensors = (module.weight, module.weight_scale) if label == "int8" else (module.weight_packed, module.weight_scale)
                 assert close(tuned(x, *tensors), qref), f"{label} autotuned kernel wrong on {name}"
                 seconds = gpu_time(lambda: tuned(x, *tensors), device)
-                chosen = getattr(kernels._int8_tuned if label == "int8" else kernels._int4_gemv_tuned, "best_config", None)
+                chosen = getattr(kernels._int8_row_tuned if label == "int8" else kernels._int4_gemv_tuned, "best_config", None)
                 line += f" | {label} tuned {seconds * 1e6:.1f} ({nbytes / seconds / 1e9:.0f}) [{chosen}]"
             for kind, cfg, fn in family:
                 try:

@@ -38,6 +38,18 @@ def test_int8_kernel(dtype, rows, out_features, in_features):
     assert torch.allclose(out.float(), expected, atol=2e-2, rtol=1e-2)
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="fixed tiles: the interpreter's check of both one-row kernels")
+@pytest.mark.parametrize("gemv", [0, 1])
+@pytest.mark.parametrize("lead", [(), (1, 1)])
+@pytest.mark.parametrize("out_features, in_features", [(40, 256), (24, 192)])  # N off the tile, K off BLOCK_K
+def test_int8_one_row_as_gemv_or_tile(gemv, lead, out_features, in_features):
+    q = quantized(Int8Linear, out_features, in_features)
+    x = torch.randn(*lead, in_features, device=DEVICE).to(torch.float16)
+    out = int8_matmul(x, q.weight, q.weight_scale, {"BLOCK_N": 16, "BLOCK_K": 128, "GEMV": gemv})
+    assert out.shape == (*lead, out_features)
+    assert torch.allclose(out.float(), x.float() @ q.dequantize().t(), atol=2e-2, rtol=1e-2)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("lead, rows", [((), 1), ((1,), 1), ((2,), 1), ((2,), 5), ((2,), 20)])  # one row: GEMV kernel
 def test_int4_kernel(dtype, lead, rows):
@@ -97,6 +109,11 @@ signature = {"x_ptr": "*bf16", "w_ptr": "*u8", "scale_ptr": "*fp16", "out_ptr": 
              "BLOCK_N": "constexpr", "GROUP": "constexpr", "STEP_GROUPS": "constexpr"}
 source = ASTSource(kernels._int4_gemv_kernel, signature, constexprs={"BLOCK_N": 16, "GROUP": 128, "STEP_GROUPS": 4})
 assert triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3}).asm["cubin"]
+signature = {"x_ptr": "*bf16", "w_ptr": "*i8", "scale_ptr": "*fp32", "out_ptr": "*bf16", "N": "i32", "K": "i32",
+             "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "GEMV": "constexpr"}
+for constexprs in ({"BLOCK_N": 8, "BLOCK_K": 1024, "GEMV": 1}, {"BLOCK_N": 64, "BLOCK_K": 256, "GEMV": 0}):
+    source = ASTSource(kernels._int8_row_kernel, signature, constexprs=constexprs)
+    assert triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3}).asm["cubin"]
 """
 
 

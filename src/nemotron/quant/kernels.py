@@ -3,8 +3,9 @@
 out (M, N) = x (M, K) · dequant(W)ᵀ, reading W as stored: int8 (N, K) with one float32 scale per row,
 or int4 packed two per byte (N, K/2) with one float16 scale per group of 128 (layout: linear.py).
 A program computes one (BLOCK_M, BLOCK_N) output tile while streaming K; weights are converted to
-the activations' dtype in registers and fed to `tl.dot` (fp32 accumulation). int4 at one input row
-takes a GEMV kernel instead (sums, no 16-row tile), measured faster there. Decode is bound by the bytes
+the activations' dtype in registers and fed to `tl.dot` (fp32 accumulation). One input row (batch-1
+decode) takes its own kernels: int4 a GEMV (sums, no 16-row tile), measured faster there; int8 the GEMV
+or the tile, autotuned per shape, as each won on some of the 8B shape's layers. Decode is bound by the bytes
 of W read, so reading 1 or ½ byte per weight instead of 2 is the whole speed-up. Tile sizes are
 autotuned per (N, K, BLOCK_M) on first use; the engine's CUDA-graph warm-up triggers that before
 capture. Runs on CPU under TRITON_INTERPRET=1 (tests pass fixed tile sizes there).
@@ -18,10 +19,11 @@ from torch import Tensor
 
 
 @triton.jit
-def _int8_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_xm, stride_om,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+def _int8_tile(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_xm, stride_om, pid_m, pid_n,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Output tile (pid_m, pid_n): x rows against BLOCK_N weight rows through `tl.dot`."""
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ks = tl.arange(0, BLOCK_K)
     row_ok, col_ok = rows < M, cols < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -35,6 +37,37 @@ def _int8_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_xm, stride_om
     scale = tl.load(scale_ptr + cols, mask=col_ok, other=0.0)  # (BN,) float32
     tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :], (acc * scale[None, :]).to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def _int8_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_xm, stride_om,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    _int8_tile(x_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_xm, stride_om, tl.program_id(0), tl.program_id(1),
+               BLOCK_M, BLOCK_N, BLOCK_K)
+
+
+@triton.jit
+def _int8_row_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     GEMV: tl.constexpr):
+    """One input row (batch-1 decode), either way, so the autotuner picks per shape: GEMV, each program
+    BLOCK_N whole weight rows read along K and reduced with sums; or the 16-row `tl.dot` tile of which
+    one row is real. On an H200 at the 8B shape each won somewhere (GPU us, gpu_suite.sh profile-kernels:
+    GEMV / tile): qkv 9.3 / 11.6, o 7.0 / 8.0, down 26.5 / 35.5 (tuned 27.9), up 24.3 / 19.9, LM head
+    317.8 / 254.9."""
+    if GEMV:
+        cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        ks = tl.arange(0, BLOCK_K)
+        col_ok = cols < N
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k_ok = k0 + ks < K
+            x = tl.load(x_ptr + k0 + ks, mask=k_ok, other=0.0).to(tl.float32)  # (BK,)
+            w = tl.load(w_ptr + cols[:, None] * K + (k0 + ks)[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0)
+            acc += w.to(tl.float32) * x[None, :]
+        scale = tl.load(scale_ptr + cols, mask=col_ok, other=0.0)
+        tl.store(out_ptr + cols, (tl.sum(acc, axis=1) * scale).to(out_ptr.dtype.element_ty), mask=col_ok)
+    else:
+        _int8_tile(x_ptr, w_ptr, scale_ptr, out_ptr, 1, N, K, K, N, 0, tl.program_id(0), 16, BLOCK_N, BLOCK_K)
 
 
 @triton.jit
@@ -100,6 +133,12 @@ _int8_tuned = triton.autotune(
     [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
      for n in (32, 64, 128) for k in (128, 256) for w, s in _WARPS_STAGES],
     key=["N", "K", "BLOCK_M"])(_int8_kernel)
+_int8_row_tuned = triton.autotune(
+    [triton.Config({"BLOCK_N": n, "BLOCK_K": k, "GEMV": 1}, num_warps=w, num_stages=3)
+     for n in (4, 8, 16) for k in (512, 1024) for w in (4, 8)]
+    + [triton.Config({"BLOCK_N": n, "BLOCK_K": 256, "GEMV": 0}, num_warps=4, num_stages=s)
+       for n in (32, 64) for s in (3, 4)],
+    key=["N", "K"])(_int8_row_kernel)
 _int4_tuned = triton.autotune(
     [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n in (32, 64, 128) for w, s in _WARPS_STAGES],
     key=["N", "K", "BLOCK_M"])(_int4_kernel)
@@ -114,7 +153,15 @@ _int4_gemv_tuned = triton.autotune(
 
 def int8_matmul(x: Tensor, weight: Tensor, scale: Tensor, tiles: dict[str, int] | None = None) -> Tensor:
     """x (..., K) 16-bit, weight (N, K) int8, scale (N,) float32 -> (..., N). `tiles`: fixed BLOCK_N /
-    BLOCK_K instead of autotuning."""
+    BLOCK_K (and for one row GEMV, default 0) instead of autotuning."""
+    if x.numel() == x.shape[-1]:  # one row: the GEMV or the tile, whichever the autotuner found faster
+        kernel = _int8_row_kernel if tiles else _int8_row_tuned
+        n, k = weight.shape
+        out = torch.empty(n, dtype=x.dtype, device=x.device)
+        grid = lambda cfg: (triton.cdiv(n, cfg["BLOCK_N"]),)  # noqa: E731
+        fixed = {"BLOCK_N": tiles["BLOCK_N"], "BLOCK_K": tiles["BLOCK_K"], "GEMV": tiles.get("GEMV", 0)} if tiles else {}
+        kernel[grid](x.reshape(k).contiguous(), weight, scale, out, n, k, **fixed)
+        return out.reshape(*x.shape[:-1], n)
     kernel = _int8_kernel if tiles else _int8_tuned
     return _launch(kernel, x, weight, scale, weight.shape[0], tiles or {})
 
