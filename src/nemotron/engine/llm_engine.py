@@ -57,11 +57,12 @@ def make_runner(model: NemotronForCausalLM | NemotronHForCausalLM, config: Engin
                             decode_workspace=config.decode_workspace and not pipelined and kv_config.num_layers > 0)
     if hybrid:
         kv_cache.states = MambaStatePool(model.config, num_slots, device)
-    elif kv_cache.backend == "triton" and device.type == "cuda":  # the GPU's Triton kernels: norms, rotary too
+    elif kv_cache.backend == "triton" and device.type == "cuda":  # the GPU's Triton kernels: norms, rotary,
+        from nemotron.engine.triton_activation import use_triton_activation  # squared ReLU too
         from nemotron.engine.triton_norm import use_triton_norms
         from nemotron.engine.triton_rotary import use_triton_rotary
 
-        use_triton_rotary(use_triton_norms(model))
+        use_triton_activation(use_triton_rotary(use_triton_norms(model)))
     return ModelRunner(model, kv_cache, eos_id, channel)
 
 
