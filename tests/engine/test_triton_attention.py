@@ -12,7 +12,7 @@ if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton sees the kernel: run it on the CPU
 triton = pytest.importorskip("triton")
 
-from nemotron.engine.triton_attention import paged_decode_attention  # noqa: E402
+from nemotron.engine.triton_attention import paged_decode_attention, store_kv  # noqa: E402
 from tests.hopper_build import build_for_hopper, needs_ptxas  # noqa: E402
 
 
@@ -50,6 +50,25 @@ def test_kernel_matches_attention_over_gathered_blocks(heads, kv_heads, head_dim
     expected = reference(q.float(), keys.float(), values.float(), tables.long(), lens, block_size)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-3
     assert torch.allclose(out.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("kv_heads, head_dim", [(2, 16), (3, 8)])  # a row of 32; of 24, padded to 32
+def test_store_kv_writes_the_new_rows_like_index_copy(kv_heads, head_dim):
+    """From the fused projection's strided k / v views, both into the pool in one kernel; padding rows
+    share the scratch slot, whose content is then one of theirs."""
+    gen = torch.Generator().manual_seed(kv_heads)
+    tokens, heads, scratch = 5, 4, 0
+    qkv = torch.randn(1, tokens, heads + 2 * kv_heads, head_dim, generator=gen).to(torch.float16).to(DEVICE)
+    k, v = qkv[0, :, heads:heads + kv_heads], qkv[0, :, heads + kv_heads:]
+    keys = torch.randn(40, kv_heads, head_dim, generator=gen).to(torch.float16).to(DEVICE)
+    values = torch.randn(40, kv_heads, head_dim, generator=gen).to(torch.float16).to(DEVICE)
+    slots = torch.tensor([17, 3, 39, scratch, scratch], device=DEVICE)
+    expected_keys, expected_values = keys.clone(), values.clone()
+    expected_keys.index_copy_(0, slots[:3], k[:3])
+    expected_values.index_copy_(0, slots[:3], v[:3])
+    store_kv(keys, values, slots, k, v)
+    assert torch.equal(keys[1:], expected_keys[1:]) and torch.equal(values[1:], expected_values[1:])
+    assert any(torch.equal(keys[scratch], k[i]) and torch.equal(values[scratch], v[i]) for i in (3, 4))
 
 
 def test_decode_splits_fill_the_processors_for_small_batches_only():
@@ -129,6 +148,10 @@ signature = {"part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_acc_ptr": "
 meta = {"SPLITS_PAD": 64, "HEAD_DIM": 128, "DIM_PAD": 128}
 signature.update(dict.fromkeys(meta, "constexpr"))
 source = ASTSource(ta._merge_splits_kernel, signature, constexprs=meta)
+assert triton.compile(source, target=target, options=options).asm["cubin"]
+signature = {"k_ptr": "*bf16", "v_ptr": "*bf16", "keys_ptr": "*bf16", "values_ptr": "*bf16", "slots_ptr": "*i64",
+             "stride_kt": "i32", "stride_vt": "i32", "ROW": "constexpr", "ROW_PAD": "constexpr"}
+source = ASTSource(ta._store_kv_kernel, signature, constexprs={"ROW": 1024, "ROW_PAD": 1024})
 assert triton.compile(source, target=target, options=options).asm["cubin"]
 """
 

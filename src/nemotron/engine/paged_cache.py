@@ -115,16 +115,17 @@ class PagedKVCache:
         if first == q.shape[1]:  # every row decodes from its lane (the pool is written after the step)
             return self._decode_lanes(layer_idx, q, k[0], v[0], layout.lanes)
         keys, values = self.keys[layer_idx], self.values[layer_idx]  # (S, Hkv, D)
+        if layout.all_decode and self.backend == "triton":
+            from nemotron.engine.triton_attention import paged_decode_attention, store_kv
+
+            store_kv(keys, values, layout.slot_mapping, k[0], v[0])  # one kernel for both (no lanes here)
+            out = paged_decode_attention(q[0], keys, values, layout.block_tables, layout.context_lens,
+                                         self.block_size)  # (B, Hq, D)
+            return out[None]
         if first < q.shape[1]:  # lane rows reach the pool after the step, all layers at once (store_lane_tokens)
             slots = layout.slot_mapping if first == 0 else layout.slot_mapping[first:]
             keys.index_copy_(0, slots, k[0, first:])
             values.index_copy_(0, slots, v[0, first:])
-        if layout.all_decode and self.backend == "triton":
-            from nemotron.engine.triton_attention import paged_decode_attention
-
-            out = paged_decode_attention(q[0], keys, values, layout.block_tables, layout.context_lens,
-                                         self.block_size)  # (B, Hq, D)
-            return out[None]
         outputs = []
         if layout.lanes is not None:
             outputs.append(self._decode_lanes(layer_idx, q[:, :first], k[0, :first], v[0, :first], layout.lanes))

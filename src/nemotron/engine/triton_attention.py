@@ -103,6 +103,37 @@ def _merge_splits_kernel(part_max_ptr, part_sum_ptr, part_acc_ptr, out_ptr, stri
              mask=dims < HEAD_DIM)
 
 
+@triton.jit
+def _store_kv_kernel(k_ptr, v_ptr, keys_ptr, values_ptr, slots_ptr, stride_kt, stride_vt,
+                     ROW: tl.constexpr, ROW_PAD: tl.constexpr):
+    """One new token: its key and value rows (KV heads x head_dim, contiguous) into the pool at its slot."""
+    token = tl.program_id(0)
+    slot = tl.load(slots_ptr + token).to(tl.int64)
+    offsets = tl.arange(0, ROW_PAD)
+    inside = offsets < ROW
+    key = tl.load(k_ptr + token.to(tl.int64) * stride_kt + offsets, mask=inside)
+    value = tl.load(v_ptr + token.to(tl.int64) * stride_vt + offsets, mask=inside)
+    tl.store(keys_ptr + slot * ROW + offsets, key, mask=inside)
+    tl.store(values_ptr + slot * ROW + offsets, value, mask=inside)
+
+
+def store_kv(keys: Tensor, values: Tensor, slots: Tensor, k: Tensor, v: Tensor) -> None:
+    """keys / values (S, Hkv, D) of one layer's pool; k / v (T, Hkv, D) of the new tokens, each token's
+    row contiguous (strided views of the fused projection are fine); slots (T,): one kernel for what
+    two `index_copy_` did. Padding rows of a CUDA-graph bucket all write the scratch slot."""
+    tokens = k.shape[0]
+    row = k.shape[1] * k.shape[2]
+    if tokens == 0:
+        return
+    if (k.stride(2) != 1 or k.stride(1) != k.shape[2] or v.stride(2) != 1 or v.stride(1) != v.shape[2]
+            or not keys.is_contiguous() or not values.is_contiguous()):
+        keys.index_copy_(0, slots, k)
+        values.index_copy_(0, slots, v)
+        return
+    _store_kv_kernel[(tokens,)](k, v, keys, values, slots, k.stride(0), v.stride(0), ROW=row,
+                                ROW_PAD=triton.next_power_of_2(row), num_warps=4)
+
+
 @functools.cache
 def _processors(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device (4 stand-ins elsewhere: the interpreter in tests)."""
