@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run interpreted without a GPU. Set before anything imports triton (peft does, through
+    # transformers): imported first, triton.language's own jit helpers stay compiled and every interpreted
+    # kernel after that fails (tests/model/test_lora.py before tests/engine/test_triton_attention.py did).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from nemotron.checkpoint.hf import save_hf_dir
 from nemotron.model.config import ModelConfig
