@@ -197,10 +197,23 @@ class NemotronDecoderLayer(nn.Module):
         if torch.is_grad_enabled():
             h = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
             return h + self.mlp(self.post_attention_layernorm(h))
-        # Inference: residual adds in place into the fresh sublayer outputs (same sums: a + b == b + a).
-        attended = self.self_attn(self.input_layernorm(x), cos, sin, cache)
-        h, normed = self.post_attention_layernorm.add_and_norm(attended, x)
-        return self.mlp(normed).add_(h)
+        out, h = self.forward_unsummed(x, None, cos, sin, cache)
+        return out.add_(h)
+
+    def forward_unsummed(self, x: Tensor, residual: Tensor | None, cos: Tensor, sin: Tensor,
+                         cache: AttentionCache | None) -> tuple[Tensor, Tensor]:
+        """Inference, with the residual stream carried apart: the stream coming in is x + residual (x
+        alone when residual is None), added by the input norm (one kernel on GPUs, as the attention's
+        residual is added by the second norm); returns (MLP output, stream after attention), for the
+        next layer or the final norm to add the same way. The adds are in place into the fresh sublayer
+        outputs, the same sums as `forward`'s (a + b == b + a)."""
+        if residual is None:
+            stream, normed = x, self.input_layernorm(x)
+        else:
+            stream, normed = self.input_layernorm.add_and_norm(x, residual)
+        attended = self.self_attn(normed, cos, sin, cache)
+        h, normed = self.post_attention_layernorm.add_and_norm(attended, stream)
+        return self.mlp(normed), h
 
 
 class NemotronModel(nn.Module):
@@ -244,9 +257,18 @@ class NemotronModel(nn.Module):
                                             and (positions.numel() == 0 or int(positions.max()) < context))
         x = self.embed_tokens(input_ids)  # (B, T, H)
         cos, sin = self.rotary(positions, x.dtype, bounded)
+        if torch.is_grad_enabled():
+            for layer in self.layers:
+                x = layer(x, cos, sin, cache)
+            return self.norm(x)
+        residual = None  # inference: each layer's MLP output and stream are added by the next norm
         for layer in self.layers:
-            x = layer(x, cos, sin, cache)
-        return self.norm(x)
+            x, residual = layer.forward_unsummed(x, residual, cos, sin, cache)
+        if residual is None:  # no layers
+            return self.norm(x)
+        if isinstance(self.norm, LayerNorm1p):
+            return self.norm.add_and_norm(x, residual)[1]
+        return self.norm(x.add_(residual))  # a pipeline stage's nn.Identity: the summed stream goes on
 
 
 class NemotronForCausalLM(nn.Module):
