@@ -26,8 +26,8 @@ step() {  # step NAME SECONDS COMMAND...: run it (if named) under a time limit a
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-step tests 120 python3 -m pytest -q -p no:cacheprovider tests/engine/test_triton_attention.py tests/engine/test_triton_norm.py \
-    tests/engine/test_triton_rotary.py
+step tests 150 python3 -m pytest -q -p no:cacheprovider tests/engine/test_triton_attention.py tests/engine/test_triton_norm.py \
+    tests/engine/test_triton_rotary.py tests/engine/test_triton_activation.py tests/engine/test_kv_budget.py
 step kernels 150 python3 -m pytest -q -p no:cacheprovider tests/quant/test_kernels.py
 step decode 150 python3 benchmarks/decode.py --preset 8b --batch-sizes 1 64 --prompt-len 128 --new-tokens 256 --repeats 2
 step quant 150 python3 benchmarks/quant_decode.py

@@ -1,5 +1,5 @@
-"""The KV pool on a GPU leaves room for the logits of the prompt tokens a step scores, and that room
-is what a step really materialises."""
+"""The KV pool on a GPU leaves room for the logits of the prompt tokens a step scores and for the
+sampling of max_num_seqs rows, and that room is what a step really materialises."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,14 +30,39 @@ def free_gpu_memory(monkeypatch):
                                                         (torch.bfloat16, 256, 256)])
 def test_gpu_pool_shrinks_by_the_prompt_logprobs_workspace(free_gpu_memory, dtype, batched, rows):
     model = get_preset("nemotron-4-15b")  # vocabulary 256,000
-    config = EngineConfig(gpu_memory_fraction=0.5, max_num_seqs=4096, max_num_batched_tokens=batched)
-    # By hand: `rows` rows of logits in the model's dtype, and 64 of them as fp32 twice (copy + log-softmax).
-    workspace = rows * 256_000 * dtype.itemsize + 2 * 64 * 256_000 * 4
+    config = EngineConfig(gpu_memory_fraction=0.5, max_num_seqs=64, max_num_batched_tokens=batched)
+    # By hand: `rows` rows of logits in the model's dtype, and 64 of them as fp32 twice (copy + log-softmax);
+    # then 64 sampled rows: logits, six fp32 copies, 7 bytes of penalty state.
+    workspace = rows * 256_000 * dtype.itemsize + 2 * 64 * 256_000 * 4 + 64 * 256_000 * (dtype.itemsize + 24 + 7)
     assert _step_workspace(model.vocab_size, config, CUDA, dtype) == workspace
     per_block = PagedKVCache.bytes_per_block(model, config.block_size, dtype)
     assert _blocks_from_memory(model, config, CUDA, dtype) == 10 * GIB // per_block
     assert _blocks_from_memory(model, config, CUDA, dtype, workspace) == (10 * GIB - workspace) // per_block
     assert 10 * GIB // per_block - (10 * GIB - workspace) // per_block >= workspace // per_block > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="measures the GPU allocator's peak")
+def test_sampling_stays_within_its_workspace():
+    """Every knob at once (penalties, filters, log-probabilities with alternatives): the sampler's
+    peak allocation, plus the logits it was given, within sampling_workspace_bytes."""
+    from nemotron.engine.sampling import SamplingTensors, log_probs, sample
+    from nemotron.memory.planner import sampling_workspace_bytes
+
+    rows, vocab = 16, 32_000
+    params = [SamplingParams(temperature=0.8, top_p=0.9, top_k=50, min_p=0.05, repetition_penalty=1.2,
+                             presence_penalty=0.5, frequency_penalty=0.3, logprobs=5, min_tokens=4, seed=i)
+              for i in range(rows)]
+    logits = torch.randn(rows, vocab, device=CUDA, dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    tensors = SamplingTensors.from_params(params, vocab, CUDA, eos_id=3, token_ids=[[5, 6, 7]] * rows,
+                                          generated_counts=[0] * rows)
+    logp = log_probs(logits, vocab)
+    sample(logits, tensors, [None] * rows, logp)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before + logits.numel() * logits.element_size()
+    assert peak <= sampling_workspace_bytes(vocab, logits.element_size(), rows)
 
 
 def test_cpu_pool_is_the_configured_size():

@@ -11,7 +11,8 @@ total = weights + KV cache + activations + prompt logprobs + runtime overhead, w
                  the real tensor sizes of its safetensors files, quantized checkpoints included)
   KV cache     = batch x context x 2 x layers x KV heads x head_dim x 2 bytes (16-bit K/V)
   activations  = min(batch x context, 2048) x (2 hidden + 2 ffn) x 2 bytes  (one prefill chunk)
-                 + batch x vocab x 8 bytes (fp32 logits of the sampled rows)
+                 + batch x vocab x 33 bytes (the sampled rows: 16-bit logits, six fp32 working
+                 copies of the sampler, its penalty state)
   prompt logprobs = 512 x vocab x 2 + 64 x vocab x 8 bytes (the engine's workspace for scoring prompt
                  tokens: logits of up to 512 of them per step, 64 at a time in fp32; none for reward models)
   overhead     = 0.5 GB per GPU (CUDA context, cuBLAS workspace, allocator slack)

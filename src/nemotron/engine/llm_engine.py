@@ -17,7 +17,7 @@ from nemotron.engine.sampling import SamplingParams
 from nemotron.engine.scheduler import Scheduler, SchedulerConfig
 from nemotron.engine.sequence import Sequence
 from nemotron.errors import ConfigError, NemotronError
-from nemotron.memory.planner import prompt_logprobs_workspace_bytes
+from nemotron.memory.planner import prompt_logprobs_workspace_bytes, sampling_workspace_bytes
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronForCausalLM, fuse_qkv
 from nemotron.model.nemotron_h import NemotronHForCausalLM
@@ -69,11 +69,13 @@ def make_runner(model: NemotronForCausalLM | NemotronHForCausalLM, config: Engin
 def _step_workspace(vocab_size: int, config: EngineConfig, device: torch.device, dtype: torch.dtype) -> int:
     """GPU memory a step takes beside the KV pool that grows with the vocabulary: the logits of the
     prompt tokens it scores (prompt log-probabilities), at most the scheduler's max_scored_tokens
-    of them. On CPU the pool is cpu_kv_cache_bytes as configured, so nothing is taken from it."""
+    of them, and the sampling of max_num_seqs decoding rows (their logits, the sampler's fp32 copies
+    and penalty state). On CPU the pool is cpu_kv_cache_bytes as configured, so nothing is taken from it."""
     if device.type != "cuda":
         return 0
     rows = min(config.scheduler.max_scored_tokens, config.max_num_batched_tokens)
-    return prompt_logprobs_workspace_bytes(vocab_size, dtype.itemsize, rows, PROMPT_ROWS)
+    return (prompt_logprobs_workspace_bytes(vocab_size, dtype.itemsize, rows, PROMPT_ROWS)
+            + sampling_workspace_bytes(vocab_size, dtype.itemsize, config.max_num_seqs))
 
 
 def _memory_budget(config: EngineConfig, device: torch.device) -> int:

@@ -4,8 +4,9 @@
     KV cache     batch × context × 2 × layers × KV heads × head_dim × 2 bytes (the engine keeps K/V in 16 bit)
     activations  T × (2·hidden + 2·ffn) × 2 bytes, T = min(batch × context, 2048): the largest live set of
                  one forward step (residual, normed input, up-projection and its squared ReLU) over one
-                 prefill chunk of the engine's default 2,048 tokens; plus batch × vocab × 8 bytes of fp32
-                 logits and probabilities for the sampled rows
+                 prefill chunk of the engine's default 2,048 tokens; plus batch × vocab × 33 bytes for the
+                 sampled rows: their 16-bit logits, the sampler's six fp32 working copies and its
+                 penalty state (sampling_workspace_bytes; the engine reserves it for max_num_seqs rows)
     prompt logprobs  512 × vocab × 2 + 64 × vocab × 8 bytes: a step that scores prompt tokens (prompt
                  log-probabilities, OpenAI echo) holds logits for up to 512 of them, 64 at a time through
                  an fp32 log-softmax (prompt_logprobs_workspace_bytes; the engine reserves the same)
@@ -187,6 +188,21 @@ class WeightBytes:
                    f"tensor sizes of {directory} ({config.quantization or config.torch_dtype})")
 
 
+# A decode step's sampler, per logit of each sampled row, at its peak (sampling.sample with penalties,
+# filters and log-probabilities): six float32 (B, V) tensors alive at once (the float logits, two stages
+# of their processing, the probabilities, their CDF, the log-probabilities) and the penalty state
+# (seen, generated and stop masks of one byte, the output penalty of four).
+SAMPLING_FP32_COPIES = 6
+SAMPLING_STATE_BYTES = 7
+
+
+def sampling_workspace_bytes(vocab_size: int, logits_bytes: int, rows: int) -> int:
+    """Memory a decode step's sampling holds beside the KV cache for `rows` sequences: their logits
+    in the model's dtype (logits_bytes each), the sampler's float32 working copies and its penalty
+    state. The engine reserves it for max_num_seqs rows on a GPU; the planner reports it."""
+    return rows * vocab_size * (logits_bytes + 4 * SAMPLING_FP32_COPIES + SAMPLING_STATE_BYTES)
+
+
 def prompt_logprobs_workspace_bytes(vocab_size: int, logits_bytes: int, scored_rows: int = SCORED_TOKENS,
                                     chunk_rows: int = SCORED_CHUNK_ROWS) -> int:
     """Memory a step scoring prompt tokens holds beside the KV cache: scored_rows rows of logits in the
@@ -293,7 +309,8 @@ def _activation_bytes(config: ModelConfig | NemotronHConfig, batch: int, context
         widest = max(widest, 2 * config.mamba_inner + 2 * config.n_groups * config.ssm_state_size
                      + config.mamba_num_heads)
     live = tokens * (2 * config.hidden_size + 2 * widest // tp) * ACTIVATION_BYTES
-    logits = batch * config.vocab_size // tp * 8 if has_head else 0
+    # The head's output rows are gathered whole on the rank that samples (tensor parallel: vocabulary split).
+    logits = sampling_workspace_bytes(config.vocab_size, ACTIVATION_BYTES, batch) if has_head else 0
     return live + logits
 
 
