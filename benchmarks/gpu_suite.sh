@@ -30,7 +30,7 @@ step tests 150 python3 -m pytest -q -p no:cacheprovider tests/engine/test_triton
     tests/engine/test_triton_rotary.py tests/engine/test_triton_activation.py tests/engine/test_kv_budget.py
 step kernels 150 python3 -m pytest -q -p no:cacheprovider tests/quant/test_kernels.py
 step decode 150 python3 benchmarks/decode.py --preset 8b --batch-sizes 1 64 --prompt-len 128 --new-tokens 256 --repeats 2
-step quant 150 python3 benchmarks/quant_decode.py
+step quant 210 python3 benchmarks/quant_decode.py
 step throughput 120 python3 benchmarks/throughput.py --preset 8b --requests 256 --batch 64 --skip-sequential
 step prefix 90 python3 benchmarks/prefix_cache.py --preset 8b --requests 256
 # Where the time goes: kernel configs timed as GPU time, and the engine's steps by kernel (gpu_profile.py).
