@@ -24,6 +24,17 @@ WORDS = ("the a cat dog bird sun moon river tree house city road book light wate
          "and but then when because near under over with from into today tomorrow morning night").split()
 
 
+def kernel_test_model(device: str | torch.device, seed: int):
+    """TINY_CONFIG in fp16 on `device`, weights ~N(0, 0.1) (activations large enough to exercise the
+    kernels' rounding), and a batch of token ids: for tests that swap a kernel into a model."""
+    model = build_model(TINY_CONFIG)
+    torch.manual_seed(seed)
+    for param in model.parameters():
+        torch.nn.init.normal_(param, std=0.1)
+    ids = torch.randint(4, TINY_CONFIG.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    return model.to(device, torch.float16), ids.to(device)
+
+
 def _sentences(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."

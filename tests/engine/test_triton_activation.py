@@ -15,7 +15,7 @@ triton = pytest.importorskip("triton")
 from nemotron.engine.triton_activation import BLOCK, relu_squared_triton_, use_triton_activation  # noqa: E402
 from nemotron.model.nemotron import build_model, relu_squared_  # noqa: E402
 
-from tests.conftest import TINY_CONFIG  # noqa: E402
+from tests.conftest import TINY_CONFIG, kernel_test_model  # noqa: E402
 from tests.hopper_build import build_for_hopper, needs_ptxas  # noqa: E402
 
 DTYPES = [torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
@@ -44,12 +44,7 @@ def test_fp32_and_strided_inputs_go_to_the_pytorch_ops():
 
 
 def test_a_model_with_the_kernel_gives_the_same_logits():
-    model = build_model(TINY_CONFIG)
-    torch.manual_seed(4)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    model = model.to(DEVICE, torch.float16)
-    ids = torch.randint(4, TINY_CONFIG.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    model, ids = kernel_test_model(DEVICE, seed=4)
     with torch.inference_mode():
         expected = model(ids)
         for layer in model.model.layers:  # use_triton_activation, without its CUDA-only check

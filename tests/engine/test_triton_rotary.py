@@ -14,9 +14,9 @@ if DEVICE == "cpu":
 triton = pytest.importorskip("triton")
 
 from nemotron.engine.triton_rotary import rotary_, use_triton_rotary  # noqa: E402
-from nemotron.model.nemotron import NemotronModel, apply_partial_rotary_, build_model  # noqa: E402
+from nemotron.model.nemotron import NemotronModel, apply_partial_rotary_  # noqa: E402
 
-from tests.conftest import TINY_CONFIG  # noqa: E402
+from tests.conftest import TINY_CONFIG, kernel_test_model  # noqa: E402
 from tests.hopper_build import build_for_hopper, needs_ptxas  # noqa: E402
 
 DTYPES = [torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
@@ -51,14 +51,9 @@ def test_fp32_goes_to_the_pytorch_ops():
 
 
 def test_a_model_with_the_kernel_gives_the_same_logits():
-    model = build_model(TINY_CONFIG)
-    torch.manual_seed(3)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    model = model.to(DEVICE, torch.float16)
+    model, ids = kernel_test_model(DEVICE, seed=3)
     for layer in model.model.layers:
         layer.self_attn.fuse_qkv()  # the fused-projection path the engine runs
-    ids = torch.randint(4, TINY_CONFIG.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0)).to(DEVICE)
     with torch.inference_mode():
         expected = model(ids)
         for layer in model.model.layers:  # use_triton_rotary, without its CUDA-only check

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor, nn
 
-from nemotron.model.nemotron import NemotronMLP, relu_squared_
+from nemotron.model.nemotron import NemotronMLP, override_on_cuda, relu_squared_
 
 BLOCK = 1024  # elements per program
 
@@ -40,9 +40,4 @@ def relu_squared_triton_(x: Tensor) -> Tensor:
 def use_triton_activation(model: nn.Module) -> nn.Module:
     """Inference transform, in place: every MLP on CUDA squares its ReLU with `relu_squared_triton_`
     (which leaves fp32 activations to the PyTorch ops). Anything else is left as it is."""
-    for module in model.modules():
-        if isinstance(module, NemotronMLP):
-            tensor = next(iter([*module.parameters(), *module.buffers()]), None)  # quantized layers: buffers
-            if tensor is not None and tensor.device.type == "cuda":
-                module.activation_ = relu_squared_triton_
-    return model
+    return override_on_cuda(model, NemotronMLP, "activation_", relu_squared_triton_)

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor, nn
 
-from nemotron.model.nemotron import NemotronAttention, apply_partial_rotary_
+from nemotron.model.nemotron import NemotronAttention, apply_partial_rotary_, override_on_cuda
 
 
 @triton.jit
@@ -59,9 +59,4 @@ def rotary_(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
 def use_triton_rotary(model: nn.Module) -> nn.Module:
     """Inference transform, in place: every attention layer on CUDA rotates q / k with `rotary_`
     (which leaves fp32 activations to the PyTorch ops). Anything else is left as it is."""
-    for module in model.modules():
-        if isinstance(module, NemotronAttention):
-            tensor = next(iter([*module.parameters(), *module.buffers()]), None)  # quantized layers: buffers
-            if tensor is not None and tensor.device.type == "cuda":
-                module.rotate_ = rotary_
-    return model
+    return override_on_cuda(model, NemotronAttention, "rotate_", rotary_)

@@ -328,6 +328,17 @@ def replace_modules(model: nn.Module, replacement: Callable[[str, nn.Module], nn
     return count
 
 
+def override_on_cuda(model: nn.Module, module_type: type[nn.Module], attribute: str, function: Callable) -> nn.Module:
+    """In place: `attribute` set to `function` on every `module_type` module whose tensors are on CUDA
+    (the engine's one-kernel versions of a module's in-place step: rotary, squared ReLU)."""
+    for module in model.modules():
+        if isinstance(module, module_type):
+            tensor = next(iter([*module.parameters(), *module.buffers()]), None)  # quantized layers: buffers
+            if tensor is not None and tensor.device.type == "cuda":
+                setattr(module, attribute, function)
+    return model
+
+
 def fuse_qkv(model: nn.Module) -> nn.Module:
     """Inference transform: merge each layer's q/k/v projections into one (state dict names change)."""
     for module in model.modules():
