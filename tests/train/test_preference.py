@@ -311,7 +311,7 @@ def test_reward_distillation_pulls_the_margin_towards_the_language_models_own(to
 
     # Under bf16 autocast (CUDA's default) the teacher's margins are the same, to bf16's precision.
     fp32_teacher = dataset.teacher
-    objective.prepare(reward, tmp_path, torch.device("cpu"), lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    objective.prepare(reward, tmp_path / "bf16", torch.device("cpu"), lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     assert dataset.teacher.dtype == torch.float32
     torch.testing.assert_close(dataset.teacher, fp32_teacher, rtol=0.05, atol=0.5)
 
@@ -377,6 +377,25 @@ def test_dense_distillation_regresses_the_head_at_every_reply_token_on_the_log_l
         fitted[r, start:length] = 0.3 + 0.05 * batch.teacher_logps[r, start:length].cumsum(0)
     assert objective._dense_error(fitted, batch).item() == pytest.approx(0.0, abs=1e-9)
     assert per_token._dense_error(fitted, batch).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_resumed_run_distils_from_the_teacher_of_the_original_start(tokenizer, tmp_path):
+    """The teacher's log-probabilities are kept in OUT/teacher_logps.pt: a second start over the same
+    data (a resumed run, its trunk partly trained) reads them instead of asking the changed trunk."""
+    from nemotron.model.heads import reward_model_from
+
+    dataset, lm, objective = mixed_distilled(tokenizer)
+    reward = reward_model_from(lm)
+    objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
+    original = dataset.teacher.clone()
+    assert (tmp_path / objective.CACHE).is_file()
+    with torch.no_grad():  # the trunk as training leaves it
+        for param in reward.model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    objective.prepare(reward, tmp_path, torch.device("cpu"), contextlib.nullcontext)
+    torch.testing.assert_close(dataset.teacher, original, rtol=0, atol=0, equal_nan=True)
+    objective.prepare(reward, tmp_path / "fresh", torch.device("cpu"), contextlib.nullcontext)  # a new run
+    assert not torch.allclose(dataset.teacher, original, equal_nan=True)
 
 
 def test_dense_distillation_also_reads_rated_responses_and_the_pair_margins_come_from_the_same_pass(tokenizer,

@@ -87,17 +87,10 @@ class PreferenceOptimization:
         self.config, self.datasets, self.chunk = config, datasets, chunk
 
     def prepare(self, model: nn.Module, out_dir: Path, device: torch.device, autocast: Callable) -> None:
-        path = Path(out_dir) / self.CACHE
-        cached = torch.load(path, weights_only=True) if path.is_file() else {}
-        for dataset in self.datasets:
-            key = _fingerprint(dataset)
-            if key not in cached:
-                cached[key] = reference_logps(model, dataset, device, autocast, self.chunk)
-            dataset.reference = cached[key]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")  # data-parallel ranks write the same table
-        torch.save(cached, tmp)
-        tmp.replace(path)
+        references = computed_once(Path(out_dir) / self.CACHE, self.datasets, _fingerprint,
+                                   lambda dataset: reference_logps(model, dataset, device, autocast, self.chunk))
+        for dataset, reference in zip(self.datasets, references):
+            dataset.reference = reference
 
     def loss(self, model: nn.Module, batch: PreferenceBatch, totals: dict[str, int]) -> tuple[Tensor, Metrics]:
         cfg, b = self.config, batch.num_pairs
@@ -147,6 +140,32 @@ def _fingerprint(dataset: PreferenceDataset) -> str:
         for ids, start in (example.chosen, example.rejected):
             digest.update(repr((start, ids)).encode())
     return digest.hexdigest()[:32]
+
+
+def _reward_fingerprint(dataset: RewardDataset) -> str:
+    digest = hashlib.sha256()
+    for example in dataset.examples:
+        digest.update(repr((example.starts, example.ids)).encode())
+    return digest.hexdigest()[:32]
+
+
+def computed_once(path: Path, datasets: Sequence, fingerprint: Callable, compute: Callable) -> list:
+    """compute(dataset) for each dataset, taken from the table at `path` (keyed by the dataset's
+    fingerprint) where an earlier start of this run computed it, and saved there: what is computed from
+    the model as training starts, so a resumed run keeps the original start's values, not the partly
+    trained model's."""
+    cached = torch.load(path, weights_only=True) if path.is_file() else {}
+    values = []
+    for dataset in datasets:
+        key = fingerprint(dataset)
+        if key not in cached:
+            cached[key] = compute(dataset)
+        values.append(cached[key])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")  # data-parallel ranks write the same table
+    torch.save(cached, tmp)
+    tmp.replace(path)
+    return values
 
 
 REWARD_LOSSES = ("regression", "bt", "combined")
@@ -201,6 +220,8 @@ class RewardModeling:
     supervises one skill, "how plausible is the reply so far to the model itself", which memorising
     the training facts cannot give and the trunk's predictions carry to unseen facts."""
 
+    CACHE = "teacher_logps.pt"
+
     def __init__(self, config: RewardConfig, lm_head: nn.Linear | None = None,
                  datasets: Sequence[RewardDataset] = (), chunk: int = 16) -> None:
         uses_head = config.lm_weight or config.distill_weight or config.dense_weight
@@ -214,8 +235,11 @@ class RewardModeling:
         if self.lm_head is not None:
             self.lm_head.to(device)
         if self.config.distill_weight or self.config.dense_weight:
-            for dataset in self.datasets:
-                tokens = self._teacher_logps(model, dataset, device, autocast)
+            # The teacher is the model as training starts: kept in OUT/teacher_logps.pt, so a resumed run
+            # distils from the same teacher, not from the partly trained trunk.
+            teachers = computed_once(Path(out_dir) / self.CACHE, self.datasets, _reward_fingerprint,
+                                     lambda dataset: self._teacher_logps(model, dataset, device, autocast))
+            for dataset, tokens in zip(self.datasets, teachers):
                 if self.config.distill_weight:
                     dataset.teacher = torch.tensor([float("nan") if e.ratings is not None else
                                                     float(seqs[0].sum() - seqs[1].sum())
