@@ -295,7 +295,7 @@ def test_q4_0_layers_load_as_int4_exactly_as_stored(tiny_model_dir, ids, tmp_pat
     bit for bit; logits then match the dequantized model's up to fp32 summation order (fused q/k/v)."""
     from nemotron.checkpoint import hf
     from nemotron.model.nemotron import build_model
-    from nemotron.quant import Int4Linear
+    from nemotron.quant import Int4Linear, Int8Linear
 
     path = convert(tiny_model_dir, tmp_path / "model-q4_0.gguf", to="gguf", gguf_type="q4_0")
     mapped = load_model(path, dtype="float32")
@@ -322,7 +322,21 @@ def test_q4_0_layers_load_as_int4_exactly_as_stored(tiny_model_dir, ids, tmp_pat
     linear_weights = c.num_layers * c.hidden_size * (2 * c.num_heads * c.head_dim + 2 * c.num_kv_heads * c.head_dim
                                                      + 2 * c.intermediate_size)
     assert packed_bytes == linear_weights * 18 // 32  # Q4_0's 4.5 bits per weight, nothing dequantized
+    # The output layer, stored in Q8_0, goes to our int8 head (one scale per vocabulary row).
+    assert mapped.config.quantized_lm_head and isinstance(mapped.model.lm_head, Int8Linear)
+    reference.lm_head = Int8Linear.from_float(reference.lm_head)
     torch.testing.assert_close(_logits(mapped.model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)
+
+
+def test_only_a_quantized_output_layer_goes_to_the_int8_head():
+    from types import SimpleNamespace
+
+    g = gguf_io._gguf()
+    reader = lambda output_type: SimpleNamespace(tensors=[  # noqa: E731
+        SimpleNamespace(name="blk.0.attn_q.weight", tensor_type=g.GGMLQuantizationType.Q4_0),
+        SimpleNamespace(name="output.weight", tensor_type=output_type)])
+    for kind, quantized in (("Q8_0", True), ("Q6_K", True), ("F16", False), ("F32", False), ("BF16", False)):
+        assert gguf_io._output_is_quantized(reader(getattr(g.GGMLQuantizationType, kind))) is quantized, kind
 
 
 def test_q4_0_gguf_decodes_through_the_cpu_int4_kernel(tiny_model_dir, tmp_path):
@@ -363,4 +377,8 @@ def test_llama_cpp_quantized_q4_0_file_loads_4_bit_and_exact(tiny_model_dir, ids
     with torch.device("meta"):
         reference = build_model(dequantized.config)
     hf.load_state_dict_into(reference, dequantized.tensors, torch.float32, "cpu", str(path))
+    if mapped.config.quantized_lm_head:  # llama.cpp's quantizer stores the output layer quantized (Q6_K)
+        from nemotron.quant import Int8Linear
+
+        reference.lm_head = Int8Linear.from_float(reference.lm_head)
     torch.testing.assert_close(_logits(mapped.model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)

@@ -265,18 +265,29 @@ def read_gguf(path: str | Path, keep_q4_0: bool = False) -> GgufCheckpoint:
 
     `keep_q4_0`: when every decoder-layer matrix is Q4_0, they stay 4-bit as int4 modules with
     groups of 32 (`X.weight_packed`, `X.weight_scale`: the blocks' bytes and scales as stored, so
-    w = d (q - 8) exactly as llama.cpp computes it) and the config says quantization "int4"; other
-    tensors (embedding, norms, output layer) are dequantized. Anything else (Q8_0, Q4_1, K-quants, a
-    mix) is dequantized throughout: Q8_0's per-block scales do not fit per-channel int8 without
-    rounding again (`nemotron quantize model.gguf DIR --scheme int8` does that, knowingly)."""
+    w = d (q - 8) exactly as llama.cpp computes it) and the config says quantization "int4"; the
+    embedding and norms are dequantized, and so is the output layer, which then goes to int8 with one
+    scale per vocabulary row (our LM head under every scheme, nemotron.quant) when the file stores it
+    quantized (llama.cpp writes Q6_K or Q8_0 there): dequantized to 16 bits it would be read at twice
+    its stored size, about half of a Q4_0 Nemotron-Mini's step; re-rounding it costs an error of at
+    most 1/254 of its row's largest weight. A float output layer stays float. Anything else (Q8_0,
+    Q4_1, K-quants, a mix) is dequantized throughout: Q8_0's per-block scales do not fit per-channel
+    int8 without rounding again (`nemotron quantize model.gguf DIR --scheme int8` does that, knowingly)."""
     reader = _open(path)
     meta = _Metadata(reader, path)
     config = _config(meta, reader, path)
     keep = keep_q4_0 and _all_decoder_matrices_q4_0(reader)
     if keep:
-        config = config.replace(quantization="int4")
+        config = config.replace(quantization="int4", quantized_lm_head=_output_is_quantized(reader))
     return GgufCheckpoint(config, _tokenizer(meta, path), _tensors(reader, config, path, keep),
                           {"group_size": BLOCK} if keep else None)
+
+
+def _output_is_quantized(reader) -> bool:
+    """The output layer is stored in a quantized GGML type (not F32 / F16 / BF16)."""
+    g = _gguf()
+    floats = (g.GGMLQuantizationType.F32, g.GGMLQuantizationType.F16, g.GGMLQuantizationType.BF16)
+    return any(t.name == "output.weight" and t.tensor_type not in floats for t in reader.tensors)
 
 
 def _all_decoder_matrices_q4_0(reader) -> bool:
@@ -373,6 +384,12 @@ def _tensors(reader, config: ModelConfig, path, keep_q4_0: bool = False) -> Iter
         out = torch.from_numpy(np.array(data, dtype=np.float32).reshape(shape))  # a copy: the file is mapped
         if _is_norm_weight(hf_name):
             out = out - 1.0
+        if hf_name == "lm_head.weight" and config.quantized_lm_head:
+            from nemotron.quant.transform import HEAD_CLASS
+
+            for suffix, part in HEAD_CLASS.quantize_weight(out).items():
+                yield "lm_head." + suffix, part
+            continue
         yield hf_name, out
 
 

@@ -144,8 +144,8 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
         layout = checkpoint.quantized_layout or {}
         # Metadata so far: refuse before reading weights (planned as if dequantized: an upper bound).
-        preflight.check_fits(config.replace(quantization=None), torch_dtype or DTYPES[config.torch_dtype], device,
-                             source.spec, force)
+        preflight.check_fits(config.replace(quantization=None, quantized_lm_head=False),
+                             torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
     else:
         config = load_config(source.path, trust_pickle)  # headers only: refuse before reading weights
         preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
