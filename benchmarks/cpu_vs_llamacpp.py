@@ -430,7 +430,8 @@ def report(best: dict[tuple[str, str], float], tokens: dict[str, list[int]], ban
                 continue
             kind = max(candidates, key=lambda k: best[f"nemotron {k} [{policy}]", figure])
             ratio = best[f"nemotron {kind} [{policy}]", figure] / best[theirs_name, figure]
-            verdict = "no target" if target is None else f"target >= {target}x: {'met' if ratio >= target else 'NOT met'}"
+            met = target is not None and ratio >= target
+            verdict = "no target" if target is None else f"target >= {target}x: {'met' if met else 'NOT met'}"
             print(f"  {figure:9} nemotron {kind:5} / llama.cpp {theirs:5} = {ratio:5.2f}x  ({verdict})")
 
     for policy in policies:

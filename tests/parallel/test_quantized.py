@@ -49,7 +49,8 @@ def test_quantized_tensor_parallel_matches_one_process(tmp_path, float_dir, sche
     for result in results:
         assert result["head"] == (torch.int8, (CONFIG.vocab_size // 2, CONFIG.hidden_size), (CONFIG.vocab_size // 2,))
         for name, module in full.named_modules():
-            if isinstance(module, QuantizedLinear) and name != "lm_head":  # column-parallel outputs, row-parallel inputs halve
+            # column-parallel outputs, row-parallel inputs halve (the head: checked above)
+            if isinstance(module, QuantizedLinear) and name != "lm_head":
                 column = name.endswith(("qkv_proj", "up_proj"))
                 assert result["shapes"][name] == ((module.out_features // 2, module.in_features) if column else
                                                   (module.out_features, module.in_features // 2)), name

@@ -85,7 +85,8 @@ class ModelConfig:
             raise ConfigError(f"config field quantization must be one of {', '.join(QUANTIZATION_SCHEMES)} "
                               f"or unset, got {self.quantization!r}")
         if not isinstance(self.quantized_lm_head, bool):
-            raise ConfigError(f"quantization_config field lm_head must be true or false, got {self.quantized_lm_head!r}")
+            raise ConfigError(f"quantization_config field lm_head must be true or false, "
+                              f"got {self.quantized_lm_head!r}")
         if self.quantized_lm_head and (self.quantization is None or self.is_reward_model):
             raise ConfigError("a quantized LM head needs a quantized language model (quantization set, no reward head)")
 

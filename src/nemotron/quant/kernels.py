@@ -115,7 +115,8 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.conste
     for g0 in range(0, num_groups, STEP_GROUPS):
         g = g0 + steps  # (S,): this iteration's groups; past the last one masked
         g_ok = g < num_groups
-        x_lo = tl.load(x_ptr + g[:, None] * GROUP + hs[None, :], mask=g_ok[:, None], other=0.0).to(tl.float32)  # (S, HALF)
+        # (S, HALF): the first and second halves of this iteration's groups
+        x_lo = tl.load(x_ptr + g[:, None] * GROUP + hs[None, :], mask=g_ok[:, None], other=0.0).to(tl.float32)
         x_hi = tl.load(x_ptr + g[:, None] * GROUP + HALF + hs[None, :], mask=g_ok[:, None], other=0.0).to(tl.float32)
         offsets = cols[:, None, None] * (K // 2) + (g[:, None] * HALF + hs[None, :])[None, :, :]  # (BN, S, HALF)
         packed = tl.load(w_ptr + offsets, mask=col_ok[:, None, None] & g_ok[None, :, None], other=0)
@@ -159,7 +160,8 @@ def int8_matmul(x: Tensor, weight: Tensor, scale: Tensor, tiles: dict[str, int] 
         n, k = weight.shape
         out = torch.empty(n, dtype=x.dtype, device=x.device)
         grid = lambda cfg: (triton.cdiv(n, cfg["BLOCK_N"]),)  # noqa: E731
-        fixed = {"BLOCK_N": tiles["BLOCK_N"], "BLOCK_K": tiles["BLOCK_K"], "GEMV": tiles.get("GEMV", 0)} if tiles else {}
+        fixed = ({"BLOCK_N": tiles["BLOCK_N"], "BLOCK_K": tiles["BLOCK_K"], "GEMV": tiles.get("GEMV", 0)}
+                 if tiles else {})
         kernel[grid](x.reshape(k).contiguous(), weight, scale, out, n, k, **fixed)
         return out.reshape(*x.shape[:-1], n)
     kernel = _int8_kernel if tiles else _int8_tuned
