@@ -102,7 +102,7 @@ def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, BLOCK_N: tl.conste
     """One input row (batch-1 decode): each program reads BLOCK_N whole rows of packed weights along K,
     STEP_GROUPS groups per iteration, and reduces with sums instead of a 16-row `tl.dot` tile of which
     one row is real. On an H200 at the 8B shape, one group per iteration took 62-79% of `_int4_kernel`'s
-    GPU time on every layer but read only 0.8-1.7 TB/s (gpu_suite.sh, profile-kernels): a program had
+    GPU time on every layer but read only 0.7-1.7 TB/s (gpu_suite.sh, profile-kernels): a program had
     BLOCK_N x 64 bytes in flight per iteration. More groups per iteration put more loads in flight;
     the autotuner picks how many."""
     HALF: tl.constexpr = GROUP // 2
