@@ -99,10 +99,9 @@ class Precision:
 
     def linear_bytes(self, out_features: int, in_features: int) -> float:
         if self.quant in QUANTIZATION_SCHEMES:
-            from nemotron.quant.linear import SCHEMES  # exact: the tensors the quantized module holds
+            from nemotron.quant.linear import SCHEMES
 
-            specs = SCHEMES[self.quant].tensor_specs(in_features, out_features).values()
-            return sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs)
+            return _module_bytes(SCHEMES[self.quant], in_features, out_features)
         return self.other_bytes(out_features * in_features)
 
     def head_bytes(self, vocab_size: int, hidden_size: int) -> float:
@@ -110,13 +109,18 @@ class Precision:
         if self.quant in QUANTIZATION_SCHEMES and self.head:
             from nemotron.quant.transform import HEAD_CLASS
 
-            specs = HEAD_CLASS.tensor_specs(hidden_size, vocab_size).values()
-            return sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs)
+            return _module_bytes(HEAD_CLASS, hidden_size, vocab_size)
         return self.other_bytes(vocab_size * hidden_size)
 
     def other_bytes(self, count: int) -> float:
         bits = self.table_bits if self.table_bits is not None else DTYPE_BITS[self.dtype]
         return count * bits / 8
+
+
+def _module_bytes(cls, in_features: int, out_features: int) -> int:
+    """Exact: the tensors a quantized module of class `cls` holds (weights and scales)."""
+    specs = cls.tensor_specs(in_features, out_features).values()
+    return sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs)
 
 
 @dataclass(slots=True, frozen=True)

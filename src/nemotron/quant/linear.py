@@ -95,10 +95,15 @@ class Int8Linear(QuantizedLinear):
         return {"weight": q, "weight_scale": scale}
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        return (self.weight.float() * self.weight_scale[:, None]).to(dtype)
+        return dequantize_int8(self.weight, self.weight_scale, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return int8_linear(x, self.weight, self.weight_scale)
+
+
+def dequantize_int8(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    """int8 (N, K) rows times their float32 scales (N,), in `dtype`."""
+    return (weight.float() * scale[:, None]).to(dtype)
 
 
 def int8_linear(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
@@ -108,7 +113,7 @@ def int8_linear(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
         from nemotron.quant.kernels import int8_matmul
 
         return int8_matmul(x, weight, scale)
-    return F.linear(x, (weight.float() * scale[:, None]).to(x.dtype))
+    return F.linear(x, dequantize_int8(weight, scale, x.dtype))
 
 
 class Int4Linear(QuantizedLinear):

@@ -23,6 +23,7 @@ from nemotron.quant.linear import SCHEMES, Int8Linear, QuantizedLinear
 # own scale (error ~0.4% of the row's largest weight, well under int4's), and the head is read whole
 # every decode step: 13.6% of the 8B shape's bytes, a fifth of Nemotron-Mini's (256k x 3072).
 HEAD_CLASS = Int8Linear
+HEAD_WEIGHT = "lm_head.weight"
 
 
 def scheme_class(scheme: str) -> type[QuantizedLinear]:
@@ -82,9 +83,6 @@ def is_quantized_name(name: str, head: bool = False) -> bool:
             and f"{parts[3]}.{parts[4]}" in _DECODER_LINEARS)
 
 
-HEAD_WEIGHT = "lm_head.weight"
-
-
 _DECODER_LINEARS = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                     "mlp.up_proj", "mlp.down_proj"}
 
@@ -103,8 +101,9 @@ def place_empty_quantized(model: nn.Module, scheme: str, head: bool, device: tor
     a quantized LM head when `head`) stores quantized layers; returns their tensors' state-dict names,
     which load in their stored dtypes. `layout`: the scheme's module options (int4 group_size)."""
     check_device(scheme, device)
+    layers = scheme_class(scheme)
     for parent, name, linear, cls in list(quantized_linears(model, scheme, head)):
-        options = layout if cls is scheme_class(scheme) else {}  # (the head's own format has none)
+        options = layout if cls is layers else {}  # (the head's own format has none)
         setattr(parent, name, cls.empty(linear.in_features, linear.out_features, "meta", **options))
     return {f"{prefix}.{buffer}" for prefix, module in model.named_modules()
             if isinstance(module, QuantizedLinear) for buffer in module._buffers}
