@@ -40,6 +40,10 @@ printed last as well (with 1 thread: the work itself), and the load average prin
 the spinning runs crawl (a full run took 15 minutes at a load of 2-5), `--wait-policies PASSIVE`
 skips them.
 
+This project's workers run under mimalloc, preloaded as the `nemotron` program preloads it
+(nemotron.allocator; NEMOTRON_ALLOCATOR=system in this script's environment keeps glibc's malloc).
+llama.cpp allocates its buffers once and runs on the allocator its users get.
+
 The converter runs under this interpreter (it needs torch, numpy and sentencepiece; its gguf-py
 comes from the same folder). GGUF files and the checkpoint are kept in --workdir between runs.
 """
@@ -322,6 +326,10 @@ class Worker:
         command = [python, __file__, "--llama-python", python, "--llama-cpp", ".", "--threads", str(threads),
                    *worker_args]
         env = {**os.environ, "LLAMA_LOG_LEVEL": "error"}
+        if python == sys.executable:  # this project's engine: under the allocator its CLI runs on
+            from nemotron.allocator import preload_env
+
+            env = preload_env(env) or env
         env.pop("OMP_WAIT_POLICY", None)
         if policy != "default":
             env["OMP_WAIT_POLICY"] = policy

@@ -16,6 +16,7 @@ _SAFETENSORS_ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2":
 def describe(spec: str, trust_pickle: bool = False) -> dict:
     from nemotron.checkpoint import hf
     from nemotron.checkpoint.load import SourceKind, load_config, resolve
+    from nemotron.allocator import in_use as allocator_in_use
     from nemotron.quant.cpu import cpu_features, default_cpu_dtype
 
     source = resolve(spec)
@@ -35,6 +36,7 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
         "kv_cache_bytes_per_token_16bit": config.kv_cache_bytes_per_token(2),
         "cpu_compute_dtype": str(default_cpu_dtype()).removeprefix("torch."),  # what --dtype auto picks here
         "cpu_features": cpu_features(),
+        "allocator": allocator_in_use(),
     }
     if hybrid:
         from nemotron.engine.mamba_state import PREFIX_CACHING_OFF
@@ -83,7 +85,8 @@ def format_info(info: dict) -> str:
         f"{info['parameters'] * 2 / 1e9:.2f} GB in bf16, {info['parameters'] / 1e9:.2f} GB in 8-bit",
         f"KV cache     {kv / 1024:.0f} KiB per token in 16-bit; "
         f"{kv * config.max_position_embeddings / 1e9:.2f} GB for one {config.max_position_embeddings}-token sequence",
-        f"on this CPU  computes in {info['cpu_compute_dtype']} by default ({info['cpu_features']}; --dtype overrides)",
+        f"on this CPU  computes in {info['cpu_compute_dtype']} by default ({info['cpu_features']}; --dtype overrides); "
+        f"allocator {info['allocator']}",
     ]
     return "\n".join(lines)
 

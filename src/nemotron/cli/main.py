@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 
+from nemotron.allocator import reexec_with_mimalloc
 from nemotron.errors import NemotronError
 
 COMMAND_MODULES = [
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `nemotron` program itself (tests call main(argv) in their own process)
+        reexec_with_mimalloc()  # nemotron.allocator: a decode step's many small allocations
     # OpenMP threads that spin at barriers steal the cores their partners wait for as soon as anything
     # else runs: a 2-thread bf16 decode went from 30-50 tok/s (PASSIVE) to 4-7 (libgomp's default
     # spin) under a load of 7. Set before torch loads libgomp (commands import it later); a value
