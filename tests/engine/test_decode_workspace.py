@@ -118,6 +118,12 @@ def test_growth_keeps_lanes_and_respects_the_memory_bound():
             plan = workspace.plan(active, [contexts[s] for s in active], pool_keys, pool_values)
             assert plan is not None and plan.num_lanes == batch
             assert sorted(workspace.lane(s) for s in active) == list(range(batch))
+            # row i's mask: 0 over its lane's context, -inf over the padding up to the step's width
+            lane_contexts = torch.tensor([contexts[s] for s in sorted(active, key=workspace.lane)])
+            hidden = torch.arange(plan.width)[None, :] >= lane_contexts[:, None]
+            expected = torch.zeros(batch, plan.width).masked_fill_(hidden, float("-inf"))
+            assert torch.equal(plan.mask, expected[:, None, None, :])
+            assert plan.width >= max(contexts[s] for s in active) and plan.width % block == 0
             for seq in active:
                 lane = workspace.lane(seq)
                 n = contexts[seq]

@@ -46,6 +46,7 @@ class DecodeWorkspace:
         self.keys: Tensor | None = None  # (layers, lanes, Hkv, length, D)
         self.values: Tensor | None = None
         self.flat: list[tuple[Tensor, Tensor]] = []  # per layer: its keys and values as (lanes * Hkv * length, D)
+        self.edge: Tensor | None = None  # (2 * length,): length zeros, then length -inf: the masks' rows
         self.lane_of: dict[Sequence, int] = {}
         self.lane_len: list[int] = []  # valid tokens mirrored in each lane
 
@@ -91,18 +92,20 @@ class DecodeWorkspace:
         for seq, context in zip(seqs, contexts):
             lane_contexts[self.lane_of[seq]] = context
         length = self.keys.shape[3]
-        rows = torch.tensor([(lane * self.num_kv_heads + h) * length + context - 1
-                             for lane, context in enumerate(lane_contexts) for h in range(self.num_kv_heads)],
-                            device=self.device)
+        # One tensor for both index lists (each torch.tensor call costs microseconds on a batch-1 step):
+        # the rows the new keys go to, then where each lane's mask row starts in `self.edge`.
+        indices = torch.tensor([(lane * self.num_kv_heads + h) * length + context - 1
+                                for lane, context in enumerate(lane_contexts) for h in range(self.num_kv_heads)]
+                               + [length - context for context in lane_contexts], device=self.device)
+        rows, starts = indices[:-batch], indices[-batch:]
         # Keys padded to whole blocks and masked, exactly as the gather path sees them: SDPA then
         # sums in the same order whatever else is in the batch, so a request's tokens do not
         # depend on its neighbours (nor on which path served the step).
         width = -(-longest // self.block_size) * self.block_size
         # Additive, as SDPA turns a boolean mask into (0, -inf) in the query's dtype on every call:
-        # made once per step here instead of once per layer, the same numbers.
-        hidden = (torch.arange(width, device=self.device)[None, :]
-                  >= torch.tensor(lane_contexts, device=self.device)[:, None])[:, None, None, :]
-        mask = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))
+        # made once per step here instead of once per layer, the same numbers. Row i is the slice of
+        # `edge` (length zeros, then length -inf) starting `length - context_i` in: one gather.
+        mask = self.edge.unfold(0, width, 1)[starts][:, None, None, :]  # (B, 1, 1, width)
         return LanePlan(batch, width, rows, mask)
 
     def lane(self, seq: Sequence) -> int:
@@ -132,6 +135,8 @@ class DecodeWorkspace:
             keys[:, :have_lanes, :, :have_length] = self.keys
             values[:, :have_lanes, :, :have_length] = self.values
         self.keys, self.values = keys, values
+        self.edge = torch.cat([torch.zeros(new_length, dtype=self.dtype, device=self.device),
+                               torch.full((new_length,), float("-inf"), dtype=self.dtype, device=self.device)])
         self.flat = [(k.view(-1, self.head_dim), v.view(-1, self.head_dim)) for k, v in zip(keys, values)]
         self.lane_len += [0] * (new_lanes - len(self.lane_len))
         return True
