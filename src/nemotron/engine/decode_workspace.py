@@ -36,6 +36,7 @@ class LanePlan:
     width: int  # keys attended per row: the longest context rounded up to whole blocks
     write_index: Tensor  # (B * Hkv,) flat row of each new (lane, head) key in a layer's lane tensor
     mask: Tensor  # (B, 1, 1, width) additive, in the lanes' dtype: 0 for the keys each row sees, -inf elsewhere
+    views: list[tuple[Tensor, Tensor]]  # per layer: keys and values of lanes 0..B-1 up to width, (B, Hkv, width, D)
 
 
 class DecodeWorkspace:
@@ -47,6 +48,8 @@ class DecodeWorkspace:
         self.values: Tensor | None = None
         self.flat: list[tuple[Tensor, Tensor]] = []  # per layer: its keys and values as (lanes * Hkv * length, D)
         self.edge: Tensor | None = None  # (2 * length,): length zeros, then length -inf: the masks' rows
+        # `_views`' last (lanes, width) and its per-layer views
+        self.views: tuple[tuple[int, int], list[tuple[Tensor, Tensor]]] = ((0, 0), [])
         self.lane_of: dict[Sequence, int] = {}
         self.lane_len: list[int] = []  # valid tokens mirrored in each lane
 
@@ -106,7 +109,15 @@ class DecodeWorkspace:
         # made once per step here instead of once per layer, the same numbers. Row i is the slice of
         # `edge` (length zeros, then length -inf) starting `length - context_i` in: one gather.
         mask = self.edge.unfold(0, width, 1)[starts][:, None, None, :]  # (B, 1, 1, width)
-        return LanePlan(batch, width, rows, mask)
+        return LanePlan(batch, width, rows, mask, self._views(batch, width))
+
+    def _views(self, lanes: int, width: int) -> list[tuple[Tensor, Tensor]]:
+        """Every layer's lanes 0..lanes-1 up to width, made once per (lanes, width) and buffer: the width
+        grows a block at a time, so a decoding batch reuses them for block_size steps (2 ops a layer less)."""
+        if self.views[0] != (lanes, width):  # only the last: a batch keeps its (lanes, width) for a block
+            self.views = ((lanes, width), [(k[:lanes, :, :width], v[:lanes, :, :width])
+                                           for k, v in zip(self.keys, self.values)])
+        return self.views[1]
 
     def lane(self, seq: Sequence) -> int:
         return self.lane_of[seq]
@@ -135,6 +146,7 @@ class DecodeWorkspace:
             keys[:, :have_lanes, :, :have_length] = self.keys
             values[:, :have_lanes, :, :have_length] = self.values
         self.keys, self.values = keys, values
+        self.views = ((0, 0), [])  # views of the old buffers go with them
         self.edge = torch.cat([torch.zeros(new_length, dtype=self.dtype, device=self.device),
                                torch.full((new_length,), float("-inf"), dtype=self.dtype, device=self.device)])
         self.flat = [(k.view(-1, self.head_dim), v.view(-1, self.head_dim)) for k, v in zip(keys, values)]

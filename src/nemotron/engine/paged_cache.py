@@ -113,7 +113,7 @@ class PagedKVCache:
         layout = self.layout
         first = 0 if layout.lanes is None else layout.lanes.num_lanes
         if first == q.shape[1]:  # every row decodes from its lane (the pool is written after the step)
-            return self._decode_lanes(layer_idx, q, k[0], v[0], layout.lanes)
+            return self._decode_lanes(layer_idx, q, k, v, layout.lanes)
         keys, values = self.keys[layer_idx], self.values[layer_idx]  # (S, Hkv, D)
         if layout.all_decode and self.backend == "triton":
             from nemotron.engine.triton_attention import paged_decode_attention, store_kv
@@ -159,13 +159,13 @@ class PagedKVCache:
             pool.index_copy_(1, slots, new.view(layers, n, kv_heads, dim))
 
     def _decode_lanes(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor, plan: LanePlan) -> Tensor:
-        """q (1, n, Hq, D), new k/v (n, Hkv, D) of rows in lane order -> (1, n, Hq, D)."""
-        n, dim, width, workspace = q.shape[1], q.shape[3], plan.width, self.workspace
-        flat_keys, flat_values = workspace.flat[layer_idx]  # (L * Hkv * len, D) views of the layer's lanes
+        """q (1, n, Hq, D), new k/v ([1,] n, Hkv, D) of rows in lane order -> (1, n, Hq, D)."""
+        dim = q.shape[3]
+        flat_keys, flat_values = self.workspace.flat[layer_idx]  # (L * Hkv * len, D) views of the layer's lanes
         flat_keys.index_copy_(0, plan.write_index, k.reshape(-1, dim))
         flat_values.index_copy_(0, plan.write_index, v.reshape(-1, dim))
-        return decode_attention(q, workspace.keys[layer_idx, :n, :, :width], workspace.values[layer_idx, :n, :, :width],
-                                plan.mask)
+        keys, values = plan.views[layer_idx]  # (n, Hkv, width, D)
+        return decode_attention(q, keys, values, plan.mask)
 
     def _decode(self, q: Tensor, key_blocks: Tensor, value_blocks: Tensor, layout: BatchLayout) -> Tensor:
         k = key_blocks[layout.block_tables].flatten(1, 2).transpose(1, 2)  # (B, Hkv, W * bs, D)
@@ -209,7 +209,7 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     """
     batch, heads, dim = q.shape[1], q.shape[2], q.shape[3]
     kv_heads = k.shape[1]
-    rows = q[0].reshape(batch, kv_heads, heads // kv_heads, dim)
+    rows = q.reshape(batch, kv_heads, heads // kv_heads, dim)  # (1, B) merged: one op, not two
     if q.device.type == "cpu" and batch * k.shape[2] <= SERIAL_DECODE_KEYS:
         with OneThread():
             out = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)  # (B, Hkv, G, D)
