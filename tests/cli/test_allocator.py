@@ -21,6 +21,9 @@ def test_preload_env_adds_the_library_and_keeps_what_was_preloaded():
     assert env["LD_PRELOAD"] == f"{library} /opt/libother.so"
     assert env["PATH"] == "/bin"
     assert allocator.preload_env({}, platform="linux")["LD_PRELOAD"] == library
+    # mimalloc purges freed memory without decommitting it, unless told otherwise
+    assert env["MIMALLOC_PURGE_DECOMMITS"] == "0"
+    assert allocator.preload_env({"MIMALLOC_PURGE_DECOMMITS": "1"}, platform="linux")["MIMALLOC_PURGE_DECOMMITS"] == "1"
 
 
 @linux_with_mimalloc
