@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ if not torch.cuda.is_available():
     # transformers): imported first, triton.language's own jit helpers stay compiled and every interpreted
     # kernel after that fails (tests/model/test_lora.py before tests/engine/test_triton_attention.py did).
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # Server tests stop `nemotron serve` with SIGINT, as Ctrl-C does. A pytest started as a background job of
+    # a non-interactive shell inherits SIGINT ignored, and so would every server it starts: they then exit 0
+    # on it instead of 130. Handled signals are reset to the default in a child, ignored ones are not.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from nemotron.checkpoint.hf import save_hf_dir
 from nemotron.model.config import ModelConfig
