@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> None:
     ours_args = ["--workdir", str(args.workdir), "--ours", *args.ours, "--worker"]
     workers = [(f"llama.cpp {{}} [{policy}]", Worker(args.llama_python, llama_args, policy, args.threads))
                for policy in args.wait_policies]
-    workers += [(f"nemotron {{}} [{policy}]", Worker(sys.executable, ours_args, policy, args.threads))
+    workers += [(f"nemotron {{}} [{policy}]", Worker(sys.executable, ours_args, policy, args.threads, ours=True))
                 for policy in args.wait_policies]
     runners = [(label.format(k), w.runner(k)) for label, w in workers[:len(args.wait_policies)] for k in ggufs]
     runners += [(label.format(k), w.runner(k)) for label, w in workers[len(args.wait_policies):] for k in args.ours]
@@ -322,11 +322,11 @@ class Worker:
     spinning workers held the cores while a third was timed (each timed engine got 50-70% of its two
     cores, which earlier runs blamed on the host)."""
 
-    def __init__(self, python: str, worker_args: list[str], policy: str, threads: int) -> None:
+    def __init__(self, python: str, worker_args: list[str], policy: str, threads: int, ours: bool = False) -> None:
         command = [python, __file__, "--llama-python", python, "--llama-cpp", ".", "--threads", str(threads),
                    *worker_args]
         env = {**os.environ, "LLAMA_LOG_LEVEL": "error"}
-        if python == sys.executable:  # this project's engine: under the allocator its CLI runs on
+        if ours:  # this project's engine: under the allocator its CLI runs on
             from nemotron.allocator import preload_env
 
             env = preload_env(env) or env

@@ -38,14 +38,18 @@ def library_path() -> Path | None:
     return None
 
 
+def switched_off(env: Mapping[str, str]) -> bool:
+    return env.get(SWITCH, "").lower() == "system"
+
+
 def preload_env(env: Mapping[str, str], platform: str = sys.platform) -> dict[str, str] | None:
     """`env` with mimalloc added to LD_PRELOAD, or None when nothing is to change: not Linux, switched
     off, not installed, or preloaded already (so a re-executed process does not re-execute again)."""
-    if not platform.startswith("linux") or env.get(SWITCH, "").lower() == "system":
-        return None
-    library = library_path()
     preloaded = env.get("LD_PRELOAD", "")
-    if library is None or "mimalloc" in preloaded:
+    if not platform.startswith("linux") or switched_off(env) or "mimalloc" in preloaded:
+        return None
+    library = library_path()  # (reads the wheel's file list: only when it may be needed)
+    if library is None:
         return None
     # Freed memory is purged by resetting its pages (MADV_DONTNEED: they leave the RSS all the same), not by
     # decommitting the range: the KV pool (2 GiB on a CPU), zeroed right after loading freed the checkpoint's
@@ -77,8 +81,8 @@ def in_use() -> str:
         return "mimalloc"
     if not sys.platform.startswith("linux"):
         return "the platform's"
-    why = f"{SWITCH}=system" if os.environ.get(SWITCH, "").lower() == "system" else \
-        "cmeel-mimalloc not installed" if library_path() is None else "not preloaded"
+    why = f"{SWITCH}=system" if switched_off(os.environ) else \
+        f"{DISTRIBUTION} not installed" if library_path() is None else "not preloaded"
     return f"glibc ({why})"
 
 

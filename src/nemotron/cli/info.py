@@ -14,9 +14,9 @@ _SAFETENSORS_ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2":
 
 
 def describe(spec: str, trust_pickle: bool = False) -> dict:
+    from nemotron.allocator import in_use as allocator_in_use
     from nemotron.checkpoint import hf
     from nemotron.checkpoint.load import SourceKind, load_config, resolve
-    from nemotron.allocator import in_use as allocator_in_use
     from nemotron.quant.cpu import cpu_features, default_cpu_dtype
 
     source = resolve(spec)

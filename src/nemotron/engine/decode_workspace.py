@@ -48,8 +48,7 @@ class DecodeWorkspace:
         self.values: Tensor | None = None
         self.flat: list[tuple[Tensor, Tensor]] = []  # per layer: its keys and values as (lanes * Hkv * length, D)
         self.edge: Tensor | None = None  # (2 * length,): length zeros, then length -inf: the masks' rows
-        # `_views`' last (lanes, width) and its per-layer views
-        self.views: tuple[tuple[int, int], list[tuple[Tensor, Tensor]]] = ((0, 0), [])
+        self._last_views: tuple[tuple[int, int], list[tuple[Tensor, Tensor]]] = ((0, 0), [])  # `_views`' last
         self.lane_of: dict[Sequence, int] = {}
         self.lane_len: list[int] = []  # valid tokens mirrored in each lane
 
@@ -114,10 +113,10 @@ class DecodeWorkspace:
     def _views(self, lanes: int, width: int) -> list[tuple[Tensor, Tensor]]:
         """Every layer's lanes 0..lanes-1 up to width, made once per (lanes, width) and buffer: the width
         grows a block at a time, so a decoding batch reuses them for block_size steps (2 ops a layer less)."""
-        if self.views[0] != (lanes, width):  # only the last: a batch keeps its (lanes, width) for a block
-            self.views = ((lanes, width), [(k[:lanes, :, :width], v[:lanes, :, :width])
-                                           for k, v in zip(self.keys, self.values)])
-        return self.views[1]
+        if self._last_views[0] != (lanes, width):  # only the last: a batch keeps its (lanes, width) for a block
+            self._last_views = ((lanes, width), [(k[:lanes, :, :width], v[:lanes, :, :width])
+                                                 for k, v in zip(self.keys, self.values)])
+        return self._last_views[1]
 
     def lane(self, seq: Sequence) -> int:
         return self.lane_of[seq]
@@ -146,7 +145,7 @@ class DecodeWorkspace:
             keys[:, :have_lanes, :, :have_length] = self.keys
             values[:, :have_lanes, :, :have_length] = self.values
         self.keys, self.values = keys, values
-        self.views = ((0, 0), [])  # views of the old buffers go with them
+        self._last_views = ((0, 0), [])  # views of the old buffers go with them
         self.edge = torch.cat([torch.zeros(new_length, dtype=self.dtype, device=self.device),
                                torch.full((new_length,), float("-inf"), dtype=self.dtype, device=self.device)])
         self.flat = [(k.view(-1, self.head_dim), v.view(-1, self.head_dim)) for k, v in zip(keys, values)]
