@@ -35,7 +35,7 @@ class LLM:
     GPU each or CPU processes, each loading its part of the model; close() or `with` stops them),
     max_model_len (serve a shorter context), gpu_memory_utilization (the part of the memory free after
     loading the weights given to the KV cache), max_num_seqs, max_num_batched_tokens, block_size,
-    enable_prefix_caching, enforce_eager (no CUDA graphs), seed (of the global random generator,
+    enable_prefix_caching, enforce_eager (no CUDA graphs, no CPU decode traces), seed (of the global random generator,
     which unseeded requests draw from). Beyond vLLM, as the CLI: device, tokenizer (a tokenizer file
     instead of the model's), lora (a PEFT adapter merged into the weights), force (skip the
     fits-in-memory check), trust_pickle. A LoadedModel with a parallel config is rank 0's part of a run
@@ -54,7 +54,8 @@ class LLM:
                                 max_model_len=max_model_len, gpu_memory_fraction=gpu_memory_utilization,
                                 max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                                 block_size=block_size, enable_prefix_caching=enable_prefix_caching,
-                                cuda_graphs=False if enforce_eager else None)
+                                cuda_graphs=False if enforce_eager else None,
+                                cpu_decode_trace=False if enforce_eager else None)
         dtype = None if dtype == "auto" else dtype
         if seed is not None:
             torch.manual_seed(seed)

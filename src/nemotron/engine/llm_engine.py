@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nemotron.engine.block_manager import BlockManager
+from nemotron.engine.cpu_trace import TracedDecode
 from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.mamba_state import PREFIX_CACHING_OFF, AttentionLayers, MambaStatePool, StateSlots
 from nemotron.engine.model_runner import PROMPT_ROWS, ModelRunner, SampledToken
@@ -122,6 +123,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     attention_backend: str = "auto"  # decode attention: "triton" kernel on GPUs (and Triton norms), "torch" SDPA
     cuda_graphs: bool = True  # replay decode steps from CUDA graphs (GPU with the triton backend only)
+    cpu_decode_trace: bool = True  # CPU: replay steps of up to 8 decoding sequences from a trace (engine.cpu_trace)
     decode_workspace: bool = True  # torch backend: decode from contiguous per-sequence K/V lanes, not block gathers
     parallel: ParallelConfig = ParallelConfig()  # tensor x pipeline parallel ranks (started by nemotron.parallel.launch)
     cpu_kernels: bool = True  # bf16 on CPU: prepacked oneDNN, int8 / int4 kernels (nemotron.quant.cpu)
@@ -210,6 +212,9 @@ class LLMEngine:
                 and states is None):  # (graphs capture no Mamba state updates: hybrid models decode eagerly)
             max_blocks = -(-self.context_len // config.block_size)
             self.runner.graphs = DecodeGraphs(self.model, self.kv_cache, min(config.max_num_seqs, 256), max_blocks)
+        if (config.cpu_decode_trace and device.type == "cpu" and self.kv_cache.workspace is not None
+                and channel is None and states is None):  # (as the CUDA graphs: one process, no Mamba state)
+            self.runner.traced = TracedDecode(self.model.model, self.kv_cache)
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from nemotron.engine.cpu_trace import TracedDecode
 from nemotron.engine.cuda_graphs import DecodeGraphs
 from nemotron.engine.decode_workspace import LanePlan
 from nemotron.engine.output import Token
@@ -96,6 +97,7 @@ class ModelRunner:
         self._next_key: Iterator[int] = itertools.count()
         self._lane_keys: dict[int, _LaneKey] = {}  # keys of the last step (every rank)
         self.graphs: DecodeGraphs | None = None  # set by the engine on GPUs
+        self.traced: TracedDecode | None = None  # set by the engine on CPUs
 
     # ---- rank 0: plan, execute, sample ------------------------------------------------------
     @torch.inference_mode()
@@ -169,7 +171,10 @@ class ModelRunner:
         if len(batches) == 1 and (self.channel is None or self.channel.layout.pp == 1):
             input_ids, positions, layout = batches[0]
             self.kv_cache.use(layout)
-            hidden = self.model.model(input_ids, positions, self.kv_cache)[0]
+            if self.traced is not None and self.traced.fits(layout, input_ids.shape[1]):
+                hidden = self.traced.forward(input_ids, positions)[0]
+            else:
+                hidden = self.model.model(input_ids, positions, self.kv_cache)[0]
             self.kv_cache.store_lane_tokens()
             return hidden
         from nemotron.parallel.pipeline import MicroBatch, pipeline_forward

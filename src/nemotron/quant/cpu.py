@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import Callable, List, Optional  # noqa: UP035 - List / Optional for TorchScript
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +110,23 @@ class PackedLinear(CpuLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x if x.dtype is self.dtype else x.to(self.dtype)  # fp32 from an int8 layer's one-row output
+        if torch._C._get_tracing_state() is not None:  # being recorded (engine.cpu_trace)
+            return traceable_linear_pointwise()(x, self.weight)
         return LINEAR_POINTWISE(x, self.weight, None, "none", [None], "")
+
+
+@functools.cache
+def traceable_linear_pointwise() -> Callable[[Tensor, Tensor], Tensor]:
+    """oneDNN's prepacked linear (no bias, no post-op) in a form the tracer records: the op's list of
+    optional scalars is a type that only TorchScript's compiler produces, not the tracer."""
+
+    def linear(x: Tensor, weight: Tensor) -> Tensor:
+        scalars: List[Optional[number]] = [None]  # noqa: F821, UP006, UP045 - TorchScript's types, for its compiler
+        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", scalars, "")
+
+    with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated (engine.cpu_trace)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(linear)
 
 
 def int8_dot_products() -> bool:

@@ -1,0 +1,125 @@
+"""CPU decode steps replayed from a TorchScript trace of the model's trunk: the CPU's counterpart of
+the CUDA graphs (engine.cuda_graphs), for steps that decode up to `MAX_TRACED_LANES` sequences.
+
+At a few rows a decode step of a small model is bound by host work, not by the matmuls: the 140M
+shape's bf16 step makes ~420 ATen calls, each through Python and torch's argument parsing, while
+the other intra-op thread spins between the matmuls. A trace records the step's ATen calls once and
+replays them from TorchScript's interpreter, in C++: the same model code, recorded, not a second copy
+of it. One trace per number of decoding sequences, made at the first such step (tens of ms).
+
+What a replay reads as inputs and what the trace holds fixed:
+- inputs: token ids, positions, and the decode workspace's tensors of the step (each row's mask, the
+  rows its new keys go to, every layer's lane views and flat views), which change from step to step
+  and when the lanes grow; and what a trace cannot hold: the prepacked oneDNN weights (opaque
+  tensors) and the parameters that require grad (the engine leaves them as the caller set them);
+- held: every other tensor the forward reads (derived norm scales, the rotary table), by
+  reference, and every Python decision (which path `attend` takes for all-lane rows, the
+  kernel a linear layer picks for its row count), which depend only on the number of rows.
+Attention runs on the whole thread team in a replay (eager batch-1 steps run it on one thread,
+`paged_cache.OneThread`, a Python-side switch a trace does not record); with spinning OpenMP threads
+the team is the faster of the two anyway (192 keys: 18 against 29 us).
+
+Steps of a model with forward hooks set (on any of its modules, or global ones) run eagerly, hooks
+and all. A model the trace cannot take (fbgemm's int8 weights are ScriptObjects, not tensors) decodes eagerly,
+as does a first replay whose output differs from the eager forward it was recorded from (checked bit
+for bit, once per trace). torch 2.13 marks `torch.jit.trace` deprecated: it is what replays a CPU
+op sequence without Python today (torch.compile measured slower here; README, CPU path).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules import module as module_hooks
+
+from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
+
+MAX_TRACED_LANES = 8  # the small batches, where host work is a large part of a step (one trace per row count)
+
+
+def untraceable_reason(model: nn.Module) -> str | None:
+    """Why `model`'s forward cannot be traced (None when it can): a torchbind object among its modules'
+    state (fbgemm's packed weights), or a process group (a sharded model's collectives: a trace that
+    failed half-way would have run some of them on this rank only)."""
+    groups = (torch.distributed.ProcessGroup,) if torch.distributed.is_available() else ()
+    for name, module in model.named_modules():
+        for attribute, value in vars(module).items():
+            if isinstance(value, torch.ScriptObject):
+                return f"{name}.{attribute} is a ScriptObject, which a trace cannot take"
+            if isinstance(value, groups):
+                return f"{name}.{attribute} is a process group: a sharded model's collectives are not traced"
+    return None
+
+
+class TracedDecode:
+    def __init__(self, trunk: nn.Module, kv_cache: PagedKVCache) -> None:
+        self.trunk = trunk  # NemotronModel: (input_ids, positions, cache) -> hidden (1, T, H)
+        self.kv_cache = kv_cache
+        self.traces: dict[int, Callable[..., Tensor]] = {}  # number of decoding rows -> replay
+        # Graph inputs at every replay besides the step's: the opaque (oneDNN-layout) weights and the
+        # parameters that require grad (a trace holds neither as a constant), in this order.
+        self.held = [value for module in trunk.modules() for value in vars(module).values()
+                     if isinstance(value, Tensor) and value.is_mkldnn]
+        self.held += [p for p in trunk.parameters() if p.requires_grad]
+        self.off_reason: str | None = untraceable_reason(trunk)
+        self.modules = list(trunk.modules())  # whose forward hooks each step looks for
+        self.replays = 0  # steps served by a replay
+
+    def fits(self, layout: BatchLayout, rows: int) -> bool:
+        """Every row of the step decodes from its lane, there are few enough of them, and no forward
+        hook is set (Python, which a replay would skip: a hook registered later is still honoured)."""
+        lanes = layout.lanes
+        return (self.off_reason is None and lanes is not None and lanes.num_lanes == rows
+                and rows <= MAX_TRACED_LANES and not self._hooked())
+
+    def _hooked(self) -> bool:
+        if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules)
+
+    def forward(self, input_ids: Tensor, positions: Tensor) -> Tensor:
+        """The trunk's hidden states (1, T, H) for the step whose layout the cache uses, replayed."""
+        inputs = self._inputs(input_ids, positions)
+        replay = self.traces.get(input_ids.shape[1])
+        if replay is None:
+            return self._trace(inputs)
+        self.replays += 1
+        with torch.jit.optimized_execution(False):  # run the graph as recorded: no profiling runs, no re-specialising
+            return replay(*inputs)
+
+    def _inputs(self, input_ids: Tensor, positions: Tensor) -> tuple[Tensor, ...]:
+        lanes = self.kv_cache.layout.lanes
+        views = [t for pair in lanes.views for t in pair]
+        flats = [t for pair in self.kv_cache.workspace.flat for t in pair]
+        return (input_ids, positions, lanes.mask, lanes.write_index, *views, *flats, *self.held)
+
+    def _trace(self, inputs: tuple[Tensor, ...]) -> Tensor:
+        """Record the step (its eager forward), replay it once on the same inputs and keep the trace if
+        the replay is the same bit for bit. The replay writes the same keys to the same lane rows."""
+        recorded: list[Tensor] = []
+
+        def step(input_ids: Tensor, positions: Tensor, *_: Tensor) -> Tensor:
+            recorded.append(self.trunk(input_ids, positions, self.kv_cache))
+            return recorded[-1]
+
+        try:
+            with warnings.catch_warnings():  # deprecation, and the tracer's notes on the Python decisions it fixes
+                warnings.simplefilter("ignore")
+                replay = torch.jit.trace(step, inputs, check_trace=False)
+            with torch.jit.optimized_execution(False):
+                replayed = replay(*inputs)
+        except (RuntimeError, TypeError, ValueError) as error:  # something the tracer cannot record
+            self.off_reason = f"the step could not be traced: {error}".splitlines()[0]
+            return self.trunk(inputs[0], inputs[1], self.kv_cache)  # its lane writes are the same again
+        if self._same(replayed, recorded[0]):
+            self.traces[inputs[0].shape[1]] = replay
+        else:
+            self.off_reason = "a replay differed from the forward it was traced from"
+        return recorded[0]
+
+    @staticmethod
+    def _same(replayed: Tensor, recorded: Tensor) -> bool:
+        return torch.equal(replayed, recorded)
+

@@ -1,0 +1,93 @@
+"""CPU decode steps replayed from a trace give the eager engine's tokens, and only the steps that fit are traced."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nemotron.checkpoint.load import load_model
+from nemotron.engine.cpu_trace import MAX_TRACED_LANES, TracedDecode, untraceable_reason
+from nemotron.engine.llm import LLM
+from nemotron.engine.llm_engine import EngineConfig
+from nemotron.engine.sampling import SamplingParams
+from nemotron.quant.cpu import fbgemm_pack
+from tests.engine.test_decode_workspace import mixed_params
+from tests.engine.test_engine import prompts
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def loaded_dir(request, tiny_model_dir):
+    return tiny_model_dir, request.param
+
+
+def generate(model_dir, dtype, requests, params, **config):
+    llm = LLM(load_model(model_dir, dtype=dtype), EngineConfig(attention_backend="torch", block_size=4, **config))
+    results = llm.generate(requests, params)
+    return [r.outputs[0].token_ids for r in results], llm.engine.runner.traced
+
+
+@pytest.mark.parametrize("max_num_seqs", [1, 3, 12])
+def test_replayed_steps_give_the_eager_tokens(loaded_dir, max_num_seqs):
+    """Sequences come and go (the number of decoding rows changes), lanes grow block after block
+    (new views, new masks), sampled and greedy rows: every token as the eager engine's."""
+    model_dir, dtype = loaded_dir
+    requests = prompts(10, seed=31)
+    params = mixed_params(len(requests))
+    eager, none = generate(model_dir, dtype, requests, params, max_num_seqs=max_num_seqs, cpu_decode_trace=False)
+    replayed, traced = generate(model_dir, dtype, requests, params, max_num_seqs=max_num_seqs)
+    assert none is None
+    assert replayed == eager
+    assert traced.off_reason is None and traced.replays > 0
+    assert set(traced.traces) <= set(range(1, min(max_num_seqs, MAX_TRACED_LANES) + 1))
+    if dtype == "bfloat16":  # oneDNN's prepacked weights went in as graph inputs
+        assert any(t.is_mkldnn for t in traced.held)
+
+
+def test_a_replay_that_differs_turns_tracing_off_and_the_step_stays_eager(tiny_model_dir, monkeypatch):
+    requests, params = prompts(3, seed=32), mixed_params(3)
+    eager, _ = generate(tiny_model_dir, "float32", requests, params, cpu_decode_trace=False)
+    monkeypatch.setattr(TracedDecode, "_same", staticmethod(lambda replayed, recorded: False))
+    tokens, traced = generate(tiny_model_dir, "float32", requests, params)
+    assert tokens == eager
+    assert traced.off_reason == "a replay differed from the forward it was traced from"
+    assert traced.traces == {} and traced.replays == 0
+
+
+def test_enforce_eager_turns_the_traces_off(tiny_model_dir):
+    llm = LLM(load_model(tiny_model_dir, dtype="float32"), enforce_eager=True)
+    assert llm.engine.runner.traced is None
+    assert LLM(load_model(tiny_model_dir, dtype="float32")).engine.runner.traced is not None
+
+
+@pytest.mark.skipif("fbgemm" not in torch.backends.quantized.supported_engines, reason="no fbgemm in this torch")
+def test_a_model_holding_a_script_object_is_not_traced():
+    layer = nn.Module()
+    layer.packed = fbgemm_pack(torch.ones(8, 8, dtype=torch.int8), torch.ones(8))
+    model = nn.Sequential(nn.Linear(8, 8), layer)
+    assert untraceable_reason(model) == "1.packed is a ScriptObject, which a trace cannot take"
+    assert untraceable_reason(nn.Sequential(nn.Linear(8, 8))) is None
+
+
+def test_a_step_the_tracer_cannot_record_runs_eagerly(tiny_model_dir, monkeypatch):
+    requests, params = prompts(3, seed=33), mixed_params(3)
+    eager, _ = generate(tiny_model_dir, "float32", requests, params, cpu_decode_trace=False)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Tried to trace something\nmore lines")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    tokens, traced = generate(tiny_model_dir, "float32", requests, params)
+    assert tokens == eager
+    assert traced.off_reason == "the step could not be traced: Tried to trace something"
+    assert traced.traces == {} and traced.replays == 0
+
+
+def test_steps_of_a_hooked_model_run_eagerly_with_their_hooks(tiny_model_dir):
+    requests, params = prompts(2, seed=34), mixed_params(2)
+    eager_calls, traced_calls = [], []
+    for calls, trace in ((eager_calls, False), (traced_calls, True)):
+        llm = LLM(load_model(tiny_model_dir, dtype="float32"), EngineConfig(cpu_decode_trace=trace))
+        llm.engine.model.model.layers[1].mlp.register_forward_hook(lambda *_: calls.append(1))
+        llm.generate(requests, params)
+    assert traced_calls == eager_calls and len(eager_calls) > 2
+    assert llm.engine.runner.traced.replays == 0
