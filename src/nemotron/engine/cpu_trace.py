@@ -64,7 +64,9 @@ class TracedDecode:
                      if isinstance(value, Tensor) and value.is_mkldnn]
         self.held += [p for p in trunk.parameters() if p.requires_grad]
         self.off_reason: str | None = untraceable_reason(trunk)
-        self.modules = list(trunk.modules())  # whose forward hooks each step looks for
+        # Every module's hook dicts, which each step looks into (nn.Module adds to them, never replaces
+        # them): ~5 us a step, where reading them through each module took ~95 on the 140M shape.
+        self.hook_dicts = [d for m in trunk.modules() for d in (m._forward_hooks, m._forward_pre_hooks)]
         self.replays = 0  # steps served by a replay
 
     def fits(self, layout: BatchLayout, rows: int) -> bool:
@@ -77,7 +79,7 @@ class TracedDecode:
     def _hooked(self) -> bool:
         if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
             return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules)
+        return any(self.hook_dicts)
 
     def forward(self, input_ids: Tensor, positions: Tensor) -> Tensor:
         """The trunk's hidden states (1, T, H) for the step whose layout the cache uses, replayed."""
