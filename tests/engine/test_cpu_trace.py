@@ -10,9 +10,11 @@ from nemotron.engine.cpu_trace import MAX_TRACED_LANES, TracedDecode, untraceabl
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
-from nemotron.quant.cpu import fbgemm_pack
+from nemotron.quant import quantize
+from tests.conftest import random_model_dir
 from tests.engine.test_decode_workspace import mixed_params
 from tests.engine.test_engine import prompts
+from tests.quant.conftest import QUANT_CONFIG
 
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
@@ -40,7 +42,7 @@ def test_replayed_steps_give_the_eager_tokens(loaded_dir, max_num_seqs):
     assert traced.off_reason is None and traced.replays > 0
     assert set(traced.traces) <= set(range(1, min(max_num_seqs, MAX_TRACED_LANES) + 1))
     if dtype == "bfloat16":  # oneDNN's prepacked weights went in as graph inputs
-        assert any(t.is_mkldnn for t in traced.held)
+        assert traced.held and all(t.is_mkldnn for t in traced.held)
 
 
 def test_a_replay_that_differs_turns_tracing_off_and_the_step_stays_eager(tiny_model_dir, monkeypatch):
@@ -59,12 +61,39 @@ def test_enforce_eager_turns_the_traces_off(tiny_model_dir):
     assert LLM(load_model(tiny_model_dir, dtype="float32")).engine.runner.traced is not None
 
 
-@pytest.mark.skipif("fbgemm" not in torch.backends.quantized.supported_engines, reason="no fbgemm in this torch")
-def test_a_model_holding_a_script_object_is_not_traced():
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory, sp_tokenizer_file):
+    return random_model_dir(tmp_path_factory, sp_tokenizer_file, QUANT_CONFIG, "wide_model", seed=3)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_models_replay_their_kernels(wide_model_dir, scheme):
+    """int8 (fbgemm's packed weights: torchbind objects, read as module attributes) and int4 at one
+    row and at a few rows: the eager engine's tokens."""
+    def quantized():
+        loaded = load_model(wide_model_dir, dtype="float32")
+        quantize(loaded.model, scheme)
+        for param in loaded.model.parameters():
+            param.data = param.data.bfloat16()
+        return loaded
+
+    requests, params = prompts(4, seed=35), mixed_params(4)
+    runs = []
+    for trace in (False, True):
+        llm = LLM(quantized(), EngineConfig(attention_backend="torch", block_size=4, max_num_seqs=3,
+                                            cpu_decode_trace=trace))
+        runs.append([r.outputs[0].token_ids for r in llm.generate(requests, params)])
+    assert runs[1] == runs[0]
+    traced = llm.engine.runner.traced
+    assert traced.off_reason is None and traced.replays > 0 and 1 in traced.traces
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")
+def test_a_sharded_model_is_not_traced():
     layer = nn.Module()
-    layer.packed = fbgemm_pack(torch.ones(8, 8, dtype=torch.int8), torch.ones(8))
-    model = nn.Sequential(nn.Linear(8, 8), layer)
-    assert untraceable_reason(model) == "1.packed is a ScriptObject, which a trace cannot take"
+    layer.group = torch.distributed.ProcessGroup(torch.distributed.HashStore(), 0, 1)  # as a TP layer holds one
+    assert untraceable_reason(nn.Sequential(nn.Linear(8, 8), layer)) == (
+        "1.group is a process group: a sharded model's collectives are not traced")
     assert untraceable_reason(nn.Sequential(nn.Linear(8, 8))) is None
 
 

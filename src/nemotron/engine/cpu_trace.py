@@ -10,8 +10,10 @@ of it. One trace per number of decoding sequences, made at the first such step (
 What a replay reads as inputs and what the trace holds fixed:
 - inputs: token ids, positions, and the decode workspace's tensors of the step (each row's mask, the
   rows its new keys go to, every layer's lane views and flat views), which change from step to step
-  and when the lanes grow; and what a trace cannot hold: the prepacked oneDNN weights (opaque
-  tensors) and the parameters that require grad (the engine leaves them as the caller set them);
+  and when the lanes grow; and the prepacked oneDNN weights (opaque tensors, which a trace can
+  neither hold as constants nor read as the plain attributes they are);
+- module attributes: parameters and torchbind objects (fbgemm's packed int8 weights), read at each
+  replay, as the trunk is traced as a submodule;
 - held: every other tensor the forward reads (derived norm scales, the rotary table), by
   reference, and every Python decision (which path `attend` takes for all-lane rows, the
   kernel a linear layer picks for its row count), which depend only on the number of rows.
@@ -20,8 +22,8 @@ Attention runs on the whole thread team in a replay (eager batch-1 steps run it 
 the team is the faster of the two anyway (192 keys: 18 against 29 us).
 
 Steps of a model with forward hooks set (on any of its modules, or global ones) run eagerly, hooks
-and all. A model the trace cannot take (fbgemm's int8 weights are ScriptObjects, not tensors) decodes eagerly,
-as does a first replay whose output differs from the eager forward it was recorded from (checked bit
+and all. A sharded model (process groups) decodes eagerly, as does a step the tracer cannot record
+and a first replay whose output differs from the eager forward it was recorded from (checked bit
 for bit, once per trace). torch 2.13 marks `torch.jit.trace` deprecated: it is what replays a CPU
 op sequence without Python today (torch.compile measured slower here; README, CPU path).
 """
@@ -40,29 +42,43 @@ MAX_TRACED_LANES = 8  # the small batches, where host work is a large part of a 
 
 
 def untraceable_reason(model: nn.Module) -> str | None:
-    """Why `model`'s forward cannot be traced (None when it can): a torchbind object among its modules'
-    state (fbgemm's packed weights), or a process group (a sharded model's collectives: a trace that
-    failed half-way would have run some of them on this rank only)."""
+    """Why `model`'s forward is not traced (None when it is): a process group among its modules' state
+    (a sharded model's collectives: a trace that failed half-way would have run some of them on this
+    rank only)."""
     groups = (torch.distributed.ProcessGroup,) if torch.distributed.is_available() else ()
     for name, module in model.named_modules():
         for attribute, value in vars(module).items():
-            if isinstance(value, torch.ScriptObject):
-                return f"{name}.{attribute} is a ScriptObject, which a trace cannot take"
             if isinstance(value, groups):
                 return f"{name}.{attribute} is a process group: a sharded model's collectives are not traced"
     return None
+
+
+class _Step(nn.Module):
+    """What is traced: the trunk as a submodule, so that the tracer reads its parameters and its
+    torchbind objects (fbgemm's packed int8 weights) as module attributes, which a traced function
+    cannot take. The cache is an object, not an input: the step's tensors of it are the inputs."""
+
+    def __init__(self, trunk: nn.Module, kv_cache: PagedKVCache) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.kv_cache = kv_cache
+        self.recorded: Tensor | None = None  # the output of the eager run the tracer recorded
+
+    def forward(self, input_ids: Tensor, positions: Tensor, *_: Tensor) -> Tensor:
+        self.recorded = self.trunk(input_ids, positions, self.kv_cache)
+        return self.recorded
 
 
 class TracedDecode:
     def __init__(self, trunk: nn.Module, kv_cache: PagedKVCache) -> None:
         self.trunk = trunk  # NemotronModel: (input_ids, positions, cache) -> hidden (1, T, H)
         self.kv_cache = kv_cache
+        self.step = _Step(trunk, kv_cache)
         self.traces: dict[int, Callable[..., Tensor]] = {}  # number of decoding rows -> replay
-        # Graph inputs at every replay besides the step's: the opaque (oneDNN-layout) weights and the
-        # parameters that require grad (a trace holds neither as a constant), in this order.
+        # Graph inputs at every replay besides the step's: the opaque (oneDNN-layout) weights, which a
+        # trace can neither hold as constants nor read as attributes (they are plain attributes).
         self.held = [value for module in trunk.modules() for value in vars(module).values()
                      if isinstance(value, Tensor) and value.is_mkldnn]
-        self.held += [p for p in trunk.parameters() if p.requires_grad]
         self.off_reason: str | None = untraceable_reason(trunk)
         # Every module's hook dicts, which each step looks into (nn.Module adds to them, never replaces
         # them): ~5 us a step, where reading them through each module took ~95 on the 140M shape.
@@ -100,26 +116,21 @@ class TracedDecode:
     def _trace(self, inputs: tuple[Tensor, ...]) -> Tensor:
         """Record the step (its eager forward), replay it once on the same inputs and keep the trace if
         the replay is the same bit for bit. The replay writes the same keys to the same lane rows."""
-        recorded: list[Tensor] = []
-
-        def step(input_ids: Tensor, positions: Tensor, *_: Tensor) -> Tensor:
-            recorded.append(self.trunk(input_ids, positions, self.kv_cache))
-            return recorded[-1]
-
         try:
             with warnings.catch_warnings():  # deprecation, and the tracer's notes on the Python decisions it fixes
                 warnings.simplefilter("ignore")
-                replay = torch.jit.trace(step, inputs, check_trace=False)
+                replay = torch.jit.trace(self.step, inputs, check_trace=False)
             with torch.jit.optimized_execution(False):
                 replayed = replay(*inputs)
         except (RuntimeError, TypeError, ValueError) as error:  # something the tracer cannot record
             self.off_reason = f"the step could not be traced: {error}".splitlines()[0]
             return self.trunk(inputs[0], inputs[1], self.kv_cache)  # its lane writes are the same again
-        if self._same(replayed, recorded[0]):
+        recorded, self.step.recorded = self.step.recorded, None
+        if self._same(replayed, recorded):
             self.traces[inputs[0].shape[1]] = replay
         else:
             self.off_reason = "a replay differed from the forward it was traced from"
-        return recorded[0]
+        return recorded
 
     @staticmethod
     def _same(replayed: Tensor, recorded: Tensor) -> bool:
