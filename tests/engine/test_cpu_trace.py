@@ -1,17 +1,20 @@
 """CPU decode steps replayed from a trace give the eager engine's tokens, and only the steps that fit are traced."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from nemotron.checkpoint.load import load_model
 from nemotron.engine.cpu_trace import MAX_TRACED_LANES, TracedDecode, untraceable_reason
+from nemotron.engine.paged_cache import SERIAL_DECODE_KEYS
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.sampling import SamplingParams
 from nemotron.quant import quantize
-from tests.conftest import random_model_dir
+from tests.conftest import TINY_CONFIG, random_model_dir
 from tests.engine.test_decode_workspace import mixed_params
 from tests.engine.test_engine import prompts
 from tests.quant.conftest import QUANT_CONFIG
@@ -53,6 +56,55 @@ def test_a_replay_that_differs_turns_tracing_off_and_the_step_stays_eager(tiny_m
     assert tokens == eager
     assert traced.off_reason == "a replay differed from the forward it was traced from"
     assert traced.traces == {} and traced.replays == 0
+
+
+class _OtherTokensReplay:
+    """A replay that computes another step (every token id + 1): different outputs, and its own keys
+    and values written to the step's lane rows, as a replay that really differed would."""
+
+    def __init__(self, replay):
+        self.replay, self.graph = replay, replay.graph
+
+    def __call__(self, input_ids, *inputs):
+        return self.replay((input_ids + 1) % 320, *inputs)
+
+
+def test_a_replay_that_really_differs_leaves_the_eager_keys_in_the_lanes(tiny_model_dir, monkeypatch):
+    """The failed check's step is run eagerly again: the lanes (and the pool after them) hold the eager
+    step's keys and values, so every later step, eager, gives the eager engine's log-probabilities."""
+    requests = prompts(3, seed=36)
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True, logprobs=0)
+
+    def run(trace):
+        llm = LLM(load_model(tiny_model_dir, dtype="float32"), EngineConfig(cpu_decode_trace=trace, max_num_seqs=1))
+        return [r.outputs[0].cumulative_logprob for r in llm.generate(requests, params)], llm.engine.runner.traced
+
+    eager, _ = run(False)
+    real_trace = torch.jit.trace
+    monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: _OtherTokensReplay(real_trace(*args, **kwargs)))
+    replayed, traced = run(True)
+    assert traced.off_reason == "a replay differed from the forward it was traced from"
+    assert replayed == eager
+
+
+@pytest.fixture(scope="module")
+def mha_model_dir(tmp_path_factory, sp_tokenizer_file):
+    """One query head per KV head, fp32, a context past SERIAL_DECODE_KEYS: SDPA's one-row path."""
+    config = dataclasses.replace(TINY_CONFIG, num_kv_heads=TINY_CONFIG.num_heads, max_position_embeddings=1024)
+    return random_model_dir(tmp_path_factory, sp_tokenizer_file, config, "mha_model", seed=4)
+
+
+def test_multi_head_attention_replays_give_the_eager_bits_on_one_thread_and_on_the_team(mha_model_dir):
+    """A long request first (its steps attend on the thread team), then a short one (eager steps attend
+    on one thread, replays on the team): the eager engine's log-probabilities, bit for bit."""
+    requests = [[5 + i % 300 for i in range(SERIAL_DECODE_KEYS + 100)], [7, 8, 9]]
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, logprobs=0)
+    runs = []
+    for trace in (False, True):
+        llm = LLM(load_model(mha_model_dir, dtype="float32"), EngineConfig(cpu_decode_trace=trace, max_num_seqs=1))
+        runs.append([r.outputs[0].cumulative_logprob for r in llm.generate(requests, params)])
+    assert runs[1] == runs[0]
+    assert llm.engine.runner.traced.replays > 6  # both requests' steps were replayed
 
 
 def test_enforce_eager_turns_the_traces_off(tiny_model_dir):
@@ -120,3 +172,20 @@ def test_steps_of_a_hooked_model_run_eagerly_with_their_hooks(tiny_model_dir):
         llm.generate(requests, params)
     assert traced_calls == eager_calls and len(eager_calls) > 2
     assert llm.engine.runner.traced.replays == 0
+
+
+def test_a_replay_that_fails_runs_the_step_eagerly(tiny_model_dir):
+    requests, params = prompts(2, seed=37), mixed_params(2)
+    eager, _ = generate(tiny_model_dir, "float32", requests, params, cpu_decode_trace=False, max_num_seqs=1)
+    llm = LLM(load_model(tiny_model_dir, dtype="float32"), EngineConfig(attention_backend="torch", block_size=4,
+                                                                         max_num_seqs=1))
+    first = llm.generate(requests[:1], params[:1])[0].outputs[0].token_ids
+    traced = llm.engine.runner.traced
+
+    def fail(*inputs):
+        raise RuntimeError("The following operation failed in the TorchScript interpreter.\nmore")
+
+    traced.traces[1] = fail
+    second = llm.generate(requests[1:], params[1:])[0].outputs[0].token_ids
+    assert [first, second] == eager
+    assert traced.off_reason == "a replay failed: The following operation failed in the TorchScript interpreter."
