@@ -59,8 +59,8 @@ def simplify(graph: torch.Graph) -> None:
     """In place, TorchScript's own passes (those `torch.jit.freeze` runs): the trunk's calls inlined
     into one graph (a traced submodule is one call; each prepacked linear layer is a call of a scripted
     function), and the tracer's shape arithmetic folded or shared where its inputs are constants
-    (140M shape: ~960 nodes inlined, ~640 after folding; a replay 3-4% faster than the traced call). Shape peepholes stay off:
-    they would fold sizes of the traced example, which change from step to step."""
+    (140M shape: ~960 nodes inlined, ~640 after folding; a replay 3-4% faster than the traced call).
+    Shape peepholes stay off: they would fold sizes of the traced example, which change from step to step."""
     torch._C._jit_pass_inline(graph)
     torch._C._jit_pass_constant_propagation(graph)
     torch._C._jit_pass_peephole(graph, True)  # disable_shape_peepholes
