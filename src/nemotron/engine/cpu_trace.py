@@ -86,9 +86,7 @@ class _Step(nn.Module):
 
 class TracedDecode:
     def __init__(self, trunk: nn.Module, kv_cache: PagedKVCache) -> None:
-        self.trunk = trunk  # NemotronModel: (input_ids, positions, cache) -> hidden (1, T, H)
-        self.kv_cache = kv_cache
-        self.step = _Step(trunk, kv_cache)
+        self.step = _Step(trunk, kv_cache)  # trunk: NemotronModel, (input_ids, positions, cache) -> hidden (1, T, H)
         self.traces: dict[int, Callable[..., Tensor]] = {}  # number of decoding rows -> replay
         # Graph inputs at every replay besides the step's: the opaque (oneDNN-layout) weights, which a
         # trace can neither hold as constants nor read as attributes (they are plain attributes).
@@ -115,26 +113,25 @@ class TracedDecode:
     def forward(self, input_ids: Tensor, positions: Tensor) -> Tensor:
         """The trunk's hidden states (1, T, H) for the step whose layout the cache uses, replayed."""
         inputs = self._inputs(input_ids, positions)
-        key = input_ids.shape[1]
-        replay = self.traces.get(key)
+        replay = self.traces.get(input_ids.shape[1])
         if replay is None:
-            return self._trace(key, inputs)
+            return self._trace(inputs)
         try:
             with torch.jit.optimized_execution(False):  # the graph as recorded: no profiling runs, no re-specialising
                 hidden = replay(*inputs)
-        except RuntimeError as error:  # whatever failed, eagerly: it rewrites any lane rows the replay wrote
-            self.off_reason = f"a replay failed: {error}".splitlines()[0]
-            return self.trunk(input_ids, positions, self.kv_cache)
+        except RuntimeError as error:
+            return self._eager(inputs, f"a replay failed: {error}")
         self.replays += 1
         return hidden
 
     def _inputs(self, input_ids: Tensor, positions: Tensor) -> tuple[Tensor, ...]:
-        lanes = self.kv_cache.layout.lanes
+        cache = self.step.kv_cache
+        lanes = cache.layout.lanes
         views = [t for pair in lanes.views for t in pair]
-        flats = [t for pair in self.kv_cache.workspace.flat for t in pair]
+        flats = [t for pair in cache.workspace.flat for t in pair]
         return (input_ids, positions, lanes.mask, lanes.write_index, *views, *flats, *self.held)
 
-    def _trace(self, key: int, inputs: tuple[Tensor, ...]) -> Tensor:
+    def _trace(self, inputs: tuple[Tensor, ...]) -> Tensor:
         """Record the step (its eager forward), replay it once on the same inputs and keep the trace if
         the replay is the same bit for bit. Otherwise the step is run eagerly once more: the replay wrote
         its own keys and values to the step's lane rows, and the eager ones must be what stays."""
@@ -146,15 +143,19 @@ class TracedDecode:
             with torch.jit.optimized_execution(False):
                 replayed = replay(*inputs)
         except (RuntimeError, TypeError, ValueError) as error:  # something the tracer cannot record
-            self.off_reason = f"the step could not be traced: {error}".splitlines()[0]
-            return self.trunk(inputs[0], inputs[1], self.kv_cache)
+            return self._eager(inputs, f"the step could not be traced: {error}")
         finally:
             recorded, self.step.recorded = self.step.recorded, None
         if self._same(replayed, recorded):
-            self.traces[key] = replay
+            self.traces[inputs[0].shape[1]] = replay
             return recorded
-        self.off_reason = "a replay differed from the forward it was traced from"
-        return self.trunk(inputs[0], inputs[1], self.kv_cache)
+        return self._eager(inputs, "a replay differed from the forward it was traced from")
+
+    def _eager(self, inputs: tuple[Tensor, ...], reason: str) -> Tensor:
+        """Tracing off for good (`reason`, its first line) and the step run eagerly: its keys and values
+        are what the lanes keep, over any a replay wrote to the same rows."""
+        self.off_reason = reason.splitlines()[0]
+        return self.step.trunk(inputs[0], inputs[1], self.step.kv_cache)
 
     @staticmethod
     def _same(replayed: Tensor, recorded: Tensor) -> bool:

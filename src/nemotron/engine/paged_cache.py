@@ -211,14 +211,15 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     kv_heads = k.shape[1]
     group = heads // kv_heads
     rows = q.reshape(batch, kv_heads, group, dim)  # (1, B) merged: one op, not two
-    lone = q.device.type == "cpu" and group == 1
+    cpu = q.device.type == "cpu"
+    lone = cpu and group == 1
     if lone:
         # One query row per KV head (multi-head attention): the CPU kernel's one-row path sums in an
         # order that depends on the thread count (fp32), so a sequence's bits would depend on how many
         # threads its step gave attention (OneThread below; a CPU decode trace's replay). Two rows (the
         # same, not copied) take the multi-row path, whose sums do not; the second row's output is dropped.
         rows = rows.expand(batch, kv_heads, 2, dim)
-    if q.device.type == "cpu" and batch * k.shape[2] <= SERIAL_DECODE_KEYS:
+    if cpu and batch * k.shape[2] <= SERIAL_DECODE_KEYS:
         with OneThread():
             out = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)  # (B, Hkv, G, D)
     else:
