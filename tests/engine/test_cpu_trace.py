@@ -9,9 +9,9 @@ from torch import nn
 
 from nemotron.checkpoint.load import load_model
 from nemotron.engine.cpu_trace import MAX_TRACED_LANES, TracedDecode, untraceable_reason
-from nemotron.engine.paged_cache import SERIAL_DECODE_KEYS
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
+from nemotron.engine.paged_cache import SERIAL_DECODE_KEYS
 from nemotron.engine.sampling import SamplingParams
 from nemotron.quant import quantize
 from tests.conftest import TINY_CONFIG, random_model_dir
@@ -25,10 +25,19 @@ def loaded_dir(request, tiny_model_dir):
     return tiny_model_dir, request.param
 
 
+def run(loaded, requests, params, config: EngineConfig, read=lambda completion: completion.token_ids):
+    """read(completion) of each request, and the engine's TracedDecode (None when off)."""
+    llm = LLM(loaded, config)
+    return [read(r.outputs[0]) for r in llm.generate(requests, params)], llm.engine.runner.traced
+
+
+def cumulative_logprob(completion):
+    return completion.cumulative_logprob
+
+
 def generate(model_dir, dtype, requests, params, **config):
-    llm = LLM(load_model(model_dir, dtype=dtype), EngineConfig(attention_backend="torch", block_size=4, **config))
-    results = llm.generate(requests, params)
-    return [r.outputs[0].token_ids for r in results], llm.engine.runner.traced
+    return run(load_model(model_dir, dtype=dtype), requests, params,
+               EngineConfig(attention_backend="torch", block_size=4, **config))
 
 
 @pytest.mark.parametrize("max_num_seqs", [1, 3, 12])
@@ -75,14 +84,14 @@ def test_a_replay_that_really_differs_leaves_the_eager_keys_in_the_lanes(tiny_mo
     requests = prompts(3, seed=36)
     params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True, logprobs=0)
 
-    def run(trace):
-        llm = LLM(load_model(tiny_model_dir, dtype="float32"), EngineConfig(cpu_decode_trace=trace, max_num_seqs=1))
-        return [r.outputs[0].cumulative_logprob for r in llm.generate(requests, params)], llm.engine.runner.traced
+    def logprobs(trace):
+        return run(load_model(tiny_model_dir, dtype="float32"), requests, params,
+                   EngineConfig(cpu_decode_trace=trace, max_num_seqs=1), cumulative_logprob)
 
-    eager, _ = run(False)
+    eager, _ = logprobs(False)
     real_trace = torch.jit.trace
     monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: _OtherTokensReplay(real_trace(*args, **kwargs)))
-    replayed, traced = run(True)
+    replayed, traced = logprobs(True)
     assert traced.off_reason == "a replay differed from the forward it was traced from"
     assert replayed == eager
 
@@ -99,12 +108,10 @@ def test_multi_head_attention_replays_give_the_eager_bits_on_one_thread_and_on_t
     on one thread, replays on the team): the eager engine's log-probabilities, bit for bit."""
     requests = [[5 + i % 300 for i in range(SERIAL_DECODE_KEYS + 100)], [7, 8, 9]]
     params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, logprobs=0)
-    runs = []
-    for trace in (False, True):
-        llm = LLM(load_model(mha_model_dir, dtype="float32"), EngineConfig(cpu_decode_trace=trace, max_num_seqs=1))
-        runs.append([r.outputs[0].cumulative_logprob for r in llm.generate(requests, params)])
-    assert runs[1] == runs[0]
-    assert llm.engine.runner.traced.replays > 6  # both requests' steps were replayed
+    runs = [run(load_model(mha_model_dir, dtype="float32"), requests, params,
+                EngineConfig(cpu_decode_trace=trace, max_num_seqs=1), cumulative_logprob) for trace in (False, True)]
+    assert runs[1][0] == runs[0][0]
+    assert runs[1][1].replays > 6  # both requests' steps were replayed
 
 
 def test_enforce_eager_turns_the_traces_off(tiny_model_dir):
@@ -130,13 +137,10 @@ def test_quantized_models_replay_their_kernels(wide_model_dir, scheme):
         return loaded
 
     requests, params = prompts(4, seed=35), mixed_params(4)
-    runs = []
-    for trace in (False, True):
-        llm = LLM(quantized(), EngineConfig(attention_backend="torch", block_size=4, max_num_seqs=3,
-                                            cpu_decode_trace=trace))
-        runs.append([r.outputs[0].token_ids for r in llm.generate(requests, params)])
-    assert runs[1] == runs[0]
-    traced = llm.engine.runner.traced
+    (eager, _), (replayed, traced) = [
+        run(quantized(), requests, params, EngineConfig(attention_backend="torch", block_size=4, max_num_seqs=3,
+                                                         cpu_decode_trace=trace)) for trace in (False, True)]
+    assert replayed == eager
     assert traced.off_reason is None and traced.replays > 0 and 1 in traced.traces
 
 
