@@ -72,11 +72,18 @@ from nemotron.engine import triton_rotary
 signature = {"x_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "num_heads": "i32", "stride_xb": "i32",
              "stride_xt": "i32", "stride_xh": "i32", "stride_cb": "i32", "stride_ct": "i32", "tokens_per_seq": "i32",
              "ROTARY": "constexpr"}
-source = ASTSource(triton_rotary._rotary_kernel, signature, constexprs={"ROTARY": 64})
-assert triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1}).asm["cubin"]
+for dtype, ptx_type in (("bf16", "bf16"), ("fp16", "f16")):
+    types = {**signature, **dict.fromkeys(["x_ptr", "cos_ptr", "sin_ptr"], "*" + dtype)}
+    source = ASTSource(triton_rotary._rotary_kernel, types, constexprs={"ROTARY": 64})
+    kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=triton_rotary.LAUNCH_OPTIONS)
+    assert kernel.asm["cubin"]
+    # Each product and the sum rounded on its own, as PyTorch's kernels do: no fused multiply-add. With
+    # contraction on, an H200 ran fma.rn.bf16 here and missed the four-op result in the last bit.
+    ptx = kernel.asm["ptx"]
+    assert "fma." not in ptx and "mul.rn." + ptx_type in ptx and "add.rn." + ptx_type in ptx
 """
 
 
 @needs_ptxas
-def test_rotary_kernel_compiles_for_hopper_in_bfloat16():
+def test_rotary_kernel_compiles_for_hopper_without_fused_multiply_adds():
     build_for_hopper(COMPILE_FOR_HOPPER)

@@ -4,7 +4,10 @@
 multiplies and the add, each rounding to the model's dtype. Here one program per (token, head)
 loads the head's rotary channels once and does the same three roundings in the same order
 (x·cos, roll(x)·sin, their sum, each rounded to the 16-bit dtype as PyTorch's elementwise kernels
-round), so the result is bitwise the one of the four-kernel path.
+round), so the result is bitwise the one of the four-kernel path. That needs the kernel built without
+floating-point contraction: by default the compiler narrowed the products and the sum to bf16 ops and
+fused one product into the sum (`fma.rn.bf16`, one rounding where PyTorch has two), and on an H200
+the outputs differed from the four ops' in the last bit (gpu_suite.sh, tests).
 
 `use_triton_rotary` sets it on every attention layer of a 16-bit model on CUDA: a transform over the
 model, like the Triton norms (nemotron.engine.triton_norm). Runs on CPU under TRITON_INTERPRET=1
@@ -40,6 +43,10 @@ def _rotary_kernel(x_ptr, cos_ptr, sin_ptr, num_heads, stride_xb, stride_xt, str
     tl.store(base + dims, (cos_part.to(tl.float32) + rotated_part.to(tl.float32)).to(dtype))
 
 
+# Launch options: no multiply-add fusion (the roundings above are the point); one warp per head.
+LAUNCH_OPTIONS = {"num_warps": 1, "enable_fp_fusion": False}
+
+
 def rotary_(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
     """apply_partial_rotary_ in one kernel: x (B, T, H, D) with unit stride over D, rotated in place
     on its first rotary_dim channels; cos / signed_sin (B, T, 1, rotary_dim) as the model makes them."""
@@ -52,7 +59,7 @@ def rotary_(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
         # fp32 (its sum could be contracted into an FMA here) and layouts the kernel does not index
         return apply_partial_rotary_(x, cos, signed_sin)
     _rotary_kernel[(b * t, heads)](x, cos, signed_sin, heads, x.stride(0), x.stride(1), x.stride(2),
-                                   cos.stride(0), cos.stride(1), t, ROTARY=rotary, num_warps=1)
+                                   cos.stride(0), cos.stride(1), t, ROTARY=rotary, **LAUNCH_OPTIONS)
     return x
 
 
