@@ -41,28 +41,55 @@ def test_gpu_pool_shrinks_by_the_prompt_logprobs_workspace(free_gpu_memory, dtyp
     assert 10 * GIB // per_block - (10 * GIB - workspace) // per_block >= workspace // per_block > 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="measures the GPU allocator's peak")
-def test_sampling_stays_within_its_workspace():
-    """Every knob at once (penalties, filters, log-probabilities with alternatives): the sampler's
-    peak allocation, plus the logits it was given, within sampling_workspace_bytes."""
-    from nemotron.engine.sampling import SamplingTensors, log_probs, sample
-    from nemotron.memory.planner import sampling_workspace_bytes
+ROWS, VOCAB = 16, 32_000
 
-    rows, vocab = 16, 32_000
+
+def sample_with_every_knob(logits: torch.Tensor) -> None:
+    """Every knob at once (penalties, filters, log-probabilities with alternatives), as a step samples."""
+    from nemotron.engine.sampling import SamplingTensors, log_probs, sample
+
     params = [SamplingParams(temperature=0.8, top_p=0.9, top_k=50, min_p=0.05, repetition_penalty=1.2,
                              presence_penalty=0.5, frequency_penalty=0.3, logprobs=5, min_tokens=4, seed=i)
-              for i in range(rows)]
-    logits = torch.randn(rows, vocab, device=CUDA, dtype=torch.bfloat16)
+              for i in range(ROWS)]
+    tensors = SamplingTensors.from_params(params, VOCAB, logits.device, eos_id=3, token_ids=[[5, 6, 7]] * ROWS,
+                                          generated_counts=[0] * ROWS)
+    sample(logits, tensors, [None] * ROWS, log_probs(logits, VOCAB))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="measures the GPU allocator's peak")
+def test_sampling_stays_within_its_workspace():
+    """The sampler's peak allocation, plus the logits it was given, within sampling_workspace_bytes."""
+    from nemotron.memory.planner import sampling_workspace_bytes
+
+    logits = torch.randn(ROWS, VOCAB, device=CUDA, dtype=torch.bfloat16)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    tensors = SamplingTensors.from_params(params, vocab, CUDA, eos_id=3, token_ids=[[5, 6, 7]] * rows,
-                                          generated_counts=[0] * rows)
-    logp = log_probs(logits, vocab)
-    sample(logits, tensors, [None] * rows, logp)
+    sample_with_every_knob(logits)
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - before + logits.numel() * logits.element_size()
-    assert peak <= sampling_workspace_bytes(vocab, logits.element_size(), rows)
+    assert peak <= sampling_workspace_bytes(VOCAB, logits.element_size(), ROWS)
+
+
+def test_sampling_stays_within_its_workspace_on_the_cpu_allocator():
+    """The same count on any machine: the CPU allocator's allocations and frees, as the profiler
+    records them, in order. The sampler runs the same ops on either device; on an H200 its peak
+    was 34 bytes per logit against 33 budgeted until the repetition penalty wrote in place."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from nemotron.memory.planner import sampling_workspace_bytes
+
+    logits = torch.randn(ROWS, VOCAB, dtype=torch.bfloat16)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        sample_with_every_knob(logits)
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    assert peak > 6 * ROWS * VOCAB * 4  # the float32 copies are all seen
+    assert peak + logits.numel() * logits.element_size() <= sampling_workspace_bytes(VOCAB, 2, ROWS)
 
 
 def test_cpu_pool_is_the_configured_size():

@@ -394,8 +394,11 @@ def apply_temperature(logits: Tensor, temperature: Tensor) -> Tensor:
 def apply_repetition_penalty(logits: Tensor, penalty: Tensor, seen_token_mask: Tensor) -> Tensor:
     """CTRL's penalty, made sign-aware: seen tokens always become less likely."""
     p = penalty.unsqueeze(1)  # (B, 1)
-    penalised = torch.where(logits > 0, logits / p, logits * p)
-    return torch.where(seen_token_mask, penalised, logits)
+    # The selections write into the quotient: two float32 (B, V) temporaries live at once, not four
+    # (sampling_workspace_bytes counts the sampler's copies; an H200 measured one too many here).
+    penalised = logits / p
+    torch.where(logits > 0, penalised, logits * p, out=penalised)
+    return torch.where(seen_token_mask, penalised, logits, out=penalised)
 
 
 def min_p_filter(logits: Tensor, min_p: Tensor) -> Tensor:
