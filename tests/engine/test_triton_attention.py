@@ -102,6 +102,52 @@ def test_engine_with_kernel_and_static_decode_buffers_matches_the_torch_path(tin
     assert engine.blocks.num_free_blocks == engine.blocks.num_blocks
 
 
+def test_steps_with_prompt_chunks_attend_their_decode_rows_in_one_kernel_call(tiny_model_dir, monkeypatch):
+    """Sequences keep decoding while others' prompts go through in chunks: the one-token rows of such
+    a step go to the kernel together (on an H200 they went one SDPA call each, ~130 calls a layer at
+    64 sequences, and serving 256 requests ran at 640 tokens/s); only prompt chunks attend alone."""
+    from nemotron.checkpoint.load import load_model
+    from nemotron.engine import paged_cache, triton_attention
+    from nemotron.engine.llm import LLM
+    from nemotron.engine.llm_engine import EngineConfig
+    from nemotron.engine.sampling import SamplingParams
+    from tests.engine.test_engine import prompts
+
+    loaded = load_model(tiny_model_dir, dtype="float32", device=DEVICE)
+    requests = prompts(5, seed=21, low=3, high=30)
+    params = [SamplingParams(max_tokens=3 + 2 * i, seed=i, top_k=30, ignore_eos=True) for i in range(5)]
+    expected = LLM(loaded, EngineConfig(attention_backend="torch", cuda_graphs=False)).generate(requests, params)
+
+    steps, prompt_queries = [], []
+    attend, causal = paged_cache.PagedKVCache.attend, paged_cache.causal_attention
+    kernel = triton_attention.paged_decode_attention
+
+    def spy_attend(cache, layer_idx, q, k, v):
+        steps.append((cache.layout.decode_rows, cache.layout.all_decode, []))
+        return attend(cache, layer_idx, q, k, v)
+
+    def spy_kernel(q, *args, **kwargs):
+        steps[-1][2].append(q.shape[0])
+        return kernel(q, *args, **kwargs)
+
+    def spy_causal(q, *args, **kwargs):
+        prompt_queries.append(q.shape[1])
+        return causal(q, *args, **kwargs)
+
+    monkeypatch.setattr(paged_cache.PagedKVCache, "attend", spy_attend)
+    monkeypatch.setattr(triton_attention, "paged_decode_attention", spy_kernel)
+    monkeypatch.setattr(paged_cache, "causal_attention", spy_causal)
+    config = EngineConfig(attention_backend="triton", block_size=4, max_num_seqs=3, max_num_batched_tokens=16,
+                          cuda_graphs=False)
+    llm = LLM(loaded, config)
+    results = llm.generate(requests, params)
+    assert [r.outputs for r in results] == [r.outputs for r in expected]
+    mixed = [(rows, calls) for rows, all_decode, calls in steps if rows and not all_decode]
+    assert mixed and all(calls == [rows] for rows, calls in mixed)  # one launch for all of a step's decode rows
+    assert prompt_queries and min(prompt_queries) > 1
+    assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs are captured on GPUs only")
 def test_engine_kernel_with_captured_cuda_graphs_matches_the_torch_path_on_cuda(tiny_model_dir):
     """The GPU default (Triton kernel, decode steps replayed from captured CUDA graphs) against the

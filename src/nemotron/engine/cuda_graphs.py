@@ -48,7 +48,7 @@ class DecodeGraphs:
         return batch <= self.max_batch and widest_table <= self.max_blocks
 
     def _forward(self, n: int) -> Tensor:
-        layout = BatchLayout(self.slot_mapping[:n], self.block_tables[:n], self.context_lens[:n], all_decode=True)
+        layout = BatchLayout(self.slot_mapping[:n], self.block_tables[:n], self.context_lens[:n], decode_rows=n)
         self.kv_cache.use(layout)
         hidden = self.model.model(self.input_ids[:, :n], self.positions[:, :n], self.kv_cache)  # (1, n, H)
         return self.model.lm_head(hidden[0])  # (n, V)

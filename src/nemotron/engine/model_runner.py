@@ -185,22 +185,22 @@ class ModelRunner:
         return None if outputs[0] is None else torch.cat([h[0] for h in outputs])
 
     def _order_for_lanes(self, plan: StepPlan) -> tuple[list[int], LanePlan | None]:
-        """Chunk order in the batch: with a decode workspace, one-token chunks first, in lane order,
-        and their lane plan. Every rank computes the same order from the same plan."""
-        order = list(range(len(plan.keys)))
+        """Chunk order in the batch: one-token chunks first (the attention serves them in one call;
+        BatchLayout.decode_rows), in lane order with a decode workspace, and their lane plan. Every
+        rank computes the same order from the same plan."""
+        single = [i for i, n in enumerate(plan.num_tokens) if n == 1]
+        chunks = [i for i, n in enumerate(plan.num_tokens) if n != 1]
         if self.kv_cache.workspace is None:
-            return order, None
+            return single + chunks, None
         lane_keys = {key: self._lane_keys.get(key) or _LaneKey() for key in plan.keys}
         self._lane_keys = lane_keys
         for key, table in zip(plan.keys, plan.block_tables):
             lane_keys[key].block_table = table
-        single = [i for i in order if plan.num_tokens[i] == 1]
         lanes = self.kv_cache.plan_lanes([lane_keys[plan.keys[i]] for i in single],
                                          [plan.starts[i] + 1 for i in single])
-        if lanes is None:
-            return order, None
-        single.sort(key=lambda i: self.kv_cache.workspace.lane(lane_keys[plan.keys[i]]))
-        return single + [i for i in order if plan.num_tokens[i] != 1], lanes
+        if lanes is not None:
+            single.sort(key=lambda i: self.kv_cache.workspace.lane(lane_keys[plan.keys[i]]))
+        return single + chunks, lanes
 
     # ---- rank 0: sampling ----------------------------------------------------------------------
     def _graph_step(self, chunks: list[ScheduledChunk]) -> bool:

@@ -5,7 +5,8 @@ says which query rows belong to which sequence and which pool slots hold each se
 it is built once per step and shared by every layer. Decode rows attend for all sequences at once:
 with the Triton kernel straight from the pool, or (PyTorch backend) with SDPA over the sequences'
 contiguous lanes in the decode workspace (`decode_workspace.py`), falling back to a gather of their
-blocks. Prefill chunks attend per sequence with PyTorch SDPA.
+blocks. In a step that also runs prompt chunks the one-token chunks come first (the model runner
+orders them so) and still attend in one call; the prompt chunks attend per sequence with PyTorch SDPA.
 
 The pool holds one extra scratch block after the real ones: padding rows of a CUDA-graph batch write
 their keys there, so they never touch a sequence's blocks.
@@ -44,11 +45,15 @@ class BatchLayout:
     slot_mapping: Tensor  # (T,) pool slot written by each new token
     block_tables: Tensor  # (B, W) block ids of each sequence, padded with 0
     context_lens: Tensor  # (B,) int32: cached + new tokens per sequence
-    all_decode: bool
+    decode_rows: int  # the leading one-token chunks (all of them in a decode step), attended together
     query_lens: list[int] | None = None  # new tokens per sequence (prefill path only)
     context_lens_host: list[int] | None = None  # the same as context_lens, on the host (prefill path)
     lanes: LanePlan | None = None  # the first lanes.num_lanes rows decode from workspace lanes 0..n-1
     state_slots: list[int] | None = None  # hybrid models: each sequence's Mamba state slot (mamba_state.py)
+
+    @property
+    def all_decode(self) -> bool:
+        return self.decode_rows == self.block_tables.shape[0]
 
     @classmethod
     def build(cls, block_tables: list[list[int]], starts: list[int], query_lens: list[int],
@@ -63,8 +68,9 @@ class BatchLayout:
         slots = [table[p // block_size] * block_size + p % block_size
                  for table, start, n in zip(block_tables, starts, query_lens) for p in range(start, start + n)]
         slot_mapping = torch.tensor(slots, dtype=torch.long, device=device)  # (T,)
-        return cls(slot_mapping, tables, torch.tensor(context_lens, dtype=torch.int32, device=device),
-                   all(n == 1 for n in query_lens), query_lens, context_lens)
+        decode_rows = next((i for i, n in enumerate(query_lens) if n != 1), len(query_lens))
+        return cls(slot_mapping, tables, torch.tensor(context_lens, dtype=torch.int32, device=device), decode_rows,
+                   query_lens, context_lens)
 
 
 class PagedKVCache:
@@ -115,18 +121,22 @@ class PagedKVCache:
         if first == q.shape[1]:  # every row decodes from its lane (the pool is written after the step)
             return self._decode_lanes(layer_idx, q, k, v, layout.lanes)
         keys, values = self.keys[layer_idx], self.values[layer_idx]  # (S, Hkv, D)
-        if layout.all_decode and self.backend == "triton":
+        outputs = []
+        if self.backend == "triton":
             from nemotron.engine.triton_attention import paged_decode_attention, store_kv
 
             store_kv(keys, values, layout.slot_mapping, k[0], v[0])  # one kernel for both (no lanes here)
-            out = paged_decode_attention(q[0], keys, values, layout.block_tables, layout.context_lens,
-                                         self.block_size)  # (B, Hq, D)
-            return out[None]
-        if first < q.shape[1]:  # lane rows reach the pool after the step, all layers at once (store_lane_tokens)
+            first = layout.decode_rows
+            if first:  # every one-token chunk in one launch, prompt chunks in the step or not
+                out = paged_decode_attention(q[0, :first], keys, values, layout.block_tables[:first],
+                                             layout.context_lens[:first], self.block_size)  # (B, Hq, D)
+                if layout.all_decode:
+                    return out[None]
+                outputs.append(out[None])
+        elif first < q.shape[1]:  # lane rows reach the pool after the step, all layers at once (store_lane_tokens)
             slots = layout.slot_mapping if first == 0 else layout.slot_mapping[first:]
             keys.index_copy_(0, slots, k[0, first:])
             values.index_copy_(0, slots, v[0, first:])
-        outputs = []
         if layout.lanes is not None:
             outputs.append(self._decode_lanes(layer_idx, q[:, :first], k[0, :first], v[0, :first], layout.lanes))
         # Whole blocks are gathered (B x W indices, not B x W x block_size): far fewer index ops.
