@@ -36,11 +36,16 @@ def reference(q, keys, values, tables, lens, block_size):
     (4, 1, 32, torch.float16),
 ])
 @pytest.mark.parametrize("splits", [1, 3, 8])  # 8: more splits than any row has blocks (empty parts)
-def test_kernel_matches_attention_over_gathered_blocks(heads, kv_heads, head_dim, dtype, splits):
+@pytest.mark.parametrize("block_size, context_lens", [
+    (4, [1, 7, 16, 0, 13]),  # 0: a padding row of a graph bucket; one 64-key step takes 16 blocks
+    (16, [1, 70, 200, 0, 129]),  # several steps of 4 blocks, the last one part empty
+])
+def test_kernel_matches_attention_over_gathered_blocks(heads, kv_heads, head_dim, dtype, splits, block_size,
+                                                       context_lens):
     gen = torch.Generator().manual_seed(0)
-    block_size, num_blocks = 4, 24
-    lens = torch.tensor([1, 7, 16, 0, 13], dtype=torch.int32)  # 0: a padding row of a graph bucket
-    width = 5
+    lens = torch.tensor(context_lens, dtype=torch.int32)
+    width = -(-max(context_lens) // block_size)
+    num_blocks = 2 * width + 10
     tables = torch.stack([torch.randperm(num_blocks, generator=gen)[:width] for _ in lens]).to(torch.int32)
     keys = torch.randn(num_blocks * block_size, kv_heads, head_dim, generator=gen).to(dtype)
     values = torch.randn(num_blocks * block_size, kv_heads, head_dim, generator=gen).to(dtype)
@@ -179,16 +184,20 @@ from triton.compiler import ASTSource
 from nemotron.engine import triton_attention as ta
 
 target, options = GPUTarget("cuda", 90, 32), {"num_warps": 4, "num_stages": 2}
-for write_parts in (False, True):
-    part = "*fp32" if write_parts else "*bf16"  # one split: the output tensor stands in, never written
-    signature = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "out_ptr": "*bf16", "block_tables_ptr": "*i32",
-                 "context_lens_ptr": "*i32", "part_max_ptr": part, "part_sum_ptr": part, "part_acc_ptr": part,
-                 "scale": "fp32", "splits": "i32", **dict.fromkeys(["stride_qb", "stride_qh", "stride_kslot",
-                 "stride_kh", "stride_ob", "stride_oh", "stride_bt"], "i32")}
-    meta = {"GROUP": 4, "GROUP_PAD": 4, "HEAD_DIM": 128, "DIM_PAD": 128, "BLOCK_SIZE": 16, "WRITE_PARTS": write_parts}
+for dtype, write_parts in (("bf16", False), ("bf16", True), ("fp32", True)):
+    part = "*fp32" if write_parts else "*" + dtype  # one split: the output tensor stands in, never written
+    signature = {"q_ptr": "*" + dtype, "k_ptr": "*" + dtype, "v_ptr": "*" + dtype, "out_ptr": "*" + dtype,
+                 "block_tables_ptr": "*i32", "context_lens_ptr": "*i32", "part_max_ptr": part, "part_sum_ptr": part,
+                 "part_acc_ptr": part, "scale": "fp32", "splits": "i32", **dict.fromkeys(["stride_qb", "stride_qh",
+                 "stride_kslot", "stride_kh", "stride_ob", "stride_oh", "stride_bt"], "i32")}
+    meta = {"GROUP": 6, "GROUP_PAD": 16, "HEAD_DIM": 128, "DIM_PAD": 128, "BLOCK_SIZE": 16,
+            "BLOCKS_PER_STEP": 4 if dtype == "bf16" else 2, "WRITE_PARTS": write_parts,
+            "PRECISION": "tf32" if dtype == "bf16" else "ieee"}
     signature.update(dict.fromkeys(meta, "constexpr"))
     source = ASTSource(ta._paged_decode_kernel, signature, constexprs=meta)
-    assert triton.compile(source, target=target, options=options).asm["cubin"]
+    kernel = triton.compile(source, target=target, options={**options, "num_warps": 4 if dtype == "bf16" else 8})
+    assert kernel.asm["cubin"]
+    assert "mma.sync" in kernel.asm["ptx"] or dtype == "fp32"  # both products on the matrix units
 signature = {"part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_acc_ptr": "*fp32", "out_ptr": "*bf16",
              "stride_ob": "i32", "stride_oh": "i32", "splits": "i32"}
 meta = {"SPLITS_PAD": 64, "HEAD_DIM": 128, "DIM_PAD": 128}
@@ -204,6 +213,6 @@ assert triton.compile(source, target=target, options=options).asm["cubin"]
 
 @needs_ptxas
 def test_decode_kernels_compile_for_hopper_in_bfloat16():
-    """bfloat16 K/V compiled to an sm_90 binary (no GPU needed), both ways of ending a split, and the
-    merge. In a fresh process: the interpreter patches triton.language for the rest of this one."""
+    """bfloat16 K/V compiled to an sm_90 binary (no GPU needed), both ways of ending a split, fp32, and
+    the merge. In a fresh process: the interpreter patches triton.language for the rest of this one."""
     build_for_hopper(COMPILE_FOR_HOPPER)

@@ -2,16 +2,24 @@
 straight from the block pool through the block table (no gather copy), online softmax.
 
 Grid: one program per (sequence, KV head, context split); it serves that KV head's whole group of
-query heads, so each K/V block is loaded once per group (GQA). With one split a program walks the
-whole context and writes the output. A batch-1 step has only (KV heads) such programs, and each walks
-its blocks one dependent load after another: on an H200 the 8B shape's batch-1 step spent ~30 µs a
-layer in this kernel, for under 1 MB of K/V (gpu_suite.sh, profile-engine). So small batches split
-each context into several parts (flash-decoding): every program reduces its share of the blocks to a
-running max, sum and weighted value sum, and a second small kernel merges the parts. The share is
-computed from the context length inside the kernel, so one launch shape serves every length (CUDA
-graphs replay it unchanged), and the split count is a run-time argument: a step whose table widened
-needs no new compilation. Rows with context length 0 (padding of a CUDA-graph batch bucket)
-produce zeros. Runs on GPUs, and on CPU under TRITON_INTERPRET=1 for tests.
+query heads, so each K/V block is loaded once per group (GQA). A step of its loop gathers 64 keys
+(32 in fp32) through the block table and takes both products on the matrix units (tl.dot), the
+group's heads padded to 16 rows. The first version took one block (16 keys) a step and multiplied by
+broadcasting in float32 registers: 253 registers a thread, two programs per multiprocessor, 16 KB
+of K/V in flight on each, and on an H200 (gpu_suite.sh, profile-kernels) 64 sequences of 1,000
+tokens took 419 µs a layer, 0.6 TB/s. Built for sm_90 this one takes 168 registers and reads 32 KB
+a step (not yet timed on a GPU).
+
+With one split a program walks the whole context and writes the output. A batch-1 step has only
+(KV heads) such programs, each walking its blocks one dependent load after another: on an H200 the
+8B shape's batch-1 step spent ~30 µs a layer in this kernel, for under 1 MB of K/V (gpu_suite.sh,
+profile-engine). So small batches split each context into several parts (flash-decoding): every
+program reduces its share of the blocks to a running max, sum and weighted value sum, and a second
+small kernel merges the parts. The share is computed from the context length inside the kernel, so
+one launch shape serves every length (CUDA graphs replay it unchanged), and the split count is a
+run-time argument: a step whose table widened needs no new compilation. Rows with context length 0
+(padding of a CUDA-graph batch bucket) produce zeros. Runs on GPUs, and on CPU under
+TRITON_INTERPRET=1 for tests.
 """
 from __future__ import annotations
 
@@ -30,43 +38,48 @@ def _paged_decode_kernel(
     scale, splits,
     stride_qb, stride_qh, stride_kslot, stride_kh, stride_ob, stride_oh, stride_bt,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, WRITE_PARTS: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCKS_PER_STEP: tl.constexpr, WRITE_PARTS: tl.constexpr, PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     context_len = tl.load(context_lens_ptr + seq)
 
-    heads = kv_head * GROUP + tl.arange(0, GROUP_PAD)  # query heads of this group
-    head_ok = tl.arange(0, GROUP_PAD) < GROUP
+    rows = tl.arange(0, GROUP_PAD)  # the group's query heads, padded to a matrix-unit tile (16 rows)
+    heads = kv_head * GROUP + rows
+    head_ok = rows < GROUP
     dims = tl.arange(0, DIM_PAD)
     dim_ok = dims < HEAD_DIM
     q = tl.load(q_ptr + seq * stride_qb + heads[:, None] * stride_qh + dims[None, :],
-                mask=head_ok[:, None] & dim_ok[None, :], other=0.0).to(tl.float32)  # (G, D)
+                mask=head_ok[:, None] & dim_ok[None, :], other=0.0)  # (G, D), the model's dtype
 
     running_max = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
     running_sum = tl.zeros((GROUP_PAD,), tl.float32)
     acc = tl.zeros((GROUP_PAD, DIM_PAD), tl.float32)
-    offsets = tl.arange(0, BLOCK_SIZE)
+    TOKENS: tl.constexpr = BLOCK_SIZE * BLOCKS_PER_STEP
+    offsets = tl.arange(0, TOKENS)
     num_blocks = tl.cdiv(context_len, BLOCK_SIZE)
     per_split = tl.cdiv(num_blocks, splits)
     first_block = split * per_split
     last_block = tl.minimum(first_block + per_split, num_blocks)
-    for j in range(first_block, last_block):
-        block = tl.load(block_tables_ptr + seq * stride_bt + j)
-        token_ok = j * BLOCK_SIZE + offsets < context_len
-        slots = block * BLOCK_SIZE + offsets
+    for j in range(first_block, last_block, BLOCKS_PER_STEP):
+        block_index = j + offsets // BLOCK_SIZE  # (TOKENS,): each token's entry of the block table
+        block_ok = block_index < last_block
+        blocks = tl.load(block_tables_ptr + seq * stride_bt + block_index, mask=block_ok, other=0)
+        token_ok = block_ok & (block_index * BLOCK_SIZE + offsets % BLOCK_SIZE < context_len)
+        slots = blocks.to(tl.int64) * BLOCK_SIZE + offsets % BLOCK_SIZE
         kv_offsets = slots[:, None] * stride_kslot + kv_head * stride_kh + dims[None, :]
         kv_mask = token_ok[:, None] & dim_ok[None, :]
-        k = tl.load(k_ptr + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)  # (BS, D)
-        v = tl.load(v_ptr + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
-        scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2) * scale  # (G, BS)
+        k = tl.load(k_ptr + kv_offsets, mask=kv_mask, other=0.0)  # (TOKENS, D)
+        v = tl.load(v_ptr + kv_offsets, mask=kv_mask, other=0.0)
+        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (G, TOKENS), float32
         scores = tl.where(token_ok[None, :], scores, float("-inf"))
+        # Every step holds a valid token (block j's first), so the max is finite from the first step on.
         new_max = tl.maximum(running_max, tl.max(scores, axis=1))
         correction = tl.exp(running_max - new_max)
         p = tl.exp(scores - new_max[:, None])
         running_sum = running_sum * correction + tl.sum(p, axis=1)
-        acc = acc * correction[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        acc = acc * correction[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         running_max = new_max
 
     if not WRITE_PARTS:  # one split: this program saw the whole context
@@ -134,6 +147,14 @@ def store_kv(keys: Tensor, values: Tensor, slots: Tensor, k: Tensor, v: Tensor) 
                                 ROW_PAD=triton.next_power_of_2(row), num_warps=4)
 
 
+# Both products of a step are matrix-unit products (tl.dot), which need 16 rows, columns and depth:
+# the group's query heads and the head dimension are padded to at least 16. A step reads
+# TOKENS_PER_STEP keys of a 16-bit cache (blocks of the table gathered together), half as many in
+# fp32 with twice the warps: built for sm_90, fp32 at 64 keys and 4 warps spilled 1.3 KB a thread.
+MATRIX_TILE = 16
+TOKENS_PER_STEP = 64
+
+
 @functools.cache
 def _processors(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device (4 stand-ins elsewhere: the interpreter in tests)."""
@@ -157,7 +178,9 @@ def paged_decode_attention(q: Tensor, keys: Tensor, values: Tensor, block_tables
     num_kv_heads = keys.shape[1]
     group = num_heads // num_kv_heads
     splits = splits or decode_splits(batch, num_kv_heads, block_tables.shape[1], q.device)
-    dim_pad = triton.next_power_of_2(head_dim)
+    dim_pad = max(triton.next_power_of_2(head_dim), MATRIX_TILE)
+    wide = q.dtype == torch.float32  # exact fp32 products ("ieee", not TF32) on smaller steps
+    tokens_per_step = TOKENS_PER_STEP // 2 if wide else TOKENS_PER_STEP
     q = q.contiguous()
     out = torch.empty_like(q)
     if splits > 1:
@@ -170,8 +193,9 @@ def paged_decode_attention(q: Tensor, keys: Tensor, values: Tensor, block_tables
         q, keys, values, out, block_tables, context_lens, part_max, part_sum, part_acc, head_dim ** -0.5, splits,
         q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), out.stride(0), out.stride(1),
         block_tables.stride(0),
-        GROUP=group, GROUP_PAD=max(triton.next_power_of_2(group), 1), HEAD_DIM=head_dim,
-        DIM_PAD=dim_pad, BLOCK_SIZE=block_size, WRITE_PARTS=splits > 1,
+        GROUP=group, GROUP_PAD=max(triton.next_power_of_2(group), MATRIX_TILE), HEAD_DIM=head_dim,
+        DIM_PAD=dim_pad, BLOCK_SIZE=block_size, BLOCKS_PER_STEP=max(1, tokens_per_step // block_size),
+        WRITE_PARTS=splits > 1, PRECISION="ieee" if wide else "tf32", num_warps=8 if wide else 4,
     )
     if splits > 1:
         _merge_splits_kernel[(batch, num_heads)](
