@@ -18,6 +18,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.bias import causal_lower_right
 
 from nemotron.model.config import ModelConfig
 
@@ -38,11 +39,28 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, past_len: int = 0) -> Tens
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     elif t_q == 1:  # one new token sees everything before it
         out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    elif q.is_cuda:
+        out = lower_right_causal_attention(q, k, v)
     else:  # new tokens after a cached prefix: query i sees keys 0 .. past_len + i
         rows = torch.arange(t_q, device=q.device)[:, None] + past_len
         mask = torch.arange(t_k, device=q.device)[None, :] <= rows
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
     return out.transpose(1, 2)  # (B, Tq, Hq, D)
+
+
+def lower_right_causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """q (B, Hq, Tq, D), k/v (B, Hkv, Tk, D), Tk > Tq: query i sees keys 0 .. Tk - Tq + i.
+
+    On CUDA an explicit mask with grouped heads leaves SDPA only its math kernel, which upcasts to
+    float32 and holds B x Hq x Tq x Tk scores (1.6 GB a layer for a 2,048-token chunk after 2,048
+    cached tokens of the 8B shape): every prompt chunk after a cached prefix or an earlier chunk.
+    torch's lower-right causal bias runs in the flash or memory-efficient kernels instead, which
+    need as many key as query heads: the KV heads are repeated (head h reads KV head h // group).
+    The same sums as the masked path up to the kernels' order of addition."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
 
 
 class LayerNorm1p(nn.Module):
