@@ -208,6 +208,9 @@ def timed_generate(llm, prompts: list[list[int]], new_tokens: int, device: torch
     return best
 
 
+KERNELS_LISTED = 24  # a decode step's kernels by time; the rest summed on one line
+
+
 def engine_profile(args, batches: list[int], new_tokens: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -245,20 +248,34 @@ def engine_profile(args, batches: list[int], new_tokens: int) -> None:
                 line += f", weights at {bytes_per_step(llm.engine.model) / step / bandwidth:5.1%} of the copy bandwidth"
             print(line, flush=True)
             steps = 16
-            llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0))  # (cached already: no prefill)
+            engine = llm.engine
+            for prompt in prompts:  # cached already: the first step recomputes each prompt's last block
+                engine.add_request(engine.check_request(prompt, SamplingParams(max_tokens=steps + 2, temperature=0,
+                                                                               ignore_eos=True)))
+            engine.step()
+            engine.step()  # the first decode step too: what is profiled is decode steps alone
             synchronize(device)
             start = time.perf_counter()
             with profile(activities=activities) as prof:
-                llm.generate(prompts, SamplingParams(max_tokens=steps, temperature=0, ignore_eos=True))
+                for _ in range(steps):
+                    engine.step()
                 synchronize(device)
             wall = (time.perf_counter() - start) / steps
+            while engine.has_unfinished():
+                engine.step()
             events = [e for e in prof.key_averages() if e.device_type == kernel_kind]
             time_of = (lambda e: e.self_device_time_total) if on_gpu else (lambda e: e.self_cpu_time_total)
             total = sum(time_of(e) for e in events)
-            print(f"  profiled {steps} steps (prefill cached): kernel time {total / steps / 1e3:.2f} ms a step of "
-                  f"{wall * 1e3:.2f} ms wall under the profiler; top kernels (ms a step, calls a step):")
-            for e in sorted(events, key=lambda e: -time_of(e))[:12]:
+            calls = sum(e.count for e in events)
+            print(f"  profiled {steps} decode steps: kernel time {total / steps / 1e3:.2f} ms a step ({calls / steps:.0f} "
+                  f"kernels) of {wall * 1e3:.2f} ms wall under the profiler; kernels (ms a step, calls a step):")
+            ranked = sorted(events, key=lambda e: -time_of(e))
+            for e in ranked[:KERNELS_LISTED]:
                 print(f"    {time_of(e) / steps / 1e3:7.3f}  {e.count / steps:6.1f}  {e.key[:110]}")
+            rest = ranked[KERNELS_LISTED:]
+            if rest:
+                print(f"    {sum(time_of(e) for e in rest) / steps / 1e3:7.3f}  {sum(e.count for e in rest) / steps:6.1f}  "
+                      f"({len(rest)} other kernels)")
         del llm
         gc.collect()
         if on_gpu:
