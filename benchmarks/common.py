@@ -107,14 +107,17 @@ def timed(fn, device: torch.device, repeats: int = 1) -> float:
 def matmul_floor(model: torch.nn.Module, batch: int, device: torch.device, repeats: int = 10) -> float:
     """Seconds per decode step spent in the weight matmuls alone: every linear layer once on a
     (batch, in) input, nothing else. No decoder can beat it; on CPUs (where there is no separate
-    bandwidth figure to compare with) it is the limit a decode step is measured against."""
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    dtype = linears[0].weight.dtype
+    bandwidth figure to compare with) it is the limit a decode step is measured against. The engine's
+    CPU kernels (nemotron.quant.cpu) replace linear layers in place; those run as the engine runs them."""
+    from nemotron.quant.cpu import CpuLinear
+
+    linears = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, CpuLinear))]
+    dtype = model.model.embed_tokens.weight.dtype  # the activations'
     inputs = {m.in_features: torch.randn(batch, m.in_features, dtype=dtype, device=device) for m in linears}
 
     def one_pass() -> None:
         for m in linears:
-            torch.nn.functional.linear(inputs[m.in_features], m.weight)
+            m(inputs[m.in_features])  # bias-free layers: a plain Linear's forward is F.linear
 
     with torch.inference_mode():
         one_pass()

@@ -172,6 +172,21 @@ def test_cpu_layers_count_the_bytes_of_their_kernel_layout(monkeypatch):
     assert PackedLinear(linear().weight.bfloat16()).stored_bytes() == n * k * 2
 
 
+def test_the_matmul_floor_runs_the_layers_the_engine_packed(monkeypatch):
+    """benchmarks/decode.py's CPU limit over a model the engine has put on its kernels (there are no
+    nn.Linear left to find then): every layer of the step runs, in its kernel layout."""
+    from benchmarks.common import matmul_floor
+
+    loaded = bf16_model(None)
+    LLM(loaded, EngineConfig(max_num_seqs=2))
+    calls = []
+    monkeypatch.setattr(PackedLinear, "__call__", lambda self, x: calls.append(x.shape) or self.forward(x))
+    assert matmul_floor(loaded.model, 2, torch.device("cpu"), repeats=1) > 0
+    packed = [m for m in loaded.model.modules() if isinstance(m, PackedLinear)]
+    assert packed and len(calls) == 2 * len(packed)  # a warm-up pass and a timed one
+    assert all(shape[0] == 2 for shape in calls)
+
+
 def test_int4_kernel_layout_unpacks_to_the_stored_codes():
     reference = Int4Linear.from_float(linear())
     module = CpuInt4Linear(reference, torch.bfloat16)
