@@ -198,6 +198,8 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
+    from nemotron.engine.cpu_trace import TRACE_AFTER_STEPS
+
     torch.set_num_threads(args.threads)  # the copy bandwidth, measured here, with the engines' threads
     checkpoint = make_checkpoint(args.workdir / "hf", args.shape)
     ggufs = {kind: convert(args.llama_cpp, checkpoint, args.workdir, kind, args.llama_python) for kind in args.llama}
@@ -218,8 +220,10 @@ def run(args: argparse.Namespace) -> None:
     best_cpu: dict[tuple[str, str], float] = {}  # CPU seconds per token: the work, whatever the machine's load
     best_share: dict[tuple[str, str], float] = {}  # CPU seconds / (wall seconds x threads) of the best run
     tokens: dict[str, list[int]] = {}
-    for _, runner in runners:  # warm-up: first-call allocations and weight packing outside the timings
-        runner([list(range(4, 4 + PROMPT_LEN))], 4)
+    # Warm-up: first-call allocations, weight packing and our batch-1 decode trace, made once a row
+    # count has decoded TRACE_AFTER_STEPS steps (engine.cpu_trace), outside the timings.
+    for _, runner in runners:
+        runner([list(range(4, 4 + PROMPT_LEN))], TRACE_AFTER_STEPS + 4)
     loads = []
     for round_ in range(args.rounds):
         # Fresh prompts every round: our engine's prefix cache would otherwise serve repeats for free.

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from nemotron.checkpoint.load import load_model
+from nemotron.engine import cpu_trace
 from nemotron.engine.cpu_trace import MAX_TRACED_LANES, TracedDecode, untraceable_reason
 from nemotron.engine.llm import LLM
 from nemotron.engine.llm_engine import EngineConfig
@@ -18,6 +19,12 @@ from tests.conftest import TINY_CONFIG, random_model_dir
 from tests.engine.test_decode_workspace import mixed_params
 from tests.engine.test_engine import prompts
 from tests.quant.conftest import QUANT_CONFIG
+
+
+@pytest.fixture(autouse=True)
+def trace_at_once(monkeypatch):
+    """Each row count traced at its first step, as the tests here look at traces and replays."""
+    monkeypatch.setattr(cpu_trace, "TRACE_AFTER_STEPS", 0)
 
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
@@ -55,6 +62,21 @@ def test_replayed_steps_give_the_eager_tokens(loaded_dir, max_num_seqs):
     assert set(traced.traces) <= set(range(1, min(max_num_seqs, MAX_TRACED_LANES) + 1))
     if dtype == "bfloat16":  # oneDNN's prepacked weights went in as graph inputs
         assert traced.held and all(t.is_mkldnn for t in traced.held)
+
+
+def test_a_row_count_is_traced_once_it_has_run_its_eager_steps(tiny_model_dir, monkeypatch):
+    """Four sequences decoding together for 5 steps, then one alone for 12: with a threshold of 6 the
+    lone row is traced at its 7th step and replayed after; the four rows are never traced."""
+    monkeypatch.setattr(cpu_trace, "TRACE_AFTER_STEPS", 6)
+    requests = prompts(4, seed=33)
+    params = [SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)] * 3
+    params = [SamplingParams(max_tokens=18, temperature=0, ignore_eos=True)] + params
+    eager, _ = generate(tiny_model_dir, "float32", requests, params, cpu_decode_trace=False)
+    tokens, traced = generate(tiny_model_dir, "float32", requests, params)
+    assert tokens == eager
+    assert set(traced.traces) == {1}
+    assert traced.eager_steps == {4: 5, 1: 6}
+    assert traced.replays == 12 - 6 - 1  # the 7th lone step is the traced one (its eager recording)
 
 
 def test_a_replay_that_differs_turns_tracing_off_and_the_step_stays_eager(tiny_model_dir, monkeypatch):
