@@ -6,7 +6,8 @@ it is built once per step and shared by every layer. Decode rows attend for all 
 with the Triton kernel straight from the pool, or (PyTorch backend) with SDPA over the sequences'
 contiguous lanes in the decode workspace (`decode_workspace.py`), falling back to a gather of their
 blocks. In a step that also runs prompt chunks the one-token chunks come first (the model runner
-orders them so) and still attend in one call; the prompt chunks attend per sequence with PyTorch SDPA.
+orders them so) and still attend together, through the kernel or their lanes; the prompt chunks attend
+per sequence with PyTorch SDPA.
 
 The pool holds one extra scratch block after the real ones: padding rows of a CUDA-graph batch write
 their keys there, so they never touch a sequence's blocks.
