@@ -6,10 +6,13 @@ shape's bf16 step makes ~420 ATen calls, each through Python and torch's argumen
 the other intra-op thread spins between the matmuls. A trace records the step's ATen calls once and
 replays them from TorchScript's interpreter, in C++: the same model code, recorded, not a second copy
 of it. One trace per number of decoding sequences, made once that many have decoded together for
-`TRACE_AFTER_STEPS` steps: a trace takes ~0.15 s (the 140M shape), some 30 of its eager steps, and
-saves 3-14% of a step, so a row count that lasts a few steps (requests finishing one after another)
-is cheaper eager. Tracing at the first step, 16 requests of 16-64 new tokens on the small shape ran
-at 268 tok/s against 487 eagerly: 8 traces for 11 replayed steps.
+`TRACE_AFTER_STEPS` steps (counted over the engine's life). A trace costs more than a short
+generation gains from it: it takes 0.12-0.3 s and saves 0.2-0.5 ms a step (the demo model: 1.23-1.29
+against 1.40-1.73 ms), so it pays back after some 500-1,000 steps of its row count. Tracing at the
+first step, 16 requests of 16-64 new tokens on the small shape ran at 268 tok/s against 487 eagerly
+(8 traces for 11 replayed steps), and the demo model's 200-token generation at 313-405 against
+521-675. Waiting as many steps as a trace is worth (the ski rental's rule) costs at most about twice
+the better of the two choices made in hindsight.
 
 What a replay reads as inputs and what the trace holds fixed:
 - inputs: token ids, positions, and the decode workspace's tensors of the step (each row's mask, the
@@ -45,7 +48,7 @@ from torch.nn.modules import module as module_hooks
 from nemotron.engine.paged_cache import BatchLayout, PagedKVCache
 
 MAX_TRACED_LANES = 8  # the small batches, where host work is a large part of a step (one trace per row count)
-TRACE_AFTER_STEPS = 64  # eager steps of a row count before it is traced (module docstring)
+TRACE_AFTER_STEPS = 512  # eager steps of a row count before it is traced (module docstring)
 
 
 def untraceable_reason(model: nn.Module) -> str | None:
