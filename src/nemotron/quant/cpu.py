@@ -103,18 +103,19 @@ class CpuLinear(nn.Module):
 # Rows from which a bf16 layer on a CPU without native bf16 multiplies in fp32 (below), and the largest
 # fp32 copy of a weight that a call makes for it: a 256k-vocabulary LM head (3-4 GB in fp32) stays
 # on the emulated kernel; an 8B model's largest layer (16384 x 4096) is 256 MiB.
-WIDENED_ROWS = 16
+WIDENED_ROWS = 128
 WIDENED_MAX_BYTES = 256 * 1024**2
 
 
 class PackedLinear(CpuLinear):
     """bf16 or fp32 weight reordered once into oneDNN's blocked layout.
 
-    On a CPU without native bf16 (no AVX-512 BF16 or AMX), oneDNN emulates bf16 products: on a 2-core
-    Xeon with AVX-512 alone, a 512 x 1024 by 1024 x 4096 product took 68.6 ms, against 15.9 ms for
-    widening the weight to fp32 (oneDNN's reorder back out of its layout) and multiplying in fp32; at
-    32 rows 4.8 against 2.3 ms; at 8 rows 1.5 against 1.6; at one row 0.22 against 1.03. So from
-    WIDENED_ROWS rows such a layer widens; the products are the same (a bf16 x bf16 product is exact in
+    On a CPU without native bf16 (no AVX-512 BF16 or AMX), oneDNN emulates bf16 products. There such
+    a layer can widen its weight to fp32 at each call (oneDNN's reorder back out of its layout) and
+    multiply in fp32. Every layer of the 140M shape once (`benchmarks/common.matmul_floor`, 2-core
+    Xeon with AVX-512 alone), emulated / widened, ms: 16 rows 113 / 349, 32 rows 196 / 312, 64 rows
+    314 / 327, 128 rows 641 / 564, 256 rows 1162 / 542, 512 rows 2271 / 727. So from WIDENED_ROWS rows
+    (prompt chunks) such a layer widens; the products are the same (a bf16 x bf16 product is exact in
     fp32, and both sum in fp32), only the order of the sums differs."""
 
     def __init__(self, weight: Tensor) -> None:
