@@ -105,7 +105,6 @@ class TracedDecode:
         # them): ~5 us a step, where reading them through each module took ~95 on the 140M shape.
         self.hook_dicts = [d for m in trunk.modules() for d in (m._forward_hooks, m._forward_pre_hooks)]
         self.replays = 0  # steps served by a replay
-        self.trace_after = TRACE_AFTER_STEPS
         self.eager_steps: dict[int, int] = {}  # row count -> eager steps run before its trace
 
     def fits(self, layout: BatchLayout, rows: int) -> bool:
@@ -122,16 +121,16 @@ class TracedDecode:
 
     def forward(self, input_ids: Tensor, positions: Tensor) -> Tensor:
         """The trunk's hidden states (1, T, H) for the step whose layout the cache uses: replayed, or
-        eager while its row count has run fewer than `trace_after` steps, or traced then."""
+        eager while its row count has run fewer than TRACE_AFTER_STEPS steps, or traced then."""
         rows = input_ids.shape[1]
         replay = self.traces.get(rows)
-        if replay is None:
-            seen = self.eager_steps.get(rows, 0)
-            if seen < self.trace_after:
-                self.eager_steps[rows] = seen + 1
-                return self.step.trunk(input_ids, positions, self.step.kv_cache)
-            return self._trace(self._inputs(input_ids, positions))
+        seen = self.eager_steps.get(rows, 0)
+        if replay is None and seen < TRACE_AFTER_STEPS:
+            self.eager_steps[rows] = seen + 1
+            return self.step.trunk(input_ids, positions, self.step.kv_cache)
         inputs = self._inputs(input_ids, positions)
+        if replay is None:
+            return self._trace(inputs)
         try:
             with torch.jit.optimized_execution(False):  # the graph as recorded: no profiling runs, no re-specialising
                 hidden = replay(*inputs)
