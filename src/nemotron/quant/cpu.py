@@ -103,7 +103,7 @@ class CpuLinear(nn.Module):
 # Rows from which a bf16 layer on a CPU without native bf16 multiplies in fp32 (below), and the largest
 # fp32 copy of a weight that a call makes for it: a 256k-vocabulary LM head (3-4 GB in fp32) stays
 # on the emulated kernel; an 8B model's largest layer (16384 x 4096) is 256 MiB.
-WIDENED_ROWS = 128
+WIDENED_ROWS = 16
 WIDENED_MAX_BYTES = 256 * 1024**2
 
 
@@ -112,18 +112,28 @@ class PackedLinear(CpuLinear):
 
     On a CPU without native bf16 (no AVX-512 BF16 or AMX), oneDNN emulates bf16 products. There such
     a layer can widen its weight to fp32 at each call (oneDNN's reorder back out of its layout) and
-    multiply in fp32. Every layer of the 140M shape once (`benchmarks/common.matmul_floor`, 2-core
-    Xeon with AVX-512 alone), emulated / widened, ms: 16 rows 113 / 349, 32 rows 196 / 312, 64 rows
-    314 / 327, 128 rows 641 / 564, 256 rows 1162 / 542, 512 rows 2271 / 727. So from WIDENED_ROWS rows
-    (prompt chunks) such a layer widens; the products are the same (a bf16 x bf16 product is exact in
-    fp32, and both sum in fp32), only the order of the sums differs."""
+    multiply in fp32. All 49 layers of the 140M shape (2-core Xeon with AVX-512 alone), the best of
+    three passes, emulated / widened, ms: 8 rows 55-59 / 67-71, 16 rows 92-98 / 84-164, 32 rows 162-173 /
+    98-179, 64 rows ~320 / 126-152, 128 rows ~620 / 212-236, 512 rows ~2380 / 570-680 (glibc's malloc
+    and mimalloc alike: once warm, both hand the freed fp32 copy to the next layer; a single cold pass
+    pays its page faults, 2-3x the widened time, which made an earlier threshold 128). End to end, a
+    bf16 decode of 16 sequences ran at 151-173 tok/s widened against 142-145, 32 sequences at 247-290
+    against 168-179; 8 sequences lost (88-102 against 118-120). So from WIDENED_ROWS rows (decode
+    batches, prompt chunks) such a layer widens; the products are the same (a bf16 x bf16 product is
+    exact in fp32, and both sum in fp32), only the order of the sums differs."""
 
     def __init__(self, weight: Tensor) -> None:
         super().__init__(weight.shape[1], weight.shape[0])
         self.dtype = weight.dtype
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)  # opaque
-        self.widens = (weight.dtype == torch.bfloat16 and not cpu_supports_bf16()
-                       and weight.numel() * 4 <= WIDENED_MAX_BYTES)
+        emulated = weight.dtype == torch.bfloat16 and not cpu_supports_bf16()
+        # oneDNN lays the weight out for the rows it is told to expect. Told one (batch-1 decode), where bf16
+        # is emulated, its one-row matmul read the 140M shape's layers 4-8% faster (all 49 of them cycled
+        # out of cache, and end to end: 55.3 vs 51.2 tok/s over 4 interleaved pairs); several rows ran as
+        # fast as before and give the same results. fp32 layers gained nothing at one row and lost 10%
+        # at 32-512; native bf16 is unmeasured, so both keep oneDNN's default.
+        expected_rows = 1 if emulated else None
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), expected_rows)  # opaque
+        self.widens = emulated and weight.numel() * 4 <= WIDENED_MAX_BYTES
 
     def forward(self, x: Tensor) -> Tensor:
         x = x if x.dtype is self.dtype else x.to(self.dtype)  # fp32 from an int8 layer's one-row output
