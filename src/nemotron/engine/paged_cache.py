@@ -220,10 +220,11 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     """
     batch, heads, dim = q.shape[1], q.shape[2], q.shape[3]
     kv_heads = k.shape[1]
-    group = heads // kv_heads
-    rows = q.reshape(batch, kv_heads, group, dim)  # (1, B) merged: one op, not two
+    # (1, B) merged: one op, not two. The group size is left to reshape (-1): in a CPU decode trace the
+    # sizes are traced values, and `heads // kv_heads` would be two more ops a layer in every replay.
+    rows = q.reshape(batch, kv_heads, -1, dim)
     cpu = q.device.type == "cpu"
-    lone = cpu and group == 1
+    lone = cpu and heads == kv_heads
     if lone:
         # One query row per KV head (multi-head attention): the CPU kernel's one-row path sums in an
         # order that depends on the thread count (fp32), so a sequence's bits would depend on how many
