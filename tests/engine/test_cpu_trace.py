@@ -15,6 +15,7 @@ from nemotron.engine.llm_engine import EngineConfig
 from nemotron.engine.paged_cache import SERIAL_DECODE_KEYS
 from nemotron.engine.sampling import SamplingParams
 from nemotron.quant import quantize
+from nemotron.quant.cpu import WIDENED_ROWS, cpu_supports_bf16
 from tests.conftest import TINY_CONFIG, random_model_dir
 from tests.engine.test_decode_workspace import mixed_params
 from tests.engine.test_engine import prompts
@@ -60,8 +61,23 @@ def test_replayed_steps_give_the_eager_tokens(loaded_dir, max_num_seqs):
     assert replayed == eager
     assert traced.off_reason is None and traced.replays > 0
     assert set(traced.traces) <= set(range(1, min(max_num_seqs, MAX_TRACED_LANES) + 1))
-    if dtype == "bfloat16":  # oneDNN's prepacked weights went in as graph inputs
+    if dtype == "bfloat16" and cpu_supports_bf16():  # oneDNN's prepacked weights went in as graph inputs
         assert traced.held and all(t.is_mkldnn for t in traced.held)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_replays_on_either_kind_of_cpu(tiny_model_dir, monkeypatch, native):
+    """Where bf16 is native the trace takes oneDNN's prepacked weights as inputs; where it is emulated the
+    layers keep their plain weights (held by the trace) and steps of WIDENED_ROWS rows and more replay the
+    widened fp32 matmuls: the eager engine's tokens either way."""
+    monkeypatch.setattr("nemotron.quant.cpu.cpu_supports_bf16", lambda: native)
+    requests = prompts(10, seed=33)
+    params = mixed_params(len(requests))
+    eager, _ = generate(tiny_model_dir, "bfloat16", requests, params, max_num_seqs=8, cpu_decode_trace=False)
+    replayed, traced = generate(tiny_model_dir, "bfloat16", requests, params, max_num_seqs=8)
+    assert replayed == eager
+    assert traced.off_reason is None and max(traced.traces) >= WIDENED_ROWS
+    assert bool(traced.held) is native
 
 
 def test_a_row_count_is_traced_once_it_has_run_its_eager_steps(tiny_model_dir, monkeypatch):

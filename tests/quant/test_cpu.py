@@ -173,57 +173,73 @@ def test_cpu_layers_count_the_bytes_of_their_kernel_layout(monkeypatch):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_bf16_layers_widen_to_fp32_from_many_rows_where_bf16_is_not_native(monkeypatch, native):
-    """Without native bf16, oneDNN emulates it (3x slower than widening at 512 rows on an AVX-512 Xeon): from
-    WIDENED_ROWS rows the layer multiplies its widened weight in fp32, the very products F.linear makes
-    in fp32; fewer rows, and every row count on a bf16 CPU, stay on the packed bf16 kernel."""
-    from nemotron.quant.cpu import LINEAR_POINTWISE, WIDENED_ROWS
+def test_bf16_layers_widen_to_fp32_from_a_few_rows_where_bf16_is_not_native(monkeypatch, native):
+    """Without native bf16, oneDNN emulates it (4x slower than widening at 512 rows on an AVX-512 Xeon): from
+    WIDENED_ROWS rows the layer multiplies its widened weight in fp32, the very products F.linear makes in
+    fp32, in blocks of output rows below WHOLE_WIDENED_ROWS and whole from there (in blocks again when the
+    whole copy would be too large); fewer rows, and every row count on a bf16 CPU, stay on oneDNN's kernel."""
+    from nemotron.quant.cpu import LINEAR_POINTWISE, WHOLE_WIDENED_ROWS, WIDENED_ROWS
 
     monkeypatch.setattr("nemotron.quant.cpu.cpu_supports_bf16", lambda: native)
-    weight = linear().weight.bfloat16()
+    monkeypatch.setattr("nemotron.quant.cpu.WIDENED_BLOCK", 64 * 256)  # blocks of 64 of the 200 rows
+    weight = linear(200).weight.bfloat16()
     layer = PackedLinear(weight)
     assert layer.widens is not native
-    packed_rows = []
+    onednn_rows, widened, real_linear = [], [], F.linear
 
-    def packed(x, *args):
-        packed_rows.append(x.shape[1])
+    def onednn(x, *args):
+        onednn_rows.append(x.shape[1])
         return LINEAR_POINTWISE(x, *args)
 
-    monkeypatch.setattr("nemotron.quant.cpu.LINEAR_POINTWISE", packed)
-    for rows in (1, WIDENED_ROWS - 1, WIDENED_ROWS, WIDENED_ROWS + 24):
+    def widened_linear(x, w):
+        widened.append((x.shape[1], w.shape[0], w.dtype))
+        return real_linear(x, w)
+
+    monkeypatch.setattr("nemotron.quant.cpu.LINEAR_POINTWISE", onednn)
+    monkeypatch.setattr("nemotron.quant.cpu.F.linear", widened_linear)
+    counts = (1, WIDENED_ROWS - 1, WIDENED_ROWS, WHOLE_WIDENED_ROWS - 1, WHOLE_WIDENED_ROWS)
+    for rows in counts:
         x = torch.randn(1, rows, weight.shape[1]).bfloat16()  # the engine's (1, T, H) batches
-        widened = F.linear(x.float(), weight.float()).bfloat16()
-        torch.testing.assert_close(layer(x), widened)  # the same products; the sums' order may differ
-    assert packed_rows == ([1, WIDENED_ROWS - 1, WIDENED_ROWS, WIDENED_ROWS + 24] if native
-                           else [1, WIDENED_ROWS - 1])
+        expected = real_linear(x.float(), weight.float()).bfloat16()
+        torch.testing.assert_close(layer(x), expected)  # the same products; the sums' order may differ
+    if native:
+        assert onednn_rows == list(counts) and not widened
+        return
+    blocks = [(rows, n, torch.float32) for rows in counts[2:4] for n in (64, 64, 64, 8)]
+    assert onednn_rows == [1, WIDENED_ROWS - 1]
+    assert widened == blocks + [(WHOLE_WIDENED_ROWS, 200, torch.float32)]
     monkeypatch.setattr("nemotron.quant.cpu.WIDENED_MAX_BYTES", weight.numel() * 4 - 1)
-    assert not PackedLinear(weight).widens  # a weight whose fp32 copy would be too large stays packed
+    widened.clear()
+    layer(torch.randn(1, WHOLE_WIDENED_ROWS, weight.shape[1]).bfloat16())
+    assert [n for _, n, _ in widened] == [64, 64, 64, 8]  # a whole copy too large: in blocks
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_emulated_bf16_weights_are_laid_out_for_one_row(monkeypatch, native):
-    """Where bf16 is emulated, oneDNN is told to expect one row when it reorders a bf16 weight (its one-row
-    matmul then reads the weight 4-8% faster); fp32 weights, and bf16 ones on a bf16 CPU, keep its default."""
+def test_emulated_bf16_layers_keep_the_plain_weight(monkeypatch, native):
+    """Where bf16 is emulated, oneDNN's one-row layout is the plain one (a weight reordered for one row stays
+    row-major), so the layer hands oneDNN the weight as it is: the same results as that reordered copy, and
+    no copy made. fp32 weights, and bf16 ones on a bf16 CPU, are reordered into oneDNN's default layout."""
+    from nemotron.quant.cpu import LINEAR_POINTWISE, WIDENED_ROWS
+
     monkeypatch.setattr("nemotron.quant.cpu.cpu_supports_bf16", lambda: native)
     reorder = torch.ops.mkldnn._reorder_linear_weight
-    expected = []
+    reordered = []
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight",
-                        lambda weight, rows: expected.append((weight.dtype, rows)) or reorder(weight, rows))
+                        lambda weight, rows: reordered.append((weight.dtype, rows)) or reorder(weight, rows))
     weight = linear().weight.detach()
-    bf16, fp32 = PackedLinear(weight.bfloat16()), PackedLinear(weight)
-    assert expected == [(torch.bfloat16, None if native else 1), (torch.float32, None)]
+    bf16, fp32 = weight.bfloat16(), weight
+    bf16_layer, fp32_layer = PackedLinear(bf16), PackedLinear(fp32)
+    if native:
+        assert reordered == [(torch.bfloat16, None), (torch.float32, None)] and bf16_layer.weight.is_mkldnn
+    else:
+        assert reordered == [(torch.float32, None)]
+        assert bf16_layer.weight.data_ptr() == bf16.data_ptr()  # the weight itself, not a copy
+        for rows in range(1, WIDENED_ROWS):
+            x = torch.randn(1, rows, weight.shape[1]).bfloat16()
+            assert torch.equal(bf16_layer(x), LINEAR_POINTWISE(x, reorder(bf16, 1), None, "none", [None], ""))
     x = torch.randn(1, 1, weight.shape[1])
-    torch.testing.assert_close(bf16(x.bfloat16()), F.linear(x.bfloat16(), weight.bfloat16()))
-    torch.testing.assert_close(fp32(x), F.linear(x, weight), rtol=1e-5, atol=1e-5)
-
-
-def test_traced_decode_steps_never_reach_the_widening_rows():
-    """A traced step records the packed kernel (`traceable_linear_pointwise`), not the widened one: the
-    traced row counts must stay below WIDENED_ROWS, or those steps would lose the widening's speed."""
-    from nemotron.engine.cpu_trace import MAX_TRACED_LANES
-    from nemotron.quant.cpu import WIDENED_ROWS
-
-    assert MAX_TRACED_LANES < WIDENED_ROWS
+    torch.testing.assert_close(bf16_layer(x.bfloat16()), F.linear(x.bfloat16(), bf16))
+    torch.testing.assert_close(fp32_layer(x), F.linear(x, fp32), rtol=1e-5, atol=1e-5)
 
 
 def test_the_matmul_floor_runs_the_layers_the_engine_packed(monkeypatch):

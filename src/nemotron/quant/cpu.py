@@ -3,6 +3,7 @@
 | weights | one row (batch-1 decode)        | up to `GEMV_MAX_ROWS` rows (decode) | more rows (prefill, batches)    |
 |---------|---------------------------------|-------------------------------------|---------------------------------|
 | bf16    | oneDNN matmul on a weight reordered once | the same                   | the same                        |
+| bf16, emulated (no AVX-512 BF16 / AMX) | oneDNN on the plain weight | 2-3 rows the same; from 4 widened to fp32 in blocks | fp32, whole from 64 rows |
 | int8, VNNI | fbgemm int8 x int8, the row quantized at run time | the same, each row with its own scale | the same |
 | int8    | `torch._weight_int8pack_mm`      | the same                            | dequantized to bf16, oneDNN     |
 | int4    | `torch._weight_int4pack_mm_for_cpu` | the same                        | dequantized to bf16, oneDNN     |
@@ -100,48 +101,68 @@ class CpuLinear(nn.Module):
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-# Rows from which a bf16 layer on a CPU without native bf16 multiplies in fp32 (below), and the largest
-# fp32 copy of a weight that a call makes for it: a 256k-vocabulary LM head (3-4 GB in fp32) stays
-# on the emulated kernel; an 8B model's largest layer (16384 x 4096) is 256 MiB.
-WIDENED_ROWS = 16
+# A bf16 layer on a CPU without native bf16 multiplies in fp32 from WIDENED_ROWS rows (PackedLinear):
+# below WHOLE_WIDENED_ROWS rows in blocks of WIDENED_BLOCK weights (1 MiB of fp32, within a core's L2;
+# at least 64 output rows, so that a long K does not make hundreds of calls), from it in one fp32
+# copy of the whole weight if that copy stays within WIDENED_MAX_BYTES (an 8B model's largest layer,
+# 16384 x 4096, is 256 MiB; a 256k-vocabulary LM head, 3-4 GB in fp32, goes in blocks).
+WIDENED_ROWS = 4
+WHOLE_WIDENED_ROWS = 64
+WIDENED_BLOCK = 256 * 1024
 WIDENED_MAX_BYTES = 256 * 1024**2
 
 
 class PackedLinear(CpuLinear):
-    """bf16 or fp32 weight reordered once into oneDNN's blocked layout.
+    """bf16 or fp32 weight reordered once into oneDNN's blocked layout; on a CPU that emulates bf16, a
+    bf16 weight as it is.
 
-    On a CPU without native bf16 (no AVX-512 BF16 or AMX), oneDNN emulates bf16 products. There such
-    a layer can widen its weight to fp32 at each call (oneDNN's reorder back out of its layout) and
-    multiply in fp32. All 49 layers of the 140M shape (2-core Xeon with AVX-512 alone), the best of
-    three passes, emulated / widened, ms: 8 rows 55-59 / 67-71, 16 rows 92-98 / 84-164, 32 rows 162-173 /
-    98-179, 64 rows ~320 / 126-152, 128 rows ~620 / 212-236, 512 rows ~2380 / 570-680 (glibc's malloc
-    and mimalloc alike: once warm, both hand the freed fp32 copy to the next layer; a single cold pass
-    pays its page faults, 2-3x the widened time, which made an earlier threshold 128). End to end, a
-    bf16 decode of 16 sequences ran at 151-173 tok/s widened against 142-145, 32 sequences at 247-290
-    against 168-179; 8 sequences lost (88-102 against 118-120). So from WIDENED_ROWS rows (decode
-    batches, prompt chunks) such a layer widens; the products are the same (a bf16 x bf16 product is
-    exact in fp32, and both sum in fp32), only the order of the sums differs."""
+    On a CPU without native bf16 (no AVX-512 BF16 or AMX), oneDNN emulates bf16 products. Its fastest
+    one-row layout there is the plain one: told to expect one row when it reorders such a weight, it
+    keeps it row-major (`ab`, ONEDNN_VERBOSE), and its one-row matmul then read the 140M shape's layers
+    4-8% faster than in the default layout (all 49 cycled out of cache; end to end 55.3 against 51.2
+    tok/s over 4 interleaved pairs). So the plain weight goes to oneDNN as it is: the same results and
+    speed as that reordered copy at 1, 2 and 8 rows, no copy at load, and a weight the widening below
+    can read. fp32 layers gained nothing at one row from the hint and lost 10% at 32-512 rows; native
+    bf16 is unmeasured: both keep oneDNN's default layout.
+
+    From WIDENED_ROWS rows such a bf16 layer multiplies in fp32 instead, the weight widened at each call
+    (`widened_linear`). All 49 layers of the 140M shape (2-core Xeon with AVX-512 alone, best of 3-5
+    passes), emulated / widened in 256k-weight blocks / widened whole, ms: 1 row 18 / 32 / 35, 2 rows
+    35 / 40 / 41, 4 rows 39 / 33 / 45-48, 8 rows 59 / 42 / 59, 16 rows 93-97 / 64-68 / 69-72, 32 rows 167 /
+    84 / 90, 64 rows 316 / 117 / 112, 128 rows 589 / 197 / 169, 512 rows 2503 / 733 / 582 (the whole
+    copy once warm: glibc's malloc and mimalloc both hand the freed fp32 copy to the next layer). The
+    products are the same (a bf16 x bf16 product is exact in fp32, and both sum in fp32); only the order
+    of the sums differs."""
 
     def __init__(self, weight: Tensor) -> None:
         super().__init__(weight.shape[1], weight.shape[0])
         self.dtype = weight.dtype
-        emulated = weight.dtype == torch.bfloat16 and not cpu_supports_bf16()
-        # oneDNN lays the weight out for the rows it is told to expect. Told one (batch-1 decode), where bf16
-        # is emulated, its one-row matmul read the 140M shape's layers 4-8% faster (all 49 of them cycled
-        # out of cache, and end to end: 55.3 vs 51.2 tok/s over 4 interleaved pairs); several rows ran as
-        # fast as before and give the same results. fp32 layers gained nothing at one row and lost 10%
-        # at 32-512; native bf16 is unmeasured, so both keep oneDNN's default.
-        expected_rows = 1 if emulated else None
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), expected_rows)  # opaque
-        self.widens = emulated and weight.numel() * 4 <= WIDENED_MAX_BYTES
+        self.widens = weight.dtype == torch.bfloat16 and not cpu_supports_bf16()
+        if self.widens:
+            self.weight = weight.detach().contiguous()
+        else:
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)  # opaque
 
     def forward(self, x: Tensor) -> Tensor:
         x = x if x.dtype is self.dtype else x.to(self.dtype)  # fp32 from an int8 layer's one-row output
+        if self.widens and x.numel() >= WIDENED_ROWS * self.in_features:  # plain ops: a trace records them
+            return widened_linear(x, self.weight, x.numel() // self.in_features).to(self.dtype)
         if torch._C._get_tracing_state() is not None:  # being recorded (engine.cpu_trace)
             return traceable_linear_pointwise()(x, self.weight)
-        if self.widens and x.numel() >= WIDENED_ROWS * self.in_features:
-            return F.linear(x.float(), self.weight.to_dense(torch.float32)).to(self.dtype)
         return LINEAR_POINTWISE(x, self.weight, None, "none", [None], "")
+
+
+def widened_linear(x: Tensor, weight: Tensor, rows: int) -> Tensor:
+    """x (..., K) bf16 @ weight (N, K) bf16 -> (..., N) fp32, multiplied in fp32. Below
+    WHOLE_WIDENED_ROWS rows the weight is widened a block of output rows at a time, each block's
+    fp32 copy small enough to stay in cache while it is multiplied (at few rows a whole copy's
+    trip through memory costs more than the products); from there, in one copy, whose products
+    outweigh its trip, unless that copy would pass WIDENED_MAX_BYTES."""
+    wide = x.float()
+    if rows >= WHOLE_WIDENED_ROWS and weight.numel() * 4 <= WIDENED_MAX_BYTES:
+        return F.linear(wide, weight.float())
+    step = max(64, WIDENED_BLOCK // weight.shape[1])
+    return torch.cat([F.linear(wide, weight[i:i + step].float()) for i in range(0, weight.shape[0], step)], dim=-1)
 
 
 @functools.cache
