@@ -191,12 +191,17 @@ def test_a_sharded_model_is_not_traced():
     assert untraceable_reason(nn.Sequential(nn.Linear(8, 8))) is None
 
 
-def test_a_step_the_tracer_cannot_record_runs_eagerly(tiny_model_dir, monkeypatch):
+class ScriptFailure(Exception):
+    """What TorchScript's frontend raises (a plain Exception), e.g. when the source it compiles is gone."""
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, ScriptFailure])
+def test_a_step_the_tracer_cannot_record_runs_eagerly(tiny_model_dir, monkeypatch, failure):
     requests, params = prompts(3, seed=33), mixed_params(3)
     eager, _ = generate(tiny_model_dir, "float32", requests, params, cpu_decode_trace=False)
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("Tried to trace something\nmore lines")
+        raise failure("Tried to trace something\nmore lines")
 
     monkeypatch.setattr(torch.jit, "trace", refuse)
     tokens, traced = generate(tiny_model_dir, "float32", requests, params)

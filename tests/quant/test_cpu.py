@@ -212,6 +212,10 @@ def test_bf16_layers_widen_to_fp32_from_a_few_rows_where_bf16_is_not_native(monk
     widened.clear()
     layer(torch.randn(1, WHOLE_WIDENED_ROWS, weight.shape[1]).bfloat16())
     assert [n for _, n, _ in widened] == [64, 64, 64, 8]  # a whole copy too large: in blocks
+    monkeypatch.setattr("nemotron.quant.cpu.WIDENED_BLOCKS", 2)
+    widened.clear()
+    layer(torch.randn(1, WIDENED_ROWS, weight.shape[1]).bfloat16())
+    assert [n for _, n, _ in widened] == [100, 100]  # no more blocks than WIDENED_BLOCKS: larger ones
 
 
 @pytest.mark.parametrize("native", [True, False])

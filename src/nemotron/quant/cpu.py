@@ -102,13 +102,15 @@ class CpuLinear(nn.Module):
 
 
 # A bf16 layer on a CPU without native bf16 multiplies in fp32 from WIDENED_ROWS rows (PackedLinear):
-# below WHOLE_WIDENED_ROWS rows in blocks of WIDENED_BLOCK weights (1 MiB of fp32, within a core's L2;
-# at least 64 output rows, so that a long K does not make hundreds of calls), from it in one fp32
-# copy of the whole weight if that copy stays within WIDENED_MAX_BYTES (an 8B model's largest layer,
-# 16384 x 4096, is 256 MiB; a 256k-vocabulary LM head, 3-4 GB in fp32, goes in blocks).
+# below WHOLE_WIDENED_ROWS rows in blocks of WIDENED_BLOCK weights (1 MiB of fp32, within a core's L2),
+# of at least 64 output rows and at most WIDENED_BLOCKS blocks a weight, so that a long K or a long N
+# does not make hundreds of calls (a 256k-vocabulary LM head: blocks of 1,000 rows); from it in one
+# fp32 copy of the whole weight if that copy stays within WIDENED_MAX_BYTES (an 8B model's largest
+# layer, 16384 x 4096, is 256 MiB; a 256k-vocabulary LM head, 3-4 GB in fp32, goes in blocks).
 WIDENED_ROWS = 4
 WHOLE_WIDENED_ROWS = 64
 WIDENED_BLOCK = 256 * 1024
+WIDENED_BLOCKS = 256
 WIDENED_MAX_BYTES = 256 * 1024**2
 
 
@@ -161,8 +163,9 @@ def widened_linear(x: Tensor, weight: Tensor, rows: int) -> Tensor:
     wide = x.float()
     if rows >= WHOLE_WIDENED_ROWS and weight.numel() * 4 <= WIDENED_MAX_BYTES:
         return F.linear(wide, weight.float())
-    step = max(64, WIDENED_BLOCK // weight.shape[1])
-    return torch.cat([F.linear(wide, weight[i:i + step].float()) for i in range(0, weight.shape[0], step)], dim=-1)
+    n, k = weight.shape
+    step = max(64, WIDENED_BLOCK // k, -(-n // WIDENED_BLOCKS))
+    return torch.cat([F.linear(wide, weight[i:i + step].float()) for i in range(0, n, step)], dim=-1)
 
 
 @functools.cache
