@@ -150,22 +150,22 @@ class PackedLinear(CpuLinear):
     def forward(self, x: Tensor) -> Tensor:
         x = x if x.dtype is self.dtype else x.to(self.dtype)  # fp32 from an int8 layer's one-row output
         if self.widens and x.numel() >= WIDENED_ROWS * self.in_features:  # plain ops: a trace records them
-            return widened_linear(x, self.weight, x.numel() // self.in_features).to(self.dtype)
+            return widened_linear(x, self.weight).to(self.dtype)
         if torch._C._get_tracing_state() is not None:  # being recorded (engine.cpu_trace)
             return traceable_linear_pointwise()(x, self.weight)
         return LINEAR_POINTWISE(x, self.weight, None, "none", [None], "")
 
 
-def widened_linear(x: Tensor, weight: Tensor, rows: int) -> Tensor:
+def widened_linear(x: Tensor, weight: Tensor) -> Tensor:
     """x (..., K) bf16 @ weight (N, K) bf16 -> (..., N) fp32, multiplied in fp32. Below
     WHOLE_WIDENED_ROWS rows the weight is widened a block of output rows at a time, each block's
     fp32 copy small enough to stay in cache while it is multiplied (at few rows a whole copy's
     trip through memory costs more than the products); from there, in one copy, whose products
     outweigh its trip, unless that copy would pass WIDENED_MAX_BYTES."""
-    wide = x.float()
-    if rows >= WHOLE_WIDENED_ROWS and weight.numel() * 4 <= WIDENED_MAX_BYTES:
-        return F.linear(wide, weight.float())
     n, k = weight.shape
+    wide = x.float()
+    if x.numel() >= WHOLE_WIDENED_ROWS * k and weight.numel() * 4 <= WIDENED_MAX_BYTES:
+        return F.linear(wide, weight.float())
     step = max(64, WIDENED_BLOCK // k, -(-n // WIDENED_BLOCKS))
     return torch.cat([F.linear(wide, weight[i:i + step].float()) for i in range(0, n, step)], dim=-1)
 
