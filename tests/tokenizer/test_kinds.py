@@ -192,3 +192,102 @@ def test_offsets_of_a_multibyte_character_point_at_it(pair):
         piece = ours.decode([token_id])
         if "\ufffd" in piece or "🙂" in piece:
             assert offset <= start, (ids, offsets)
+
+
+# ---- transformers' clean-up of tokenization spaces, streamed ----------------------------------------
+
+CLEANUP_ALPHABET = list(" '.?!,ntvermsax") + ["  ", "'"]
+
+
+def test_cleanup_in_parts_is_the_cleanup_of_the_whole():
+    """The clean-up runs on streamed text in parts cut at `_safe_cut`; joined, they must be what
+    transformers' own clean-up makes of the whole, for any cut it allows."""
+    from transformers import PreTrainedTokenizerBase
+
+    from nemotron.tokenizer.decode import _safe_cut, clean_up_tokenization
+
+    def reference(text: str) -> str:  # a method that reads nothing of its instance
+        return PreTrainedTokenizerBase.clean_up_tokenization(None, text)
+
+    rng = random.Random(0)
+    cuts = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(CLEANUP_ALPHABET) for _ in range(rng.randint(1, 12)))
+        assert clean_up_tokenization(text) == reference(text), text
+        for a in range(1, len(text)):
+            if _safe_cut(text, a):
+                cuts += 1
+                assert reference(text[:a]) + reference(text[a:]) == reference(text), (text, a)
+    assert cuts > 20000  # the rule allows cuts often enough to stream
+
+
+def _quote_heavy(kind: str) -> tokenizers.Tokenizer:
+    """A vocabulary of punctuation, contraction pieces and words, where the clean-up has work at most
+    token boundaries: BERT-style WordPiece (as bert-base-uncased ships) or Unigram with Metaspace."""
+    lines = ["he said '' hello '' . it's n't 've 're 'm 's , ! ?", "the quick brown fox , isn't it ?"] * 20
+    if kind == "word_piece":
+        tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[UNK]", "[PAD]"], show_progress=False)
+    else:
+        tok = tokenizers.Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=80, unk_token="<unk>", special_tokens=["<unk>", "<s>", "</s>"],
+                                          show_progress=False)
+    tok.train_from_iterator(_corpus()[:50] + lines, trainer)
+    return tok
+
+
+@pytest.mark.parametrize("kind", ["word_piece", "unigram"])
+def test_cleanup_streams_like_transformers_decodes(tmp_path, kind):
+    """Streamed text with the clean-up on adds up to transformers' decode, and offsets stay in order:
+    the clean-up deletes spaces on both sides of a token boundary (" ' " -> "'"), which a window of
+    recent tokens, cleaned on its own, got wrong ("the '' quick" streamed as "the''uick")."""
+    from transformers import PreTrainedTokenizerFast
+
+    _quote_heavy(kind).save(str(tmp_path / "tokenizer.json"))
+    config = {"clean_up_tokenization_spaces": True, "bos_token": "<s>", "eos_token": "</s>"}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    ours = Tokenizer.from_dir(tmp_path)
+    theirs = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), **config)
+    punctuation = [i for i in range(ours.vocab_size) if not ours.id_to_piece(i).strip("▁#").isalpha()]
+    rng = random.Random(2)
+    samples = [ours.encode(t) for t in ("the '' quick '' brown", "x '' y", "it 's , isn't it ?")]
+    samples += [[rng.choice(punctuation if rng.random() < 0.7 else range(ours.vocab_size)) for _ in range(12)]
+                for _ in range(400)]
+    for ids in samples:
+        ids = [i for i in ids if i not in _markers(ours)]
+        expected = theirs.decode(ids, skip_special_tokens=False)
+        assert ours.decode(ids) == expected, ids
+        assert "".join(_stream(ours, ids)) == expected, ids
+        offsets = ours.offsets(ids)
+        assert offsets == sorted(offsets) and all(o <= len(expected) for o in offsets), (ids, offsets)
+
+
+def test_library_byte_fallback_holds_a_run_of_byte_pieces(tmp_path):
+    """A decoder the library runs (a Replace by regex) with a ByteFallback step judges a run of byte
+    pieces as a whole: a 3-byte character followed by an invalid byte is four U+FFFD. The stream must
+    not emit the character before the run is over; offsets put each byte at its own U+FFFD."""
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)] + [(f"<0x{b:02X}>", 0.0) for b in range(256)]
+    tok = tokenizers.Tokenizer(models.Unigram(vocab + [("▁a", -1.0), ("b", -1.0)], unk_id=0, byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([decoders.Replace(tokenizers.Regex("▁"), " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    ours = Tokenizer.from_dir(tmp_path)
+    theirs = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    a, b = ours.token_to_id("▁a"), ours.token_to_id("b")
+    byte = {n: ours.token_to_id(f"<0x{n:02X}>") for n in (0xE6, 0x97, 0xA5, 0xFF)}
+    invalid = [a, byte[0xE6], byte[0x97], byte[0xA5], byte[0xFF], b]
+    valid = [a, byte[0xE6], byte[0x97], byte[0xA5], b]
+    marker_inside = [a, byte[0xE6], ours.bos_id, byte[0x97], byte[0xA5], b]
+    for ids, offsets in ((invalid, [0, 1, 2, 3, 4, 5]), (valid, [0, 1, 1, 1, 2]), (marker_inside, [0, 1, 1, 1, 1, 2])):
+        expected = theirs.decode([i for i in ids if i != ours.bos_id])
+        assert ours.decode(ids) == expected
+        assert "".join(_stream(ours, ids)) == expected
+        assert ours.offsets(ids) == offsets

@@ -7,11 +7,16 @@ Two assemblers, chosen by the tokenizer's decoder (`Rules`):
   settled, control pieces starting a new segment.
 - `WindowAssembler` lets the `tokenizers` library decode (ByteLevel, WordPiece, no decoder, ...) a
   short window of recent ids and emits what is new and final.
-Both are used by `decode`, `offsets` and streaming alike, so streamed text adds up to `decode`.
+Either is followed by `CleanedAssembler` where the config asks for `transformers`' clean-up of
+tokenization spaces, which rewrites text across token boundaries (" ' " -> "'" takes the space after
+the quote too), so it runs on the assembled text, not inside a window.
+All are used by `decode`, `offsets` and streaming alike, so streamed text adds up to `decode`.
 """
 from __future__ import annotations
 
+import json
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,9 +27,6 @@ if TYPE_CHECKING:
 
 _SPACE = "\u2581"  # "▁", SentencePiece's whitespace symbol
 _REPLACEMENT = "\ufffd"
-# Tails of decoded text that transformers' clean-up could still rewrite once more text follows,
-# by length: any n-character suffix in the set of pattern prefixes of length n.
-_CLEANUP_PREFIXES = ((" ",), (" '", " n"), (" n'", " 'v", " 'r"))
 
 # Piece kinds as the assembler sees them.
 TEXT, BYTE, UNKNOWN, CONTROL, BOUNDARY = range(5)
@@ -42,7 +44,7 @@ class Rules:
     metaspace: str = ""  # HF `Metaspace` decoder: its replacement char
     metaspace_first: bool = False  # ... dropped altogether from the first token
     library: bool = False  # any other decoder: the `tokenizers` library decodes (`WindowAssembler`)
-    cleanup: bool = False  # ... followed by transformers' clean_up_tokenization
+    cleanup: bool = False  # either followed by transformers' clean_up_tokenization (`CleanedAssembler`)
 
 
 class StreamDecoder:
@@ -78,8 +80,9 @@ class WindowAssembler:
     """Ids -> text through the `tokenizers` library's own decoder, for the decoders `Assembler`
     does not model (ByteLevel, WordPiece, none, ...). Each id decodes a short window of recent ids
     and emits what is new and final in the window's text (the incremental scheme of vLLM and TGI).
-    Not final: trailing U+FFFD (a character whose bytes are still coming) and, with transformers'
-    clean-up, a tail that a later token could still rewrite (" " before ".", " '" before "s", ...)."""
+    Not final: trailing U+FFFD (a character whose bytes are still coming) and, under a decoder with
+    a `ByteFallback` step, the text of a trailing run of byte pieces, which the library judges as a
+    whole (one invalid byte turns the run's valid characters into U+FFFD too)."""
 
     def __init__(self, tokenizer: Tokenizer, track_offsets: bool = False):
         self._tok = tokenizer
@@ -87,26 +90,53 @@ class WindowAssembler:
         self._start = self._read = 0  # window start; where the window's text was last all final
         self._emitted = 0  # characters of the window's text emitted
         self._pending = 0  # characters held back that are whole characters (for offsets)
+        self._run: list[tuple[int | None, int]] = []  # trailing byte pieces: (byte or None for a marker, token)
+        self._run_start = 0  # where the run starts in self._ids
         self.length = 0
         self.offsets: list[int] = []
         self._track = track_offsets
 
     def push(self, token_id: int) -> str:
         boundary = self._tok._is_boundary(token_id)
+        kind, byte = self._tok._kind(token_id) if self._tok._rules.byte_fallback else (TEXT, None)
+        run_end = self._close_run() if kind != BYTE and not boundary else None
         if self._track:
-            self.offsets.append(self.length + self._pending)
+            self.offsets.append(self.length + self._pending if run_end is None else run_end)
         if boundary:
+            if self._run:  # dropped before decoding: the run goes on across it
+                self._run.append((None, len(self.offsets) - 1))
             return ""
+        if kind == BYTE:
+            if not self._run:
+                self._run_start = len(self._ids)
+            self._run.append((byte, len(self.offsets) - 1))
         self._ids.append(token_id)
         return self._advance(final=False)
 
     def finish(self) -> str:
+        self._close_run()
         return self._advance(final=True)
 
+    def _close_run(self) -> int | None:
+        """The run of byte pieces is over: its tokens' offsets, and where its text ends (None: no run)."""
+        if not self._run:
+            return None
+        text, char_of_byte = byte_run_text(bytes(b for b, _ in self._run if b is not None))
+        base = self.offsets[self._run[0][1]] if self._track else 0
+        if self._track:
+            seen = 0
+            for byte, token in self._run:  # a dropped marker inside the run sits at the next byte's char
+                self.offsets[token] = base + (char_of_byte[seen] if seen < len(char_of_byte) else len(text))
+                seen += byte is not None
+        self._run = []
+        return base + len(text)
+
     def _advance(self, final: bool) -> str:
-        decode = self._tok._library_decode
+        decode = self._tok._raw_library_decode
         text = decode(self._ids[self._start:])
-        final_length = len(text) if final else len(text) - self._unsettled(text)
+        final_length = len(text) if final else len(text.rstrip(_REPLACEMENT))
+        if self._run and not final:
+            final_length = min(final_length, len(decode(self._ids[self._start:self._run_start])))
         out = text[self._emitted:final_length]
         self._emitted = max(self._emitted, final_length)
         self._pending = max(0, len(text.rstrip(_REPLACEMENT)) - self._emitted)
@@ -116,12 +146,47 @@ class WindowAssembler:
             self._emitted = len(decode(self._ids[self._start:]))
         return out
 
-    def _unsettled(self, text: str) -> int:
-        held = len(text) - len(text.rstrip(_REPLACEMENT))
-        if self._tok._rules.cleanup:
-            tail = text[:len(text) - held]
-            held += max((n for n in range(1, 4) if tail.endswith(_CLEANUP_PREFIXES[n - 1])), default=0)
-        return held
+
+
+class CleanedAssembler:
+    """Another assembler's text through `transformers`' clean_up_tokenization, incrementally. The
+    clean-up only deletes spaces, by patterns that start with a space and match left to right, one
+    pass per pattern, so a match can reach back past text already seen (" ' " takes both spaces
+    around a quote). The text is cleaned in parts cut where no match of any pass can span the cut
+    (`_safe_cut`): cleaning the parts one by one gives the clean-up of the whole. Offsets are the
+    inner assembler's, less the spaces deleted before them."""
+
+    def __init__(self, inner: Assembler | WindowAssembler):
+        self._inner = inner
+        self._raw = ""  # inner text after the last cut, not yet cleaned
+        self._base = 0  # inner characters before self._raw
+        self._deleted: list[int] = []  # positions in the inner text that the clean-up deleted
+        self.length = 0
+
+    @property
+    def offsets(self) -> list[int]:
+        return [p - bisect_left(self._deleted, p) for p in self._inner.offsets]
+
+    def push(self, token_id: int) -> str:
+        seen = len(self._raw)
+        self._raw += self._inner.push(token_id)
+        cut = next((a for a in range(len(self._raw) - 1, max(seen, 1) - 1, -1) if _safe_cut(self._raw, a)), 0)
+        return self._clean(cut)
+
+    def finish(self) -> str:
+        self._raw += self._inner.finish()
+        return self._clean(len(self._raw))
+
+    def _clean(self, cut: int) -> str:
+        if not cut:
+            return ""
+        part, self._raw = self._raw[:cut], self._raw[cut:]
+        kept = _cleanup_kept(part)
+        self._deleted += [self._base + k for k in sorted(set(range(len(part))).difference(kept))]
+        self._base += cut
+        text = "".join(part[k] for k in kept)
+        self.length += len(text)
+        return text
 
 
 class Assembler:
@@ -196,11 +261,7 @@ class Assembler:
         data = bytes(b for b, _ in run if b is not None)
         if not self._rules.sentencepiece:
             self._run = []
-            try:
-                text = data.decode("utf-8")
-                char_of_byte = [k for k, ch in enumerate(text) for _ in ch.encode()]
-            except UnicodeDecodeError:
-                text, char_of_byte = _REPLACEMENT * len(data), list(range(len(data)))
+            text, char_of_byte = byte_run_text(data)
             marks, seen = [], 0
             for byte, token in run:  # a dropped marker inside the run sits at the next byte's char
                 marks.append((token, char_of_byte[seen] if seen < len(data) else len(text)))
@@ -242,6 +303,16 @@ class Assembler:
         return text
 
 
+def byte_run_text(data: bytes) -> tuple[str, list[int]]:
+    """The text `tokenizers`' ByteFallback makes of a run of byte pieces (U+FFFD for each byte unless
+    the whole run is UTF-8), and the character each byte lands in."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _REPLACEMENT * len(data), list(range(len(data)))
+    return text, [k for k, ch in enumerate(text) for _ in ch.encode()]
+
+
 def _utf8_length(lead: int) -> int:
     if lead < 0x80:
         return 1
@@ -266,19 +337,18 @@ def sentencepiece_rules(sp: sentencepiece.SentencePieceProcessor) -> Rules:
 def huggingface_rules(decoder: dict | None, config: dict,
                        model_type: str | None) -> tuple[Rules, tuple[tuple[str, str], ...]]:
     """The SentencePiece-style decoders `transformers` writes for Llama-like tokenizers are modelled
-    piece by piece (`Assembler`); every other decoder runs in the library (`WindowAssembler`), as
-    does any tokenizer whose config asks for `transformers`' clean-up of tokenization spaces (which
-    transformers skips for BPE models unless told otherwise)."""
+    piece by piece (`Assembler`); every other decoder runs in the library (`WindowAssembler`). Either
+    is followed by `transformers`' clean-up of tokenization spaces where the config asks for it
+    (which transformers skips for BPE models unless told otherwise)."""
     forced = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"
     cleanup = bool(config.get("clean_up_tokenization_spaces")) and (model_type != "BPE" or bool(config.get(forced)))
-    library = Rules(sentencepiece=False, library=True, cleanup=cleanup)
+    library = Rules(sentencepiece=False, library=True, cleanup=cleanup,
+                    byte_fallback='"ByteFallback"' in json.dumps(decoder))  # a step anywhere in the decoder
     kind = decoder.get("type") if decoder else "none"
-    if library.cleanup:
-        return library, ()
     if kind == "Metaspace":
         scheme = decoder.get("prepend_scheme", "always" if decoder.get("add_prefix_space", True) else "never")
         return Rules(sentencepiece=False, metaspace=decoder.get("replacement", _SPACE),
-                      metaspace_first=scheme != "never"), ()
+                      metaspace_first=scheme != "never", cleanup=cleanup), ()
     steps = decoder.get("decoders", []) if kind == "Sequence" else []
     names = " ".join(step["type"] for step in steps)
     if not steps or not re.fullmatch(r"(Replace ?)*(ByteFallback ?)?(Fuse ?)?(Strip)?", names):
@@ -293,16 +363,49 @@ def huggingface_rules(decoder: dict | None, config: dict,
             if step.get("stop", 0) or "Fuse" not in names:
                 return library, ()
             strip = (step["content"], step.get("start", 0))
-    return Rules(sentencepiece=False, byte_fallback="ByteFallback" in names, strip_chars=strip), \
+    return Rules(sentencepiece=False, byte_fallback="ByteFallback" in names, strip_chars=strip, cleanup=cleanup), \
         tuple(replacements)
 
 
-_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+# transformers' clean_up_tokenization, in its order: (pattern, positions in it that are deleted)
+_CLEANUPS = ((" .", (0,)), (" ?", (0,)), (" !", (0,)), (" ,", (0,)), (" ' ", (0, 2)), (" n't", (0,)),
+             (" 'm", (0,)), (" 's", (0,)), (" 've", (0,)), (" 're", (0,)))
 
 
 def clean_up_tokenization(text: str) -> str:
     """`transformers`' clean_up_tokenization_spaces: no space before punctuation and contractions."""
-    for before, after in _CLEANUPS:
-        text = text.replace(before, after)
-    return text
+    return "".join(text[k] for k in _cleanup_kept(text))
+
+
+def _cleanup_kept(text: str) -> list[int]:
+    """Positions in `text` that the clean-up keeps: each pattern's passes of str.replace, left to
+    right without overlaps, deleting the pattern's spaces."""
+    kept = list(range(len(text)))
+    for pattern, deleted in _CLEANUPS:
+        if pattern not in text:
+            continue
+        out_text, out_kept, i = [], [], 0
+        while (j := text.find(pattern, i)) >= 0:
+            out_text.append(text[i:j])
+            out_kept += kept[i:j]
+            for k in range(len(pattern)):
+                if k not in deleted:
+                    out_text.append(pattern[k])
+                    out_kept.append(kept[j + k])
+            i = j + len(pattern)
+        out_text.append(text[i:])
+        text, kept = "".join(out_text), out_kept + kept[i:]
+    return kept
+
+
+def _safe_cut(text: str, a: int) -> bool:
+    """Can the clean-up of text[:a] and of text[a:] be joined into that of the whole (0 < a < len)?
+    The clean-up deletes spaces only, so the character before the cut stays and the one after it
+    stays or, when it is a deleted space, gives way to one of . ? ! , ' n. No pattern has a letter
+    or digit followed by a letter or digit but in "'ve" and "'re", nor by any of those but in "n't"."""
+    before, after = text[a - 1], text[a]
+    if not before.isalnum():
+        return False
+    if after.isalnum():
+        return before + after not in ("ve", "re")
+    return after == " " and before != "n"

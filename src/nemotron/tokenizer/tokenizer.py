@@ -25,8 +25,8 @@ import tokenizers
 from nemotron.errors import TokenizerError
 from nemotron.tokenizer import spm_proto
 from nemotron.tokenizer.chat import ChatPrompt
-from nemotron.tokenizer.decode import (BOUNDARY, BYTE, CONTROL, TEXT, UNKNOWN, Assembler, Rules, StreamDecoder,
-                                       WindowAssembler, clean_up_tokenization, huggingface_rules,
+from nemotron.tokenizer.decode import (BOUNDARY, BYTE, CONTROL, TEXT, UNKNOWN, Assembler, CleanedAssembler, Rules,
+                                       StreamDecoder, WindowAssembler, clean_up_tokenization, huggingface_rules,
                                        sentencepiece_rules)
 from nemotron.tokenizer.literal import LiteralEncoder
 
@@ -212,9 +212,11 @@ class Tokenizer:
     # ----------------------------------------------------------------------------- decode
     def decode(self, ids: list[int]) -> str:
         if self._rules.library:
-            return self._library_decode([i for i in ids if not self._is_boundary(i)])
-        assembler = Assembler(self)
-        return "".join([assembler.push(i) for i in ids]) + assembler.finish()
+            text = self._raw_library_decode([i for i in ids if not self._is_boundary(i)])
+        else:
+            assembler = Assembler(self)
+            text = "".join([assembler.push(i) for i in ids]) + assembler.finish()
+        return clean_up_tokenization(text) if self._rules.cleanup else text
 
     def offsets(self, ids: list[int]) -> list[int]:
         """Character offset in `decode(ids)` where each token's text starts (tokens without text:
@@ -228,16 +230,17 @@ class Tokenizer:
     def stream_decoder(self, prompt_ids: list[int] | None = None) -> StreamDecoder:
         return StreamDecoder(self, prompt_ids)
 
-    def _assembler(self, track_offsets: bool = False) -> Assembler | WindowAssembler:
-        return (WindowAssembler if self._rules.library else Assembler)(self, track_offsets)
+    def _assembler(self, track_offsets: bool = False) -> Assembler | WindowAssembler | CleanedAssembler:
+        assembler = (WindowAssembler if self._rules.library else Assembler)(self, track_offsets)
+        return CleanedAssembler(assembler) if self._rules.cleanup else assembler
 
     def _is_boundary(self, token_id: int) -> bool:
         self._check_id(token_id)
         return token_id in self._boundary
 
-    def _library_decode(self, ids: list[int]) -> str:
-        text = self._hf.decode(ids, skip_special_tokens=False)
-        return clean_up_tokenization(text) if self._rules.cleanup else text
+    def _raw_library_decode(self, ids: list[int]) -> str:
+        """The library decoder's text, before any clean-up of tokenization spaces."""
+        return self._hf.decode(ids, skip_special_tokens=False)
 
     def _kind(self, token_id: int) -> tuple[int, object]:
         """(kind, value) of a piece for the assembler; cached because a vocabulary is 256k pieces."""
