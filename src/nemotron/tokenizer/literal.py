@@ -108,13 +108,17 @@ def _unknown_id(hf: tokenizers.Tokenizer, model: dict) -> int | None:
 
 def _renamed_spec(spec: dict, sentinels: dict[str, str]) -> dict:
     """A tokenizer.json in which the protected tokens are spelled as sentinels, in the added tokens
-    and in the model's vocabulary (where merges that build them are dropped)."""
+    and in the model's vocabulary (where merges that build them are dropped). The model's unknown
+    token (WordPiece, WordLevel and BPE name it) keeps its name in the vocabulary, where the model
+    looks it up for every word it cannot spell; its added token is renamed, so that its text in a
+    message is text."""
     for token in spec.get("added_tokens", []):
         token["content"] = sentinels.get(token["content"], token["content"])
     model = spec.get("model", {})
     vocab = model.get("vocab")
+    unknown = model.get("unk_token")
     if isinstance(vocab, dict):
-        model["vocab"] = {sentinels.get(piece, piece): i for piece, i in vocab.items()}
+        model["vocab"] = {piece if piece == unknown else sentinels.get(piece, piece): i for piece, i in vocab.items()}
     elif isinstance(vocab, list):  # Unigram: [piece, score] pairs
         model["vocab"] = [[sentinels.get(piece, piece), score] for piece, score in vocab]
     if isinstance(model.get("merges"), list):
