@@ -223,6 +223,39 @@ def test_from_dir_prefers_the_sentencepiece_model(tmp_path, tokenizer_files):
     assert Tokenizer.from_dir(tmp_path)._sp is not None
 
 
+def test_from_dir_takes_a_tokenizer_json_with_added_tokens_over_the_model(tmp_path, tokenizer_files):
+    """A fine-tune ships the base model's tokenizer.model beside a tokenizer.json with the tokens it
+    added (<|im_start|> ...): transformers reads the .json, and so must we, or the added ids would be
+    outside the vocabulary."""
+    from transformers import PreTrainedTokenizerFast
+
+    Tokenizer.from_file(tokenizer_files["user"]).save(tmp_path)
+    base = _llama_style_json(tokenizer_files["user"])
+    base.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                             for t in ("<|im_start|>", "<|im_end|>")])
+    base.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    tok = Tokenizer.from_dir(tmp_path)
+    theirs = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), eos_token="<|im_end|>")
+    text = "<|im_start|>user\nhello<|im_end|>"
+    assert tok.encode(text) == theirs.encode(text, add_special_tokens=False)
+    assert tok.eos_id == theirs.eos_token_id and tok.vocab_size == len(theirs)
+
+
+def test_save_keeps_the_tokenizer_config_it_was_read_with(tmp_path, tokenizer_files):
+    """`nemotron convert` and training checkpoints save the tokenizer: the chat template and any other
+    key of the tokenizer_config.json travel along, markers as the tokenizer resolved them."""
+    source = tmp_path / "source"
+    source.mkdir()
+    source.joinpath("tokenizer.json").write_bytes(open(tokenizer_files["hf"], "rb").read())
+    config = {"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{{ messages[0]['content'] }} ✓",
+              "model_max_length": 4096}
+    source.joinpath("tokenizer_config.json").write_text(json.dumps(config))
+    Tokenizer.from_dir(source).save(tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert {key: saved[key] for key in config} == config
+
+
 def test_save_writes_the_file_unchanged(tmp_path, tok):
     path = tok.save(tmp_path / "out")
     assert path.read_bytes() == tok._raw

@@ -41,8 +41,9 @@ class Tokenizer:
     def __init__(self, *, sp: sentencepiece.SentencePieceProcessor | None = None,
                  hf: tokenizers.Tokenizer | None = None, raw: bytes, file_name: str,
                  rules: Rules, bos_id: int | None, eos_id: int | None, pad_id: int | None,
-                 replacements: tuple[tuple[str, str], ...] = ()):
+                 replacements: tuple[tuple[str, str], ...] = (), config: dict | None = None):
         self._sp, self._hf, self._raw, self._file_name = sp, hf, raw, file_name
+        self._config = config or {}  # tokenizer_config.json (over special_tokens_map.json) it was read with
         self._rules, self._replacements = rules, replacements
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.vocab_size = sp.get_piece_size() if sp is not None else hf.get_vocab_size(with_added_tokens=True)
@@ -74,10 +75,17 @@ class Tokenizer:
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> Tokenizer:
+        """The directory's tokenizer.model (SentencePiece, exactly as NeMo encodes), or its
+        tokenizer.json where there is no .model or where the .json has tokens the .model lacks (a
+        fine-tune's added tokens: transformers reads the .json, and the model's embeddings count them)."""
         directory = Path(directory)
-        for name in ("tokenizer.model", "tokenizer.json"):
-            if (directory / name).is_file():
-                return cls.from_file(directory / name)
+        model, spec = directory / "tokenizer.model", directory / "tokenizer.json"
+        if model.is_file() and spec.is_file():
+            sentencepiece_tok, json_tok = cls.from_file(model), cls.from_file(spec)
+            return json_tok if json_tok.vocab_size > sentencepiece_tok.vocab_size else sentencepiece_tok
+        for path in (model, spec):
+            if path.is_file():
+                return cls.from_file(path)
         raise TokenizerError(f"{directory} holds neither tokenizer.model nor tokenizer.json")
 
     @classmethod
@@ -123,7 +131,7 @@ class Tokenizer:
         if specials:
             hf.add_special_tokens([tokenizers.AddedToken(p, normalized=False, special=True) for p in specials])
         return cls(hf=hf, raw=raw, file_name="tokenizer.json", rules=rules, bos_id=bos, eos_id=eos,
-                   pad_id=pad, replacements=replacements)
+                   pad_id=pad, replacements=replacements, config=config)
 
     def _init_sentencepiece(self, sp: sentencepiece.SentencePieceProcessor) -> None:
         # SentencePiece parses user-defined symbols out of text itself but never control symbols
@@ -269,7 +277,8 @@ class Tokenizer:
     # ----------------------------------------------------------------------------- save
     def save(self, directory: str | Path) -> Path:
         """Write the tokenizer file, unchanged, into `directory` (a tokenizer.json with a
-        tokenizer_config.json naming its markers, unless one is there); returns its path."""
+        tokenizer_config.json, unless one is there: the one it was read with, chat template and all,
+        naming its markers); returns its path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / self._file_name
@@ -278,8 +287,9 @@ class Tokenizer:
         if self._hf is not None and not config_path.exists():  # the markers and clean-up travel along
             config = {key: self.id_to_piece(i) for key, i in (("bos_token", self.bos_id), ("eos_token", self.eos_id),
                                                               ("pad_token", self.pad_id)) if i is not None}
-            config_path.write_text(json.dumps({**config, "clean_up_tokenization_spaces": self._rules.cleanup},
-                                              indent=2) + "\n")
+            config_path.write_text(json.dumps({**self._config, **config,
+                                               "clean_up_tokenization_spaces": self._rules.cleanup},
+                                              indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
     def __repr__(self) -> str:
