@@ -119,6 +119,23 @@ def test_stop_reasons(llm):
     assert out.text == llm.tokenizer.decode(llm.tokenizer.encode("The cat") + free.token_ids[:2])[len("The cat"):]
 
 
+def test_min_tokens_hold_back_stop_strings(llm):
+    """vLLM's min_tokens: no stop string ends in the text of the first min_tokens tokens (its V1
+    detokenizer checks only once more tokens exist); NeMo's end strings (stop_before_min_tokens)
+    match from the start, as its min_tokens_to_generate blocks EOS only."""
+    free = llm.generate("The cat", SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))[0].outputs[0]
+    stop = next(t for t in (llm.tokenizer.decode([i]) for i in free.token_ids[1:4]) if t.strip())
+    early = free.text.index(stop)
+    vllm, nemo = (llm.generate("The cat", SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, stop=[stop],
+                                                         min_tokens=8, stop_before_min_tokens=flag))[0].outputs[0]
+                  for flag in (False, True))
+    assert nemo.text == free.text[:early] and nemo.finish_reason == "stop"
+    eight = len(llm.tokenizer.decode(llm.tokenizer.encode("The cat") + free.token_ids[:8])) - len("The cat")
+    later = free.text.find(stop, eight - len(stop) + 1)
+    assert len(vllm.token_ids) > 8
+    assert (vllm.text, vllm.finish_reason) == ((free.text[:later], "stop") if later >= 0 else (free.text, "length"))
+
+
 def test_chat_uses_the_chat_format_and_stops_at_the_turn(scripted_model_dir):  # noqa: F811
     llm = LLM(str(scripted_model_dir), EngineConfig(num_blocks=64), dtype="float32", device="cpu")
     messages = [{"role": "user", "content": "Write a poem"}]

@@ -126,6 +126,35 @@ def test_streamed_completion_equals_whole(lm_server):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
+def test_each_streamed_chunk_carries_the_logprobs_of_its_own_text(lm_server):
+    """OpenAI: a chunk's logprobs describe the tokens of that chunk's text (they ran one chunk behind)."""
+    oai = client(lm_server)
+    chunks = [c for c in oai.completions.create(model="x", prompt="Red water", max_tokens=15, temperature=0,
+                                                logprobs=1, stream=True) if c.choices]
+    assert all(c.choices[0].text == "".join(c.choices[0].logprobs.tokens) for c in chunks)
+    assert sum(bool(c.choices[0].text) for c in chunks) > 5
+    stream = oai.chat.completions.create(model="x", messages=[{"role": "user", "content": "Red water"}], max_tokens=15,
+                                         temperature=0, logprobs=True, stream=True, extra_body={"ignore_eos": True})
+    deltas = [c.choices[0] for c in stream if c.choices and c.choices[0].finish_reason is None]
+    assert all((d.delta.content or "") == "".join(t.token for t in (d.logprobs.content if d.logprobs else []))
+               for d in deltas)
+    assert sum(bool(d.delta.content) for d in deltas) > 5
+
+
+def test_stop_token_ids_end_a_completion(lm_server, tokenizer):
+    """vLLM's stop_token_ids: the completion ends before that token, whose text is not shown."""
+    prompt = "The dog"
+    free = requests.put(f"{lm_server.url}/generate", json={"sentences": [prompt], "tokens_to_generate": 10,
+                                                           "greedy": True, "end_strings": []}).json()
+    ids = free["token_ids"][0][len(tokenizer.encode(prompt)):]
+    stop_id = ids[3]
+    cut = client(lm_server).completions.create(model="x", prompt=prompt, max_tokens=10, temperature=0,
+                                               extra_body={"stop_token_ids": [stop_id]}).choices[0]
+    first = ids.index(stop_id)
+    assert cut.finish_reason == "stop"
+    assert cut.text == tokenizer.decode(tokenizer.encode(prompt) + ids[:first])[len(prompt):]
+
+
 def test_chat_reply_stops_at_the_turn_marker(scripted_server, tokenizer):
     oai = client(scripted_server)
     messages = [{"role": "system", "content": ""}, {"role": "user", "content": "Say hi"}]

@@ -72,3 +72,46 @@ def test_nested_fields_are_named_by_their_path(lm_server):
     response = requests.post(f"{lm_server.url}/v1/chat/completions", json={"messages": messages})
     error = response.json()["error"]
     assert error["param"] == "messages" and error["message"].startswith("messages[1].role must be 'system'")
+
+
+@pytest.mark.parametrize("body", list(ENDPOINTS))
+def test_an_unknown_field_is_refused_in_openais_words(lm_server, body):
+    """A misspelt knob (max_token) would otherwise be dropped without a word."""
+    method, path, valid = ENDPOINTS[body]
+    for extra, name in (({"max_token": 3}, "max_token"), ({"neighbors": 2}, "neighbors")):
+        response = requests.request(method, f"{lm_server.url}{path}", json={**valid, **extra}, timeout=30)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["message"] == f"Unrecognized request argument supplied: {name}"
+    messages = [{"role": "user", "content": "hi", "mood": "happy"}]
+    response = requests.post(f"{lm_server.url}/v1/chat/completions", json={"messages": messages}, timeout=30)
+    assert response.json()["error"]["message"] == "Unrecognized request argument supplied: messages[0].mood"
+
+
+def test_openai_fields_that_ask_for_nothing_more_are_accepted(lm_server):
+    """What the openai client and SDKs send that this server needs nothing for: metadata, tiers, no-op
+    tool choices, a received assistant message passed back as it came."""
+    assistant = {"role": "assistant", "content": "Hello.", "refusal": None, "tool_calls": None, "annotations": [],
+                 "function_call": None, "audio": None}
+    body = {"messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}, assistant,
+                         {"role": "user", "content": "and?"}],
+            "max_tokens": 2, "metadata": {"run": "7"}, "service_tier": "auto", "tool_choice": "none",
+            "parallel_tool_calls": False, "modalities": ["text"], "store": False, "user": "me"}
+    response = requests.post(f"{lm_server.url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    for extra, message in (({"tool_choice": "required"}, "tool_choice must be 'none' or 'auto'"),
+                           ({"store": True}, "store is not supported"),
+                           ({"modalities": ["audio"]}, "modalities[0] must be 'text'"),
+                           ({"stream_options": {"include_usage": True}}, "stream_options is only allowed when stream")):
+        response = requests.post(f"{lm_server.url}/v1/chat/completions", json={**body, **extra}, timeout=30)
+        assert response.status_code == 400 and response.json()["error"]["message"].startswith(message), response.text
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"text": "hi"}, 'messages[0].content must be a string or a list of {"type": "text", "text": ...} parts, '
+                     'got {"text": "hi"}'),
+    ([{"type": "text", "text": 5}], "messages[0].content[0].text must be a string, got 5"),
+])
+def test_a_malformed_message_content_is_named_where_it_is_wrong(lm_server, content, message):
+    response = requests.post(f"{lm_server.url}/v1/chat/completions",
+                             json={"messages": [{"role": "user", "content": content}]}, timeout=30)
+    assert response.status_code == 400 and response.json()["error"]["message"] == message

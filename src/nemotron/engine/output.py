@@ -58,18 +58,19 @@ class ShownText:
     def stopped(self) -> bool:
         return self.matched is not None
 
-    def add(self, token: Token) -> tuple[str, list[Token]]:
-        """Shown text and released tokens after one more token (whose text this sets)."""
+    def add(self, token: Token, match: bool = True) -> tuple[str, list[Token]]:
+        """Shown text and released tokens after one more token (whose text this sets). With `match`
+        off, no stop string may end in its text (within a request's min_tokens)."""
         if self.stopped or token.id in self._hidden:
             return "", []
         piece = self._decoder.push(token.id)
         token.text = piece
         self._pending.append((self._decoded, token))
         self._decoded += len(piece)
-        shown, self.matched = self._matcher.feed(piece)
+        shown, self.matched = self._matcher.feed(piece, match)
         return shown, self._release(shown, final=self.stopped)
 
-    def finish(self) -> tuple[str, list[Token]]:
+    def finish(self, match: bool = True) -> tuple[str, list[Token]]:
         """What is still held back when generation ends."""
         if self.stopped:
             return "", []
@@ -77,7 +78,7 @@ class ShownText:
         if tail and self._pending:
             self._pending[-1][1].text += tail
         self._decoded += len(tail)
-        shown, self.matched = self._matcher.feed(tail)
+        shown, self.matched = self._matcher.feed(tail, match)
         if not self.stopped:
             shown += self._matcher.flush()
         return shown, self._release(shown, final=True)
@@ -120,12 +121,14 @@ class OutputTracker:
 
     def on_token(self, token: Token) -> TokenOutcome:
         self.num_generated += 1
+        # vLLM's min_tokens: no stop string ends in the text of the first min_tokens tokens either
+        match = self.num_generated > self.params.min_tokens or self.params.stop_before_min_tokens
         if token.id in self.stop_ids:  # the stop token's own text is never shown
-            text, entries = self._text.finish()
+            text, entries = self._text.finish(match)
             return TokenOutcome(text, "stop", self._text.matched or token.id, entries)
-        text, entries = self._text.add(token)
+        text, entries = self._text.add(token, match)
         if not self._text.stopped and self.num_generated >= self.max_new_tokens:
-            tail, more = self._text.finish()
+            tail, more = self._text.finish(match)
             text, entries = text + tail, entries + more
             if not self._text.stopped:
                 return TokenOutcome(text, "length", None, entries)

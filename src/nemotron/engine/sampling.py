@@ -103,8 +103,11 @@ class SamplingParams:
         presence_penalty once; negative values encourage repeats.
     max_tokens: at most this many tokens are generated (vLLM's default 16); None: up to the end of
         the model's context.
-    min_tokens: EOS and stop_token_ids are blocked until this many tokens were generated.
+    min_tokens: EOS and stop_token_ids are blocked until this many tokens were generated, and no stop
+        string ends in their text (vLLM's; one that starts there and ends later matches).
     stop: strings that end generation (matched on the text, also across tokens; not part of it).
+    stop_before_min_tokens: stop strings match within min_tokens too (NeMo's end_strings, which its
+        min_tokens_to_generate does not hold back; only EOS is blocked).
     stop_token_ids: token ids that end generation (their text is not shown).
     ignore_eos: EOS does not end generation (and is therefore not blocked before min_tokens).
     seed: rows with a seed draw from their own generator, reproducibly; None = global RNG.
@@ -128,6 +131,7 @@ class SamplingParams:
     min_tokens: int = 0
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
+    stop_before_min_tokens: bool = False
     ignore_eos: bool = False
     seed: int | None = None
     logprobs: int | None = None
@@ -140,8 +144,9 @@ class SamplingParams:
     use_beam_search: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ignore_eos, bool):
-            raise SamplingParamsError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
+        for name in ("ignore_eos", "stop_before_min_tokens"):
+            if not isinstance(getattr(self, name), bool):
+                raise SamplingParamsError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.n = _integer("n", self.n, minimum=1)
         if self.best_of is not None and self.best_of != self.n:
             raise SamplingParamsError(f"best_of={self.best_of} is not supported (vLLM V1 dropped it); ask for "

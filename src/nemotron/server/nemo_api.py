@@ -57,6 +57,7 @@ def _sampling_fields(req: GenerateBody) -> dict:
         # NeMo never complains about a minimum above the maximum; it just stops at the maximum.
         min_tokens=min(req.min_tokens_to_generate, req.tokens_to_generate),
         stop=[s for s in req.end_strings if s],
+        stop_before_min_tokens=True,  # NeMo's minimum blocks EOS only; its end strings match from the start
         max_tokens=req.tokens_to_generate,
         logprobs=logprobs, prompt_logprobs=logprobs,
     )

@@ -74,6 +74,7 @@ def sampling(body: SamplingBody, max_choices: int, extra_stops: tuple[str, ...] 
         min_tokens=body.min_tokens or 0,
         ignore_eos=bool(body.ignore_eos),
         stop=body.stop_strings + list(extra_stops),
+        stop_token_ids=list(body.stop_token_ids or []),
     )
     return Sampling(n=n, seed=None if body.seed is None else body.seed % 2**64, stream=bool(body.stream),
                     include_usage=bool(body.stream_options and body.stream_options.include_usage), fields=fields)
@@ -103,6 +104,13 @@ def _plan(served: ServedModel, prompts: list[list[int]], s: Sampling, max_new: i
             except (SamplingParamsError, RequestError) as err:
                 raise bad_request(str(err)) from None
     return plan
+
+
+def shown_text(out: StepOutput) -> str:
+    """The text of the tokens this step released: with log-probabilities, a chunk carries the text of
+    the tokens it describes (the step's new text runs one token ahead of them, as the latest token
+    waits for the next). Over a whole choice both add up to the same text."""
+    return "".join(token.text for token in out.shown)
 
 
 def _require_llm(served: ServedModel) -> None:
@@ -247,7 +255,7 @@ class _CompletionChoice:
                 self._add_echo(logprobs, out)
             self.offset = len(text)
         self.started = True
-        text += out.text
+        text += out.text if logprobs is None else shown_text(out)
         if logprobs is not None:
             self.offset = add_generated(logprobs, self.tokenizer, out.shown, self.offset, with_top=True)
         return {"index": index, "text": text, "logprobs": logprobs.as_dict() if logprobs else None,
@@ -295,8 +303,9 @@ async def chat_completions(request: Request) -> Response:
             async for index, out in outputs:
                 content = {"role": "assistant", "content": ""} if index not in started else {}
                 started.add(index)
-                if out.text:
-                    content["content"] = out.text
+                text = shown_text(out) if want_logprobs else out.text
+                if text:
+                    content["content"] = text
                 logprobs = ({"content": chat_logprob_content(served.tokenizer, out.shown)} if want_logprobs
                             else None)
                 if content or out.shown:

@@ -21,6 +21,7 @@ EXPECTS = {
     "stop": "a string or a list of strings",
     "prompt": "a string, a list of strings, a list of token ids or a list of such lists, none of them empty",
     "messages": "a non-empty list of {role, content} objects",
+    "content": 'a string or a list of {"type": "text", "text": ...} parts',
 }
 
 
@@ -40,11 +41,21 @@ def _bad_request(errors: list[dict], data: dict) -> APIError:
     specific = [e for e in alternatives if e["type"] not in _TYPE_WORDS and e["type"] != "too_short"]
     if len(alternatives) > 1 and specific:  # the alternative of the right shape, wrong in a detail
         error, alternatives = specific[0], specific[:1]
+    elif len(alternatives) > 1:  # the one alternative that got furthest into the value is its shape
+        depths = sorted((len(e["loc"]) for e in alternatives), reverse=True)
+        if depths[0] > depths[1]:
+            error = max(alternatives, key=lambda e: len(e["loc"]))
+            alternatives = [error]
     whole = len(error["loc"]) == 1 or (field != "messages" and len(alternatives) > 1)
     if field in EXPECTS and whole and (error["type"] in _TYPE_WORDS or error["type"] == "too_short"):
         return bad_request(f"{field} must be {EXPECTS[field]}, got {show(data.get(field))}", field)
-    name, sent = _path(error["loc"], data)
-    kind, ctx, got = error["type"], error.get("ctx") or {}, show(sent)
+    kind = error["type"]
+    name, sent = _path(error["loc"], data, kind == "missing")
+    ctx, got = error.get("ctx") or {}, show(sent)
+    if kind in _TYPE_WORDS and len(alternatives) > 1 and name.endswith(".content"):
+        return bad_request(f"{name} must be {EXPECTS['content']}, got {got}", field)
+    if kind == "extra_forbidden":  # OpenAI's words for a field it does not know
+        return bad_request(f"Unrecognized request argument supplied: {name}", field)
     if kind == "missing":
         return bad_request(f"{name} must be {EXPECTS[name]}" if name in EXPECTS else f"{name} is required", field)
     if kind in _TYPE_WORDS:
@@ -74,15 +85,15 @@ def _bound(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
-def _path(loc: tuple, data: Any) -> tuple[str, Any]:
+def _path(loc: tuple, data: Any, missing: bool = False) -> tuple[str, Any]:
     """(messages[2].content, the value sent there), skipping the union branch tags pydantic puts
-    into locations."""
+    into locations; the last part of a `missing` field's location is named though it is absent."""
     text, node = "", data
     for k, part in enumerate(loc):
         if isinstance(part, int):
             text += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
-        elif isinstance(node, dict) and (part in node or k == len(loc) - 1):
+        elif isinstance(node, dict) and (part in node or (missing and k == len(loc) - 1)):
             text += f".{part}" if text else str(part)
             node = node.get(part)
     return text, node

@@ -3,9 +3,12 @@ and the source of `/openapi.json`.
 
 Every field is type- and range-checked here; a failure is a 400 naming the field (params.py words
 it). Checks that need the model (the context, the vocabulary) or the server's settings stay with
-the handlers. Unknown fields are ignored, as
-OpenAI's and NeMo's servers do. Integers may be written as integral floats (5.0), as JSON Schema's
-"integer" allows; strings are never coerced to numbers.
+the handlers. An unknown field is a 400 ("Unrecognized request argument supplied: max_token", in
+OpenAI's words): a misspelt knob would otherwise be dropped without a word (NeMo's server logs its
+unknown keys and goes on). OpenAI fields that ask for nothing this server does not do are accepted
+(metadata, service_tier, tool_choice "none", ...); asking for more is a 400 naming the field.
+Integers may be written as integral floats (5.0), as JSON Schema's "integer" allows; strings are
+never coerced to numbers.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ NOT_SUPPORTED = "not supported: must be empty"
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 # ---- NeMo PUT /generate ---------------------------------------------------------------------------
@@ -104,6 +107,14 @@ class SamplingBody(Body):
     functions: list[dict[str, Any]] | None = Field(None, description=NOT_SUPPORTED, json_schema_extra={"maxItems": 0})
     response_format: ResponseFormat | None = None
     user: str | None = None
+    # OpenAI fields accepted where they ask for nothing more than this server does
+    metadata: dict[str, str] | None = Field(None, description="kept by OpenAI for its dashboards; ignored here")
+    store: bool | None = Field(None, description="not supported: must be false")
+    service_tier: str | None = None
+    tool_choice: Literal["none", "auto"] | None = Field(None, description="no tools: none and auto are the same")
+    function_call: Literal["none", "auto"] | None = Field(None, description="as tool_choice")
+    parallel_tool_calls: bool | None = None
+    modalities: list[Literal["text"]] | None = None
     # vLLM's extensions
     top_k: integer(-1, TOKEN_LIMIT) | None = Field(None, description="0 or -1: off")
     repetition_penalty: float | None = Field(None, ge=1.0, le=MAX_REPETITION_PENALTY)
@@ -111,12 +122,15 @@ class SamplingBody(Body):
     use_beam_search: bool | None = Field(None, description="not supported: must be false")
     min_tokens: integer(0, TOKEN_LIMIT) | None = None
     ignore_eos: bool | None = None
+    stop_token_ids: Annotated[list[integer(0, TOKEN_LIMIT)], Field(max_length=MAX_END_STRINGS)] | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> SamplingBody:
-        for name in ("logit_bias", "tools", "functions", "use_beam_search"):
+        for name in ("logit_bias", "tools", "functions", "use_beam_search", "store"):
             if getattr(self, name):
                 raise bad_request(f"{name} is not supported by this server", name)
+        if self.stream_options is not None and not self.stream:
+            raise bad_request("stream_options is only allowed when stream is true", "stream_options")
         return self
 
     @property
@@ -151,9 +165,21 @@ class TextPart(Body):
 
 
 class ChatMessage(Body):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant"] = Field(description="developer: OpenAI's newer system")
     content: str | list[TextPart]
-    name: str | None = None
+    name: str | None = Field(None, description="accepted; the Nemotron chat format has no place for it")
+    # What the openai client sends back of an assistant message it received (all empty here)
+    refusal: str | None = None
+    annotations: list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = Field(None, description=NOT_SUPPORTED, json_schema_extra={"maxItems": 0})
+    function_call: None = None
+    audio: None = None
+
+    @model_validator(mode="after")
+    def _no_tool_calls(self) -> ChatMessage:
+        if self.tool_calls:
+            raise bad_request("tool_calls are not supported by this server", "messages")
+        return self
 
     @property
     def text(self) -> str:
@@ -176,5 +202,5 @@ class ChatBody(SamplingBody):
         return self
 
     def conversation(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text} for m in self.messages]
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in self.messages]
 
