@@ -96,6 +96,39 @@ def test_bad_request_raises_before_streaming(loaded):
         llm.close()
 
 
+def test_a_request_that_cannot_be_added_fails_alone(loaded, monkeypatch):
+    """Whatever goes wrong adding one request (here a TypeError, as a float id array once raised deep in
+    the tokenizer) fails that request only: the engine thread and the other requests go on."""
+    llm = AsyncLLM(LLMEngine(loaded.model, loaded.tokenizer, EngineConfig()))
+    add = llm.engine.add_request
+
+    def flaky_add(request, request_id=None):
+        if request.prompt_ids[0] == 7:
+            raise TypeError("not an integer buffer")
+        return add(request, request_id)
+
+    monkeypatch.setattr(llm.engine, "add_request", flaky_add)
+
+    async def drain(ids):
+        try:
+            return [o async for o in llm.generate({"prompt_token_ids": ids}, SamplingParams(max_tokens=6, temperature=0))]
+        except RequestError as err:
+            return err
+
+    async def main():
+        return await asyncio.gather(drain([7, 20, 30]), drain([5, 20, 30]))
+
+    try:
+        failed, served = asyncio.run(main())
+        assert isinstance(failed, RequestError) and "not an integer buffer" in str(failed)
+        assert served[-1].finished and len(served[-1].outputs[0].token_ids) == 6
+        assert llm._thread.is_alive()
+        again = asyncio.run(drain([5, 20, 30]))
+        assert again[-1].outputs[0].token_ids == served[-1].outputs[0].token_ids
+    finally:
+        llm.close()
+
+
 def run(llm: AsyncLLM, *calls, one_by_one: bool = False):
     """Drain each (prompt, params, request_id) call of llm.generate, concurrently or one after the
     other (batches of one, as the offline run of one prompt: the same numbers to the bit)."""

@@ -136,6 +136,30 @@ def test_min_tokens_hold_back_stop_strings(llm):
     assert (vllm.text, vllm.finish_reason) == ((free.text[:later], "stop") if later >= 0 else (free.text, "length"))
 
 
+def test_include_stop_str_in_output_and_tiny_temperatures(llm):
+    free = llm.generate("The cat", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0].outputs[0]
+    stop = free.text[2:4]
+    cut, kept = (llm.generate("The cat", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, stop=stop,
+                                                        include_stop_str_in_output=flag))[0].outputs[0]
+                 for flag in (False, True))
+    assert cut.text == free.text[:free.text.index(stop)] and kept.text == cut.text + stop
+    assert kept.token_ids == cut.token_ids and kept.stop_reason == stop
+    # vLLM's: below 1e-5 a temperature samples greedily (logits / 1e-30 overflow: every positive one ties)
+    tiny = llm.generate("The cat", SamplingParams(temperature=1e-30, max_tokens=12, ignore_eos=True, seed=4))
+    assert tiny[0].outputs[0].token_ids == free.token_ids
+    assert SamplingParams(stop_token_ids=None).stop_token_ids == []
+
+
+@pytest.mark.parametrize("ids", [[445.5, 20], [445.0, 20.0], [True, 20], ["7", 20]])
+def test_token_ids_that_are_not_integers_are_refused_up_front(llm, ids):
+    """A float id array (numpy, torch) failed deep in the tokenizer or the embedding, after the request
+    was queued: LLM was left with a stale request, AsyncLLM's engine thread died."""
+    with pytest.raises(RequestError, match="prompt token ids must be integers"):
+        llm.generate([{"prompt_token_ids": ids}], SamplingParams(max_tokens=2))
+    assert not llm.engine.has_unfinished()
+    assert llm.generate([{"prompt_token_ids": [5, 20]}], SamplingParams(max_tokens=2))[0].outputs[0].token_ids
+
+
 def test_chat_uses_the_chat_format_and_stops_at_the_turn(scripted_model_dir):  # noqa: F811
     llm = LLM(str(scripted_model_dir), EngineConfig(num_blocks=64), dtype="float32", device="cpu")
     messages = [{"role": "user", "content": "Write a poem"}]

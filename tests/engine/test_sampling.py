@@ -303,7 +303,8 @@ def test_invalid_params_name_the_field(kwargs, field):
 
 def test_valid_edges_are_accepted():
     SamplingParams(temperature=100, top_p=1, top_k=0, max_tokens=0, seed=0)
-    assert SamplingParams(temperature=0).greedy and not SamplingParams(temperature=1e-6).greedy
+    assert SamplingParams(temperature=0).greedy and not SamplingParams(temperature=1e-5).greedy
+    assert SamplingParams(temperature=1e-6).greedy  # vLLM: below 1e-5 is greedy
     SamplingParams(logprobs=5, stop_token_ids=(3,), prompt_logprobs=0, max_tokens=None)
     # vLLM's spellings: top_k -1 is off, one stop string, -1 log-probabilities for the whole vocabulary
     params = SamplingParams(top_k=-1, stop="###", logprobs=-1)

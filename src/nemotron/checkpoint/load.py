@@ -17,8 +17,8 @@ from nemotron.model.nemotron_h_config import NemotronHConfig, read_config_json
 from nemotron.model.presets import get_preset, preset_names
 from nemotron.tokenizer import Tokenizer
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}  # vLLM's too
 
 
 class SourceKind(Enum):
@@ -87,7 +87,7 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     if name is None or isinstance(name, torch.dtype):
         return name
     if name not in DTYPES:
-        raise ConfigError(f"unknown dtype {name!r}; use one of float32, bfloat16, float16")
+        raise ConfigError(f"unknown dtype {name!r}; use one of float32 (float), bfloat16, float16 (half)")
     return DTYPES[name]
 
 

@@ -29,7 +29,7 @@ from typing import TypeVar
 import torch
 
 from nemotron.engine.llm import LLM, Prompt, check_choices, prompt_text, prompt_token_ids
-from nemotron.engine.llm_engine import EngineConfig, EngineRequest, LLMEngine, StepOutput
+from nemotron.engine.llm_engine import EngineConfig, EngineRequest, LLMEngine, RequestError, StepOutput
 from nemotron.engine.request_output import CompletionBuilder, RequestOutput, prompt_logprob_dicts
 from nemotron.engine.sampling import RequestOutputKind, SamplingParams
 from nemotron.errors import EngineDeadError, NemotronError
@@ -215,7 +215,10 @@ class AsyncLLM:
             for engine_id, request in inbox:  # first: an abort may follow its request at once
                 try:
                     self.engine.add_request(request, engine_id)
-                except NemotronError as err:
+                except Exception as err:  # noqa: BLE001 (that request fails; the engine and the others go on)
+                    if not isinstance(err, NemotronError):
+                        log.exception("a request could not be added")
+                        err = RequestError(f"the request could not be added: {err!r}")
                     self._deliver(engine_id, err)
             for engine_id in aborts:
                 self.engine.abort(engine_id)

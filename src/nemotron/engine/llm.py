@@ -18,7 +18,7 @@ import torch
 
 from nemotron.checkpoint.load import LoadedModel, load_model
 from nemotron.engine.generate import GenerationChunk
-from nemotron.engine.llm_engine import EngineConfig, LLMEngine, EngineRequest
+from nemotron.engine.llm_engine import EngineConfig, EngineRequest, LLMEngine, RequestError
 from nemotron.engine.request_output import CompletionBuilder, RequestOutput, prompt_logprob_dicts
 from nemotron.engine.sampling import SamplingParams, derive_seed
 from nemotron.errors import NemotronError
@@ -48,7 +48,9 @@ class LLM:
                  max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                  block_size: int | None = None, enable_prefix_caching: bool | None = None,
                  enforce_eager: bool = False, seed: int | None = None, lora: str | Path | None = None,
-                 force: bool = False, trust_pickle: bool = False) -> None:
+                 force: bool = False, trust_pickle: bool = False, trust_remote_code: bool = False) -> None:
+        # trust_remote_code: vLLM's, accepted so that its scripts run; this package never runs code from a
+        # checkpoint (the architecture is its own), so there is nothing to trust.
         self.ranks = None
         config = _engine_config(config or EngineConfig(), tensor_parallel_size, pipeline_parallel_size,
                                 max_model_len=max_model_len, gpu_memory_fraction=gpu_memory_utilization,
@@ -130,7 +132,7 @@ class LLM:
         if sampling_params is None or isinstance(sampling_params, SamplingParams):
             sampling_params = [sampling_params or SamplingParams()] * len(ids)
         if len(sampling_params) != len(ids):
-            raise NemotronError(f"{len(ids)} prompts but {len(sampling_params)} sampling parameter sets")
+            raise RequestError(f"{len(ids)} prompts but {len(sampling_params)} sampling parameter sets")
         return self._run(texts, ids, list(sampling_params))
 
     def chat(self, messages: Sequence[Mapping] | Sequence[Sequence[Mapping]],
@@ -159,8 +161,10 @@ class LLM:
         builders = [[CompletionBuilder(j, p, self.tokenizer.eos_id, self.tokenizer) for j in range(p.n)]
                     for p in params]
         prompt_logprobs: list = [None] * len(prompt_ids)
-        owners = {self.engine.add_request(request): (i, j) for i, j, request in checked}
+        owners: dict[str, tuple[int, int]] = {}
         try:
+            for i, j, request in checked:
+                owners[self.engine.add_request(request)] = (i, j)
             while self.engine.has_unfinished():
                 for output in self.engine.step():
                     i, j = owners[output.request_id]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -228,6 +229,10 @@ class LLMEngine:
                                "run n of them)")
         if not prompt_ids:
             raise RequestError("the prompt is empty; give at least one token")
+        odd = next((t for t in prompt_ids if isinstance(t, bool) or not isinstance(t, numbers.Integral)), None)
+        if odd is not None:  # a float (an id array of the wrong dtype) would fail deep in the tokenizer or torch
+            raise RequestError(f"prompt token ids must be integers, got {odd!r}")
+        prompt_ids = [int(t) for t in prompt_ids]  # numpy / torch integers as plain ints
         if len(prompt_ids) >= self.context_len:
             raise RequestError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.context_len}")
         if max(prompt_ids) >= vocab or min(prompt_ids) < 0:

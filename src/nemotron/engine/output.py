@@ -45,9 +45,10 @@ class ShownText:
     """
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], stop_strings: list[str] | tuple[str, ...],
-                 hidden_ids: set[int]) -> None:
+                 hidden_ids: set[int], include_stop: bool = False) -> None:
         self._decoder = tokenizer.stream_decoder(prompt_ids)
         self._matcher = StopStringMatcher(stop_strings)
+        self._include_stop = include_stop  # the text ends with the stop string it matched (vLLM's option)
         self._hidden = hidden_ids
         self._decoded = 0  # characters decoded so far
         self._shown = 0  # characters released so far
@@ -68,6 +69,7 @@ class ShownText:
         self._pending.append((self._decoded, token))
         self._decoded += len(piece)
         shown, self.matched = self._matcher.feed(piece, match)
+        shown += self._stop_text()
         return shown, self._release(shown, final=self.stopped)
 
     def finish(self, match: bool = True) -> tuple[str, list[Token]]:
@@ -79,9 +81,13 @@ class ShownText:
             self._pending[-1][1].text += tail
         self._decoded += len(tail)
         shown, self.matched = self._matcher.feed(tail, match)
+        shown += self._stop_text()
         if not self.stopped:
             shown += self._matcher.flush()
         return shown, self._release(shown, final=True)
+
+    def _stop_text(self) -> str:
+        return self.matched if self.matched is not None and self._include_stop else ""
 
     def _release(self, shown: str, final: bool) -> list[Token]:
         self._shown += len(shown)
@@ -116,7 +122,7 @@ class OutputTracker:
         self.params = params
         self.max_new_tokens = max_new_tokens  # params' value, clipped to the context left
         self.stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else {tokenizer.eos_id})
-        self._text = ShownText(tokenizer, prompt_ids, params.stop, self.stop_ids)
+        self._text = ShownText(tokenizer, prompt_ids, params.stop, self.stop_ids, params.include_stop_str_in_output)
         self.num_generated = 0
 
     def on_token(self, token: Token) -> TokenOutcome:

@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 MAX_TEMPERATURE = 100.0
+GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS: temperatures below it sample greedily
 MAX_ADDITIVE_PENALTY = 2.0  # presence / frequency penalties: OpenAI's and vLLM's range is [-2, 2]
 _NEG_INF = float("-inf")
 
@@ -90,7 +91,7 @@ class SamplingParams:
 
     n: completions per prompt (`LLM.generate`, `AsyncLLM.generate` and the servers run each as an
         engine request of its own, seeded from `seed` and its index).
-    temperature: 0 ≤ t ≤ 100; 0 is greedy (argmax): top_k, top_p and min_p are then ignored, the
+    temperature: 0 ≤ t ≤ 100; 0 (or below 1e-5, as vLLM) is greedy (argmax): top_k, top_p and min_p are then ignored, the
         penalties and min_tokens still apply (as vLLM; NeMo's greedy ignores its repetition penalty).
     top_p: keep the most likely tokens up to and including the one whose cumulative probability
         first exceeds p; 1 = off.
@@ -106,6 +107,7 @@ class SamplingParams:
     min_tokens: EOS and stop_token_ids are blocked until this many tokens were generated, and no stop
         string ends in their text (vLLM's; one that starts there and ends later matches).
     stop: strings that end generation (matched on the text, also across tokens; not part of it).
+    include_stop_str_in_output: the matched stop string ends the text instead (vLLM's).
     stop_before_min_tokens: stop strings match within min_tokens too (NeMo's end_strings, which its
         min_tokens_to_generate does not hold back; only EOS is blocked).
     stop_token_ids: token ids that end generation (their text is not shown).
@@ -132,6 +134,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     stop_before_min_tokens: bool = False
+    include_stop_str_in_output: bool = False
     ignore_eos: bool = False
     seed: int | None = None
     logprobs: int | None = None
@@ -144,7 +147,7 @@ class SamplingParams:
     use_beam_search: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("ignore_eos", "stop_before_min_tokens"):
+        for name in ("ignore_eos", "stop_before_min_tokens", "include_stop_str_in_output"):
             if not isinstance(getattr(self, name), bool):
                 raise SamplingParamsError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.n = _integer("n", self.n, minimum=1)
@@ -167,6 +170,8 @@ class SamplingParams:
         if not 0 <= self.temperature <= MAX_TEMPERATURE:
             raise SamplingParamsError(f"temperature must be in [0, {MAX_TEMPERATURE:g}] (0 is greedy), "
                                       f"got {self.temperature}")
+        if self.temperature < GREEDY_BELOW:  # vLLM's: logits / 1e-38 overflow, every positive one ties
+            self.temperature = 0.0
         self.top_k = _integer("top_k", self.top_k, minimum=-1)
         self.top_k = max(self.top_k, 0)  # vLLM spells "off" -1
         self.top_p = _real("top_p", self.top_p)
@@ -190,6 +195,8 @@ class SamplingParams:
         if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
             raise SamplingParamsError(f"stop must be a string or a list of non-empty strings, got {self.stop!r}")
         self.stop = list(self.stop)
+        if self.stop_token_ids is None:  # vLLM's default
+            self.stop_token_ids = []
         if not isinstance(self.stop_token_ids, (list, tuple)):
             raise SamplingParamsError(f"stop_token_ids must be a list of token ids, got {self.stop_token_ids!r}")
         self.stop_token_ids = [_integer("stop_token_ids", t, minimum=0) for t in self.stop_token_ids]

@@ -75,6 +75,7 @@ def sampling(body: SamplingBody, max_choices: int, extra_stops: tuple[str, ...] 
         ignore_eos=bool(body.ignore_eos),
         stop=body.stop_strings + list(extra_stops),
         stop_token_ids=list(body.stop_token_ids or []),
+        include_stop_str_in_output=bool(body.include_stop_str_in_output),
     )
     return Sampling(n=n, seed=None if body.seed is None else body.seed % 2**64, stream=bool(body.stream),
                     include_usage=bool(body.stream_options and body.stream_options.include_usage), fields=fields)

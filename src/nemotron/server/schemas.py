@@ -123,6 +123,7 @@ class SamplingBody(Body):
     min_tokens: integer(0, TOKEN_LIMIT) | None = None
     ignore_eos: bool | None = None
     stop_token_ids: Annotated[list[integer(0, TOKEN_LIMIT)], Field(max_length=MAX_END_STRINGS)] | None = None
+    include_stop_str_in_output: bool | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> SamplingBody:
