@@ -382,3 +382,203 @@ def test_llama_cpp_quantized_q4_0_file_loads_4_bit_and_exact(tiny_model_dir, ids
 
         reference.lm_head = Int8Linear.from_float(reference.lm_head)
     torch.testing.assert_close(_logits(mapped.model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)
+
+
+def _rewrite(source, destination, skip=(), fields=None, drop=(), **writer_options):
+    """A copy of a GGUF file through the gguf package's writer: without the tensors in `skip` and the
+    metadata in `drop`, with metadata `fields` set or changed, split as `writer_options` ask."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    writer = gguf.GGUFWriter(str(destination), "nemotron", **writer_options)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture" or name in (fields or {}) or name in drop:
+            continue
+        kind = field.types[0]
+        writer.add_key_value(name, field.contents(), kind,
+                             sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    for name, value in (fields or {}).items():
+        kind = gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.FLOAT32
+        writer.add_key_value(name, value, kind)
+    for tensor in reader.tensors:
+        if tensor.name not in skip:
+            writer.add_tensor(tensor.name, tensor.data, raw_shape=list(reversed([int(d) for d in tensor.shape])),
+                              raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_a_split_gguf_loads_whole_from_its_first_shard(tiny_model_dir, reference, ids, tmp_path):
+    """llama.cpp's gguf-split files (NAME-00001-of-00003.gguf): the first shard names the rest."""
+    whole = convert(tiny_model_dir, tmp_path / "whole.gguf", to="gguf", gguf_type="f32")
+    (tmp_path / "split").mkdir()
+    _rewrite(whole, tmp_path / "split" / "model.gguf", split_max_tensors=8)
+    shards = sorted((tmp_path / "split").iterdir())
+    assert [s.name for s in shards][0] == "model-00001-of-00003.gguf" and len(shards) == 3
+    loaded = load_model(shards[0], dtype="float32")
+    torch.testing.assert_close(_logits(loaded.model, ids), _logits(reference.model, ids), rtol=1e-6, atol=1e-6)
+    with pytest.raises(CheckpointError, match="is shard 2 of 3 of a split GGUF; pass the first shard"):
+        load_model(shards[1])
+    shards[2].unlink()
+    with pytest.raises(CheckpointError, match="model-00003-of-00003.gguf not found beside it"):
+        load_model(shards[0])
+
+
+def test_an_incomplete_gguf_is_refused_before_anything_is_written(tiny_model_dir, tmp_path):
+    whole = convert(tiny_model_dir, tmp_path / "whole.gguf", to="gguf", gguf_type="f16")
+    _rewrite(whole, tmp_path / "headless.gguf", skip=("output.weight",))
+    with pytest.raises(CheckpointError, match="lacks tensor\\(s\\) output.weight"):
+        convert(tmp_path / "headless.gguf", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_rope_scaling_in_a_gguf_is_refused(tiny_model_dir, tmp_path):
+    """llama.cpp's converter writes rope.scaling.* from a config.json; llama.cpp applies it, we do not."""
+    whole = convert(tiny_model_dir, tmp_path / "whole.gguf", to="gguf", gguf_type="f16")
+    _rewrite(whole, tmp_path / "scaled.gguf", fields={"nemotron.rope.scaling.type": "linear",
+                                                     "nemotron.rope.scaling.factor": 4.0})
+    with pytest.raises(CheckpointError, match="asks for RoPE scaling \\(linear, factor 4\\)"):
+        load_model(tmp_path / "scaled.gguf")
+
+
+def test_a_vocabulary_we_cannot_read_gives_way_to_a_tokenizer_given(tiny_model_dir, tmp_path, capsys):
+    import gguf
+
+    bpe = tmp_path / "bpe"
+    bpe.mkdir()
+    from tests.tokenizer.test_kinds import train_byte_level_bpe
+
+    train_byte_level_bpe(vocab_size=TINY_CONFIG.vocab_size).save(str(bpe / "tokenizer.json"))
+    for name in ("config.json", "model.safetensors"):
+        (bpe / name).write_bytes((tiny_model_dir / name).read_bytes())
+    whole = convert(bpe, tmp_path / "whole.gguf", to="gguf", gguf_type="f32")
+    odd = tmp_path / "odd.gguf"
+    _rewrite(whole, odd, skip=(), fields={"tokenizer.ggml.pre": "qwen2"})
+    reader_fields = gguf.GGUFReader(str(odd)).fields
+    assert reader_fields["tokenizer.ggml.pre"].contents() == "qwen2"
+    # the embedded tokenizer.json would rescue it: take it out, as llama.cpp's converter never writes one
+    _rewrite(odd, tmp_path / "bare.gguf", drop=(gguf_io.HF_JSON_KEY,))
+    loaded = load_model(tmp_path / "bare.gguf", dtype="float32")
+    assert loaded.tokenizer is None and "pre-tokenizer 'qwen2' is not supported" in loaded.tokenizer_error
+    with pytest.raises(Exception, match="pre-tokenizer 'qwen2' is not supported"):
+        loaded.require_tokenizer("--tokenizer FILE")
+    assert main(["generate", str(tmp_path / "bare.gguf"), "--tokenizer", str(bpe / "tokenizer.json"), "hello",
+                 "-n", "2", "--greedy"]) == 0
+
+
+def test_gguf_to_hf_config_says_the_dtype_it_stores(tiny_model_dir, tmp_path):
+    from safetensors import safe_open
+
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type="f16")
+    back = convert(path, tmp_path / "hf")
+    assert json.loads((back / "config.json").read_text())["torch_dtype"] == "float16"
+    with safe_open(back / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+
+
+def test_chat_template_end_of_turn_and_newlines_for_llama_cpp(tiny_model_dir, sp_tokenizer_file, tmp_path):
+    """llama.cpp renders `tokenizer.chat_template` (Jinja) and stops at an end-of-turn token; a
+    one-character user-defined piece ("\\n") goes in as NORMAL (llama.cpp puts a dummy space after a
+    user-defined piece, SentencePiece does not)."""
+    import gguf
+    import jinja2
+
+    from nemotron.assets import DEMO_MODEL_DIR
+    from nemotron.tokenizer import render_chat
+    from nemotron.tokenizer.spm_proto import PieceType, read_pieces
+
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type="f16")
+    fields = gguf.GGUFReader(str(path)).fields
+    template = jinja2.Environment().from_string(fields["tokenizer.chat_template"].contents())
+    for conversation in ([{"role": "user", "content": "Hi"}],
+                         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                          {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "And?"}]):
+        assert template.render(messages=conversation, add_generation_prompt=True) == str(render_chat(conversation))
+    tokenizer = Tokenizer.from_dir(tiny_model_dir)
+    assert fields["tokenizer.ggml.eot_token_id"].contents() == tokenizer.token_to_id("<extra_id_1>")
+    demo = convert(DEMO_MODEL_DIR, tmp_path / "demo.gguf", to="gguf", gguf_type="f16")  # "\n" is user-defined there
+    pieces = read_pieces(Tokenizer.from_dir(DEMO_MODEL_DIR).sentencepiece_model)
+    types = gguf.GGUFReader(str(demo)).fields["tokenizer.ggml.token_type"].contents()
+    for k, piece in enumerate(pieces):
+        single = piece.type == PieceType.USER_DEFINED and len(piece.text) == 1
+        assert types[k] == (int(PieceType.NORMAL) if single else int(piece.type)), piece
+    assert any(p.type == PieceType.USER_DEFINED and len(p.text) == 1 for p in pieces)  # the case is exercised
+    # A chat template of the checkpoint's own goes in instead (and no end-of-turn of ours).
+    own = tmp_path / "own"
+    own.mkdir()
+    for item in tiny_model_dir.iterdir():
+        (own / item.name).write_bytes(item.read_bytes())
+    (own / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages[0]['content'] }}"}))
+    fields = gguf.GGUFReader(str(convert(own, tmp_path / "own.gguf", to="gguf"))).fields
+    assert fields["tokenizer.chat_template"].contents() == "{{ messages[0]['content'] }}"
+    assert "tokenizer.ggml.eot_token_id" not in fields
+
+
+def test_converting_into_a_directory_names_the_problem_and_leaves_nothing(tiny_model_dir, tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CheckpointError, match="out is a directory; a GGUF is one file"):
+        convert(tiny_model_dir, tmp_path / "out", to="gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("file_type", ["q8_0", "q4_0"])
+def test_tensors_are_dequantized_and_quantized_in_bands_exactly(tiny_model_dir, tmp_path, monkeypatch, file_type):
+    """Bands of rows bound the temporaries (a 256k-vocabulary embedding at once peaked at twice its
+    float32 size); the numbers are the whole tensor's."""
+    import gguf
+
+    from nemotron.quant import linear
+
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type=file_type)
+    reader = gguf.GGUFReader(str(path))
+    whole = {t.name: np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32) for t in reader.tensors}
+    monkeypatch.setattr(gguf_io, "DEQUANTIZE_ROWS_ELEMENTS", 100)  # a band of one or two rows
+    monkeypatch.setattr(linear, "QUANTIZE_BAND_ELEMENTS", 100)
+    for tensor in reader.tensors:
+        banded = gguf_io._dequantized(tensor, torch.float32).numpy().reshape(whole[tensor.name].shape)
+        assert np.array_equal(banded, whole[tensor.name]), tensor.name
+    output = next(t for t in reader.tensors if t.name == "output.weight")
+    weight = torch.from_numpy(whole["output.weight"].reshape(TINY_CONFIG.vocab_size, -1))
+    scale = (weight.abs().amax(dim=1) / 127).clamp_min(linear._FP16_TINY)
+    head = gguf_io._int8_head(output)
+    assert torch.equal(head["weight_scale"], scale)
+    assert torch.equal(head["weight"], torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+
+
+def test_a_q4_0_file_is_planned_as_it_will_be_held(sp_tokenizer_file, tmp_path, monkeypatch):
+    """The memory check before loading counts int4 layers and the int8 head, not their dequantized
+    size (a 9 GB Q4_0 Nemotron-4-15B was refused as 31 GB of bfloat16); layers too narrow for the
+    planner's groups of 128 are planned dequantized."""
+    import dataclasses
+
+    from nemotron.checkpoint import preflight
+    from nemotron.model.nemotron import build_model, init_random_weights
+    from tests.conftest import write_model_dir
+
+    planned = []
+    monkeypatch.setattr(preflight, "check_fits", lambda config, *args, **kwargs: planned.append(config))
+    wide = dataclasses.replace(TINY_CONFIG, hidden_size=128, intermediate_size=256, head_dim=32)
+    for config, quantization in ((wide, "int4"), (TINY_CONFIG, None)):
+        model = build_model(config)
+        init_random_weights(model, seed=0)
+        directory = write_model_dir(model, config, tmp_path / f"h{config.hidden_size}", sp_tokenizer_file)
+        path = convert(directory, tmp_path / f"h{config.hidden_size}.gguf", to="gguf", gguf_type="q4_0")
+        assert load_model(path, dtype="float32").config.quantization == "int4"
+        assert (planned[-1].quantization, planned[-1].quantized_lm_head) == (quantization, quantization is not None)
+
+
+def test_a_lora_on_a_4_bit_gguf_is_refused_in_words(tiny_model_dir, tmp_path):
+    from nemotron.checkpoint.peft import merge_adapter_into, save_adapter
+    from nemotron.model.lora import LoraConfig, apply_lora
+
+    model = load_model(tiny_model_dir, dtype="float32")
+    apply_lora(model.model, LoraConfig(r=2, alpha=4.0, target_modules=("q_proj", "up_proj")))
+    save_adapter(model.model, tmp_path / "adapter")
+    path = convert(tiny_model_dir, tmp_path / "model.gguf", to="gguf", gguf_type="q4_0")
+    with pytest.raises(CheckpointError, match="holds int4 layers; a LoRA adapter merges into float weights"):
+        merge_adapter_into(load_model(path, dtype="float32"), tmp_path / "adapter")
+    merged = merge_adapter_into(load_model(convert(tiny_model_dir, tmp_path / "m8.gguf", to="gguf", gguf_type="q8_0"),
+                                           dtype="float32"), tmp_path / "adapter")
+    assert merged.config.quantization is None

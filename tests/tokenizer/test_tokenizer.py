@@ -302,3 +302,14 @@ def test_lone_surrogates_are_a_clear_error(sp_tokenizer_file):
 
     with pytest.raises(TokenizerError, match="not valid Unicode at position 3"):
         Tokenizer.from_file(sp_tokenizer_file).encode("abc\ud800")
+
+
+def test_a_sentencepiece_directory_keeps_its_chat_template(tmp_path, tokenizer_files):
+    Tokenizer.from_file(tokenizer_files["user"]).save(tmp_path / "source")
+    (tmp_path / "source" / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ x }}"}))
+    tok = Tokenizer.from_dir(tmp_path / "source")
+    assert tok._sp is not None and tok.chat_template == "{{ x }}"
+    tok.save(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["chat_template"] == "{{ x }}"
+    (tmp_path / "source" / "tokenizer_config.json").write_text("[not an object")
+    assert Tokenizer.from_dir(tmp_path / "source").chat_template is None  # a broken config is no reason to fail

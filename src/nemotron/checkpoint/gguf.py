@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nemotron.errors import CheckpointError
+from nemotron.errors import CheckpointError, TokenizerError
 from nemotron.model.config import ModelConfig
 from nemotron.tokenizer import Tokenizer
 from nemotron.tokenizer.spm_proto import Piece, PieceType, build_model, read_pieces
@@ -52,6 +52,20 @@ PRE_TOKENIZERS = {
                r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+"),
 }
+
+
+TURN_MARKER = "<extra_id_1>"
+# nemotron.tokenizer.render_chat as Jinja (llama.cpp and llama-cpp-python render `tokenizer.chat_template`):
+# an optional system turn (empty when absent), then User / Assistant turns, each ending in a newline.
+NEMOTRON_CHAT_TEMPLATE = (
+    "{% set system = messages[0]['content'] if messages and messages[0]['role'] == 'system' else '' %}"
+    "<extra_id_0>System\n{{ system }}\n"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}<extra_id_1>User\n{{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}<extra_id_1>Assistant\n{{ message['content'] }}\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<extra_id_1>Assistant\n{% endif %}")
 
 
 def _gguf():
@@ -131,12 +145,19 @@ def write_gguf(tensors: Mapping[str, torch.Tensor], config: ModelConfig, tokeniz
     if missing:
         raise CheckpointError(f"cannot write GGUF: missing tensor(s) {', '.join(missing[:3])}")
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; a GGUF is one file (name it, e.g. {path / 'model.gguf'})")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")  # renamed once complete: no half-written model
     writer = g.GGUFWriter(str(partial), ARCH)
-    _write_config(writer, config, llama_file_type)
-    if tokenizer is not None:
-        _write_tokenizer(writer, tokenizer, config.vocab_size, embed_tokenizer)
+    try:
+        _write_config(writer, config, llama_file_type)
+        if tokenizer is not None:
+            _write_tokenizer(writer, tokenizer, config.vocab_size, embed_tokenizer)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
 
     plan = []
     for hf_name, gguf_name in names.items():
@@ -202,7 +223,7 @@ def _write_tokenizer(writer, tokenizer: Tokenizer, vocab_size: int, embed: bool)
         writer.add_tokenizer_model("llama")
         writer.add_token_list([p.text for p in pieces] + padding)
         writer.add_token_scores([p.score for p in pieces] + [0.0] * len(padding))
-        writer.add_token_types([int(p.type) for p in pieces] + unused)
+        writer.add_token_types([int(_llama_cpp_type(p)) for p in pieces] + unused)
         writer.add_add_space_prefix(tokenizer.adds_dummy_prefix)
         if embed:
             writer.add_string(SENTENCEPIECE_KEY, base64.b64encode(data).decode("ascii"))
@@ -244,6 +265,23 @@ def _write_tokenizer(writer, tokenizer: Tokenizer, vocab_size: int, embed: bool)
         if token_id is not None:
             getattr(writer, f"add_{role}_token_id")(token_id)
     writer.add_add_bos_token(False)  # NeMo's server and ours add no BOS unless asked (add_BOS)
+    # Chat: the tokenizer's own template where its config has one, else the Nemotron-4 format, whose
+    # turns end at <extra_id_1> (llama.cpp stops at an end-of-turn token as at EOS).
+    writer.add_chat_template(tokenizer.chat_template or NEMOTRON_CHAT_TEMPLATE)
+    turn_end = tokenizer.token_to_id(TURN_MARKER)
+    if turn_end is not None and tokenizer.chat_template is None:
+        writer.add_eot_token_id(turn_end)
+
+
+def _llama_cpp_type(piece: Piece) -> PieceType:
+    """The piece's type as llama.cpp should see it. A one-character user-defined piece (SentencePiece
+    keeps "\n" whole that way) goes in as NORMAL: llama.cpp splits text at user-defined pieces like at
+    control tokens and then puts the dummy-prefix space in front of the next part, which SentencePiece
+    does not ("Max.\nOne" became "\n", "▁One" instead of "\n", "One"); as a normal single-character
+    piece it is still found whole."""
+    if piece.type == PieceType.USER_DEFINED and len(piece.text) == 1:
+        return PieceType.NORMAL
+    return piece.type
 
 
 # ----------------------------------------------------------------------------- reading
@@ -253,13 +291,14 @@ class GgufCheckpoint:
     tokenizer: Tokenizer | None
     tensors: Iterator[tuple[str, torch.Tensor]]  # Hugging Face names, dequantized to float32 (or int4 pieces)
     quantized_layout: dict[str, int] | None = None  # the int4 modules' options (nemotron.quant.Int4Linear)
+    tokenizer_error: str | None = None  # why the file's vocabulary gives no tokenizer (--tokenizer may stand in)
 
 
 Q4_0_BYTES = 18  # a Q4_0 block: float16 scale d, then 16 bytes of nibbles (element j low, j + 16 high)
 DECODER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_down")
 
 
-def read_gguf(path: str | Path, keep_q4_0: bool = False) -> GgufCheckpoint:
+def read_gguf(path: str | Path, keep_q4_0: bool = False, dtype: torch.dtype | None = torch.float32) -> GgufCheckpoint:
     """A GGUF file of the `nemotron` architecture: its configuration, its tokenizer and its
     tensors (read lazily from the memory-mapped file, dequantized one at a time).
 
@@ -272,15 +311,33 @@ def read_gguf(path: str | Path, keep_q4_0: bool = False) -> GgufCheckpoint:
     its stored size, about half of a Q4_0 Nemotron-Mini's step; re-rounding it costs an error of at
     most 1/254 of its row's largest weight. A float output layer stays float. Anything else (Q8_0,
     Q4_1, K-quants, a mix) is dequantized throughout: Q8_0's per-block scales do not fit per-channel
-    int8 without rounding again (`nemotron quantize model.gguf DIR --scheme int8` does that, knowingly)."""
+    int8 without rounding again (`nemotron quantize model.gguf DIR --scheme int8` does that, knowingly).
+    Float tensors come in `dtype` (None: the file's, config.torch_dtype), a band of rows at a time, so
+    that a 256k-vocabulary embedding never exists in float32 beside the model's copy."""
     reader = _open(path)
     meta = _Metadata(reader, path)
     config = _config(meta, reader, path)
+    _check_complete(reader, config, path)
     keep = keep_q4_0 and _all_decoder_matrices_q4_0(reader)
     if keep:
         config = config.replace(quantization="int4", quantized_lm_head=_output_is_quantized(reader))
-    return GgufCheckpoint(config, _tokenizer(meta, path), _tensors(reader, config, path, keep),
-                          {"group_size": BLOCK} if keep else None)
+    try:
+        tokenizer, tokenizer_error = _tokenizer(meta, path), None
+    except (CheckpointError, TokenizerError) as err:  # an unsupported vocabulary: an error only if no other
+        # tokenizer is given
+        tokenizer, tokenizer_error = None, str(err)
+    dtype = dtype or getattr(torch, config.torch_dtype)
+    return GgufCheckpoint(config, tokenizer, _tensors(reader, config, path, keep, dtype),
+                          {"group_size": BLOCK} if keep else None, tokenizer_error)
+
+
+def _check_complete(reader, config: ModelConfig, path) -> None:
+    """Every tensor of the architecture is in the file(s), before any is read or written elsewhere."""
+    present = {t.name for t in reader.tensors}
+    missing = [name for name in tensor_names(config.num_layers).values() if name not in present]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CheckpointError(f"{path}: the GGUF file lacks tensor(s) {', '.join(missing[:3])}{more}")
 
 
 def _output_is_quantized(reader) -> bool:
@@ -309,11 +366,55 @@ def stored_size(path: str | Path) -> tuple[int, str]:
 
 
 def _open(path: str | Path):
+    """The file's reader; for a split GGUF (llama.cpp's gguf-split, `NAME-00001-of-00003.gguf`) one
+    reader over all its shards: the first one's metadata, every shard's tensors."""
+    reader = _open_one(path)
+    field = reader.fields.get("split.count")
+    count = int(field.contents()) if field is not None else 1
+    if count <= 1:
+        return reader
+    number = int(reader.fields["split.no"].contents()) if "split.no" in reader.fields else 0
+    match = re.fullmatch(r"(.*)-(\d{5})-of-(\d{5})\.gguf", Path(path).name)
+    if number != 0 or match is None:
+        raise CheckpointError(f"{path} is shard {number + 1} of {count} of a split GGUF; pass the first shard "
+                              "(NAME-00001-of-NNNNN.gguf), the others are read beside it")
+    shards = [Path(path).with_name(f"{match.group(1)}-{k:05d}-of-{count:05d}.gguf") for k in range(1, count + 1)]
+    absent = [s.name for s in shards if not s.is_file()]
+    if absent:
+        raise CheckpointError(f"{path} is split in {count} shards; {', '.join(absent)} not found beside it")
+    return _Shards(reader, [reader] + [_open_one(s) for s in shards[1:]])
+
+
+class _Shards:
+    """A split GGUF read as one: the first shard's metadata, all the shards' tensors."""
+
+    def __init__(self, first, readers: list) -> None:
+        self.fields = first.fields
+        self.tensors = [t for r in readers for t in r.tensors]
+
+
+def _open_one(path: str | Path):
     g = _gguf()
     try:
         return g.GGUFReader(str(path))
-    except (ValueError, OSError, IndexError, KeyError) as e:
+    except ValueError as e:
+        if "GGMLQuantizationType" in str(e):  # a type the installed gguf package does not know yet
+            number = re.search(r"(\d+)\)? is not a valid", str(e))
+            kind = f"tensor type {number.group(1)}" if number else "a tensor type"
+            raise CheckpointError(f"{path} holds {kind}, which the installed gguf {_gguf_version()} does not "
+                                  "know (a newer llama.cpp type); requantize it to Q8_0, Q4_0 or a K-quant") from None
         raise CheckpointError(f"{path} is a truncated or corrupt GGUF file ({e})") from None
+    except (OSError, IndexError, KeyError) as e:
+        raise CheckpointError(f"{path} is a truncated or corrupt GGUF file ({e})") from None
+
+
+def _gguf_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gguf")
+    except PackageNotFoundError:
+        return "package"
 
 
 class _Metadata:
@@ -341,6 +442,11 @@ def _config(meta: _Metadata, reader, path) -> ModelConfig:
     embedding = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     if embedding is None:
         raise CheckpointError(f"{path}: GGUF file has no token_embd.weight tensor")
+    scaling = meta.get(f"{ARCH}.rope.scaling.type", "none")
+    factor = float(meta.get(f"{ARCH}.rope.scaling.factor", 1.0))
+    if scaling != "none" and factor != 1.0:  # llama.cpp would apply it; the model's config.json is refused too
+        raise CheckpointError(f"{path} asks for RoPE scaling ({scaling}, factor {factor:g}), which Nemotron models "
+                              "do not use and nemotron does not apply")
     types = {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
     stored = "float32" if types == {"F32"} else "bfloat16" if types == {"BF16"} else "float16"
     return ModelConfig(
@@ -363,8 +469,8 @@ def _float32(value) -> float:
     return float(str(np.float32(value)))
 
 
-def _tensors(reader, config: ModelConfig, path, keep_q4_0: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-    g = _gguf()
+def _tensors(reader, config: ModelConfig, path, keep_q4_0: bool = False,
+             dtype: torch.dtype = torch.float32) -> Iterator[tuple[str, torch.Tensor]]:
     to_hf = {v: k for k, v in tensor_names(config.num_layers).items()}
     for tensor in reader.tensors:
         hf_name = to_hf.get(tensor.name)
@@ -375,22 +481,59 @@ def _tensors(reader, config: ModelConfig, path, keep_q4_0: bool = False) -> Iter
         if keep_q4_0 and tensor.name.split(".")[-2] in DECODER_MATRICES:
             yield from _q4_0_pieces(hf_name, tensor)
             continue
+        head = hf_name == "lm_head.weight" and config.quantized_lm_head
         try:
-            data = g.quants.dequantize(tensor.data, tensor.tensor_type)
+            if head:
+                for suffix, part in _int8_head(tensor).items():
+                    yield "lm_head." + suffix, part
+                continue
+            out = _dequantized(tensor, dtype, minus_one=_is_norm_weight(hf_name))
         except NotImplementedError:
             raise CheckpointError(f"{path}: tensor {tensor.name} is stored as {tensor.tensor_type.name}, which cannot "
-                                  "be read; supported: F32, F16, BF16, Q8_0, Q4_0/1, Q5_0/1 and K-quants") from None
-        shape = tuple(int(d) for d in reversed(tensor.shape))
-        out = torch.from_numpy(np.array(data, dtype=np.float32).reshape(shape))  # a copy: the file is mapped
-        if _is_norm_weight(hf_name):
-            out = out - 1.0
-        if hf_name == "lm_head.weight" and config.quantized_lm_head:
-            from nemotron.quant.transform import HEAD_CLASS
-
-            for suffix, part in HEAD_CLASS.quantize_weight(out).items():
-                yield "lm_head." + suffix, part
-            continue
+                                  "be read; supported: F32, F16, BF16, Q8_0, Q4_0/1, Q5_0/1, K-quants, IQ and TQ "
+                                  "types and MXFP4") from None
         yield hf_name, out
+
+
+DEQUANTIZE_ROWS_ELEMENTS = 1 << 24  # weights dequantized at a time: the gguf package's numpy temporaries are
+# several times its output (a 256k-vocabulary embedding at once: 6.6 GB of peak for 3.1 GB of float32)
+
+
+def _bands(tensor) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, those rows as float32) of a tensor of the mapped file, a band of rows at a time."""
+    g = _gguf()
+    shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists the fastest-moving dimension first
+    width = shape[-1]
+    data = np.asarray(tensor.data).reshape(-1, tensor.data.size // max(1, int(np.prod(shape[:-1]))))
+    step = max(1, DEQUANTIZE_ROWS_ELEMENTS // width)
+    for start in range(0, data.shape[0], step):
+        band = g.quants.dequantize(data[start:start + step], tensor.tensor_type)
+        yield slice(start, start + step), torch.from_numpy(np.array(band, dtype=np.float32).reshape(-1, width))
+
+
+def _dequantized(tensor, dtype: torch.dtype, minus_one: bool = False) -> torch.Tensor:
+    """A tensor of the mapped file in `dtype` (a copy; norms `minus_one`: LayerNorm1p's stored 1 taken off
+    in float32 first, as the weights were written)."""
+    shape = tuple(int(d) for d in reversed(tensor.shape))
+    out = torch.empty(shape, dtype=dtype)
+    rows = out.view(-1, shape[-1])
+    for where, band in _bands(tensor):
+        rows[where] = band - 1.0 if minus_one else band
+    return out
+
+
+def _int8_head(tensor) -> dict[str, torch.Tensor]:
+    """The output layer as our int8 LM head (one scale per row), quantized a band of rows at a time."""
+    from nemotron.quant.transform import HEAD_CLASS
+
+    rows, width = (int(d) for d in reversed(tensor.shape))
+    parts: dict[str, torch.Tensor] = {}
+    for where, band in _bands(tensor):
+        for name, piece in HEAD_CLASS.quantize_weight(band).items():
+            if name not in parts:
+                parts[name] = torch.empty((rows, *piece.shape[1:]), dtype=piece.dtype)
+            parts[name][where] = piece
+    return parts
 
 
 def _q4_0_pieces(hf_name: str, tensor) -> Iterator[tuple[str, torch.Tensor]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from nemotron.checkpoint import archive, gguf, hf, preflight
-from nemotron.errors import CheckpointError, ConfigError
+from nemotron.errors import CheckpointError, ConfigError, NemotronError
 from nemotron.model.config import ModelConfig
 from nemotron.model.nemotron import NemotronLike, build_model, init_random_weights
 from nemotron.model.nemotron_h_config import NemotronHConfig, read_config_json
@@ -41,10 +41,17 @@ class LoadedModel:
     config: ModelConfig
     tokenizer: Tokenizer | None
     source: ModelSource
+    tokenizer_error: str | None = None  # why the checkpoint's own tokenizer could not be read (a GGUF's vocabulary)
 
     @property
     def random_weights(self) -> bool:
         return self.source.kind is SourceKind.PRESET
+
+    def require_tokenizer(self, option: str) -> Tokenizer:
+        """The tokenizer, or a one-line error naming `option` (--tokenizer FILE, tokenizer=FILE)."""
+        if self.tokenizer is None:
+            raise NemotronError(self.tokenizer_error or f"{self.source.spec} comes without a tokenizer; pass {option}")
+        return self.tokenizer
 
 
 def resolve(spec: str | Path) -> ModelSource:
@@ -131,6 +138,7 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         return LoadedModel(model.eval(), config, None, source)
 
     layout: dict[str, int] = {}  # options of the quantized modules (int4 from a GGUF: group_size 32)
+    tokenizer_error = None
     if source.kind is SourceKind.HF_DIR:
         config = hf_config(source.path)
         _check_layers(config, source.path)
@@ -140,12 +148,18 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         tensors = hf.iter_tensors(source.path, trust_pickle)
         tokenizer = _optional_tokenizer(source.path)
     elif source.kind is SourceKind.GGUF:
-        checkpoint = gguf.read_gguf(source.path, keep_q4_0=True)  # 4-bit layers stay 4-bit (exact)
+        checkpoint = gguf.read_gguf(source.path, keep_q4_0=True, dtype=torch_dtype)  # 4-bit layers stay 4-bit
         config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
+        tokenizer_error = checkpoint.tokenizer_error
         layout = checkpoint.quantized_layout or {}
-        # Metadata so far: refuse before reading weights (planned as if dequantized: an upper bound).
-        preflight.check_fits(config.replace(quantization=None, quantized_lm_head=False),
-                             torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
+        # Metadata so far: refuse before reading weights, planned as they will be held (int4 layers
+        # with an int8 head where the file's Q4_0 layers are kept, else dequantized). The planner's int4
+        # has groups of 128; layers too narrow for them are planned dequantized (an upper bound).
+        planned = config
+        if config.quantization == "int4" and any(n % 128 for n in (config.hidden_size, config.intermediate_size,
+                                                                  config.num_heads * config.head_dim)):
+            planned = config.replace(quantization=None, quantized_lm_head=False)
+        preflight.check_fits(planned, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
     else:
         config = load_config(source.path, trust_pickle)  # headers only: refuse before reading weights
         preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
@@ -167,7 +181,7 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
 
         load_quantized_into(model, config.quantization, tensors, torch_dtype, device, source.spec,
                             config.quantized_lm_head, **layout)
-    return LoadedModel(model.eval(), config, tokenizer, source)
+    return LoadedModel(model.eval(), config, tokenizer, source, tokenizer_error)
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None = None,
@@ -188,6 +202,7 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
     elif source.kind is SourceKind.GGUF:
         checkpoint = gguf.read_gguf(source.path)
         config, state_dict, tokenizer = checkpoint.config, dict(checkpoint.tensors), checkpoint.tokenizer
+        torch_dtype = torch_dtype or DTYPES[config.torch_dtype]  # as config.json will say (the file's matrices)
     else:
         config = hf_config(source.path)
         if isinstance(config, ModelConfig) and hf.safetensors_only(source.path):  # headers, before any weight

@@ -108,8 +108,13 @@ def load_adapter_weights(model: nn.Module, stored: dict, where: str | Path) -> N
 def merge_adapter_into(loaded, directory: str | Path):
     """A loaded model (checkpoint.load.LoadedModel) with the adapter in `directory` folded into its
     weights: what `serve`, `generate` and `convert --merge-lora` run, one plain model."""
+    from nemotron.errors import CheckpointError
     from nemotron.model.lora import merge_lora
 
+    if loaded.config.quantization is not None:  # e.g. a Q4_0 GGUF, whose layers stay 4-bit
+        raise CheckpointError(f"{loaded.source.spec} holds {loaded.config.quantization} layers; a LoRA adapter merges "
+                              "into float weights: load an unquantized checkpoint (or a GGUF of another type, which "
+                              "is dequantized), merge, then quantize")
     loaded.model = merge_lora(load_adapter(loaded.model, directory)).eval()
     loaded.config = loaded.model.config
     return loaded

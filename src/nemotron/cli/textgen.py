@@ -73,8 +73,7 @@ def _checked(loaded: LoadedModel, args: argparse.Namespace) -> LoadedModel:
         from nemotron.checkpoint.peft import merge_adapter_into
 
         merge_adapter_into(loaded, args.lora)
-    if loaded.tokenizer is None:
-        raise NemotronError(f"{loaded.source.spec} comes without a tokenizer; pass --tokenizer FILE")
+    loaded.require_tokenizer("--tokenizer FILE")
     if not isinstance(loaded.model, CAUSAL_LMS):
         raise NemotronError(f"{loaded.source.spec} is a reward model; it scores text, it does not generate")
     if loaded.tokenizer.vocab_size > loaded.config.vocab_size:

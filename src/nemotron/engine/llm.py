@@ -82,8 +82,7 @@ class LLM:
                 merge_adapter_into(model, lora)
             if not isinstance(model.model, CAUSAL_LMS):
                 raise NemotronError(f"{model.source.spec} is a reward model; it scores text, it does not generate")
-            if model.tokenizer is None:
-                raise NemotronError(f"{model.source.spec} comes without a tokenizer; pass tokenizer=FILE")
+            model.require_tokenizer("tokenizer=FILE")
             self.loaded = model
             self.tokenizer = model.tokenizer
             self.engine = LLMEngine(model.model, model.tokenizer, config)

@@ -77,6 +77,9 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.SCHEME}"
 
 
+QUANTIZE_BAND_ELEMENTS = 1 << 24  # weights quantized at a time
+
+
 class Int8Linear(QuantizedLinear):
     """Weight-only int8, symmetric, one scale per output channel: w ≈ weight[n, k] · weight_scale[n]."""
 
@@ -89,9 +92,15 @@ class Int8Linear(QuantizedLinear):
 
     @staticmethod
     def quantize_weight(weight: Tensor) -> dict[str, Tensor]:
-        w = weight.float()
-        scale = (w.abs().amax(dim=1) / 127).clamp_min(_FP16_TINY)  # (N,)
-        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        # A band of rows at a time: the float temporaries of a 256k-vocabulary head at once are several GB.
+        n, k = weight.shape
+        q = torch.empty((n, k), dtype=torch.int8, device=weight.device)
+        scale = torch.empty(n, dtype=torch.float32, device=weight.device)
+        step = max(1, QUANTIZE_BAND_ELEMENTS // max(1, k))
+        for start in range(0, n, step):
+            w = weight[start:start + step].float()
+            scale[start:start + step] = band_scale = (w.abs().amax(dim=1) / 127).clamp_min(_FP16_TINY)  # (rows,)
+            q[start:start + step] = torch.round(w / band_scale[:, None]).clamp(-127, 127).to(torch.int8)
         return {"weight": q, "weight_scale": scale}
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:

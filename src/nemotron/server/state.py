@@ -43,8 +43,7 @@ class ServedModel:
 
     @classmethod
     def build(cls, loaded: LoadedModel, config: ServerConfig) -> ServedModel:
-        if loaded.tokenizer is None:
-            raise NemotronError(f"{loaded.source.spec} comes without a tokenizer; pass --tokenizer FILE")
+        loaded.require_tokenizer("--tokenizer FILE")
         if loaded.tokenizer.vocab_size > loaded.config.vocab_size:
             raise NemotronError(f"the tokenizer has {loaded.tokenizer.vocab_size} pieces but the model only "
                                 f"{loaded.config.vocab_size} embeddings")

@@ -80,12 +80,19 @@ class Tokenizer:
         fine-tune's added tokens: transformers reads the .json, and the model's embeddings count them)."""
         directory = Path(directory)
         model, spec = directory / "tokenizer.model", directory / "tokenizer.json"
-        if model.is_file() and spec.is_file():
-            sentencepiece_tok, json_tok = cls.from_file(model), cls.from_file(spec)
-            return json_tok if json_tok.vocab_size > sentencepiece_tok.vocab_size else sentencepiece_tok
-        for path in (model, spec):
-            if path.is_file():
-                return cls.from_file(path)
+        if model.is_file():
+            tok = cls.from_file(model)
+            if spec.is_file():
+                json_tok = cls.from_file(spec)
+                if json_tok.vocab_size > tok.vocab_size:
+                    return json_tok
+            try:  # a chat template beside it travels along (a GGUF export carries it); markers stay the model's
+                tok._config = _huggingface_config(directory)
+            except TokenizerError:
+                pass
+            return tok
+        if spec.is_file():
+            return cls.from_file(spec)
         raise TokenizerError(f"{directory} holds neither tokenizer.model nor tokenizer.json")
 
     @classmethod
@@ -176,6 +183,16 @@ class Tokenizer:
     def tokenizer_json(self) -> bytes | None:
         """The tokenizer.json text, if this tokenizer is one."""
         return self._raw if self._hf is not None else None
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template of its tokenizer_config.json, if any (ours renders the Nemotron-4
+        format whatever it says; a GGUF export carries it for llama.cpp)."""
+        template = self._config.get("chat_template")
+        if isinstance(template, list):  # transformers' named templates
+            template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                            None)
+        return template if isinstance(template, str) else None
 
     @property
     def adds_dummy_prefix(self) -> bool:
@@ -290,6 +307,8 @@ class Tokenizer:
             config_path.write_text(json.dumps({**self._config, **config,
                                                "clean_up_tokenization_spaces": self._rules.cleanup},
                                               indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        elif self._config and not config_path.exists():  # a SentencePiece model's config (chat template) as read
+            config_path.write_text(json.dumps(self._config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
     def __repr__(self) -> str:
