@@ -261,3 +261,19 @@ def test_max_model_len_limits_the_served_context(tiny_model_dir):
         assert ok.usage.completion_tokens == 8
     finally:
         server.stop()
+
+
+def test_models_retrieve_the_served_model(lm_server):
+    oai = client(lm_server)
+    assert oai.models.retrieve("tiny").id == "tiny"
+    with pytest.raises(openai.NotFoundError, match="The model 'gpt-4' does not exist"):
+        oai.models.retrieve("gpt-4")
+
+
+def test_a_prompt_that_fills_the_context_can_be_scored(lm_server, tokenizer):
+    """prompt + max_tokens must fit the context: 256 + 0 does (lm-eval's loglikelihood of a full window)."""
+    ids = [tokenizer.encode("the cat")[-1]] * 255 + [5]
+    scored = client(lm_server).completions.create(model="x", prompt=ids, max_tokens=0, echo=True, logprobs=0)
+    assert len(scored.choices[0].logprobs.token_logprobs) == 256 and scored.usage.prompt_tokens == 256
+    with pytest.raises(openai.BadRequestError, match="256 tokens and max_tokens asks for 1 more"):
+        client(lm_server).completions.create(model="x", prompt=ids, max_tokens=1)

@@ -233,7 +233,8 @@ class LLMEngine:
         if odd is not None:  # a float (an id array of the wrong dtype) would fail deep in the tokenizer or torch
             raise RequestError(f"prompt token ids must be integers, got {odd!r}")
         prompt_ids = [int(t) for t in prompt_ids]  # numpy / torch integers as plain ints
-        if len(prompt_ids) >= self.context_len:
+        scoring = params.max_tokens == 0  # a prompt that fills the context may still be scored (echo, logprobs)
+        if len(prompt_ids) > self.context_len or (len(prompt_ids) == self.context_len and not scoring):
             raise RequestError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.context_len}")
         if max(prompt_ids) >= vocab or min(prompt_ids) < 0:
             raise RequestError(f"prompt token ids must be in [0, {vocab})")

@@ -52,6 +52,7 @@ def create_app(model: ModelSource, config: ServerConfig = ServerConfig(), *,
     routes = [
         Route("/generate", nemo_api.generate, methods=["PUT"]),
         Route("/v1/models", openai_api.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", openai_api.model, methods=["GET"]),
         Route("/v1/completions", openai_api.completions, methods=["POST"]),
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
         Route("/health", health.health, methods=["GET"]),

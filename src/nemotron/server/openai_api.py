@@ -27,7 +27,7 @@ from nemotron.engine.llm_engine import EngineRequest, RequestError, StepOutput
 from nemotron.engine.sampling import SamplingParams, SamplingParamsError, derive_seed
 from nemotron.server import reward_api
 from nemotron.server.completion import Choice, check_context, finite
-from nemotron.server.errors import bad_request
+from nemotron.server.errors import APIError, bad_request
 from nemotron.server.plumbing import ClientGone, client_closed, parse_body, sse_response, until_done_or_gone
 from nemotron.server.openai_format import (CompletionLogprobs, Envelope, add_generated, chat_logprob_content,
                                            top_dict, usage)
@@ -38,13 +38,27 @@ from nemotron.tokenizer import CHAT_STOP_STRINGS, ChatFormatError, render_chat
 Plan = list[EngineRequest]  # every choice, checked by the engine
 
 
-async def models(request: Request) -> Response:
-    state: ServerState = request.app.state.server
+def _model_entry(state: ServerState) -> dict:
     entry = {"id": state.config.model_name, "object": "model", "owned_by": "nemotron",
              "created": state.model.created if state.model else 0}
     if state.model is not None:
         entry["max_model_len"] = state.model.context_len
-    return JSONResponse({"object": "list", "data": [entry]})
+    return entry
+
+
+async def models(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    return JSONResponse({"object": "list", "data": [_model_entry(state)]})
+
+
+async def model(request: Request) -> Response:
+    """GET /v1/models/{model}: the served model (OpenAI's models.retrieve), or a 404 naming it."""
+    state: ServerState = request.app.state.server
+    name = request.path_params["model"]
+    if name != state.config.model_name:
+        raise APIError(404, f"The model '{name}' does not exist; this server serves '{state.config.model_name}'",
+                       param="model", code="model_not_found")
+    return JSONResponse(_model_entry(state))
 
 
 # ---- request fields both endpoints share ------------------------------------------------------------

@@ -194,7 +194,8 @@ def _ref(name: str) -> dict:
 def document() -> dict:
     requests = [(GenerateBody, "validation"), (CompletionBody, "validation"), (ChatBody, "validation")]
     responses = [(m, "serialization") for m in (ErrorResponse, GenerateResponse, CompletionResponse, CompletionChunk,
-                                                 ChatCompletionResponse, ChatCompletionChunk, ModelList, Health)]
+                                                 ChatCompletionResponse, ChatCompletionChunk, ModelList, ModelCard,
+                                                 Health)]
     _, schemas = models_json_schema(requests + responses, ref_template="#/components/schemas/{model}")
     paths = {
         "/generate": {"put": _operation("NeMo text generation (the Nemotron-4 model cards' client)",
@@ -205,6 +206,10 @@ def document() -> dict:
             "OpenAI chat completions in the Nemotron chat format; on a reward model, the five scores",
             "ChatBody", "ChatCompletionResponse", stream="ChatCompletionChunk")},
         "/v1/models": {"get": _operation("The served model", None, "ModelList")},
+        "/v1/models/{model}": {"get": {**_operation("The served model by its name (404 for any other)", None,
+                                                    "ModelCard"),
+                                       "parameters": [{"name": "model", "in": "path", "required": True,
+                                                       "schema": {"type": "string"}}]}},
         "/health": {"get": {"summary": "Ready (200) once the model is loaded; 503 while loading or draining",
                             "responses": {status: {"description": status, "content": {
                                 "application/json": {"schema": _ref("Health")}}} for status in ("200", "503")}}},
