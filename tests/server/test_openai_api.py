@@ -277,3 +277,29 @@ def test_a_prompt_that_fills_the_context_can_be_scored(lm_server, tokenizer):
     assert len(scored.choices[0].logprobs.token_logprobs) == 256 and scored.usage.prompt_tokens == 256
     with pytest.raises(openai.BadRequestError, match="256 tokens and max_tokens asks for 1 more"):
         client(lm_server).completions.create(model="x", prompt=ids, max_tokens=1)
+
+
+def test_echo_keeps_the_markers_the_prompt_spelled(lm_server, tokenizer):
+    """decode drops BOS/EOS/PAD (NeMo's way); an echo is the prompt as sent, "</s>" included."""
+    prompt = "The cat</s>The dog"
+    assert tokenizer.eos_id in tokenizer.encode(prompt)
+    oai = client(lm_server)
+    echoed = oai.completions.create(model="x", prompt=prompt, max_tokens=3, temperature=0, echo=True, logprobs=1)
+    plain = oai.completions.create(model="x", prompt=prompt, max_tokens=3, temperature=0)
+    choice = echoed.choices[0]
+    assert choice.text == prompt + plain.choices[0].text
+    assert "".join(choice.logprobs.tokens) == choice.text
+    assert choice.logprobs.text_offset == [sum(len(t) for t in choice.logprobs.tokens[:k])
+                                           for k in range(len(choice.logprobs.tokens))]
+
+
+def test_each_token_is_a_key_of_its_own_top_logprobs(lm_server, tokenizer):
+    """lm-eval's is_greedy looks tokens[i] up in top_logprobs[i]; a byte piece's text ("" or the
+    character it completes) is its key there, not "<0xC3>"."""
+    prompt = "Paris café 🙂 ok"
+    assert any(tokenizer.id_to_piece(i).startswith("<0x") for i in tokenizer.encode(prompt))  # byte pieces
+    choice = client(lm_server).completions.create(model="x", prompt=prompt, max_tokens=6, temperature=0, echo=True,
+                                                  logprobs=2).choices[0]
+    lp = choice.logprobs
+    for token, chosen, top in zip(lp.tokens[1:], lp.token_logprobs[1:], lp.top_logprobs[1:]):
+        assert top[token] == chosen, (token, top)

@@ -249,8 +249,27 @@ class _Echo:
 
 
 def _echo(served: ServedModel, ids: list[int]) -> _Echo:
-    text, offsets = served.tokenizer.decode(ids), served.tokenizer.offsets(ids)
-    return _Echo(ids, text, [text[a:b] for a, b in zip(offsets, [*offsets[1:], len(text)])], offsets)
+    """The prompt as echoed: its text with the sequence markers spelled out (`decode` drops BOS, EOS and
+    PAD, as NeMo's server does, which would lose a "</s>" the client wrote), each token's text and offset.
+    The runs between markers decode on their own, as the encoder split the text there."""
+    tok = served.tokenizer
+    markers = {i for i in (tok.bos_id, tok.eos_id, tok.pad_id) if i is not None}
+    text, token_texts, offsets = "", [], []
+    start = 0
+    for end in [k for k, i in enumerate(ids) if i in markers] + [len(ids)]:
+        run = ids[start:end]
+        if run:
+            run_text, run_offsets = tok.decode(run), tok.offsets(run)
+            token_texts += [run_text[a:b] for a, b in zip(run_offsets, [*run_offsets[1:], len(run_text)])]
+            offsets += [len(text) + o for o in run_offsets]
+            text += run_text
+        if end < len(ids):
+            marker = tok.id_to_piece(ids[end])
+            token_texts.append(marker)
+            offsets.append(len(text))
+            text += marker
+        start = end + 1
+    return _Echo(ids, text, token_texts, offsets)
 
 
 class _CompletionChoice:
@@ -279,7 +298,8 @@ class _CompletionChoice:
     def _add_echo(self, logprobs: CompletionLogprobs, out: StepOutput) -> None:
         scored = (out.prompt_logprobs or [None])[1:]  # the engine's, on the first output
         chosen = [None] + [finite(t.logprob) for t in scored]
-        tops = [None] + [top_dict(self.tokenizer, t.top, (t.id, t.logprob)) for t in scored]
+        tops = [None] + [top_dict(self.tokenizer, t.top, (t.id, t.logprob), text)
+                         for t, text in zip(scored, self.echo.token_texts[1:])]
         for k, token in enumerate(self.echo.token_texts):
             logprobs.add(token, chosen[k], tops[k], self.echo.offsets[k])
 

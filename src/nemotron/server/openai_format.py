@@ -58,12 +58,16 @@ class CompletionLogprobs:
                 "text_offset": self.text_offset}
 
 
-def top_dict(tokenizer: Tokenizer, top: Iterable[tuple[int, float]], chosen: tuple[int, float] | None) -> dict:
+def top_dict(tokenizer: Tokenizer, top: Iterable[tuple[int, float]], chosen: tuple[int, float] | None,
+             chosen_text: str | None = None) -> dict:
     """{token text: log-probability} of the alternatives plus the chosen token (as OpenAI: up to
-    logprobs + 1 entries); where two tokens share a text the likelier one wins."""
+    logprobs + 1 entries); where two tokens share a text the likelier one wins. The chosen token is
+    keyed by `chosen_text`, its text in `tokens` (clients look it up there: lm-eval's is_greedy), which
+    differs from its piece for a byte piece ("" or "é" where the piece is <0xC3>)."""
     result: dict[str, float] = {}
     for token_id, logprob in [*top, *([chosen] if chosen else [])]:
-        key = token_text(tokenizer, token_id)
+        key = chosen_text if chosen and chosen_text is not None and token_id == chosen[0] else \
+            token_text(tokenizer, token_id)
         result[key] = max(result.get(key, -float("inf")), finite(logprob))
     return result
 
@@ -72,7 +76,7 @@ def add_generated(logprobs: CompletionLogprobs, tokenizer: Tokenizer, tokens: li
                   offset: int, with_top: bool) -> int:
     """Append generated tokens starting at character `offset`; returns the offset after them."""
     for token in tokens:
-        top = top_dict(tokenizer, token.top, (token.id, token.logprob)) if with_top else None
+        top = top_dict(tokenizer, token.top, (token.id, token.logprob), token.text) if with_top else None
         logprobs.add(token.text, finite(token.logprob), top, offset)
         offset += len(token.text)
     return offset
@@ -81,9 +85,9 @@ def add_generated(logprobs: CompletionLogprobs, tokenizer: Tokenizer, tokens: li
 # ---- chat logprobs: a list of token objects -----------------------------------------------------
 def chat_logprob_content(tokenizer: Tokenizer, tokens: list[Token]) -> list[dict]:
     return [{"token": t.text, "logprob": finite(t.logprob), "bytes": list(t.text.encode()),
-             "top_logprobs": [_chat_alternative(tokenizer, i, lp) for i, lp in t.top]} for t in tokens]
+             "top_logprobs": [_chat_alternative(tokenizer, i, lp, t) for i, lp in t.top]} for t in tokens]
 
 
-def _chat_alternative(tokenizer: Tokenizer, token_id: int, logprob: float) -> dict:
-    text = token_text(tokenizer, token_id)
+def _chat_alternative(tokenizer: Tokenizer, token_id: int, logprob: float, chosen: Token) -> dict:
+    text = chosen.text if token_id == chosen.id else token_text(tokenizer, token_id)  # as the entry's "token"
     return {"token": text, "logprob": finite(logprob), "bytes": list(text.encode())}
