@@ -84,3 +84,11 @@ def test_streamed_scores_and_generation_refused(reward_server):
     assert requests.put(f"{reward_server.url}/generate", json={"sentences": ["hi"]}).status_code == 400
     with pytest.raises(openai.BadRequestError, match="reward model"):
         client(reward_server).completions.create(model="r", prompt="hi")
+
+
+def test_usage_is_streamed_when_asked_and_n_is_one(reward_server):
+    chunks = list(client(reward_server).chat.completions.create(messages=CONVERSATION, model="r", stream=True,
+                                                               stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens > 0 and chunks[-1].usage.completion_tokens == 0
+    with pytest.raises(openai.BadRequestError, match="n must be 1, got 3"):
+        client(reward_server).chat.completions.create(messages=CONVERSATION, model="r", n=3)

@@ -43,6 +43,8 @@ def _prepare(served: ServedModel, body: ChatBody) -> list[int]:
 
 
 async def score_chat(request: Request, state: ServerState, served: ServedModel, body: ChatBody) -> Response:
+    if (body.n or 1) != 1:  # the scores are one deterministic answer; n copies of it would only mislead
+        raise bad_request(f"a reward model answers one choice (its scores); n must be 1, got {body.n}", "n")
     ids = await state.run_cpu(_prepare, served, body)
     try:
         scores = await until_done_or_gone(request, served.reward.score(ids), state.config.request_timeout_s)
@@ -64,5 +66,7 @@ async def score_chat(request: Request, state: ServerState, served: ServedModel, 
                                                ({}, None, "stop")):
             yield envelope.wrap([{"index": 0, "delta": delta, "logprobs": choice_logprobs, "finish_reason": reason}],
                                 chunk=True)
+        if body.stream_options and body.stream_options.include_usage:
+            yield envelope.wrap([], usage(len(ids), 0), chunk=True)
 
     return sse_response(state, chunks(), state.config.request_timeout_s)
