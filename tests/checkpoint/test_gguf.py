@@ -466,6 +466,8 @@ def test_a_vocabulary_we_cannot_read_gives_way_to_a_tokenizer_given(tiny_model_d
         loaded.require_tokenizer("--tokenizer FILE")
     assert main(["generate", str(tmp_path / "bare.gguf"), "--tokenizer", str(bpe / "tokenizer.json"), "hello",
                  "-n", "2", "--greedy"]) == 0
+    with pytest.raises(CheckpointError, match="pre-tokenizer 'qwen2' is not supported"):  # not converted without it
+        convert(tmp_path / "bare.gguf", tmp_path / "hf")
 
 
 def test_gguf_to_hf_config_says_the_dtype_it_stores(tiny_model_dir, tmp_path):

@@ -150,7 +150,16 @@ def test_include_stop_str_in_output_and_tiny_temperatures(llm):
     assert SamplingParams(stop_token_ids=None).stop_token_ids == []
 
 
-@pytest.mark.parametrize("ids", [[445.5, 20], [445.0, 20.0], [True, 20], ["7", 20]])
+def test_integer_arrays_are_token_ids(llm):
+    import numpy as np
+
+    expected = llm.generate([{"prompt_token_ids": [5, 20, 30]}], SamplingParams(max_tokens=3, temperature=0))
+    for ids in (torch.tensor([5, 20, 30]), np.array([5, 20, 30], dtype=np.int64)):
+        got = llm.generate([{"prompt_token_ids": ids}], SamplingParams(max_tokens=3, temperature=0))
+        assert got[0].outputs[0].token_ids == expected[0].outputs[0].token_ids
+
+
+@pytest.mark.parametrize("ids", [[445.5, 20], [445.0, 20.0], [True, 20], ["7", 20], torch.tensor([5.0, 20.0])])
 def test_token_ids_that_are_not_integers_are_refused_up_front(llm, ids):
     """A float id array (numpy, torch) failed deep in the tokenizer or the embedding, after the request
     was queued: LLM was left with a stale request, AsyncLLM's engine thread died."""
@@ -170,6 +179,9 @@ def test_chat_uses_the_chat_format_and_stops_at_the_turn(scripted_model_dir):  #
     assert reply.prompt_token_ids == llm.tokenizer.encode(render_chat(messages))
     batch = llm.chat([messages, messages], SamplingParams(temperature=0, max_tokens=20))
     assert [r.outputs[0].text for r in batch] == ["Hi.", "Hi."]
+    # include_stop_str_in_output covers the caller's stop strings, never the chat format's turn marker
+    [kept] = llm.chat(messages, SamplingParams(temperature=0, max_tokens=20, include_stop_str_in_output=True))
+    assert kept.outputs[0].text == "Hi."
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -11,6 +11,7 @@ import torch
 
 from nemotron.checkpoint.load import load_model
 from nemotron.tokenizer import Tokenizer, render_chat
+from tests.tokenizer.test_tokenizer import tokenizer_files  # noqa: F401 (a fixture)
 
 
 def client(server) -> openai.OpenAI:
@@ -303,3 +304,18 @@ def test_each_token_is_a_key_of_its_own_top_logprobs(lm_server, tokenizer):
     lp = choice.logprobs
     for token, chosen, top in zip(lp.tokens[1:], lp.token_logprobs[1:], lp.top_logprobs[1:]):
         assert top[token] == chosen, (token, top)
+
+
+def test_echo_of_a_llama_style_tokenizer_json_keeps_the_space_after_a_marker(tokenizer_files):  # noqa: F811
+    """Decoded alone, the run after a marker lost its first space (the decoder strips a leading one)."""
+    from types import SimpleNamespace
+    from transformers import PreTrainedTokenizerFast
+
+    from nemotron.server.openai_api import _echo
+
+    tok = Tokenizer.from_file(tokenizer_files["hf"])
+    prompt = "The cat</s> The dog"
+    ids = tok.encode(prompt)
+    echo = _echo(SimpleNamespace(tokenizer=tok), ids)
+    assert echo.text == PreTrainedTokenizerFast(tokenizer_file=tokenizer_files["hf"]).decode(ids) == prompt
+    assert "".join(echo.token_texts) == echo.text and echo.offsets[-1] + len(echo.token_texts[-1]) == len(prompt)

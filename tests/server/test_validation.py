@@ -115,3 +115,17 @@ def test_a_malformed_message_content_is_named_where_it_is_wrong(lm_server, conte
     response = requests.post(f"{lm_server.url}/v1/chat/completions",
                              json={"messages": [{"role": "user", "content": content}]}, timeout=30)
     assert response.status_code == 400 and response.json()["error"]["message"] == message
+
+
+def test_vllm_extras_at_what_this_server_does_are_accepted(lm_server):
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    url = f"{lm_server.url}/v1/chat/completions"
+    for extra in ({"skip_special_tokens": False}, {"add_generation_prompt": True},
+                  {"stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": False}}):
+        assert requests.post(url, json={**chat, **extra}, timeout=60).status_code == 200, extra
+    for extra, message in (({"skip_special_tokens": True}, "skip_special_tokens is not supported"),
+                           ({"add_generation_prompt": False}, "add_generation_prompt false is not supported"),
+                           ({"stream": True, "stream_options": {"continuous_usage_stats": True}},
+                            "stream_options.continuous_usage_stats is not supported")):
+        response = requests.post(url, json={**chat, **extra}, timeout=30)
+        assert response.status_code == 400 and response.json()["error"]["message"].startswith(message), response.text

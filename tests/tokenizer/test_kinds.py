@@ -267,6 +267,20 @@ def test_cleanup_streams_like_transformers_decodes(tmp_path, kind):
         assert offsets == sorted(offsets) and all(o <= len(expected) for o in offsets), (ids, offsets)
 
 
+def test_cleanup_streams_each_word_with_its_token(tmp_path):
+    """The clean-up holds back only text a later token could still rewrite: a word ending in a letter
+    goes out with its own token (not one character late, which also found stop strings a token late)."""
+    _quote_heavy("word_piece").save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"clean_up_tokenization_spaces": True}))
+    tok = Tokenizer.from_dir(tmp_path)
+    ids = tok.encode("the quick brown fox jumps over the lazy dog")
+    pieces = _stream(tok, ids)
+    for k in range(len(ids)):
+        upto = tok.decode(ids[:k + 1])
+        if upto[-1] not in "nvr":
+            assert "".join(pieces[:k + 1]) == upto, (k, pieces)
+
+
 def test_library_byte_fallback_holds_a_run_of_byte_pieces(tmp_path):
     """A decoder the library runs (a Replace by regex) with a ByteFallback step judges a run of byte
     pieces as a whole: a 3-byte character followed by an invalid byte is four U+FFFD. The stream must

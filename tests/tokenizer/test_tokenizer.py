@@ -313,3 +313,17 @@ def test_a_sentencepiece_directory_keeps_its_chat_template(tmp_path, tokenizer_f
     assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["chat_template"] == "{{ x }}"
     (tmp_path / "source" / "tokenizer_config.json").write_text("[not an object")
     assert Tokenizer.from_dir(tmp_path / "source").chat_template is None  # a broken config is no reason to fail
+
+
+def test_from_dir_falls_back_to_the_model_when_the_json_cannot_serve(tmp_path, tokenizer_files):
+    """A .json that does not read, or whose added tokens the model has no embeddings for (a fine-tune
+    that added [PAD] without resizing), leaves the .model in charge."""
+    Tokenizer.from_file(tokenizer_files["user"]).save(tmp_path)
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"version": "9.0", "model": {}}))
+    assert Tokenizer.from_dir(tmp_path)._sp is not None
+    bigger = _llama_style_json(tokenizer_files["user"])
+    bigger.add_special_tokens([tokenizers.AddedToken("[PAD]", special=True, normalized=False)])
+    bigger.save(str(tmp_path / "tokenizer.json"))
+    size = Tokenizer.from_file(tokenizer_files["user"]).vocab_size
+    assert Tokenizer.from_dir(tmp_path, max_vocab=size)._sp is not None
+    assert Tokenizer.from_dir(tmp_path, max_vocab=size + 1)._hf is not None

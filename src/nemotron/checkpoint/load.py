@@ -146,7 +146,7 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         if isinstance(config, NemotronHConfig):
             return _load_nemotron_h(config, source, torch_dtype, device, trust_pickle)
         tensors = hf.iter_tensors(source.path, trust_pickle)
-        tokenizer = _optional_tokenizer(source.path)
+        tokenizer = _optional_tokenizer(source.path, config.vocab_size)
     elif source.kind is SourceKind.GGUF:
         checkpoint = gguf.read_gguf(source.path, keep_q4_0=True, dtype=torch_dtype)  # 4-bit layers stay 4-bit
         config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
@@ -201,6 +201,8 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         tokenizer = _nemo_tokenizer(checkpoint, source.spec)
     elif source.kind is SourceKind.GGUF:
         checkpoint = gguf.read_gguf(source.path)
+        if checkpoint.tokenizer is None and checkpoint.tokenizer_error:  # a converted model keeps its tokenizer
+            raise CheckpointError(checkpoint.tokenizer_error)
         config, state_dict, tokenizer = checkpoint.config, dict(checkpoint.tensors), checkpoint.tokenizer
         torch_dtype = torch_dtype or DTYPES[config.torch_dtype]  # as config.json will say (the file's matrices)
     else:
@@ -215,7 +217,7 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
             state_dict = {sanitize_name(name): t for name, t in state_dict.items()}
         else:
             preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
-        tokenizer = _optional_tokenizer(source.path)
+        tokenizer = _optional_tokenizer(source.path, config.vocab_size)
     with hf.writing(dst):
         if to == "gguf":
             if isinstance(config, NemotronHConfig):
@@ -247,7 +249,7 @@ def _load_nemotron_h(config: NemotronHConfig, source: ModelSource, dtype: torch.
         model = nemotron_h.NemotronHForCausalLM(config)
     tensors = ((nemotron_h.sanitize_name(name), t) for name, t in hf.iter_tensors(source.path, trust_pickle))
     hf.load_state_dict_into(model, tensors, dtype or DTYPES[config.torch_dtype], device, source.spec)
-    return LoadedModel(model.eval(), config, _optional_tokenizer(source.path), source)
+    return LoadedModel(model.eval(), config, _optional_tokenizer(source.path, config.vocab_size), source)
 
 
 def _read_nemo(path: Path, trust_pickle: bool, dtype: torch.dtype | None):
@@ -272,7 +274,7 @@ def _check_layers(config: ModelConfig | NemotronHConfig, directory: Path) -> Non
         preflight.check_layers(config, list(hf.tensor_shapes(directory)), str(directory))
 
 
-def _optional_tokenizer(directory: Path) -> Tokenizer | None:
+def _optional_tokenizer(directory: Path, vocab_size: int | None = None) -> Tokenizer | None:
     if (directory / "tokenizer.model").is_file() or (directory / "tokenizer.json").is_file():
-        return Tokenizer.from_dir(directory)
+        return Tokenizer.from_dir(directory, max_vocab=vocab_size)
     return None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import itertools
-import numbers
+import operator
 import time
 from dataclasses import dataclass, field
 
@@ -185,6 +185,20 @@ class _Request:
     outputs: list[StepOutput] = field(default_factory=list)
 
 
+def _integer_ids(ids) -> list[int]:
+    """Token ids as plain ints: Python, numpy and one-element torch integers are; a float (an id array
+    of the wrong dtype, which would fail deep in the tokenizer or torch) or a bool is a RequestError."""
+    out = []
+    for token in ids:
+        try:
+            if isinstance(token, bool):
+                raise TypeError
+            out.append(operator.index(token))
+        except TypeError:
+            raise RequestError(f"prompt token ids must be integers, got {token!r}") from None
+    return out
+
+
 class LLMEngine:
     def __init__(self, model: NemotronForCausalLM | NemotronHForCausalLM, tokenizer: Tokenizer,
                  config: EngineConfig = EngineConfig()) -> None:
@@ -229,10 +243,7 @@ class LLMEngine:
                                "run n of them)")
         if not prompt_ids:
             raise RequestError("the prompt is empty; give at least one token")
-        odd = next((t for t in prompt_ids if isinstance(t, bool) or not isinstance(t, numbers.Integral)), None)
-        if odd is not None:  # a float (an id array of the wrong dtype) would fail deep in the tokenizer or torch
-            raise RequestError(f"prompt token ids must be integers, got {odd!r}")
-        prompt_ids = [int(t) for t in prompt_ids]  # numpy / torch integers as plain ints
+        prompt_ids = _integer_ids(prompt_ids)
         scoring = params.max_tokens == 0  # a prompt that fills the context may still be scored (echo, logprobs)
         if len(prompt_ids) > self.context_len or (len(prompt_ids) == self.context_len and not scoring):
             raise RequestError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.context_len}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from nemotron.engine.sampling import SamplingParams
 from nemotron.engine.stop import StopStringMatcher
-from nemotron.tokenizer import Tokenizer
+from nemotron.tokenizer import CHAT_STOP_STRINGS, Tokenizer
 
 
 @dataclass(slots=True)
@@ -45,10 +45,10 @@ class ShownText:
     """
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], stop_strings: list[str] | tuple[str, ...],
-                 hidden_ids: set[int], include_stop: bool = False) -> None:
+                 hidden_ids: set[int], include_stop: set[str] | frozenset[str] = frozenset()) -> None:
         self._decoder = tokenizer.stream_decoder(prompt_ids)
         self._matcher = StopStringMatcher(stop_strings)
-        self._include_stop = include_stop  # the text ends with the stop string it matched (vLLM's option)
+        self._include_stop = include_stop  # stop strings the text ends with when matched (vLLM's option)
         self._hidden = hidden_ids
         self._decoded = 0  # characters decoded so far
         self._shown = 0  # characters released so far
@@ -87,7 +87,7 @@ class ShownText:
         return shown, self._release(shown, final=True)
 
     def _stop_text(self) -> str:
-        return self.matched if self.matched is not None and self._include_stop else ""
+        return self.matched if self.matched in self._include_stop else ""
 
     def _release(self, shown: str, final: bool) -> list[Token]:
         self._shown += len(shown)
@@ -122,7 +122,10 @@ class OutputTracker:
         self.params = params
         self.max_new_tokens = max_new_tokens  # params' value, clipped to the context left
         self.stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else {tokenizer.eos_id})
-        self._text = ShownText(tokenizer, prompt_ids, params.stop, self.stop_ids, params.include_stop_str_in_output)
+        # include_stop_str_in_output: the caller's stop strings only, not the chat format's turn marker (vLLM's
+        # chat ends at a stop token, never shown)
+        include = {s for s in params.stop if s not in CHAT_STOP_STRINGS} if params.include_stop_str_in_output else set()
+        self._text = ShownText(tokenizer, prompt_ids, params.stop, self.stop_ids, include)
         self.num_generated = 0
 
     def on_token(self, token: Token) -> TokenOutcome:

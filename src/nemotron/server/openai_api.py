@@ -14,6 +14,7 @@ Request bodies are validated once, by their models in schemas.py.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -249,27 +250,16 @@ class _Echo:
 
 
 def _echo(served: ServedModel, ids: list[int]) -> _Echo:
-    """The prompt as echoed: its text with the sequence markers spelled out (`decode` drops BOS, EOS and
-    PAD, as NeMo's server does, which would lose a "</s>" the client wrote), each token's text and offset.
-    The runs between markers decode on their own, as the encoder split the text there."""
+    """The prompt as echoed: its text with the sequence markers spelled out where they stand (`decode`
+    drops BOS, EOS and PAD, as NeMo's server does, which would lose a "</s>" the client wrote), each
+    token's text and offset."""
     tok = served.tokenizer
     markers = {i for i in (tok.bos_id, tok.eos_id, tok.pad_id) if i is not None}
-    text, token_texts, offsets = "", [], []
-    start = 0
-    for end in [k for k, i in enumerate(ids) if i in markers] + [len(ids)]:
-        run = ids[start:end]
-        if run:
-            run_text, run_offsets = tok.decode(run), tok.offsets(run)
-            token_texts += [run_text[a:b] for a, b in zip(run_offsets, [*run_offsets[1:], len(run_text)])]
-            offsets += [len(text) + o for o in run_offsets]
-            text += run_text
-        if end < len(ids):
-            marker = tok.id_to_piece(ids[end])
-            token_texts.append(marker)
-            offsets.append(len(text))
-            text += marker
-        start = end + 1
-    return _Echo(ids, text, token_texts, offsets)
+    decoded, starts = tok.decode(ids), tok.offsets(ids)
+    token_texts = [tok.id_to_piece(i) if i in markers else decoded[a:b]
+                   for i, a, b in zip(ids, starts, [*starts[1:], len(decoded)])]
+    offsets = list(itertools.accumulate([0] + [len(t) for t in token_texts[:-1]])) if ids else []
+    return _Echo(ids, "".join(token_texts), token_texts, offsets)
 
 
 class _CompletionChoice:

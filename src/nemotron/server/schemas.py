@@ -80,6 +80,14 @@ class GenerateBody(Body):
 # ---- OpenAI /v1/completions and /v1/chat/completions ---------------------------------------------
 class StreamOptions(Body):
     include_usage: bool | None = None
+    continuous_usage_stats: bool | None = Field(None, description="vLLM's; not supported: must be false")
+
+    @model_validator(mode="after")
+    def _supported(self) -> StreamOptions:
+        if self.continuous_usage_stats:
+            raise bad_request("stream_options.continuous_usage_stats is not supported by this server (usage comes "
+                              "in the last chunk with include_usage)", "stream_options")
+        return self
 
 
 class ResponseFormat(Body):
@@ -124,10 +132,11 @@ class SamplingBody(Body):
     ignore_eos: bool | None = None
     stop_token_ids: Annotated[list[integer(0, TOKEN_LIMIT)], Field(max_length=MAX_END_STRINGS)] | None = None
     include_stop_str_in_output: bool | None = None
+    skip_special_tokens: bool | None = Field(None, description="vLLM's; special tokens are always shown: must be false")
 
     @model_validator(mode="after")
     def _supported(self) -> SamplingBody:
-        for name in ("logit_bias", "tools", "functions", "use_beam_search", "store"):
+        for name in ("logit_bias", "tools", "functions", "use_beam_search", "store", "skip_special_tokens"):
             if getattr(self, name):
                 raise bad_request(f"{name} is not supported by this server", name)
         if self.stream_options is not None and not self.stream:
@@ -193,9 +202,14 @@ class ChatBody(SamplingBody):
     max_completion_tokens: integer(0, TOKEN_LIMIT) | None = None
     logprobs: bool | None = None
     top_logprobs: integer(0, MAX_TOP_LOGPROBS) | None = None
+    add_generation_prompt: bool | None = Field(None, description="vLLM's; the prompt always ends with the assistant's "
+                                                                 "header: must be true")
 
     @model_validator(mode="after")
     def _chat_only(self) -> ChatBody:
+        if self.add_generation_prompt is False:
+            raise bad_request("add_generation_prompt false is not supported: the reply is always a new assistant turn",
+                              "add_generation_prompt")
         if not self.messages:
             raise bad_request(f"messages must be {EXPECTS['messages']}", "messages")
         if self.top_logprobs and not self.logprobs:

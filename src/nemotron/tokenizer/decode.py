@@ -170,6 +170,8 @@ class CleanedAssembler:
     def push(self, token_id: int) -> str:
         seen = len(self._raw)
         self._raw += self._inner.push(token_id)
+        if self._raw and _safe_end(self._raw):  # the usual case: the token's text goes out with it
+            return self._clean(len(self._raw))
         cut = next((a for a in range(len(self._raw) - 1, max(seen, 1) - 1, -1) if _safe_cut(self._raw, a)), 0)
         return self._clean(cut)
 
@@ -396,6 +398,17 @@ def _cleanup_kept(text: str) -> list[int]:
         out_text.append(text[i:])
         text, kept = "".join(out_text), out_kept + kept[i:]
     return kept
+
+
+def _safe_end(text: str) -> bool:
+    """Can text be cleaned now, whatever follows it? (`text` follows a safe cut: what came before it
+    ends in a letter or digit, or nothing.) Its last character must be a letter or digit that no
+    pattern continues from: "n" starts " n't" only after a space, "v" / "r" continue "'ve" / "'re"
+    only after a quote."""
+    last, before = text[-1], text[-2] if len(text) > 1 else ""
+    if not last.isalnum():
+        return False
+    return not ((last == "n" and before == " ") or (last in "vr" and before == "'"))
 
 
 def _safe_cut(text: str, a: int) -> bool:

@@ -74,17 +74,21 @@ class Tokenizer:
         return cls.from_sentencepiece_bytes(data, source=str(path))
 
     @classmethod
-    def from_dir(cls, directory: str | Path) -> Tokenizer:
+    def from_dir(cls, directory: str | Path, max_vocab: int | None = None) -> Tokenizer:
         """The directory's tokenizer.model (SentencePiece, exactly as NeMo encodes), or its
         tokenizer.json where there is no .model or where the .json has tokens the .model lacks (a
-        fine-tune's added tokens: transformers reads the .json, and the model's embeddings count them)."""
+        fine-tune's added tokens: transformers reads the .json), as long as the model has embeddings
+        for them (`max_vocab`) and the .json reads."""
         directory = Path(directory)
         model, spec = directory / "tokenizer.model", directory / "tokenizer.json"
         if model.is_file():
             tok = cls.from_file(model)
             if spec.is_file():
-                json_tok = cls.from_file(spec)
-                if json_tok.vocab_size > tok.vocab_size:
+                try:
+                    json_tok = cls.from_file(spec)
+                except TokenizerError:
+                    json_tok = tok  # the .model serves
+                if tok.vocab_size < json_tok.vocab_size <= (max_vocab or json_tok.vocab_size):
                     return json_tok
             try:  # a chat template beside it travels along (a GGUF export carries it); markers stay the model's
                 tok._config = _huggingface_config(directory)
