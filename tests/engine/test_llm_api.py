@@ -225,3 +225,17 @@ def test_configuration_errors_are_one_line(tiny_model_dir, llm):
         llm.generate(["a", "b"], [SamplingParams()] * 3)
     with pytest.raises(RequestError, match="n=2: an engine request is one sequence"):
         llm.engine.check_request([5, 6], SamplingParams(n=2))
+
+
+def test_unseeded_sampling_repeats_from_run_to_run_by_default(tiny_model_dir):
+    """vLLM's seed defaults to 0: a script samples the same on every run (each LLM seeds the global
+    generator at construction); seed=None leaves it alone."""
+    def sample(**kwargs):
+        llm = LLM(str(tiny_model_dir), dtype="float32", device="cpu", **kwargs)
+        return llm.generate("The cat", SamplingParams(max_tokens=8, ignore_eos=True))[0].outputs[0].token_ids
+
+    assert sample() == sample()
+    torch.manual_seed(123)
+    first = sample(seed=None)
+    torch.manual_seed(123)
+    assert sample(seed=None) == first

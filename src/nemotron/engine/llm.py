@@ -36,7 +36,8 @@ class LLM:
     max_model_len (serve a shorter context), gpu_memory_utilization (the part of the memory free after
     loading the weights given to the KV cache), max_num_seqs, max_num_batched_tokens, block_size,
     enable_prefix_caching, enforce_eager (no CUDA graphs, no CPU decode traces), seed (of the global random generator,
-    which unseeded requests draw from). Beyond vLLM, as the CLI: device, tokenizer (a tokenizer file
+    which unseeded requests draw from; 0 by default as vLLM's, so that a script samples the same on every run;
+    None leaves the generator as it is). Beyond vLLM, as the CLI: device, tokenizer (a tokenizer file
     instead of the model's), lora (a PEFT adapter merged into the weights), force (skip the
     fits-in-memory check), trust_pickle. A LoadedModel with a parallel config is rank 0's part of a run
     started by nemotron.parallel.launch."""
@@ -47,7 +48,7 @@ class LLM:
                  max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
                  max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                  block_size: int | None = None, enable_prefix_caching: bool | None = None,
-                 enforce_eager: bool = False, seed: int | None = None, lora: str | Path | None = None,
+                 enforce_eager: bool = False, seed: int | None = 0, lora: str | Path | None = None,
                  force: bool = False, trust_pickle: bool = False, trust_remote_code: bool = False) -> None:
         # trust_remote_code: vLLM's, accepted so that its scripts run; this package never runs code from a
         # checkpoint (the architecture is its own), so there is nothing to trust.
