@@ -569,6 +569,7 @@ def test_a_q4_0_file_is_planned_as_it_will_be_held(sp_tokenizer_file, tmp_path, 
         path = convert(directory, tmp_path / f"h{config.hidden_size}.gguf", to="gguf", gguf_type="q4_0")
         assert load_model(path, dtype="float32").config.quantization == "int4"
         assert (planned[-1].quantization, planned[-1].quantized_lm_head) == (quantization, quantization is not None)
+        assert load_config(path).quantization == quantization  # what `nemotron memory` plans with
 
 
 def test_a_lora_on_a_4_bit_gguf_is_refused_in_words(tiny_model_dir, tmp_path):

@@ -78,3 +78,28 @@ def test_the_cli_makes_openmp_threads_wait_passively_unless_told(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert main(["info", "tiny"]) == 0
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["generate", "-n", "2", "--", "-x"], ["-x"]),  # no MODEL before --: Python 3.11's intermixed parsing failed
+    (["generate", "-n", "2", "--", "-n is a flag"], ["-n is a flag"]),
+    (["generate", "-n", "2", "--", "MODEL", "-x"], ["MODEL", "-x"]),
+    (["generate", "MODEL", "-n", "2", "--", "--verbose"], ["MODEL", "--verbose"]),
+])
+def test_everything_after_double_dash_is_positional(argv, expected):
+    args = build_parser().parse_args(argv)
+    assert args.args == expected and args.max_new_tokens == 2
+
+
+def test_a_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "-n", "abc", "hi"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("nemotron generate: error: argument -n/--max-new-tokens: invalid int value")
+
+
+def test_an_unusable_device_is_one_line(capsys):
+    assert main(["generate", "--device", "bogus", "-n", "1", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device 'bogus': ") and err.count("\n") == 1

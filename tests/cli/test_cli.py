@@ -136,3 +136,35 @@ def test_interactive_chat_over_a_real_process(tiny_model_dir):
                           input="hello there\n/reset\nagain\n/exit\n", capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("assistant> ") == 2
+
+
+def test_a_closed_or_full_output_ends_without_a_traceback(tiny_model_dir):
+    command = [sys.executable, "-m", "nemotron", "generate", str(tiny_model_dir), "The dog", "-n", "240",
+               "--seed", "1"]
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.read(5)
+    reader.stdout.close()  # `| head -c 5`
+    assert reader.wait(timeout=120) == 141 and b"Traceback" not in reader.stderr.read()
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command[:-4] + ["-n", "3", "--seed", "1"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().endswith("error: cannot write the output: No space left on device")
+
+
+def test_chat_skips_a_line_that_is_not_utf8(tiny_model_dir):
+    done = subprocess.run([sys.executable, "-m", "nemotron", "chat", str(tiny_model_dir), "-n", "3", "--greedy"],
+                          input=b"hello\ncaf\xe9\nagain\n", capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(b"assistant> ") == 2 and b"that line is not UTF-8" in done.stderr
+
+
+def test_convert_refuses_a_directory_with_a_checkpoint_and_a_dtype_for_a_quantized_one(tiny_model_dir, tmp_path,
+                                                                                     capsys):
+    assert run_cli(capsys, "convert", str(tiny_model_dir), str(tmp_path / "out"))[0] == 0
+    status, _, err = run_cli(capsys, "convert", str(tiny_model_dir), str(tmp_path / "out"), "--dtype", "bfloat16")
+    assert status == 2 and "already holds a checkpoint; choose an empty directory" in err
+    assert run_cli(capsys, "quantize", str(tiny_model_dir), str(tmp_path / "q"), "--scheme", "int8")[0] == 0
+    status, _, err = run_cli(capsys, "convert", str(tmp_path / "q"), str(tmp_path / "q16"), "--dtype", "bfloat16")
+    assert status == 2 and "is quantized (int8): its tensors keep the dtypes they are stored in" in err
+    status, out, _ = run_cli(capsys, "info", str(tmp_path / "q"))
+    assert status == 0 and "WARNING" not in out

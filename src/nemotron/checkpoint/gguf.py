@@ -353,9 +353,14 @@ def _all_decoder_matrices_q4_0(reader) -> bool:
     return bool(matrices) and all(t.tensor_type == g.GGMLQuantizationType.Q4_0 for t in matrices)
 
 
-def read_gguf_config(path: str | Path) -> ModelConfig:
+def read_gguf_config(path: str | Path, keep_q4_0: bool = False) -> ModelConfig:
+    """The file's configuration; with `keep_q4_0`, as `read_gguf` loads it (quantization "int4" when its
+    decoder matrices are all Q4_0)."""
     reader = _open(path)
-    return _config(_Metadata(reader, path), reader, path)
+    config = _config(_Metadata(reader, path), reader, path)
+    if keep_q4_0 and _all_decoder_matrices_q4_0(reader):
+        config = config.replace(quantization="int4", quantized_lm_head=_output_is_quantized(reader))
+    return config
 
 
 def stored_size(path: str | Path) -> tuple[int, str]:

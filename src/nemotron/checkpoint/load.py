@@ -112,11 +112,21 @@ def load_config(spec: str | Path, trust_pickle: bool = False) -> ModelConfig | N
         return hf_config(source.path)
     if source.kind is SourceKind.PRESET:
         return get_preset(source.spec)
-    if source.kind is SourceKind.GGUF:
-        return gguf.read_gguf_config(source.path)
+    if source.kind is SourceKind.GGUF:  # as loaded: Q4_0 layers kept 4-bit, as the memory planner plans them
+        return planned_gguf_config(gguf.read_gguf_config(source.path, keep_q4_0=True))
     from nemotron.checkpoint.nemo import read_nemo_config
 
     return read_nemo_config(source.path, trust_pickle=trust_pickle)
+
+
+def planned_gguf_config(config: ModelConfig) -> ModelConfig:
+    """A GGUF's config as the memory planner sees it: int4 layers with an int8 head where the file's Q4_0
+    layers are kept, else dequantized. The planner's int4 has groups of 128 (a Q4_0 file's 32 add 0.375
+    bits a weight); layers too narrow for them are planned dequantized (an upper bound)."""
+    if config.quantization == "int4" and any(n % 128 for n in (config.hidden_size, config.intermediate_size,
+                                                              config.num_heads * config.head_dim)):
+        return config.replace(quantization=None, quantized_lm_head=False)
+    return config
 
 
 def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu",
@@ -152,14 +162,9 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype | None = None, devi
         config, tensors, tokenizer = checkpoint.config, checkpoint.tensors, checkpoint.tokenizer
         tokenizer_error = checkpoint.tokenizer_error
         layout = checkpoint.quantized_layout or {}
-        # Metadata so far: refuse before reading weights, planned as they will be held (int4 layers
-        # with an int8 head where the file's Q4_0 layers are kept, else dequantized). The planner's int4
-        # has groups of 128; layers too narrow for them are planned dequantized (an upper bound).
-        planned = config
-        if config.quantization == "int4" and any(n % 128 for n in (config.hidden_size, config.intermediate_size,
-                                                                  config.num_heads * config.head_dim)):
-            planned = config.replace(quantization=None, quantized_lm_head=False)
-        preflight.check_fits(planned, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
+        # Metadata so far: refuse before reading weights, planned as they will be held.
+        preflight.check_fits(planned_gguf_config(config), torch_dtype or DTYPES[config.torch_dtype], device,
+                             source.spec, force)
     else:
         config = load_config(source.path, trust_pickle)  # headers only: refuse before reading weights
         preflight.check_fits(config, torch_dtype or DTYPES[config.torch_dtype], device, source.spec, force)
@@ -191,6 +196,10 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
     or, with `to="gguf"`, one GGUF file of type `gguf_type` (f32, f16, q8_0, q4_0)."""
     if to not in ("hf", "gguf"):
         raise ConfigError(f"unknown output format {to!r}; use hf or gguf")
+    if to == "hf" and Path(dst).is_dir() and any(Path(dst).glob(pattern) for pattern in (
+            "config.json", "*.safetensors", "*.safetensors.index.json", "*.bin")):
+        # writing beside another checkpoint's shards would leave a mix that loads the old weights
+        raise CheckpointError(f"{dst} already holds a checkpoint; choose an empty directory")
     source = resolve(src)
     if source.kind is SourceKind.PRESET:
         raise CheckpointError(f"{src!r} is a preset with random weights; there is nothing to convert")
@@ -218,6 +227,9 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
         else:
             preflight.check_hf_shapes(config, {n: tuple(t.shape) for n, t in state_dict.items()}, source.spec)
         tokenizer = _optional_tokenizer(source.path, config.vocab_size)
+    if torch_dtype is not None and getattr(config, "quantization", None) is not None:
+        raise CheckpointError(f"{src} is quantized ({config.quantization}): its tensors keep the dtypes they are "
+                              "stored in; convert it without --dtype")
     with hf.writing(dst):
         if to == "gguf":
             if isinstance(config, NemotronHConfig):

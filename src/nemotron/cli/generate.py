@@ -26,7 +26,9 @@ def add_sampling(parser: argparse.ArgumentParser) -> None:
 
 def register(commands) -> None:
     generate = commands.add_parser("generate", help="complete a prompt, streaming to the terminal")
-    generate.add_argument("args", nargs="+", metavar="[MODEL] PROMPT")
+    generate.add_argument("args", nargs="+", metavar="[MODEL] PROMPT",
+                          help="the prompt, after the model when one is given (a prompt that starts with - "
+                               "goes after --)")
     generate.add_argument("--chat", action="store_true", help="wrap the prompt in the Instruct chat format")
     generate.add_argument("--system", default="", help="system prompt (with --chat)")
     generate.add_argument("--add-bos", action="store_true", help="prepend <s> to the prompt")

@@ -47,7 +47,8 @@ def describe(spec: str, trust_pickle: bool = False) -> dict:
         shapes = hf.tensor_shapes(source.path)
         info["weight_bytes"] = sum(math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(dtype, 2)
                                    for shape, dtype in shapes.values())
-        info["parameters_on_disk"] = sum(math.prod(shape) for shape, _ in shapes.values())
+        if config.quantization is None:  # quantized files hold packed weights and scales: no element count to compare
+            info["parameters_on_disk"] = sum(math.prod(shape) for shape, _ in shapes.values())
     if config.quantization is not None and source.kind is not SourceKind.GGUF:  # `nemotron quantize` output
         head = ", the LM head in int8" if config.quantized_lm_head else ""
         info["stored_dtype"] = f"{config.quantization} decoder layers{head}, the rest {config.torch_dtype}"

@@ -7,6 +7,7 @@ keep their top-level imports light and import heavy machinery inside the command
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -28,17 +29,35 @@ COMMAND_MODULES = [
 
 class Parser(argparse.ArgumentParser):
     """Options may come anywhere among a command's positionals (`generate MODEL --dtype bfloat16 "prompt"`):
-    a parser without subcommands parses intermixed. Subcommand parsers are made of this class too."""
+    a parser without subcommands parses intermixed. Subcommand parsers are made of this class too.
+    Everything after `--` is positional (a prompt that starts with "-"), and a usage error is one line."""
 
     def parse_known_args(self, args=None, namespace=None):
         nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions)
         if nested or getattr(self, "_intermixing", False):  # parse_known_intermixed_args calls us back
             return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
+        literal: dict[str, str] = {}
+        if "--" in args:  # Python 3.11's intermixed parsing loses `--` when no positional comes before it:
+            # the words after it go in as placeholders that cannot look like options, and come back after
+            cut = args.index("--")
+            literal = {f"\0arg{k}\0": word for k, word in enumerate(args[cut + 1:])}
+            args = args[:cut] + list(literal)
         self._intermixing = True
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+        for name, value in vars(namespace).items():
+            if isinstance(value, str) and value in literal:
+                setattr(namespace, name, literal[value])
+            elif isinstance(value, list):
+                setattr(namespace, name, [literal.get(v, v) if isinstance(v, str) else v for v in value])
+        return namespace, [literal.get(e, e) for e in extras]
+
+    def error(self, message: str):
+        """One line (argparse prints the whole usage block first), exit status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -124,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    if vars(args).get("dtype") == "auto":
-        args.dtype = auto_dtype(args.device)
     try:
+        if vars(args).get("dtype") == "auto":
+            args.dtype = auto_dtype(args.device)
         status = args.func(args)  # a command may return its own exit status (`sdg run`: 3, 4)
     except NemotronError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -134,7 +153,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as a killed writer would
+        _silence_stdout()
+        return 141
+    except OSError as err:
+        if err.filename is not None or err.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            raise  # not a full or failing output (files are named in checkpoint errors, which are one line)
+        _silence_stdout()
+        print(f"error: cannot write the output: {err.strerror}", file=sys.stderr)
+        return 2
+    except (RuntimeError, AssertionError) as err:
+        if vars(args).get("device") is None or not _device_problem(err):
+            raise
+        print(f"error: device {args.device!r}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
     return status if isinstance(status, int) else 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit does not fail a second time."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _device_problem(err: BaseException) -> bool:
+    """torch's words for a device it cannot use (--device cuda without CUDA, a misspelt device)."""
+    text = str(err)
+    return any(words in text for words in ("not compiled with CUDA", "Expected one of cpu", "Invalid device",
+                                           "CUDA driver", "no CUDA GPUs", "device string"))
 
 
 if __name__ == "__main__":

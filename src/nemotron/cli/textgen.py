@@ -126,6 +126,16 @@ def _chat(loaded: LoadedModel, stream: Streamer, args: argparse.Namespace) -> No
         except EOFError:
             print(file=sys.stderr)
             return
+        except UnicodeDecodeError as err:  # a strict-UTF-8 terminal, a line of another encoding
+            print(f"error: that line is not UTF-8 ({err.reason} at byte {err.start}); type it again",
+                  file=sys.stderr)
+            continue
+        try:
+            user.encode("utf-8")
+        except UnicodeEncodeError as err:  # stdin's surrogateescape: bytes that are no UTF-8
+            print(f"error: that line is not UTF-8 (a stray byte at character {err.start + 1}); type it again",
+                  file=sys.stderr)
+            continue
         if user.strip() in ("/exit", "/quit"):
             return
         if user.strip() == "/reset":
