@@ -507,15 +507,28 @@ def test_chat_template_end_of_turn_and_newlines_for_llama_cpp(tiny_model_dir, sp
         single = piece.type == PieceType.USER_DEFINED and len(piece.text) == 1
         assert types[k] == (int(PieceType.NORMAL) if single else int(piece.type)), piece
     assert any(p.type == PieceType.USER_DEFINED and len(p.text) == 1 for p in pieces)  # the case is exercised
-    # A chat template of the checkpoint's own goes in instead (and no end-of-turn of ours).
+    # A chat template of the checkpoint's own goes in instead; its turns end at <extra_id_1> only if it says so.
     own = tmp_path / "own"
     own.mkdir()
     for item in tiny_model_dir.iterdir():
         (own / item.name).write_bytes(item.read_bytes())
-    (own / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages[0]['content'] }}"}))
-    fields = gguf.GGUFReader(str(convert(own, tmp_path / "own.gguf", to="gguf"))).fields
-    assert fields["tokenizer.chat_template"].contents() == "{{ messages[0]['content'] }}"
-    assert "tokenizer.ggml.eot_token_id" not in fields
+    for k, (template, turn_end) in enumerate((("{{ messages[0]['content'] }}", False),
+                                               ("{{ m }}<extra_id_1>Assistant\n", True))):
+        (own / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+        fields = gguf.GGUFReader(str(convert(own, tmp_path / f"own{k}.gguf", to="gguf"))).fields
+        assert fields["tokenizer.chat_template"].contents() == template
+        assert ("tokenizer.ggml.eot_token_id" in fields) == turn_end
+    # A vocabulary without the Nemotron markers gets no Nemotron template (it would spell them as text).
+    bpe = tmp_path / "bpe"
+    bpe.mkdir()
+    from tests.tokenizer.test_kinds import train_byte_level_bpe
+
+    train_byte_level_bpe(vocab_size=TINY_CONFIG.vocab_size, specials=("<|endoftext|>",)).save(
+        str(bpe / "tokenizer.json"))
+    for name in ("config.json", "model.safetensors"):
+        (bpe / name).write_bytes((tiny_model_dir / name).read_bytes())
+    fields = gguf.GGUFReader(str(convert(bpe, tmp_path / "bpe.gguf", to="gguf"))).fields
+    assert "tokenizer.chat_template" not in fields and "tokenizer.ggml.eot_token_id" not in fields
 
 
 def test_converting_into_a_directory_names_the_problem_and_leaves_nothing(tiny_model_dir, tmp_path):

@@ -265,11 +265,14 @@ def _write_tokenizer(writer, tokenizer: Tokenizer, vocab_size: int, embed: bool)
         if token_id is not None:
             getattr(writer, f"add_{role}_token_id")(token_id)
     writer.add_add_bos_token(False)  # NeMo's server and ours add no BOS unless asked (add_BOS)
-    # Chat: the tokenizer's own template where its config has one, else the Nemotron-4 format, whose
-    # turns end at <extra_id_1> (llama.cpp stops at an end-of-turn token as at EOS).
-    writer.add_chat_template(tokenizer.chat_template or NEMOTRON_CHAT_TEMPLATE)
+    # Chat: the tokenizer's own template where its config has one, else the Nemotron-4 format where the
+    # vocabulary has its markers; a template whose turns end at <extra_id_1> makes that the end-of-turn
+    # token (llama.cpp stops at it as at EOS).
     turn_end = tokenizer.token_to_id(TURN_MARKER)
-    if turn_end is not None and tokenizer.chat_template is None:
+    template = tokenizer.chat_template or (NEMOTRON_CHAT_TEMPLATE if turn_end is not None else None)
+    if template is not None:
+        writer.add_chat_template(template)
+    if turn_end is not None and template is not None and TURN_MARKER in template:
         writer.add_eot_token_id(turn_end)
 
 
