@@ -196,7 +196,7 @@ def test_offsets_of_a_multibyte_character_point_at_it(pair):
 
 # ---- transformers' clean-up of tokenization spaces, streamed ----------------------------------------
 
-CLEANUP_ALPHABET = list(" '.?!,ntvermsax") + ["  ", "'"]
+CLEANUP_ALPHABET = list(" '.?!,ntvermsax") + ["  ", "'", "🙂", "日", ")"]
 
 
 def test_cleanup_in_parts_is_the_cleanup_of_the_whole():
@@ -204,7 +204,7 @@ def test_cleanup_in_parts_is_the_cleanup_of_the_whole():
     transformers' own clean-up makes of the whole, for any cut it allows."""
     from transformers import PreTrainedTokenizerBase
 
-    from nemotron.tokenizer.decode import _safe_cut, clean_up_tokenization
+    from nemotron.tokenizer.decode import _safe_cut, _safe_end, clean_up_tokenization
 
     def reference(text: str) -> str:  # a method that reads nothing of its instance
         return PreTrainedTokenizerBase.clean_up_tokenization(None, text)
@@ -219,6 +219,12 @@ def test_cleanup_in_parts_is_the_cleanup_of_the_whole():
                 cuts += 1
                 assert reference(text[:a]) + reference(text[a:]) == reference(text), (text, a)
     assert cuts > 20000  # the rule allows cuts often enough to stream
+    for _ in range(20000):  # a cut at the end: whatever follows
+        text = "".join(rng.choice(CLEANUP_ALPHABET) for _ in range(rng.randint(1, 8)))
+        if _safe_end(text):
+            for _ in range(5):
+                more = "".join(rng.choice(CLEANUP_ALPHABET) for _ in range(rng.randint(0, 8)))
+                assert reference("x" + text + more) == reference("x" + text) + reference(more), (text, more)
 
 
 def _quote_heavy(kind: str) -> tokenizers.Tokenizer:

@@ -379,6 +379,9 @@ def clean_up_tokenization(text: str) -> str:
     return "".join(text[k] for k in _cleanup_kept(text))
 
 
+_CLEANUP_CHARS = frozenset("".join(pattern for pattern, _ in _CLEANUPS))  # " .?!,'ntmsvre"
+
+
 def _cleanup_kept(text: str) -> list[int]:
     """Positions in `text` that the clean-up keeps: each pattern's passes of str.replace, left to
     right without overlaps, deleting the pattern's spaces."""
@@ -401,11 +404,13 @@ def _cleanup_kept(text: str) -> list[int]:
 
 
 def _safe_end(text: str) -> bool:
-    """Can text be cleaned now, whatever follows it? (`text` follows a safe cut: what came before it
-    ends in a letter or digit, or nothing.) Its last character must be a letter or digit that no
-    pattern continues from: "n" starts " n't" only after a space, "v" / "r" continue "'ve" / "'re"
-    only after a quote."""
+    """Can text be cleaned now, whatever follows it? (`text` follows a cut, which never leaves a
+    space or a quote just before a pattern character.) Its last character must be one no pattern
+    holds, or a letter or digit no pattern continues from: "n" starts " n't" only after a space,
+    "v" / "r" continue "'ve" / "'re" only after a quote."""
     last, before = text[-1], text[-2] if len(text) > 1 else ""
+    if last not in _CLEANUP_CHARS:  # no pattern holds it: nothing after it can match through it
+        return True
     if not last.isalnum():
         return False
     return not ((last == "n" and before == " ") or (last in "vr" and before == "'"))
@@ -415,8 +420,11 @@ def _safe_cut(text: str, a: int) -> bool:
     """Can the clean-up of text[:a] and of text[a:] be joined into that of the whole (0 < a < len)?
     The clean-up deletes spaces only, so the character before the cut stays and the one after it
     stays or, when it is a deleted space, gives way to one of . ? ! , ' n. No pattern has a letter
-    or digit followed by a letter or digit but in "'ve" and "'re", nor by any of those but in "n't"."""
+    or digit followed by a letter or digit but in "'ve" and "'re", nor by any of those but in "n't";
+    and no match takes in a character that no pattern holds (an emoji, CJK, a digit)."""
     before, after = text[a - 1], text[a]
+    if before not in _CLEANUP_CHARS or after not in _CLEANUP_CHARS:  # a character no pattern holds, never
+        return True  # deleted (only spaces are): no match can take in both sides
     if not before.isalnum():
         return False
     if after.isalnum():
