@@ -295,3 +295,32 @@ def test_a_timed_flush_that_fails_fails_the_run(tmp_path, monkeypatch):
     run(tmp_path / "out")
     run(tmp_path / "clean")
     assert dataset(tmp_path / "out") == dataset(tmp_path / "clean")
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error(tmp_path):
+    from nemotron.sdg.store import OutputError
+
+    (tmp_path / "afile").write_text("hi")
+    with pytest.raises(OutputError, match="cannot make the output folder .*afile/units"):
+        run(tmp_path / "afile")
+
+
+def test_a_seed_file_that_is_not_utf8_is_one_error(tmp_path):
+    from nemotron.sdg.stages.base import StageInputError
+
+    (tmp_path / "seeds.txt").write_bytes(b"\xff\xfe bad\n")
+    cfg = config([{"name": "a", "kind": "seeds", "path": str(tmp_path / "seeds.txt")}], outputs={"sft": ["a"]})
+    with pytest.raises(StageInputError, match="seeds.txt is not UTF-8 text"):
+        run(tmp_path / "out", cfg)
+
+
+def test_max_concurrency_zero_is_refused():
+    import argparse
+
+    from nemotron.cli.sdg import apply_overrides
+    from nemotron.errors import ConfigError
+
+    args = argparse.Namespace(endpoint=None, model=None, reward_endpoint=None, reward_model=None, judge_endpoint=None,
+                              judge_model=None, max_concurrency=0)
+    with pytest.raises(ConfigError, match="--max-concurrency must be >= 1, got 0"):
+        apply_overrides(config(), args)

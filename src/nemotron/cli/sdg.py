@@ -122,6 +122,7 @@ def apply_sets(data: dict, assignments: list[str]) -> dict:
 def apply_overrides(config, args: argparse.Namespace, warn=None):
     """The config with command-line model settings applied; `warn(line)` hears about flags that do
     not reach every stage (stages on other models) or that replace an endpoint the config names."""
+    from nemotron.errors import ConfigError
     from nemotron.sdg.config import ModelSpec
     from nemotron.sdg.stages import STAGE_KINDS
 
@@ -157,7 +158,9 @@ def apply_overrides(config, args: argparse.Namespace, warn=None):
     if args.judge_endpoint or args.judge_model:
         stages = tuple(dataclasses.replace(s, judge_model="judge")
                        if STAGE_KINDS[s.kind].uses_judge and s.judge_model is None else s for s in stages)
-    if args.max_concurrency:
+    if args.max_concurrency is not None:
+        if args.max_concurrency < 1:
+            raise ConfigError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
         models = {k: dataclasses.replace(v, max_concurrency=args.max_concurrency) for k, v in models.items()}
     return dataclasses.replace(config, models=models, stages=stages)
 

@@ -144,9 +144,14 @@ def append_line(path: str | Path, record: dict) -> None:
 
 
 def make_dirs(root: Path, subdirs: Iterable[str]) -> None:
+    """The run's folders, or an OutputError naming the one that cannot be made (a file in the way, a
+    parent that does not exist or cannot hold folders, no permission)."""
     for sub in subdirs:
         with writing(root / sub):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            except (FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError) as err:
+                raise OutputError(f"cannot make the output folder {root / sub}: {err.strerror}") from None
 
 
 def _fsync_dir(directory: Path) -> None:

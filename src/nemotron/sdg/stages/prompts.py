@@ -49,7 +49,11 @@ class Seeds(Stage):
         values: list[object] = list(self.opts["items"])
         if self.opts["path"]:
             path = self._path()
-            for number, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise StageInputError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+            for number, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
                     continue
                 if path.suffix == ".jsonl":
