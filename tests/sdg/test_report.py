@@ -126,3 +126,19 @@ def test_export_before_the_run_finished(tmp_path):
     (tmp_path / "run.json").write_text('{"name": "x", "stages": [], "outputs": {"sft": ["a"]}}')
     with pytest.raises(Exception, match="does not exist yet"):
         export(tmp_path)
+
+
+def test_a_report_on_a_stopped_run_says_what_is_on_disk(run_dir, tmp_path):
+    """A run stopped before its end has stage data but no summary or datasets yet: the report counts
+    what the stages hold and says the run has not finished (it read "not run yet" and "0 records")."""
+    import shutil
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run_dir, stopped)
+    for name in ("summary.json", "sft.jsonl", "dpo.jsonl"):
+        (stopped / name).unlink()
+    text = format_report(stopped)
+    topics = sum(1 for _ in read_jsonl(stopped / "data" / "topics.jsonl"))
+    assert f"(unfinished: {topics} records so far)" in text
+    assert f"{stopped / 'sft.jsonl'}: not written yet" in text
+    assert "status: the run has not finished (stopped, or still running); rerun the same command" in text

@@ -56,8 +56,11 @@ def format_report(out_dir: str | Path) -> str:
     totals: Counter = Counter()
     for stage in run["stages"]:
         s = stages.get(stage["name"])
-        if s is None:
-            lines.append(f"{stage['name']:<22}{stage['kind']:<22}{'(not run yet)':>12}")
+        if s is None:  # no summary of it yet: a run stopped before its end, or one still going
+            data = Path(out_dir) / "data" / f"{stage['name']}.jsonl"
+            note = f"(unfinished: {sum(1 for _ in read_jsonl(data))} records so far)" if data.exists() else \
+                "(not run yet)"
+            lines.append(f"{stage['name']:<22}{stage['kind']:<22}{note:>12}")
             continue
         u = s["usage"]
         totals.update(u)
@@ -97,11 +100,14 @@ def format_report(out_dir: str | Path) -> str:
         lines += ["", "datasets:"]
         for name in outputs:
             path = Path(out_dir) / f"{name}.jsonl"
-            count = sum(1 for _ in read_jsonl(path)) if path.exists() else 0
-            lines.append(f"  {path}: {count} records")
+            lines.append(f"  {path}: {sum(1 for _ in read_jsonl(path))} records" if path.exists() else
+                         f"  {path}: not written yet")
     status = summary.get("status")
     if status:
         lines += ["", f"status: exit {status['exit']}: {status['message']}"]
+    elif not summary:
+        lines += ["", "status: the run has not finished (stopped, or still running); rerun the same command to "
+                      "resume it"]
     return "\n".join(lines)
 
 
