@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -512,7 +513,7 @@ def _bands(tensor) -> Iterator[tuple[slice, torch.Tensor]]:
     g = _gguf()
     shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists the fastest-moving dimension first
     width = shape[-1]
-    data = np.asarray(tensor.data).reshape(-1, tensor.data.size // max(1, int(np.prod(shape[:-1]))))
+    data = np.asarray(tensor.data).reshape(math.prod(shape[:-1]), -1)  # a row of elements or of blocks each
     step = max(1, DEQUANTIZE_ROWS_ELEMENTS // width)
     for start in range(0, data.shape[0], step):
         band = g.quants.dequantize(data[start:start + step], tensor.tensor_type)

@@ -76,6 +76,15 @@ def writing(dst: str | Path):
         raise CheckpointError(f"cannot write {err.filename or dst}: {err.strerror or err}") from None
 
 
+def refuse_a_checkpoint_at(dst: str | Path) -> None:
+    """A checkpoint is written into an empty (or new) directory: beside another one's files, its old
+    shards and index would outlive the new weights and load instead of them."""
+    dst = Path(dst)
+    if dst.is_dir() and any(next(dst.glob(pattern), None) for pattern in (
+            "config.json", "*.safetensors", "*.safetensors.index.json", "*.bin")):
+        raise CheckpointError(f"{dst} already holds a checkpoint; choose an empty directory")
+
+
 @contextmanager
 def open_safetensors(file: Path):
     """safe_open, with a malformed file (empty, truncated, absurd header) reported as a CheckpointError.

@@ -196,10 +196,8 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | torch.dtype | None
     or, with `to="gguf"`, one GGUF file of type `gguf_type` (f32, f16, q8_0, q4_0)."""
     if to not in ("hf", "gguf"):
         raise ConfigError(f"unknown output format {to!r}; use hf or gguf")
-    if to == "hf" and Path(dst).is_dir() and any(Path(dst).glob(pattern) for pattern in (
-            "config.json", "*.safetensors", "*.safetensors.index.json", "*.bin")):
-        # writing beside another checkpoint's shards would leave a mix that loads the old weights
-        raise CheckpointError(f"{dst} already holds a checkpoint; choose an empty directory")
+    if to == "hf":
+        hf.refuse_a_checkpoint_at(dst)
     source = resolve(src)
     if source.kind is SourceKind.PRESET:
         raise CheckpointError(f"{src!r} is a preset with random weights; there is nothing to convert")

@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     try:
+        if vars(args).get("device") is not None:
+            checked_device(args.device)
         if vars(args).get("dtype") == "auto":
             args.dtype = auto_dtype(args.device)
         status = args.func(args)  # a command may return its own exit status (`sdg run`: 3, 4)
@@ -162,11 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         print(f"error: cannot write the output: {err.strerror}", file=sys.stderr)
         return 2
-    except (RuntimeError, AssertionError) as err:
-        if vars(args).get("device") is None or not _device_problem(err):
-            raise
-        print(f"error: device {args.device!r}: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
     return status if isinstance(status, int) else 0
 
 
@@ -178,11 +175,20 @@ def _silence_stdout() -> None:
         pass
 
 
-def _device_problem(err: BaseException) -> bool:
-    """torch's words for a device it cannot use (--device cuda without CUDA, a misspelt device)."""
-    text = str(err)
-    return any(words in text for words in ("not compiled with CUDA", "Expected one of cpu", "Invalid device",
-                                           "CUDA driver", "no CUDA GPUs", "device string"))
+def checked_device(name: str) -> None:
+    """--device, checked before anything loads: a name torch knows, and a CUDA GPU that is there."""
+    import torch
+
+    from nemotron.errors import ConfigError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device {name!r}: {str(err).splitlines()[0]}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: this torch sees no CUDA GPU (a CPU build, or no driver)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA GPU(s)")
 
 
 if __name__ == "__main__":

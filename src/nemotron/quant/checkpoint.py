@@ -73,8 +73,7 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, scheme: str, *, head: 
     if config.quantization is not None:
         raise CheckpointError(f"{src} is already quantized ({config.quantization})")
     dst = Path(dst)
-    if (dst / "config.json").exists():
-        raise CheckpointError(f"{dst} already holds a checkpoint; choose an empty directory")
+    hf.refuse_a_checkpoint_at(dst)
     head = head and not config.is_reward_model
     with torch.device("meta"):
         model = build_model(config)

@@ -83,13 +83,12 @@ class Tokenizer:
         model, spec = directory / "tokenizer.model", directory / "tokenizer.json"
         if model.is_file():
             tok = cls.from_file(model)
-            if spec.is_file():
+            size = _json_vocab_size(spec) if spec.is_file() else 0  # cheap: no second tokenizer in the usual case
+            if tok.vocab_size < size <= (max_vocab or size):
                 try:
-                    json_tok = cls.from_file(spec)
+                    return cls.from_file(spec)
                 except TokenizerError:
-                    json_tok = tok  # the .model serves
-                if tok.vocab_size < json_tok.vocab_size <= (max_vocab or json_tok.vocab_size):
-                    return json_tok
+                    pass  # the .model serves
             try:  # a chat template beside it travels along (a GGUF export carries it); markers stay the model's
                 tok._config = _huggingface_config(directory)
             except TokenizerError:
@@ -317,6 +316,18 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer({self._file_name}, vocab_size={self.vocab_size})"
+
+
+def _json_vocab_size(path: Path) -> int:
+    """The ids a tokenizer.json spans (its model's vocabulary and its added tokens); 0 if it does not read."""
+    try:
+        spec = json.loads(path.read_bytes())
+        vocab = spec["model"]["vocab"]
+        ids = list(vocab.values()) if isinstance(vocab, dict) else [len(vocab) - 1]
+        ids += [t["id"] for t in spec.get("added_tokens") or []]
+        return max(ids, default=-1) + 1
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0
 
 
 def _huggingface_config(directory: Path | None) -> dict:
