@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     try:
-        if vars(args).get("device") is not None:
+        if vars(args).get("device") not in (None, "auto"):  # `train` spells "the default" auto
             checked_device(args.device)
         if vars(args).get("dtype") == "auto":
             args.dtype = auto_dtype(args.device)
